@@ -16,6 +16,7 @@ Usage::
 """
 import argparse
 import asyncio
+import base64
 import bisect
 import copy
 import dataclasses
@@ -37,7 +38,7 @@ import kmock
 import yaml
 
 VERBS = ['create', 'delete', 'deletecollection', 'get', 'list', 'patch', 'update', 'watch']
-LOG_LIMIT = 50_000         # events kept for watch resumption; older resourceVersions get 410 Gone
+LOG_LIMIT = 10_000         # events kept for watch resumption; older resourceVersions get 410 Gone
 BOOKMARK_INTERVAL = 5.0    # seconds between BOOKMARK events on watches that asked for them
 GC_INTERVAL = 0.5          # seconds between ownerReference garbage-collection sweeps
 
@@ -55,10 +56,11 @@ class Res:
     categories: list = dataclasses.field(default_factory=list)
     columns: list | None = None  # CRD additionalPrinterColumns; None = built-in kind
     singular: str = ''
+    shared_store: tuple | None = None  # stored together with another API's resource (Events)
 
     @property
     def store(self) -> tuple[str, str]:  # all versions of a resource share one store
-        return (self.group, self.plural)
+        return self.shared_store or (self.group, self.plural)
 
     @property
     def api_version(self) -> str:
@@ -91,7 +93,7 @@ BUILTINS = [
     _r('apps/v1', 'replicasets', 'ReplicaSet', short=['rs'], subs=['status', 'scale'], cats=['all']),
     _r('batch/v1', 'jobs', 'Job', subs=['status'], cats=['all']),
     _r('coordination.k8s.io/v1', 'leases', 'Lease'),
-    _r('events.k8s.io/v1', 'events', 'Event', short=['ev']),
+    dataclasses.replace(_r('events.k8s.io/v1', 'events', 'Event', short=['ev']), shared_store=('', 'events')),
     _r('apiextensions.k8s.io/v1', 'customresourcedefinitions', 'CustomResourceDefinition', False,
        ['crd', 'crds'], ['status']),
     _r('rbac.authorization.k8s.io/v1', 'roles', 'Role'),
@@ -103,6 +105,11 @@ BUILTINS = [
     _r('networking.k8s.io/v1', 'ingresses', 'Ingress', short=['ing'], subs=['status']),
 ]
 CRD_STORE = ('apiextensions.k8s.io', 'customresourcedefinitions')
+EVENTS_STORE = ('', 'events')
+# core/v1 Event field <-> events.k8s.io/v1 Event field (the rest is common)
+EVENT_FIELDS = {'involvedObject': 'regarding', 'message': 'note', 'count': 'deprecatedCount',
+                'firstTimestamp': 'deprecatedFirstTimestamp', 'lastTimestamp': 'deprecatedLastTimestamp',
+                'source': 'deprecatedSource', 'reportingComponent': 'reportingController'}
 NS_STORE = ('', 'namespaces')
 
 
@@ -184,6 +191,83 @@ def dig(obj: Any, path: tuple | list) -> Any:
     for key in path:
         obj = obj.get(key) if isinstance(obj, dict) else None
     return obj
+
+
+# --- protobuf request bodies ----------------------------------------------------------------------
+# kubectl's typed clients (`kubectl create namespace|secret|configmap|serviceaccount`) send built-in
+# kinds as Kubernetes protobuf and do not fall back to JSON. Responses are always JSON (kubectl
+# accepts it), so only these few request messages are decoded; field numbers from generated.proto.
+
+def _pb_fields(buf: bytes):
+    """Protobuf wire format: yield (field number, value) with varints as ints, the rest as bytes."""
+    i = 0
+
+    def varint():
+        nonlocal i
+        shift = result = 0
+        while True:
+            b = buf[i]
+            i += 1
+            result |= (b & 0x7F) << shift
+            shift += 7
+            if b < 0x80:
+                return result
+    while i < len(buf):
+        tag = varint()
+        wire = tag & 7
+        if wire == 0:
+            yield tag >> 3, varint()
+        elif wire == 2:
+            n = varint()
+            i += n
+            yield tag >> 3, buf[i - n:i]
+        else:  # fixed 64/32-bit: not used by the messages below
+            i += 8 if wire == 1 else 4
+
+
+PB_OWNER_REF = {1: ('kind', 'str'), 3: ('name', 'str'), 4: ('uid', 'str'), 5: ('apiVersion', 'str'),
+                6: ('controller', 'bool'), 7: ('blockOwnerDeletion', 'bool')}
+PB_META = {1: ('name', 'str'), 2: ('generateName', 'str'), 3: ('namespace', 'str'), 5: ('uid', 'str'),
+           6: ('resourceVersion', 'str'), 7: ('generation', 'int'), 11: ('labels', 'map'),
+           12: ('annotations', 'map'), 13: ('ownerReferences', [PB_OWNER_REF]), 14: ('finalizers', ['str'])}
+PB_KINDS = {
+    'Namespace': {1: ('metadata', PB_META)},
+    'ServiceAccount': {1: ('metadata', PB_META), 4: ('automountServiceAccountToken', 'bool')},
+    'Secret': {1: ('metadata', PB_META), 2: ('data', 'map64'), 3: ('type', 'str'), 4: ('stringData', 'map'),
+               5: ('immutable', 'bool')},
+    'ConfigMap': {1: ('metadata', PB_META), 2: ('data', 'map'), 3: ('binaryData', 'map64'), 4: ('immutable', 'bool')},
+}
+
+
+def _pb_message(buf: bytes, schema: dict) -> dict:
+    out: dict = {}
+    for num, value in _pb_fields(buf):
+        if num not in schema:
+            continue
+        name, kind = schema[num]
+        if kind in ('map', 'map64'):
+            entry = dict(_pb_fields(value))
+            v = entry.get(2, b'')
+            out.setdefault(name, {})[entry.get(1, b'').decode()] = \
+                base64.b64encode(v).decode() if kind == 'map64' else v.decode()
+        elif isinstance(kind, list):
+            out.setdefault(name, []).append(value.decode() if kind[0] == 'str' else _pb_message(value, kind[0]))
+        elif isinstance(kind, dict):
+            out[name] = _pb_message(value, kind)
+        elif kind != 'str' or value:  # proto2 sends unset strings as ""
+            out[name] = value.decode() if kind == 'str' else bool(value) if kind == 'bool' else value
+    return out
+
+
+def decode_protobuf(body: bytes) -> dict:
+    if not body.startswith(b'k8s\x00'):
+        raise api_error(415, 'UnsupportedMediaType', 'not a Kubernetes protobuf envelope')
+    envelope = dict(_pb_fields(body[4:]))  # runtime.Unknown{typeMeta=1, raw=2}
+    type_meta = {k: v.decode() for k, v in _pb_fields(envelope.get(1, b''))}
+    api_version, kind = type_meta.get(1, ''), type_meta.get(2, '')
+    if kind not in PB_KINDS:
+        raise api_error(415, 'UnsupportedMediaType', f'the stand-in cannot decode protobuf {kind}; send JSON')
+    return {'apiVersion': api_version, 'kind': kind, **_pb_message(envelope.get(2, b''), PB_KINDS[kind])}
 
 
 # --- selectors and JSONPath -------------------------------------------------------------------------
@@ -290,9 +374,18 @@ class StandIn(kmock.KubernetesEmulator):
         for ns in ('default', 'kube-system', 'kube-public'):
             self._commit(self.registry['', 'v1', 'namespaces'], None, {'metadata': {'name': ns}})
 
+    def _view(self, res: Res, obj: dict) -> dict:
+        """An object as `res` presents it: core/v1 and events.k8s.io/v1 Events are one store."""
+        if obj is None or res.store != EVENTS_STORE or obj.get('apiVersion') == res.api_version:
+            return obj
+        mapping = EVENT_FIELDS if res.group else {v: k for k, v in EVENT_FIELDS.items()}
+        return {mapping.get(k, k): v for k, v in obj.items()} | {'apiVersion': res.api_version}
+
     # ---- event log ----
     def _record(self, kind: str, store: tuple, obj: dict, prev: dict | None) -> None:
-        self.log.append((self.rv, store, kind, copy.deepcopy(obj), prev))
+        # Stored objects are never mutated in place (every write stores a new dict), so the log
+        # can share them with the store.
+        self.log.append((self.rv, store, kind, obj, prev))
         self.log_rvs.append(self.rv)
         if len(self.log) > 2 * LOG_LIMIT:
             del self.log[:LOG_LIMIT], self.log_rvs[:LOG_LIMIT]
@@ -330,8 +423,11 @@ class StandIn(kmock.KubernetesEmulator):
                 else:
                     meta.pop(field, None)
         cand['apiVersion'], cand['kind'] = cand.get('apiVersion') or res.api_version, res.kind
-        self._defaults(res, cand)
         key = (*res.store, meta.get('namespace'), meta['name'])
+        owners = self._ownership(res, key, old, cand, manager, applied, sub, force)
+        self._defaults(res, cand)
+        if not dry:
+            self.owners[key] = owners
         if old is not None:
             def strip(o):
                 return {**o, 'metadata': {k: v for k, v in o['metadata'].items() if k != 'resourceVersion'}}
@@ -340,7 +436,6 @@ class StandIn(kmock.KubernetesEmulator):
             if {k: v for k, v in cand.items() if k not in ('metadata', 'status')} != \
                {k: v for k, v in old.items() if k not in ('metadata', 'status')}:
                 meta['generation'] = old['metadata'].get('generation', 1) + 1
-        self._check_ownership(key, old, cand, manager, applied, force=force)
         if dry:
             return cand
         self.rv += 1
@@ -353,30 +448,49 @@ class StandIn(kmock.KubernetesEmulator):
             return self._remove(key)
         return cand
 
-    def _check_ownership(self, key, old, new, manager, applied, force) -> None:
-        """Minimal SSA field ownership: an apply without force conflicts with another manager's
-        differing value. Never exposed as managedFields; lists are atomic."""
-        owners = self.owners.setdefault(key, {})
+    def _ownership(self, res, key, old, cand, manager, applied, sub, force) -> dict:
+        """
+        Minimal SSA field ownership, kept aside (never exposed as managedFields; lists are atomic):
+        an apply without force conflicts with another manager's differing value, and removes the
+        fields this manager applied before but omits now; other writes take over what they change.
+        Returns {field path: (manager, by_apply)} for the new object; may drop fields from `cand`.
+        """
+        owners = dict(self.owners.get(key, {}))
+
+        def scoped(path):  # the main resource and /status manage their fields separately
+            return not res.has_status or (path[:1] == ('status',)) == (sub == 'status')
         if applied is not None:
-            applied = {k: v for k, v in applied.items() if k not in ('apiVersion', 'kind')}
-            mine = [(p, v) for p, v in leaves(applied) if p[:2] not in (('metadata', 'name'),
-                    ('metadata', 'namespace'), ('metadata', 'resourceVersion'))]
-            conflicts = [p for p, v in mine if owners.get(p, manager) != manager and dig(old, p) != v]
+            body = {k: v for k, v in applied.items() if k not in ('apiVersion', 'kind')}
+            mine = {p: v for p, v in leaves(body) if scoped(p) and p[:2] not in (
+                ('metadata', 'name'), ('metadata', 'namespace'), ('metadata', 'resourceVersion'))}
+            conflicts = [p for p, v in mine.items() if owners.get(p, (manager,))[0] != manager and dig(old, p) != v]
             if conflicts and not force:
                 fields = ', '.join('.' + '.'.join(p) for p in conflicts)
                 raise api_error(409, 'Conflict', f'Apply failed with {len(conflicts)} conflict(s): '
-                                f'conflict with "{owners[conflicts[0]]}": {fields}')
-            owners.update({p: manager for p, _ in mine if dig(new, p) is not None})
-        for path, value in leaves(new):
-            if path[0] != 'metadata' or path[1] in ('labels', 'annotations', 'finalizers'):
-                if (applied is None and dig(old, path) != value) or path not in owners:
-                    owners[path] = manager
-        for path in [p for p in owners if dig(new, p) is None]:
-            del owners[path]
+                                f'conflict with "{owners[conflicts[0]][0]}": {fields}')
+            for path, (who, by_apply) in list(owners.items()):
+                if who == manager and by_apply and scoped(path) and \
+                        not any(path[:len(q)] == q or q[:len(path)] == path for q in mine):
+                    parents = [cand] + [dig(cand, path[:i]) for i in range(1, len(path))]
+                    if isinstance(parents[-1], dict):
+                        parents[-1].pop(path[-1], None)
+                        for parent, name in reversed(list(zip(parents[:-1], path[:-1]))):
+                            if parent.get(name) == {}:  # and the maps this left empty
+                                del parent[name]
+            owners.update({p: (manager, True) for p in mine})
+        for path, value in leaves(cand):
+            if scoped(path) and (path[0] != 'metadata' or path[1] in ('labels', 'annotations', 'finalizers')):
+                if path not in owners or (applied is None and dig(old, path) != value):
+                    owners[path] = (manager, False)
+        return {p: o for p, o in owners.items() if dig(cand, p) is not None}
 
     def _defaults(self, res: Res, obj: dict) -> None:
         """What the built-in controllers would write immediately: namespace phase, CRD conditions."""
-        if res.store == NS_STORE:
+        if res.store == ('', 'secrets'):  # stringData is write-only: folded into data
+            obj['type'] = obj.get('type') or 'Opaque'
+            for k, v in (obj.pop('stringData', None) or {}).items():
+                obj.setdefault('data', {})[k] = base64.b64encode(str(v).encode()).decode()
+        elif res.store == NS_STORE:
             obj['status'] = {'phase': 'Terminating' if obj['metadata'].get('deletionTimestamp') else 'Active'}
         elif res.store == CRD_STORE:
             names = obj.get('spec', {}).get('names', {})
@@ -514,7 +628,9 @@ class StandIn(kmock.KubernetesEmulator):
         namespace = namespace if res.namespaced else None
         body = await raw.read()
         data = None
-        if body:
+        if body and 'protobuf' in raw.content_type:
+            data = decode_protobuf(body) if raw.method != 'DELETE' else None
+        elif body:
             try:
                 data = json.loads(body)
             except ValueError:
@@ -524,14 +640,15 @@ class StandIn(kmock.KubernetesEmulator):
         if raw.method == 'GET' and q.get('watch') in ('true', '1'):
             return await self._watch(raw, res, namespace, name, table)
         if raw.method == 'GET' and name is None:
-            items = self._select(res, namespace, q)
+            items = [self._view(res, o) for o in self._select(res, namespace, q)]
             return json_ok(self._table(res, items) if table else {
                 'kind': f'{res.kind}List', 'apiVersion': res.api_version,
                 'metadata': {'resourceVersion': str(self.rv)}, 'items': items})
         if raw.method == 'POST' and name is None:
-            return json_ok(self._create(res, namespace, data, q), status=201)
+            return json_ok(self._view(res, self._create(res, namespace, data, q)), status=201)
         if raw.method == 'DELETE' and name is None:
-            deleted = [self._delete(k) for k in [self._key(res, o) for o in self._select(res, namespace, q)]]
+            keys = [self._key(res, o) for o in self._select(res, namespace, q)]
+            deleted = [self._view(res, self._delete(k)) for k in keys if k in self.objs]
             return json_ok({'kind': f'{res.kind}List', 'apiVersion': res.api_version,
                             'metadata': {'resourceVersion': str(self.rv)}, 'items': deleted})
         if name is None:
@@ -540,18 +657,20 @@ class StandIn(kmock.KubernetesEmulator):
         key = (*res.store, namespace, name)
         old = self.objs.get(key)
         what = f'{res.plural}.{res.group}' if res.group else res.plural
-        if old is None and not (raw.method == 'PATCH' and raw.content_type == 'application/apply-patch+yaml'):
+        if old is None and (sub or not (raw.method == 'PATCH' and raw.content_type == 'application/apply-patch+yaml')):
             raise api_error(404, 'NotFound', f'{what} "{name}" not found',
                             name=name, group=res.group, kind=res.plural)
         if raw.method == 'GET':
-            return json_ok(self._table(res, [old]) if table else old)
+            return json_ok(self._table(res, [self._view(res, old)]) if table else self._view(res, old))
         if raw.method == 'DELETE':
+            if res.store == NS_STORE and name in ('default', 'kube-system', 'kube-public'):
+                raise api_error(403, 'Forbidden', f'namespace "{name}" is forbidden: this namespace may not be deleted')
             pre = (data or {}).get('preconditions') or {}
             for field in ('uid', 'resourceVersion'):
                 if pre.get(field) and pre[field] != old['metadata'].get(field):
                     raise api_error(409, 'Conflict', f'Precondition failed: {field} in precondition: '
                                     f'{pre[field]}, {field} in object meta: {old["metadata"].get(field)}')
-            return json_ok(self._delete(key) if q.get('dryRun') != 'All' else old)
+            return json_ok(self._view(res, self._delete(key) if q.get('dryRun') != 'All' else old))
         if not isinstance(data, dict) and not (raw.method == 'PATCH' and isinstance(data, list)):
             raise api_error(400, 'BadRequest', 'the request body is not an object')
         manager = q.get('fieldManager') or raw.headers.get('User-Agent', 'unknown').split('/')[0]
@@ -560,7 +679,7 @@ class StandIn(kmock.KubernetesEmulator):
             cand = data
         elif raw.method == 'PATCH':
             patch_type = raw.content_type
-            base = old or {'apiVersion': res.api_version, 'kind': res.kind,
+            base = self._view(res, old) or {'apiVersion': res.api_version, 'kind': res.kind,
                            'metadata': {'name': name, 'namespace': namespace}}
             if patch_type == 'application/apply-patch+yaml':
                 applied = data
@@ -578,7 +697,7 @@ class StandIn(kmock.KubernetesEmulator):
                 raise api_error(415, 'UnsupportedMediaType', f'the patch type {patch_type!r} is not supported')
             if old is None:  # server-side apply creates
                 cand.setdefault('metadata', {}).update(name=name, namespace=namespace)
-                return json_ok(self._create(res, namespace, cand, q, applied=applied), status=201)
+                return json_ok(self._view(res, self._create(res, namespace, cand, q, applied=applied)), status=201)
         else:
             raise api_error(405, 'MethodNotAllowed', f'{raw.method} is not supported')
         sent_rv = dig(data, ['metadata', 'resourceVersion']) if isinstance(data, dict) else None
@@ -588,7 +707,8 @@ class StandIn(kmock.KubernetesEmulator):
                             name=name, group=res.group, kind=res.plural)
         cand = dict(cand, metadata=dict(cand.get('metadata') or {}, name=name, namespace=namespace))
         force = q.get('force') in ('true', '1')
-        return json_ok(self._commit(res, old, cand, sub=sub, manager=manager, applied=applied, dry=dry, force=force))
+        return json_ok(self._view(res, self._commit(res, old, cand, sub=sub, manager=manager, applied=applied,
+                                                    dry=dry, force=force)))
 
     def _create(self, res: Res, namespace: str | None, data: Any, q, applied: dict | None = None) -> dict:
         if not isinstance(data, dict):
@@ -615,8 +735,9 @@ class StandIn(kmock.KubernetesEmulator):
 
     def _select(self, res: Res, namespace: str | None, q) -> list[dict]:
         labels, fields = label_matcher(q.get('labelSelector', '')), field_matcher(q.get('fieldSelector', ''))
-        return [o for k, o in sorted(self.objs.items(), key=lambda kv: (kv[0][2] or '', kv[0][3]))
-                if k[:2] == res.store and (namespace is None or k[2] == namespace) and labels(o) and fields(o)]
+        objs = [self._view(res, o) for k, o in sorted(self.objs.items(), key=lambda kv: (kv[0][2] or '', kv[0][3]))
+                if k[:2] == res.store and (namespace is None or k[2] == namespace)]
+        return [o for o in objs if labels(o) and fields(o)]
 
     async def _watch(self, raw, res: Res, namespace, name, table: bool) -> aiohttp.web.StreamResponse:
         q = raw.query
@@ -631,15 +752,17 @@ class StandIn(kmock.KubernetesEmulator):
         await response.prepare(raw)
 
         async def send(kind, obj):
-            payload = self._table(res, [obj], columns=True) if table and kind != 'BOOKMARK' else obj
+            payload = self._table(res, [obj]) if table and kind != 'BOOKMARK' else obj
             await response.write(json.dumps({'type': kind, 'object': payload}).encode() + b'\n')
 
-        def bookmark(initial_end=False):
-            meta = {'resourceVersion': str(self.rv)}
+        def bookmark(rv, initial_end=False):
+            meta = {'resourceVersion': str(rv)}
             if initial_end:
                 meta['annotations'] = {'k8s.io/initial-events-end': 'true'}
             return {'kind': res.kind, 'apiVersion': res.api_version, 'metadata': meta}
 
+        gone = {'kind': 'Status', 'apiVersion': 'v1', 'metadata': {}, 'status': 'Failure', 'reason': 'Expired',
+                'code': 410, 'message': f'too old resource version: {q.get("resourceVersion")} ({self.rv})'}
         loop = asyncio.get_running_loop()
         deadline = loop.time() + float(q.get('timeoutSeconds') or 1800)
         bookmarks = q.get('allowWatchBookmarks') in ('true', '1')
@@ -647,39 +770,43 @@ class StandIn(kmock.KubernetesEmulator):
         try:
             if since in ('', '0') or q.get('sendInitialEvents') == 'true':
                 cursor = self.rv  # start with the current state as synthetic ADDED events
-                for obj in [o for k, o in self.objs.items() if k[:2] == res.store and matches(o)]:
+                for obj in [o for o in self._select(res, namespace, {}) if matches(o)]:
                     await send('ADDED', obj)
                 if q.get('sendInitialEvents') == 'true':
-                    await send('BOOKMARK', bookmark(initial_end=True))
+                    await send('BOOKMARK', bookmark(cursor, initial_end=True))
             else:
                 cursor = int(since) if since.isdigit() else -1
-                if cursor < (self.log_rvs[0] - 1 if self.log_rvs else 0) or cursor > self.rv:
-                    await send('ERROR', {'kind': 'Status', 'apiVersion': 'v1', 'metadata': {}, 'status': 'Failure',
-                                         'reason': 'Expired', 'code': 410,
-                                         'message': f'too old resource version: {since} ({self.rv})'})
+                if cursor < 0 or cursor > self.rv:
+                    await send('ERROR', gone)
                     return response
-            while not self.stopping and loop.time() < deadline:
+            while not self.stopping and loop.time() < deadline and raw.transport and not raw.transport.is_closing():
+                if self.log_rvs and cursor < self.log_rvs[0] - 1:  # fell behind the trimmed log
+                    await send('ERROR', gone)
+                    break
                 for rv, store, kind, obj, prev in self.log[bisect.bisect_right(self.log_rvs, cursor):]:
+                    cursor = rv
                     if store != res.store:
                         continue
+                    obj, prev = self._view(res, obj), self._view(res, prev)
                     now_in, was_in = matches(obj), prev is not None and matches(prev)
                     if kind == 'MODIFIED' and now_in != was_in:
                         kind = 'ADDED' if now_in else 'DELETED'
                     if now_in or kind == 'DELETED' and was_in:
                         await send(kind, obj)
-                cursor = self.rv
                 wakeup = self.wakeup
+                if self.log_rvs and self.log_rvs[-1] > cursor:
+                    continue  # more events arrived while sending
                 try:
                     await asyncio.wait_for(wakeup.wait(), min(BOOKMARK_INTERVAL, max(0.0, deadline - loop.time())))
                 except asyncio.TimeoutError:
-                    if bookmarks and cursor == self.rv:
-                        await send('BOOKMARK', bookmark())
+                    if bookmarks:
+                        await send('BOOKMARK', bookmark(cursor))
             await response.write_eof()
         except (ConnectionError, asyncio.CancelledError):
             pass
         return response
 
-    def _table(self, res: Res, objs: list[dict], columns: bool = True) -> dict:
+    def _table(self, res: Res, objs: list[dict]) -> dict:
         """A meta.k8s.io/v1 Table as the API server renders for `kubectl get` (CRD printer columns)."""
         printer = res.columns or [{'name': 'Age', 'type': 'date', 'jsonPath': '.metadata.creationTimestamp'}]
         defs = [{'name': 'Name', 'type': 'string', 'format': 'name', 'priority': 0,
@@ -700,7 +827,7 @@ class StandIn(kmock.KubernetesEmulator):
                 cells.append(value)
             rows.append({'cells': cells, 'object': obj})
         return {'kind': 'Table', 'apiVersion': 'meta.k8s.io/v1', 'metadata': {'resourceVersion': str(self.rv)},
-                'columnDefinitions': defs if columns else [], 'rows': rows}
+                'columnDefinitions': defs, 'rows': rows}
 
     # ---- discovery ----
     def _groups(self) -> list[dict]:

@@ -1,0 +1,391 @@
+//! The publisher workload: ServiceAccount, Deployment running `edgewire-agent publisher`, Service on 8080.
+//! Configuration is the seed's `EVENT_BROKER_*` environment; Secret values arrive through `secretKeyRef`,
+//! TLS material as mounted files.
+
+use super::super::{PUBLISHER_APP, PUBLISHER_PORT, ValidatedEventBroker, generated_keys};
+use super::broker::client_endpoint;
+use edgewire_api::{Adapter, EventBrokerSpec, NatsAuth, PASSWORD_KEY, SecretKeyRef, Tls, TlsVersion, USERNAME_KEY};
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment};
+use k8s_openapi::api::core::v1::{
+    Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource, HTTPGetAction,
+    KeyToPath, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile,
+    SecretKeySelector, SecretVolumeSource, SecurityContext, Service, ServiceAccount, ServicePort, ServiceSpec,
+    Volume, VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use std::collections::BTreeMap;
+
+const COMPONENT: &str = "publisher";
+/// Where TLS material is mounted in the publisher container.
+pub const TLS_DIR: &str = "/etc/edgewire/tls";
+
+/// `<name>-publisher`: Deployment, Service and ServiceAccount share it.
+pub fn publisher_name(v: &ValidatedEventBroker) -> String {
+    format!("{}-publisher", v.owner.name)
+}
+
+/// The in-cluster CloudEvents ingress URL (what `status.endpoint` reports).
+pub fn ingress_url(v: &ValidatedEventBroker) -> String {
+    format!("http://{}.{}.svc:{PUBLISHER_PORT}", publisher_name(v), v.owner.namespace)
+}
+
+pub fn build_service_account(v: &ValidatedEventBroker) -> ServiceAccount {
+    ServiceAccount {
+        metadata: v.owner.meta(publisher_name(v), PUBLISHER_APP, COMPONENT),
+        automount_service_account_token: Some(false),
+        ..Default::default()
+    }
+}
+
+pub fn build_service(v: &ValidatedEventBroker) -> Service {
+    Service {
+        metadata: v.owner.meta(publisher_name(v), PUBLISHER_APP, COMPONENT),
+        spec: Some(ServiceSpec {
+            selector: Some(v.owner.selector(PUBLISHER_APP, COMPONENT)),
+            ports: Some(vec![ServicePort {
+                name: Some("http".into()),
+                port: PUBLISHER_PORT,
+                target_port: Some(IntOrString::String("http".into())),
+                protocol: Some("TCP".into()),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+pub fn build_deployment(v: &ValidatedEventBroker) -> Deployment {
+    let env = build_env(v);
+    let (volumes, mounts) = tls_volumes(v);
+    let mut all_volumes = vec![Volume {
+        name: "tmp".into(),
+        empty_dir: Some(EmptyDirVolumeSource::default()),
+        ..Default::default()
+    }];
+    all_volumes.extend(volumes);
+    let mut all_mounts = vec![VolumeMount { name: "tmp".into(), mount_path: "/tmp".into(), ..Default::default() }];
+    all_mounts.extend(mounts);
+
+    let probe = |path: &str, period: i32| Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.into()),
+            port: IntOrString::String("http".into()),
+            ..Default::default()
+        }),
+        period_seconds: Some(period),
+        timeout_seconds: Some(2),
+        failure_threshold: Some(3),
+        ..Default::default()
+    };
+
+    let container = Container {
+        name: "publisher".into(),
+        image: Some(v.images.agent.clone()),
+        image_pull_policy: Some(v.images.agent_pull_policy.clone().unwrap_or_else(|| "IfNotPresent".into())),
+        args: Some(vec!["publisher".into()]),
+        env: Some(env),
+        ports: Some(vec![ContainerPort {
+            name: Some("http".into()),
+            container_port: PUBLISHER_PORT,
+            protocol: Some("TCP".into()),
+            ..Default::default()
+        }]),
+        liveness_probe: Some(probe("/healthz", 10)),
+        readiness_probe: Some(probe("/readyz", 5)),
+        resources: Some(v.spec.publisher.resources.clone().unwrap_or_else(default_resources)),
+        security_context: Some(restricted_container()),
+        volume_mounts: Some(all_mounts),
+        ..Default::default()
+    };
+
+    Deployment {
+        metadata: v.owner.meta(publisher_name(v), PUBLISHER_APP, COMPONENT),
+        spec: Some(DeploymentSpec {
+            replicas: Some(v.spec.publisher.replicas),
+            selector: LabelSelector {
+                match_labels: Some(v.owner.selector(PUBLISHER_APP, COMPONENT)),
+                ..Default::default()
+            },
+            strategy: Some(DeploymentStrategy {
+                type_: Some("RollingUpdate".into()),
+                rolling_update: Some(RollingUpdateDeployment {
+                    max_unavailable: Some(IntOrString::Int(0)),
+                    max_surge: Some(IntOrString::Int(1)),
+                }),
+            }),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(v.owner.labels(PUBLISHER_APP, COMPONENT)),
+                    annotations: Some(super::pod_annotations(v)),
+                    ..Default::default()
+                }),
+                spec: Some(PodSpec {
+                    service_account_name: Some(publisher_name(v)),
+                    automount_service_account_token: Some(false),
+                    containers: vec![container],
+                    volumes: Some(all_volumes),
+                    security_context: Some(restricted_pod()),
+                    termination_grace_period_seconds: Some(30),
+                    ..Default::default()
+                }),
+            },
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// Requests that fit a small node, a memory limit against leaks; no CPU limit (throttling hurts latency).
+pub fn default_resources() -> ResourceRequirements {
+    ResourceRequirements {
+        requests: Some(BTreeMap::from([
+            ("cpu".to_string(), Quantity("50m".into())),
+            ("memory".to_string(), Quantity("64Mi".into())),
+        ])),
+        limits: Some(BTreeMap::from([("memory".to_string(), Quantity("256Mi".into()))])),
+        ..Default::default()
+    }
+}
+
+/// The restricted Pod Security Standard, container part.
+pub fn restricted_container() -> SecurityContext {
+    SecurityContext {
+        run_as_non_root: Some(true),
+        read_only_root_filesystem: Some(true),
+        allow_privilege_escalation: Some(false),
+        capabilities: Some(Capabilities { drop: Some(vec!["ALL".into()]), ..Default::default() }),
+        seccomp_profile: Some(SeccompProfile { type_: "RuntimeDefault".into(), ..Default::default() }),
+        ..Default::default()
+    }
+}
+
+/// The restricted Pod Security Standard, pod part (the agent image runs as 65532, distroless nonroot).
+pub fn restricted_pod() -> PodSecurityContext {
+    PodSecurityContext {
+        run_as_non_root: Some(true),
+        run_as_user: Some(65532),
+        run_as_group: Some(65532),
+        seccomp_profile: Some(SeccompProfile { type_: "RuntimeDefault".into(), ..Default::default() }),
+        ..Default::default()
+    }
+}
+
+fn plain(name: &str, value: impl Into<String>) -> EnvVar {
+    EnvVar { name: name.into(), value: Some(value.into()), ..Default::default() }
+}
+
+fn from_secret(name: &str, secret: &str, key: &str) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value_from: Some(EnvVarSource {
+            secret_key_ref: Some(SecretKeySelector { name: secret.into(), key: key.into(), optional: Some(false) }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn from_ref(name: &str, r: &SecretKeyRef) -> EnvVar {
+    from_secret(name, &r.name, &r.key)
+}
+
+/// The env-var prefix of each adapter's settings, as the seed spells it.
+pub fn env_prefix(adapter: Adapter) -> &'static str {
+    match adapter.canonical() {
+        Adapter::Nats => "EVENT_BROKER_NATS",
+        Adapter::Kafka => "EVENT_BROKER_KAFKA",
+        Adapter::Amqp091 | Adapter::Rabbitmq => "EVENT_BROKER_RABBITMQ",
+        Adapter::Redis => "EVENT_BROKER_REDIS",
+        Adapter::Mqtt => "EVENT_BROKER_MQTT",
+        Adapter::AwsSns => "EVENT_BROKER_AWS_SNS",
+        Adapter::GooglePubsub => "EVENT_BROKER_GOOGLE_PUBSUB",
+    }
+}
+
+/// The adapter's TLS settings, if any.
+fn adapter_tls(spec: &EventBrokerSpec, adapter: Adapter) -> Option<&Tls> {
+    match adapter.canonical() {
+        Adapter::Nats => spec.nats.as_ref()?.tls.as_ref(),
+        Adapter::Kafka => spec.kafka.as_ref()?.tls.as_ref(),
+        Adapter::Amqp091 | Adapter::Rabbitmq => spec.amqp091.as_ref()?.tls.as_ref(),
+        Adapter::Redis => spec.redis.as_ref()?.tls.as_ref(),
+        Adapter::Mqtt => spec.mqtt.as_ref()?.tls.as_ref(),
+        Adapter::AwsSns | Adapter::GooglePubsub => None,
+    }
+    .filter(|t| t.enabled)
+}
+
+/// The publisher's environment: exactly the `EVENT_BROKER_*` set the agent reads.
+pub fn build_env(v: &ValidatedEventBroker) -> Vec<EnvVar> {
+    let spec = &v.spec;
+    let prefix = env_prefix(v.adapter);
+    let deployed = v.broker.as_ref().map(|plan| (plan, client_endpoint(&v.owner, plan.kind)));
+    let generated = v.broker.as_ref().and_then(|p| p.generated.as_ref()).map(|g| g.secret_name.clone());
+    let mut env = vec![
+        plain("EVENT_BROKER_ENABLED", "true"),
+        plain("EVENT_BROKER_ADAPTER", spec.adapter.as_str()),
+        plain("CORE_NAME", spec.core_name.clone()),
+    ];
+    let user_password = |env: &mut Vec<EnvVar>, secret: &str| {
+        env.push(from_secret(&format!("{prefix}_USERNAME"), secret, USERNAME_KEY));
+        env.push(from_secret(&format!("{prefix}_PASSWORD"), secret, PASSWORD_KEY));
+    };
+    match v.adapter {
+        Adapter::Nats => {
+            let nats = spec.nats.clone().unwrap_or_default();
+            let urls = match &deployed {
+                Some((_, ep)) => ep.url(),
+                None => nats.urls.join(","),
+            };
+            env.push(plain("EVENT_BROKER_NATS_URLS", urls));
+            let js = nats.jet_stream.clone().unwrap_or_default();
+            let js_on = js.enabled || deployed.is_some_and(|_| nats.jet_stream.is_none());
+            env.push(plain("EVENT_BROKER_NATS_JETSTREAM", js_on.to_string()));
+            if js_on {
+                env.push(plain("EVENT_BROKER_NATS_STREAM", js.stream.clone()));
+                env.push(plain("EVENT_BROKER_NATS_STREAM_MAX_AGE", js.max_age.clone()));
+            }
+            match nats.auth {
+                Some(NatsAuth { token: Some(t), .. }) => env.push(from_ref("EVENT_BROKER_NATS_TOKEN", &t)),
+                Some(NatsAuth { user_password: Some(up), .. }) => user_password(&mut env, &up.secret_name),
+                Some(NatsAuth { nkey: Some(nk), .. }) => {
+                    env.push(from_ref("EVENT_BROKER_NATS_NKEY_SEED", &nk.seed));
+                    if let Some(jwt) = &nk.jwt {
+                        env.push(from_ref("EVENT_BROKER_NATS_JWT", jwt));
+                    }
+                }
+                _ => {
+                    if let Some(g) = &generated {
+                        user_password(&mut env, g);
+                    }
+                }
+            }
+        }
+        Adapter::Kafka => {
+            let kafka = spec.kafka.clone().unwrap_or_default();
+            let urls = match &deployed {
+                Some((_, ep)) => ep.url(),
+                None => kafka.urls.join(","),
+            };
+            env.push(plain("EVENT_BROKER_KAFKA_URLS", urls));
+            if let Some(topic) = &kafka.topic {
+                env.push(plain("EVENT_BROKER_KAFKA_TOPIC", topic.clone()));
+            }
+            match (&kafka.sasl, &generated) {
+                (Some(sasl), _) => {
+                    user_password(&mut env, &sasl.secret_name);
+                    env.push(plain("EVENT_BROKER_KAFKA_SASL_MECHANISM", sasl.mechanism.as_str()));
+                }
+                (None, Some(g)) => {
+                    user_password(&mut env, g);
+                    env.push(plain("EVENT_BROKER_KAFKA_SASL_MECHANISM", deployed_kafka_mechanism(v)));
+                }
+                (None, None) => {}
+            }
+        }
+        Adapter::Amqp091 => {
+            let url = spec.amqp091.as_ref().and_then(|a| a.url.clone());
+            match (url, &generated) {
+                (Some(u), _) => env.push(from_ref("EVENT_BROKER_RABBITMQ_URL", &u)),
+                (None, Some(g)) => env.push(from_secret("EVENT_BROKER_RABBITMQ_URL", g, generated_keys::URL)),
+                (None, None) => {}
+            }
+        }
+        Adapter::Redis => {
+            let url = spec.redis.as_ref().and_then(|a| a.url.clone());
+            match (url, &generated) {
+                (Some(u), _) => env.push(from_ref("EVENT_BROKER_REDIS_URL", &u)),
+                (None, Some(g)) => env.push(from_secret("EVENT_BROKER_REDIS_URL", g, generated_keys::URL)),
+                (None, None) => {}
+            }
+        }
+        Adapter::Mqtt => {
+            let mqtt = spec.mqtt.clone().unwrap_or_default();
+            let url = match &deployed {
+                Some((_, ep)) => ep.url(),
+                None => mqtt.url.clone().unwrap_or_default(),
+            };
+            env.push(plain("EVENT_BROKER_MQTT_URL", url));
+            env.push(plain("EVENT_BROKER_MQTT_QOS", mqtt.qos.to_string()));
+            match (&mqtt.auth, &generated) {
+                (Some(a), _) if a.jwt.is_some() => {
+                    env.push(from_ref("EVENT_BROKER_MQTT_JWT", a.jwt.as_ref().expect("checked")))
+                }
+                (Some(a), _) if a.user_password.is_some() => {
+                    user_password(&mut env, &a.user_password.as_ref().expect("checked").secret_name)
+                }
+                (_, Some(g)) => user_password(&mut env, g),
+                _ => {}
+            }
+        }
+        // Managed clouds are rejected by validation until their adapters land.
+        Adapter::AwsSns | Adapter::GooglePubsub | Adapter::Rabbitmq => {}
+    }
+    if let Some(tls) = adapter_tls(spec, v.adapter) {
+        env.push(plain(&format!("{prefix}_SSL"), "true"));
+        if tls.ca_secret_ref.is_some() {
+            env.push(plain(&format!("{prefix}_CACERT_FILE"), format!("{TLS_DIR}/ca/ca.crt")));
+        }
+        if tls.client_cert_secret_ref.is_some() {
+            env.push(plain(&format!("{prefix}_CLIENT_CERT_FILE"), format!("{TLS_DIR}/client/tls.crt")));
+            env.push(plain(&format!("{prefix}_CLIENT_KEY_FILE"), format!("{TLS_DIR}/client/tls.key")));
+        }
+        if tls.min_version == TlsVersion::V1_3 {
+            env.push(plain(&format!("{prefix}_TLS_MIN_VERSION"), "1.3"));
+        }
+        if let Some(sn) = &tls.server_name {
+            env.push(plain(&format!("{prefix}_TLS_SERVER_NAME"), sn.clone()));
+        }
+    }
+    env.push(plain("EDGEWIRE_LISTEN", format!("0.0.0.0:{PUBLISHER_PORT}")));
+    env.push(plain("EDGEWIRE_LOG_FORMAT", "json"));
+    env
+}
+
+/// The SASL mechanism a deployed Kafka-family broker is rendered with when the spec names none.
+pub fn deployed_kafka_mechanism(v: &ValidatedEventBroker) -> &'static str {
+    match v.broker.as_ref().map(|b| b.kind) {
+        Some(edgewire_api::BrokerKind::Redpanda) => "scram_sha_256",
+        _ => "plain",
+    }
+}
+
+/// Secret volumes for the adapter's CA bundle and client certificate.
+fn tls_volumes(v: &ValidatedEventBroker) -> (Vec<Volume>, Vec<VolumeMount>) {
+    let mut volumes = Vec::new();
+    let mut mounts = Vec::new();
+    let Some(tls) = adapter_tls(&v.spec, v.adapter) else { return (volumes, mounts) };
+    if let Some(ca) = &tls.ca_secret_ref {
+        volumes.push(secret_volume("tls-ca", &ca.name, vec![(ca.key.clone(), "ca.crt".into())]));
+        mounts.push(read_only_mount("tls-ca", &format!("{TLS_DIR}/ca")));
+    }
+    if let Some(cert) = &tls.client_cert_secret_ref {
+        volumes.push(secret_volume(
+            "tls-client",
+            &cert.secret_name,
+            vec![("tls.crt".into(), "tls.crt".into()), ("tls.key".into(), "tls.key".into())],
+        ));
+        mounts.push(read_only_mount("tls-client", &format!("{TLS_DIR}/client")));
+    }
+    (volumes, mounts)
+}
+
+fn secret_volume(name: &str, secret: &str, items: Vec<(String, String)>) -> Volume {
+    Volume {
+        name: name.into(),
+        secret: Some(SecretVolumeSource {
+            secret_name: Some(secret.into()),
+            items: Some(items.into_iter().map(|(key, path)| KeyToPath { key, path, mode: None }).collect()),
+            default_mode: Some(0o440),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn read_only_mount(name: &str, path: &str) -> VolumeMount {
+    VolumeMount { name: name.into(), mount_path: path.into(), read_only: Some(true), ..Default::default() }
+}

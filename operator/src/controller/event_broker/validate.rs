@@ -1,0 +1,289 @@
+//! Stage 2 (pure): check what the schema cannot (or what a cluster without CEL did not), resolve the
+//! credentials a deployed broker is rendered with, and produce a [`ValidatedEventBroker`].
+
+use super::build::broker::{default_image, has_ui};
+use super::refs::{Refs, secret_uses};
+use super::{BrokerAuth, BrokerPlan, Images, KIND_LABEL, ValidatedEventBroker};
+use crate::children::Owner;
+use crate::hash::credentials_hash;
+use crate::secret::SecretString;
+use edgewire_api::{Adapter, BrokerKind, EventBroker, NatsAuth, PASSWORD_KEY, Tls, USERNAME_KEY};
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+
+/// Why a spec cannot be reconciled.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ValidateError {
+    /// The spec is wrong: `Ready=False`, reason `InvalidSpec`, no children.
+    #[error("{field}: {message}")]
+    Invalid { field: String, message: String },
+    /// A referenced Secret or key is missing or unusable: `CredentialsReady=False`.
+    #[error("{}", .0.join("; "))]
+    Credentials(Vec<String>),
+    /// The object lacks the metadata a child needs (namespace, uid): not read from the API.
+    #[error("the object has no namespace or uid")]
+    Metadata,
+}
+
+fn invalid(field: &str, message: impl Into<String>) -> ValidateError {
+    ValidateError::Invalid { field: field.into(), message: message.into() }
+}
+
+/// Spec checks that need no Secret. The CRD's CEL rules say the same; they are repeated here because
+/// a cluster may not evaluate CEL (and the message then still names the field).
+pub fn check_spec(eb: &EventBroker) -> Result<(), ValidateError> {
+    let spec = &eb.spec;
+    let adapter = spec.adapter.canonical();
+    let deployed = spec.deploy_broker.as_ref();
+    match adapter {
+        Adapter::AwsSns | Adapter::GooglePubsub => {
+            return Err(invalid(
+                "spec.adapter",
+                format!(
+                    "adapter {} is not available in this version of Edgewire; use nats, kafka, amqp091, redis or mqtt",
+                    spec.adapter.as_str()
+                ),
+            ));
+        }
+        Adapter::Nats => {
+            let nats = spec.nats.as_ref();
+            if deployed.is_none() && nats.is_none_or(|n| n.urls.is_empty()) {
+                return Err(invalid("spec.nats.urls", "adapter nats needs at least one URL (or spec.deployBroker)"));
+            }
+            if let Some(auth) = nats.and_then(|n| n.auth.as_ref()) {
+                let n = [auth.token.is_some(), auth.user_password.is_some(), auth.nkey.is_some()];
+                if n.iter().filter(|b| **b).count() != 1 {
+                    return Err(invalid("spec.nats.auth", "set exactly one of token, userPassword, nkey"));
+                }
+            }
+            if deployed.is_some()
+                && let Some(NatsAuth { nkey: Some(nk), .. }) = nats.and_then(|n| n.auth.as_ref())
+                && nk.jwt.is_some()
+            {
+                return Err(invalid(
+                    "spec.nats.auth.nkey.jwt",
+                    "decentralized JWT auth needs an operator/account setup; a broker Edgewire deploys accepts a token, userPassword or a plain nkey",
+                ));
+            }
+        }
+        Adapter::Kafka => {
+            if deployed.is_none() && spec.kafka.as_ref().is_none_or(|k| k.urls.is_empty()) {
+                return Err(invalid("spec.kafka.urls", "adapter kafka needs at least one bootstrap server (or spec.deployBroker)"));
+            }
+        }
+        Adapter::Amqp091 | Adapter::Rabbitmq => {
+            let url = spec.amqp091.as_ref().and_then(|a| a.url.as_ref());
+            if deployed.is_none() && url.is_none() {
+                return Err(invalid("spec.amqp091.url", "adapter amqp091 needs a URL Secret (or spec.deployBroker)"));
+            }
+            if deployed.is_some() && url.is_some() {
+                return Err(invalid(
+                    "spec.amqp091.url",
+                    "leave it unset with deployBroker: the operator generates the credentials and the URL",
+                ));
+            }
+        }
+        Adapter::Redis => {
+            let url = spec.redis.as_ref().and_then(|r| r.url.as_ref());
+            if deployed.is_none() && url.is_none() {
+                return Err(invalid("spec.redis.url", "adapter redis needs a URL Secret (or spec.deployBroker)"));
+            }
+            if deployed.is_some() && url.is_some() {
+                return Err(invalid(
+                    "spec.redis.url",
+                    "leave it unset with deployBroker: the operator generates the credentials and the URL",
+                ));
+            }
+        }
+        Adapter::Mqtt => {
+            let mqtt = spec.mqtt.as_ref();
+            if deployed.is_none() && mqtt.and_then(|m| m.url.as_ref()).is_none_or(|u| u.is_empty()) {
+                return Err(invalid("spec.mqtt.url", "adapter mqtt needs host:port (or spec.deployBroker)"));
+            }
+            if let Some(m) = mqtt {
+                if m.qos > 2 {
+                    return Err(invalid("spec.mqtt.qos", format!("must be 0, 1 or 2, got {}", m.qos)));
+                }
+                if let Some(a) = &m.auth {
+                    if a.jwt.is_some() == a.user_password.is_some() {
+                        return Err(invalid("spec.mqtt.auth", "set exactly one of jwt, userPassword"));
+                    }
+                    if deployed.is_some() && a.jwt.is_some() {
+                        return Err(invalid(
+                            "spec.mqtt.auth.jwt",
+                            "a broker Edgewire deploys authenticates with userPassword; JWT needs the broker's auth plugin",
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    for (field, tls) in [
+        ("spec.nats.tls", spec.nats.as_ref().and_then(|n| n.tls.as_ref())),
+        ("spec.kafka.tls", spec.kafka.as_ref().and_then(|n| n.tls.as_ref())),
+        ("spec.amqp091.tls", spec.amqp091.as_ref().and_then(|n| n.tls.as_ref())),
+        ("spec.redis.tls", spec.redis.as_ref().and_then(|n| n.tls.as_ref())),
+        ("spec.mqtt.tls", spec.mqtt.as_ref().and_then(|n| n.tls.as_ref())),
+    ] {
+        let Some(tls) = tls else { continue };
+        if tls.client_cert_secret_ref.is_some() && !tls.enabled {
+            return Err(invalid(&format!("{field}.clientCertSecretRef"), "requires tls.enabled: true (mTLS requires SSL)"));
+        }
+        if deployed.is_some() && Tls::is_enabled(&Some(tls.clone())) && field.contains(adapter_section(adapter)) {
+            return Err(invalid(
+                field,
+                "TLS to a broker Edgewire deploys is not supported yet; it is reached over the cluster network",
+            ));
+        }
+    }
+    if let Some(d) = deployed {
+        if !spec.adapter.broker_family().contains(&d.kind) {
+            let family: Vec<_> = spec.adapter.broker_family().iter().map(|k| k.as_str()).collect();
+            return Err(invalid(
+                "spec.deployBroker.kind",
+                format!("{} does not speak {}; choose one of: {}", d.kind.as_str(), spec.adapter.as_str(), family.join(", ")),
+            ));
+        }
+        if !d.kind.clusters() && d.replicas != 1 {
+            return Err(invalid("spec.deployBroker.replicas", format!("{} runs as a single replica", d.kind.as_str())));
+        }
+        if matches!(d.kind, BrokerKind::Nats | BrokerKind::Redpanda | BrokerKind::Kafka) && d.replicas % 2 == 0 {
+            return Err(invalid("spec.deployBroker.replicas", "must be odd for a quorum (1, 3, 5)"));
+        }
+        if d.replicas < 1 {
+            return Err(invalid("spec.deployBroker.replicas", "must be at least 1"));
+        }
+        if d.ui && !has_ui(d.kind) {
+            return Err(invalid("spec.deployBroker.ui", format!("{} has no web UI", d.kind.as_str())));
+        }
+    }
+    if spec.publisher.replicas < 0 {
+        return Err(invalid("spec.publisher.replicas", "must not be negative"));
+    }
+    Ok(())
+}
+
+fn adapter_section(adapter: Adapter) -> &'static str {
+    match adapter.canonical() {
+        Adapter::Nats => "nats",
+        Adapter::Kafka => "kafka",
+        Adapter::Amqp091 | Adapter::Rabbitmq => "amqp091",
+        Adapter::Redis => "redis",
+        Adapter::Mqtt => "mqtt",
+        Adapter::AwsSns => "awsSns",
+        Adapter::GooglePubsub => "googlePubsub",
+    }
+}
+
+/// Checks the spec, then that every referenced Secret and key exists, then resolves the broker's credentials.
+pub fn validate(eb: &EventBroker, refs: &Refs, images: &Images) -> Result<ValidatedEventBroker, ValidateError> {
+    check_spec(eb)?;
+    let owner = Owner::of(eb, KIND_LABEL).ok_or(ValidateError::Metadata)?;
+    let uses = secret_uses(&eb.spec);
+    let mut problems = Vec::new();
+    for u in &uses {
+        match refs.secrets.get(&u.name) {
+            None => problems.push(format!("Secret {} ({}) not found", u.name, u.field)),
+            Some(_) => {
+                for k in &u.keys {
+                    if refs.value(&u.name, k).is_none() {
+                        problems.push(format!("Secret {} has no key {} ({})", u.name, k, u.field));
+                    }
+                }
+            }
+        }
+    }
+    if !problems.is_empty() {
+        return Err(ValidateError::Credentials(problems));
+    }
+
+    let spec = &eb.spec;
+    let adapter = spec.adapter.canonical();
+    let broker = match &spec.deploy_broker {
+        None => None,
+        Some(d) => {
+            let auth = broker_auth(eb, refs)?;
+            Some(BrokerPlan {
+                kind: d.kind,
+                replicas: d.replicas,
+                storage: d.storage.clone(),
+                ui: d.ui,
+                image: d.image.clone().unwrap_or_else(|| default_image(d.kind).to_string()),
+                resources: d.resources.clone(),
+                auth,
+                generated: refs.generated.clone(),
+            })
+        }
+    };
+
+    let mut hashed: Vec<Secret> = uses.iter().filter_map(|u| refs.secrets.get(&u.name).cloned()).collect();
+    if let Some(g) = &refs.generated {
+        hashed.push(Secret {
+            metadata: kube::api::ObjectMeta { name: Some(g.secret_name.clone()), ..Default::default() },
+            data: Some(
+                [
+                    (USERNAME_KEY.to_string(), ByteString(g.username.clone().into_bytes())),
+                    (PASSWORD_KEY.to_string(), ByteString(g.password.expose().as_bytes().to_vec())),
+                ]
+                .into(),
+            ),
+            ..Default::default()
+        });
+    }
+    Ok(ValidatedEventBroker {
+        owner,
+        spec: spec.clone(),
+        adapter,
+        images: images.clone(),
+        credentials_hash: credentials_hash(hashed.iter()),
+        broker,
+    })
+}
+
+/// The credentials a deployed broker is rendered with: from the adapter's auth, else the generated ones.
+fn broker_auth(eb: &EventBroker, refs: &Refs) -> Result<BrokerAuth, ValidateError> {
+    let spec = &eb.spec;
+    let get = |name: &str, key: &str| -> Result<SecretString, ValidateError> {
+        refs.value(name, key)
+            .ok_or_else(|| ValidateError::Credentials(vec![format!("Secret {name} has no key {key}")]))
+    };
+    let user_password = |secret: &str| -> Result<BrokerAuth, ValidateError> {
+        Ok(BrokerAuth::UserPassword {
+            username: get(secret, USERNAME_KEY)?.expose().to_string(),
+            password: get(secret, PASSWORD_KEY)?,
+        })
+    };
+    let from_spec = match spec.adapter.canonical() {
+        Adapter::Nats => match spec.nats.as_ref().and_then(|n| n.auth.as_ref()) {
+            Some(NatsAuth { token: Some(t), .. }) => Some(BrokerAuth::Token(get(&t.name, &t.key)?)),
+            Some(NatsAuth { user_password: Some(up), .. }) => Some(user_password(&up.secret_name)?),
+            Some(NatsAuth { nkey: Some(nk), .. }) => {
+                let seed = get(&nk.seed.name, &nk.seed.key)?;
+                let kp = nkeys::KeyPair::from_seed(seed.expose().trim()).map_err(|_| {
+                    ValidateError::Credentials(vec![format!(
+                        "Secret {} key {} is not a valid NKEY seed (spec.nats.auth.nkey.seed)",
+                        nk.seed.name, nk.seed.key
+                    )])
+                })?;
+                Some(BrokerAuth::Nkey { public_key: kp.public_key() })
+            }
+            _ => None,
+        },
+        Adapter::Kafka => match spec.kafka.as_ref().and_then(|k| k.sasl.as_ref()) {
+            Some(s) => Some(user_password(&s.secret_name)?),
+            None => None,
+        },
+        Adapter::Mqtt => match spec.mqtt.as_ref().and_then(|m| m.auth.as_ref()).and_then(|a| a.user_password.as_ref()) {
+            Some(up) => Some(user_password(&up.secret_name)?),
+            None => None,
+        },
+        _ => None,
+    };
+    match (from_spec, &refs.generated) {
+        (Some(a), _) => Ok(a),
+        (None, Some(g)) => Ok(BrokerAuth::UserPassword { username: g.username.clone(), password: g.password.clone() }),
+        (None, None) => Err(ValidateError::Credentials(vec![
+            "no credentials for the deployed broker (generated credentials were not loaded)".into(),
+        ])),
+    }
+}

@@ -1,0 +1,11 @@
+//! Edgewire's control plane. `main.rs` is thin; everything it runs lives here so tests reach it.
+
+pub mod apply;
+pub mod children;
+pub mod context;
+pub mod controller;
+pub mod hash;
+pub mod metrics;
+pub mod render;
+pub mod runtime;
+pub mod secret;
