@@ -245,8 +245,10 @@ pub enum SaslMechanism {
     #[default]
     Plain,
     /// SASL/SCRAM-SHA-256.
+    #[serde(rename = "scram_sha_256")]
     ScramSha256,
     /// SASL/SCRAM-SHA-512.
+    #[serde(rename = "scram_sha_512")]
     ScramSha512,
 }
 
@@ -543,4 +545,27 @@ pub struct TopicStatus {
     /// ARN (SNS) or full resource name (Pub/Sub).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sasl_mechanisms_are_spelled_as_the_seed_spells_them() {
+        for m in [SaslMechanism::Plain, SaslMechanism::ScramSha256, SaslMechanism::ScramSha512] {
+            assert_eq!(serde_json::to_value(m).unwrap(), m.as_str());
+        }
+    }
+
+    #[test]
+    fn adapter_ids_round_trip() {
+        for id in ["nats", "kafka", "amqp091", "rabbitmq", "redis", "mqtt", "aws_sns", "google_pubsub"] {
+            let a = Adapter::parse(id).unwrap();
+            assert_eq!(a.as_str(), id);
+            assert_eq!(serde_json::to_value(a).unwrap(), id);
+        }
+        assert_eq!(Adapter::Rabbitmq.canonical(), Adapter::Amqp091);
+        assert!(Adapter::parse("amqp").is_none());
+    }
 }
