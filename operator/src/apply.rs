@@ -13,12 +13,17 @@ use std::fmt::Debug;
 /// object as the API server holds it, status included.
 pub async fn ssa<K>(client: &Client, obj: &K) -> Result<K, kube::Error>
 where
-    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()> + Serialize + DeserializeOwned + Clone + Debug,
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+        + Serialize
+        + DeserializeOwned
+        + Clone
+        + Debug,
 {
     let ns = obj.namespace().unwrap_or_default();
     let api: Api<K> = Api::namespaced(client.clone(), &ns);
     let params = PatchParams::apply(FIELD_MANAGER).force();
-    api.patch(&obj.name_any(), &params, &Patch::Apply(obj)).await
+    api.patch(&obj.name_any(), &params, &Patch::Apply(obj))
+        .await
 }
 
 /// Names applied in this pass, per kind, so the sweep knows what to keep.
@@ -30,15 +35,24 @@ impl Kept {
         self.0.insert((K::kind(&()).into_owned(), obj.name_any()));
     }
     pub fn contains<K: Resource<DynamicType = ()>>(&self, name: &str) -> bool {
-        self.0.contains(&(K::kind(&()).into_owned(), name.to_string()))
+        self.0
+            .contains(&(K::kind(&()).into_owned(), name.to_string()))
     }
 }
 
 /// Deletes the objects of kind `K` in `ns` that carry the owner's labels (`selector`) but were not applied in
 /// this pass: a switched adapter or a removed `deployBroker` leaves no orphan behind. Returns the names deleted.
-pub async fn sweep<K>(client: &Client, ns: &str, selector: &str, kept: &Kept) -> Result<Vec<String>, kube::Error>
+pub async fn sweep<K>(
+    client: &Client,
+    ns: &str,
+    selector: &str,
+    kept: &Kept,
+) -> Result<Vec<String>, kube::Error>
 where
-    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()> + DeserializeOwned + Clone + Debug,
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+        + DeserializeOwned
+        + Clone
+        + Debug,
 {
     let api: Api<K> = Api::namespaced(client.clone(), ns);
     let mut deleted = Vec::new();

@@ -16,9 +16,22 @@ pub struct Context {
 }
 
 impl Context {
-    pub fn new(client: Client, images: Images, metrics: Arc<Metrics>, instance: Option<String>) -> Self {
-        let reporter = Reporter { controller: edgewire_api::FIELD_MANAGER.into(), instance };
+    pub fn new(
+        client: Client,
+        images: Images,
+        metrics: Arc<Metrics>,
+        instance: Option<String>,
+    ) -> Self {
+        let reporter = Reporter {
+            controller: edgewire_api::FIELD_MANAGER.into(),
+            instance,
+        };
         let recorder = Recorder::new(client.clone(), reporter);
-        Self { client, images, metrics, recorder }
+        Self {
+            client,
+            images,
+            metrics,
+            recorder,
+        }
     }
 }

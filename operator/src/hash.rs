@@ -37,7 +37,10 @@ mod tests {
 
     fn secret(name: &str, k: &str, v: &str) -> Secret {
         Secret {
-            metadata: kube::api::ObjectMeta { name: Some(name.into()), ..Default::default() },
+            metadata: kube::api::ObjectMeta {
+                name: Some(name.into()),
+                ..Default::default()
+            },
             data: Some([(k.to_string(), ByteString(v.as_bytes().to_vec()))].into()),
             ..Default::default()
         }

@@ -7,10 +7,19 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 #[derive(Parser)]
-#[command(name = "edgewire-operator", version, about = "Edgewire's Kubernetes operator")]
+#[command(
+    name = "edgewire-operator",
+    version,
+    about = "Edgewire's Kubernetes operator"
+)]
 struct Cli {
     /// Log format: json (default) or text.
-    #[arg(long, global = true, default_value = "json", env = "EDGEWIRE_LOG_FORMAT")]
+    #[arg(
+        long,
+        global = true,
+        default_value = "json",
+        env = "EDGEWIRE_LOG_FORMAT"
+    )]
     log_format: String,
     #[command(subcommand)]
     command: Command,
@@ -59,9 +68,14 @@ enum Command {
 
 fn init_tracing(format: &str) {
     use tracing_subscriber::{EnvFilter, fmt};
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,kube=warn"));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,kube=warn"));
     let builder = fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    if format == "text" { builder.init() } else { builder.json().flatten_event(true).init() }
+    if format == "text" {
+        builder.init()
+    } else {
+        builder.json().flatten_event(true).init()
+    }
 }
 
 fn images(agent_image: Option<String>, pull_policy: Option<String>) -> Images {
@@ -89,7 +103,8 @@ async fn main() -> std::process::ExitCode {
         } => {
             init_tracing(&cli.log_format);
             let identity = identity.filter(|s| !s.is_empty()).unwrap_or_else(|| {
-                std::env::var("HOSTNAME").unwrap_or_else(|_| format!("edgewire-operator-{}", std::process::id()))
+                std::env::var("HOSTNAME")
+                    .unwrap_or_else(|_| format!("edgewire-operator-{}", std::process::id()))
             });
             runtime::run(runtime::RunConfig {
                 images: images(agent_image, agent_image_pull_policy),
@@ -102,7 +117,9 @@ async fn main() -> std::process::ExitCode {
             })
             .await
         }
-        Command::Render { file, agent_image } => render::render_file(&file, &images(agent_image, None)),
+        Command::Render { file, agent_image } => {
+            render::render_file(&file, &images(agent_image, None))
+        }
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

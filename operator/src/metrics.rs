@@ -35,14 +35,38 @@ impl Default for Metrics {
         let reconciles = Family::<KindLabels, Counter>::default();
         let errors = Family::<ErrorLabels, Counter>::default();
         let duration = Family::<KindLabels, Histogram>::new_with_constructor(|| {
-            Histogram::new([0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0])
+            Histogram::new([
+                0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            ])
         });
         let leader = Gauge::default();
-        registry.register("reconciles", "Reconciles started, per kind", reconciles.clone());
-        registry.register("reconcile_errors", "Reconciles that failed, per kind and reason", errors.clone());
-        registry.register("reconcile_duration_seconds", "Reconcile duration, per kind", duration.clone());
-        registry.register("leader", "1 while this replica holds the leader lease", leader.clone());
-        Self { reconciles, errors, duration, leader, registry }
+        registry.register(
+            "reconciles",
+            "Reconciles started, per kind",
+            reconciles.clone(),
+        );
+        registry.register(
+            "reconcile_errors",
+            "Reconciles that failed, per kind and reason",
+            errors.clone(),
+        );
+        registry.register(
+            "reconcile_duration_seconds",
+            "Reconcile duration, per kind",
+            duration.clone(),
+        );
+        registry.register(
+            "leader",
+            "1 while this replica holds the leader lease",
+            leader.clone(),
+        );
+        Self {
+            reconciles,
+            errors,
+            duration,
+            leader,
+            registry,
+        }
     }
 }
 
@@ -50,17 +74,24 @@ impl Metrics {
     /// Counts a reconcile of `kind` and times it until the guard drops.
     pub fn reconcile(&self, kind: &'static str) -> ReconcileTimer<'_> {
         self.reconciles.get_or_create(&KindLabels { kind }).inc();
-        ReconcileTimer { metrics: self, kind, start: Instant::now() }
+        ReconcileTimer {
+            metrics: self,
+            kind,
+            start: Instant::now(),
+        }
     }
 
     pub fn error(&self, kind: &'static str, reason: &'static str) {
-        self.errors.get_or_create(&ErrorLabels { kind, reason }).inc();
+        self.errors
+            .get_or_create(&ErrorLabels { kind, reason })
+            .inc();
     }
 
     /// The OpenMetrics text exposition.
     pub fn encode(&self) -> String {
         let mut out = String::new();
-        prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("writing to a String cannot fail");
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
         out
     }
 }
@@ -92,8 +123,15 @@ mod tests {
         drop(m.reconcile("eventbroker"));
         m.error("eventbroker", "InvalidSpec");
         let text = m.encode();
-        assert!(text.contains(r#"edgewire_operator_reconciles_total{kind="eventbroker"} 2"#), "{text}");
-        assert!(text.contains(r#"edgewire_operator_reconcile_errors_total{kind="eventbroker",reason="InvalidSpec"} 1"#));
-        assert!(text.contains(r#"edgewire_operator_reconcile_duration_seconds_count{kind="eventbroker"} 2"#));
+        assert!(
+            text.contains(r#"edgewire_operator_reconciles_total{kind="eventbroker"} 2"#),
+            "{text}"
+        );
+        assert!(text.contains(
+            r#"edgewire_operator_reconcile_errors_total{kind="eventbroker",reason="InvalidSpec"} 1"#
+        ));
+        assert!(text.contains(
+            r#"edgewire_operator_reconcile_duration_seconds_count{kind="eventbroker"} 2"#
+        ));
     }
 }

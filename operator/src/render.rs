@@ -16,25 +16,34 @@ pub fn render(yaml: &str, images: &Images) -> anyhow::Result<String> {
     let mut brokers = Vec::new();
     let mut secrets: BTreeMap<(String, String), Secret> = BTreeMap::new();
     for (i, doc) in serde_yaml::Deserializer::from_str(yaml).enumerate() {
-        let value = serde_yaml::Value::deserialize(doc).with_context(|| format!("document {}: not YAML", i + 1))?;
+        let value = serde_yaml::Value::deserialize(doc)
+            .with_context(|| format!("document {}: not YAML", i + 1))?;
         if value.is_null() {
             continue;
         }
-        let kind = value.get("kind").and_then(|k| k.as_str()).unwrap_or_default().to_string();
+        let kind = value
+            .get("kind")
+            .and_then(|k| k.as_str())
+            .unwrap_or_default()
+            .to_string();
         match kind.as_str() {
             "EventBroker" => {
                 let mut eb: EventBroker = serde_yaml::from_value(value)
                     .with_context(|| format!("document {}: not a valid EventBroker", i + 1))?;
                 // Owner references need a uid; a rendered object is not in a cluster yet.
                 let name = eb.name_any();
-                eb.metadata.uid.get_or_insert_with(|| format!("00000000-0000-0000-0000-{:0>12}", name.len()));
-                eb.metadata.namespace.get_or_insert_with(|| "default".into());
+                eb.metadata
+                    .uid
+                    .get_or_insert_with(|| format!("00000000-0000-0000-0000-{:0>12}", name.len()));
+                eb.metadata
+                    .namespace
+                    .get_or_insert_with(|| "default".into());
                 eb.metadata.generation.get_or_insert(1);
                 brokers.push(eb);
             }
             "Secret" => {
-                let mut s: Secret =
-                    serde_yaml::from_value(value).with_context(|| format!("document {}: not a valid Secret", i + 1))?;
+                let mut s: Secret = serde_yaml::from_value(value)
+                    .with_context(|| format!("document {}: not a valid Secret", i + 1))?;
                 // stringData is what people write by hand; the operator reads data.
                 if let Some(sd) = s.string_data.take() {
                     let data = s.data.get_or_insert_with(Default::default);
@@ -46,7 +55,10 @@ pub fn render(yaml: &str, images: &Images) -> anyhow::Result<String> {
                 secrets.insert((ns, s.name_any()), s);
             }
             "MqttBroker" | "BridgeLink" => {
-                bail!("document {}: rendering {kind} is not supported by this version", i + 1)
+                bail!(
+                    "document {}: rendering {kind} is not supported by this version",
+                    i + 1
+                )
             }
             other => bail!("document {}: unexpected kind {other:?}", i + 1),
         }
@@ -63,10 +75,12 @@ pub fn render(yaml: &str, images: &Images) -> anyhow::Result<String> {
         if refs::needs_generated_credentials(&eb.spec) {
             let name = event_broker::generated_secret_name(&eb.name_any());
             let stored = secrets.get(&(ns.clone(), name.clone()));
-            r.generated = Some(refs::read_generated(&name, stored).unwrap_or_else(|| event_broker::GeneratedCredentials {
-                secret_name: name,
-                username: "edgewire".into(),
-                password: SecretString::new("GENERATED-AT-FIRST-RECONCILE"),
+            r.generated = Some(refs::read_generated(&name, stored).unwrap_or_else(|| {
+                event_broker::GeneratedCredentials {
+                    secret_name: name,
+                    username: "edgewire".into(),
+                    password: SecretString::new("GENERATED-AT-FIRST-RECONCILE"),
+                }
             }));
         }
         let valid = validate::validate(eb, &r, images)
@@ -83,17 +97,33 @@ pub fn render(yaml: &str, images: &Images) -> anyhow::Result<String> {
 
 /// Every child as a YAML document, in apply order.
 fn children_yaml(c: build::Children) -> anyhow::Result<Vec<String>> {
-    let build::Children { service_account, generated_secret, broker, publisher_service, publisher_deployment } = c;
+    let build::Children {
+        service_account,
+        generated_secret,
+        broker,
+        publisher_service,
+        publisher_deployment,
+    } = c;
     let mut docs = vec![serde_yaml::to_string(&service_account)?];
     if let Some(s) = generated_secret {
         docs.push(serde_yaml::to_string(&s)?);
     }
     if let Some(b) = broker {
-        let build::broker::BrokerChildren { config, headless, client, statefulset, ui } = b;
+        let build::broker::BrokerChildren {
+            config,
+            headless,
+            client,
+            statefulset,
+            ui,
+        } = b;
         docs.push(serde_yaml::to_string(&config)?);
         docs.push(serde_yaml::to_string(&headless)?);
         docs.push(serde_yaml::to_string(&client)?);
-        if let Some(build::broker::UiChildren { deployment, service }) = ui {
+        if let Some(build::broker::UiChildren {
+            deployment,
+            service,
+        }) = ui
+        {
             docs.push(serde_yaml::to_string(&service)?);
             if let Some(d) = deployment {
                 docs.push(serde_yaml::to_string(&d)?);
@@ -107,7 +137,8 @@ fn children_yaml(c: build::Children) -> anyhow::Result<Vec<String>> {
 }
 
 pub fn render_file(path: &Path, images: &Images) -> anyhow::Result<()> {
-    let yaml = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let yaml =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let out = render(&yaml, images)?;
     print!("{out}");
     Ok(())

@@ -38,12 +38,25 @@ struct HttpState {
     ready: Arc<AtomicBool>,
 }
 
-async fn metrics(State(s): State<HttpState>) -> (StatusCode, [(&'static str, &'static str); 1], String) {
-    (StatusCode::OK, [("content-type", "application/openmetrics-text; version=1.0.0; charset=utf-8")], s.metrics.encode())
+async fn metrics(
+    State(s): State<HttpState>,
+) -> (StatusCode, [(&'static str, &'static str); 1], String) {
+    (
+        StatusCode::OK,
+        [(
+            "content-type",
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        s.metrics.encode(),
+    )
 }
 
 async fn readyz(State(s): State<HttpState>) -> (StatusCode, &'static str) {
-    if s.ready.load(Ordering::Relaxed) { (StatusCode::OK, "ok") } else { (StatusCode::SERVICE_UNAVAILABLE, "starting") }
+    if s.ready.load(Ordering::Relaxed) {
+        (StatusCode::OK, "ok")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "starting")
+    }
 }
 
 /// The HTTP router: `/metrics`, `/healthz`, `/readyz`.
@@ -55,7 +68,9 @@ fn router(metrics: Arc<Metrics>, ready: Arc<AtomicBool>) -> Router {
         .with_state(HttpState { metrics, ready })
 }
 
-async fn metrics_handler(s: State<HttpState>) -> (StatusCode, [(&'static str, &'static str); 1], String) {
+async fn metrics_handler(
+    s: State<HttpState>,
+) -> (StatusCode, [(&'static str, &'static str); 1], String) {
     metrics(s).await
 }
 
@@ -88,7 +103,9 @@ async fn wait_for_crds(client: &Client) {
             match tokio::time::timeout(Duration::from_secs(30), cond).await {
                 Ok(Ok(_)) => break,
                 Ok(Err(e)) => warn!(crd = %name, error = %e, "waiting for CRD"),
-                Err(_) => warn!(crd = %name, "CRD not established yet; install the CRDs (helm chart or crds/)"),
+                Err(_) => {
+                    warn!(crd = %name, "CRD not established yet; install the CRDs (helm chart or crds/)")
+                }
             }
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
@@ -139,7 +156,12 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<()> {
     let (mut leader, lease_task) = manager.watch().await;
     info!(identity = %cfg.identity, lease = %cfg.lease_name, "waiting for leadership");
 
-    let ctx = Arc::new(Context::new(client.clone(), cfg.images.clone(), metrics.clone(), Some(cfg.identity.clone())));
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        cfg.images.clone(),
+        metrics.clone(),
+        Some(cfg.identity.clone()),
+    ));
     let mut stop = stop_rx.clone();
     loop {
         tokio::select! {

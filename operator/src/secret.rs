@@ -33,7 +33,11 @@ pub fn generate_password(len: usize) -> SecretString {
     use rand::Rng;
     const ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz23456789";
     let mut rng = rand::rng();
-    SecretString((0..len).map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char).collect())
+    SecretString(
+        (0..len)
+            .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
+            .collect(),
+    )
 }
 
 #[cfg(test)]

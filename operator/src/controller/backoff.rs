@@ -16,13 +16,21 @@ impl Backoff {
     /// Records a failure of `key` and returns how long to wait before retrying.
     pub fn fail(&self, key: &str) -> Duration {
         let mut m = self.failures.lock().unwrap_or_else(|p| p.into_inner());
-        let n = m.entry(key.to_string()).and_modify(|n| *n = n.saturating_add(1)).or_insert(0);
-        Self::BASE.saturating_mul(2u32.saturating_pow((*n).min(16))).min(Self::MAX)
+        let n = m
+            .entry(key.to_string())
+            .and_modify(|n| *n = n.saturating_add(1))
+            .or_insert(0);
+        Self::BASE
+            .saturating_mul(2u32.saturating_pow((*n).min(16)))
+            .min(Self::MAX)
     }
 
     /// Forgets the failures of `key`.
     pub fn reset(&self, key: &str) {
-        self.failures.lock().unwrap_or_else(|p| p.into_inner()).remove(key);
+        self.failures
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(key);
     }
 }
 
@@ -35,7 +43,11 @@ mod tests {
         let b = Backoff::default();
         assert_eq!(b.fail("a"), Duration::from_secs(5));
         assert_eq!(b.fail("a"), Duration::from_secs(10));
-        assert_eq!(b.fail("b"), Duration::from_secs(5), "other objects have their own count");
+        assert_eq!(
+            b.fail("b"),
+            Duration::from_secs(5),
+            "other objects have their own count"
+        );
         for _ in 0..20 {
             b.fail("a");
         }

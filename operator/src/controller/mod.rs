@@ -30,7 +30,11 @@ where
 }
 
 /// Runs the EventBroker controller until `shutdown` resolves.
-pub async fn run_event_broker(ctx: Arc<Context>, namespace: Option<String>, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
+pub async fn run_event_broker(
+    ctx: Arc<Context>,
+    namespace: Option<String>,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) {
     let client = ctx.client.clone();
     let ns = namespace.as_deref();
     let ebs: Api<EventBroker> = api(&client, ns);
@@ -42,7 +46,11 @@ pub async fn run_event_broker(ctx: Arc<Context>, namespace: Option<String>, shut
         .reflect(writer)
         .applied_objects()
         .predicate_filter(predicates::generation, Default::default());
-    let labels = format!("{}={}", edgewire_api::labels::OWNER_KIND, event_broker::KIND_LABEL);
+    let labels = format!(
+        "{}={}",
+        edgewire_api::labels::OWNER_KIND,
+        event_broker::KIND_LABEL
+    );
     let owned = Config::default().labels(&labels).any_semantic();
     let index = reader.clone();
     let backoff = Arc::new(Backoff::default());
@@ -54,16 +62,23 @@ pub async fn run_event_broker(ctx: Arc<Context>, namespace: Option<String>, shut
         .owns(api::<Service>(&client, ns), owned.clone())
         .owns(api::<Secret>(&client, ns), owned)
         // Reverse index: a Secret event reconciles every EventBroker in its namespace that references it.
-        .watches(api::<Secret>(&client, ns), Config::default().any_semantic(), move |secret: Secret| {
-            let sns = secret.namespace();
-            let name = secret.name_any();
-            index
-                .state()
-                .into_iter()
-                .filter(|eb| eb.namespace() == sns && event_broker::refs::referenced_secret_names(eb).contains(&name))
-                .map(|eb| ObjectRef::from_obj(&*eb))
-                .collect::<Vec<_>>()
-        })
+        .watches(
+            api::<Secret>(&client, ns),
+            Config::default().any_semantic(),
+            move |secret: Secret| {
+                let sns = secret.namespace();
+                let name = secret.name_any();
+                index
+                    .state()
+                    .into_iter()
+                    .filter(|eb| {
+                        eb.namespace() == sns
+                            && event_broker::refs::referenced_secret_names(eb).contains(&name)
+                    })
+                    .map(|eb| ObjectRef::from_obj(&*eb))
+                    .collect::<Vec<_>>()
+            },
+        )
         .graceful_shutdown_on(shutdown)
         .run(
             move |eb, ctx| {
@@ -78,7 +93,9 @@ pub async fn run_event_broker(ctx: Arc<Context>, namespace: Option<String>, shut
                 }
             },
             move |eb, err, _ctx| {
-                policy_ctx.metrics.error(event_broker::KIND_LABEL, err.reason());
+                policy_ctx
+                    .metrics
+                    .error(event_broker::KIND_LABEL, err.reason());
                 let wait = policy_backoff.fail(&key_of(&eb));
                 warn!(name = %eb.name_any(), error = %err, retry_in = ?wait, "reconcile failed");
                 Action::requeue(wait)

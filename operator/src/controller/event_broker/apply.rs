@@ -17,8 +17,18 @@ pub struct Applied {
     pub swept: Vec<String>,
 }
 
-pub async fn apply(client: &Client, owner: &Owner, children: Children) -> Result<Applied, kube::Error> {
-    let Children { service_account, generated_secret, broker, publisher_service, publisher_deployment } = children;
+pub async fn apply(
+    client: &Client,
+    owner: &Owner,
+    children: Children,
+) -> Result<Applied, kube::Error> {
+    let Children {
+        service_account,
+        generated_secret,
+        broker,
+        publisher_service,
+        publisher_deployment,
+    } = children;
     let mut kept = Kept::default();
 
     kept.keep(&ssa(client, &service_account).await?);
@@ -26,11 +36,22 @@ pub async fn apply(client: &Client, owner: &Owner, children: Children) -> Result
         kept.keep(&ssa(client, s).await?);
     }
     let mut broker_sts = None;
-    if let Some(BrokerChildren { config, headless, client: client_svc, statefulset, ui }) = broker {
+    if let Some(BrokerChildren {
+        config,
+        headless,
+        client: client_svc,
+        statefulset,
+        ui,
+    }) = broker
+    {
         kept.keep(&ssa(client, &config).await?);
         kept.keep(&ssa(client, &headless).await?);
         kept.keep(&ssa(client, &client_svc).await?);
-        if let Some(UiChildren { deployment, service }) = &ui {
+        if let Some(UiChildren {
+            deployment,
+            service,
+        }) = &ui
+        {
             kept.keep(&ssa(client, service).await?);
             if let Some(d) = deployment {
                 kept.keep(&ssa(client, d).await?);
@@ -52,5 +73,9 @@ pub async fn apply(client: &Client, owner: &Owner, children: Children) -> Result
     swept.extend(sweep::<Service>(client, ns, &sel, &kept).await?);
     swept.extend(sweep::<Secret>(client, ns, &sel, &kept).await?);
     swept.extend(sweep::<ServiceAccount>(client, ns, &sel, &kept).await?);
-    Ok(Applied { publisher, broker: broker_sts, swept })
+    Ok(Applied {
+        publisher,
+        broker: broker_sts,
+        swept,
+    })
 }

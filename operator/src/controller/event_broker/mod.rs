@@ -29,7 +29,13 @@ pub struct Images {
 
 impl Default for Images {
     fn default() -> Self {
-        Self { agent: format!("ghcr.io/edgewire/edgewire-agent:{}", env!("CARGO_PKG_VERSION")), agent_pull_policy: None }
+        Self {
+            agent: format!(
+                "ghcr.io/edgewire/edgewire-agent:{}",
+                env!("CARGO_PKG_VERSION")
+            ),
+            agent_pull_policy: None,
+        }
     }
 }
 
@@ -72,7 +78,10 @@ pub enum BrokerAuth {
     /// NATS token.
     Token(SecretString),
     /// User and password (every broker).
-    UserPassword { username: String, password: SecretString },
+    UserPassword {
+        username: String,
+        password: SecretString,
+    },
     /// NATS NKEY user, by public key (derived from the referenced seed).
     Nkey { public_key: String },
 }
@@ -146,15 +155,30 @@ pub async fn reconcile(eb: Arc<EventBroker>, ctx: Arc<Context>) -> Result<Action
     let valid = match validate::validate(&eb, &refs, &ctx.images) {
         Ok(v) => v,
         Err(err) => {
-            ctx.metrics.error(KIND_LABEL, if matches!(err, ValidateError::Credentials(_)) { "CredentialsMissing" } else { "InvalidSpec" });
+            ctx.metrics.error(
+                KIND_LABEL,
+                if matches!(err, ValidateError::Credentials(_)) {
+                    "CredentialsMissing"
+                } else {
+                    "InvalidSpec"
+                },
+            );
             let status = status::failed(&eb, &err);
-            let was_ready = eb.status.as_ref().map(|s| cond::is_true(&s.conditions, types::READY)).unwrap_or(false);
+            let was_ready = eb
+                .status
+                .as_ref()
+                .map(|s| cond::is_true(&s.conditions, types::READY))
+                .unwrap_or(false);
             let same_message = eb
                 .status
                 .as_ref()
                 .and_then(|s| cond::find(&s.conditions, types::READY))
                 .is_some_and(|c| c.message == err.to_string());
-            if status::write(&ctx.client, &eb, status).await.map_err(Error::Status)? && (was_ready || !same_message) {
+            if status::write(&ctx.client, &eb, status)
+                .await
+                .map_err(Error::Status)?
+                && (was_ready || !same_message)
+            {
                 let reason = match err {
                     ValidateError::Credentials(_) => "CredentialsMissing",
                     _ => "InvalidSpec",
@@ -170,28 +194,59 @@ pub async fn reconcile(eb: Arc<EventBroker>, ctx: Arc<Context>) -> Result<Action
         }
     };
     let desired = build::build(&valid);
-    let applied = apply::apply(&ctx.client, &valid.owner, desired).await.map_err(Error::Apply)?;
+    let applied = apply::apply(&ctx.client, &valid.owner, desired)
+        .await
+        .map_err(Error::Apply)?;
     if !applied.swept.is_empty() {
         info!(deleted = ?applied.swept, "removed children no longer wanted");
     }
     let new_status = status::desired(&eb, &valid, &applied);
     let old = eb.status.clone().unwrap_or_default();
-    let became_ready = cond::is_true(&new_status.conditions, types::READY) && !cond::is_true(&old.conditions, types::READY);
-    let rotated = old.credentials_revision.is_some() && old.credentials_revision != new_status.credentials_revision;
-    status::write(&ctx.client, &eb, new_status).await.map_err(Error::Status)?;
+    let became_ready = cond::is_true(&new_status.conditions, types::READY)
+        && !cond::is_true(&old.conditions, types::READY);
+    let rotated = old.credentials_revision.is_some()
+        && old.credentials_revision != new_status.credentials_revision;
+    status::write(&ctx.client, &eb, new_status)
+        .await
+        .map_err(Error::Status)?;
     if became_ready {
-        publish(&ctx, &eb, EventType::Normal, "Ready", "broker and publisher are ready".into()).await;
+        publish(
+            &ctx,
+            &eb,
+            EventType::Normal,
+            "Ready",
+            "broker and publisher are ready".into(),
+        )
+        .await;
     }
     if rotated {
-        publish(&ctx, &eb, EventType::Normal, "CredentialsRotated", "referenced Secrets changed; workloads roll".into())
-            .await;
+        publish(
+            &ctx,
+            &eb,
+            EventType::Normal,
+            "CredentialsRotated",
+            "referenced Secrets changed; workloads roll".into(),
+        )
+        .await;
     }
     Ok(Action::requeue(RESYNC))
 }
 
 /// Records a Kubernetes Event; failing to record one never fails the reconcile.
-pub async fn publish(ctx: &Context, eb: &EventBroker, type_: EventType, reason: &str, note: String) {
-    let ev = Event { type_, reason: reason.into(), note: Some(note), action: "Reconcile".into(), secondary: None };
+pub async fn publish(
+    ctx: &Context,
+    eb: &EventBroker,
+    type_: EventType,
+    reason: &str,
+    note: String,
+) {
+    let ev = Event {
+        type_,
+        reason: reason.into(),
+        note: Some(note),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
     if let Err(e) = ctx.recorder.publish(&ev, &eb.object_ref(&())).await {
         warn!(error = %e, "could not record event");
     }

@@ -3,7 +3,9 @@
 
 use super::{GeneratedCredentials, generated_keys, generated_secret_name};
 use crate::secret::{SecretString, generate_password};
-use edgewire_api::{Adapter, EventBroker, EventBrokerSpec, NatsAuth, PASSWORD_KEY, Tls, USERNAME_KEY};
+use edgewire_api::{
+    Adapter, EventBroker, EventBrokerSpec, NatsAuth, PASSWORD_KEY, Tls, USERNAME_KEY,
+};
 use k8s_openapi::api::core::v1::Secret;
 use kube::{Api, Client, ResourceExt};
 use std::collections::BTreeMap;
@@ -30,17 +32,34 @@ impl Refs {
     /// The value of `key` in Secret `name`, if both exist and it is UTF-8.
     pub fn value(&self, name: &str, key: &str) -> Option<SecretString> {
         let s = self.secrets.get(name)?;
-        let bytes = s.data.as_ref().and_then(|d| d.get(key)).map(|b| b.0.clone()).or_else(|| {
-            s.string_data.as_ref().and_then(|d| d.get(key)).map(|v| v.clone().into_bytes())
-        })?;
+        let bytes = s
+            .data
+            .as_ref()
+            .and_then(|d| d.get(key))
+            .map(|b| b.0.clone())
+            .or_else(|| {
+                s.string_data
+                    .as_ref()
+                    .and_then(|d| d.get(key))
+                    .map(|v| v.clone().into_bytes())
+            })?;
         String::from_utf8(bytes).ok().map(SecretString::new)
     }
 }
 
-fn tls_uses(out: &mut Vec<SecretUse>, tls: &Option<Tls>, ca_field: &'static str, cert_field: &'static str) {
+fn tls_uses(
+    out: &mut Vec<SecretUse>,
+    tls: &Option<Tls>,
+    ca_field: &'static str,
+    cert_field: &'static str,
+) {
     if let Some(t) = tls.as_ref().filter(|t| t.enabled) {
         if let Some(ca) = &t.ca_secret_ref {
-            out.push(SecretUse { name: ca.name.clone(), keys: vec![ca.key.clone()], field: ca_field });
+            out.push(SecretUse {
+                name: ca.name.clone(),
+                keys: vec![ca.key.clone()],
+                field: ca_field,
+            });
         }
         if let Some(c) = &t.client_cert_secret_ref {
             out.push(SecretUse {
@@ -53,7 +72,11 @@ fn tls_uses(out: &mut Vec<SecretUse>, tls: &Option<Tls>, ca_field: &'static str,
 }
 
 fn user_password(name: &str, field: &'static str) -> SecretUse {
-    SecretUse { name: name.into(), keys: vec![USERNAME_KEY.into(), PASSWORD_KEY.into()], field }
+    SecretUse {
+        name: name.into(),
+        keys: vec![USERNAME_KEY.into(), PASSWORD_KEY.into()],
+        field,
+    }
 }
 
 /// Every Secret the active adapter's section references (sections of other adapters are ignored).
@@ -63,21 +86,40 @@ pub fn secret_uses(spec: &EventBrokerSpec) -> Vec<SecretUse> {
         Adapter::Nats => {
             if let Some(n) = &spec.nats {
                 match &n.auth {
-                    Some(NatsAuth { token: Some(t), .. }) => {
-                        out.push(SecretUse { name: t.name.clone(), keys: vec![t.key.clone()], field: "spec.nats.auth.token" })
-                    }
-                    Some(NatsAuth { user_password: Some(up), .. }) => {
-                        out.push(user_password(&up.secret_name, "spec.nats.auth.userPassword"))
-                    }
+                    Some(NatsAuth { token: Some(t), .. }) => out.push(SecretUse {
+                        name: t.name.clone(),
+                        keys: vec![t.key.clone()],
+                        field: "spec.nats.auth.token",
+                    }),
+                    Some(NatsAuth {
+                        user_password: Some(up),
+                        ..
+                    }) => out.push(user_password(
+                        &up.secret_name,
+                        "spec.nats.auth.userPassword",
+                    )),
                     Some(NatsAuth { nkey: Some(nk), .. }) => {
-                        out.push(SecretUse { name: nk.seed.name.clone(), keys: vec![nk.seed.key.clone()], field: "spec.nats.auth.nkey.seed" });
+                        out.push(SecretUse {
+                            name: nk.seed.name.clone(),
+                            keys: vec![nk.seed.key.clone()],
+                            field: "spec.nats.auth.nkey.seed",
+                        });
                         if let Some(j) = &nk.jwt {
-                            out.push(SecretUse { name: j.name.clone(), keys: vec![j.key.clone()], field: "spec.nats.auth.nkey.jwt" });
+                            out.push(SecretUse {
+                                name: j.name.clone(),
+                                keys: vec![j.key.clone()],
+                                field: "spec.nats.auth.nkey.jwt",
+                            });
                         }
                     }
                     _ => {}
                 }
-                tls_uses(&mut out, &n.tls, "spec.nats.tls.caSecretRef", "spec.nats.tls.clientCertSecretRef");
+                tls_uses(
+                    &mut out,
+                    &n.tls,
+                    "spec.nats.tls.caSecretRef",
+                    "spec.nats.tls.clientCertSecretRef",
+                );
             }
         }
         Adapter::Kafka => {
@@ -85,35 +127,70 @@ pub fn secret_uses(spec: &EventBrokerSpec) -> Vec<SecretUse> {
                 if let Some(s) = &k.sasl {
                     out.push(user_password(&s.secret_name, "spec.kafka.sasl.secretName"));
                 }
-                tls_uses(&mut out, &k.tls, "spec.kafka.tls.caSecretRef", "spec.kafka.tls.clientCertSecretRef");
+                tls_uses(
+                    &mut out,
+                    &k.tls,
+                    "spec.kafka.tls.caSecretRef",
+                    "spec.kafka.tls.clientCertSecretRef",
+                );
             }
         }
         Adapter::Amqp091 | Adapter::Rabbitmq => {
             if let Some(a) = &spec.amqp091 {
                 if let Some(u) = &a.url {
-                    out.push(SecretUse { name: u.name.clone(), keys: vec![u.key.clone()], field: "spec.amqp091.url" });
+                    out.push(SecretUse {
+                        name: u.name.clone(),
+                        keys: vec![u.key.clone()],
+                        field: "spec.amqp091.url",
+                    });
                 }
-                tls_uses(&mut out, &a.tls, "spec.amqp091.tls.caSecretRef", "spec.amqp091.tls.clientCertSecretRef");
+                tls_uses(
+                    &mut out,
+                    &a.tls,
+                    "spec.amqp091.tls.caSecretRef",
+                    "spec.amqp091.tls.clientCertSecretRef",
+                );
             }
         }
         Adapter::Redis => {
             if let Some(r) = &spec.redis {
                 if let Some(u) = &r.url {
-                    out.push(SecretUse { name: u.name.clone(), keys: vec![u.key.clone()], field: "spec.redis.url" });
+                    out.push(SecretUse {
+                        name: u.name.clone(),
+                        keys: vec![u.key.clone()],
+                        field: "spec.redis.url",
+                    });
                 }
-                tls_uses(&mut out, &r.tls, "spec.redis.tls.caSecretRef", "spec.redis.tls.clientCertSecretRef");
+                tls_uses(
+                    &mut out,
+                    &r.tls,
+                    "spec.redis.tls.caSecretRef",
+                    "spec.redis.tls.clientCertSecretRef",
+                );
             }
         }
         Adapter::Mqtt => {
             if let Some(m) = &spec.mqtt {
                 if let Some(a) = &m.auth {
                     if let Some(j) = &a.jwt {
-                        out.push(SecretUse { name: j.name.clone(), keys: vec![j.key.clone()], field: "spec.mqtt.auth.jwt" });
+                        out.push(SecretUse {
+                            name: j.name.clone(),
+                            keys: vec![j.key.clone()],
+                            field: "spec.mqtt.auth.jwt",
+                        });
                     } else if let Some(up) = &a.user_password {
-                        out.push(user_password(&up.secret_name, "spec.mqtt.auth.userPassword"));
+                        out.push(user_password(
+                            &up.secret_name,
+                            "spec.mqtt.auth.userPassword",
+                        ));
                     }
                 }
-                tls_uses(&mut out, &m.tls, "spec.mqtt.tls.caSecretRef", "spec.mqtt.tls.clientCertSecretRef");
+                tls_uses(
+                    &mut out,
+                    &m.tls,
+                    "spec.mqtt.tls.caSecretRef",
+                    "spec.mqtt.tls.clientCertSecretRef",
+                );
             }
         }
         Adapter::AwsSns => {
@@ -126,8 +203,16 @@ pub fn secret_uses(spec: &EventBrokerSpec) -> Vec<SecretUse> {
             }
         }
         Adapter::GooglePubsub => {
-            if let Some(c) = spec.google_pubsub.as_ref().and_then(|s| s.credentials.as_ref()) {
-                out.push(SecretUse { name: c.name.clone(), keys: vec![c.key.clone()], field: "spec.googlePubsub.credentials" });
+            if let Some(c) = spec
+                .google_pubsub
+                .as_ref()
+                .and_then(|s| s.credentials.as_ref())
+            {
+                out.push(SecretUse {
+                    name: c.name.clone(),
+                    keys: vec![c.key.clone()],
+                    field: "spec.googlePubsub.credentials",
+                });
             }
         }
     }
@@ -153,7 +238,9 @@ pub fn needs_generated_credentials(spec: &EventBrokerSpec) -> bool {
     match spec.adapter.canonical() {
         Adapter::Nats => spec.nats.as_ref().and_then(|n| n.auth.as_ref()).is_none(),
         Adapter::Kafka => spec.kafka.as_ref().and_then(|k| k.sasl.as_ref()).is_none(),
-        Adapter::Amqp091 | Adapter::Rabbitmq => spec.amqp091.as_ref().and_then(|a| a.url.as_ref()).is_none(),
+        Adapter::Amqp091 | Adapter::Rabbitmq => {
+            spec.amqp091.as_ref().and_then(|a| a.url.as_ref()).is_none()
+        }
         Adapter::Redis => spec.redis.as_ref().and_then(|r| r.url.as_ref()).is_none(),
         Adapter::Mqtt => spec.mqtt.as_ref().and_then(|m| m.auth.as_ref()).is_none(),
         Adapter::AwsSns | Adapter::GooglePubsub => false,
@@ -163,7 +250,11 @@ pub fn needs_generated_credentials(spec: &EventBrokerSpec) -> bool {
 /// Reads the generated credentials back from `secret`, if it holds them.
 pub fn read_generated(name: &str, secret: Option<&Secret>) -> Option<GeneratedCredentials> {
     let data = secret?.data.as_ref()?;
-    let get = |k: &str| data.get(k).and_then(|b| String::from_utf8(b.0.clone()).ok()).filter(|s| !s.is_empty());
+    let get = |k: &str| {
+        data.get(k)
+            .and_then(|b| String::from_utf8(b.0.clone()).ok())
+            .filter(|s| !s.is_empty())
+    };
     Some(GeneratedCredentials {
         secret_name: name.into(),
         username: get(generated_keys::USERNAME)?,
@@ -173,7 +264,11 @@ pub fn read_generated(name: &str, secret: Option<&Secret>) -> Option<GeneratedCr
 
 /// Fresh credentials for a broker that has none yet.
 pub fn new_generated(name: &str) -> GeneratedCredentials {
-    GeneratedCredentials { secret_name: name.into(), username: "edgewire".into(), password: generate_password(32) }
+    GeneratedCredentials {
+        secret_name: name.into(),
+        username: "edgewire".into(),
+        password: generate_password(32),
+    }
 }
 
 /// Fetches the referenced Secrets (missing ones are simply absent from `secrets`).
@@ -192,7 +287,8 @@ pub async fn fetch(client: &Client, eb: &EventBroker) -> Result<Refs, kube::Erro
     if needs_generated_credentials(&eb.spec) {
         let name = generated_secret_name(&eb.name_any());
         let existing = api.get_opt(&name).await?;
-        refs.generated = Some(read_generated(&name, existing.as_ref()).unwrap_or_else(|| new_generated(&name)));
+        refs.generated =
+            Some(read_generated(&name, existing.as_ref()).unwrap_or_else(|| new_generated(&name)));
     }
     Ok(refs)
 }

@@ -1,11 +1,11 @@
 //! Stage 5: compute conditions from what was applied and write `status` with server-side apply on the
 //! status subresource (never merge-patched). A status equal to the current one is not written.
 
+use super::ValidatedEventBroker;
 use super::apply::Applied;
 use super::build::broker::client_endpoint;
 use super::build::publisher::ingress_url;
 use super::validate::ValidateError;
-use super::ValidatedEventBroker;
 use edgewire_api::condition::{self, reasons, types};
 use edgewire_api::{EventBroker, EventBrokerStatus, FIELD_MANAGER};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
@@ -33,7 +33,10 @@ pub fn publisher_ready(d: &Deployment) -> (bool, String) {
         .and_then(|cs| cs.iter().find(|c| c.type_ == "Available"))
         .map(|c| c.status == "True");
     let ok = want == 0 || (available >= want && cond != Some(false));
-    (ok, format!("{available}/{want} publisher replicas available"))
+    (
+        ok,
+        format!("{available}/{want} publisher replicas available"),
+    )
 }
 
 /// The status of a reconciled EventBroker.
@@ -43,9 +46,21 @@ pub fn desired(eb: &EventBroker, v: &ValidatedEventBroker, applied: &Applied) ->
     let (broker_ok, broker_msg, broker_reason) = match &applied.broker {
         Some(sts) => {
             let (ok, msg) = broker_ready(sts);
-            (ok, msg, if ok { reasons::READY } else { reasons::PROGRESSING })
+            (
+                ok,
+                msg,
+                if ok {
+                    reasons::READY
+                } else {
+                    reasons::PROGRESSING
+                },
+            )
         }
-        None => (true, "the broker is external to Edgewire".to_string(), reasons::EXTERNAL),
+        None => (
+            true,
+            "the broker is external to Edgewire".to_string(),
+            reasons::EXTERNAL,
+        ),
     };
     let (pub_ok, pub_msg) = publisher_ready(&applied.publisher);
     let ready = broker_ok && pub_ok;
@@ -55,20 +70,46 @@ pub fn desired(eb: &EventBroker, v: &ValidatedEventBroker, applied: &Applied) ->
         (true, false) => pub_msg.clone(),
     };
     let conditions = vec![
-        condition::new(types::BROKER_READY, broker_ok, broker_reason, broker_msg, generation),
+        condition::new(
+            types::BROKER_READY,
+            broker_ok,
+            broker_reason,
+            broker_msg,
+            generation,
+        ),
         condition::new(
             types::PUBLISHER_READY,
             pub_ok,
-            if pub_ok { reasons::AVAILABLE } else { reasons::PROGRESSING },
+            if pub_ok {
+                reasons::AVAILABLE
+            } else {
+                reasons::PROGRESSING
+            },
             pub_msg,
             generation,
         ),
-        condition::new(types::CREDENTIALS_READY, true, reasons::SECRETS_RESOLVED, "every referenced Secret and key exists", generation),
-        condition::new(types::TOPICS_READY, true, reasons::NOT_APPLICABLE, "no managed-cloud topics for this adapter", generation),
+        condition::new(
+            types::CREDENTIALS_READY,
+            true,
+            reasons::SECRETS_RESOLVED,
+            "every referenced Secret and key exists",
+            generation,
+        ),
+        condition::new(
+            types::TOPICS_READY,
+            true,
+            reasons::NOT_APPLICABLE,
+            "no managed-cloud topics for this adapter",
+            generation,
+        ),
         condition::new(
             types::READY,
             ready,
-            if ready { reasons::READY } else { reasons::NOT_READY },
+            if ready {
+                reasons::READY
+            } else {
+                reasons::NOT_READY
+            },
             ready_msg,
             generation,
         ),
@@ -83,7 +124,11 @@ pub fn desired(eb: &EventBroker, v: &ValidatedEventBroker, applied: &Applied) ->
         }),
         topics: current.topics,
         credentials_revision: Some(v.credentials_hash.clone()),
-        generated_secret: v.broker.as_ref().and_then(|b| b.generated.as_ref()).map(|g| g.secret_name.clone()),
+        generated_secret: v
+            .broker
+            .as_ref()
+            .and_then(|b| b.generated.as_ref())
+            .map(|g| g.secret_name.clone()),
     }
 }
 
@@ -91,15 +136,33 @@ pub fn desired(eb: &EventBroker, v: &ValidatedEventBroker, applied: &Applied) ->
 fn external_endpoint(eb: &EventBroker) -> String {
     let s = &eb.spec;
     match s.adapter.canonical() {
-        edgewire_api::Adapter::Nats => s.nats.as_ref().map(|n| n.urls.join(",")).unwrap_or_default(),
-        edgewire_api::Adapter::Kafka => s.kafka.as_ref().map(|k| k.urls.join(",")).unwrap_or_default(),
-        edgewire_api::Adapter::Mqtt => s.mqtt.as_ref().and_then(|m| m.url.clone()).unwrap_or_default(),
-        edgewire_api::Adapter::Amqp091 | edgewire_api::Adapter::Rabbitmq => {
-            s.amqp091.as_ref().and_then(|a| a.url.as_ref()).map(|u| format!("secret:{}/{}", u.name, u.key)).unwrap_or_default()
-        }
-        edgewire_api::Adapter::Redis => {
-            s.redis.as_ref().and_then(|a| a.url.as_ref()).map(|u| format!("secret:{}/{}", u.name, u.key)).unwrap_or_default()
-        }
+        edgewire_api::Adapter::Nats => s
+            .nats
+            .as_ref()
+            .map(|n| n.urls.join(","))
+            .unwrap_or_default(),
+        edgewire_api::Adapter::Kafka => s
+            .kafka
+            .as_ref()
+            .map(|k| k.urls.join(","))
+            .unwrap_or_default(),
+        edgewire_api::Adapter::Mqtt => s
+            .mqtt
+            .as_ref()
+            .and_then(|m| m.url.clone())
+            .unwrap_or_default(),
+        edgewire_api::Adapter::Amqp091 | edgewire_api::Adapter::Rabbitmq => s
+            .amqp091
+            .as_ref()
+            .and_then(|a| a.url.as_ref())
+            .map(|u| format!("secret:{}/{}", u.name, u.key))
+            .unwrap_or_default(),
+        edgewire_api::Adapter::Redis => s
+            .redis
+            .as_ref()
+            .and_then(|a| a.url.as_ref())
+            .map(|u| format!("secret:{}/{}", u.name, u.key))
+            .unwrap_or_default(),
         _ => String::new(),
     }
 }
@@ -117,11 +180,23 @@ pub fn failed(eb: &EventBroker, err: &ValidateError) -> EventBrokerStatus {
             } else {
                 reasons::SECRET_MISSING
             };
-            conditions.push(condition::new(types::CREDENTIALS_READY, false, reason, msg.clone(), generation));
+            conditions.push(condition::new(
+                types::CREDENTIALS_READY,
+                false,
+                reason,
+                msg.clone(),
+                generation,
+            ));
             conditions.push(condition::new(types::READY, false, reason, msg, generation));
         }
         ValidateError::Invalid { .. } | ValidateError::Metadata => {
-            conditions.push(condition::new(types::READY, false, reasons::INVALID_SPEC, msg, generation));
+            conditions.push(condition::new(
+                types::READY,
+                false,
+                reasons::INVALID_SPEC,
+                msg,
+                generation,
+            ));
         }
     }
     // Keep the other conditions as they were: they describe children that still exist.
@@ -133,20 +208,34 @@ pub fn failed(eb: &EventBroker, err: &ValidateError) -> EventBrokerStatus {
         .collect();
     merged.extend(condition::merge(&current.conditions, conditions));
     merged.sort_by(|a, b| a.type_.cmp(&b.type_));
-    EventBrokerStatus { observed_generation: generation, conditions: merged, ..current }
+    EventBrokerStatus {
+        observed_generation: generation,
+        conditions: merged,
+        ..current
+    }
 }
 
 /// Writes `status` unless it equals the current one. Returns whether it wrote.
-pub async fn write(client: &Client, eb: &EventBroker, status: EventBrokerStatus) -> Result<bool, kube::Error> {
+pub async fn write(
+    client: &Client,
+    eb: &EventBroker,
+    status: EventBrokerStatus,
+) -> Result<bool, kube::Error> {
     if eb.status.as_ref() == Some(&status) {
         return Ok(false);
     }
-    let api: Api<EventBroker> = Api::namespaced(client.clone(), &eb.namespace().unwrap_or_default());
+    let api: Api<EventBroker> =
+        Api::namespaced(client.clone(), &eb.namespace().unwrap_or_default());
     let patch = serde_json::json!({
         "apiVersion": "edgewire.dev/v1alpha1",
         "kind": "EventBroker",
         "status": status,
     });
-    api.patch_status(&eb.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(patch)).await?;
+    api.patch_status(
+        &eb.name_any(),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(patch),
+    )
+    .await?;
     Ok(true)
 }

@@ -7,7 +7,9 @@ use super::{BrokerAuth, BrokerPlan, Images, KIND_LABEL, ValidatedEventBroker};
 use crate::children::Owner;
 use crate::hash::credentials_hash;
 use crate::secret::SecretString;
-use edgewire_api::{Adapter, BrokerKind, EventBroker, NatsAuth, PASSWORD_KEY, Tls, USERNAME_KEY};
+use edgewire_api::{
+    Adapter, BrokerKind, EventBroker, NatsAuth, PASSWORD_KEY, SaslMechanism, Tls, USERNAME_KEY,
+};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 
@@ -26,7 +28,10 @@ pub enum ValidateError {
 }
 
 fn invalid(field: &str, message: impl Into<String>) -> ValidateError {
-    ValidateError::Invalid { field: field.into(), message: message.into() }
+    ValidateError::Invalid {
+        field: field.into(),
+        message: message.into(),
+    }
 }
 
 /// Spec checks that need no Secret. The CRD's CEL rules say the same; they are repeated here because
@@ -48,12 +53,22 @@ pub fn check_spec(eb: &EventBroker) -> Result<(), ValidateError> {
         Adapter::Nats => {
             let nats = spec.nats.as_ref();
             if deployed.is_none() && nats.is_none_or(|n| n.urls.is_empty()) {
-                return Err(invalid("spec.nats.urls", "adapter nats needs at least one URL (or spec.deployBroker)"));
+                return Err(invalid(
+                    "spec.nats.urls",
+                    "adapter nats needs at least one URL (or spec.deployBroker)",
+                ));
             }
             if let Some(auth) = nats.and_then(|n| n.auth.as_ref()) {
-                let n = [auth.token.is_some(), auth.user_password.is_some(), auth.nkey.is_some()];
+                let n = [
+                    auth.token.is_some(),
+                    auth.user_password.is_some(),
+                    auth.nkey.is_some(),
+                ];
                 if n.iter().filter(|b| **b).count() != 1 {
-                    return Err(invalid("spec.nats.auth", "set exactly one of token, userPassword, nkey"));
+                    return Err(invalid(
+                        "spec.nats.auth",
+                        "set exactly one of token, userPassword, nkey",
+                    ));
                 }
             }
             if deployed.is_some()
@@ -68,13 +83,19 @@ pub fn check_spec(eb: &EventBroker) -> Result<(), ValidateError> {
         }
         Adapter::Kafka => {
             if deployed.is_none() && spec.kafka.as_ref().is_none_or(|k| k.urls.is_empty()) {
-                return Err(invalid("spec.kafka.urls", "adapter kafka needs at least one bootstrap server (or spec.deployBroker)"));
+                return Err(invalid(
+                    "spec.kafka.urls",
+                    "adapter kafka needs at least one bootstrap server (or spec.deployBroker)",
+                ));
             }
         }
         Adapter::Amqp091 | Adapter::Rabbitmq => {
             let url = spec.amqp091.as_ref().and_then(|a| a.url.as_ref());
             if deployed.is_none() && url.is_none() {
-                return Err(invalid("spec.amqp091.url", "adapter amqp091 needs a URL Secret (or spec.deployBroker)"));
+                return Err(invalid(
+                    "spec.amqp091.url",
+                    "adapter amqp091 needs a URL Secret (or spec.deployBroker)",
+                ));
             }
             if deployed.is_some() && url.is_some() {
                 return Err(invalid(
@@ -86,7 +107,10 @@ pub fn check_spec(eb: &EventBroker) -> Result<(), ValidateError> {
         Adapter::Redis => {
             let url = spec.redis.as_ref().and_then(|r| r.url.as_ref());
             if deployed.is_none() && url.is_none() {
-                return Err(invalid("spec.redis.url", "adapter redis needs a URL Secret (or spec.deployBroker)"));
+                return Err(invalid(
+                    "spec.redis.url",
+                    "adapter redis needs a URL Secret (or spec.deployBroker)",
+                ));
             }
             if deployed.is_some() && url.is_some() {
                 return Err(invalid(
@@ -97,16 +121,29 @@ pub fn check_spec(eb: &EventBroker) -> Result<(), ValidateError> {
         }
         Adapter::Mqtt => {
             let mqtt = spec.mqtt.as_ref();
-            if deployed.is_none() && mqtt.and_then(|m| m.url.as_ref()).is_none_or(|u| u.is_empty()) {
-                return Err(invalid("spec.mqtt.url", "adapter mqtt needs host:port (or spec.deployBroker)"));
+            if deployed.is_none()
+                && mqtt
+                    .and_then(|m| m.url.as_ref())
+                    .is_none_or(|u| u.is_empty())
+            {
+                return Err(invalid(
+                    "spec.mqtt.url",
+                    "adapter mqtt needs host:port (or spec.deployBroker)",
+                ));
             }
             if let Some(m) = mqtt {
                 if m.qos > 2 {
-                    return Err(invalid("spec.mqtt.qos", format!("must be 0, 1 or 2, got {}", m.qos)));
+                    return Err(invalid(
+                        "spec.mqtt.qos",
+                        format!("must be 0, 1 or 2, got {}", m.qos),
+                    ));
                 }
                 if let Some(a) = &m.auth {
                     if a.jwt.is_some() == a.user_password.is_some() {
-                        return Err(invalid("spec.mqtt.auth", "set exactly one of jwt, userPassword"));
+                        return Err(invalid(
+                            "spec.mqtt.auth",
+                            "set exactly one of jwt, userPassword",
+                        ));
                     }
                     if deployed.is_some() && a.jwt.is_some() {
                         return Err(invalid(
@@ -119,17 +156,38 @@ pub fn check_spec(eb: &EventBroker) -> Result<(), ValidateError> {
         }
     }
     for (field, tls) in [
-        ("spec.nats.tls", spec.nats.as_ref().and_then(|n| n.tls.as_ref())),
-        ("spec.kafka.tls", spec.kafka.as_ref().and_then(|n| n.tls.as_ref())),
-        ("spec.amqp091.tls", spec.amqp091.as_ref().and_then(|n| n.tls.as_ref())),
-        ("spec.redis.tls", spec.redis.as_ref().and_then(|n| n.tls.as_ref())),
-        ("spec.mqtt.tls", spec.mqtt.as_ref().and_then(|n| n.tls.as_ref())),
+        (
+            "spec.nats.tls",
+            spec.nats.as_ref().and_then(|n| n.tls.as_ref()),
+        ),
+        (
+            "spec.kafka.tls",
+            spec.kafka.as_ref().and_then(|n| n.tls.as_ref()),
+        ),
+        (
+            "spec.amqp091.tls",
+            spec.amqp091.as_ref().and_then(|n| n.tls.as_ref()),
+        ),
+        (
+            "spec.redis.tls",
+            spec.redis.as_ref().and_then(|n| n.tls.as_ref()),
+        ),
+        (
+            "spec.mqtt.tls",
+            spec.mqtt.as_ref().and_then(|n| n.tls.as_ref()),
+        ),
     ] {
         let Some(tls) = tls else { continue };
         if tls.client_cert_secret_ref.is_some() && !tls.enabled {
-            return Err(invalid(&format!("{field}.clientCertSecretRef"), "requires tls.enabled: true (mTLS requires SSL)"));
+            return Err(invalid(
+                &format!("{field}.clientCertSecretRef"),
+                "requires tls.enabled: true (mTLS requires SSL)",
+            ));
         }
-        if deployed.is_some() && Tls::is_enabled(&Some(tls.clone())) && field.contains(adapter_section(adapter)) {
+        if deployed.is_some()
+            && Tls::is_enabled(&Some(tls.clone()))
+            && field.contains(adapter_section(adapter))
+        {
             return Err(invalid(
                 field,
                 "TLS to a broker Edgewire deploys is not supported yet; it is reached over the cluster network",
@@ -138,23 +196,58 @@ pub fn check_spec(eb: &EventBroker) -> Result<(), ValidateError> {
     }
     if let Some(d) = deployed {
         if !spec.adapter.broker_family().contains(&d.kind) {
-            let family: Vec<_> = spec.adapter.broker_family().iter().map(|k| k.as_str()).collect();
+            let family: Vec<_> = spec
+                .adapter
+                .broker_family()
+                .iter()
+                .map(|k| k.as_str())
+                .collect();
             return Err(invalid(
                 "spec.deployBroker.kind",
-                format!("{} does not speak {}; choose one of: {}", d.kind.as_str(), spec.adapter.as_str(), family.join(", ")),
+                format!(
+                    "{} does not speak {}; choose one of: {}",
+                    d.kind.as_str(),
+                    spec.adapter.as_str(),
+                    family.join(", ")
+                ),
             ));
         }
         if !d.kind.clusters() && d.replicas != 1 {
-            return Err(invalid("spec.deployBroker.replicas", format!("{} runs as a single replica", d.kind.as_str())));
+            return Err(invalid(
+                "spec.deployBroker.replicas",
+                format!("{} runs as a single replica", d.kind.as_str()),
+            ));
         }
-        if matches!(d.kind, BrokerKind::Nats | BrokerKind::Redpanda | BrokerKind::Kafka) && d.replicas % 2 == 0 {
-            return Err(invalid("spec.deployBroker.replicas", "must be odd for a quorum (1, 3, 5)"));
+        if matches!(
+            d.kind,
+            BrokerKind::Nats | BrokerKind::Redpanda | BrokerKind::Kafka
+        ) && d.replicas % 2 == 0
+        {
+            return Err(invalid(
+                "spec.deployBroker.replicas",
+                "must be odd for a quorum (1, 3, 5)",
+            ));
         }
         if d.replicas < 1 {
             return Err(invalid("spec.deployBroker.replicas", "must be at least 1"));
         }
+        if d.kind == BrokerKind::Redpanda
+            && spec
+                .kafka
+                .as_ref()
+                .and_then(|k| k.sasl.as_ref())
+                .is_some_and(|s| s.mechanism == SaslMechanism::Plain)
+        {
+            return Err(invalid(
+                "spec.kafka.sasl.mechanism",
+                "a Redpanda deployed by Edgewire authenticates with SCRAM: choose scram_sha_256 or scram_sha_512",
+            ));
+        }
         if d.ui && !has_ui(d.kind) {
-            return Err(invalid("spec.deployBroker.ui", format!("{} has no web UI", d.kind.as_str())));
+            return Err(invalid(
+                "spec.deployBroker.ui",
+                format!("{} has no web UI", d.kind.as_str()),
+            ));
         }
     }
     if spec.publisher.replicas < 0 {
@@ -176,7 +269,11 @@ fn adapter_section(adapter: Adapter) -> &'static str {
 }
 
 /// Checks the spec, then that every referenced Secret and key exists, then resolves the broker's credentials.
-pub fn validate(eb: &EventBroker, refs: &Refs, images: &Images) -> Result<ValidatedEventBroker, ValidateError> {
+pub fn validate(
+    eb: &EventBroker,
+    refs: &Refs,
+    images: &Images,
+) -> Result<ValidatedEventBroker, ValidateError> {
     check_spec(eb)?;
     let owner = Owner::of(eb, KIND_LABEL).ok_or(ValidateError::Metadata)?;
     let uses = secret_uses(&eb.spec);
@@ -208,7 +305,10 @@ pub fn validate(eb: &EventBroker, refs: &Refs, images: &Images) -> Result<Valida
                 replicas: d.replicas,
                 storage: d.storage.clone(),
                 ui: d.ui,
-                image: d.image.clone().unwrap_or_else(|| default_image(d.kind).to_string()),
+                image: d
+                    .image
+                    .clone()
+                    .unwrap_or_else(|| default_image(d.kind).to_string()),
                 resources: d.resources.clone(),
                 auth,
                 generated: refs.generated.clone(),
@@ -216,14 +316,26 @@ pub fn validate(eb: &EventBroker, refs: &Refs, images: &Images) -> Result<Valida
         }
     };
 
-    let mut hashed: Vec<Secret> = uses.iter().filter_map(|u| refs.secrets.get(&u.name).cloned()).collect();
+    let mut hashed: Vec<Secret> = uses
+        .iter()
+        .filter_map(|u| refs.secrets.get(&u.name).cloned())
+        .collect();
     if let Some(g) = &refs.generated {
         hashed.push(Secret {
-            metadata: kube::api::ObjectMeta { name: Some(g.secret_name.clone()), ..Default::default() },
+            metadata: kube::api::ObjectMeta {
+                name: Some(g.secret_name.clone()),
+                ..Default::default()
+            },
             data: Some(
                 [
-                    (USERNAME_KEY.to_string(), ByteString(g.username.clone().into_bytes())),
-                    (PASSWORD_KEY.to_string(), ByteString(g.password.expose().as_bytes().to_vec())),
+                    (
+                        USERNAME_KEY.to_string(),
+                        ByteString(g.username.clone().into_bytes()),
+                    ),
+                    (
+                        PASSWORD_KEY.to_string(),
+                        ByteString(g.password.expose().as_bytes().to_vec()),
+                    ),
                 ]
                 .into(),
             ),
@@ -244,19 +356,34 @@ pub fn validate(eb: &EventBroker, refs: &Refs, images: &Images) -> Result<Valida
 fn broker_auth(eb: &EventBroker, refs: &Refs) -> Result<BrokerAuth, ValidateError> {
     let spec = &eb.spec;
     let get = |name: &str, key: &str| -> Result<SecretString, ValidateError> {
-        refs.value(name, key)
-            .ok_or_else(|| ValidateError::Credentials(vec![format!("Secret {name} has no key {key}")]))
+        refs.value(name, key).ok_or_else(|| {
+            ValidateError::Credentials(vec![format!("Secret {name} has no key {key}")])
+        })
     };
     let user_password = |secret: &str| -> Result<BrokerAuth, ValidateError> {
+        let username = get(secret, USERNAME_KEY)?.expose().to_string();
+        // Broker configs (Kafka JAAS options, SCRAM names, ACL files) need a plain name.
+        if username.is_empty()
+            || !username
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '@'))
+        {
+            return Err(ValidateError::Credentials(vec![format!(
+                "Secret {secret} key {USERNAME_KEY}: a broker Edgewire deploys needs a user name of letters, digits and . _ - @"
+            )]));
+        }
         Ok(BrokerAuth::UserPassword {
-            username: get(secret, USERNAME_KEY)?.expose().to_string(),
+            username,
             password: get(secret, PASSWORD_KEY)?,
         })
     };
     let from_spec = match spec.adapter.canonical() {
         Adapter::Nats => match spec.nats.as_ref().and_then(|n| n.auth.as_ref()) {
             Some(NatsAuth { token: Some(t), .. }) => Some(BrokerAuth::Token(get(&t.name, &t.key)?)),
-            Some(NatsAuth { user_password: Some(up), .. }) => Some(user_password(&up.secret_name)?),
+            Some(NatsAuth {
+                user_password: Some(up),
+                ..
+            }) => Some(user_password(&up.secret_name)?),
             Some(NatsAuth { nkey: Some(nk), .. }) => {
                 let seed = get(&nk.seed.name, &nk.seed.key)?;
                 let kp = nkeys::KeyPair::from_seed(seed.expose().trim()).map_err(|_| {
@@ -265,7 +392,9 @@ fn broker_auth(eb: &EventBroker, refs: &Refs) -> Result<BrokerAuth, ValidateErro
                         nk.seed.name, nk.seed.key
                     )])
                 })?;
-                Some(BrokerAuth::Nkey { public_key: kp.public_key() })
+                Some(BrokerAuth::Nkey {
+                    public_key: kp.public_key(),
+                })
             }
             _ => None,
         },
@@ -273,7 +402,12 @@ fn broker_auth(eb: &EventBroker, refs: &Refs) -> Result<BrokerAuth, ValidateErro
             Some(s) => Some(user_password(&s.secret_name)?),
             None => None,
         },
-        Adapter::Mqtt => match spec.mqtt.as_ref().and_then(|m| m.auth.as_ref()).and_then(|a| a.user_password.as_ref()) {
+        Adapter::Mqtt => match spec
+            .mqtt
+            .as_ref()
+            .and_then(|m| m.auth.as_ref())
+            .and_then(|a| a.user_password.as_ref())
+        {
             Some(up) => Some(user_password(&up.secret_name)?),
             None => None,
         },
@@ -281,9 +415,90 @@ fn broker_auth(eb: &EventBroker, refs: &Refs) -> Result<BrokerAuth, ValidateErro
     };
     match (from_spec, &refs.generated) {
         (Some(a), _) => Ok(a),
-        (None, Some(g)) => Ok(BrokerAuth::UserPassword { username: g.username.clone(), password: g.password.clone() }),
+        (None, Some(g)) => Ok(BrokerAuth::UserPassword {
+            username: g.username.clone(),
+            password: g.password.clone(),
+        }),
         (None, None) => Err(ValidateError::Credentials(vec![
             "no credentials for the deployed broker (generated credentials were not loaded)".into(),
         ])),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use edgewire_api::testing::NAMESPACE;
+
+    fn field_of(eb: &EventBroker) -> String {
+        match check_spec(eb) {
+            Err(ValidateError::Invalid { field, .. }) => field,
+            other => panic!("expected InvalidSpec, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn each_rule_names_its_field() {
+        let mut no_urls = EventBroker::test("e").adapter_nats();
+        no_urls.spec.nats.as_mut().unwrap().urls.clear();
+        assert_eq!(field_of(&no_urls), "spec.nats.urls");
+        assert_eq!(field_of(&EventBroker::test("e").adapter_nats().deploy(BrokerKind::Kafka)), "spec.deployBroker.kind");
+        assert_eq!(
+            field_of(&EventBroker::test("e").adapter(Adapter::Redis).deploy(BrokerKind::Redis)),
+            "spec.redis.url",
+            "a URL Secret next to deployBroker is ambiguous"
+        );
+        assert_eq!(
+            field_of(&EventBroker::test("e").adapter_nats().deploy(BrokerKind::Nats).replicas(2)),
+            "spec.deployBroker.replicas"
+        );
+        assert_eq!(field_of(&EventBroker::test("e").adapter(Adapter::AwsSns)), "spec.adapter");
+        let mut qos = EventBroker::test("e").adapter(Adapter::Mqtt);
+        qos.spec.mqtt.as_mut().unwrap().qos = 3;
+        assert_eq!(field_of(&qos), "spec.mqtt.qos");
+        let mut ui = EventBroker::test("e").adapter(Adapter::Mqtt).deploy(BrokerKind::Mosquitto);
+        ui.spec.deploy_broker.as_mut().unwrap().ui = true;
+        assert_eq!(field_of(&ui), "spec.deployBroker.ui");
+        let mut rp = EventBroker::test("e").adapter(Adapter::Kafka).deploy(BrokerKind::Redpanda);
+        rp.spec.kafka.as_mut().unwrap().sasl =
+            Some(edgewire_api::KafkaSasl { mechanism: SaslMechanism::Plain, secret_name: "k".into() });
+        assert_eq!(field_of(&rp), "spec.kafka.sasl.mechanism");
+    }
+
+    #[test]
+    fn valid_specs_pass() {
+        for eb in [
+            EventBroker::test("e").adapter_nats().with_token("t"),
+            EventBroker::test("e").adapter(Adapter::Kafka),
+            EventBroker::test("e").adapter(Adapter::Rabbitmq),
+            EventBroker::test("e").adapter(Adapter::Mqtt).deploy(BrokerKind::Emqx).replicas(3),
+        ] {
+            assert_eq!(check_spec(&eb), Ok(()), "{:?}", eb.spec);
+        }
+        assert_eq!(EventBroker::test("e").metadata.namespace.as_deref(), Some(NAMESPACE));
+    }
+
+    #[test]
+    fn unusable_usernames_for_deployed_brokers_are_credentials_problems() {
+        let mut eb = EventBroker::test("e").adapter(Adapter::Kafka).deploy(BrokerKind::Kafka);
+        eb.spec.kafka.as_mut().unwrap().sasl =
+            Some(edgewire_api::KafkaSasl { mechanism: SaslMechanism::Plain, secret_name: "k".into() });
+        let mut refs = Refs::default();
+        refs.secrets.insert(
+            "k".into(),
+            Secret {
+                data: Some(
+                    [
+                        ("username".to_string(), ByteString(b"bad user,x".to_vec())),
+                        ("password".to_string(), ByteString(b"p".to_vec())),
+                    ]
+                    .into(),
+                ),
+                ..Default::default()
+            },
+        );
+        let err = validate(&eb, &refs, &Images::default()).unwrap_err();
+        assert!(matches!(&err, ValidateError::Credentials(m) if m[0].contains("user name")), "{err:?}");
+        assert!(!format!("{err:?}").contains("bad user"), "the value itself stays out of messages");
     }
 }

@@ -4,13 +4,17 @@
 
 use super::super::{PUBLISHER_APP, PUBLISHER_PORT, ValidatedEventBroker, generated_keys};
 use super::broker::client_endpoint;
-use edgewire_api::{Adapter, EventBrokerSpec, NatsAuth, PASSWORD_KEY, SecretKeyRef, Tls, TlsVersion, USERNAME_KEY};
-use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment};
+use edgewire_api::{
+    Adapter, EventBrokerSpec, NatsAuth, PASSWORD_KEY, SecretKeyRef, Tls, TlsVersion, USERNAME_KEY,
+};
+use k8s_openapi::api::apps::v1::{
+    Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
+};
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource, HTTPGetAction,
-    KeyToPath, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile,
-    SecretKeySelector, SecretVolumeSource, SecurityContext, Service, ServiceAccount, ServicePort, ServiceSpec,
-    Volume, VolumeMount,
+    Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource,
+    HTTPGetAction, KeyToPath, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
+    ResourceRequirements, SeccompProfile, SecretKeySelector, SecretVolumeSource, SecurityContext,
+    Service, ServiceAccount, ServicePort, ServiceSpec, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
@@ -28,7 +32,11 @@ pub fn publisher_name(v: &ValidatedEventBroker) -> String {
 
 /// The in-cluster CloudEvents ingress URL (what `status.endpoint` reports).
 pub fn ingress_url(v: &ValidatedEventBroker) -> String {
-    format!("http://{}.{}.svc:{PUBLISHER_PORT}", publisher_name(v), v.owner.namespace)
+    format!(
+        "http://{}.{}.svc:{PUBLISHER_PORT}",
+        publisher_name(v),
+        v.owner.namespace
+    )
 }
 
 pub fn build_service_account(v: &ValidatedEventBroker) -> ServiceAccount {
@@ -66,7 +74,11 @@ pub fn build_deployment(v: &ValidatedEventBroker) -> Deployment {
         ..Default::default()
     }];
     all_volumes.extend(volumes);
-    let mut all_mounts = vec![VolumeMount { name: "tmp".into(), mount_path: "/tmp".into(), ..Default::default() }];
+    let mut all_mounts = vec![VolumeMount {
+        name: "tmp".into(),
+        mount_path: "/tmp".into(),
+        ..Default::default()
+    }];
     all_mounts.extend(mounts);
 
     let probe = |path: &str, period: i32| Probe {
@@ -84,7 +96,12 @@ pub fn build_deployment(v: &ValidatedEventBroker) -> Deployment {
     let container = Container {
         name: "publisher".into(),
         image: Some(v.images.agent.clone()),
-        image_pull_policy: Some(v.images.agent_pull_policy.clone().unwrap_or_else(|| "IfNotPresent".into())),
+        image_pull_policy: Some(
+            v.images
+                .agent_pull_policy
+                .clone()
+                .unwrap_or_else(|| "IfNotPresent".into()),
+        ),
         args: Some(vec!["publisher".into()]),
         env: Some(env),
         ports: Some(vec![ContainerPort {
@@ -95,7 +112,13 @@ pub fn build_deployment(v: &ValidatedEventBroker) -> Deployment {
         }]),
         liveness_probe: Some(probe("/healthz", 10)),
         readiness_probe: Some(probe("/readyz", 5)),
-        resources: Some(v.spec.publisher.resources.clone().unwrap_or_else(default_resources)),
+        resources: Some(
+            v.spec
+                .publisher
+                .resources
+                .clone()
+                .unwrap_or_else(default_resources),
+        ),
         security_context: Some(restricted_container()),
         volume_mounts: Some(all_mounts),
         ..Default::default()
@@ -145,7 +168,10 @@ pub fn default_resources() -> ResourceRequirements {
             ("cpu".to_string(), Quantity("50m".into())),
             ("memory".to_string(), Quantity("64Mi".into())),
         ])),
-        limits: Some(BTreeMap::from([("memory".to_string(), Quantity("256Mi".into()))])),
+        limits: Some(BTreeMap::from([(
+            "memory".to_string(),
+            Quantity("256Mi".into()),
+        )])),
         ..Default::default()
     }
 }
@@ -156,8 +182,14 @@ pub fn restricted_container() -> SecurityContext {
         run_as_non_root: Some(true),
         read_only_root_filesystem: Some(true),
         allow_privilege_escalation: Some(false),
-        capabilities: Some(Capabilities { drop: Some(vec!["ALL".into()]), ..Default::default() }),
-        seccomp_profile: Some(SeccompProfile { type_: "RuntimeDefault".into(), ..Default::default() }),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".into()]),
+            ..Default::default()
+        }),
+        seccomp_profile: Some(SeccompProfile {
+            type_: "RuntimeDefault".into(),
+            ..Default::default()
+        }),
         ..Default::default()
     }
 }
@@ -168,20 +200,31 @@ pub fn restricted_pod() -> PodSecurityContext {
         run_as_non_root: Some(true),
         run_as_user: Some(65532),
         run_as_group: Some(65532),
-        seccomp_profile: Some(SeccompProfile { type_: "RuntimeDefault".into(), ..Default::default() }),
+        seccomp_profile: Some(SeccompProfile {
+            type_: "RuntimeDefault".into(),
+            ..Default::default()
+        }),
         ..Default::default()
     }
 }
 
 fn plain(name: &str, value: impl Into<String>) -> EnvVar {
-    EnvVar { name: name.into(), value: Some(value.into()), ..Default::default() }
+    EnvVar {
+        name: name.into(),
+        value: Some(value.into()),
+        ..Default::default()
+    }
 }
 
 fn from_secret(name: &str, secret: &str, key: &str) -> EnvVar {
     EnvVar {
         name: name.into(),
         value_from: Some(EnvVarSource {
-            secret_key_ref: Some(SecretKeySelector { name: secret.into(), key: key.into(), optional: Some(false) }),
+            secret_key_ref: Some(SecretKeySelector {
+                name: secret.into(),
+                key: key.into(),
+                optional: Some(false),
+            }),
             ..Default::default()
         }),
         ..Default::default()
@@ -222,16 +265,31 @@ fn adapter_tls(spec: &EventBrokerSpec, adapter: Adapter) -> Option<&Tls> {
 pub fn build_env(v: &ValidatedEventBroker) -> Vec<EnvVar> {
     let spec = &v.spec;
     let prefix = env_prefix(v.adapter);
-    let deployed = v.broker.as_ref().map(|plan| (plan, client_endpoint(&v.owner, plan.kind)));
-    let generated = v.broker.as_ref().and_then(|p| p.generated.as_ref()).map(|g| g.secret_name.clone());
+    let deployed = v
+        .broker
+        .as_ref()
+        .map(|plan| (plan, client_endpoint(&v.owner, plan.kind)));
+    let generated = v
+        .broker
+        .as_ref()
+        .and_then(|p| p.generated.as_ref())
+        .map(|g| g.secret_name.clone());
     let mut env = vec![
         plain("EVENT_BROKER_ENABLED", "true"),
         plain("EVENT_BROKER_ADAPTER", spec.adapter.as_str()),
         plain("CORE_NAME", spec.core_name.clone()),
     ];
     let user_password = |env: &mut Vec<EnvVar>, secret: &str| {
-        env.push(from_secret(&format!("{prefix}_USERNAME"), secret, USERNAME_KEY));
-        env.push(from_secret(&format!("{prefix}_PASSWORD"), secret, PASSWORD_KEY));
+        env.push(from_secret(
+            &format!("{prefix}_USERNAME"),
+            secret,
+            USERNAME_KEY,
+        ));
+        env.push(from_secret(
+            &format!("{prefix}_PASSWORD"),
+            secret,
+            PASSWORD_KEY,
+        ));
     };
     match v.adapter {
         Adapter::Nats => {
@@ -246,11 +304,19 @@ pub fn build_env(v: &ValidatedEventBroker) -> Vec<EnvVar> {
             env.push(plain("EVENT_BROKER_NATS_JETSTREAM", js_on.to_string()));
             if js_on {
                 env.push(plain("EVENT_BROKER_NATS_STREAM", js.stream.clone()));
-                env.push(plain("EVENT_BROKER_NATS_STREAM_MAX_AGE", js.max_age.clone()));
+                env.push(plain(
+                    "EVENT_BROKER_NATS_STREAM_MAX_AGE",
+                    js.max_age.clone(),
+                ));
             }
             match nats.auth {
-                Some(NatsAuth { token: Some(t), .. }) => env.push(from_ref("EVENT_BROKER_NATS_TOKEN", &t)),
-                Some(NatsAuth { user_password: Some(up), .. }) => user_password(&mut env, &up.secret_name),
+                Some(NatsAuth { token: Some(t), .. }) => {
+                    env.push(from_ref("EVENT_BROKER_NATS_TOKEN", &t))
+                }
+                Some(NatsAuth {
+                    user_password: Some(up),
+                    ..
+                }) => user_password(&mut env, &up.secret_name),
                 Some(NatsAuth { nkey: Some(nk), .. }) => {
                     env.push(from_ref("EVENT_BROKER_NATS_NKEY_SEED", &nk.seed));
                     if let Some(jwt) = &nk.jwt {
@@ -277,11 +343,17 @@ pub fn build_env(v: &ValidatedEventBroker) -> Vec<EnvVar> {
             match (&kafka.sasl, &generated) {
                 (Some(sasl), _) => {
                     user_password(&mut env, &sasl.secret_name);
-                    env.push(plain("EVENT_BROKER_KAFKA_SASL_MECHANISM", sasl.mechanism.as_str()));
+                    env.push(plain(
+                        "EVENT_BROKER_KAFKA_SASL_MECHANISM",
+                        sasl.mechanism.as_str(),
+                    ));
                 }
                 (None, Some(g)) => {
                     user_password(&mut env, g);
-                    env.push(plain("EVENT_BROKER_KAFKA_SASL_MECHANISM", deployed_kafka_mechanism(v)));
+                    env.push(plain(
+                        "EVENT_BROKER_KAFKA_SASL_MECHANISM",
+                        deployed_kafka_mechanism(v),
+                    ));
                 }
                 (None, None) => {}
             }
@@ -290,7 +362,11 @@ pub fn build_env(v: &ValidatedEventBroker) -> Vec<EnvVar> {
             let url = spec.amqp091.as_ref().and_then(|a| a.url.clone());
             match (url, &generated) {
                 (Some(u), _) => env.push(from_ref("EVENT_BROKER_RABBITMQ_URL", &u)),
-                (None, Some(g)) => env.push(from_secret("EVENT_BROKER_RABBITMQ_URL", g, generated_keys::URL)),
+                (None, Some(g)) => env.push(from_secret(
+                    "EVENT_BROKER_RABBITMQ_URL",
+                    g,
+                    generated_keys::URL,
+                )),
                 (None, None) => {}
             }
         }
@@ -298,7 +374,11 @@ pub fn build_env(v: &ValidatedEventBroker) -> Vec<EnvVar> {
             let url = spec.redis.as_ref().and_then(|a| a.url.clone());
             match (url, &generated) {
                 (Some(u), _) => env.push(from_ref("EVENT_BROKER_REDIS_URL", &u)),
-                (None, Some(g)) => env.push(from_secret("EVENT_BROKER_REDIS_URL", g, generated_keys::URL)),
+                (None, Some(g)) => env.push(from_secret(
+                    "EVENT_BROKER_REDIS_URL",
+                    g,
+                    generated_keys::URL,
+                )),
                 (None, None) => {}
             }
         }
@@ -311,12 +391,14 @@ pub fn build_env(v: &ValidatedEventBroker) -> Vec<EnvVar> {
             env.push(plain("EVENT_BROKER_MQTT_URL", url));
             env.push(plain("EVENT_BROKER_MQTT_QOS", mqtt.qos.to_string()));
             match (&mqtt.auth, &generated) {
-                (Some(a), _) if a.jwt.is_some() => {
-                    env.push(from_ref("EVENT_BROKER_MQTT_JWT", a.jwt.as_ref().expect("checked")))
-                }
-                (Some(a), _) if a.user_password.is_some() => {
-                    user_password(&mut env, &a.user_password.as_ref().expect("checked").secret_name)
-                }
+                (Some(a), _) if a.jwt.is_some() => env.push(from_ref(
+                    "EVENT_BROKER_MQTT_JWT",
+                    a.jwt.as_ref().expect("checked"),
+                )),
+                (Some(a), _) if a.user_password.is_some() => user_password(
+                    &mut env,
+                    &a.user_password.as_ref().expect("checked").secret_name,
+                ),
                 (_, Some(g)) => user_password(&mut env, g),
                 _ => {}
             }
@@ -327,11 +409,20 @@ pub fn build_env(v: &ValidatedEventBroker) -> Vec<EnvVar> {
     if let Some(tls) = adapter_tls(spec, v.adapter) {
         env.push(plain(&format!("{prefix}_SSL"), "true"));
         if tls.ca_secret_ref.is_some() {
-            env.push(plain(&format!("{prefix}_CACERT_FILE"), format!("{TLS_DIR}/ca/ca.crt")));
+            env.push(plain(
+                &format!("{prefix}_CACERT_FILE"),
+                format!("{TLS_DIR}/ca/ca.crt"),
+            ));
         }
         if tls.client_cert_secret_ref.is_some() {
-            env.push(plain(&format!("{prefix}_CLIENT_CERT_FILE"), format!("{TLS_DIR}/client/tls.crt")));
-            env.push(plain(&format!("{prefix}_CLIENT_KEY_FILE"), format!("{TLS_DIR}/client/tls.key")));
+            env.push(plain(
+                &format!("{prefix}_CLIENT_CERT_FILE"),
+                format!("{TLS_DIR}/client/tls.crt"),
+            ));
+            env.push(plain(
+                &format!("{prefix}_CLIENT_KEY_FILE"),
+                format!("{TLS_DIR}/client/tls.key"),
+            ));
         }
         if tls.min_version == TlsVersion::V1_3 {
             env.push(plain(&format!("{prefix}_TLS_MIN_VERSION"), "1.3"));
@@ -340,7 +431,10 @@ pub fn build_env(v: &ValidatedEventBroker) -> Vec<EnvVar> {
             env.push(plain(&format!("{prefix}_TLS_SERVER_NAME"), sn.clone()));
         }
     }
-    env.push(plain("EDGEWIRE_LISTEN", format!("0.0.0.0:{PUBLISHER_PORT}")));
+    env.push(plain(
+        "EDGEWIRE_LISTEN",
+        format!("0.0.0.0:{PUBLISHER_PORT}"),
+    ));
     env.push(plain("EDGEWIRE_LOG_FORMAT", "json"));
     env
 }
@@ -357,16 +451,25 @@ pub fn deployed_kafka_mechanism(v: &ValidatedEventBroker) -> &'static str {
 fn tls_volumes(v: &ValidatedEventBroker) -> (Vec<Volume>, Vec<VolumeMount>) {
     let mut volumes = Vec::new();
     let mut mounts = Vec::new();
-    let Some(tls) = adapter_tls(&v.spec, v.adapter) else { return (volumes, mounts) };
+    let Some(tls) = adapter_tls(&v.spec, v.adapter) else {
+        return (volumes, mounts);
+    };
     if let Some(ca) = &tls.ca_secret_ref {
-        volumes.push(secret_volume("tls-ca", &ca.name, vec![(ca.key.clone(), "ca.crt".into())]));
+        volumes.push(secret_volume(
+            "tls-ca",
+            &ca.name,
+            vec![(ca.key.clone(), "ca.crt".into())],
+        ));
         mounts.push(read_only_mount("tls-ca", &format!("{TLS_DIR}/ca")));
     }
     if let Some(cert) = &tls.client_cert_secret_ref {
         volumes.push(secret_volume(
             "tls-client",
             &cert.secret_name,
-            vec![("tls.crt".into(), "tls.crt".into()), ("tls.key".into(), "tls.key".into())],
+            vec![
+                ("tls.crt".into(), "tls.crt".into()),
+                ("tls.key".into(), "tls.key".into()),
+            ],
         ));
         mounts.push(read_only_mount("tls-client", &format!("{TLS_DIR}/client")));
     }
@@ -378,7 +481,16 @@ fn secret_volume(name: &str, secret: &str, items: Vec<(String, String)>) -> Volu
         name: name.into(),
         secret: Some(SecretVolumeSource {
             secret_name: Some(secret.into()),
-            items: Some(items.into_iter().map(|(key, path)| KeyToPath { key, path, mode: None }).collect()),
+            items: Some(
+                items
+                    .into_iter()
+                    .map(|(key, path)| KeyToPath {
+                        key,
+                        path,
+                        mode: None,
+                    })
+                    .collect(),
+            ),
             default_mode: Some(0o440),
             ..Default::default()
         }),
@@ -387,5 +499,10 @@ fn secret_volume(name: &str, secret: &str, items: Vec<(String, String)>) -> Volu
 }
 
 fn read_only_mount(name: &str, path: &str) -> VolumeMount {
-    VolumeMount { name: name.into(), mount_path: path.into(), read_only: Some(true), ..Default::default() }
+    VolumeMount {
+        name: name.into(),
+        mount_path: path.into(),
+        read_only: Some(true),
+        ..Default::default()
+    }
 }

@@ -1,0 +1,418 @@
+//! Controller scenario tests: `reconcile` against a mocked API service, asserting the requests it makes.
+
+mod support;
+
+use edgewire_api::testing::NAMESPACE;
+use edgewire_api::*;
+use edgewire_operator::context::Context;
+use edgewire_operator::controller::event_broker::{Images, reconcile};
+use edgewire_operator::metrics::Metrics;
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::ObjectMeta;
+use serde_json::Value;
+use std::sync::Arc;
+use support::mock_api::{MockApi, Recorded};
+
+const NS_PATH: &str = "/namespaces/factory";
+
+fn ctx(client: kube::Client) -> Arc<Context> {
+    let images = Images {
+        agent: "ghcr.io/edgewire/edgewire-agent:test".into(),
+        agent_pull_policy: None,
+    };
+    Arc::new(Context::new(
+        client,
+        images,
+        Arc::new(Metrics::default()),
+        Some("test".into()),
+    ))
+}
+
+fn secret(name: &str, key: &str, value: &str) -> Secret {
+    Secret {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            namespace: Some(NAMESPACE.into()),
+            ..Default::default()
+        },
+        data: Some([(key.to_string(), ByteString(value.as_bytes().to_vec()))].into()),
+        ..Default::default()
+    }
+}
+
+/// The NATS EventBroker of the scenarios: JetStream broker deployed by the operator, token auth.
+fn nats_deployed() -> EventBroker {
+    EventBroker::test("events")
+        .adapter_nats()
+        .with_token("nats-creds")
+        .with_jetstream()
+        .deploy(BrokerKind::Nats)
+}
+
+fn writes(reqs: &[Recorded]) -> Vec<&Recorded> {
+    reqs.iter().filter(|r| r.method != "GET").collect()
+}
+
+fn applied<'a>(reqs: &'a [Recorded], path_suffix: &str) -> &'a Value {
+    reqs.iter()
+        .find(|r| r.method == "PATCH" && r.path.ends_with(path_suffix))
+        .and_then(|r| r.body.as_ref())
+        .unwrap_or_else(|| {
+            panic!(
+                "no apply of {path_suffix} in {:#?}",
+                reqs.iter().map(|r| r.line()).collect::<Vec<_>>()
+            )
+        })
+}
+
+fn hash_annotation(obj: &Value) -> String {
+    obj["spec"]["template"]["metadata"]["annotations"][CREDENTIALS_HASH_ANNOTATION]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// Reconciles `eb` as stored in the mock (status included, as the controller would see it).
+async fn run(mock: &MockApi, client: &kube::Client, eb: &EventBroker) -> Vec<Recorded> {
+    let path = support::mock_api::object_path(&serde_json::to_value(eb).unwrap());
+    let stored: EventBroker = serde_json::from_value(mock.object(&path).unwrap()).unwrap();
+    mock.clear_requests();
+    reconcile(Arc::new(stored), ctx(client.clone()))
+        .await
+        .expect("reconcile succeeds");
+    mock.requests()
+}
+
+#[tokio::test]
+async fn first_reconcile_of_a_nats_event_broker_with_deploy_broker() {
+    let (client, mock) = MockApi::start();
+    let eb = nats_deployed();
+    mock.insert(&eb);
+    mock.insert(&secret("nats-creds", "token", "s3cr3t-token"));
+    let reqs = run(&mock, &client, &eb).await;
+
+    // Reads the referenced Secret first.
+    assert_eq!(
+        reqs[0].line(),
+        format!("GET /api/v1{NS_PATH}/secrets/nats-creds")
+    );
+    // Applies every child with server-side apply, in dependency order, under one field manager.
+    let applies: Vec<String> = reqs
+        .iter()
+        .filter(|r| r.method == "PATCH")
+        .map(|r| r.line())
+        .collect();
+    assert_eq!(
+        applies,
+        [
+            format!("PATCH /api/v1{NS_PATH}/serviceaccounts/events-publisher"),
+            format!("PATCH /api/v1{NS_PATH}/secrets/events-nats-config"),
+            format!("PATCH /api/v1{NS_PATH}/services/events-nats-headless"),
+            format!("PATCH /api/v1{NS_PATH}/services/events-nats"),
+            format!("PATCH /apis/apps/v1{NS_PATH}/statefulsets/events-nats"),
+            format!("PATCH /api/v1{NS_PATH}/services/events-publisher"),
+            format!("PATCH /apis/apps/v1{NS_PATH}/deployments/events-publisher"),
+            format!("PATCH /apis/edgewire.dev/v1alpha1{NS_PATH}/eventbrokers/events/status"),
+        ]
+    );
+    for r in reqs.iter().filter(|r| r.method == "PATCH") {
+        assert!(
+            r.query.contains("fieldManager=edgewire-operator"),
+            "{}: {}",
+            r.line(),
+            r.query
+        );
+        assert!(r.query.contains("force=true"), "{}: {}", r.line(), r.query);
+    }
+    // Every child is owned by the EventBroker and labelled for the sweep.
+    for r in reqs
+        .iter()
+        .filter(|r| r.method == "PATCH" && !r.path.ends_with("/status"))
+    {
+        let meta = &r.body.as_ref().unwrap()["metadata"];
+        assert_eq!(
+            meta["ownerReferences"][0]["uid"],
+            "uid-events",
+            "{}",
+            r.line()
+        );
+        assert_eq!(meta["ownerReferences"][0]["controller"], true);
+        assert_eq!(meta["labels"]["app.kubernetes.io/instance"], "events");
+        assert_eq!(
+            meta["labels"]["app.kubernetes.io/managed-by"],
+            "edgewire-operator"
+        );
+    }
+    // The publisher points at the deployed broker and reads the token from the Secret, never inline.
+    let deploy = applied(&reqs, "/deployments/events-publisher");
+    let env = &deploy["spec"]["template"]["spec"]["containers"][0]["env"];
+    let find = |n: &str| {
+        env.as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["name"] == n)
+            .cloned()
+            .unwrap_or(Value::Null)
+    };
+    assert_eq!(
+        find("EVENT_BROKER_NATS_URLS")["value"],
+        "nats://events-nats.factory.svc:4222"
+    );
+    assert_eq!(
+        find("EVENT_BROKER_NATS_TOKEN")["valueFrom"]["secretKeyRef"]["name"],
+        "nats-creds"
+    );
+    assert_eq!(find("EVENT_BROKER_NATS_JETSTREAM")["value"], "true");
+    let everything_but_config: String = reqs
+        .iter()
+        .filter(|r| !r.path.ends_with("/secrets/events-nats-config"))
+        .filter_map(|r| r.body.as_ref().map(|b| b.to_string()))
+        .collect();
+    assert!(
+        !everything_but_config.contains("s3cr3t-token"),
+        "the token leaked outside the broker's config Secret"
+    );
+    // The sweep lists each child kind by the owner's labels; nothing is deleted on a first reconcile.
+    let lists: Vec<&Recorded> = reqs
+        .iter()
+        .filter(|r| r.method == "GET" && r.query.contains("labelSelector"))
+        .collect();
+    assert_eq!(lists.len(), 5, "one sweep list per child kind");
+    assert!(reqs.iter().all(|r| r.method != "DELETE"));
+    // Status: endpoints, revision, and not Ready yet (no replica is ready).
+    let status = &applied(&reqs, "/eventbrokers/events/status")["status"];
+    assert_eq!(
+        status["endpoint"],
+        "http://events-publisher.factory.svc:8080"
+    );
+    assert_eq!(
+        status["brokerEndpoint"],
+        "nats://events-nats.factory.svc:4222"
+    );
+    assert_eq!(status["observedGeneration"], 1);
+    assert!(
+        status["credentialsRevision"]
+            .as_str()
+            .unwrap()
+            .starts_with("sha256:")
+    );
+    let cond = |t: &str| {
+        status["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["type"] == t)
+            .cloned()
+            .unwrap()
+    };
+    assert_eq!(cond("Ready")["status"], "False");
+    assert_eq!(cond("BrokerReady")["status"], "False");
+    assert_eq!(cond("CredentialsReady")["status"], "True");
+}
+
+#[tokio::test]
+async fn second_reconcile_of_the_same_generation_changes_nothing() {
+    let (client, mock) = MockApi::start();
+    let eb = nats_deployed();
+    mock.insert(&eb);
+    mock.insert(&secret("nats-creds", "token", "s3cr3t-token"));
+    let first = run(&mock, &client, &eb).await;
+    let second = run(&mock, &client, &eb).await;
+    // The same objects are applied with the same bodies (server-side apply of an unchanged object is a no-op)…
+    let bodies = |reqs: &[Recorded]| -> Vec<(String, Value)> {
+        reqs.iter()
+            .filter(|r| r.method == "PATCH" && !r.path.ends_with("/status"))
+            .map(|r| (r.line(), r.body.clone().unwrap()))
+            .collect()
+    };
+    assert_eq!(bodies(&first), bodies(&second));
+    // …and nothing else is written: no status write, no delete.
+    let other_writes: Vec<String> = writes(&second)
+        .iter()
+        .filter(|r| r.method != "PATCH" || r.path.ends_with("/status"))
+        .map(|r| r.line())
+        .collect();
+    assert!(
+        other_writes.is_empty(),
+        "unexpected writes on an unchanged EventBroker: {other_writes:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_changed_secret_produces_a_new_hash_annotation() {
+    let (client, mock) = MockApi::start();
+    let eb = nats_deployed();
+    mock.insert(&eb);
+    mock.insert(&secret("nats-creds", "token", "first-token"));
+    let before = run(&mock, &client, &eb).await;
+    mock.insert(&secret("nats-creds", "token", "rotated-token"));
+    let after = run(&mock, &client, &eb).await;
+    for workload in ["/deployments/events-publisher", "/statefulsets/events-nats"] {
+        assert_ne!(
+            hash_annotation(applied(&before, workload)),
+            hash_annotation(applied(&after, workload)),
+            "{workload} keeps its pod template although the Secret changed"
+        );
+    }
+    let rev = |reqs: &[Recorded]| applied(reqs, "/status")["status"]["credentialsRevision"].clone();
+    assert_ne!(rev(&before), rev(&after));
+    assert_eq!(
+        rev(&after).as_str().unwrap(),
+        hash_annotation(applied(&after, "/deployments/events-publisher"))
+    );
+}
+
+#[tokio::test]
+async fn an_invalid_spec_writes_only_the_status() {
+    let (client, mock) = MockApi::start();
+    // deployBroker.kind redis cannot serve the nats adapter.
+    let eb = EventBroker::test("events")
+        .adapter_nats()
+        .deploy(BrokerKind::Redis);
+    mock.insert(&eb);
+    let reqs = run(&mock, &client, &eb).await;
+    let w: Vec<String> = writes(&reqs).iter().map(|r| r.line()).collect();
+    assert_eq!(
+        w.iter()
+            .filter(|l| !l.contains("/events.k8s.io/"))
+            .cloned()
+            .collect::<Vec<_>>(),
+        [format!(
+            "PATCH /apis/edgewire.dev/v1alpha1{NS_PATH}/eventbrokers/events/status"
+        )],
+        "an invalid EventBroker gets a status and no children"
+    );
+    let status = &applied(&reqs, "/status")["status"];
+    let ready = status["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "Ready")
+        .unwrap();
+    assert_eq!(ready["status"], "False");
+    assert_eq!(ready["reason"], "InvalidSpec");
+    assert!(
+        ready["message"]
+            .as_str()
+            .unwrap()
+            .contains("spec.deployBroker.kind"),
+        "{ready}"
+    );
+    // A Warning event says so.
+    let event = reqs
+        .iter()
+        .find(|r| r.method == "POST" && r.path.contains("/events"))
+        .expect("an Event is recorded");
+    assert_eq!(event.body.as_ref().unwrap()["reason"], "InvalidSpec");
+}
+
+#[tokio::test]
+async fn a_missing_secret_sets_credentials_ready_false_and_creates_nothing() {
+    let (client, mock) = MockApi::start();
+    let eb = nats_deployed();
+    mock.insert(&eb);
+    let reqs = run(&mock, &client, &eb).await;
+    assert!(
+        reqs.iter()
+            .all(|r| r.method != "PATCH" || r.path.ends_with("/status")),
+        "children applied without credentials"
+    );
+    let status = &applied(&reqs, "/status")["status"];
+    let cond = |t: &str| {
+        status["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["type"] == t)
+            .cloned()
+            .unwrap()
+    };
+    assert_eq!(cond("CredentialsReady")["status"], "False");
+    assert_eq!(cond("CredentialsReady")["reason"], "SecretMissing");
+    assert!(
+        cond("CredentialsReady")["message"]
+            .as_str()
+            .unwrap()
+            .contains("nats-creds")
+    );
+    assert!(
+        cond("CredentialsReady")["message"]
+            .as_str()
+            .unwrap()
+            .contains("spec.nats.auth.token")
+    );
+}
+
+#[tokio::test]
+async fn switching_adapter_deletes_the_old_brokers_children() {
+    let (client, mock) = MockApi::start();
+    let eb = nats_deployed();
+    mock.insert(&eb);
+    mock.insert(&secret("nats-creds", "token", "s3cr3t-token"));
+    run(&mock, &client, &eb).await;
+
+    let mut switched = EventBroker::test("events")
+        .adapter(Adapter::Redis)
+        .deploy(BrokerKind::Redis)
+        .generation(2);
+    switched.spec.redis.as_mut().unwrap().url = None;
+    mock.insert(&switched);
+    let reqs = run(&mock, &client, &switched).await;
+    let mut deleted: Vec<String> = reqs
+        .iter()
+        .filter(|r| r.method == "DELETE")
+        .map(|r| r.line())
+        .collect();
+    deleted.sort();
+    assert_eq!(
+        deleted,
+        [
+            format!("DELETE /api/v1{NS_PATH}/secrets/events-nats-config"),
+            format!("DELETE /api/v1{NS_PATH}/services/events-nats"),
+            format!("DELETE /api/v1{NS_PATH}/services/events-nats-headless"),
+            format!("DELETE /apis/apps/v1{NS_PATH}/statefulsets/events-nats"),
+        ]
+    );
+    // The redis broker and generated credentials took their place.
+    assert!(
+        mock.object(&format!("/apis/apps/v1{NS_PATH}/statefulsets/events-redis"))
+            .is_some()
+    );
+    assert!(
+        mock.object(&format!(
+            "/api/v1{NS_PATH}/secrets/events-broker-credentials"
+        ))
+        .is_some()
+    );
+    // The publisher was not deleted: it is the same object with a new configuration.
+    assert!(
+        mock.object(&format!(
+            "/apis/apps/v1{NS_PATH}/deployments/events-publisher"
+        ))
+        .is_some()
+    );
+}
+
+#[tokio::test]
+async fn generated_credentials_are_created_once_and_never_regenerated() {
+    let (client, mock) = MockApi::start();
+    let mut eb = EventBroker::test("events")
+        .adapter(Adapter::Amqp091)
+        .deploy(BrokerKind::Rabbitmq);
+    eb.spec.amqp091.as_mut().unwrap().url = None;
+    mock.insert(&eb);
+    let path = format!("/api/v1{NS_PATH}/secrets/events-broker-credentials");
+    run(&mock, &client, &eb).await;
+    let first = mock.object(&path).expect("generated Secret applied");
+    run(&mock, &client, &eb).await;
+    let second = mock.object(&path).unwrap();
+    assert_eq!(
+        first["data"], second["data"],
+        "the generated password changed between reconciles"
+    );
+    assert!(
+        first["data"]["url"].is_string(),
+        "amqp091 gets a URL with the credentials"
+    );
+}
