@@ -28,7 +28,7 @@ test: deps lint build ## everything CI runs: lint, unit, controller, broker, cha
 	bash hack/test-chart.sh
 
 e2e: deps build ## end-to-end suite: against $$KUBECONFIG when set, else the in-memory stand-in
-	$(CARGO) test -p edgewire-e2e --test 'e2e_*' -- --test-threads=$(TEST_THREADS)
+	bash hack/e2e.sh --test-threads=$(TEST_THREADS)
 
 crds: ## regenerate crds/ and the chart's CRD templates from the api crate
 	$(CARGO) run -q -p edgewire-api --bin crdgen -- --out crds --chart charts/edgewire/templates/crds

@@ -89,6 +89,9 @@ fn images(agent_image: Option<String>, pull_policy: Option<String>) -> Images {
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
+    // The workspace enables both of rustls' providers (kube uses ring, some broker clients aws-lc-rs);
+    // rustls then refuses to guess, so the process names its own.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run {
