@@ -1,1 +1,104 @@
-fn main(){}
+//! `edgewire-agent`: one binary, one subcommand per data-plane role.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use edgewire_agent::config::{self, PublisherConfig};
+
+#[derive(Parser)]
+#[command(
+    name = "edgewire-agent",
+    version,
+    about = "Edgewire data plane: CloudEvents publisher and broker tools"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the CloudEvents HTTP ingress and publish to the configured broker.
+    Publisher(Source),
+    /// Subscribe with the publisher's configuration and print every event (one line each, or JSON).
+    Tail {
+        #[command(flatten)]
+        source: Source,
+        /// Print each event as structured-mode CloudEvents JSON.
+        #[arg(long)]
+        json: bool,
+        /// Exit after this many events.
+        #[arg(long)]
+        count: Option<usize>,
+    },
+}
+
+/// Where the configuration comes from: the environment (`EVENT_BROKER_*`), or an EventBroker file.
+#[derive(Args)]
+struct Source {
+    /// An EventBroker YAML file (edge boxes without Kubernetes); without it the environment is read.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Directory holding referenced Secrets as `DIR/<secret-name>/<key>`.
+    #[arg(long, value_name = "DIR", requires = "config")]
+    secrets_dir: Option<PathBuf>,
+}
+
+impl Source {
+    fn load(&self) -> Result<PublisherConfig, config::ConfigError> {
+        match &self.config {
+            Some(file) => config::file::from_file(file, self.secrets_dir.as_deref()),
+            None => config::env::from_process_env(),
+        }
+    }
+}
+
+/// One line on stderr, exit code 2: what an operator sees in `kubectl logs` for a bad configuration.
+fn fail(msg: impl std::fmt::Display) -> ExitCode {
+    eprintln!("edgewire-agent: {msg}");
+    ExitCode::from(2)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Err(e) = edgewire_agent::telemetry::init() {
+        return fail(e);
+    }
+    let (source, run_tail) = match &cli.command {
+        Command::Publisher(s) => (s, None),
+        Command::Tail {
+            source,
+            json,
+            count,
+        } => (source, Some((*json, *count))),
+    };
+    let config = match source.load() {
+        Ok(c) => c,
+        Err(e) => return fail(e),
+    };
+    let listen = match config::env::listen_addr(|k| std::env::var(k).ok()) {
+        Ok(l) => l,
+        Err(e) => return fail(e),
+    };
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return fail(format!("cannot start the async runtime: {e}")),
+    };
+    let result = rt.block_on(async move {
+        match run_tail {
+            None => edgewire_agent::publisher::run(config, listen).await,
+            Some((json, count)) => edgewire_agent::tail::run(config, json, count).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("edgewire-agent: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

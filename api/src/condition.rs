@@ -100,10 +100,16 @@ mod tests {
     fn merge_keeps_transition_time_when_status_is_unchanged() {
         let mut old = new(types::READY, true, reasons::READY, "ok", Some(1));
         old.last_transition_time = Time(Timestamp::UNIX_EPOCH);
-        let merged = merge(&[old.clone()], vec![new(types::READY, true, reasons::READY, "ok", Some(2))]);
+        let merged = merge(
+            &[old.clone()],
+            vec![new(types::READY, true, reasons::READY, "ok", Some(2))],
+        );
         assert_eq!(merged[0].last_transition_time, old.last_transition_time);
         assert_eq!(merged[0].observed_generation, Some(2));
-        let flipped = merge(&[old.clone()], vec![new(types::READY, false, reasons::NOT_READY, "no", Some(2))]);
+        let flipped = merge(
+            &[old.clone()],
+            vec![new(types::READY, false, reasons::NOT_READY, "no", Some(2))],
+        );
         assert_ne!(flipped[0].last_transition_time, old.last_transition_time);
     }
 

@@ -5,9 +5,9 @@
 
 pub mod condition;
 pub mod domain;
-pub mod v1alpha1;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
+pub mod v1alpha1;
 
 pub use v1alpha1::*;
 

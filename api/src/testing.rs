@@ -21,29 +21,42 @@ fn meta(name: &str) -> ObjectMeta {
 impl EventBroker {
     /// An EventBroker named `name` in [`NAMESPACE`] with the NATS adapter and no connection settings yet.
     pub fn test(name: &str) -> Self {
-        let spec: EventBrokerSpec =
-            serde_json::from_value(serde_json::json!({"adapter": "nats"})).expect("minimal spec deserializes");
-        EventBroker { metadata: meta(name), spec, status: None }
+        let spec: EventBrokerSpec = serde_json::from_value(serde_json::json!({"adapter": "nats"}))
+            .expect("minimal spec deserializes");
+        EventBroker {
+            metadata: meta(name),
+            spec,
+            status: None,
+        }
     }
 
     /// Adapter nats pointing at an external server.
     pub fn adapter_nats(mut self) -> Self {
         self.spec.adapter = Adapter::Nats;
-        self.spec.nats = Some(NatsSpec { urls: vec!["nats://nats.messaging:4222".into()], ..Default::default() });
+        self.spec.nats = Some(NatsSpec {
+            urls: vec!["nats://nats.messaging:4222".into()],
+            ..Default::default()
+        });
         self
     }
 
     /// NATS token auth from `secret` key `token`.
     pub fn with_token(mut self, secret: &str) -> Self {
         let nats = self.spec.nats.get_or_insert_with(Default::default);
-        nats.auth = Some(NatsAuth { token: Some(SecretKeyRef::new(secret, "token")), ..Default::default() });
+        nats.auth = Some(NatsAuth {
+            token: Some(SecretKeyRef::new(secret, "token")),
+            ..Default::default()
+        });
         self
     }
 
     /// JetStream on.
     pub fn with_jetstream(mut self) -> Self {
         let nats = self.spec.nats.get_or_insert_with(Default::default);
-        nats.jet_stream = Some(JetStreamSpec { enabled: true, ..Default::default() });
+        nats.jet_stream = Some(JetStreamSpec {
+            enabled: true,
+            ..Default::default()
+        });
         self
     }
 
@@ -53,25 +66,40 @@ impl EventBroker {
         match adapter.canonical() {
             Adapter::Nats => return self.adapter_nats(),
             Adapter::Kafka => {
-                self.spec.kafka = Some(KafkaSpec { urls: vec!["kafka.messaging:9092".into()], ..Default::default() })
+                self.spec.kafka = Some(KafkaSpec {
+                    urls: vec!["kafka.messaging:9092".into()],
+                    ..Default::default()
+                })
             }
             Adapter::Amqp091 => {
-                self.spec.amqp091 =
-                    Some(Amqp091Spec { url: Some(SecretKeyRef::new("amqp-url", "url")), ..Default::default() })
+                self.spec.amqp091 = Some(Amqp091Spec {
+                    url: Some(SecretKeyRef::new("amqp-url", "url")),
+                    ..Default::default()
+                })
             }
             Adapter::Redis => {
-                self.spec.redis =
-                    Some(RedisSpec { url: Some(SecretKeyRef::new("redis-url", "url")), ..Default::default() })
+                self.spec.redis = Some(RedisSpec {
+                    url: Some(SecretKeyRef::new("redis-url", "url")),
+                    ..Default::default()
+                })
             }
             Adapter::Mqtt => {
-                self.spec.mqtt = Some(MqttSpec { url: Some("mqtt.messaging:1883".into()), ..Default::default() })
+                self.spec.mqtt = Some(MqttSpec {
+                    url: Some("mqtt.messaging:1883".into()),
+                    ..Default::default()
+                })
             }
             Adapter::AwsSns => {
-                self.spec.aws_sns = Some(AwsSnsSpec { region: "us-east-1".into(), ..Default::default() })
+                self.spec.aws_sns = Some(AwsSnsSpec {
+                    region: "us-east-1".into(),
+                    ..Default::default()
+                })
             }
             Adapter::GooglePubsub => {
-                self.spec.google_pubsub =
-                    Some(GooglePubsubSpec { project: "my-project".into(), ..Default::default() })
+                self.spec.google_pubsub = Some(GooglePubsubSpec {
+                    project: "my-project".into(),
+                    ..Default::default()
+                })
             }
             Adapter::Rabbitmq => unreachable!("canonical() resolves the alias"),
         }
@@ -81,7 +109,8 @@ impl EventBroker {
     /// Let the operator run a broker of `kind`.
     pub fn deploy(mut self, kind: BrokerKind) -> Self {
         self.spec.deploy_broker = Some(
-            serde_json::from_value(serde_json::json!({"kind": kind.as_str()})).expect("deployBroker deserializes"),
+            serde_json::from_value(serde_json::json!({"kind": kind.as_str()}))
+                .expect("deployBroker deserializes"),
         );
         self
     }
@@ -104,9 +133,14 @@ impl EventBroker {
 impl MqttBroker {
     /// A builtin MqttBroker named `name` with no users.
     pub fn test(name: &str) -> Self {
-        let spec: MqttBrokerSpec = serde_json::from_value(serde_json::json!({"type": "builtin", "builtin": {}}))
-            .expect("minimal spec deserializes");
-        MqttBroker { metadata: meta(name), spec, status: None }
+        let spec: MqttBrokerSpec =
+            serde_json::from_value(serde_json::json!({"type": "builtin", "builtin": {}}))
+                .expect("minimal spec deserializes");
+        MqttBroker {
+            metadata: meta(name),
+            spec,
+            status: None,
+        }
     }
 
     /// Add a user whose password is in `secret` key `password` (or generated when `None`).
@@ -135,6 +169,10 @@ impl BridgeLink {
             ]
         }))
         .expect("fixture deserializes");
-        BridgeLink { metadata: meta(name), spec, status: None }
+        BridgeLink {
+            metadata: meta(name),
+            spec,
+            status: None,
+        }
     }
 }

@@ -14,7 +14,9 @@ fn checked_in_crds_match_the_code() {
             "{} is out of date: run `make crds`",
             file.display()
         );
-        let chart = root.join("charts/edgewire/templates/crds").join(format!("{name}.yaml"));
+        let chart = root
+            .join("charts/edgewire/templates/crds")
+            .join(format!("{name}.yaml"));
         let on_disk = std::fs::read_to_string(&chart).unwrap_or_default();
         assert!(
             on_disk == edgewire_api::crd_chart_template(&crd).unwrap(),
@@ -27,14 +29,40 @@ fn checked_in_crds_match_the_code() {
 #[test]
 fn crds_carry_names_categories_and_status_subresource() {
     let crds = edgewire_api::crds();
-    let names: Vec<_> = crds.iter().map(|c| c.metadata.name.clone().unwrap()).collect();
-    assert_eq!(names, ["eventbrokers.edgewire.dev", "mqttbrokers.edgewire.dev", "bridgelinks.edgewire.dev"]);
+    let names: Vec<_> = crds
+        .iter()
+        .map(|c| c.metadata.name.clone().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "eventbrokers.edgewire.dev",
+            "mqttbrokers.edgewire.dev",
+            "bridgelinks.edgewire.dev"
+        ]
+    );
     for (crd, short) in crds.iter().zip(["eb", "mqb", "bl"]) {
-        assert_eq!(crd.spec.names.short_names.as_deref(), Some(&[short.to_string()][..]));
-        assert_eq!(crd.spec.names.categories.as_deref(), Some(&["edgewire".to_string()][..]));
+        assert_eq!(
+            crd.spec.names.short_names.as_deref(),
+            Some(&[short.to_string()][..])
+        );
+        assert_eq!(
+            crd.spec.names.categories.as_deref(),
+            Some(&["edgewire".to_string()][..])
+        );
         let v = &crd.spec.versions[0];
-        assert!(v.subresources.as_ref().and_then(|s| s.status.as_ref()).is_some());
-        let cols: Vec<_> = v.additional_printer_columns.iter().flatten().map(|c| c.name.as_str()).collect();
+        assert!(
+            v.subresources
+                .as_ref()
+                .and_then(|s| s.status.as_ref())
+                .is_some()
+        );
+        let cols: Vec<_> = v
+            .additional_printer_columns
+            .iter()
+            .flatten()
+            .map(|c| c.name.as_str())
+            .collect();
         assert!(cols.contains(&"Ready") && cols.contains(&"Age"), "{cols:?}");
         let schema = serde_json::to_value(v.schema.as_ref().unwrap()).unwrap();
         let conds = &schema["openAPIV3Schema"]["properties"]["status"]["properties"]["conditions"];
@@ -49,7 +77,9 @@ fn every_schema_field_has_a_description() {
         if let Some(props) = v.get("properties").and_then(|p| p.as_object()) {
             for (k, p) in props {
                 let here = format!("{path}.{k}");
-                if p.get("description").is_none() && !matches!(k.as_str(), "apiVersion" | "kind" | "metadata") {
+                if p.get("description").is_none()
+                    && !matches!(k.as_str(), "apiVersion" | "kind" | "metadata")
+                {
                     missing.push(here.clone());
                 }
                 walk(&here, p, missing);
@@ -72,5 +102,8 @@ fn every_schema_field_has_a_description() {
     }
     // resource requirements come from k8s-openapi with their own docs; anything of ours must be explained
     missing.retain(|m| !m.contains("resources."));
-    assert!(missing.is_empty(), "fields without a doc comment (kubectl explain text): {missing:#?}");
+    assert!(
+        missing.is_empty(),
+        "fields without a doc comment (kubectl explain text): {missing:#?}"
+    );
 }

@@ -4,7 +4,11 @@
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
-    let flag = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1));
+    let flag = |name: &str| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+    };
     let crds = edgewire_api::crds();
     if flag("--out").is_none() && flag("--chart").is_none() {
         for crd in &crds {
@@ -20,7 +24,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         if let Some(dir) = flag("--chart") {
             std::fs::create_dir_all(dir)?;
-            std::fs::write(format!("{dir}/{name}.yaml"), edgewire_api::crd_chart_template(crd)?)?;
+            std::fs::write(
+                format!("{dir}/{name}.yaml"),
+                edgewire_api::crd_chart_template(crd)?,
+            )?;
         }
     }
     Ok(())

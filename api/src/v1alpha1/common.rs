@@ -18,7 +18,10 @@ pub struct SecretKeyRef {
 
 impl SecretKeyRef {
     pub fn new(name: impl Into<String>, key: impl Into<String>) -> Self {
-        Self { name: name.into(), key: key.into() }
+        Self {
+            name: name.into(),
+            key: key.into(),
+        }
     }
 }
 
@@ -34,7 +37,9 @@ pub struct SecretRef {
 
 impl SecretRef {
     pub fn new(name: impl Into<String>) -> Self {
-        Self { secret_name: name.into() }
+        Self {
+            secret_name: name.into(),
+        }
     }
 }
 

@@ -208,7 +208,11 @@ pub struct JetStreamSpec {
 
 impl Default for JetStreamSpec {
     fn default() -> Self {
-        Self { enabled: false, stream: default_stream(), max_age: default_max_age() }
+        Self {
+            enabled: false,
+            stream: default_stream(),
+            max_age: default_max_age(),
+        }
     }
 }
 
@@ -352,7 +356,12 @@ pub struct MqttSpec {
 
 impl Default for MqttSpec {
     fn default() -> Self {
-        Self { url: None, qos: default_qos(), auth: None, tls: None }
+        Self {
+            url: None,
+            qos: default_qos(),
+            auth: None,
+            tls: None,
+        }
     }
 }
 
@@ -480,7 +489,10 @@ fn one() -> i32 {
     1
 }
 fn default_broker_storage() -> Storage {
-    Storage { size: "10Gi".into(), storage_class_name: None }
+    Storage {
+        size: "10Gi".into(),
+        storage_class_name: None,
+    }
 }
 
 /// The publisher workload.
@@ -498,7 +510,10 @@ pub struct PublisherSpec {
 
 impl Default for PublisherSpec {
     fn default() -> Self {
-        Self { replicas: 2, resources: None }
+        Self {
+            replicas: 2,
+            resources: None,
+        }
     }
 }
 
@@ -553,14 +568,27 @@ mod tests {
 
     #[test]
     fn sasl_mechanisms_are_spelled_as_the_seed_spells_them() {
-        for m in [SaslMechanism::Plain, SaslMechanism::ScramSha256, SaslMechanism::ScramSha512] {
+        for m in [
+            SaslMechanism::Plain,
+            SaslMechanism::ScramSha256,
+            SaslMechanism::ScramSha512,
+        ] {
             assert_eq!(serde_json::to_value(m).unwrap(), m.as_str());
         }
     }
 
     #[test]
     fn adapter_ids_round_trip() {
-        for id in ["nats", "kafka", "amqp091", "rabbitmq", "redis", "mqtt", "aws_sns", "google_pubsub"] {
+        for id in [
+            "nats",
+            "kafka",
+            "amqp091",
+            "rabbitmq",
+            "redis",
+            "mqtt",
+            "aws_sns",
+            "google_pubsub",
+        ] {
             let a = Adapter::parse(id).unwrap();
             assert_eq!(a.as_str(), id);
             assert_eq!(serde_json::to_value(a).unwrap(), id);

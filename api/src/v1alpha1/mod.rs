@@ -17,7 +17,9 @@ use kube::CustomResourceExt;
 use kube::core::crd::merge_crds;
 
 /// Every CRD of this version, in a stable order.
-pub fn crds() -> Vec<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> {
+pub fn crds()
+-> Vec<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition>
+{
     vec![EventBroker::crd(), MqttBroker::crd(), BridgeLink::crd()]
         .into_iter()
         .map(|crd| merge_crds(vec![crd], "v1alpha1").expect("a single version always merges"))

@@ -126,7 +126,10 @@ fn default_mosquitto_image() -> String {
     "eclipse-mosquitto:2".into()
 }
 fn default_persistence() -> Storage {
-    Storage { size: "1Gi".into(), storage_class_name: None }
+    Storage {
+        size: "1Gi".into(),
+        storage_class_name: None,
+    }
 }
 
 /// Listeners of the builtin broker.
@@ -147,7 +150,11 @@ pub struct Listeners {
 
 impl Default for Listeners {
     fn default() -> Self {
-        Self { mqtt: default_mqtt_port(), mqtts: None, websockets: None }
+        Self {
+            mqtt: default_mqtt_port(),
+            mqtts: None,
+            websockets: None,
+        }
     }
 }
 
@@ -219,7 +226,9 @@ pub struct MetricsSpec {
 
 impl Default for MetricsSpec {
     fn default() -> Self {
-        Self { port: default_metrics_port() }
+        Self {
+            port: default_metrics_port(),
+        }
     }
 }
 

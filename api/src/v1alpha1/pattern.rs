@@ -33,7 +33,9 @@ pub enum PatternError {
     EmptyToken(String),
     #[error("pattern {0:?}: '#' may only be the last token")]
     RestNotLast(String),
-    #[error("pattern {pattern:?}: token {token:?} holds a wildcard or separator character ('*', '#', '+', '>', '/', or white space) that is not the whole token")]
+    #[error(
+        "pattern {pattern:?}: token {token:?} holds a wildcard or separator character ('*', '#', '+', '>', '/', or white space) that is not the whole token"
+    )]
     BadToken { pattern: String, token: String },
 }
 
@@ -59,14 +61,23 @@ impl TopicPattern {
                 "*" => Token::One,
                 "#" if i + 1 == parts.len() => Token::Rest,
                 "#" => return Err(PatternError::RestNotLast(s.into())),
-                lit if lit.chars().any(|c| matches!(c, '*' | '#' | '+' | '>' | '/') || c.is_whitespace()) => {
-                    return Err(PatternError::BadToken { pattern: s.into(), token: lit.into() });
+                lit if lit
+                    .chars()
+                    .any(|c| matches!(c, '*' | '#' | '+' | '>' | '/') || c.is_whitespace()) =>
+                {
+                    return Err(PatternError::BadToken {
+                        pattern: s.into(),
+                        token: lit.into(),
+                    });
                 }
                 lit => Token::Literal(lit.into()),
             };
             tokens.push(t);
         }
-        Ok(Self { raw: s.into(), tokens })
+        Ok(Self {
+            raw: s.into(),
+            tokens,
+        })
     }
 
     pub fn as_str(&self) -> &str {
@@ -245,11 +256,26 @@ mod tests {
     #[test]
     fn rejects_malformed_patterns() {
         assert_eq!(TopicPattern::parse(""), Err(PatternError::Empty));
-        assert!(matches!(TopicPattern::parse("a..b"), Err(PatternError::EmptyToken(_))));
-        assert!(matches!(TopicPattern::parse("a.#.b"), Err(PatternError::RestNotLast(_))));
-        assert!(matches!(TopicPattern::parse("a/b"), Err(PatternError::BadToken { .. })));
-        assert!(matches!(TopicPattern::parse("a.b*"), Err(PatternError::BadToken { .. })));
-        assert!(matches!(TopicPattern::parse("a.>"), Err(PatternError::BadToken { .. })));
+        assert!(matches!(
+            TopicPattern::parse("a..b"),
+            Err(PatternError::EmptyToken(_))
+        ));
+        assert!(matches!(
+            TopicPattern::parse("a.#.b"),
+            Err(PatternError::RestNotLast(_))
+        ));
+        assert!(matches!(
+            TopicPattern::parse("a/b"),
+            Err(PatternError::BadToken { .. })
+        ));
+        assert!(matches!(
+            TopicPattern::parse("a.b*"),
+            Err(PatternError::BadToken { .. })
+        ));
+        assert!(matches!(
+            TopicPattern::parse("a.>"),
+            Err(PatternError::BadToken { .. })
+        ));
     }
 
     #[test]
@@ -257,8 +283,14 @@ mod tests {
         let from = p("local.telemetry.#");
         let to = p("edge.site-a.telemetry.#");
         let caps = from.captures_mqtt("local/telemetry/line1/temp").unwrap();
-        assert_eq!(to.substitute(&caps).unwrap().join("."), "edge.site-a.telemetry.line1.temp");
-        assert!(from.captures_mqtt("local/telemetry").is_none(), "# needs at least one token");
+        assert_eq!(
+            to.substitute(&caps).unwrap().join("."),
+            "edge.site-a.telemetry.line1.temp"
+        );
+        assert!(
+            from.captures_mqtt("local/telemetry").is_none(),
+            "# needs at least one token"
+        );
         assert!(from.captures_mqtt("local/other/x").is_none());
     }
 
@@ -287,7 +319,16 @@ mod tests {
     #[test]
     fn schema_regex_agrees_with_parser() {
         let re = regex_lite::Regex::new(TOPIC_PATTERN_REGEX).unwrap();
-        for s in ["#", "a", "a.b", "a.*.c", "a.#", "*", "edge.site-a.telemetry.#", "x:y.z_1"] {
+        for s in [
+            "#",
+            "a",
+            "a.b",
+            "a.*.c",
+            "a.#",
+            "*",
+            "edge.site-a.telemetry.#",
+            "x:y.z_1",
+        ] {
             assert!(re.is_match(s), "{s} should match");
             assert!(TopicPattern::parse(s).is_ok(), "{s} should parse");
         }

@@ -37,6 +37,9 @@ pub fn quantity(_: &mut SchemaGenerator) -> Schema {
 pub fn named_list<T: schemars::JsonSchema>(generator: &mut SchemaGenerator) -> Schema {
     let mut s = generator.subschema_for::<Vec<T>>();
     s.insert("x-kubernetes-list-type".into(), "map".into());
-    s.insert("x-kubernetes-list-map-keys".into(), serde_json::json!(["name"]));
+    s.insert(
+        "x-kubernetes-list-map-keys".into(),
+        serde_json::json!(["name"]),
+    );
     s
 }

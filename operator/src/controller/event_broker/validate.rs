@@ -442,26 +442,51 @@ mod tests {
         let mut no_urls = EventBroker::test("e").adapter_nats();
         no_urls.spec.nats.as_mut().unwrap().urls.clear();
         assert_eq!(field_of(&no_urls), "spec.nats.urls");
-        assert_eq!(field_of(&EventBroker::test("e").adapter_nats().deploy(BrokerKind::Kafka)), "spec.deployBroker.kind");
         assert_eq!(
-            field_of(&EventBroker::test("e").adapter(Adapter::Redis).deploy(BrokerKind::Redis)),
+            field_of(
+                &EventBroker::test("e")
+                    .adapter_nats()
+                    .deploy(BrokerKind::Kafka)
+            ),
+            "spec.deployBroker.kind"
+        );
+        assert_eq!(
+            field_of(
+                &EventBroker::test("e")
+                    .adapter(Adapter::Redis)
+                    .deploy(BrokerKind::Redis)
+            ),
             "spec.redis.url",
             "a URL Secret next to deployBroker is ambiguous"
         );
         assert_eq!(
-            field_of(&EventBroker::test("e").adapter_nats().deploy(BrokerKind::Nats).replicas(2)),
+            field_of(
+                &EventBroker::test("e")
+                    .adapter_nats()
+                    .deploy(BrokerKind::Nats)
+                    .replicas(2)
+            ),
             "spec.deployBroker.replicas"
         );
-        assert_eq!(field_of(&EventBroker::test("e").adapter(Adapter::AwsSns)), "spec.adapter");
+        assert_eq!(
+            field_of(&EventBroker::test("e").adapter(Adapter::AwsSns)),
+            "spec.adapter"
+        );
         let mut qos = EventBroker::test("e").adapter(Adapter::Mqtt);
         qos.spec.mqtt.as_mut().unwrap().qos = 3;
         assert_eq!(field_of(&qos), "spec.mqtt.qos");
-        let mut ui = EventBroker::test("e").adapter(Adapter::Mqtt).deploy(BrokerKind::Mosquitto);
+        let mut ui = EventBroker::test("e")
+            .adapter(Adapter::Mqtt)
+            .deploy(BrokerKind::Mosquitto);
         ui.spec.deploy_broker.as_mut().unwrap().ui = true;
         assert_eq!(field_of(&ui), "spec.deployBroker.ui");
-        let mut rp = EventBroker::test("e").adapter(Adapter::Kafka).deploy(BrokerKind::Redpanda);
-        rp.spec.kafka.as_mut().unwrap().sasl =
-            Some(edgewire_api::KafkaSasl { mechanism: SaslMechanism::Plain, secret_name: "k".into() });
+        let mut rp = EventBroker::test("e")
+            .adapter(Adapter::Kafka)
+            .deploy(BrokerKind::Redpanda);
+        rp.spec.kafka.as_mut().unwrap().sasl = Some(edgewire_api::KafkaSasl {
+            mechanism: SaslMechanism::Plain,
+            secret_name: "k".into(),
+        });
         assert_eq!(field_of(&rp), "spec.kafka.sasl.mechanism");
     }
 
@@ -471,18 +496,28 @@ mod tests {
             EventBroker::test("e").adapter_nats().with_token("t"),
             EventBroker::test("e").adapter(Adapter::Kafka),
             EventBroker::test("e").adapter(Adapter::Rabbitmq),
-            EventBroker::test("e").adapter(Adapter::Mqtt).deploy(BrokerKind::Emqx).replicas(3),
+            EventBroker::test("e")
+                .adapter(Adapter::Mqtt)
+                .deploy(BrokerKind::Emqx)
+                .replicas(3),
         ] {
             assert_eq!(check_spec(&eb), Ok(()), "{:?}", eb.spec);
         }
-        assert_eq!(EventBroker::test("e").metadata.namespace.as_deref(), Some(NAMESPACE));
+        assert_eq!(
+            EventBroker::test("e").metadata.namespace.as_deref(),
+            Some(NAMESPACE)
+        );
     }
 
     #[test]
     fn unusable_usernames_for_deployed_brokers_are_credentials_problems() {
-        let mut eb = EventBroker::test("e").adapter(Adapter::Kafka).deploy(BrokerKind::Kafka);
-        eb.spec.kafka.as_mut().unwrap().sasl =
-            Some(edgewire_api::KafkaSasl { mechanism: SaslMechanism::Plain, secret_name: "k".into() });
+        let mut eb = EventBroker::test("e")
+            .adapter(Adapter::Kafka)
+            .deploy(BrokerKind::Kafka);
+        eb.spec.kafka.as_mut().unwrap().sasl = Some(edgewire_api::KafkaSasl {
+            mechanism: SaslMechanism::Plain,
+            secret_name: "k".into(),
+        });
         let mut refs = Refs::default();
         refs.secrets.insert(
             "k".into(),
@@ -498,7 +533,13 @@ mod tests {
             },
         );
         let err = validate(&eb, &refs, &Images::default()).unwrap_err();
-        assert!(matches!(&err, ValidateError::Credentials(m) if m[0].contains("user name")), "{err:?}");
-        assert!(!format!("{err:?}").contains("bad user"), "the value itself stays out of messages");
+        assert!(
+            matches!(&err, ValidateError::Credentials(m) if m[0].contains("user name")),
+            "{err:?}"
+        );
+        assert!(
+            !format!("{err:?}").contains("bad user"),
+            "the value itself stays out of messages"
+        );
     }
 }
