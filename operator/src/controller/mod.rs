@@ -2,6 +2,7 @@
 
 pub mod backoff;
 pub mod event_broker;
+pub mod mqtt_broker;
 
 use crate::context::Context;
 use backoff::Backoff;

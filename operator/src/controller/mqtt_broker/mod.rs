@@ -1,0 +1,364 @@
+//! The MqttBroker controller: `refs` (fetch Secrets) → `validate` (pure) → `build` (pure) → `apply` (SSA)
+//! → `status`.
+//!
+//! The builtin broker is Eclipse Mosquitto in a one-replica StatefulSet (Mosquitto does not cluster), with
+//! `mosquitto.conf`, the password file and the ACL file rendered into one Secret. A user's password change
+//! rewrites that Secret but not the pod template: the `mqtt-sidecar` in the same pod sees the files change and
+//! makes Mosquitto reload them (SIGHUP through the shared process namespace), so nobody is disconnected.
+//! AWS IoT Core (`type: iotcore`) is rejected as `InvalidSpec` in this version.
+
+pub mod apply;
+pub mod build;
+pub mod refs;
+pub mod status;
+pub mod validate;
+
+use crate::children::Owner;
+use crate::context::Context;
+use crate::controller::backoff::Backoff;
+use crate::controller::event_broker::{GeneratedCredentials, Images};
+use crate::secret::SecretString;
+use edgewire_api::condition::{self as cond, types};
+use edgewire_api::{BuiltinMqtt, DeletionPolicy, MqttBroker};
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{Secret, Service};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Event, EventType};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher::Config;
+use kube::runtime::{WatchStreamExt, predicates};
+use kube::{Api, Resource, ResourceExt};
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tracing::{debug, info, instrument, warn};
+use validate::ValidateError;
+
+/// Owner-kind label value of MqttBroker children.
+pub const KIND_LABEL: &str = "mqttbroker";
+/// `app.kubernetes.io/name` of the builtin broker's objects (distinct from an EventBroker's deployed
+/// Mosquitto, `edgewire-mosquitto`, so the two never select each other's pods).
+pub const APP: &str = "edgewire-mqtt-broker";
+/// The MQTT user of the metrics/reload sidecar (reads `$SYS` only); no spec user may take this name.
+pub const SIDECAR_USER: &str = "edgewire-sidecar";
+/// Port of the plain listener, and of the loopback listener the sidecar uses when the plain one is off.
+pub const MQTT_PORT: i32 = 1883;
+
+/// The config Secret (`mosquitto.conf`, `passwd`, `acl`): `<mqb>-mosquitto`.
+pub fn config_secret_name(mqb: &str) -> String {
+    format!("{mqb}-mosquitto")
+}
+
+/// The Secret with a generated user password: `<mqb>-user-<user>` (keys `username`, `password`).
+pub fn user_secret_name(mqb: &str, user: &str) -> String {
+    format!("{mqb}-user-{user}")
+}
+
+/// The Secret with the sidecar's generated credentials: `<mqb>-sidecar`.
+pub fn sidecar_secret_name(mqb: &str) -> String {
+    format!("{mqb}-sidecar")
+}
+
+/// The headless Service: `<mqb>-headless`.
+pub fn headless_name(mqb: &str) -> String {
+    format!("{mqb}-headless")
+}
+
+/// An MqttBroker whose spec passed validation, with every credential resolved.
+#[derive(Clone, Debug)]
+pub struct ValidatedMqttBroker {
+    /// Who owns the children.
+    pub owner: Owner,
+    /// The builtin broker's settings (defaults filled in).
+    pub builtin: BuiltinMqtt,
+    pub deletion_policy: DeletionPolicy,
+    /// What workers connect to (`spec.endpoint`, else the Service).
+    pub endpoint: String,
+    /// Users in spec order, topic filters with `{ns}` substituted.
+    pub users: Vec<ResolvedUser>,
+    /// Credentials of the sidecar user (generated once into `<mqb>-sidecar`).
+    pub sidecar: GeneratedCredentials,
+    /// The TLS listener, when `listeners.mqtts` is set.
+    pub tls: Option<ResolvedTls>,
+    /// Images from the operator's configuration.
+    pub images: Images,
+    /// Hash of every user Secret's data (referenced and generated, the sidecar's included):
+    /// `status.credentialsRevision`. Not on the pod template: credentials reload in place.
+    pub credentials_hash: String,
+    /// Hash of what the pod reads only at start (the TLS Secret, the sidecar's environment): on the pod
+    /// template, so a changed certificate or sidecar password rolls the pod.
+    pub pod_secrets_hash: String,
+}
+
+/// A user with its password resolved.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ResolvedUser {
+    pub name: String,
+    pub password: SecretString,
+    /// The Secret holding the password: the referenced one, or `<mqb>-user-<name>`.
+    pub secret_name: String,
+    /// Whether the operator generated the password (and owns `secret_name`).
+    pub generated: bool,
+    /// Topic filters the user may publish to (`{ns}` substituted).
+    pub publish: Vec<String>,
+    /// Topic filters the user may subscribe to (`{ns}` substituted).
+    pub subscribe: Vec<String>,
+}
+
+/// The TLS listener.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ResolvedTls {
+    pub port: i32,
+    /// The `kubernetes.io/tls` Secret mounted at `/mosquitto/certs`.
+    pub secret_name: String,
+    /// Whether the Secret has `ca.crt` (rendered as `cafile`).
+    pub has_ca: bool,
+    pub require_client_cert: bool,
+}
+
+/// Why a reconcile failed (transient: the error policy requeues with backoff).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("reading referenced Secrets: {0}")]
+    Refs(#[source] kube::Error),
+    #[error("applying children: {0}")]
+    Apply(#[source] kube::Error),
+    #[error("writing status: {0}")]
+    Status(#[source] kube::Error),
+}
+
+impl Error {
+    /// Condition reason, Event reason and metric label.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Error::Refs(_) => "SecretReadFailed",
+            Error::Apply(_) => "ApplyFailed",
+            Error::Status(_) => "StatusWriteFailed",
+        }
+    }
+}
+
+/// How often a healthy MqttBroker is looked at again even without a change.
+pub const RESYNC: Duration = Duration::from_secs(300);
+
+#[instrument(skip(mqb, ctx), fields(name = %mqb.name_any(), namespace = mqb.namespace().unwrap_or_default()))]
+pub async fn reconcile(mqb: Arc<MqttBroker>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let _timer = ctx.metrics.reconcile(KIND_LABEL);
+    if mqb.meta().deletion_timestamp.is_some() {
+        // Children carry owner references: the garbage collector removes them.
+        return Ok(Action::await_change());
+    }
+    let refs = refs::fetch(&ctx.client, &mqb).await.map_err(Error::Refs)?;
+    let valid = match validate::validate(&mqb, &refs, &ctx.images) {
+        Ok(v) => v,
+        Err(err) => return not_reconciled(&ctx, &mqb, err).await,
+    };
+    let desired = build::build(&valid);
+    let applied = apply::apply(&ctx.client, &valid.owner, desired)
+        .await
+        .map_err(Error::Apply)?;
+    if !applied.swept.is_empty() {
+        info!(deleted = ?applied.swept, "removed children no longer wanted");
+    }
+    let new_status = status::desired(&mqb, &valid, &applied);
+    let old = mqb.status.clone().unwrap_or_default();
+    let became_ready = cond::is_true(&new_status.conditions, types::READY)
+        && !cond::is_true(&old.conditions, types::READY);
+    let rotated = old.credentials_revision.is_some()
+        && old.credentials_revision != new_status.credentials_revision;
+    status::write(&ctx.client, &mqb, new_status)
+        .await
+        .map_err(Error::Status)?;
+    if became_ready {
+        publish(
+            &ctx,
+            &mqb,
+            EventType::Normal,
+            "Ready",
+            format!("Mosquitto is ready at {}", valid.endpoint),
+        )
+        .await;
+    }
+    if rotated {
+        publish(
+            &ctx,
+            &mqb,
+            EventType::Normal,
+            "CredentialsRotated",
+            "user Secrets changed; Mosquitto reloads them in place".into(),
+        )
+        .await;
+    }
+    Ok(Action::requeue(RESYNC))
+}
+
+/// An MqttBroker that failed validation: status (and a Warning Event when the problem is new), no children.
+async fn not_reconciled(
+    ctx: &Context,
+    mqb: &MqttBroker,
+    err: ValidateError,
+) -> Result<Action, Error> {
+    let reason = match err {
+        ValidateError::Credentials(_) => "CredentialsMissing",
+        _ => "InvalidSpec",
+    };
+    ctx.metrics.error(KIND_LABEL, reason);
+    let current = mqb.status.as_ref();
+    let was_ready = current.is_some_and(|s| cond::is_true(&s.conditions, types::READY));
+    let same_message = current
+        .and_then(|s| cond::find(&s.conditions, types::READY))
+        .is_some_and(|c| c.message == err.to_string());
+    let wrote = status::write(&ctx.client, mqb, status::failed(mqb, &err))
+        .await
+        .map_err(Error::Status)?;
+    if wrote && (was_ready || !same_message) {
+        publish(ctx, mqb, EventType::Warning, reason, err.to_string()).await;
+    }
+    warn!(error = %err, "not reconciled");
+    Ok(match err {
+        // A missing Secret appears through the Secret watch; look again now and then regardless.
+        ValidateError::Credentials(_) => Action::requeue(Duration::from_secs(60)),
+        _ => Action::await_change(),
+    })
+}
+
+/// Records a Kubernetes Event; failing to record one never fails the reconcile.
+pub async fn publish(
+    ctx: &Context,
+    mqb: &MqttBroker,
+    type_: EventType,
+    reason: &str,
+    note: String,
+) {
+    let ev = Event {
+        type_,
+        reason: reason.into(),
+        note: Some(note),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&ev, &mqb.object_ref(&())).await {
+        warn!(error = %e, "could not record event");
+    }
+}
+
+fn api<K>(client: &kube::Client, namespace: Option<&str>) -> Api<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+fn key_of(mqb: &MqttBroker) -> String {
+    format!("{}/{}", mqb.namespace().unwrap_or_default(), mqb.name_any())
+}
+
+/// Runs the MqttBroker controller until `shutdown` resolves.
+pub async fn run(
+    ctx: Arc<Context>,
+    namespace: Option<String>,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) {
+    let client = ctx.client.clone();
+    let ns = namespace.as_deref();
+    let mqbs: Api<MqttBroker> = api(&client, ns);
+    // Only spec changes (generation) trigger the root: status writes do not loop back.
+    let (reader, writer) = kube::runtime::reflector::store::<MqttBroker>();
+    let stream = kube::runtime::watcher(mqbs, Config::default().any_semantic())
+        .default_backoff()
+        .reflect(writer)
+        .applied_objects()
+        .predicate_filter(predicates::generation, Default::default());
+    let labels = format!("{}={}", edgewire_api::labels::OWNER_KIND, KIND_LABEL);
+    let owned = Config::default().labels(&labels).any_semantic();
+    let index = reader.clone();
+    let backoff = Arc::new(Backoff::default());
+    let policy_backoff = backoff.clone();
+    let policy_ctx = ctx.clone();
+    Controller::for_stream(stream, reader)
+        .owns(api::<StatefulSet>(&client, ns), owned.clone())
+        .owns(api::<Service>(&client, ns), owned.clone())
+        .owns(api::<Secret>(&client, ns), owned)
+        // Reverse index: a Secret event reconciles every MqttBroker in its namespace that references it.
+        .watches(
+            api::<Secret>(&client, ns),
+            Config::default().any_semantic(),
+            move |secret: Secret| {
+                let sns = secret.namespace();
+                let name = secret.name_any();
+                index
+                    .state()
+                    .into_iter()
+                    .filter(|mqb| {
+                        mqb.namespace() == sns && refs::referenced_secret_names(mqb).contains(&name)
+                    })
+                    .map(|mqb| ObjectRef::from_obj(&*mqb))
+                    .collect::<Vec<_>>()
+            },
+        )
+        .graceful_shutdown_on(shutdown)
+        .run(
+            move |mqb, ctx| {
+                let backoff = backoff.clone();
+                async move {
+                    let key = key_of(&mqb);
+                    let result = reconcile(mqb, ctx).await;
+                    if result.is_ok() {
+                        backoff.reset(&key);
+                    }
+                    result
+                }
+            },
+            move |mqb, err, _ctx| {
+                policy_ctx.metrics.error(KIND_LABEL, err.reason());
+                let wait = policy_backoff.fail(&key_of(&mqb));
+                warn!(name = %mqb.name_any(), error = %err, retry_in = ?wait, "reconcile failed");
+                Action::requeue(wait)
+            },
+            ctx,
+        )
+        .for_each(|res| async move {
+            if let Err(e) = res {
+                debug!(error = %e, "controller event");
+            }
+        })
+        .await;
+}
+
+/// Placeholder shown by `render` for a password the operator generates at the first reconcile.
+pub const GENERATED_PLACEHOLDER: &str = "GENERATED-AT-FIRST-RECONCILE";
+
+/// The objects the operator would apply for `mqb`, as YAML documents in apply order (for
+/// `edgewire-operator render`). Referenced and previously generated Secrets are looked up in `secrets` by
+/// `(namespace, name)`; a password not generated yet is shown as [`GENERATED_PLACEHOLDER`].
+pub fn render(
+    mqb: &MqttBroker,
+    secrets: &BTreeMap<(String, String), Secret>,
+    images: &Images,
+) -> anyhow::Result<Vec<String>> {
+    let mut mqb = mqb.clone();
+    // Owner references need a uid; a rendered object is not in a cluster yet.
+    let name = mqb.name_any();
+    mqb.metadata
+        .uid
+        .get_or_insert_with(|| format!("00000000-0000-0000-0000-{:0>12}", name.len()));
+    mqb.metadata
+        .namespace
+        .get_or_insert_with(|| "default".into());
+    mqb.metadata.generation.get_or_insert(1);
+    let ns = mqb.namespace().unwrap_or_default();
+    let lookup = |n: &str| secrets.get(&(ns.clone(), n.to_string()));
+    let refs = refs::from_lookup(&mqb, lookup, |secret_name, username| GeneratedCredentials {
+        secret_name: secret_name.into(),
+        username: username.into(),
+        password: SecretString::new(GENERATED_PLACEHOLDER),
+    });
+    let valid = validate::validate(&mqb, &refs, images)
+        .map_err(|e| anyhow::anyhow!("MqttBroker {ns}/{name}: {e}"))?;
+    build::build(&valid).to_yaml()
+}

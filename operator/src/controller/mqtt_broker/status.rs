@@ -1,0 +1,171 @@
+//! Stage 5: compute conditions from what was applied and write `status` with server-side apply on the
+//! status subresource (never merge-patched). A status equal to the current one is not written.
+
+use super::ValidatedMqttBroker;
+use super::apply::Applied;
+use super::validate::ValidateError;
+use crate::controller::event_broker::status::broker_ready;
+use edgewire_api::condition::{self, reasons, types};
+use edgewire_api::{FIELD_MANAGER, MqttBroker, MqttBrokerStatus, MqttUserStatus};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::api::{Patch, PatchParams};
+use kube::{Api, Client, ResourceExt};
+
+/// The status of a reconciled MqttBroker.
+pub fn desired(mqb: &MqttBroker, v: &ValidatedMqttBroker, applied: &Applied) -> MqttBrokerStatus {
+    let generation = mqb.metadata.generation;
+    let current = mqb.status.clone().unwrap_or_default();
+    let (endpoint_ok, endpoint_msg) = broker_ready(&applied.statefulset);
+    let ready_msg = if endpoint_ok {
+        format!("Mosquitto is ready at {}", v.endpoint)
+    } else {
+        endpoint_msg.clone()
+    };
+    let conditions = vec![
+        condition::new(
+            types::ENDPOINT_READY,
+            endpoint_ok,
+            if endpoint_ok {
+                reasons::READY
+            } else {
+                reasons::PROGRESSING
+            },
+            endpoint_msg,
+            generation,
+        ),
+        condition::new(
+            types::USERS_READY,
+            true,
+            reasons::SECRETS_RESOLVED,
+            format!("{} user(s), every password Secret resolved", v.users.len()),
+            generation,
+        ),
+        condition::new(
+            types::CREDENTIALS_READY,
+            true,
+            reasons::SECRETS_RESOLVED,
+            "every referenced Secret and key exists",
+            generation,
+        ),
+        condition::new(
+            types::TOPIC_RULE_READY,
+            true,
+            reasons::NOT_APPLICABLE,
+            "a builtin broker has no IoT topic rule",
+            generation,
+        ),
+        condition::new(
+            types::READY,
+            endpoint_ok,
+            if endpoint_ok {
+                reasons::READY
+            } else {
+                reasons::NOT_READY
+            },
+            ready_msg,
+            generation,
+        ),
+    ];
+    MqttBrokerStatus {
+        observed_generation: generation,
+        conditions: condition::merge(&current.conditions, conditions),
+        endpoint: Some(v.endpoint.clone()),
+        credentials_revision: Some(v.credentials_hash.clone()),
+        users: v
+            .users
+            .iter()
+            .map(|u| MqttUserStatus {
+                name: u.name.clone(),
+                secret_name: u.secret_name.clone(),
+            })
+            .collect(),
+        topic_rule_arn: None,
+    }
+}
+
+/// The status of an MqttBroker that cannot be reconciled: the conditions concerned say why; the others and
+/// earlier fields stay (they describe children that still exist).
+pub fn failed(mqb: &MqttBroker, err: &ValidateError) -> MqttBrokerStatus {
+    let generation = mqb.metadata.generation;
+    let current = mqb.status.clone().unwrap_or_default();
+    let msg = err.to_string();
+    let mut conditions: Vec<Condition> = Vec::new();
+    match err {
+        ValidateError::Credentials(problems) => {
+            let reason = if problems.iter().any(|p| p.secret_missing) {
+                reasons::SECRET_MISSING
+            } else {
+                reasons::SECRET_KEY_MISSING
+            };
+            conditions.push(condition::new(
+                types::CREDENTIALS_READY,
+                false,
+                reason,
+                msg.clone(),
+                generation,
+            ));
+            let users: Vec<&str> = problems
+                .iter()
+                .filter(|p| p.user.is_some())
+                .map(|p| p.message.as_str())
+                .collect();
+            if !users.is_empty() {
+                conditions.push(condition::new(
+                    types::USERS_READY,
+                    false,
+                    reason,
+                    users.join("; "),
+                    generation,
+                ));
+            }
+            conditions.push(condition::new(types::READY, false, reason, msg, generation));
+        }
+        ValidateError::Invalid { .. } | ValidateError::Metadata => {
+            conditions.push(condition::new(
+                types::READY,
+                false,
+                reasons::INVALID_SPEC,
+                msg,
+                generation,
+            ));
+        }
+    }
+    let mut merged: Vec<Condition> = current
+        .conditions
+        .iter()
+        .filter(|c| !conditions.iter().any(|n| n.type_ == c.type_))
+        .cloned()
+        .collect();
+    merged.extend(condition::merge(&current.conditions, conditions));
+    merged.sort_by(|a, b| a.type_.cmp(&b.type_));
+    MqttBrokerStatus {
+        observed_generation: generation,
+        conditions: merged,
+        ..current
+    }
+}
+
+/// Writes `status` unless it equals the current one. Returns whether it wrote.
+pub async fn write(
+    client: &Client,
+    mqb: &MqttBroker,
+    status: MqttBrokerStatus,
+) -> Result<bool, kube::Error> {
+    if mqb.status.as_ref() == Some(&status) {
+        return Ok(false);
+    }
+    let api: Api<MqttBroker> =
+        Api::namespaced(client.clone(), &mqb.namespace().unwrap_or_default());
+    let patch = serde_json::json!({
+        "apiVersion": "edgewire.dev/v1alpha1",
+        "kind": "MqttBroker",
+        "status": status,
+    });
+    api.patch_status(
+        &mqb.name_any(),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(patch),
+    )
+    .await?;
+    Ok(true)
+}

@@ -1,0 +1,589 @@
+//! Stage 2 (pure): check what the schema cannot (or what a cluster without CEL did not), resolve every user's
+//! password and topic filters, and produce a [`ValidatedMqttBroker`].
+
+use super::build::generated_secret_data;
+use super::refs::{Refs, secret_uses, tls_keys};
+use super::{
+    KIND_LABEL, MQTT_PORT, ResolvedTls, ResolvedUser, SIDECAR_USER, ValidatedMqttBroker,
+    user_secret_name,
+};
+use crate::children::Owner;
+use crate::controller::event_broker::{GeneratedCredentials, Images};
+use crate::hash::credentials_hash;
+use edgewire_api::{BuiltinMqtt, MqttBroker, MqttBrokerType, MqttUser};
+use k8s_openapi::api::core::v1::Secret;
+use kube::ResourceExt;
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// Why a spec cannot be reconciled.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ValidateError {
+    /// The spec is wrong: `Ready=False`, reason `InvalidSpec`, no children.
+    #[error("{field}: {message}")]
+    Invalid { field: String, message: String },
+    /// A referenced Secret or key is missing or unusable: `CredentialsReady=False` (and `UsersReady=False`
+    /// when a user's password is among them).
+    #[error("{}", Problems(.0))]
+    Credentials(Vec<CredentialProblem>),
+    /// The object lacks the metadata a child needs (namespace, uid): not read from the API.
+    #[error("the object has no namespace or uid")]
+    Metadata,
+}
+
+/// One missing Secret or key.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CredentialProblem {
+    /// The user whose password it is; `None` for the TLS Secret.
+    pub user: Option<String>,
+    /// The whole Secret is missing (else a key of it is).
+    pub secret_missing: bool,
+    /// Names the user, the Secret, the key and the spec field; never a value.
+    pub message: String,
+}
+
+struct Problems<'a>(&'a [CredentialProblem]);
+
+impl fmt::Display for Problems<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, p) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("; ")?;
+            }
+            f.write_str(&p.message)?;
+        }
+        Ok(())
+    }
+}
+
+fn invalid(field: impl Into<String>, message: impl Into<String>) -> ValidateError {
+    ValidateError::Invalid {
+        field: field.into(),
+        message: message.into(),
+    }
+}
+
+/// Whether `name` is a valid Secret name (an RFC 1123 subdomain).
+pub fn is_secret_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        })
+}
+
+fn is_user_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+}
+
+/// The user's publish filters as written (`{ns}` not yet substituted): the spec's, or the default.
+pub fn publish_filters(u: &MqttUser) -> Vec<String> {
+    u.publish
+        .clone()
+        .unwrap_or_else(|| vec![format!("{{ns}}/writeonly/{}/#", u.name)])
+}
+
+/// The user's subscribe filters as written: the spec's, or the default.
+pub fn subscribe_filters(u: &MqttUser) -> Vec<String> {
+    u.subscribe
+        .clone()
+        .unwrap_or_else(|| vec![format!("{{ns}}/readonly/{}/#", u.name)])
+}
+
+/// Why `filter` is not a valid MQTT topic filter (MQTT 3.1.1 §4.7), if it is not. Also refused: what
+/// would break or silently change a line of Mosquitto's ACL file (control characters, surrounding
+/// whitespace) and a `{placeholder}` other than `{ns}` (a typo would otherwise become a literal topic).
+pub fn check_filter(filter: &str) -> Result<(), String> {
+    if filter.is_empty() {
+        return Err("must not be empty".into());
+    }
+    if filter.len() > 65535 {
+        return Err("is longer than 65535 bytes".into());
+    }
+    if filter.chars().any(char::is_control) {
+        return Err("must not contain control characters".into());
+    }
+    if filter.trim() != filter {
+        return Err("must not start or end with whitespace".into());
+    }
+    let levels: Vec<&str> = filter.split('/').collect();
+    for (i, level) in levels.iter().enumerate() {
+        if level.contains('#') && (*level != "#" || i + 1 != levels.len()) {
+            return Err("# must be the whole last level".into());
+        }
+        if level.contains('+') && *level != "+" {
+            return Err("+ must be a whole level".into());
+        }
+    }
+    if let Some(start) = filter.find('{')
+        && let Some(len) = filter[start + 1..].find('}')
+    {
+        let inner = &filter[start + 1..start + 1 + len];
+        if !inner.is_empty()
+            && inner
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        {
+            return Err(format!(
+                "unknown placeholder {{{inner}}}; only {{ns}} is substituted"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The builtin settings with defaults for an absent `spec.builtin`.
+pub fn builtin_of(mqb: &MqttBroker) -> BuiltinMqtt {
+    mqb.spec.builtin.clone().unwrap_or_default()
+}
+
+/// `(field, port)` of every port the pod listens on, metrics included.
+fn ports(b: &BuiltinMqtt) -> Vec<(&'static str, i32)> {
+    let l = &b.listeners;
+    let mut out = Vec::new();
+    if let Some(p) = l.mqtt {
+        out.push(("spec.builtin.listeners.mqtt", p));
+    }
+    if let Some(t) = &l.mqtts {
+        out.push(("spec.builtin.listeners.mqtts.port", t.port));
+    }
+    if let Some(w) = &l.websockets {
+        out.push(("spec.builtin.listeners.websockets.port", w.port));
+    }
+    out.push(("spec.builtin.metrics.port", b.metrics.port));
+    out
+}
+
+/// Spec checks that need no Secret. The CRD's schema and CEL rules say some of the same; they are repeated
+/// here because a cluster may not enforce them (and the message then still names the field).
+pub fn check_spec(mqb: &MqttBroker) -> Result<(), ValidateError> {
+    let spec = &mqb.spec;
+    if spec.broker_type == MqttBrokerType::Iotcore {
+        return Err(invalid(
+            "spec.type",
+            "iotcore is not available in this version",
+        ));
+    }
+    if spec.iotcore.is_some() {
+        return Err(invalid(
+            "spec.iotcore",
+            "is set but type is builtin; remove it",
+        ));
+    }
+    let ns = &spec.topic_namespace;
+    if ns.is_empty()
+        || !ns
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-'))
+    {
+        return Err(invalid(
+            "spec.topicNamespace",
+            format!("{ns:?} must be letters, digits, _ and - (it is the first topic level)"),
+        ));
+    }
+    let b = builtin_of(mqb);
+    if b.image.trim().is_empty() {
+        return Err(invalid("spec.builtin.image", "must not be empty"));
+    }
+    let owner = mqb.name_any();
+    let mut seen = BTreeMap::new();
+    for (i, u) in b.users.iter().enumerate() {
+        let field = format!("spec.builtin.users[{i}]");
+        if !is_user_name(&u.name) {
+            return Err(invalid(
+                format!("{field}.name"),
+                format!("{:?} must be 1 to 64 letters, digits, _ . and -", u.name),
+            ));
+        }
+        if u.name == SIDECAR_USER {
+            return Err(invalid(
+                format!("{field}.name"),
+                format!("{SIDECAR_USER} is reserved for the operator's metrics sidecar"),
+            ));
+        }
+        if let Some(j) = seen.insert(u.name.clone(), i) {
+            return Err(invalid(
+                format!("{field}.name"),
+                format!(
+                    "duplicate user name {} (also spec.builtin.users[{j}])",
+                    u.name
+                ),
+            ));
+        }
+        match &u.password {
+            Some(p) if p.name.is_empty() || p.key.is_empty() => {
+                return Err(invalid(
+                    format!("{field}.password"),
+                    "needs a Secret name and key",
+                ));
+            }
+            Some(_) => {}
+            None => {
+                let secret = user_secret_name(&owner, &u.name);
+                if !is_secret_name(&secret) {
+                    return Err(invalid(
+                        format!("{field}.password"),
+                        format!(
+                            "without a password Secret the operator generates one named {secret}, which is not a valid Secret name (lower-case letters, digits, - and .); reference a Secret or rename the user"
+                        ),
+                    ));
+                }
+            }
+        }
+        for (list, filters) in [
+            ("publish", publish_filters(u)),
+            ("subscribe", subscribe_filters(u)),
+        ] {
+            for (j, f) in filters.iter().enumerate() {
+                let resolved = f.replace("{ns}", ns);
+                check_filter(&resolved).map_err(|why| {
+                    invalid(
+                        format!("{field}.{list}[{j}]"),
+                        format!("{f:?} is not a valid MQTT topic filter: {why}"),
+                    )
+                })?;
+            }
+        }
+    }
+    let l = &b.listeners;
+    if l.mqtt.is_none() && l.mqtts.is_none() && l.websockets.is_none() {
+        return Err(invalid(
+            "spec.builtin.listeners",
+            "enable at least one of mqtt, mqtts, websockets",
+        ));
+    }
+    if let Some(t) = &l.mqtts
+        && t.cert_secret_name.is_empty()
+    {
+        return Err(invalid(
+            "spec.builtin.listeners.mqtts.certSecretName",
+            "must name a kubernetes.io/tls Secret",
+        ));
+    }
+    let mut used: Vec<(&str, i32)> = Vec::new();
+    if l.mqtt.is_none() {
+        // The sidecar then reaches Mosquitto on a loopback-only listener on this port.
+        used.push((
+            "the sidecar's loopback listener (listeners.mqtt is null)",
+            MQTT_PORT,
+        ));
+    }
+    for (field, port) in ports(&b) {
+        if !(1..=65535).contains(&port) {
+            return Err(invalid(field, format!("{port} is not a port (1-65535)")));
+        }
+        if let Some((other, _)) = used.iter().find(|(_, p)| *p == port) {
+            return Err(invalid(
+                field,
+                format!("port {port} is also used by {other}"),
+            ));
+        }
+        used.push((field, port));
+    }
+    Ok(())
+}
+
+/// Checks the spec, then that every referenced Secret and key exists, then resolves the users.
+pub fn validate(
+    mqb: &MqttBroker,
+    refs: &Refs,
+    images: &Images,
+) -> Result<ValidatedMqttBroker, ValidateError> {
+    check_spec(mqb)?;
+    let owner = Owner::of(mqb, KIND_LABEL).ok_or(ValidateError::Metadata)?;
+    let b = builtin_of(mqb);
+    let uses = secret_uses(mqb);
+    let mut problems = Vec::new();
+    for u in &uses {
+        let who = match &u.user {
+            Some(user) => format!("user {user}: "),
+            None => String::new(),
+        };
+        if !refs.secrets.contains_key(&u.name) {
+            problems.push(CredentialProblem {
+                user: u.user.clone(),
+                secret_missing: true,
+                message: format!("{who}Secret {} ({}) not found", u.name, u.field),
+            });
+            continue;
+        }
+        for k in &u.keys {
+            let problem = if u.user.is_some() {
+                match refs.value(&u.name, k) {
+                    None if refs.has_key(&u.name, k) => Some("is not UTF-8 text"),
+                    None => Some("is missing"),
+                    Some(v) if v.expose().is_empty() => Some("is empty"),
+                    Some(_) => None,
+                }
+            } else {
+                (!refs.has_key(&u.name, k)).then_some("is missing")
+            };
+            if let Some(why) = problem {
+                problems.push(CredentialProblem {
+                    user: u.user.clone(),
+                    secret_missing: false,
+                    message: format!("{who}Secret {} key {k} {why} ({})", u.name, u.field),
+                });
+            }
+        }
+    }
+    if !problems.is_empty() {
+        return Err(ValidateError::Credentials(problems));
+    }
+    let not_loaded = |what: &str| {
+        ValidateError::Credentials(vec![CredentialProblem {
+            user: None,
+            secret_missing: true,
+            message: format!("the credentials of {what} were not loaded"),
+        }])
+    };
+
+    let ns = &mqb.spec.topic_namespace;
+    let resolve = |filters: Vec<String>| -> Vec<String> {
+        filters.iter().map(|f| f.replace("{ns}", ns)).collect()
+    };
+    let mut users = Vec::new();
+    let mut hashed: Vec<Secret> = Vec::new();
+    for u in &b.users {
+        let (password, secret_name, generated) = match &u.password {
+            Some(p) => {
+                // Present and non-empty: checked above.
+                let value = refs
+                    .value(&p.name, &p.key)
+                    .ok_or_else(|| not_loaded(&format!("user {}", u.name)))?;
+                hashed.extend(refs.secrets.get(&p.name).cloned());
+                (value, p.name.clone(), false)
+            }
+            None => {
+                let g = refs
+                    .generated
+                    .get(&u.name)
+                    .ok_or_else(|| not_loaded(&format!("user {}", u.name)))?;
+                hashed.push(generated_hash_input(g));
+                (g.password.clone(), g.secret_name.clone(), true)
+            }
+        };
+        users.push(ResolvedUser {
+            name: u.name.clone(),
+            password,
+            secret_name,
+            generated,
+            publish: resolve(publish_filters(u)),
+            subscribe: resolve(subscribe_filters(u)),
+        });
+    }
+    let sidecar = refs
+        .sidecar
+        .clone()
+        .ok_or_else(|| not_loaded("the sidecar"))?;
+    hashed.push(generated_hash_input(&sidecar));
+
+    let tls = b.listeners.mqtts.as_ref().map(|t| ResolvedTls {
+        port: t.port,
+        secret_name: t.cert_secret_name.clone(),
+        has_ca: refs.has_key(&t.cert_secret_name, tls_keys::CA),
+        require_client_cert: t.require_client_cert,
+    });
+    let mut pod_secrets = vec![generated_hash_input(&sidecar)];
+    if let Some(t) = &tls {
+        pod_secrets.extend(refs.secrets.get(&t.secret_name).cloned());
+    }
+    let endpoint = match mqb.spec.endpoint.as_deref().map(str::trim) {
+        Some(e) if !e.is_empty() => e.to_string(),
+        _ => format!("{}.{}.svc:{}", owner.name, owner.namespace, client_port(&b)),
+    };
+    Ok(ValidatedMqttBroker {
+        owner,
+        deletion_policy: mqb.spec.deletion_policy,
+        endpoint,
+        users,
+        sidecar,
+        tls,
+        images: images.clone(),
+        credentials_hash: credentials_hash(hashed.iter()),
+        pod_secrets_hash: credentials_hash(pod_secrets.iter()),
+        builtin: b,
+    })
+}
+
+/// The port workers are pointed at by default: plain MQTT, else TLS, else WebSockets.
+pub fn client_port(b: &BuiltinMqtt) -> i32 {
+    let l = &b.listeners;
+    l.mqtt
+        .or(l.mqtts.as_ref().map(|t| t.port))
+        .or(l.websockets.as_ref().map(|w| w.port))
+        .unwrap_or(MQTT_PORT)
+}
+
+/// The generated Secret as hashed (name and data, as it is applied).
+fn generated_hash_input(g: &GeneratedCredentials) -> Secret {
+    Secret {
+        metadata: kube::api::ObjectMeta {
+            name: Some(g.secret_name.clone()),
+            ..Default::default()
+        },
+        data: Some(generated_secret_data(g)),
+        ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use edgewire_api::{SecretKeyRef, TlsListener, WebsocketsListener};
+
+    fn field_of(mqb: &MqttBroker) -> String {
+        match check_spec(mqb) {
+            Err(ValidateError::Invalid { field, .. }) => field,
+            other => panic!("expected InvalidSpec, got {other:?}"),
+        }
+    }
+
+    fn users(mqb: &mut MqttBroker) -> &mut Vec<MqttUser> {
+        &mut mqb.spec.builtin.as_mut().unwrap().users
+    }
+
+    #[test]
+    fn filters_follow_mqtt_rules() {
+        for ok in [
+            "a", "a/b", "#", "a/#", "+", "+/b/+", "a//b", "/a", "$SYS/#", "a/{", "a/{x-y}",
+        ] {
+            assert_eq!(check_filter(ok), Ok(()), "{ok}");
+        }
+        for (bad, why) in [
+            ("", "empty"),
+            ("a/#/b", "# must be the whole last level"),
+            ("a#", "# must be"),
+            ("a/b#", "# must be"),
+            ("a+/b", "+ must be a whole level"),
+            ("a/+b", "+ must be"),
+            ("a\nb", "control"),
+            (" a", "whitespace"),
+            ("{pool}/x", "unknown placeholder {pool}"),
+        ] {
+            let err = check_filter(bad).unwrap_err();
+            assert!(err.contains(why), "{bad:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn each_rule_names_its_field() {
+        let mut iot = MqttBroker::test("m");
+        iot.spec.broker_type = MqttBrokerType::Iotcore;
+        assert_eq!(
+            check_spec(&iot).unwrap_err().to_string(),
+            "spec.type: iotcore is not available in this version"
+        );
+
+        let dup = MqttBroker::test("m").user("a", None).user("a", Some("s"));
+        assert_eq!(field_of(&dup), "spec.builtin.users[1].name");
+
+        let mut bad = MqttBroker::test("m").user("a", None).user("b", None);
+        users(&mut bad)[1].publish = Some(vec!["{ns}/ok/#".into(), "a/#/b".into()]);
+        let err = check_spec(&bad).unwrap_err().to_string();
+        assert!(
+            err.starts_with("spec.builtin.users[1].publish[1]: \"a/#/b\""),
+            "{err}"
+        );
+
+        let mut sub = MqttBroker::test("m").user("a", None);
+        users(&mut sub)[0].subscribe = Some(vec![String::new()]);
+        assert_eq!(field_of(&sub), "spec.builtin.users[0].subscribe[0]");
+
+        let reserved = MqttBroker::test("m").user(SIDECAR_USER, Some("s"));
+        assert_eq!(field_of(&reserved), "spec.builtin.users[0].name");
+
+        let upper = MqttBroker::test("m").user("Pool_A", None);
+        assert_eq!(field_of(&upper), "spec.builtin.users[0].password");
+        let upper_with_secret = MqttBroker::test("m").user("Pool_A", Some("pool-a"));
+        assert_eq!(check_spec(&upper_with_secret), Ok(()));
+
+        let mut none = MqttBroker::test("m");
+        let l = &mut none.spec.builtin.as_mut().unwrap().listeners;
+        l.mqtt = None;
+        assert_eq!(field_of(&none), "spec.builtin.listeners");
+
+        let mut clash = MqttBroker::test("m");
+        clash.spec.builtin.as_mut().unwrap().listeners.websockets =
+            Some(WebsocketsListener { port: 1883 });
+        assert_eq!(field_of(&clash), "spec.builtin.listeners.websockets.port");
+
+        let mut metrics = MqttBroker::test("m");
+        metrics.spec.builtin.as_mut().unwrap().metrics.port = 1883;
+        assert_eq!(field_of(&metrics), "spec.builtin.metrics.port");
+
+        let mut loopback = MqttBroker::test("m");
+        let l = &mut loopback.spec.builtin.as_mut().unwrap().listeners;
+        l.mqtt = None;
+        l.mqtts = Some(TlsListener {
+            port: 1883,
+            cert_secret_name: "tls".into(),
+            require_client_cert: false,
+        });
+        let err = check_spec(&loopback).unwrap_err().to_string();
+        assert!(err.contains("loopback"), "{err}");
+    }
+
+    #[test]
+    fn defaults_follow_the_seed_layout() {
+        let mut mqb = MqttBroker::test("workers").user("pool-a", Some("pool-a-creds"));
+        mqb.spec.topic_namespace = "spacelift".into();
+        let mut refs = Refs::default();
+        refs.secrets.insert(
+            "pool-a-creds".into(),
+            Secret {
+                data: Some(
+                    [(
+                        "password".to_string(),
+                        k8s_openapi::ByteString(b"pw".to_vec()),
+                    )]
+                    .into(),
+                ),
+                ..Default::default()
+            },
+        );
+        refs.sidecar = Some(crate::controller::mqtt_broker::refs::new_generated(
+            "workers-sidecar",
+            SIDECAR_USER,
+        ));
+        let v = validate(&mqb, &refs, &Images::default()).unwrap();
+        assert_eq!(v.users[0].publish, ["spacelift/writeonly/pool-a/#"]);
+        assert_eq!(v.users[0].subscribe, ["spacelift/readonly/pool-a/#"]);
+        assert_eq!(v.users[0].secret_name, "pool-a-creds");
+        assert_eq!(v.endpoint, "workers.factory.svc:1883");
+    }
+
+    #[test]
+    fn missing_secrets_and_keys_name_the_user_and_the_secret() {
+        let mut mqb = MqttBroker::test("m")
+            .user("a", Some("a-creds"))
+            .user("b", Some("b-creds"));
+        users(&mut mqb)[1].password = Some(SecretKeyRef::new("b-creds", "pw"));
+        let mut refs = Refs::default();
+        refs.secrets.insert("b-creds".into(), Secret::default());
+        refs.sidecar = Some(crate::controller::mqtt_broker::refs::new_generated(
+            "m-sidecar",
+            SIDECAR_USER,
+        ));
+        let err = validate(&mqb, &refs, &Images::default()).unwrap_err();
+        let ValidateError::Credentials(p) = &err else {
+            panic!("{err:?}")
+        };
+        assert_eq!(p.len(), 2);
+        assert_eq!(p[0].user.as_deref(), Some("a"));
+        assert!(p[0].secret_missing);
+        assert_eq!(
+            err.to_string(),
+            "user a: Secret a-creds (spec.builtin.users[0].password) not found; \
+             user b: Secret b-creds key pw is missing (spec.builtin.users[1].password)"
+        );
+    }
+}
