@@ -1,0 +1,164 @@
+//! Kafka (librdkafka): topic = the event's domain topic (or `EVENT_BROKER_KAFKA_TOPIC`), key = corename,
+//! CloudEvents Kafka binary mode (`ce_*` headers, `content-type`), `acks=all`, and the publish waits for
+//! the delivery report. librdkafka reconnects by itself; a metadata probe tracks reachability.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use cloudevents::{AttributesReader, Event};
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use rdkafka::ClientConfig;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+
+use super::{Adapter, AdapterError, Health, PUBLISH_TIMEOUT, PublishError, Readiness};
+use crate::config::{KafkaConfig, SaslMechanism};
+use crate::event;
+
+pub struct KafkaAdapter {
+    producer: FutureProducer,
+    topic: Option<String>,
+    health: Arc<Health>,
+}
+
+/// librdkafka settings for `c` (shared with `tail`, which adds consumer settings).
+pub fn client_config(c: &KafkaConfig) -> ClientConfig {
+    let mut cc = ClientConfig::new();
+    cc.set("bootstrap.servers", c.brokers.join(","))
+        .set("client.id", "edgewire-agent")
+        .set("reconnect.backoff.ms", "250")
+        .set("reconnect.backoff.max.ms", "5000");
+    let protocol = match (&c.sasl, c.tls.enabled) {
+        (Some(_), true) => "SASL_SSL",
+        (Some(_), false) => "SASL_PLAINTEXT",
+        (None, true) => "SSL",
+        (None, false) => "PLAINTEXT",
+    };
+    cc.set("security.protocol", protocol);
+    if let Some(s) = &c.sasl {
+        let mech = match s.mechanism {
+            SaslMechanism::Plain => "PLAIN",
+            SaslMechanism::ScramSha256 => "SCRAM-SHA-256",
+            SaslMechanism::ScramSha512 => "SCRAM-SHA-512",
+        };
+        cc.set("sasl.mechanism", mech)
+            .set("sasl.username", &s.username)
+            .set("sasl.password", s.password.expose());
+    }
+    if c.tls.enabled {
+        if let Some(ca) = &c.tls.ca_file {
+            cc.set("ssl.ca.location", ca.display().to_string());
+        }
+        if let Some(cc_files) = &c.tls.client_cert {
+            cc.set(
+                "ssl.certificate.location",
+                cc_files.cert_file.display().to_string(),
+            )
+            .set("ssl.key.location", cc_files.key_file.display().to_string());
+        }
+    }
+    cc
+}
+
+impl KafkaAdapter {
+    pub fn connect(c: KafkaConfig) -> Result<Self, AdapterError> {
+        let mut cc = client_config(&c);
+        cc.set("acks", "all")
+            .set(
+                "message.timeout.ms",
+                PUBLISH_TIMEOUT.as_millis().to_string(),
+            )
+            .set("linger.ms", "1");
+        let producer: FutureProducer = cc
+            .create()
+            .map_err(|e| AdapterError::Config(format!("kafka producer: {e}")))?;
+        let health = Arc::new(Health::default());
+        let probe = producer.clone();
+        let h = health.clone();
+        tokio::spawn(async move {
+            loop {
+                let p = probe.clone();
+                let r = tokio::task::spawn_blocking(move || {
+                    p.client().fetch_metadata(None, Duration::from_secs(3))
+                })
+                .await;
+                match r {
+                    Ok(Ok(md)) if !md.brokers().is_empty() => h.set_connected(),
+                    Ok(Ok(_)) => h.set_down("the Kafka cluster reports no brokers"),
+                    Ok(Err(e)) => h.set_down(format!("cannot reach the Kafka cluster: {e}")),
+                    Err(_) => return,
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        });
+        Ok(Self {
+            producer,
+            topic: c.topic,
+            health,
+        })
+    }
+
+    fn topic_for(&self, event_type: &str) -> Result<String, String> {
+        if let Some(t) = &self.topic {
+            return Ok(t.clone());
+        }
+        edgewire_api::domain::for_type(event_type).map(|d| d.topic.to_string()).ok_or_else(|| {
+            format!(
+                "type {event_type:?} belongs to no event domain ({}); set EVENT_BROKER_KAFKA_TOPIC to send every event to one topic",
+                edgewire_api::domain::describe()
+            )
+        })
+    }
+}
+
+impl Adapter for KafkaAdapter {
+    fn name(&self) -> &'static str {
+        "kafka"
+    }
+
+    fn validate(&self, event: &Event) -> Result<(), String> {
+        self.topic_for(event.ty()).map(|_| ())
+    }
+
+    fn publish<'a>(&'a self, ev: &'a Event) -> BoxFuture<'a, Result<(), PublishError>> {
+        async move {
+            self.health.require()?;
+            let topic = self.topic_for(ev.ty()).map_err(PublishError::Rejected)?;
+            let key = event::corename(ev).unwrap_or_default();
+            let payload = event::data_bytes(ev);
+            let mut headers = OwnedHeaders::new();
+            for (k, v) in event::kafka_headers(ev) {
+                headers = headers.insert(Header {
+                    key: &k,
+                    value: Some(v.as_bytes()),
+                });
+            }
+            let record = FutureRecord::to(&topic)
+                .key(&key)
+                .payload(&payload)
+                .headers(headers);
+            match self.producer.send(record, PUBLISH_TIMEOUT).await {
+                Ok(_) => Ok(()),
+                Err((e, _)) => Err(match e {
+                    KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut) => {
+                        PublishError::Timeout(e.to_string())
+                    }
+                    KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull) => {
+                        PublishError::Unavailable(e.to_string())
+                    }
+                    KafkaError::MessageProduction(
+                        RDKafkaErrorCode::BrokerTransportFailure | RDKafkaErrorCode::AllBrokersDown,
+                    ) => PublishError::Unavailable(e.to_string()),
+                    other => PublishError::Rejected(other.to_string()),
+                }),
+            }
+        }
+        .boxed()
+    }
+
+    fn readiness(&self) -> Readiness {
+        self.health.readiness()
+    }
+}

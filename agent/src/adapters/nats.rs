@@ -1,0 +1,344 @@
+//! NATS: subject = event type, CloudEvents NATS binary mode (`ce-*` headers, body = data). Core NATS
+//! answers after a flush (the server has read the message); JetStream waits for the stream's PubAck.
+//! The stream (`EVENT_BROKER_NATS_STREAM`, subjects `edge.>`) is created if absent and verified if
+//! present; a stream that does not capture `edge.>` keeps `/readyz` at 503 with that message.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_nats::connection::State;
+use async_nats::jetstream::{self, stream};
+use cloudevents::{AttributesReader, Event};
+use futures::FutureExt;
+use futures::future::BoxFuture;
+
+use super::{Adapter, AdapterError, Health, PUBLISH_TIMEOUT, PublishError, Readiness};
+use crate::config::{JETSTREAM_SUBJECTS, JetStreamConfig, NatsAuth, NatsConfig};
+use crate::event;
+
+pub struct NatsAdapter {
+    client: async_nats::Client,
+    js: Option<jetstream::Context>,
+    /// Problems the server reported (auth violation, TLS), for `/readyz`.
+    health: Arc<Health>,
+    /// `None` while the stream is verified; the reason otherwise. Only with JetStream.
+    stream_problem: Arc<Mutex<Option<String>>>,
+    /// Group flush of core NATS publishes.
+    flusher: Flusher,
+}
+
+/// Group flush for core NATS: a publish is acknowledged once a flush that started after it has completed
+/// (the server has read everything before its PONG). Concurrent publishes — a batch, or many requests at
+/// once — share one flush round trip instead of one each.
+#[derive(Default)]
+struct Flusher {
+    /// Number of publishes written to the client so far.
+    written: std::sync::atomic::AtomicU64,
+    /// Every publish numbered at or below this has been flushed.
+    flushed: std::sync::atomic::AtomicU64,
+    /// One flush in flight at a time; waiters queue here and mostly find themselves covered.
+    lock: tokio::sync::Mutex<()>,
+}
+
+impl Flusher {
+    /// Numbers a publish that was just written.
+    fn written(&self) -> u64 {
+        use std::sync::atomic::Ordering;
+        self.written.fetch_add(1, Ordering::SeqCst) + 1
+    }
+
+    /// Returns once publish `seq` has been flushed.
+    async fn flushed(
+        &self,
+        client: &async_nats::Client,
+        seq: u64,
+    ) -> Result<(), async_nats::client::FlushError> {
+        use std::sync::atomic::Ordering;
+        if self.flushed.load(Ordering::SeqCst) >= seq {
+            return Ok(());
+        }
+        let _turn = self.lock.lock().await;
+        if self.flushed.load(Ordering::SeqCst) >= seq {
+            return Ok(());
+        }
+        // Everything written up to now is covered by this flush.
+        let target = self.written.load(Ordering::SeqCst);
+        client.flush().await?;
+        self.flushed.fetch_max(target, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+/// Connect options for `c` (auth, TLS, endless reconnects). Shared with `tail`.
+pub fn connect_options(
+    c: &NatsConfig,
+    health: Arc<Health>,
+) -> Result<async_nats::ConnectOptions, AdapterError> {
+    let mut opts = async_nats::ConnectOptions::new()
+        .name("edgewire-agent")
+        .retry_on_initial_connect()
+        .max_reconnects(None)
+        .connection_timeout(Duration::from_secs(5))
+        .reconnect_delay_callback(|n| super::backoff(n.min(32) as u32))
+        .event_callback(move |ev| {
+            let health = health.clone();
+            async move {
+                match ev {
+                    async_nats::Event::Connected => health.set_connected(),
+                    async_nats::Event::Disconnected => {
+                        health.set_down("disconnected from the NATS server")
+                    }
+                    async_nats::Event::ServerError(e) => {
+                        health.note(format!("NATS server error: {e}"))
+                    }
+                    async_nats::Event::ClientError(e) => {
+                        health.note(format!("NATS client error: {e}"))
+                    }
+                    _ => {}
+                }
+            }
+        });
+    opts = match &c.auth {
+        NatsAuth::None => opts,
+        NatsAuth::Token(t) => opts.token(t.expose().to_string()),
+        NatsAuth::UserPassword { username, password } => {
+            opts.user_and_password(username.clone(), password.expose().to_string())
+        }
+        NatsAuth::Nkey { seed, jwt: None } => {
+            nkeys::KeyPair::from_seed(seed.expose()).map_err(|_| {
+                AdapterError::Config("EVENT_BROKER_NATS_NKEY_SEED: not a valid NKEY seed".into())
+            })?;
+            opts.nkey(seed.expose().to_string())
+        }
+        NatsAuth::Nkey {
+            seed,
+            jwt: Some(jwt),
+        } => {
+            let kp = Arc::new(nkeys::KeyPair::from_seed(seed.expose()).map_err(|_| {
+                AdapterError::Config("EVENT_BROKER_NATS_NKEY_SEED: not a valid NKEY seed".into())
+            })?);
+            opts.jwt(jwt.expose().to_string(), move |nonce| {
+                let kp = kp.clone();
+                async move { kp.sign(&nonce).map_err(async_nats::AuthError::new) }
+            })
+        }
+    };
+    if c.tls.enabled {
+        opts = opts
+            .require_tls(true)
+            .tls_client_config(crate::tls::client_config(&c.tls)?);
+    }
+    Ok(opts)
+}
+
+impl NatsAdapter {
+    pub async fn connect(c: NatsConfig) -> Result<Self, AdapterError> {
+        let health = Arc::new(Health::default());
+        let opts = connect_options(&c, health.clone())?;
+        // With retry_on_initial_connect this returns at once and connects in the background.
+        let client = opts
+            .connect(c.urls.clone())
+            .await
+            .map_err(|e| AdapterError::Config(format!("EVENT_BROKER_NATS_URLS: {e}")))?;
+        let stream_problem = Arc::new(Mutex::new(None));
+        let js = match &c.jetstream {
+            Some(jsc) => {
+                let ctx = jetstream::new(client.clone());
+                *stream_problem.lock().unwrap_or_else(|e| e.into_inner()) =
+                    Some(format!("stream {} not verified yet", jsc.stream));
+                tokio::spawn(ensure_stream_loop(
+                    ctx.clone(),
+                    client.clone(),
+                    jsc.clone(),
+                    stream_problem.clone(),
+                ));
+                Some(ctx)
+            }
+            None => None,
+        };
+        Ok(Self {
+            client,
+            js,
+            health,
+            stream_problem,
+            flusher: Flusher::default(),
+        })
+    }
+
+    fn stream_problem(&self) -> Option<String> {
+        self.stream_problem.lock().ok().and_then(|p| p.clone())
+    }
+}
+
+/// Creates or verifies the stream, and keeps re-verifying it (a broker restarted with an empty store
+/// gets it back).
+async fn ensure_stream_loop(
+    js: jetstream::Context,
+    client: async_nats::Client,
+    c: JetStreamConfig,
+    problem: Arc<Mutex<Option<String>>>,
+) {
+    let set = |p: Option<String>| {
+        if let Ok(mut g) = problem.lock() {
+            if g.is_some() && p.is_none() {
+                tracing::info!(stream = %c.stream, "JetStream stream verified");
+            }
+            if let Some(msg) = &p
+                && g.as_deref() != Some(msg.as_str())
+            {
+                tracing::warn!(stream = %c.stream, problem = %msg, "JetStream stream not usable");
+            }
+            *g = p;
+        }
+    };
+    loop {
+        if client.connection_state() != State::Connected {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            continue;
+        }
+        let wait = match ensure_stream(&js, &c).await {
+            Ok(()) => {
+                set(None);
+                Duration::from_secs(5)
+            }
+            Err(e) => {
+                set(Some(e));
+                Duration::from_secs(1)
+            }
+        };
+        tokio::time::sleep(wait).await;
+    }
+}
+
+async fn ensure_stream(js: &jetstream::Context, c: &JetStreamConfig) -> Result<(), String> {
+    match js.get_stream(&c.stream).await {
+        Ok(s) => {
+            let subjects = &s.cached_info().config.subjects;
+            if subjects.iter().any(|s| s == JETSTREAM_SUBJECTS || s == ">") {
+                Ok(())
+            } else {
+                Err(format!(
+                    "stream {} exists but its subjects {:?} do not cover {JETSTREAM_SUBJECTS}; add {JETSTREAM_SUBJECTS} to it or set EVENT_BROKER_NATS_STREAM to another stream",
+                    c.stream, subjects
+                ))
+            }
+        }
+        Err(e)
+            if matches!(e.kind(), jetstream::context::GetStreamErrorKind::JetStream(ref je)
+                if je.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND) =>
+        {
+            js.create_stream(stream::Config {
+                name: c.stream.clone(),
+                subjects: vec![JETSTREAM_SUBJECTS.to_string()],
+                max_age: c.max_age,
+                storage: stream::StorageType::File,
+                ..Default::default()
+            })
+            .await
+            .map(|_| tracing::info!(stream = %c.stream, "created JetStream stream"))
+            .map_err(|e| format!("cannot create stream {}: {e}", c.stream))
+        }
+        Err(e) => Err(format!("cannot read stream {}: {e}", c.stream)),
+    }
+}
+
+impl Adapter for NatsAdapter {
+    fn name(&self) -> &'static str {
+        "nats"
+    }
+
+    fn validate(&self, event: &Event) -> Result<(), String> {
+        let t = event.ty();
+        if let Some(p) = event::nats_subject_problem(t) {
+            return Err(p);
+        }
+        if self.js.is_some() && !t.starts_with("edge.") {
+            return Err(format!(
+                "type {t:?} is outside the JetStream stream's subjects {JETSTREAM_SUBJECTS}"
+            ));
+        }
+        Ok(())
+    }
+
+    fn publish<'a>(&'a self, ev: &'a Event) -> BoxFuture<'a, Result<(), PublishError>> {
+        async move {
+            if self.client.connection_state() != State::Connected {
+                return Err(PublishError::Unavailable(
+                    self.health
+                        .readiness()
+                        .detail
+                        .unwrap_or_else(|| "not connected to NATS".into()),
+                ));
+            }
+            if let Some(p) = self.stream_problem() {
+                return Err(PublishError::Unavailable(p));
+            }
+            let mut headers = async_nats::HeaderMap::new();
+            for (k, v) in event::nats_headers(ev) {
+                headers.insert(k.as_str(), v.as_str());
+            }
+            let subject = ev.ty().to_string();
+            let payload = bytes::Bytes::from(event::data_bytes(ev));
+            let fut = async {
+                match &self.js {
+                    Some(js) => {
+                        let ack = js
+                            .publish_with_headers(subject, headers, payload)
+                            .await
+                            .map_err(|e| PublishError::Unavailable(e.to_string()))?;
+                        ack.await.map(|_| ()).map_err(|e| match e.kind() {
+                            jetstream::context::PublishErrorKind::TimedOut => {
+                                PublishError::Timeout(e.to_string())
+                            }
+                            jetstream::context::PublishErrorKind::StreamNotFound
+                            | jetstream::context::PublishErrorKind::BrokenPipe => {
+                                PublishError::Unavailable(e.to_string())
+                            }
+                            _ => PublishError::Rejected(e.to_string()),
+                        })
+                    }
+                    None => {
+                        self.client
+                            .publish_with_headers(subject, headers, payload)
+                            .await
+                            .map_err(|e| PublishError::Unavailable(e.to_string()))?;
+                        let seq = self.flusher.written();
+                        self.flusher
+                            .flushed(&self.client, seq)
+                            .await
+                            .map_err(|e| PublishError::Unavailable(e.to_string()))
+                    }
+                }
+            };
+            match tokio::time::timeout(PUBLISH_TIMEOUT, fut).await {
+                Ok(r) => r,
+                Err(_) => Err(PublishError::Timeout("no acknowledgement from NATS".into())),
+            }
+        }
+        .boxed()
+    }
+
+    fn readiness(&self) -> Readiness {
+        if self.client.connection_state() != State::Connected {
+            let detail = self
+                .health
+                .readiness()
+                .detail
+                .or_else(|| Some("not connected to NATS".into()));
+            return Readiness {
+                connected: false,
+                detail,
+            };
+        }
+        match self.stream_problem() {
+            Some(p) => Readiness {
+                connected: false,
+                detail: Some(p),
+            },
+            None => Readiness {
+                connected: true,
+                detail: None,
+            },
+        }
+    }
+}

@@ -1,0 +1,366 @@
+//! CloudEvents in and out: parsing the three HTTP modes with the CloudEvents SDK, and the protocol
+//! bindings each adapter writes (NATS `ce-` headers, Kafka `ce_` headers, AMQP `cloudEvents:` headers,
+//! structured JSON for Redis and MQTT).
+
+use cloudevents::event::{AttributeValue, Data};
+use cloudevents::{AttributesReader, Event};
+use http::HeaderMap;
+
+/// The extension carrying `CORE_NAME`.
+pub const CORENAME: &str = "corename";
+
+pub const STRUCTURED_CONTENT_TYPE: &str = "application/cloudevents+json";
+pub const BATCH_CONTENT_TYPE: &str = "application/cloudevents-batch+json";
+
+/// Why a request body is not a valid CloudEvent. `Display` is the problem `detail`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EventError {
+    #[error("missing required attribute `specversion`{0}")]
+    MissingSpecVersion(&'static str),
+    #[error("unsupported specversion {0:?}: this ingress accepts CloudEvents 1.0")]
+    UnsupportedSpecVersion(String),
+    #[error("body is not valid JSON: {0}")]
+    NotJson(String),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// How the request carried its event(s).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Binary,
+    Structured,
+    Batch,
+}
+
+impl Mode {
+    /// The mode a request's `content-type` selects.
+    pub fn of(headers: &HeaderMap) -> Mode {
+        let ct = headers
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.trim().to_ascii_lowercase())
+            .unwrap_or_default();
+        if ct.starts_with(BATCH_CONTENT_TYPE) {
+            Mode::Batch
+        } else if ct.starts_with("application/cloudevents") {
+            Mode::Structured
+        } else {
+            Mode::Binary
+        }
+    }
+}
+
+/// Parses a binary-mode request (`ce-*` headers, body = data) with the SDK's HTTP binding.
+pub fn parse_binary(headers: &HeaderMap, body: &[u8]) -> Result<Event, EventError> {
+    match headers
+        .get("ce-specversion")
+        .map(|v| v.to_str().unwrap_or(""))
+    {
+        None => {
+            return Err(EventError::MissingSpecVersion(
+                " (binary mode needs a `ce-specversion` header; structured mode needs content-type application/cloudevents+json)",
+            ));
+        }
+        Some("1.0") => {}
+        Some(other) => return Err(EventError::UnsupportedSpecVersion(other.to_string())),
+    }
+    cloudevents::binding::http::to_event(headers, body.to_vec())
+        .map_err(|e| EventError::Invalid(e.to_string()))
+}
+
+/// Parses one structured-mode event.
+pub fn parse_structured(body: &[u8]) -> Result<Event, EventError> {
+    let v: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| EventError::NotJson(e.to_string()))?;
+    from_json_value(v)
+}
+
+/// Parses a batch: a JSON array of structured events. The outer error is for a body that is not a JSON
+/// array; each element carries its own result.
+pub fn parse_batch(body: &[u8]) -> Result<Vec<Result<Event, EventError>>, EventError> {
+    let v: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| EventError::NotJson(e.to_string()))?;
+    match v {
+        serde_json::Value::Array(items) => Ok(items.into_iter().map(from_json_value).collect()),
+        _ => Err(EventError::Invalid(
+            "a batch must be a JSON array of CloudEvents".into(),
+        )),
+    }
+}
+
+fn from_json_value(v: serde_json::Value) -> Result<Event, EventError> {
+    let obj = v.as_object().ok_or_else(|| {
+        EventError::Invalid("a structured CloudEvent must be a JSON object".into())
+    })?;
+    match obj.get("specversion") {
+        None => return Err(EventError::MissingSpecVersion("")),
+        Some(serde_json::Value::String(s)) if s == "1.0" => {}
+        Some(other) => {
+            let s = other
+                .as_str()
+                .map(String::from)
+                .unwrap_or_else(|| other.to_string());
+            return Err(EventError::UnsupportedSpecVersion(s));
+        }
+    }
+    for required in ["id", "source", "type"] {
+        match obj.get(required) {
+            Some(serde_json::Value::String(s)) if !s.is_empty() => {}
+            Some(_) => {
+                return Err(EventError::Invalid(format!(
+                    "attribute `{required}` must be a non-empty string"
+                )));
+            }
+            None => {
+                return Err(EventError::Invalid(format!(
+                    "missing required attribute `{required}`"
+                )));
+            }
+        }
+    }
+    serde_json::from_value(v).map_err(|e| EventError::Invalid(e.to_string()))
+}
+
+/// Sets the `corename` extension to the configured core name (the seed: "included in every event
+/// envelope"); a `corename` the producer sent is replaced, so subscribers can trust it.
+pub fn stamp_corename(event: &mut Event, core_name: &str) {
+    event.set_extension(CORENAME, core_name);
+}
+
+/// The `corename` extension as a string.
+pub fn corename(event: &Event) -> Option<String> {
+    event.extension(CORENAME).map(|v| v.to_string())
+}
+
+/// The event's data as bytes, exactly as received in binary mode; JSON data serialized.
+pub fn data_bytes(event: &Event) -> Vec<u8> {
+    match event.data() {
+        None => Vec::new(),
+        Some(Data::Binary(b)) => b.clone(),
+        Some(Data::String(s)) => s.as_bytes().to_vec(),
+        Some(Data::Json(v)) => serde_json::to_vec(v).unwrap_or_default(),
+    }
+}
+
+/// Attribute/extension name and value pairs of binary mode, `datacontenttype` excluded (it travels as
+/// the protocol's content type).
+pub fn binary_attributes(event: &Event) -> Vec<(String, String)> {
+    event
+        .iter()
+        .filter(|(name, _)| *name != "datacontenttype")
+        .map(|(name, value)| (name.to_string(), attribute_string(&value)))
+        .collect()
+}
+
+fn attribute_string(v: &AttributeValue<'_>) -> String {
+    v.to_string()
+}
+
+/// Structured-mode JSON of the whole event (Redis, MQTT).
+///
+/// Binary-mode data arrives as bytes; per the JSON event format, JSON data becomes `data` as JSON and
+/// text becomes a string, so only opaque bytes end up in `data_base64`.
+pub fn structured_json(event: &Event) -> Vec<u8> {
+    if let Some(Data::Binary(bytes)) = event.data() {
+        let ct = event
+            .datacontenttype()
+            .unwrap_or("application/json")
+            .to_ascii_lowercase();
+        let is_json = ct.starts_with("application/json")
+            || ct.starts_with("text/json")
+            || ct.contains("+json");
+        let converted = if is_json {
+            serde_json::from_slice::<serde_json::Value>(bytes)
+                .ok()
+                .map(Data::Json)
+        } else if ct.starts_with("text/") || ct.contains("xml") {
+            std::str::from_utf8(bytes)
+                .ok()
+                .map(|s| Data::String(s.to_string()))
+        } else {
+            None
+        };
+        if let Some(data) = converted {
+            let mut ev = event.clone();
+            ev.set_data_unchecked(data);
+            return serde_json::to_vec(&ev).unwrap_or_default();
+        }
+    }
+    serde_json::to_vec(event).unwrap_or_default()
+}
+
+/// NATS binary mode: `ce-<attr>` headers plus `content-type`.
+pub fn nats_headers(event: &Event) -> Vec<(String, String)> {
+    let mut h: Vec<(String, String)> = binary_attributes(event)
+        .into_iter()
+        .map(|(k, v)| (format!("ce-{k}"), v))
+        .collect();
+    if let Some(ct) = event.datacontenttype() {
+        h.push(("content-type".into(), ct.to_string()));
+    }
+    h
+}
+
+/// Kafka binary mode: `ce_<attr>` headers plus `content-type`.
+pub fn kafka_headers(event: &Event) -> Vec<(String, String)> {
+    let mut h: Vec<(String, String)> = binary_attributes(event)
+        .into_iter()
+        .map(|(k, v)| (format!("ce_{k}"), v))
+        .collect();
+    if let Some(ct) = event.datacontenttype() {
+        h.push(("content-type".into(), ct.to_string()));
+    }
+    h
+}
+
+/// AMQP: the AMQP binding's application-property names `cloudEvents:<attr>`; content type goes in the
+/// message's content-type property.
+pub fn amqp_headers(event: &Event) -> Vec<(String, String)> {
+    binary_attributes(event)
+        .into_iter()
+        .map(|(k, v)| (format!("cloudEvents:{k}"), v))
+        .collect()
+}
+
+/// MQTT topic of an event type: `.` becomes `/`.
+pub fn mqtt_topic(event_type: &str) -> String {
+    event_type.replace('.', "/")
+}
+
+/// Why an event type cannot be a NATS subject (wildcards, whitespace, empty tokens).
+pub fn nats_subject_problem(t: &str) -> Option<String> {
+    if t.is_empty() || t.split('.').any(|tok| tok.is_empty()) {
+        return Some(format!(
+            "type {t:?} is not a valid NATS subject (empty token)"
+        ));
+    }
+    if t.chars().any(|c| c.is_whitespace() || c == '*' || c == '>') {
+        return Some(format!(
+            "type {t:?} is not a valid NATS subject (whitespace or wildcard)"
+        ));
+    }
+    None
+}
+
+/// Why an event type cannot be an MQTT topic name.
+pub fn mqtt_topic_problem(t: &str) -> Option<String> {
+    if t.is_empty() || t.contains(['+', '#', '\0']) {
+        return Some(format!(
+            "type {t:?} cannot be an MQTT topic (wildcard characters)"
+        ));
+    }
+    if t.len() > 65535 {
+        return Some("type is too long for an MQTT topic".into());
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn binary_headers() -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert("ce-specversion", HeaderValue::from_static("1.0"));
+        h.insert("ce-id", HeaderValue::from_static("42"));
+        h.insert("ce-source", HeaderValue::from_static("/nodes/7"));
+        h.insert("ce-type", HeaderValue::from_static("edge.node.registered"));
+        h.insert("content-type", HeaderValue::from_static("application/json"));
+        h
+    }
+
+    #[test]
+    fn binary_mode_keeps_the_body_bytes() {
+        let body = br#"{"z":1,  "a":2}"#;
+        let e = parse_binary(&binary_headers(), body).unwrap();
+        assert_eq!(e.ty(), "edge.node.registered");
+        assert_eq!(
+            data_bytes(&e),
+            body.to_vec(),
+            "binary data must pass unchanged"
+        );
+    }
+
+    #[test]
+    fn binary_mode_without_specversion_names_it() {
+        let mut h = binary_headers();
+        h.remove("ce-specversion");
+        let e = parse_binary(&h, b"{}").unwrap_err();
+        assert!(matches!(e, EventError::MissingSpecVersion(_)));
+        assert!(e.to_string().contains("specversion"));
+    }
+
+    #[test]
+    fn structured_mode_errors() {
+        assert!(matches!(
+            parse_structured(b"not json"),
+            Err(EventError::NotJson(_))
+        ));
+        let e = parse_structured(br#"{"id":"1","source":"/s","type":"edge.node.x"}"#).unwrap_err();
+        assert_eq!(e, EventError::MissingSpecVersion(""));
+        assert_eq!(e.to_string(), "missing required attribute `specversion`");
+        let e = parse_structured(br#"{"specversion":"0.3","id":"1","source":"/s","type":"t"}"#)
+            .unwrap_err();
+        assert!(matches!(e, EventError::UnsupportedSpecVersion(_)));
+        let e = parse_structured(br#"{"specversion":"1.0","source":"/s","type":"t"}"#).unwrap_err();
+        assert!(e.to_string().contains("`id`"), "{e}");
+        assert!(parse_structured(b"[1]").is_err());
+    }
+
+    #[test]
+    fn batch_reports_each_element() {
+        let items = parse_batch(
+            br#"[{"specversion":"1.0","id":"1","source":"/s","type":"edge.node.a"},{"id":"2"}]"#,
+        )
+        .unwrap();
+        assert!(items[0].is_ok());
+        assert!(items[1].is_err());
+        assert!(parse_batch(br#"{"specversion":"1.0"}"#).is_err());
+    }
+
+    #[test]
+    fn bindings_name_type_and_corename() {
+        let mut e = parse_binary(&binary_headers(), b"{}").unwrap();
+        stamp_corename(&mut e, "prod-us");
+        let nats = nats_headers(&e);
+        assert!(nats.contains(&("ce-type".into(), "edge.node.registered".into())));
+        assert!(nats.contains(&("ce-corename".into(), "prod-us".into())));
+        assert!(nats.contains(&("content-type".into(), "application/json".into())));
+        assert!(!nats.iter().any(|(k, _)| k == "ce-datacontenttype"));
+        let kafka = kafka_headers(&e);
+        assert!(kafka.contains(&("ce_type".into(), "edge.node.registered".into())));
+        assert!(kafka.contains(&("ce_corename".into(), "prod-us".into())));
+        let amqp = amqp_headers(&e);
+        assert!(amqp.contains(&("cloudEvents:type".into(), "edge.node.registered".into())));
+        assert!(amqp.contains(&("cloudEvents:corename".into(), "prod-us".into())));
+        let json: serde_json::Value = serde_json::from_slice(&structured_json(&e)).unwrap();
+        assert_eq!(json["corename"], "prod-us");
+        assert_eq!(
+            json["data"],
+            serde_json::json!({}),
+            "binary JSON data becomes JSON `data`"
+        );
+        assert_eq!(json["type"], "edge.node.registered");
+    }
+
+    #[test]
+    fn corename_is_overwritten_with_the_configured_one() {
+        let mut e = parse_structured(
+            br#"{"specversion":"1.0","id":"1","source":"/s","type":"t","corename":"spoofed"}"#,
+        )
+        .unwrap();
+        stamp_corename(&mut e, "prod-us");
+        assert_eq!(corename(&e).as_deref(), Some("prod-us"));
+    }
+
+    #[test]
+    fn subject_and_topic_rules() {
+        assert_eq!(mqtt_topic("edge.node.registered"), "edge/node/registered");
+        assert!(nats_subject_problem("edge.node.registered").is_none());
+        assert!(nats_subject_problem("edge.*.x").is_some());
+        assert!(nats_subject_problem("edge..x").is_some());
+        assert!(mqtt_topic_problem("edge.node.#").is_some());
+    }
+}

@@ -1,0 +1,13 @@
+//! `edgewire-agent`: the data plane of Edgewire.
+//!
+//! Subcommands live in their own modules: [`publisher`] (CloudEvents HTTP ingress into a broker) and
+//! [`tail`] (print what a broker receives). [`config`] turns the environment interface or an
+//! `EventBroker` YAML file into one internal configuration; [`adapters`] speak each broker protocol.
+
+pub mod adapters;
+pub mod config;
+pub mod event;
+pub mod publisher;
+pub mod tail;
+pub mod telemetry;
+pub mod tls;

@@ -1,0 +1,125 @@
+//! Prometheus metrics of the publisher.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AdapterLabel {
+    pub adapter: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FailedLabels {
+    pub adapter: String,
+    pub reason: String,
+}
+
+type HistogramFamily = Family<AdapterLabel, Histogram, fn() -> Histogram>;
+
+pub struct Metrics {
+    registry: Registry,
+    adapter: String,
+    accepted: Family<AdapterLabel, Counter>,
+    published: Family<AdapterLabel, Counter>,
+    failed: Family<FailedLabels, Counter>,
+    duration: HistogramFamily,
+    connected: Family<AdapterLabel, Gauge>,
+}
+
+fn histogram() -> Histogram {
+    // 50 µs .. ~1.6 s
+    Histogram::new(exponential_buckets(0.00005, 2.0, 16))
+}
+
+impl Metrics {
+    pub fn new(adapter: &str) -> Self {
+        let mut registry = Registry::with_prefix("edgewire_publisher");
+        let accepted = Family::<AdapterLabel, Counter>::default();
+        let published = Family::<AdapterLabel, Counter>::default();
+        let failed = Family::<FailedLabels, Counter>::default();
+        let duration: HistogramFamily = Family::new_with_constructor(histogram);
+        let connected = Family::<AdapterLabel, Gauge>::default();
+        registry.register(
+            "events_accepted",
+            "Valid events taken in by the HTTP ingress",
+            accepted.clone(),
+        );
+        registry.register(
+            "events_published",
+            "Events the broker acknowledged",
+            published.clone(),
+        );
+        registry.register(
+            "events_failed",
+            "Events not published, by reason",
+            failed.clone(),
+        );
+        registry.register(
+            "publish_duration_seconds",
+            "Time from handing an event to the adapter to the broker's acknowledgement",
+            duration.clone(),
+        );
+        registry.register(
+            "broker_connected",
+            "1 while connected to the broker",
+            connected.clone(),
+        );
+        let m = Self {
+            registry,
+            adapter: adapter.to_string(),
+            accepted,
+            published,
+            failed,
+            duration,
+            connected,
+        };
+        // Expose every series from the start, so dashboards see zeros rather than nothing.
+        let _ = m.accepted.get_or_create(&m.label());
+        let _ = m.published.get_or_create(&m.label());
+        let _ = m.duration.get_or_create(&m.label());
+        let _ = m.connected.get_or_create(&m.label());
+        m
+    }
+
+    fn label(&self) -> AdapterLabel {
+        AdapterLabel {
+            adapter: self.adapter.clone(),
+        }
+    }
+
+    pub fn accepted(&self) {
+        self.accepted.get_or_create(&self.label()).inc();
+    }
+
+    pub fn published(&self, seconds: f64) {
+        self.published.get_or_create(&self.label()).inc();
+        self.duration.get_or_create(&self.label()).observe(seconds);
+    }
+
+    pub fn failed(&self, reason: &str) {
+        self.failed
+            .get_or_create(&FailedLabels {
+                adapter: self.adapter.clone(),
+                reason: reason.to_string(),
+            })
+            .inc();
+    }
+
+    pub fn set_connected(&self, up: bool) {
+        self.connected
+            .get_or_create(&self.label())
+            .set(i64::from(up));
+    }
+
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}

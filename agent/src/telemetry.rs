@@ -1,0 +1,19 @@
+//! Logging: JSON lines by default (`EDGEWIRE_LOG_FORMAT=text` for people), filtered by `RUST_LOG`.
+
+use tracing_subscriber::EnvFilter;
+
+/// Installs the global subscriber. Logs go to stderr so `tail` output on stdout stays clean.
+pub fn init() -> Result<(), String> {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let format = std::env::var("EDGEWIRE_LOG_FORMAT").unwrap_or_default();
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format.trim() {
+        "" | "json" => builder.json().try_init().map_err(|e| e.to_string()),
+        "text" => builder.try_init().map_err(|e| e.to_string()),
+        other => Err(format!(
+            "EDGEWIRE_LOG_FORMAT: must be json or text, got {other:?}"
+        )),
+    }
+}

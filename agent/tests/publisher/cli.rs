@@ -1,0 +1,105 @@
+//! The binary: bad configuration exits non-zero with one line naming the variable.
+
+use std::process::Command;
+
+fn run(vars: &[(&str, &str)]) -> (i32, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_edgewire-agent"));
+    cmd.arg("publisher")
+        .env_clear()
+        .env("EDGEWIRE_LISTEN", "127.0.0.1:0");
+    for (k, v) in vars {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("run edgewire-agent");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn unknown_adapter_exits_with_one_line_naming_the_variable() {
+    let (code, err) = run(&[
+        ("EVENT_BROKER_ENABLED", "true"),
+        ("EVENT_BROKER_ADAPTER", "pulsar"),
+    ]);
+    assert_ne!(code, 0);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("EVENT_BROKER_ADAPTER"), "{err}");
+}
+
+#[test]
+fn cloud_adapters_are_not_pretended() {
+    let (code, err) = run(&[
+        ("EVENT_BROKER_ENABLED", "true"),
+        ("EVENT_BROKER_ADAPTER", "aws_sns"),
+    ]);
+    assert_ne!(code, 0);
+    assert!(err.contains("not available in this build"), "{err}");
+}
+
+#[test]
+fn bad_qos_and_secrets_never_printed() {
+    let (code, err) = run(&[
+        ("EVENT_BROKER_ENABLED", "true"),
+        ("EVENT_BROKER_ADAPTER", "mqtt"),
+        ("EVENT_BROKER_MQTT_URL", "b:1883"),
+        ("EVENT_BROKER_MQTT_PASSWORD", "super-secret-pw"),
+        ("EVENT_BROKER_MQTT_USERNAME", "u"),
+        ("EVENT_BROKER_MQTT_QOS", "5"),
+    ]);
+    assert_ne!(code, 0);
+    assert_eq!(
+        err.trim(),
+        "edgewire-agent: EVENT_BROKER_MQTT_QOS: must be 0, 1 or 2, got \"5\""
+    );
+    assert!(!err.contains("super-secret-pw"));
+}
+
+/// `tail` subscribes with the publisher's environment and prints one line per event.
+#[tokio::test]
+async fn tail_prints_what_the_publisher_sent() {
+    use edgewire_e2e::brokers::{BrokerProcess, Kind};
+    let nats = BrokerProcess::start_default(Kind::Nats).expect("nats-server");
+    let url = nats.url();
+    let vars = [
+        ("EVENT_BROKER_ENABLED", "true"),
+        ("EVENT_BROKER_ADAPTER", "nats"),
+        ("EVENT_BROKER_NATS_URLS", url.as_str()),
+        ("CORE_NAME", crate::common::CORE),
+    ];
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_edgewire-agent"));
+    cmd.args(["tail", "--count", "1"])
+        .env_clear()
+        .envs(vars)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let child = cmd.spawn().expect("spawn tail");
+    let ingress = crate::common::serve(crate::common::env_config(&vars)).await;
+    ingress.wait_ready().await;
+    // Publish until tail has subscribed and printed (it exits after one event).
+    let out = {
+        let wait = child.wait_with_output();
+        tokio::pin!(wait);
+        loop {
+            tokio::select! {
+                out = &mut wait => break out.expect("tail output"),
+                _ = tokio::time::sleep(std::time::Duration::from_millis(300)) => {
+                    let r = ingress.post_binary("edge.node.registered", "tail-1", "{}").await;
+                    assert_eq!(r.status().as_u16(), 202);
+                }
+            }
+        }
+    };
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout.lines().next().expect("one line");
+    assert!(
+        line.contains(" edge.node.registered tail-1 corename=test-core node-7"),
+        "{line}"
+    );
+}
