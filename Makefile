@@ -42,8 +42,9 @@ run: ## run the operator against $$KUBECONFIG (text logs)
 demo: deps build ## a guided tour on the stand-in API: apply a sample, watch it become Ready, publish an event
 	@bash hack/demo.sh
 
-bench: ## performance figures, each a ratio taken in this run
+bench: deps ## performance figures, each a ratio taken in this run (loopback only, bounded)
 	$(CARGO) run --release -q -p edgewire-operator --example build-bench
+	$(CARGO) bench -q -p edgewire-agent --bench publisher
 
 image: ## container images (needs a container engine; none runs on the CI machines)
 	@command -v docker >/dev/null && docker info >/dev/null 2>&1 || { echo "make image needs a running container engine"; exit 1; }

@@ -53,12 +53,15 @@ kubectl -n factory wait --for=condition=Ready eventbroker/nats-deployed --timeou
 kubectl get edgewire -A
 
 say "The publisher's configuration, as the operator rendered it"
-kubectl -n factory get deployment nats-deployed-publisher \
-  -o jsonpath='{range .spec.template.spec.containers[0].env[*]}{.name}={.value}{.valueFrom.secretKeyRef.name}{"\n"}{end}'
+kubectl -n factory get deployment nats-deployed-publisher -o json | python3 -c '
+import json, sys
+for e in json.load(sys.stdin)["spec"]["template"]["spec"]["containers"][0]["env"]:
+    ref = e.get("valueFrom", {}).get("secretKeyRef")
+    print(e["name"] + "=" + (e.get("value", "") if not ref else "<Secret %s, key %s>" % (ref["name"], ref["key"])))'
 
 say "Data path: a real nats-server with JetStream, the real publisher, a CloudEvent over HTTP"
 nats_port=$(free_port); http_port=$(free_port)
-token=$(kubectl -n factory get secret nats-token -o jsonpath='{.data.token}' | base64 -d)
+token=$(kubectl -n factory get secret nats-deployed-auth -o jsonpath='{.data.token}' | base64 -d)
 nats-server -js -sd "$work/js" -a 127.0.0.1 -p "$nats_port" --auth "$token" > "$work/nats.log" 2>&1 &
 pids+=($!)
 env -i PATH="$PATH" EVENT_BROKER_ENABLED=true EVENT_BROKER_ADAPTER=nats CORE_NAME=demo \
