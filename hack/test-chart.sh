@@ -368,12 +368,14 @@ def secret_refs(spec):
         if isinstance(x, dict):
             for k, v in x.items():
                 p = f"{path}.{k}"
-                if k in ("token", "jwt", "seed", "url", "caSecretRef", "credentials") and isinstance(v, dict) and "name" in v:
+                if k in ("token", "jwt", "seed", "url", "caSecretRef", "credentials", "password") and isinstance(v, dict) and "name" in v:
                     refs.append((v["name"], [v["key"]], None, p))
                 elif k == "userPassword" and isinstance(v, dict):
                     refs.append((v["secretName"], ["username", "password"], None, p))
                 elif k == "clientCertSecretRef":
                     refs.append((v["secretName"], ["tls.crt", "tls.key"], "kubernetes.io/tls", p))
+                elif k == "certSecretName" and isinstance(v, str):
+                    refs.append((v, ["tls.crt", "tls.key"], "kubernetes.io/tls", p))
                 elif k == "sasl":
                     refs.append((v["secretName"], ["username", "password"], None, p))
                 elif k == "credentials" and isinstance(v, dict) and "secretName" in v:
@@ -394,8 +396,9 @@ def cmd_sample(path, crd_dir, namespace):
         if not f.readline().startswith("#"):
             fail(f"{path}: no comment header")
     kinds = [d["kind"] for d in docs]
-    if kinds.count("EventBroker") != 1:
-        fail(f"{path}: want exactly one EventBroker, got kinds {kinds}")
+    custom = [d for d in docs if d["apiVersion"].startswith("edgewire.dev/")]
+    if len(custom) != 1:
+        fail(f"{path}: want exactly one Edgewire resource, got kinds {kinds}")
     if "Namespace" in kinds:
         fail(f"{path}: holds a Namespace object")
     secrets = {}
@@ -412,7 +415,7 @@ def cmd_sample(path, crd_dir, namespace):
             errors = sorted(jsonschema.Draft202012Validator(schemas[key]).iter_errors(d), key=lambda e: list(e.path))
             if errors:
                 fail("\n".join(f"{path}: {d['kind']}/{d['metadata']['name']}: {'.'.join(map(str, e.path))}: {e.message}" for e in errors))
-    eb = one(docs, "EventBroker")
+    eb = custom[0]
     for name, keys, typ, field in secret_refs(eb["spec"]):
         if name not in secrets:
             fail(f"{path}: {field} references Secret {name}, which the file does not hold")
@@ -425,7 +428,7 @@ def cmd_sample(path, crd_dir, namespace):
     used = {r[0] for r in secret_refs(eb["spec"])}
     unused = set(secrets) - used
     if unused:
-        fail(f"{path}: Secrets {sorted(unused)} are not referenced by the EventBroker")
+        fail(f"{path}: Secrets {sorted(unused)} are not referenced by the {eb['kind']}")
 
 def cmd_samples_cover(sample_dir):
     import glob, os
@@ -575,8 +578,9 @@ for f in "$SAMPLES"/*.yaml; do
   b="$(basename "$f")"
   check "sample $b: namespace factory, CRD schema, referenced Secrets present" \
     py sample "$f" "$CHART/templates/crds" factory
-  # EventBroker is a custom resource: no upstream schema (validated against the CRD above).
-  check "sample $b: kubernetes-validate $K8S_VERSION --strict" py validate "$f" "$K8S_VERSION" EventBroker
+  # Edgewire kinds are custom resources: no upstream schema (validated against the CRD above).
+  custom_kind="$(grep -m1 -oE '^kind: (EventBroker|MqttBroker|BridgeLink)' "$f" | cut -d' ' -f2)"
+  check "sample $b: kubernetes-validate $K8S_VERSION --strict" py validate "$f" "$K8S_VERSION" "$custom_kind"
 done
 
 echo "chart: $passed passed, $failed failed"

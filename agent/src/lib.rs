@@ -7,6 +7,7 @@
 pub mod adapters;
 pub mod config;
 pub mod event;
+pub mod mqtt_sidecar;
 pub mod publisher;
 pub mod tail;
 pub mod telemetry;

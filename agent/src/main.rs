@@ -21,6 +21,8 @@ struct Cli {
 enum Command {
     /// Serve the CloudEvents HTTP ingress and publish to the configured broker.
     Publisher(Source),
+    /// Beside Mosquitto (builtin MqttBroker): Prometheus metrics from $SYS, SIGHUP when passwd/acl change.
+    MqttSidecar(edgewire_agent::mqtt_sidecar::SidecarArgs),
     /// Subscribe with the publisher's configuration and print every event (one line each, or JSON).
     Tail {
         #[command(flatten)]
@@ -65,8 +67,21 @@ fn main() -> ExitCode {
     if let Err(e) = edgewire_agent::telemetry::init() {
         return fail(e);
     }
+    if let Command::MqttSidecar(args) = cli.command {
+        return match tokio::runtime::Runtime::new()
+            .map(|rt| rt.block_on(edgewire_agent::mqtt_sidecar::run(args)))
+        {
+            Ok(Ok(())) => ExitCode::SUCCESS,
+            Ok(Err(e)) => {
+                eprintln!("edgewire-agent: {e:#}");
+                ExitCode::FAILURE
+            }
+            Err(e) => fail(format!("cannot start the async runtime: {e}")),
+        };
+    }
     let (source, run_tail) = match &cli.command {
         Command::Publisher(s) => (s, None),
+        Command::MqttSidecar(_) => unreachable!("dispatched above"),
         Command::Tail {
             source,
             json,

@@ -18,7 +18,7 @@ use support::{
 };
 
 /// Kinds `edgewire-operator` reconciles today.
-const HANDLED: &[&str] = &["EventBroker"];
+const HANDLED: &[&str] = &["EventBroker", "MqttBroker"];
 
 /// The objects in a manifest file, as kubectl parses it (`kubectl create --dry-run=client -o json`).
 fn objects(cluster: &Cluster, file: &str) -> Vec<Value> {
@@ -94,7 +94,7 @@ fn every_sample_applies_and_its_eventbrokers_are_reconciled() {
 
     let mut skipped = Vec::new();
     let mut problems = Vec::new();
-    let mut reconciled: Vec<(String, String)> = Vec::new();
+    let mut reconciled: Vec<(String, String, String)> = Vec::new();
     for (file, kind, ns, name) in &all {
         if kind == "Secret" || kind == "ConfigMap" {
             continue;
@@ -128,18 +128,23 @@ fn every_sample_applies_and_its_eventbrokers_are_reconciled() {
                 status_summary(&eb)
             ));
         } else {
-            reconciled.push((ns.clone(), name.clone()));
+            reconciled.push((kind.clone(), ns.clone(), name.clone()));
         }
         eprintln!("{kind} {ns}/{name}: {}", status_summary(&eb));
     }
     // On the stand-in, with every workload stood in as ready, each sample EventBroker becomes Ready.
     if cluster.is_standin() {
-        for (ns, name) in &reconciled {
-            cluster.stand_in_eventbroker_ready(ns, name);
+        for (kind, ns, name) in &reconciled {
+            if kind == "MqttBroker" {
+                cluster.stand_in_statefulset_ready(ns, name);
+            } else {
+                cluster.stand_in_eventbroker_ready(ns, name);
+            }
         }
-        for (ns, name) in &reconciled {
-            let ready = wait_for(&format!("EventBroker {ns}/{name} Ready"), TIMEOUT, || {
-                let eb = cluster.get(ns, "eventbroker", name).ok_or("absent")?;
+        for (kind, ns, name) in &reconciled {
+            let resource = kind.to_lowercase();
+            let ready = wait_for(&format!("{kind} {ns}/{name} Ready"), TIMEOUT, || {
+                let eb = cluster.get(ns, &resource, name).ok_or("absent")?;
                 if condition_status(&eb, "Ready") == "True" {
                     Ok(())
                 } else {

@@ -14,6 +14,7 @@ use std::path::Path;
 /// Renders every EventBroker in `yaml` (a multi-document stream).
 pub fn render(yaml: &str, images: &Images) -> anyhow::Result<String> {
     let mut brokers = Vec::new();
+    let mut mqtt_brokers = Vec::new();
     let mut secrets: BTreeMap<(String, String), Secret> = BTreeMap::new();
     for (i, doc) in serde_yaml::Deserializer::from_str(yaml).enumerate() {
         let value = serde_yaml::Value::deserialize(doc)
@@ -54,7 +55,11 @@ pub fn render(yaml: &str, images: &Images) -> anyhow::Result<String> {
                 let ns = s.namespace().unwrap_or_else(|| "default".into());
                 secrets.insert((ns, s.name_any()), s);
             }
-            "MqttBroker" | "BridgeLink" => {
+            "MqttBroker" => mqtt_brokers.push(
+                serde_yaml::from_value::<edgewire_api::MqttBroker>(value)
+                    .with_context(|| format!("document {}: not a valid MqttBroker", i + 1))?,
+            ),
+            "BridgeLink" => {
                 bail!(
                     "document {}: rendering {kind} is not supported by this version",
                     i + 1
@@ -88,6 +93,14 @@ pub fn render(yaml: &str, images: &Images) -> anyhow::Result<String> {
         let children = build::build(&valid);
         out.push_str(&format!("# EventBroker {ns}/{}\n", eb.name_any()));
         for doc in children_yaml(children)? {
+            out.push_str("---\n");
+            out.push_str(&doc);
+        }
+    }
+    for mqb in &mqtt_brokers {
+        let ns = mqb.namespace().unwrap_or_else(|| "default".into());
+        out.push_str(&format!("# MqttBroker {ns}/{}\n", mqb.name_any()));
+        for doc in crate::controller::mqtt_broker::render(mqb, &secrets, images)? {
             out.push_str("---\n");
             out.push_str(&doc);
         }

@@ -9,6 +9,7 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
+use futures::FutureExt;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::runtime::wait::{await_condition, conditions};
 use kube::{Api, Client};
@@ -179,7 +180,11 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<()> {
                         _ = stop_c.wait_for(|s| *s) => {},
                     }
                 };
-                controller::run_event_broker(ctx.clone(), cfg.watch_namespace.clone(), until).await;
+                let until = until.shared();
+                tokio::join!(
+                    controller::run_event_broker(ctx.clone(), cfg.watch_namespace.clone(), until.clone()),
+                    controller::mqtt_broker::run(ctx.clone(), cfg.watch_namespace.clone(), until),
+                );
                 metrics.leader.set(0);
                 if !*stop_rx.borrow() {
                     // Another replica leads now; exit so that the pod restarts fresh as a standby.
