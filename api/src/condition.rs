@@ -82,6 +82,19 @@ pub fn merge(current: &[Condition], desired: Vec<Condition>) -> Vec<Condition> {
     out
 }
 
+/// Like [`merge`], but conditions of `current` whose type `desired` does not mention are kept as they are
+/// (a failed reconcile updates `Ready` and says nothing new about the children that still exist).
+pub fn update(current: &[Condition], desired: Vec<Condition>) -> Vec<Condition> {
+    let mut out: Vec<Condition> = current
+        .iter()
+        .filter(|c| !desired.iter().any(|n| n.type_ == c.type_))
+        .cloned()
+        .collect();
+    out.extend(merge(current, desired));
+    out.sort_by(|a, b| a.type_.cmp(&b.type_));
+    out
+}
+
 /// The condition of `type_`, if present.
 pub fn find<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'a Condition> {
     conditions.iter().find(|c| c.type_ == type_)
@@ -111,6 +124,28 @@ mod tests {
             vec![new(types::READY, false, reasons::NOT_READY, "no", Some(2))],
         );
         assert_ne!(flipped[0].last_transition_time, old.last_transition_time);
+    }
+
+    #[test]
+    fn update_keeps_conditions_it_does_not_mention() {
+        let broker = new(types::BROKER_READY, true, reasons::READY, "ok", Some(1));
+        let ready = new(types::READY, true, reasons::READY, "ok", Some(1));
+        let out = update(
+            &[broker.clone(), ready],
+            vec![new(
+                types::READY,
+                false,
+                reasons::INVALID_SPEC,
+                "bad",
+                Some(2),
+            )],
+        );
+        assert_eq!(out.len(), 2);
+        assert_eq!(find(&out, types::BROKER_READY), Some(&broker));
+        assert_eq!(
+            find(&out, types::READY).unwrap().reason,
+            reasons::INVALID_SPEC
+        );
     }
 
     #[test]

@@ -9,3 +9,4 @@ pub mod metrics;
 pub mod render;
 pub mod runtime;
 pub mod secret;
+pub mod status;

@@ -112,7 +112,7 @@ use crate::context::Context;
 use edgewire_api::EventBroker;
 use edgewire_api::condition::{self as cond, types};
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType};
+use kube::runtime::events::EventType;
 use kube::{Resource, ResourceExt};
 use std::sync::Arc;
 use std::time::Duration;
@@ -174,7 +174,7 @@ pub async fn reconcile(eb: Arc<EventBroker>, ctx: Arc<Context>) -> Result<Action
                 .as_ref()
                 .and_then(|s| cond::find(&s.conditions, types::READY))
                 .is_some_and(|c| c.message == err.to_string());
-            if status::write(&ctx.client, &eb, status)
+            if crate::status::write(&ctx.client, &*eb, eb.status.as_ref(), status)
                 .await
                 .map_err(Error::Status)?
                 && (was_ready || !same_message)
@@ -183,7 +183,8 @@ pub async fn reconcile(eb: Arc<EventBroker>, ctx: Arc<Context>) -> Result<Action
                     ValidateError::Credentials(_) => "CredentialsMissing",
                     _ => "InvalidSpec",
                 };
-                publish(&ctx, &eb, EventType::Warning, reason, err.to_string()).await;
+                crate::status::publish(&ctx, &*eb, EventType::Warning, reason, err.to_string())
+                    .await;
             }
             warn!(error = %err, "not reconciled");
             return Ok(match err {
@@ -206,13 +207,13 @@ pub async fn reconcile(eb: Arc<EventBroker>, ctx: Arc<Context>) -> Result<Action
         && !cond::is_true(&old.conditions, types::READY);
     let rotated = old.credentials_revision.is_some()
         && old.credentials_revision != new_status.credentials_revision;
-    status::write(&ctx.client, &eb, new_status)
+    crate::status::write(&ctx.client, &*eb, eb.status.as_ref(), new_status)
         .await
         .map_err(Error::Status)?;
     if became_ready {
-        publish(
+        crate::status::publish(
             &ctx,
-            &eb,
+            &*eb,
             EventType::Normal,
             "Ready",
             "broker and publisher are ready".into(),
@@ -220,9 +221,9 @@ pub async fn reconcile(eb: Arc<EventBroker>, ctx: Arc<Context>) -> Result<Action
         .await;
     }
     if rotated {
-        publish(
+        crate::status::publish(
             &ctx,
-            &eb,
+            &*eb,
             EventType::Normal,
             "CredentialsRotated",
             "referenced Secrets changed; workloads roll".into(),
@@ -230,24 +231,4 @@ pub async fn reconcile(eb: Arc<EventBroker>, ctx: Arc<Context>) -> Result<Action
         .await;
     }
     Ok(Action::requeue(RESYNC))
-}
-
-/// Records a Kubernetes Event; failing to record one never fails the reconcile.
-pub async fn publish(
-    ctx: &Context,
-    eb: &EventBroker,
-    type_: EventType,
-    reason: &str,
-    note: String,
-) {
-    let ev = Event {
-        type_,
-        reason: reason.into(),
-        note: Some(note),
-        action: "Reconcile".into(),
-        secondary: None,
-    };
-    if let Err(e) = ctx.recorder.publish(&ev, &eb.object_ref(&())).await {
-        warn!(error = %e, "could not record event");
-    }
 }

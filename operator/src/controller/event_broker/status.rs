@@ -7,11 +7,9 @@ use super::build::broker::client_endpoint;
 use super::build::publisher::ingress_url;
 use super::validate::ValidateError;
 use edgewire_api::condition::{self, reasons, types};
-use edgewire_api::{EventBroker, EventBrokerStatus, FIELD_MANAGER};
+use edgewire_api::{EventBroker, EventBrokerStatus};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
-use kube::api::{Patch, PatchParams};
-use kube::{Api, Client, ResourceExt};
 
 /// (ready, message) of the broker StatefulSet.
 pub fn broker_ready(sts: &StatefulSet) -> (bool, String) {
@@ -200,42 +198,10 @@ pub fn failed(eb: &EventBroker, err: &ValidateError) -> EventBrokerStatus {
         }
     }
     // Keep the other conditions as they were: they describe children that still exist.
-    let mut merged: Vec<Condition> = current
-        .conditions
-        .iter()
-        .filter(|c| !conditions.iter().any(|n| n.type_ == c.type_))
-        .cloned()
-        .collect();
-    merged.extend(condition::merge(&current.conditions, conditions));
-    merged.sort_by(|a, b| a.type_.cmp(&b.type_));
+    let merged = condition::update(&current.conditions, conditions);
     EventBrokerStatus {
         observed_generation: generation,
         conditions: merged,
         ..current
     }
-}
-
-/// Writes `status` unless it equals the current one. Returns whether it wrote.
-pub async fn write(
-    client: &Client,
-    eb: &EventBroker,
-    status: EventBrokerStatus,
-) -> Result<bool, kube::Error> {
-    if eb.status.as_ref() == Some(&status) {
-        return Ok(false);
-    }
-    let api: Api<EventBroker> =
-        Api::namespaced(client.clone(), &eb.namespace().unwrap_or_default());
-    let patch = serde_json::json!({
-        "apiVersion": "edgewire.dev/v1alpha1",
-        "kind": "EventBroker",
-        "status": status,
-    });
-    api.patch_status(
-        &eb.name_any(),
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(patch),
-    )
-    .await?;
-    Ok(true)
 }

@@ -24,7 +24,7 @@ use futures::StreamExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{Secret, Service};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::events::{Event, EventType};
+use kube::runtime::events::EventType;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher::Config;
 use kube::runtime::{WatchStreamExt, predicates};
@@ -168,13 +168,13 @@ pub async fn reconcile(mqb: Arc<MqttBroker>, ctx: Arc<Context>) -> Result<Action
         && !cond::is_true(&old.conditions, types::READY);
     let rotated = old.credentials_revision.is_some()
         && old.credentials_revision != new_status.credentials_revision;
-    status::write(&ctx.client, &mqb, new_status)
+    crate::status::write(&ctx.client, &*mqb, mqb.status.as_ref(), new_status)
         .await
         .map_err(Error::Status)?;
     if became_ready {
-        publish(
+        crate::status::publish(
             &ctx,
-            &mqb,
+            &*mqb,
             EventType::Normal,
             "Ready",
             format!("Mosquitto is ready at {}", valid.endpoint),
@@ -182,9 +182,9 @@ pub async fn reconcile(mqb: Arc<MqttBroker>, ctx: Arc<Context>) -> Result<Action
         .await;
     }
     if rotated {
-        publish(
+        crate::status::publish(
             &ctx,
-            &mqb,
+            &*mqb,
             EventType::Normal,
             "CredentialsRotated",
             "user Secrets changed; Mosquitto reloads them in place".into(),
@@ -210,11 +210,16 @@ async fn not_reconciled(
     let same_message = current
         .and_then(|s| cond::find(&s.conditions, types::READY))
         .is_some_and(|c| c.message == err.to_string());
-    let wrote = status::write(&ctx.client, mqb, status::failed(mqb, &err))
-        .await
-        .map_err(Error::Status)?;
+    let wrote = crate::status::write(
+        &ctx.client,
+        mqb,
+        mqb.status.as_ref(),
+        status::failed(mqb, &err),
+    )
+    .await
+    .map_err(Error::Status)?;
     if wrote && (was_ready || !same_message) {
-        publish(ctx, mqb, EventType::Warning, reason, err.to_string()).await;
+        crate::status::publish(ctx, mqb, EventType::Warning, reason, err.to_string()).await;
     }
     warn!(error = %err, "not reconciled");
     Ok(match err {
@@ -222,26 +227,6 @@ async fn not_reconciled(
         ValidateError::Credentials(_) => Action::requeue(Duration::from_secs(60)),
         _ => Action::await_change(),
     })
-}
-
-/// Records a Kubernetes Event; failing to record one never fails the reconcile.
-pub async fn publish(
-    ctx: &Context,
-    mqb: &MqttBroker,
-    type_: EventType,
-    reason: &str,
-    note: String,
-) {
-    let ev = Event {
-        type_,
-        reason: reason.into(),
-        note: Some(note),
-        action: "Reconcile".into(),
-        secondary: None,
-    };
-    if let Err(e) = ctx.recorder.publish(&ev, &mqb.object_ref(&())).await {
-        warn!(error = %e, "could not record event");
-    }
 }
 
 fn api<K>(client: &kube::Client, namespace: Option<&str>) -> Api<K>

@@ -6,10 +6,8 @@ use super::apply::Applied;
 use super::validate::ValidateError;
 use crate::controller::event_broker::status::broker_ready;
 use edgewire_api::condition::{self, reasons, types};
-use edgewire_api::{FIELD_MANAGER, MqttBroker, MqttBrokerStatus, MqttUserStatus};
+use edgewire_api::{MqttBroker, MqttBrokerStatus, MqttUserStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
-use kube::api::{Patch, PatchParams};
-use kube::{Api, Client, ResourceExt};
 
 /// The status of a reconciled MqttBroker.
 pub fn desired(mqb: &MqttBroker, v: &ValidatedMqttBroker, applied: &Applied) -> MqttBrokerStatus {
@@ -130,42 +128,11 @@ pub fn failed(mqb: &MqttBroker, err: &ValidateError) -> MqttBrokerStatus {
             ));
         }
     }
-    let mut merged: Vec<Condition> = current
-        .conditions
-        .iter()
-        .filter(|c| !conditions.iter().any(|n| n.type_ == c.type_))
-        .cloned()
-        .collect();
-    merged.extend(condition::merge(&current.conditions, conditions));
-    merged.sort_by(|a, b| a.type_.cmp(&b.type_));
+    // Keep the other conditions as they were: they describe children that still exist.
+    let merged = condition::update(&current.conditions, conditions);
     MqttBrokerStatus {
         observed_generation: generation,
         conditions: merged,
         ..current
     }
-}
-
-/// Writes `status` unless it equals the current one. Returns whether it wrote.
-pub async fn write(
-    client: &Client,
-    mqb: &MqttBroker,
-    status: MqttBrokerStatus,
-) -> Result<bool, kube::Error> {
-    if mqb.status.as_ref() == Some(&status) {
-        return Ok(false);
-    }
-    let api: Api<MqttBroker> =
-        Api::namespaced(client.clone(), &mqb.namespace().unwrap_or_default());
-    let patch = serde_json::json!({
-        "apiVersion": "edgewire.dev/v1alpha1",
-        "kind": "MqttBroker",
-        "status": status,
-    });
-    api.patch_status(
-        &mqb.name_any(),
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(patch),
-    )
-    .await?;
-    Ok(true)
 }
