@@ -10,7 +10,7 @@ TEST_THREADS ?= 2
 .PHONY: help deps build test unit e2e crds render run demo bench lint fmt image clean
 
 help: ## this list
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
 
 deps: ## install brokers, build libraries, Python tools, kubectl and helm (Debian/Ubuntu, idempotent)
 	@bash hack/deps.sh
@@ -27,7 +27,7 @@ test: deps lint build ## everything CI runs: lint, unit, controller, broker, cha
 	python3 -m pytest -q e2e/standin
 	bash hack/test-chart.sh
 
-e2e: deps build ## end-to-end suite: against $$KUBECONFIG when set, else the in-memory stand-in
+e2e: deps build ## end-to-end suite: against the cluster in KUBECONFIG when set, else the in-memory stand-in
 	bash hack/e2e.sh --test-threads=$(TEST_THREADS)
 
 crds: ## regenerate crds/ and the chart's CRD templates from the api crate
@@ -36,7 +36,7 @@ crds: ## regenerate crds/ and the chart's CRD templates from the api crate
 render: ## print what the operator would apply for a file: make render F=config/samples/eventbroker-nats-deployed.yaml
 	@$(CARGO) run -q -p edgewire-operator -- render -f $(or $(F),config/samples/eventbroker-nats-deployed.yaml)
 
-run: ## run the operator against $$KUBECONFIG (text logs)
+run: ## run the operator against the cluster in KUBECONFIG (text logs)
 	$(CARGO) run -p edgewire-operator -- --log-format text run --http-addr 127.0.0.1:8081
 
 demo: deps build ## a guided tour on the stand-in API: apply a sample, watch it become Ready, publish an event
