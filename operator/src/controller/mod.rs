@@ -1,4 +1,6 @@
-//! One controller per kind, and the runner that starts them.
+//! One controller per kind, and what they share: the reconcile error, the root watch (generation changes
+//! only), the reverse index from Secrets to the resources that reference them, and the driver that wraps
+//! reconcile in per-object backoff.
 
 pub mod backoff;
 pub mod event_broker;
@@ -7,22 +9,47 @@ pub mod mqtt_broker;
 use crate::context::Context;
 use backoff::Backoff;
 use edgewire_api::EventBroker;
-use futures::StreamExt;
+use futures::{Stream, StreamExt};
+use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{Secret, Service};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher::Config;
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::watcher::{self, Config};
 use kube::runtime::{WatchStreamExt, predicates};
-use kube::{Api, ResourceExt};
+use kube::{Api, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+use std::fmt::Debug;
 use std::future::Future;
 use std::sync::Arc;
 use tracing::{debug, warn};
 
+/// Why a reconcile failed (transient: the error policy requeues with backoff).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("reading referenced Secrets: {0}")]
+    Refs(#[source] kube::Error),
+    #[error("applying children: {0}")]
+    Apply(#[source] kube::Error),
+    #[error("writing status: {0}")]
+    Status(#[source] kube::Error),
+}
+
+impl Error {
+    /// Condition reason, Event reason and metric label.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Error::Refs(_) => "SecretReadFailed",
+            Error::Apply(_) => "ApplyFailed",
+            Error::Status(_) => "StatusWriteFailed",
+        }
+    }
+}
+
 /// Which namespaces to watch: all, or one.
-fn api<K>(client: &kube::Client, namespace: Option<&str>) -> Api<K>
+pub(crate) fn api<K>(client: &kube::Client, namespace: Option<&str>) -> Api<K>
 where
-    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>,
 {
     match namespace {
         Some(ns) => Api::namespaced(client.clone(), ns),
@@ -30,75 +57,107 @@ where
     }
 }
 
-/// Runs the EventBroker controller until `shutdown` resolves.
-pub async fn run_event_broker(
-    ctx: Arc<Context>,
-    namespace: Option<String>,
-    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+/// Bounds every watched root kind meets.
+pub(crate) trait Root:
+    Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+    + DeserializeOwned
+    + Clone
+    + Debug
+    + Send
+    + Sync
+    + 'static
+{
+}
+impl<K> Root for K where
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+        + DeserializeOwned
+        + Clone
+        + Debug
+        + Send
+        + Sync
+        + 'static
+{
+}
+
+/// The root stream of a controller and its store: only spec changes (generation) pass, so status writes do
+/// not loop back into reconciles.
+fn root<K: Root>(
+    client: &kube::Client,
+    ns: Option<&str>,
+) -> (
+    impl Stream<Item = Result<K, watcher::Error>> + Send + 'static,
+    Store<K>,
 ) {
-    let client = ctx.client.clone();
-    let ns = namespace.as_deref();
-    let ebs: Api<EventBroker> = api(&client, ns);
-    // Only spec changes (generation) trigger the root: status writes do not loop back.
-    let root = kube::runtime::reflector::store::<EventBroker>();
-    let (reader, writer) = root;
-    let stream = kube::runtime::watcher(ebs, Config::default().any_semantic())
+    let (reader, writer) = kube::runtime::reflector::store::<K>();
+    let stream = kube::runtime::watcher(api::<K>(client, ns), Config::default().any_semantic())
         .default_backoff()
         .reflect(writer)
         .applied_objects()
         .predicate_filter(predicates::generation, Default::default());
-    let labels = format!(
-        "{}={}",
-        edgewire_api::labels::OWNER_KIND,
-        event_broker::KIND_LABEL
-    );
-    let owned = Config::default().labels(&labels).any_semantic();
-    let index = reader.clone();
+    (stream, reader)
+}
+
+/// Children of one kind are owned and watched by its owner-kind label.
+fn owned(kind_label: &str) -> Config {
+    Config::default()
+        .labels(&format!(
+            "{}={kind_label}",
+            edgewire_api::labels::OWNER_KIND
+        ))
+        .any_semantic()
+}
+
+/// Reverse index: a Secret event maps to every resource in its namespace that references it.
+fn secret_index<K: Root>(
+    store: Store<K>,
+    referenced: fn(&K) -> Vec<String>,
+) -> impl Fn(Secret) -> Vec<ObjectRef<K>> + Send + Sync + 'static {
+    move |secret: Secret| {
+        let ns = secret.namespace();
+        let name = secret.name_any();
+        store
+            .state()
+            .into_iter()
+            .filter(|obj| obj.namespace() == ns && referenced(obj).contains(&name))
+            .map(|obj| ObjectRef::from_obj(&*obj))
+            .collect()
+    }
+}
+
+/// Runs `controller` until `shutdown` resolves: reconcile wrapped in per-object exponential backoff, reset
+/// on success; errors counted per kind and reason.
+async fn drive<K, Fut>(
+    controller: Controller<K>,
+    ctx: Arc<Context>,
+    kind_label: &'static str,
+    reconcile: fn(Arc<K>, Arc<Context>) -> Fut,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) where
+    K: Root,
+    Fut: Future<Output = Result<Action, Error>> + Send + 'static,
+{
+    let key_of = |obj: &K| format!("{}/{}", obj.namespace().unwrap_or_default(), obj.name_any());
     let backoff = Arc::new(Backoff::default());
     let policy_backoff = backoff.clone();
     let policy_ctx = ctx.clone();
-    Controller::for_stream(stream, reader)
-        .owns(api::<Deployment>(&client, ns), owned.clone())
-        .owns(api::<StatefulSet>(&client, ns), owned.clone())
-        .owns(api::<Service>(&client, ns), owned.clone())
-        .owns(api::<Secret>(&client, ns), owned)
-        // Reverse index: a Secret event reconciles every EventBroker in its namespace that references it.
-        .watches(
-            api::<Secret>(&client, ns),
-            Config::default().any_semantic(),
-            move |secret: Secret| {
-                let sns = secret.namespace();
-                let name = secret.name_any();
-                index
-                    .state()
-                    .into_iter()
-                    .filter(|eb| {
-                        eb.namespace() == sns
-                            && event_broker::refs::referenced_secret_names(eb).contains(&name)
-                    })
-                    .map(|eb| ObjectRef::from_obj(&*eb))
-                    .collect::<Vec<_>>()
-            },
-        )
+    controller
         .graceful_shutdown_on(shutdown)
         .run(
-            move |eb, ctx| {
+            move |obj, ctx| {
                 let backoff = backoff.clone();
                 async move {
-                    let key = key_of(&eb);
-                    let result = event_broker::reconcile(eb, ctx).await;
+                    let key = key_of(&obj);
+                    let result = reconcile(obj, ctx).await;
                     if result.is_ok() {
                         backoff.reset(&key);
                     }
                     result
                 }
             },
-            move |eb, err, _ctx| {
-                policy_ctx
-                    .metrics
-                    .error(event_broker::KIND_LABEL, err.reason());
-                let wait = policy_backoff.fail(&key_of(&eb));
-                warn!(name = %eb.name_any(), error = %err, retry_in = ?wait, "reconcile failed");
+            move |obj, err: &Error, _ctx| {
+                policy_ctx.metrics.error(kind_label, err.reason());
+                let wait = policy_backoff.fail(&key_of(&obj));
+                warn!(kind = kind_label, name = %obj.name_any(), error = %err, retry_in = ?wait, "reconcile failed");
                 Action::requeue(wait)
             },
             ctx,
@@ -111,6 +170,61 @@ pub async fn run_event_broker(
         .await;
 }
 
-fn key_of(eb: &EventBroker) -> String {
-    format!("{}/{}", eb.namespace().unwrap_or_default(), eb.name_any())
+/// Runs the EventBroker controller until `shutdown` resolves.
+pub async fn run_event_broker(
+    ctx: Arc<Context>,
+    namespace: Option<String>,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) {
+    let client = ctx.client.clone();
+    let ns = namespace.as_deref();
+    let (stream, reader) = root::<EventBroker>(&client, ns);
+    let owned = owned(event_broker::KIND_LABEL);
+    let controller = Controller::for_stream(stream, reader.clone())
+        .owns(api::<Deployment>(&client, ns), owned.clone())
+        .owns(api::<StatefulSet>(&client, ns), owned.clone())
+        .owns(api::<Service>(&client, ns), owned.clone())
+        .owns(api::<Secret>(&client, ns), owned)
+        .watches(
+            api::<Secret>(&client, ns),
+            Config::default().any_semantic(),
+            secret_index(reader, event_broker::refs::referenced_secret_names),
+        );
+    drive(
+        controller,
+        ctx,
+        event_broker::KIND_LABEL,
+        event_broker::reconcile,
+        shutdown,
+    )
+    .await;
+}
+
+/// Runs the MqttBroker controller until `shutdown` resolves.
+pub async fn run_mqtt_broker(
+    ctx: Arc<Context>,
+    namespace: Option<String>,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) {
+    let client = ctx.client.clone();
+    let ns = namespace.as_deref();
+    let (stream, reader) = root::<edgewire_api::MqttBroker>(&client, ns);
+    let owned = owned(mqtt_broker::KIND_LABEL);
+    let controller = Controller::for_stream(stream, reader.clone())
+        .owns(api::<StatefulSet>(&client, ns), owned.clone())
+        .owns(api::<Service>(&client, ns), owned.clone())
+        .owns(api::<Secret>(&client, ns), owned)
+        .watches(
+            api::<Secret>(&client, ns),
+            Config::default().any_semantic(),
+            secret_index(reader, mqtt_broker::refs::referenced_secret_names),
+        );
+    drive(
+        controller,
+        ctx,
+        mqtt_broker::KIND_LABEL,
+        mqtt_broker::reconcile,
+        shutdown,
+    )
+    .await;
 }

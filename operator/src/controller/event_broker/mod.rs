@@ -108,6 +108,7 @@ pub fn generated_secret_name(eb_name: &str) -> String {
     format!("{eb_name}-broker-credentials")
 }
 
+use super::Error;
 use crate::context::Context;
 use edgewire_api::EventBroker;
 use edgewire_api::condition::{self as cond, types};
@@ -118,28 +119,6 @@ use std::sync::Arc;
 use std::time::Duration;
 use tracing::{info, instrument, warn};
 use validate::ValidateError;
-
-/// Why a reconcile failed (transient: the error policy requeues with backoff).
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("reading referenced Secrets: {0}")]
-    Refs(#[source] kube::Error),
-    #[error("applying children: {0}")]
-    Apply(#[source] kube::Error),
-    #[error("writing status: {0}")]
-    Status(#[source] kube::Error),
-}
-
-impl Error {
-    /// Condition reason, Event reason and metric label.
-    pub fn reason(&self) -> &'static str {
-        match self {
-            Error::Refs(_) => "SecretReadFailed",
-            Error::Apply(_) => "ApplyFailed",
-            Error::Status(_) => "StatusWriteFailed",
-        }
-    }
-}
 
 /// How often a healthy EventBroker is looked at again even without a change.
 pub const RESYNC: Duration = Duration::from_secs(300);

@@ -13,27 +13,21 @@ pub mod refs;
 pub mod status;
 pub mod validate;
 
+use super::Error;
 use crate::children::Owner;
 use crate::context::Context;
-use crate::controller::backoff::Backoff;
 use crate::controller::event_broker::{GeneratedCredentials, Images};
 use crate::secret::SecretString;
 use edgewire_api::condition::{self as cond, types};
 use edgewire_api::{BuiltinMqtt, DeletionPolicy, MqttBroker};
-use futures::StreamExt;
-use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{Secret, Service};
-use kube::runtime::controller::{Action, Controller};
+use k8s_openapi::api::core::v1::Secret;
+use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
-use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher::Config;
-use kube::runtime::{WatchStreamExt, predicates};
-use kube::{Api, Resource, ResourceExt};
+use kube::{Resource, ResourceExt};
 use std::collections::BTreeMap;
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
-use tracing::{debug, info, instrument, warn};
+use tracing::{info, instrument, warn};
 use validate::ValidateError;
 
 /// Owner-kind label value of MqttBroker children.
@@ -116,28 +110,6 @@ pub struct ResolvedTls {
     /// Whether the Secret has `ca.crt` (rendered as `cafile`).
     pub has_ca: bool,
     pub require_client_cert: bool,
-}
-
-/// Why a reconcile failed (transient: the error policy requeues with backoff).
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("reading referenced Secrets: {0}")]
-    Refs(#[source] kube::Error),
-    #[error("applying children: {0}")]
-    Apply(#[source] kube::Error),
-    #[error("writing status: {0}")]
-    Status(#[source] kube::Error),
-}
-
-impl Error {
-    /// Condition reason, Event reason and metric label.
-    pub fn reason(&self) -> &'static str {
-        match self {
-            Error::Refs(_) => "SecretReadFailed",
-            Error::Apply(_) => "ApplyFailed",
-            Error::Status(_) => "StatusWriteFailed",
-        }
-    }
 }
 
 /// How often a healthy MqttBroker is looked at again even without a change.
@@ -227,92 +199,6 @@ async fn not_reconciled(
         ValidateError::Credentials(_) => Action::requeue(Duration::from_secs(60)),
         _ => Action::await_change(),
     })
-}
-
-fn api<K>(client: &kube::Client, namespace: Option<&str>) -> Api<K>
-where
-    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
-{
-    match namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
-    }
-}
-
-fn key_of(mqb: &MqttBroker) -> String {
-    format!("{}/{}", mqb.namespace().unwrap_or_default(), mqb.name_any())
-}
-
-/// Runs the MqttBroker controller until `shutdown` resolves.
-pub async fn run(
-    ctx: Arc<Context>,
-    namespace: Option<String>,
-    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
-) {
-    let client = ctx.client.clone();
-    let ns = namespace.as_deref();
-    let mqbs: Api<MqttBroker> = api(&client, ns);
-    // Only spec changes (generation) trigger the root: status writes do not loop back.
-    let (reader, writer) = kube::runtime::reflector::store::<MqttBroker>();
-    let stream = kube::runtime::watcher(mqbs, Config::default().any_semantic())
-        .default_backoff()
-        .reflect(writer)
-        .applied_objects()
-        .predicate_filter(predicates::generation, Default::default());
-    let labels = format!("{}={}", edgewire_api::labels::OWNER_KIND, KIND_LABEL);
-    let owned = Config::default().labels(&labels).any_semantic();
-    let index = reader.clone();
-    let backoff = Arc::new(Backoff::default());
-    let policy_backoff = backoff.clone();
-    let policy_ctx = ctx.clone();
-    Controller::for_stream(stream, reader)
-        .owns(api::<StatefulSet>(&client, ns), owned.clone())
-        .owns(api::<Service>(&client, ns), owned.clone())
-        .owns(api::<Secret>(&client, ns), owned)
-        // Reverse index: a Secret event reconciles every MqttBroker in its namespace that references it.
-        .watches(
-            api::<Secret>(&client, ns),
-            Config::default().any_semantic(),
-            move |secret: Secret| {
-                let sns = secret.namespace();
-                let name = secret.name_any();
-                index
-                    .state()
-                    .into_iter()
-                    .filter(|mqb| {
-                        mqb.namespace() == sns && refs::referenced_secret_names(mqb).contains(&name)
-                    })
-                    .map(|mqb| ObjectRef::from_obj(&*mqb))
-                    .collect::<Vec<_>>()
-            },
-        )
-        .graceful_shutdown_on(shutdown)
-        .run(
-            move |mqb, ctx| {
-                let backoff = backoff.clone();
-                async move {
-                    let key = key_of(&mqb);
-                    let result = reconcile(mqb, ctx).await;
-                    if result.is_ok() {
-                        backoff.reset(&key);
-                    }
-                    result
-                }
-            },
-            move |mqb, err, _ctx| {
-                policy_ctx.metrics.error(KIND_LABEL, err.reason());
-                let wait = policy_backoff.fail(&key_of(&mqb));
-                warn!(name = %mqb.name_any(), error = %err, retry_in = ?wait, "reconcile failed");
-                Action::requeue(wait)
-            },
-            ctx,
-        )
-        .for_each(|res| async move {
-            if let Err(e) = res {
-                debug!(error = %e, "controller event");
-            }
-        })
-        .await;
 }
 
 /// Placeholder shown by `render` for a password the operator generates at the first reconcile.
