@@ -82,6 +82,24 @@ fn assert_serves(kind: Kind, port: u16) {
         }
         Kind::Redis => assert_eq!(redis_ping(port), "+PONG\r\n"),
         Kind::Mosquitto => assert_eq!(mqtt_connack(port), CONNACK_ACCEPTED),
+        Kind::Moto => {
+            // SNS ListTopics over the query protocol: moto answers with an (empty) ListTopicsResponse.
+            let mut stream = connect(port);
+            let body = "Action=ListTopics&Version=2010-03-31";
+            write!(
+                stream,
+                "POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\
+                 Content-Type: application/x-www-form-urlencoded\r\n\
+                 Authorization: AWS4-HMAC-SHA256 Credential=test/20260101/us-east-1/sns/aws4_request, \
+                 SignedHeaders=host, Signature=0\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .unwrap();
+            let mut reply = String::new();
+            stream.read_to_string(&mut reply).unwrap();
+            assert!(reply.starts_with("HTTP/1.1 200"), "moto: {reply}");
+            assert!(reply.contains("ListTopicsResponse"), "moto: {reply}");
+        }
         Kind::RabbitMq => {
             let frame = amqp_greeting(port);
             assert_eq!(frame[0], 1, "method frame expected: {frame:?}");
@@ -132,6 +150,11 @@ fn nats_starts_serves_stops_and_restarts() {
 #[test]
 fn mosquitto_starts_serves_stops_and_restarts() {
     lifecycle(Kind::Mosquitto);
+}
+
+#[test]
+fn moto_starts_serves_stops_and_restarts() {
+    lifecycle(Kind::Moto);
 }
 
 #[test]

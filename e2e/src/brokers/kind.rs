@@ -11,6 +11,9 @@ pub enum Kind {
     Mosquitto,
     Redis,
     RabbitMq,
+    /// `moto_server` (PyPI `moto[server]`): AWS SNS, SQS and IoT on one port. The config file holds nothing;
+    /// every state lives in the process's memory, so [`super::BrokerProcess::restart`] starts empty.
+    Moto,
 }
 
 /// Where broker binaries are looked for after `$PATH` (tests often run without `/usr/sbin` on `$PATH`).
@@ -25,15 +28,22 @@ const EXTRA_DIRS: &[&str] = &[
 
 impl Kind {
     /// Every kind, for tests that loop over brokers.
-    pub const ALL: [Kind; 4] = [Kind::Nats, Kind::Mosquitto, Kind::Redis, Kind::RabbitMq];
+    pub const ALL: [Kind; 5] = [
+        Kind::Nats,
+        Kind::Mosquitto,
+        Kind::Redis,
+        Kind::RabbitMq,
+        Kind::Moto,
+    ];
 
-    /// The Debian/Ubuntu package that ships the broker.
+    /// The package that ships the broker: Debian/Ubuntu, except moto (PyPI).
     pub fn package(self) -> &'static str {
         match self {
             Kind::Nats => "nats-server",
             Kind::Mosquitto => "mosquitto",
             Kind::Redis => "redis-server",
             Kind::RabbitMq => "rabbitmq-server",
+            Kind::Moto => "moto[server]",
         }
     }
 
@@ -44,6 +54,7 @@ impl Kind {
             Kind::Mosquitto => "mosquitto",
             Kind::Redis => "redis-server",
             Kind::RabbitMq => "rabbitmq-server",
+            Kind::Moto => "moto_server",
         }
     }
 
@@ -54,6 +65,7 @@ impl Kind {
             Kind::Mosquitto => "EDGEWIRE_TEST_BIN_MOSQUITTO",
             Kind::Redis => "EDGEWIRE_TEST_BIN_REDIS",
             Kind::RabbitMq => "EDGEWIRE_TEST_BIN_RABBITMQ",
+            Kind::Moto => "EDGEWIRE_TEST_BIN_MOTO",
         }
     }
 
@@ -64,6 +76,7 @@ impl Kind {
             Kind::Mosquitto => "mosquitto.conf",
             Kind::Redis => "redis.conf",
             Kind::RabbitMq => "rabbitmq.conf",
+            Kind::Moto => "moto.conf",
         }
     }
 
@@ -93,6 +106,8 @@ impl Kind {
             // The AMQP listener is set from RABBITMQ_NODE_IP_ADDRESS/RABBITMQ_NODE_PORT; `guest` may log in
             // from loopback (RabbitMQ's default).
             Kind::RabbitMq => "disk_free_limit.absolute = 1MB\n",
+            // moto_server takes everything on its command line.
+            Kind::Moto => "",
         }
     }
 
@@ -130,9 +145,14 @@ fn resolve_binary(
     overridden: Option<OsString>,
     path: Option<OsString>,
 ) -> anyhow::Result<PathBuf> {
+    let registry = if kind == Kind::Moto {
+        "PyPI"
+    } else {
+        "Debian/Ubuntu"
+    };
     let missing = |looked: String| {
         anyhow::anyhow!(
-            "{} not found ({looked}): install the Debian/Ubuntu package `{}` (`make deps` installs every broker \
+            "{} not found ({looked}): install the {registry} package `{}` (`make deps` installs every broker \
              the tests need)",
             kind.binary_name(),
             kind.package(),

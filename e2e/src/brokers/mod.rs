@@ -200,6 +200,7 @@ impl BrokerProcess {
             Kind::Mosquitto => format!("127.0.0.1:{port}"),
             Kind::Redis => format!("redis://127.0.0.1:{port}"),
             Kind::RabbitMq => format!("amqp://guest:guest@127.0.0.1:{port}/%2f"),
+            Kind::Moto => format!("http://127.0.0.1:{port}"),
         }
     }
 
@@ -317,6 +318,12 @@ impl BrokerProcess {
             }
             Kind::Redis => {
                 cmd.arg(&config);
+            }
+            Kind::Moto => {
+                cmd.args(["-H", "127.0.0.1", "-p"])
+                    .arg(self.port.to_string())
+                    // Accept any credentials unless a test turns IAM enforcement on itself.
+                    .env("MOTO_ALLOW_NONEXISTENT_REGION", "true");
             }
             Kind::RabbitMq => {
                 let rabbit = self.rabbit.as_ref().expect("set up in start");
