@@ -213,3 +213,225 @@ pub struct BridgeRuntime {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub updated: Option<String>,
 }
+
+impl BridgeSide {
+    /// The protocol of this side when it is an explicit endpoint (a `brokerRef` side's protocol is known only
+    /// once the operator resolved it).
+    pub fn endpoint_protocol(&self) -> Option<Protocol> {
+        self.endpoint.as_ref().map(|e| e.protocol)
+    }
+}
+
+fn protocol_name(p: Protocol) -> &'static str {
+    match p {
+        Protocol::Mqtt => "mqtt",
+        Protocol::Nats => "nats",
+        Protocol::Amqp091 => "amqp091",
+        Protocol::Kafka => "kafka",
+    }
+}
+
+/// Checks what the schema cannot: the edge protocol, each rule's qos and patterns (`to` must be fillable from
+/// what `from` captures), and that no rule set loops. A loop is a CloudToEdge rule whose `to` overlaps an
+/// EdgeToCloud rule's `from` (the cloud would be fed back what came from it), or an EdgeToCloud rule whose `to`
+/// overlaps a CloudToEdge rule's `from` (the edge would be fed back what it sent). The error names the field,
+/// and for a loop both rules by index and pattern.
+pub fn validate_rules(spec: &BridgeLinkSpec) -> Result<(), String> {
+    if let Some(p @ (Protocol::Amqp091 | Protocol::Kafka)) = spec.edge.endpoint_protocol() {
+        return Err(format!(
+            "spec.edge.endpoint.protocol: {} is a cloud-only protocol; the edge side speaks mqtt or nats",
+            protocol_name(p)
+        ));
+    }
+    if spec.rules.is_empty() {
+        return Err("spec.rules: at least one rule is required".into());
+    }
+    for (i, r) in spec.rules.iter().enumerate() {
+        if r.qos > 2 {
+            return Err(format!("spec.rules[{i}].qos: {} is not 0, 1 or 2", r.qos));
+        }
+        if !r.from.can_fill(&r.to) {
+            return Err(format!(
+                "spec.rules[{i}].to: {:?} cannot be filled from {:?}: it may use no more '*' than from, and '#' only if from ends with '#'",
+                r.to.as_str(),
+                r.from.as_str()
+            ));
+        }
+    }
+    let of = |d: Direction| {
+        spec.rules
+            .iter()
+            .enumerate()
+            .filter(move |(_, r)| r.direction == d)
+    };
+    for (c, down) in of(Direction::CloudToEdge) {
+        for (e, up) in of(Direction::EdgeToCloud) {
+            if down.to.overlaps(&up.from) {
+                return Err(format!(
+                    "spec.rules[{c}] (CloudToEdge to {:?}) feeds spec.rules[{e}] (EdgeToCloud from {:?}): a loop",
+                    down.to.as_str(),
+                    up.from.as_str()
+                ));
+            }
+        }
+    }
+    for (e, up) in of(Direction::EdgeToCloud) {
+        for (c, down) in of(Direction::CloudToEdge) {
+            if up.to.overlaps(&down.from) {
+                return Err(format!(
+                    "spec.rules[{e}] (EdgeToCloud to {:?}) feeds spec.rules[{c}] (CloudToEdge from {:?}): a loop",
+                    up.to.as_str(),
+                    down.from.as_str()
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(yaml: &str) -> BridgeLinkSpec {
+        serde_yaml::from_str(yaml).unwrap()
+    }
+
+    const SIDES: &str = r#"
+siteId: site-a
+edge: {endpoint: {protocol: mqtt, url: "localhost:1883"}}
+cloud: {endpoint: {protocol: nats, url: "nats://cloud:4222"}}
+"#;
+
+    fn with_rules(rules: &str) -> BridgeLinkSpec {
+        spec(&format!("{SIDES}rules:\n{rules}"))
+    }
+
+    #[test]
+    fn accepts_the_design_example() {
+        let s = with_rules(
+            r#"
+  - {direction: EdgeToCloud, from: "local.telemetry.#", to: "edge.site-a.telemetry.#", qos: 1}
+  - {direction: CloudToEdge, from: "cloud.commands.site-a", to: "local.commands"}
+"#,
+        );
+        assert_eq!(validate_rules(&s), Ok(()));
+    }
+
+    #[test]
+    fn rejects_a_cloud_to_edge_rule_feeding_an_edge_to_cloud_rule() {
+        let s = with_rules(
+            r#"
+  - {direction: EdgeToCloud, from: "local.#", to: "edge.site-a.#"}
+  - {direction: CloudToEdge, from: "cloud.commands.#", to: "local.commands.#"}
+"#,
+        );
+        assert_eq!(
+            validate_rules(&s).unwrap_err(),
+            r#"spec.rules[1] (CloudToEdge to "local.commands.#") feeds spec.rules[0] (EdgeToCloud from "local.#"): a loop"#
+        );
+    }
+
+    #[test]
+    fn rejects_an_edge_to_cloud_rule_feeding_a_cloud_to_edge_rule() {
+        let s = with_rules(
+            r#"
+  - {direction: CloudToEdge, from: "edge.*.commands", to: "local.commands"}
+  - {direction: EdgeToCloud, from: "local.telemetry.#", to: "edge.site-a.#"}
+"#,
+        );
+        assert_eq!(
+            validate_rules(&s).unwrap_err(),
+            r#"spec.rules[1] (EdgeToCloud to "edge.site-a.#") feeds spec.rules[0] (CloudToEdge from "edge.*.commands"): a loop"#
+        );
+    }
+
+    #[test]
+    fn wildcard_overlap_counts_as_a_loop_but_disjoint_literals_do_not() {
+        let looping = with_rules(
+            r#"
+  - {direction: EdgeToCloud, from: "local.*.telemetry", to: "edge.x.*"}
+  - {direction: CloudToEdge, from: "cloud.cmd", to: "local.line1.telemetry"}
+"#,
+        );
+        assert!(validate_rules(&looping).unwrap_err().contains("a loop"));
+        let fine = with_rules(
+            r#"
+  - {direction: EdgeToCloud, from: "local.*.telemetry", to: "edge.x.*"}
+  - {direction: CloudToEdge, from: "cloud.cmd", to: "local.line1.commands"}
+"#,
+        );
+        assert_eq!(validate_rules(&fine), Ok(()));
+    }
+
+    #[test]
+    fn rejects_a_target_its_source_cannot_fill() {
+        let s = with_rules(
+            r#"
+  - {direction: EdgeToCloud, from: "local.telemetry", to: "edge.site-a.#"}
+"#,
+        );
+        let err = validate_rules(&s).unwrap_err();
+        assert!(
+            err.starts_with("spec.rules[0].to: \"edge.site-a.#\""),
+            "{err}"
+        );
+        let s = with_rules(
+            r#"
+  - {direction: EdgeToCloud, from: "a.*", to: "b.*"}
+  - {direction: EdgeToCloud, from: "a.*", to: "b.*.*"}
+"#,
+        );
+        assert!(
+            validate_rules(&s)
+                .unwrap_err()
+                .starts_with("spec.rules[1].to")
+        );
+    }
+
+    #[test]
+    fn rejects_an_invalid_pattern_when_parsing() {
+        let err = serde_yaml::from_str::<BridgeLinkSpec>(&format!(
+            "{SIDES}rules:\n  - {{direction: EdgeToCloud, from: \"local/#\", to: \"x.#\"}}\n"
+        ))
+        .unwrap_err();
+        assert!(err.to_string().contains("local/#"), "{err}");
+    }
+
+    #[test]
+    fn rejects_qos_above_two() {
+        let s = with_rules("  - {direction: EdgeToCloud, from: \"a.#\", to: \"b.#\", qos: 3}\n");
+        assert_eq!(
+            validate_rules(&s).unwrap_err(),
+            "spec.rules[0].qos: 3 is not 0, 1 or 2"
+        );
+    }
+
+    #[test]
+    fn edge_protocol_is_mqtt_or_nats() {
+        for (proto, ok) in [
+            ("mqtt", true),
+            ("nats", true),
+            ("amqp091", false),
+            ("kafka", false),
+        ] {
+            let s = spec(&format!(
+                r#"
+siteId: site-a
+edge: {{endpoint: {{protocol: {proto}, url: "edge:1"}}}}
+cloud: {{endpoint: {{protocol: kafka, url: "cloud:9092"}}}}
+rules:
+  - {{direction: EdgeToCloud, from: "a.#", to: "b.#"}}
+"#
+            ));
+            let r = validate_rules(&s);
+            assert_eq!(r.is_ok(), ok, "{proto}: {r:?}");
+            if !ok {
+                assert!(
+                    r.unwrap_err()
+                        .starts_with(&format!("spec.edge.endpoint.protocol: {proto} ")),
+                );
+            }
+        }
+    }
+}
