@@ -1,0 +1,415 @@
+//! Bridge benchmark (`cargo bench -p edgewire-e2e --bench bridge`; `make bench` runs it): Edgewire's bridge vs
+//! Mosquitto's native bridge vs a NATS leaf node (core, and JetStream sources over the leaf link), on loopback,
+//! every broker started here, every figure from this one run.
+//!
+//! - **Throughput**: N messages (256 B and 1 KiB) published to the edge as fast as the publisher's window allows
+//!   (MQTT QoS 1 with 1,000 in flight; JetStream with 256 PubAcks outstanding; NATS core), until all N arrive at
+//!   the cloud observer (or nothing arrives for 10 s); msgs/s = arrived / (last arrival − first send).
+//! - **Latency**: 5,000 msgs/s for 2 s, send time in the payload; p50/p99 of arrival − send.
+//! - **Outage**: the cloud broker stopped, N messages published to the edge (QoS 1 / JetStream acks), the cloud
+//!   restarted; what arrives, duplicates and order violations. Edgewire's spool write rate (publish start until
+//!   the spool holds N, from its /metrics) and replay rate (first to last arrival after the restart).
+//!
+//! `-- --quick`: fewer messages (a smoke run); `-- --full`: the outage with 200,000 messages;
+//! `-- --native-only`: without the Edgewire setups. Needs `edgewire-agent` with the `bridge` subcommand, built
+//! in release (`cargo build --release -p edgewire-agent --bin edgewire-agent`) or `$EDGEWIRE_AGENT_BIN`.
+//! Measures; asserts nothing about timing.
+
+#[path = "bridge/clients.rs"]
+mod clients;
+#[path = "bridge/setups.rs"]
+mod setups;
+#[path = "bridge/wire.rs"]
+mod wire;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clients::{Observer, Publisher, Watch, open_path};
+use setups::{Setup, Topology};
+use wire::{Tally, now_us, wait_all};
+
+const SIZES: [usize; 2] = [256, 1024];
+const RATE: u64 = 5_000;
+
+struct Params {
+    throughput_n: usize,
+    latency_secs: u64,
+    outage_n: usize,
+    edgewire: bool,
+}
+
+impl Params {
+    fn from_args() -> Self {
+        let args: Vec<String> = std::env::args().collect();
+        let has = |f: &str| args.iter().any(|a| a == f);
+        let quick = has("--quick") || std::env::var_os("EDGEWIRE_BENCH_QUICK").is_some();
+        Params {
+            throughput_n: if quick { 10_000 } else { 50_000 },
+            latency_secs: if quick { 1 } else { 2 },
+            outage_n: if has("--full") {
+                200_000
+            } else if quick {
+                10_000
+            } else {
+                50_000
+            },
+            edgewire: !has("--native-only"),
+        }
+    }
+}
+
+/// One throughput or latency run.
+#[derive(Debug, Clone, Copy, Default)]
+struct Run {
+    sent: usize,
+    arrived: usize,
+    msgs_per_s: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    duplicates: usize,
+    order_violations: usize,
+}
+
+impl Run {
+    fn lost(&self) -> usize {
+        self.sent - self.arrived
+    }
+}
+
+struct Row {
+    setup: Setup,
+    size: usize,
+    throughput: Run,
+    latency: Run,
+}
+
+struct Loss {
+    setup: Setup,
+    n: usize,
+    acked: u64,
+    arrived: usize,
+    duplicates: usize,
+    order_violations: usize,
+    publish_rate: f64,
+    /// Edgewire: messages/s into the spool (publish start until the spool held all N).
+    spool_write_rate: Option<f64>,
+    /// Messages/s from the first to the last arrival after the restart.
+    replay_rate: Option<f64>,
+}
+
+static RUN: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(1);
+
+fn run_name() -> String {
+    format!(
+        "r{}",
+        RUN.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    )
+}
+
+/// Publishes `n` messages of `size` bytes, as fast as the window allows (`rate` None) or at `rate` msgs/s,
+/// and measures what arrives at the cloud.
+async fn measure(topo: &Topology, n: usize, size: usize, rate: Option<u64>) -> anyhow::Result<Run> {
+    let (pub_topic, obs_topic) = topo.topics(&run_name());
+    let tally = Tally::shared(n);
+    let _observer = Observer::start(&topo.watch(false), &obs_topic, tally.clone()).await?;
+    let mut publisher = Publisher::connect(&topo.target()).await?;
+    open_path(&mut publisher, &pub_topic, &tally, Duration::from_secs(60)).await?;
+    let start = Instant::now();
+    let t0 = now_us();
+    for seq in 0..n {
+        if let Some(rate) = rate {
+            let due = start + Duration::from_nanos(seq as u64 * 1_000_000_000 / rate);
+            if due > Instant::now() {
+                tokio::time::sleep_until(due.into()).await;
+            }
+        }
+        publisher
+            .send(&pub_topic, wire::data(seq as u64, size))
+            .await?;
+    }
+    publisher.finish().await?;
+    wait_all(&tally, Duration::from_secs(10)).await;
+    let t = tally.lock().expect("tally lock");
+    let (p50_ms, p99_ms) = t.percentiles_ms().unwrap_or((f64::NAN, f64::NAN));
+    let span = t.last_arrival_us.saturating_sub(t0).max(1) as f64 / 1e6;
+    Ok(Run {
+        sent: n,
+        arrived: t.unique,
+        msgs_per_s: t.unique as f64 / span,
+        p50_ms,
+        p99_ms,
+        duplicates: t.duplicates,
+        order_violations: t.order_violations,
+    })
+}
+
+async fn bench_setup(setup: Setup, agent: Option<&Path>, p: &Params) -> anyhow::Result<Vec<Row>> {
+    let topo = Topology::start(setup, agent).await?;
+    let mut rows = Vec::new();
+    for size in SIZES {
+        let throughput = measure(&topo, p.throughput_n, size, None).await?;
+        eprintln!(
+            "  {:<28} {size:>5} B  {:>9.0} msgs/s  ({} of {} arrived)",
+            setup.label(),
+            throughput.msgs_per_s,
+            throughput.arrived,
+            throughput.sent
+        );
+        let latency = measure(&topo, (RATE * p.latency_secs) as usize, size, Some(RATE)).await?;
+        eprintln!(
+            "  {:<28} {size:>5} B  p50 {:.3} ms  p99 {:.3} ms at {RATE} msgs/s",
+            setup.label(),
+            latency.p50_ms,
+            latency.p99_ms
+        );
+        rows.push(Row {
+            setup,
+            size,
+            throughput,
+            latency,
+        });
+    }
+    Ok(rows)
+}
+
+/// Samples `metric` of the agent every 20 ms until `done(value)` or `timeout`; the time it became true.
+async fn wait_metric(
+    topo: &Topology,
+    metric: &str,
+    done: impl Fn(f64) -> bool,
+    timeout: Duration,
+) -> Option<Instant> {
+    let agent = topo.agent.as_ref()?;
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        match tokio::task::block_in_place(|| agent.metric(metric)) {
+            Some(v) if done(v) => return Some(Instant::now()),
+            Some(_) => {}
+            None => return None,
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    None
+}
+
+const SPOOL_METRIC: &str = "edgewire_bridge_spool_messages";
+
+async fn outage(setup: Setup, agent: Option<&Path>, n: usize) -> anyhow::Result<Loss> {
+    let mut topo = Topology::start(setup, agent).await?;
+    let (pub_topic, obs_topic) = topo.topics("outage");
+    let tally = Tally::shared(n);
+    let watch = topo.watch(true);
+    let is_stream = matches!(watch, Watch::Stream { .. });
+    let mut publisher = Publisher::connect(&topo.target()).await?;
+    // The path works before the outage (and the persistent MQTT session exists on the cloud).
+    let mut observer = Some(Observer::start(&watch, &obs_topic, tally.clone()).await?);
+    open_path(&mut publisher, &pub_topic, &tally, Duration::from_secs(60)).await?;
+    let probes_acked = publisher.finish().await?;
+    if is_stream {
+        // The stream observer is started again after the restart, from the stream's first message.
+        observer = None;
+    }
+    tokio::task::block_in_place(|| topo.cloud.stop());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let start = Instant::now();
+    for seq in 0..n {
+        publisher
+            .send(&pub_topic, wire::data(seq as u64, 256))
+            .await?;
+    }
+    let acked = publisher.finish().await? - probes_acked;
+    let publish_rate = n as f64 / start.elapsed().as_secs_f64();
+    // Edgewire: the spool holds every message (plus the probes spooled before the outage was noticed, if any).
+    let spool_write_rate = wait_metric(
+        &topo,
+        SPOOL_METRIC,
+        |v| v >= n as f64,
+        Duration::from_secs(300),
+    )
+    .await
+    .map(|t| n as f64 / (t - start).as_secs_f64());
+
+    tokio::task::block_in_place(|| topo.cloud.restart()).context("restarting the cloud broker")?;
+    if observer.is_none() {
+        observer = Some(Observer::start(&watch, &obs_topic, tally.clone()).await?);
+    }
+    // Probes published after the restart reach the cloud once the link is back; then whatever was kept drains.
+    open_path(&mut publisher, &pub_topic, &tally, Duration::from_secs(120)).await?;
+    wait_all(&tally, Duration::from_secs(5)).await;
+    drop(observer);
+    let t = tally.lock().expect("tally lock");
+    let replay_rate = t.first_arrival_us.map(|first| {
+        t.unique as f64 / (t.last_arrival_us.saturating_sub(first).max(1) as f64 / 1e6)
+    });
+    Ok(Loss {
+        setup,
+        n,
+        acked,
+        arrived: t.unique,
+        duplicates: t.duplicates,
+        order_violations: t.order_violations,
+        publish_rate,
+        spool_write_rate: spool_write_rate.filter(|_| setup.is_edgewire()),
+        replay_rate: replay_rate.filter(|_| t.unique > 1),
+    })
+}
+
+fn fmt_rate(v: Option<f64>) -> String {
+    v.map_or_else(|| "-".into(), |v| format!("{v:.0}"))
+}
+
+fn ratio(a: f64, b: f64) -> String {
+    if b > 0.0 && a.is_finite() && b.is_finite() {
+        format!("{:.2}x", a / b)
+    } else {
+        "-".into()
+    }
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> anyhow::Result<()> {
+    let p = Params::from_args();
+    let agent = if p.edgewire {
+        Some(setups::agent_binary()?)
+    } else {
+        None
+    };
+    let agent = agent.as_deref();
+    let mut setups = vec![
+        Setup::MosqDefault,
+        Setup::MosqTuned,
+        Setup::NatsLeaf,
+        Setup::JsSources,
+    ];
+    if p.edgewire {
+        setups.extend([Setup::EwMqttToMqtt, Setup::EwMqttToNats, Setup::EwMqttToJs]);
+    }
+    eprintln!(
+        "bridge bench: throughput {} msgs per run, latency {RATE} msgs/s for {} s, outage {} msgs",
+        p.throughput_n, p.latency_secs, p.outage_n
+    );
+    let mut rows = Vec::new();
+    for &setup in &setups {
+        rows.extend(
+            bench_setup(setup, agent, &p)
+                .await
+                .with_context(|| setup.label())?,
+        );
+    }
+    let mut losses = Vec::new();
+    for &setup in setups.iter().filter(|s| **s != Setup::EwMqttToNats) {
+        let loss = outage(setup, agent, p.outage_n)
+            .await
+            .with_context(|| format!("outage: {}", setup.label()))?;
+        eprintln!(
+            "  outage {:<28} {} of {} arrived",
+            setup.label(),
+            loss.arrived,
+            loss.n
+        );
+        losses.push(loss);
+    }
+
+    println!();
+    println!(
+        "bridge benchmark (loopback, one run): throughput = {} msgs as fast as the publisher's window allows, until \
+         all arrive at the cloud; latency = {RATE} msgs/s for {} s, arrival - send",
+        p.throughput_n, p.latency_secs
+    );
+    println!(
+        "{:<28} {:>6} | {:>10} {:>8} {:>5} | {:>8} {:>8} {:>5}",
+        "setup", "size", "msgs/s", "arrived", "lost", "p50 ms", "p99 ms", "lost"
+    );
+    for r in &rows {
+        println!(
+            "{:<28} {:>6} | {:>10.0} {:>8} {:>5} | {:>8.3} {:>8.3} {:>5}",
+            r.setup.label(),
+            r.size,
+            r.throughput.msgs_per_s,
+            r.throughput.arrived,
+            r.throughput.lost(),
+            r.latency.p50_ms,
+            r.latency.p99_ms,
+            r.latency.lost(),
+        );
+        if r.throughput.order_violations + r.latency.order_violations > 0
+            || r.throughput.duplicates + r.latency.duplicates > 0
+        {
+            println!(
+                "{:<28} {:>6} | order violations {} / {}, duplicates {} / {}",
+                "",
+                "",
+                r.throughput.order_violations,
+                r.latency.order_violations,
+                r.throughput.duplicates,
+                r.latency.duplicates
+            );
+        }
+    }
+    if p.edgewire {
+        println!();
+        println!("ratios Edgewire / native (msgs/s; p99 latency, lower is better):");
+        let find = |s: Setup, size: usize| rows.iter().find(|r| r.setup == s && r.size == size);
+        let pairs = [
+            (Setup::EwMqttToMqtt, Setup::MosqDefault),
+            (Setup::EwMqttToMqtt, Setup::MosqTuned),
+            (Setup::EwMqttToNats, Setup::NatsLeaf),
+            (Setup::EwMqttToJs, Setup::JsSources),
+            (Setup::EwMqttToNats, Setup::JsSources),
+        ];
+        for (ew, native) in pairs {
+            for size in SIZES {
+                if let (Some(a), Some(b)) = (find(ew, size), find(native, size)) {
+                    println!(
+                        "  {:<26} vs {:<26} {size:>5} B  msgs/s {:>7}  p99 {:>7}",
+                        ew.label(),
+                        native.label(),
+                        ratio(a.throughput.msgs_per_s, b.throughput.msgs_per_s),
+                        ratio(a.latency.p99_ms, b.latency.p99_ms),
+                    );
+                }
+            }
+        }
+    }
+    println!();
+    println!(
+        "outage: cloud stopped, {} msgs of 256 B published to the edge (QoS 1 / JetStream acks), cloud restarted",
+        p.outage_n
+    );
+    println!(
+        "{:<28} {:>8} {:>8} {:>8} {:>8} {:>6} {:>6} | {:>11} {:>11} {:>11}",
+        "setup",
+        "sent",
+        "acked",
+        "arrived",
+        "lost",
+        "dups",
+        "order",
+        "publish/s",
+        "spool wr/s",
+        "replay/s"
+    );
+    for l in &losses {
+        println!(
+            "{:<28} {:>8} {:>8} {:>8} {:>8} {:>6} {:>6} | {:>11.0} {:>11} {:>11}",
+            l.setup.label(),
+            l.n,
+            l.acked,
+            l.arrived,
+            l.n - l.arrived,
+            l.duplicates,
+            l.order_violations,
+            l.publish_rate,
+            fmt_rate(l.spool_write_rate),
+            fmt_rate(l.replay_rate),
+        );
+    }
+    println!(
+        "(acked: PUBACKs / PubAcks the edge gave the publisher; NATS core has none (= sent); mosquitto bridges use \
+         restart_timeout 1; Edgewire's edge mosquitto is the tuned one, its spool write rate is read from /metrics)"
+    );
+    Ok(())
+}

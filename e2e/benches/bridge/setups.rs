@@ -1,0 +1,417 @@
+//! The topologies under test: an edge broker, a cloud broker and what bridges them (Mosquitto's own bridge, a
+//! NATS leaf node, JetStream sources over the leaf link, or `edgewire-agent bridge`).
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use edgewire_e2e::brokers::{BrokerProcess, Kind, free_port, wait_for_port};
+use tempfile::TempDir;
+
+use crate::clients::{Target, Watch};
+
+/// Mosquitto as the cloud of every MQTT setup: persistent, no per-client queue cap, so the observer's own
+/// session never drops anything (what is lost is lost by the bridge).
+const MOSQ_CLOUD: &str = "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\n\
+                          persistence_location {dir}/\nmax_queued_messages 0\n";
+/// Mosquitto's defaults (no persistence, 1,000 queued messages per client session).
+const MOSQ_EDGE_DEFAULT: &str = "listener {port} 127.0.0.1\nallow_anonymous true\n";
+/// The tuned edge: persistence on, no queue cap (`max_queued_messages 0` = unlimited).
+const MOSQ_EDGE_TUNED: &str = "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\n\
+                               persistence_location {dir}/\nmax_queued_messages 0\n";
+
+/// The edge stream of the JetStream-sources setup and the cloud stream sourcing it.
+const EDGE_STREAM: &str = "EDGE";
+const CLOUD_STREAM: &str = "CLOUD";
+/// The cloud stream that captures what Edgewire publishes with JetStream acks.
+const EW_STREAM: &str = "EDGEWIRE";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Setup {
+    MosqDefault,
+    MosqTuned,
+    NatsLeaf,
+    JsSources,
+    EwMqttToMqtt,
+    EwMqttToNats,
+    EwMqttToJs,
+}
+
+impl Setup {
+    pub fn label(self) -> &'static str {
+        match self {
+            Setup::MosqDefault => "mosquitto bridge, default",
+            Setup::MosqTuned => "mosquitto bridge, tuned",
+            Setup::NatsLeaf => "NATS leaf node (core)",
+            Setup::JsSources => "NATS JetStream sources",
+            Setup::EwMqttToMqtt => "Edgewire MQTT->MQTT",
+            Setup::EwMqttToNats => "Edgewire MQTT->NATS core",
+            Setup::EwMqttToJs => "Edgewire MQTT->NATS JS",
+        }
+    }
+
+    pub fn is_edgewire(self) -> bool {
+        matches!(
+            self,
+            Setup::EwMqttToMqtt | Setup::EwMqttToNats | Setup::EwMqttToJs
+        )
+    }
+}
+
+/// One running topology.
+pub struct Topology {
+    pub setup: Setup,
+    pub edge: BrokerProcess,
+    pub cloud: BrokerProcess,
+    pub agent: Option<Agent>,
+}
+
+fn mosquitto_bridge(cloud_port: u16) -> String {
+    // restart_timeout 1: reconnect a second after the cloud returns instead of Mosquitto's backoff (up to 30 s);
+    // it only shortens the wait, it changes nothing about what is kept.
+    format!(
+        "connection cloud\naddress 127.0.0.1:{cloud_port}\ntopic local/# out 1\ncleansession false\n\
+         restart_timeout 1\n"
+    )
+}
+
+fn nats_cloud(jetstream: bool) -> String {
+    let mut c = "listen: 127.0.0.1:{port}\nserver_name: cloud\nleafnodes {\n  listen: 127.0.0.1:{port2}\n}\n"
+        .to_string();
+    if jetstream {
+        c.push_str("jetstream {\n  store_dir: \"{dir}/js\"\n  domain: cloud\n}\n");
+    }
+    c
+}
+
+fn nats_edge(leaf_port: u16, jetstream: bool) -> String {
+    let mut c = format!(
+        "listen: 127.0.0.1:{{port}}\nserver_name: edge\nleafnodes {{\n  remotes = [ {{ url: \"nats-leaf://127.0.0.1:{leaf_port}\" }} ]\n}}\n"
+    );
+    if jetstream {
+        c.push_str("jetstream {\n  store_dir: \"{dir}/js\"\n  domain: edge\n}\n");
+    }
+    c
+}
+
+fn nats_plain() -> &'static str {
+    "listen: 127.0.0.1:{port}\njetstream {\n  store_dir: \"{dir}/js\"\n}\n"
+}
+
+fn bridge_yaml(edge_port: u16, cloud: &str) -> String {
+    format!(
+        "apiVersion: edgewire.dev/v1alpha1\nkind: BridgeLink\nmetadata:\n  name: bench\n  namespace: default\n\
+         spec:\n  siteId: site-a\n  edge:\n    endpoint:\n      protocol: mqtt\n      url: \"127.0.0.1:{edge_port}\"\n\
+         \x20 cloud:\n    endpoint:\n{cloud}\
+         \x20 rules:\n    - direction: EdgeToCloud\n      from: \"local.#\"\n      to: \"edge.site-a.#\"\n      qos: 1\n\
+         \x20 spool:\n    size: 8Gi\n    maxBytes: 4Gi\n    overflow: RejectNew\n"
+    )
+}
+
+async fn wait_leaf(cloud: &BrokerProcess) {
+    // The leaf connection comes up within a second of both servers running; probes confirm it later.
+    let _ = cloud;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+}
+
+impl Topology {
+    pub async fn start(setup: Setup, agent_bin: Option<&Path>) -> anyhow::Result<Self> {
+        let block = |f: &dyn Fn() -> anyhow::Result<BrokerProcess>| tokio::task::block_in_place(f);
+        let (edge, cloud, agent) = match setup {
+            Setup::MosqDefault | Setup::MosqTuned => {
+                let cloud = block(&|| BrokerProcess::start(Kind::Mosquitto, MOSQ_CLOUD, &[]))?;
+                let base = if setup == Setup::MosqDefault {
+                    MOSQ_EDGE_DEFAULT
+                } else {
+                    MOSQ_EDGE_TUNED
+                };
+                let config = format!("{base}{}", mosquitto_bridge(cloud.port()));
+                let edge = block(&|| BrokerProcess::start(Kind::Mosquitto, &config, &[]))?;
+                (edge, cloud, None)
+            }
+            Setup::NatsLeaf | Setup::JsSources => {
+                let js = setup == Setup::JsSources;
+                let cloud = block(&|| BrokerProcess::start(Kind::Nats, &nats_cloud(js), &[]))?;
+                let config = nats_edge(cloud.port2(), js);
+                let edge = block(&|| BrokerProcess::start(Kind::Nats, &config, &[]))?;
+                wait_leaf(&cloud).await;
+                if js {
+                    create_sources(&edge, &cloud).await?;
+                }
+                (edge, cloud, None)
+            }
+            Setup::EwMqttToMqtt | Setup::EwMqttToNats | Setup::EwMqttToJs => {
+                let bin =
+                    agent_bin.context("the Edgewire setups need the edgewire-agent binary")?;
+                let edge = block(&|| BrokerProcess::start(Kind::Mosquitto, MOSQ_EDGE_TUNED, &[]))?;
+                let (cloud, endpoint) = match setup {
+                    Setup::EwMqttToMqtt => {
+                        let cloud =
+                            block(&|| BrokerProcess::start(Kind::Mosquitto, MOSQ_CLOUD, &[]))?;
+                        let ep = format!(
+                            "      protocol: mqtt\n      url: \"127.0.0.1:{}\"\n      mqttVersion: \"5\"\n",
+                            cloud.port()
+                        );
+                        (cloud, ep)
+                    }
+                    _ => {
+                        let cloud = block(&|| BrokerProcess::start(Kind::Nats, nats_plain(), &[]))?;
+                        let mut ep =
+                            format!("      protocol: nats\n      url: \"{}\"\n", cloud.url());
+                        if setup == Setup::EwMqttToJs {
+                            create_stream(&cloud.url(), EW_STREAM, "edge.>").await?;
+                            ep.push_str("      jetStream:\n        enabled: true\n");
+                        }
+                        (cloud, ep)
+                    }
+                };
+                let agent = Agent::start(bin, &bridge_yaml(edge.port(), &endpoint))?;
+                (edge, cloud, Some(agent))
+            }
+        };
+        Ok(Topology {
+            setup,
+            edge,
+            cloud,
+            agent,
+        })
+    }
+
+    /// Where the bench publishes on the edge.
+    pub fn target(&self) -> Target {
+        match self.setup {
+            Setup::NatsLeaf => Target::NatsCore(self.edge.url()),
+            Setup::JsSources => Target::NatsJs(self.edge.url()),
+            _ => Target::Mqtt(self.edge.port()),
+        }
+    }
+
+    /// How the bench watches the cloud; `persistent` asks for an MQTT session that survives a reconnect.
+    pub fn watch(&self, persistent: bool) -> Watch {
+        match self.setup {
+            Setup::MosqDefault | Setup::MosqTuned | Setup::EwMqttToMqtt => Watch::Mqtt {
+                port: self.cloud.port(),
+                persistent,
+            },
+            Setup::NatsLeaf | Setup::EwMqttToNats => Watch::NatsCore(self.cloud.url()),
+            Setup::JsSources => Watch::Stream {
+                url: self.cloud.url(),
+                stream: CLOUD_STREAM.into(),
+            },
+            Setup::EwMqttToJs => Watch::Stream {
+                url: self.cloud.url(),
+                stream: EW_STREAM.into(),
+            },
+        }
+    }
+
+    /// (topic published on the edge, topic it arrives on in the cloud) for run `run`.
+    pub fn topics(&self, run: &str) -> (String, String) {
+        match self.setup {
+            Setup::MosqDefault | Setup::MosqTuned => {
+                let t = format!("local/{run}/data");
+                (t.clone(), t)
+            }
+            Setup::NatsLeaf | Setup::JsSources => {
+                let t = format!("local.{run}.data");
+                (t.clone(), t)
+            }
+            Setup::EwMqttToMqtt => (
+                format!("local/{run}/data"),
+                format!("edge/site-a/{run}/data"),
+            ),
+            Setup::EwMqttToNats | Setup::EwMqttToJs => (
+                format!("local/{run}/data"),
+                format!("edge.site-a.{run}.data"),
+            ),
+        }
+    }
+}
+
+async fn create_stream(url: &str, name: &str, subject: &str) -> anyhow::Result<()> {
+    let js = async_nats::jetstream::new(async_nats::connect(url).await?);
+    js.get_or_create_stream(async_nats::jetstream::stream::Config {
+        name: name.into(),
+        subjects: vec![subject.into()],
+        ..Default::default()
+    })
+    .await
+    .with_context(|| format!("creating stream {name} on {url}"))?;
+    Ok(())
+}
+
+/// The edge stream captures `local.>`; the cloud stream sources it over the leaf link through the edge
+/// domain's JetStream API.
+async fn create_sources(edge: &BrokerProcess, cloud: &BrokerProcess) -> anyhow::Result<()> {
+    use async_nats::jetstream::stream::{Config, External, Source};
+    create_stream(&edge.url(), EDGE_STREAM, "local.>").await?;
+    let js = async_nats::jetstream::new(async_nats::connect(cloud.url()).await?);
+    js.get_or_create_stream(Config {
+        name: CLOUD_STREAM.into(),
+        sources: Some(vec![Source {
+            name: EDGE_STREAM.into(),
+            external: Some(External {
+                api_prefix: "$JS.edge.API".into(),
+                delivery_prefix: None,
+            }),
+            ..Default::default()
+        }]),
+        ..Default::default()
+    })
+    .await
+    .context("creating the cloud stream sourcing the edge stream")?;
+    Ok(())
+}
+
+/// `edgewire-agent bridge` in its own process group with a private dir (config, spool, secrets, log).
+pub struct Agent {
+    child: Option<Child>,
+    dir: TempDir,
+    pub http_port: u16,
+}
+
+impl Agent {
+    pub fn start(bin: &Path, yaml: &str) -> anyhow::Result<Self> {
+        let dir = tempfile::Builder::new()
+            .prefix("edgewire-bench-bridge-")
+            .tempdir()?;
+        std::fs::write(dir.path().join("bridge.yaml"), yaml)?;
+        std::fs::create_dir_all(dir.path().join("spool"))?;
+        std::fs::create_dir_all(dir.path().join("secrets"))?;
+        let http_port = free_port();
+        let log = std::fs::File::create(dir.path().join("agent.log"))?;
+        let child = Command::new(bin)
+            .arg("bridge")
+            .arg("--config")
+            .arg(dir.path().join("bridge.yaml"))
+            .arg("--spool-dir")
+            .arg(dir.path().join("spool"))
+            .arg("--secrets-dir")
+            .arg(dir.path().join("secrets"))
+            .arg("--http-addr")
+            .arg(format!("127.0.0.1:{http_port}"))
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .process_group(0)
+            .spawn()
+            .with_context(|| format!("spawning {}", bin.display()))?;
+        let mut agent = Agent {
+            child: Some(child),
+            dir,
+            http_port,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !wait_for_port(http_port, Duration::from_millis(200)) {
+            if let Some(c) = agent.child.as_mut()
+                && let Ok(Some(status)) = c.try_wait()
+            {
+                bail!(
+                    "edgewire-agent bridge exited at start ({status}):\n{}",
+                    agent.log_tail()
+                );
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "edgewire-agent bridge did not open its HTTP port in 30 s:\n{}",
+                    agent.log_tail()
+                );
+            }
+        }
+        Ok(agent)
+    }
+
+    pub fn log_tail(&self) -> String {
+        let log = std::fs::read_to_string(self.dir.path().join("agent.log")).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+
+    /// The agent's Prometheus text.
+    pub fn metrics(&self) -> Option<String> {
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, self.http_port));
+        let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+        s.write_all(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+            .ok()?;
+        let mut out = String::new();
+        s.read_to_string(&mut out).ok()?;
+        out.split_once("\r\n\r\n").map(|(_, body)| body.to_string())
+    }
+
+    /// Sum of the samples of metric `name` (all label sets); `None` when the agent does not export it.
+    pub fn metric(&self, name: &str) -> Option<f64> {
+        metric_value(&self.metrics()?, name)
+    }
+}
+
+pub fn metric_value(text: &str, name: &str) -> Option<f64> {
+    let mut found = None;
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let Some(rest) = line.strip_prefix(name) else {
+            continue;
+        };
+        if !(rest.starts_with(' ') || rest.starts_with('{')) {
+            continue;
+        }
+        let value = rest.rsplit(' ').next()?.parse::<f64>().ok()?;
+        *found.get_or_insert(0.0) += value;
+    }
+    found
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Finds `edgewire-agent`: `$EDGEWIRE_AGENT_BIN`, else next to the bench's target dir
+/// (`target/release/edgewire-agent`, the bench itself being `target/release/deps/bridge-*`). It must have the
+/// `bridge` subcommand.
+pub fn agent_binary() -> anyhow::Result<PathBuf> {
+    let build = "build it with `cargo build --release -p edgewire-agent --bin edgewire-agent` (make bench does)";
+    let bin = match std::env::var_os("EDGEWIRE_AGENT_BIN").filter(|v| !v.is_empty()) {
+        Some(v) => PathBuf::from(v),
+        None => {
+            let exe = std::env::current_exe()?;
+            let profile_dir = exe
+                .parent()
+                .and_then(Path::parent)
+                .context("the bench executable has no target dir")?;
+            let release = profile_dir
+                .parent()
+                .map(|t| t.join("release").join("edgewire-agent"));
+            match release {
+                Some(p) if p.is_file() => p,
+                _ => profile_dir.join("edgewire-agent"),
+            }
+        }
+    };
+    if !bin.is_file() {
+        bail!("{} not found: {build}", bin.display());
+    }
+    let help = Command::new(&bin)
+        .args(["bridge", "--help"])
+        .output()
+        .with_context(|| format!("running {}", bin.display()))?;
+    if !help.status.success() {
+        bail!(
+            "{} has no working `bridge` subcommand ({}); {build}",
+            bin.display(),
+            String::from_utf8_lossy(&help.stderr)
+                .lines()
+                .next()
+                .unwrap_or("")
+        );
+    }
+    Ok(bin)
+}
