@@ -11,10 +11,11 @@ use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::Path;
 
-/// Renders every EventBroker in `yaml` (a multi-document stream).
+/// Renders every EventBroker, MqttBroker and BridgeLink in `yaml` (a multi-document stream).
 pub fn render(yaml: &str, images: &Images) -> anyhow::Result<String> {
     let mut brokers = Vec::new();
     let mut mqtt_brokers = Vec::new();
+    let mut bridge_links = Vec::new();
     let mut secrets: BTreeMap<(String, String), Secret> = BTreeMap::new();
     for (i, doc) in serde_yaml::Deserializer::from_str(yaml).enumerate() {
         let value = serde_yaml::Value::deserialize(doc)
@@ -59,12 +60,10 @@ pub fn render(yaml: &str, images: &Images) -> anyhow::Result<String> {
                 serde_yaml::from_value::<edgewire_api::MqttBroker>(value)
                     .with_context(|| format!("document {}: not a valid MqttBroker", i + 1))?,
             ),
-            "BridgeLink" => {
-                bail!(
-                    "document {}: rendering {kind} is not supported by this version",
-                    i + 1
-                )
-            }
+            "BridgeLink" => bridge_links.push(
+                serde_yaml::from_value::<edgewire_api::BridgeLink>(value)
+                    .with_context(|| format!("document {}: not a valid BridgeLink", i + 1))?,
+            ),
             other => bail!("document {}: unexpected kind {other:?}", i + 1),
         }
     }
@@ -101,6 +100,23 @@ pub fn render(yaml: &str, images: &Images) -> anyhow::Result<String> {
         let ns = mqb.namespace().unwrap_or_else(|| "default".into());
         out.push_str(&format!("# MqttBroker {ns}/{}\n", mqb.name_any()));
         for doc in crate::controller::mqtt_broker::render(mqb, &secrets, images)? {
+            out.push_str("---\n");
+            out.push_str(&doc);
+        }
+    }
+    let key = |ns: Option<String>, name: String| (ns.unwrap_or_else(|| "default".into()), name);
+    let ebs: BTreeMap<(String, String), EventBroker> = brokers
+        .iter()
+        .map(|eb| (key(eb.namespace(), eb.name_any()), eb.clone()))
+        .collect();
+    let mqbs: BTreeMap<(String, String), edgewire_api::MqttBroker> = mqtt_brokers
+        .iter()
+        .map(|m| (key(m.namespace(), m.name_any()), m.clone()))
+        .collect();
+    for bl in &bridge_links {
+        let ns = bl.namespace().unwrap_or_else(|| "default".into());
+        out.push_str(&format!("# BridgeLink {ns}/{}\n", bl.name_any()));
+        for doc in crate::controller::bridge_link::render(bl, &ebs, &mqbs, &secrets, images)? {
             out.push_str("---\n");
             out.push_str(&doc);
         }

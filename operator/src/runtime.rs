@@ -183,7 +183,8 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<()> {
                 let until = until.shared();
                 tokio::join!(
                     controller::run_event_broker(ctx.clone(), cfg.watch_namespace.clone(), until.clone()),
-                    controller::run_mqtt_broker(ctx.clone(), cfg.watch_namespace.clone(), until),
+                    controller::run_mqtt_broker(ctx.clone(), cfg.watch_namespace.clone(), until.clone()),
+                    controller::run_bridge_link(ctx.clone(), cfg.watch_namespace.clone(), until),
                 );
                 metrics.leader.set(0);
                 if !*stop_rx.borrow() {

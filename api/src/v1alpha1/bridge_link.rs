@@ -176,6 +176,10 @@ pub struct BridgeLinkStatus {
     /// Hash of the referenced Secrets in force.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials_revision: Option<String>,
+    /// `runtime.dropped` as of the last `SpoolOverflow` Event the operator recorded (an Event is recorded
+    /// when the agent's count grows past it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dropped_reported: Option<u64>,
     /// Written by the bridge agent (its own field manager).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub runtime: Option<BridgeRuntime>,

@@ -3,11 +3,13 @@
 //! reconcile in per-object backoff.
 
 pub mod backoff;
+pub mod bridge_link;
 pub mod event_broker;
 pub mod mqtt_broker;
 
 use crate::context::Context;
 use backoff::Backoff;
+use edgewire_api::BridgeLink;
 use edgewire_api::EventBroker;
 use futures::{Stream, StreamExt};
 use k8s_openapi::NamespaceResourceScope;
@@ -224,6 +226,46 @@ pub async fn run_mqtt_broker(
         ctx,
         mqtt_broker::KIND_LABEL,
         mqtt_broker::reconcile,
+        shutdown,
+    )
+    .await;
+}
+
+/// Runs the BridgeLink controller until `shutdown` resolves. Unlike the other kinds, its root passes more
+/// than spec changes: the bridge agent's `status.runtime` reports drive `EdgeConnected`, `CloudConnected`,
+/// `Spooling` and the `SpoolOverflow` Event, so the predicate keys on those too (see
+/// [`bridge_link::watch_key`]); the operator's own condition writes do not change the key and do not loop.
+pub async fn run_bridge_link(
+    ctx: Arc<Context>,
+    namespace: Option<String>,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) {
+    let client = ctx.client.clone();
+    let ns = namespace.as_deref();
+    let (reader, writer) = kube::runtime::reflector::store::<BridgeLink>();
+    let stream = kube::runtime::watcher(
+        api::<BridgeLink>(&client, ns),
+        Config::default().any_semantic(),
+    )
+    .default_backoff()
+    .reflect(writer)
+    .applied_objects()
+    .predicate_filter(bridge_link::watch_key, Default::default());
+    let owned = owned(bridge_link::KIND_LABEL);
+    let controller = Controller::for_stream(stream, reader.clone())
+        .owns(api::<StatefulSet>(&client, ns), owned.clone())
+        .owns(api::<Service>(&client, ns), owned.clone())
+        .owns(api::<Secret>(&client, ns), owned)
+        .watches(
+            api::<Secret>(&client, ns),
+            Config::default().any_semantic(),
+            secret_index(reader, bridge_link::referenced_secret_names),
+        );
+    drive(
+        controller,
+        ctx,
+        bridge_link::KIND_LABEL,
+        bridge_link::reconcile,
         shutdown,
     )
     .await;

@@ -1,0 +1,381 @@
+//! Stage 1: resolve each side's `brokerRef` into an explicit endpoint, then fetch the Secrets both endpoints
+//! reference. Resolution is pure ([`resolve`]); only [`fetch`] talks to the API.
+//!
+//! How a `brokerRef` becomes an endpoint:
+//! - **EventBroker** with `deployBroker` of kind `nats`, `mosquitto` or `emqx`: its client Service
+//!   (`nats://<eb>-nats.<ns>.svc:4222`, `<eb>-<kind>.<ns>.svc:1883`) and the credentials the broker is
+//!   rendered with: the adapter's `auth` (NATS token or userPassword, MQTT userPassword) or, when the spec has
+//!   none, the generated `<eb>-broker-credentials` Secret (`username`, `password`). NKEY and MQTT JWT auth have
+//!   no bridge equivalent and are rejected.
+//! - **MqttBroker** (builtin) with the plain listener: `<mqb>.<ns>.svc:<port>`. The bridge connects as the
+//!   user named after `spec.siteId`, which the MqttBroker must declare in `spec.builtin.users` (so its topic
+//!   ACLs say what the bridge may read and write); its password (the referenced key, or the generated
+//!   `<mqb>-user-<siteId>` Secret's `password`) is passed as `auth.token`, which MQTT sends with the site id as
+//!   user name.
+
+use super::validate::BridgeInvalid;
+use crate::controller::event_broker::generated_secret_name;
+use crate::controller::mqtt_broker::user_secret_name;
+use edgewire_api::{
+    BridgeLink, BridgeSide, BrokerKind, BrokerRefKind, Endpoint, EndpointAuth, EventBroker,
+    MqttBroker, MqttBrokerType, NatsAuth, PASSWORD_KEY, Protocol, SecretKeyRef, SecretRef,
+    USERNAME_KEY,
+};
+use k8s_openapi::api::core::v1::Secret;
+use kube::{Api, Client, ResourceExt};
+use std::collections::BTreeMap;
+
+/// One Secret an endpoint reads and the keys it needs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SecretUse {
+    pub name: String,
+    pub keys: Vec<String>,
+    /// Spec field that references it (`spec.cloud.endpoint.auth.userPassword`), or the brokerRef it came from.
+    pub field: String,
+    /// Whether an operator writes this Secret (a broker's generated credentials): `render` tolerates it absent.
+    pub generated: bool,
+}
+
+/// Why a side cannot be resolved.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+pub enum ResolveError {
+    /// The referenced broker does not exist (yet): a credentials problem, retried.
+    #[error("{field}: {kind:?} {name:?} not found in namespace {namespace:?}")]
+    Missing {
+        field: String,
+        kind: BrokerRefKind,
+        name: String,
+        namespace: String,
+    },
+    /// The referenced broker cannot serve as a bridge side.
+    #[error(transparent)]
+    Invalid(#[from] BridgeInvalid),
+}
+
+/// Brokers referenced by `brokerRef`, by kind and name.
+#[derive(Clone, Debug, Default)]
+pub struct Brokers {
+    pub event_brokers: BTreeMap<String, EventBroker>,
+    pub mqtt_brokers: BTreeMap<String, MqttBroker>,
+}
+
+/// Both sides resolved into endpoints, and the Secrets they read (generated ones included).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Resolved {
+    pub edge: Endpoint,
+    pub cloud: Endpoint,
+    pub secret_uses: Vec<SecretUse>,
+}
+
+fn invalid(field: &str, msg: impl AsRef<str>) -> ResolveError {
+    ResolveError::Invalid(BridgeInvalid::new(field, msg))
+}
+
+fn plain_endpoint(protocol: Protocol, url: String, auth: Option<EndpointAuth>) -> Endpoint {
+    Endpoint {
+        protocol,
+        url,
+        mqtt_version: None,
+        jet_stream: None,
+        auth,
+        tls: None,
+    }
+}
+
+fn up(secret: &str) -> Option<EndpointAuth> {
+    Some(EndpointAuth {
+        user_password: Some(SecretRef::new(secret)),
+        ..Default::default()
+    })
+}
+
+fn from_event_broker(field: &str, eb: &EventBroker, ns: &str) -> Result<Endpoint, ResolveError> {
+    let name = eb.name_any();
+    let Some(db) = eb.spec.deploy_broker.as_ref() else {
+        return Err(invalid(
+            field,
+            format!(
+                "EventBroker {name:?} deploys no broker (spec.deployBroker); reference a deployed nats, mosquitto or emqx broker, or give an endpoint"
+            ),
+        ));
+    };
+    let generated = || up(&generated_secret_name(&name));
+    match db.kind {
+        BrokerKind::Nats => {
+            let auth = match eb.spec.nats.as_ref().and_then(|n| n.auth.as_ref()) {
+                None => generated(),
+                Some(NatsAuth { token: Some(t), .. }) => Some(EndpointAuth {
+                    token: Some(t.clone()),
+                    ..Default::default()
+                }),
+                Some(NatsAuth {
+                    user_password: Some(s),
+                    ..
+                }) => up(&s.secret_name),
+                Some(_) => {
+                    return Err(invalid(
+                        field,
+                        format!(
+                            "EventBroker {name:?} authenticates with an NKEY, which a bridge endpoint does not support; give an endpoint with token or userPassword auth"
+                        ),
+                    ));
+                }
+            };
+            Ok(plain_endpoint(
+                Protocol::Nats,
+                format!("nats://{name}-nats.{ns}.svc:4222"),
+                auth,
+            ))
+        }
+        BrokerKind::Mosquitto | BrokerKind::Emqx => {
+            let auth = match eb.spec.mqtt.as_ref().and_then(|m| m.auth.as_ref()) {
+                None => generated(),
+                Some(a) => match &a.user_password {
+                    Some(s) => up(&s.secret_name),
+                    None => {
+                        return Err(invalid(
+                            field,
+                            format!(
+                                "EventBroker {name:?} authenticates with a JWT, which a bridge endpoint does not support; give an endpoint with token or userPassword auth"
+                            ),
+                        ));
+                    }
+                },
+            };
+            Ok(plain_endpoint(
+                Protocol::Mqtt,
+                format!("{name}-{}.{ns}.svc:1883", db.kind.as_str()),
+                auth,
+            ))
+        }
+        other => Err(invalid(
+            field,
+            format!(
+                "EventBroker {name:?} deploys {}; a bridge side needs a nats, mosquitto or emqx broker",
+                other.as_str()
+            ),
+        )),
+    }
+}
+
+fn from_mqtt_broker(
+    field: &str,
+    mqb: &MqttBroker,
+    ns: &str,
+    site_id: &str,
+) -> Result<Endpoint, ResolveError> {
+    let name = mqb.name_any();
+    let builtin = match (&mqb.spec.broker_type, &mqb.spec.builtin) {
+        (MqttBrokerType::Builtin, b) => b.clone().unwrap_or_default(),
+        (MqttBrokerType::Iotcore, _) => {
+            return Err(invalid(
+                field,
+                format!(
+                    "MqttBroker {name:?} is AWS IoT Core; a bridge side references a builtin MqttBroker (or give an endpoint)"
+                ),
+            ));
+        }
+    };
+    let Some(port) = builtin.listeners.mqtt else {
+        return Err(invalid(
+            field,
+            format!(
+                "MqttBroker {name:?} has no plain listener (spec.builtin.listeners.mqtt), which the in-cluster bridge uses"
+            ),
+        ));
+    };
+    let Some(user) = builtin.users.iter().find(|u| u.name == site_id) else {
+        return Err(invalid(
+            field,
+            format!(
+                "MqttBroker {name:?} declares no user named {site_id:?}: the bridge connects to a builtin MqttBroker as the user named after spec.siteId; add it to the MqttBroker's spec.builtin.users with the topics the bridge may publish and subscribe"
+            ),
+        ));
+    };
+    let token = user
+        .password
+        .clone()
+        .unwrap_or_else(|| SecretKeyRef::new(user_secret_name(&name, site_id), PASSWORD_KEY));
+    Ok(plain_endpoint(
+        Protocol::Mqtt,
+        format!("{name}.{ns}.svc:{port}"),
+        Some(EndpointAuth {
+            token: Some(token),
+            ..Default::default()
+        }),
+    ))
+}
+
+/// Resolves one side: its endpoint as given, or the endpoint of the broker it references.
+pub fn resolve_side(
+    field: &str,
+    side: &BridgeSide,
+    bl: &BridgeLink,
+    brokers: &Brokers,
+) -> Result<Endpoint, ResolveError> {
+    let ns = bl.namespace().unwrap_or_default();
+    match (&side.endpoint, &side.broker_ref) {
+        (Some(e), None) => Ok(e.clone()),
+        (None, Some(r)) => {
+            let field = format!("{field}.brokerRef");
+            let missing = || ResolveError::Missing {
+                field: field.clone(),
+                kind: r.kind,
+                name: r.name.clone(),
+                namespace: ns.clone(),
+            };
+            match r.kind {
+                BrokerRefKind::EventBroker => {
+                    let eb = brokers.event_brokers.get(&r.name).ok_or_else(missing)?;
+                    from_event_broker(&field, eb, &ns)
+                }
+                BrokerRefKind::MqttBroker => {
+                    let mqb = brokers.mqtt_brokers.get(&r.name).ok_or_else(missing)?;
+                    from_mqtt_broker(&field, mqb, &ns, &bl.spec.site_id)
+                }
+            }
+        }
+        _ => Err(invalid(field, "set exactly one of brokerRef, endpoint")),
+    }
+}
+
+/// Every Secret `e` reads. `field` is `spec.edge` or `spec.cloud`; `generated` marks a side resolved from a
+/// brokerRef whose credentials an operator generates.
+pub fn endpoint_secret_uses(field: &str, e: &Endpoint, generated: bool) -> Vec<SecretUse> {
+    let mut out = Vec::new();
+    let mut push = |name: &str, keys: &[&str], f: String| {
+        out.push(SecretUse {
+            name: name.into(),
+            keys: keys.iter().map(|k| k.to_string()).collect(),
+            field: f,
+            generated,
+        })
+    };
+    if let Some(a) = &e.auth {
+        if let Some(t) = &a.token {
+            push(&t.name, &[&t.key], format!("{field}.auth.token"));
+        }
+        if let Some(s) = &a.user_password {
+            push(
+                &s.secret_name,
+                &[USERNAME_KEY, PASSWORD_KEY],
+                format!("{field}.auth.userPassword"),
+            );
+        }
+        if let Some(s) = &a.client_cert {
+            push(
+                &s.secret_name,
+                &["tls.crt", "tls.key"],
+                format!("{field}.auth.clientCert"),
+            );
+        }
+    }
+    if let Some(t) = &e.tls {
+        if let Some(ca) = &t.ca_secret_ref {
+            push(&ca.name, &[&ca.key], format!("{field}.tls.caSecretRef"));
+        }
+        if let Some(s) = &t.client_cert_secret_ref {
+            push(
+                &s.secret_name,
+                &["tls.crt", "tls.key"],
+                format!("{field}.tls.clientCertSecretRef"),
+            );
+        }
+    }
+    out
+}
+
+/// Resolves both sides (pure).
+pub fn resolve(bl: &BridgeLink, brokers: &Brokers) -> Result<Resolved, ResolveError> {
+    let edge = resolve_side("spec.edge", &bl.spec.edge, bl, brokers)?;
+    let cloud = resolve_side("spec.cloud", &bl.spec.cloud, bl, brokers)?;
+    let generated = |side: &BridgeSide| side.broker_ref.is_some();
+    let mut secret_uses = endpoint_secret_uses(
+        if bl.spec.edge.broker_ref.is_some() {
+            "spec.edge.brokerRef"
+        } else {
+            "spec.edge.endpoint"
+        },
+        &edge,
+        generated(&bl.spec.edge),
+    );
+    secret_uses.extend(endpoint_secret_uses(
+        if bl.spec.cloud.broker_ref.is_some() {
+            "spec.cloud.brokerRef"
+        } else {
+            "spec.cloud.endpoint"
+        },
+        &cloud,
+        generated(&bl.spec.cloud),
+    ));
+    Ok(Resolved {
+        edge,
+        cloud,
+        secret_uses,
+    })
+}
+
+/// Names of the Secrets a BridgeLink's explicit endpoints reference (the reverse index from Secret to
+/// BridgeLink uses it; Secrets behind a `brokerRef` are picked up by the periodic resync).
+pub fn referenced_secret_names(bl: &BridgeLink) -> Vec<String> {
+    let mut names: Vec<String> = [&bl.spec.edge, &bl.spec.cloud]
+        .into_iter()
+        .filter_map(|s| s.endpoint.as_ref())
+        .flat_map(|e| endpoint_secret_uses("", e, false))
+        .map(|u| u.name)
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// Whether the Secret's data (or stringData) holds `key`.
+pub fn has_key(s: &Secret, key: &str) -> bool {
+    s.data.as_ref().is_some_and(|d| d.contains_key(key))
+        || s.string_data.as_ref().is_some_and(|d| d.contains_key(key))
+}
+
+/// Fetches the brokers the sides reference (missing ones are simply absent).
+pub async fn fetch_brokers(client: &Client, bl: &BridgeLink) -> Result<Brokers, kube::Error> {
+    let ns = bl.namespace().unwrap_or_default();
+    let mut b = Brokers::default();
+    for r in [&bl.spec.edge, &bl.spec.cloud]
+        .into_iter()
+        .filter_map(|s| s.broker_ref.as_ref())
+    {
+        match r.kind {
+            BrokerRefKind::EventBroker => {
+                let api: Api<EventBroker> = Api::namespaced(client.clone(), &ns);
+                if let Some(eb) = api.get_opt(&r.name).await? {
+                    b.event_brokers.insert(r.name.clone(), eb);
+                }
+            }
+            BrokerRefKind::MqttBroker => {
+                let api: Api<MqttBroker> = Api::namespaced(client.clone(), &ns);
+                if let Some(m) = api.get_opt(&r.name).await? {
+                    b.mqtt_brokers.insert(r.name.clone(), m);
+                }
+            }
+        }
+    }
+    Ok(b)
+}
+
+/// Fetches the Secrets in `uses` (missing ones are simply absent).
+pub async fn fetch_secrets(
+    client: &Client,
+    ns: &str,
+    uses: &[SecretUse],
+) -> Result<BTreeMap<String, Secret>, kube::Error> {
+    let api: Api<Secret> = Api::namespaced(client.clone(), ns);
+    let mut found = BTreeMap::new();
+    for u in uses {
+        if found.contains_key(&u.name) {
+            continue;
+        }
+        if let Some(s) = api.get_opt(&u.name).await? {
+            found.insert(u.name.clone(), s);
+        }
+    }
+    Ok(found)
+}

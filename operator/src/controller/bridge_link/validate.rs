@@ -1,0 +1,260 @@
+//! Stage 2 (pure): what the schema cannot check, and the referenced Secrets' presence. A failure here means
+//! no children: `InvalidSpec` (naming the field) or `CredentialsReady=False` (naming the Secret and key).
+
+use super::refs::{Resolved, SecretUse, has_key};
+use super::{KIND_LABEL, ValidatedBridgeLink};
+use crate::children::Owner;
+use crate::controller::event_broker::Images;
+use crate::hash::credentials_hash;
+use edgewire_api::{BridgeLink, BridgeLinkSpec, BridgeSide, Endpoint, Protocol, validate_rules};
+use k8s_openapi::api::core::v1::Secret;
+use std::collections::BTreeMap;
+
+/// A spec the operator will not reconcile; the message names the field.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct BridgeInvalid(pub String);
+
+impl BridgeInvalid {
+    pub fn new(field: &str, msg: impl AsRef<str>) -> Self {
+        Self(format!("{field}: {}", msg.as_ref()))
+    }
+}
+
+/// Why a BridgeLink is not reconciled.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+pub enum ValidateError {
+    #[error(transparent)]
+    Invalid(#[from] BridgeInvalid),
+    /// Referenced Secrets or keys that do not exist, one message each.
+    #[error("{}", .0.join("; "))]
+    Credentials(Vec<String>),
+    #[error("the BridgeLink has no namespace or uid")]
+    Metadata,
+}
+
+/// Bytes of a Kubernetes quantity (`5Gi`, `500M`, `1.5Gi`, `4096`); `None` if unparsable.
+pub fn quantity_bytes(q: &str) -> Option<u64> {
+    let q = q.trim();
+    let split = q
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(q.len());
+    let (num, suffix) = q.split_at(split);
+    let mult: f64 = match suffix {
+        "" => 1.0,
+        "Ki" => 1024.0,
+        "Mi" => 1024f64.powi(2),
+        "Gi" => 1024f64.powi(3),
+        "Ti" => 1024f64.powi(4),
+        "Pi" => 1024f64.powi(5),
+        "k" => 1e3,
+        "M" => 1e6,
+        "G" => 1e9,
+        "T" => 1e12,
+        "P" => 1e15,
+        _ => return None,
+    };
+    let n: f64 = num.parse().ok()?;
+    (n.is_finite() && n >= 0.0).then(|| (n * mult) as u64)
+}
+
+fn is_dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+/// The checks the CRD schema makes, repeated for specs that never passed an API server (`render`, an edge
+/// box's file) and for endpoints resolved from a `brokerRef`.
+fn check_endpoint(field: &str, e: &Endpoint) -> Result<(), BridgeInvalid> {
+    if e.url.trim().is_empty() {
+        return Err(BridgeInvalid::new(
+            &format!("{field}.url"),
+            "must not be empty",
+        ));
+    }
+    if e.mqtt_version.is_some() && e.protocol != Protocol::Mqtt {
+        return Err(BridgeInvalid::new(
+            &format!("{field}.mqttVersion"),
+            "applies to protocol mqtt only",
+        ));
+    }
+    if e.jet_stream.is_some() && e.protocol != Protocol::Nats {
+        return Err(BridgeInvalid::new(
+            &format!("{field}.jetStream"),
+            "applies to protocol nats only",
+        ));
+    }
+    let tls = e.tls.as_ref().is_some_and(|t| t.enabled);
+    if let Some(a) = &e.auth {
+        let modes = [
+            a.token.is_some(),
+            a.user_password.is_some(),
+            a.client_cert.is_some(),
+        ]
+        .iter()
+        .filter(|b| **b)
+        .count();
+        if modes != 1 {
+            return Err(BridgeInvalid::new(
+                &format!("{field}.auth"),
+                "set exactly one of token, userPassword, clientCert",
+            ));
+        }
+        if a.client_cert.is_some() && !tls {
+            return Err(BridgeInvalid::new(
+                &format!("{field}.auth.clientCert"),
+                "requires tls.enabled: true (mTLS requires SSL)",
+            ));
+        }
+    }
+    if e.tls
+        .as_ref()
+        .is_some_and(|t| t.client_cert_secret_ref.is_some() && !t.enabled)
+    {
+        return Err(BridgeInvalid::new(
+            &format!("{field}.tls.clientCertSecretRef"),
+            "requires tls.enabled: true (mTLS requires SSL)",
+        ));
+    }
+    Ok(())
+}
+
+fn check_side(field: &str, side: &BridgeSide) -> Result<(), BridgeInvalid> {
+    match (&side.endpoint, &side.broker_ref) {
+        (Some(e), None) => check_endpoint(&format!("{field}.endpoint"), e),
+        (None, Some(_)) => Ok(()),
+        _ => Err(BridgeInvalid::new(
+            field,
+            "set exactly one of brokerRef, endpoint",
+        )),
+    }
+}
+
+/// Everything checkable from the spec alone: site id, sides, rules (patterns, loops, edge protocol), spool.
+pub fn check_spec(spec: &BridgeLinkSpec) -> Result<(), BridgeInvalid> {
+    if !is_dns_label(&spec.site_id) {
+        return Err(BridgeInvalid::new(
+            "spec.siteId",
+            format!(
+                "{:?} must be a DNS label (lower-case letters, digits and '-', at most 63)",
+                spec.site_id
+            ),
+        ));
+    }
+    check_side("spec.edge", &spec.edge)?;
+    check_side("spec.cloud", &spec.cloud)?;
+    validate_rules(spec).map_err(BridgeInvalid)?;
+    let size = quantity_bytes(&spec.spool.size).ok_or_else(|| {
+        BridgeInvalid::new(
+            "spec.spool.size",
+            format!("{:?} is not a quantity", spec.spool.size),
+        )
+    })?;
+    let max = quantity_bytes(&spec.spool.max_bytes).ok_or_else(|| {
+        BridgeInvalid::new(
+            "spec.spool.maxBytes",
+            format!("{:?} is not a quantity", spec.spool.max_bytes),
+        )
+    })?;
+    if max == 0 || max >= size {
+        return Err(BridgeInvalid::new(
+            "spec.spool.maxBytes",
+            format!(
+                "{} must be above zero and below spec.spool.size ({}): the spool needs room for its index and the segment being written",
+                spec.spool.max_bytes, spec.spool.size
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks the resolved endpoints and that every referenced Secret and key exists. With `allow_generated`
+/// (`render`), a missing Secret an operator generates is accepted.
+pub fn validate(
+    bl: &BridgeLink,
+    resolved: Resolved,
+    secrets: &BTreeMap<String, Secret>,
+    images: &Images,
+    allow_generated: bool,
+) -> Result<ValidatedBridgeLink, ValidateError> {
+    let owner = Owner::of(bl, KIND_LABEL).ok_or(ValidateError::Metadata)?;
+    check_spec(&bl.spec)?;
+    let field = |side: &BridgeSide, name: &str| {
+        if side.broker_ref.is_some() {
+            format!("spec.{name}.brokerRef")
+        } else {
+            format!("spec.{name}.endpoint")
+        }
+    };
+    check_endpoint(&field(&bl.spec.edge, "edge"), &resolved.edge)?;
+    check_endpoint(&field(&bl.spec.cloud, "cloud"), &resolved.cloud)?;
+    let mut spec = bl.spec.clone();
+    spec.edge = BridgeSide {
+        broker_ref: None,
+        endpoint: Some(resolved.edge),
+    };
+    spec.cloud = BridgeSide {
+        broker_ref: None,
+        endpoint: Some(resolved.cloud),
+    };
+    // The edge protocol of a resolved brokerRef, and everything else, once more on the resolved spec.
+    validate_rules(&spec).map_err(BridgeInvalid)?;
+
+    let mut problems = Vec::new();
+    for SecretUse {
+        name,
+        keys,
+        field,
+        generated,
+    } in &resolved.secret_uses
+    {
+        match secrets.get(name) {
+            None if *generated && allow_generated => {}
+            None => problems.push(format!("{field}: Secret {name:?} not found")),
+            Some(s) => {
+                for k in keys {
+                    if !has_key(s, k) {
+                        problems.push(format!("{field}: Secret {name:?} has no key {k:?}"));
+                    }
+                }
+            }
+        }
+    }
+    if !problems.is_empty() {
+        return Err(ValidateError::Credentials(problems));
+    }
+    let mut secret_names: Vec<String> = resolved
+        .secret_uses
+        .iter()
+        .map(|u| u.name.clone())
+        .collect();
+    secret_names.sort();
+    secret_names.dedup();
+    let used: Vec<&Secret> = secret_names.iter().filter_map(|n| secrets.get(n)).collect();
+    Ok(ValidatedBridgeLink {
+        owner,
+        spec,
+        secret_names,
+        images: images.clone(),
+        credentials_hash: credentials_hash(used),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantities() {
+        assert_eq!(quantity_bytes("5Gi"), Some(5 << 30));
+        assert_eq!(quantity_bytes("4096"), Some(4096));
+        assert_eq!(quantity_bytes("1.5Gi"), Some(3 << 29));
+        assert_eq!(quantity_bytes("2G"), Some(2_000_000_000));
+        assert_eq!(quantity_bytes("lots"), None);
+        assert_eq!(quantity_bytes("1Qi"), None);
+    }
+}
