@@ -11,7 +11,7 @@
 //!   the spool holds N, from its /metrics) and replay rate (first to last arrival after the restart).
 //!
 //! `-- --quick`: fewer messages (a smoke run); `-- --full`: the outage with 200,000 messages;
-//! `-- --native-only`: without the Edgewire setups. Needs `edgewire-agent` with the `bridge` subcommand, built
+//! `-- --native-only`: without the Edgewire setups; `-- --only <text>`: the setups whose name contains it. Needs `edgewire-agent` with the `bridge` subcommand, built
 //! in release (`cargo build --release -p edgewire-agent --bin edgewire-agent`) or `$EDGEWIRE_AGENT_BIN`.
 //! Measures; asserts nothing about timing.
 
@@ -38,6 +38,8 @@ struct Params {
     latency_secs: u64,
     outage_n: usize,
     edgewire: bool,
+    /// `--only <text>`: only the setups whose label contains it (case-insensitive).
+    only: Option<String>,
 }
 
 impl Params {
@@ -56,6 +58,11 @@ impl Params {
                 50_000
             },
             edgewire: !has("--native-only"),
+            only: args
+                .iter()
+                .position(|a| a == "--only")
+                .and_then(|i| args.get(i + 1))
+                .map(|s| s.to_lowercase()),
         }
     }
 }
@@ -287,6 +294,9 @@ async fn main() -> anyhow::Result<()> {
     if p.edgewire {
         setups.extend([Setup::EwMqttToMqtt, Setup::EwMqttToNats, Setup::EwMqttToJs]);
     }
+    if let Some(only) = &p.only {
+        setups.retain(|s| s.label().to_lowercase().contains(only));
+    }
     eprintln!(
         "bridge bench: throughput {} msgs per run, latency {RATE} msgs/s for {} s, outage {} msgs",
         p.throughput_n, p.latency_secs, p.outage_n
@@ -369,6 +379,39 @@ async fn main() -> anyhow::Result<()> {
                         native.label(),
                         ratio(a.throughput.msgs_per_s, b.throughput.msgs_per_s),
                         ratio(a.latency.p99_ms, b.latency.p99_ms),
+                    );
+                }
+            }
+        }
+    }
+    if p.edgewire {
+        let find = |s: Setup| rows.iter().find(|r| r.setup == s && r.size == 256);
+        if let Some(js) = find(Setup::JsSources) {
+            println!();
+            println!(
+                "aim (issue 6): >= 1.5x the JetStream-sources rate at 256 B ({:.0} msgs/s here -> {:.0}), p99 <= 1 ms at \
+                 {RATE} msgs/s:",
+                js.throughput.msgs_per_s,
+                js.throughput.msgs_per_s * 1.5
+            );
+            for ew in [Setup::EwMqttToMqtt, Setup::EwMqttToNats, Setup::EwMqttToJs] {
+                if let Some(r) = find(ew) {
+                    println!(
+                        "  {:<26} {:>9.0} msgs/s = {:.2}x JS sources ({}), p99 {:.3} ms ({})",
+                        ew.label(),
+                        r.throughput.msgs_per_s,
+                        r.throughput.msgs_per_s / js.throughput.msgs_per_s,
+                        if r.throughput.msgs_per_s >= 1.5 * js.throughput.msgs_per_s {
+                            "met"
+                        } else {
+                            "not met"
+                        },
+                        r.latency.p99_ms,
+                        if r.latency.p99_ms <= 1.0 {
+                            "met"
+                        } else {
+                            "not met"
+                        },
                     );
                 }
             }

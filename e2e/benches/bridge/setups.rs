@@ -108,6 +108,7 @@ fn bridge_yaml(edge_port: u16, cloud: &str) -> String {
          spec:\n  siteId: site-a\n  edge:\n    endpoint:\n      protocol: mqtt\n      url: \"127.0.0.1:{edge_port}\"\n\
          \x20 cloud:\n    endpoint:\n{cloud}\
          \x20 rules:\n    - direction: EdgeToCloud\n      from: \"local.#\"\n      to: \"edge.site-a.#\"\n      qos: 1\n\
+         \x20   - direction: CloudToEdge\n      from: \"cloud.commands.site-a\"\n      to: \"commands\"\n\
          \x20 spool:\n    size: 8Gi\n    maxBytes: 4Gi\n    overflow: RejectNew\n"
     )
 }
@@ -152,8 +153,9 @@ impl Topology {
                     Setup::EwMqttToMqtt => {
                         let cloud =
                             block(&|| BrokerProcess::start(Kind::Mosquitto, MOSQ_CLOUD, &[]))?;
+                        // MQTT 3.1.1: the payload travels unchanged (the headers are not sent).
                         let ep = format!(
-                            "      protocol: mqtt\n      url: \"127.0.0.1:{}\"\n      mqttVersion: \"5\"\n",
+                            "      protocol: mqtt\n      url: \"127.0.0.1:{}\"\n",
                             cloud.port()
                         );
                         (cloud, ep)
