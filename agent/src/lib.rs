@@ -1,10 +1,11 @@
 //! `edgewire-agent`: the data plane of Edgewire.
 //!
 //! Subcommands live in their own modules: [`publisher`] (CloudEvents HTTP ingress into a broker) and
-//! [`tail`] (print what a broker receives). [`config`] turns the environment interface or an
+//! [`tail`] (print what a broker receives), [`bridge`] (edge-to-cloud bridge with a durable spool). [`config`] turns the environment interface or an
 //! `EventBroker` YAML file into one internal configuration; [`adapters`] speak each broker protocol.
 
 pub mod adapters;
+pub mod bridge;
 pub mod config;
 pub mod event;
 pub mod mqtt_sidecar;

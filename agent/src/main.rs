@@ -21,6 +21,8 @@ struct Cli {
 enum Command {
     /// Serve the CloudEvents HTTP ingress and publish to the configured broker.
     Publisher(Source),
+    /// Bridge edge topics to the cloud through a durable spool, and cloud topics to the edge.
+    Bridge(edgewire_agent::bridge::BridgeArgs),
     /// Beside Mosquitto (builtin MqttBroker): Prometheus metrics from $SYS, SIGHUP when passwd/acl change.
     MqttSidecar(edgewire_agent::mqtt_sidecar::SidecarArgs),
     /// Subscribe with the publisher's configuration and print every event (one line each, or JSON).
@@ -67,6 +69,18 @@ fn main() -> ExitCode {
     if let Err(e) = edgewire_agent::telemetry::init() {
         return fail(e);
     }
+    if let Command::Bridge(args) = &cli.command {
+        let args = args.clone();
+        return match tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .map(|rt| rt.block_on(edgewire_agent::bridge::run(args)))
+        {
+            Ok(Ok(())) => ExitCode::SUCCESS,
+            Ok(Err(e)) => fail(format!("{e:#}")),
+            Err(e) => fail(format!("cannot start the async runtime: {e}")),
+        };
+    }
     if let Command::MqttSidecar(args) = cli.command {
         return match tokio::runtime::Runtime::new()
             .map(|rt| rt.block_on(edgewire_agent::mqtt_sidecar::run(args)))
@@ -81,7 +95,7 @@ fn main() -> ExitCode {
     }
     let (source, run_tail) = match &cli.command {
         Command::Publisher(s) => (s, None),
-        Command::MqttSidecar(_) => unreachable!("dispatched above"),
+        Command::MqttSidecar(_) | Command::Bridge(_) => unreachable!("dispatched above"),
         Command::Tail {
             source,
             json,
