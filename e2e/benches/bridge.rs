@@ -432,7 +432,7 @@ async fn main() -> anyhow::Result<()> {
         "dups",
         "order",
         "publish/s",
-        "spool wr/s",
+        "edge>spool/s",
         "replay/s"
     );
     for l in &losses {
@@ -452,7 +452,9 @@ async fn main() -> anyhow::Result<()> {
     }
     println!(
         "(acked: PUBACKs / PubAcks the edge gave the publisher; NATS core has none (= sent); mosquitto bridges use \
-         restart_timeout 1; Edgewire's edge mosquitto is the tuned one, its spool write rate is read from /metrics)"
+         restart_timeout 1; Edgewire's edge mosquitto is the tuned one; edge>spool/s: \
+         publish start until the agent's /metrics edgewire_bridge_spool_messages reached N, fsync'd before the PUBACK \
+         to mosquitto, bounded by the publisher; replay/s: first to last arrival after the restart)"
     );
     Ok(())
 }
