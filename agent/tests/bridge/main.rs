@@ -1,0 +1,367 @@
+//! `edgewire-agent bridge` against real brokers, run as a child process (the built binary).
+//!
+//! Run: `cargo test -p edgewire-agent --test bridge -- --test-threads 1` (the 200,000-message tests are
+//! heavy; one at a time on a small machine).
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use futures::StreamExt;
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use tokio::sync::mpsc;
+
+const E2C_TELEMETRY: &str = "    - {direction: EdgeToCloud, from: \"local.telemetry.#\", to: \"edge.site-a.telemetry.#\"}\n";
+const C2E_COMMANDS: &str =
+    "    - {direction: CloudToEdge, from: \"cmd.site-a.#\", to: \"local.cmd.#\"}\n";
+const SPOOL: &str = "{maxBytes: 1Gi}";
+
+fn mqtt_ep(port: u16) -> String {
+    format!("{{protocol: mqtt, url: \"127.0.0.1:{port}\"}}")
+}
+fn nats_ep(port: u16, js: bool) -> String {
+    format!("{{protocol: nats, url: \"nats://127.0.0.1:{port}\", jetStream: {{enabled: {js}}}}}")
+}
+
+/// An MQTT subscriber on `filter`; publishes arrive on the channel.
+async fn mqtt_subscriber(port: u16, filter: &str) -> mpsc::Receiver<rumqttc::Publish> {
+    let o = MqttOptions::new(
+        format!("sub-{port}-{}", std::process::id()),
+        "127.0.0.1",
+        port,
+    );
+    let (client, mut el) = AsyncClient::new(o, 100);
+    client.subscribe(filter, QoS::AtLeastOnce).await.unwrap();
+    let (tx, rx) = mpsc::channel(1000);
+    let (ready_tx, mut ready) = mpsc::channel(1);
+    tokio::spawn(async move {
+        let _c = client;
+        loop {
+            match el.poll().await {
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    if tx.send(p).await.is_err() {
+                        return;
+                    }
+                }
+                Ok(Event::Incoming(Packet::SubAck(_))) => {
+                    let _ = ready_tx.try_send(());
+                }
+                Ok(_) => {}
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    });
+    tokio::time::timeout(Duration::from_secs(10), ready.recv())
+        .await
+        .expect("SUBACK");
+    rx
+}
+
+async fn mqtt_client(port: u16, id: &str) -> AsyncClient {
+    let o = MqttOptions::new(format!("{id}-{port}"), "127.0.0.1", port);
+    let (client, mut el) = AsyncClient::new(o, 100);
+    tokio::spawn(async move {
+        loop {
+            if el.poll().await.is_err() {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    });
+    client
+}
+
+/// Publishes with `send` every 200 ms until `recv` yields (the bridge subscribes right after it connects).
+async fn until_arrives<T, F, Fut>(mut send: F, rx: &mut mpsc::Receiver<T>) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    for _ in 0..100 {
+        send().await;
+        if let Ok(Some(v)) = tokio::time::timeout(Duration::from_millis(200), rx.recv()).await {
+            return v;
+        }
+    }
+    panic!("nothing arrived in 20 s");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt_edge_to_nats_cloud_maps_topics_adds_site_header_and_delivers_commands_down() {
+    let edge = edge_mosquitto();
+    let cloud = nats();
+    let dir = tempfile::tempdir().unwrap();
+    let rules = format!("{E2C_TELEMETRY}{C2E_COMMANDS}");
+    let yaml = config(
+        &mqtt_ep(edge.port()),
+        &nats_ep(cloud.port(), false),
+        &rules,
+        SPOOL,
+    )
+    .replace("spec:\n", "spec:\n  headers: {plant: berlin}\n");
+    let bridge = Bridge::start(dir.path(), &yaml, &[]);
+    let nc = async_nats::connect(cloud.url()).await.unwrap();
+    let mut sub = nc.subscribe("edge.>").await.unwrap();
+    let (tx, mut rx) = mpsc::channel(100);
+    tokio::spawn(async move {
+        while let Some(m) = sub.next().await {
+            let _ = tx.send(m).await;
+        }
+    });
+    bridge.wait_metric("edge_connected", 30, |v| v == 1.0).await;
+    bridge
+        .wait_metric("cloud_connected", 30, |v| v == 1.0)
+        .await;
+    let pubc = mqtt_client(edge.port(), "device").await;
+    let m = until_arrives(
+        || {
+            let c = pubc.clone();
+            async move {
+                c.publish(
+                    "local/telemetry/line1/temp",
+                    QoS::AtLeastOnce,
+                    false,
+                    "21.5",
+                )
+                .await
+                .unwrap();
+            }
+        },
+        &mut rx,
+    )
+    .await;
+    assert_eq!(m.subject.as_str(), "edge.site-a.telemetry.line1.temp");
+    assert_eq!(&m.payload[..], b"21.5");
+    let h = m.headers.expect("headers");
+    assert_eq!(h.get("edge-site-id").map(|v| v.as_str()), Some("site-a"));
+    assert_eq!(h.get("plant").map(|v| v.as_str()), Some("berlin"));
+
+    // Cloud → edge.
+    let mut cmds = mqtt_subscriber(edge.port(), "local/cmd/#").await;
+    let p = until_arrives(
+        || {
+            let nc = nc.clone();
+            async move {
+                nc.publish("cmd.site-a.valve.open", "1".into())
+                    .await
+                    .unwrap();
+                nc.flush().await.unwrap();
+            }
+        },
+        &mut cmds,
+    )
+    .await;
+    assert_eq!(p.topic, "local/cmd/valve/open");
+    assert_eq!(&p.payload[..], b"1");
+    assert!(bridge.metric("delivered_to_edge_total").await.unwrap() >= 1.0);
+    bridge.wait_metric("spool_messages", 10, |v| v == 0.0).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_edge_to_nats_cloud_both_directions() {
+    let edge = nats();
+    let cloud = nats();
+    let dir = tempfile::tempdir().unwrap();
+    let rules = format!("{E2C_TELEMETRY}{C2E_COMMANDS}");
+    let yaml = config(
+        &nats_ep(edge.port(), false),
+        &nats_ep(cloud.port(), false),
+        &rules,
+        SPOOL,
+    );
+    let bridge = Bridge::start(dir.path(), &yaml, &[]);
+    let cloud_c = async_nats::connect(cloud.url()).await.unwrap();
+    let edge_c = async_nats::connect(edge.url()).await.unwrap();
+    let (tx, mut rx) = mpsc::channel(100);
+    let mut up = cloud_c.subscribe("edge.>").await.unwrap();
+    let t = tx.clone();
+    tokio::spawn(async move {
+        while let Some(m) = up.next().await {
+            let _ = t.send(m).await;
+        }
+    });
+    let (dtx, mut drx) = mpsc::channel(100);
+    let mut down = edge_c.subscribe("local.cmd.>").await.unwrap();
+    tokio::spawn(async move {
+        while let Some(m) = down.next().await {
+            let _ = dtx.send(m).await;
+        }
+    });
+    bridge.wait_metric("edge_connected", 30, |v| v == 1.0).await;
+    bridge
+        .wait_metric("cloud_connected", 30, |v| v == 1.0)
+        .await;
+    let m = until_arrives(
+        || {
+            let c = edge_c.clone();
+            async move {
+                c.publish("local.telemetry.line2.rpm", "900".into())
+                    .await
+                    .unwrap();
+                c.flush().await.unwrap();
+            }
+        },
+        &mut rx,
+    )
+    .await;
+    assert_eq!(m.subject.as_str(), "edge.site-a.telemetry.line2.rpm");
+    assert_eq!(
+        m.headers.unwrap().get("edge-site-id").map(|v| v.as_str()),
+        Some("site-a")
+    );
+    let d = until_arrives(
+        || {
+            let c = cloud_c.clone();
+            async move {
+                c.publish("cmd.site-a.stop", "now".into()).await.unwrap();
+                c.flush().await.unwrap();
+            }
+        },
+        &mut drx,
+    )
+    .await;
+    assert_eq!(d.subject.as_str(), "local.cmd.stop");
+    assert_eq!(&d.payload[..], b"now");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt_edge_to_mqtt_cloud_with_commands_back_down() {
+    let edge = edge_mosquitto();
+    let cloud = edge_mosquitto();
+    let dir = tempfile::tempdir().unwrap();
+    let rules = format!("{E2C_TELEMETRY}{C2E_COMMANDS}");
+    let yaml = config(&mqtt_ep(edge.port()), &mqtt_ep(cloud.port()), &rules, SPOOL);
+    let bridge = Bridge::start(dir.path(), &yaml, &[]);
+    let mut up = mqtt_subscriber(cloud.port(), "edge/#").await;
+    let mut down = mqtt_subscriber(edge.port(), "local/cmd/#").await;
+    bridge.wait_metric("edge_connected", 30, |v| v == 1.0).await;
+    bridge
+        .wait_metric("cloud_connected", 30, |v| v == 1.0)
+        .await;
+    let dev = mqtt_client(edge.port(), "device").await;
+    let p = until_arrives(
+        || {
+            let c = dev.clone();
+            async move {
+                c.publish("local/telemetry/line1/temp", QoS::AtLeastOnce, false, "22")
+                    .await
+                    .unwrap();
+            }
+        },
+        &mut up,
+    )
+    .await;
+    assert_eq!(p.topic, "edge/site-a/telemetry/line1/temp");
+    assert_eq!(&p.payload[..], b"22");
+    let ctl = mqtt_client(cloud.port(), "control").await;
+    let p = until_arrives(
+        || {
+            let c = ctl.clone();
+            async move {
+                c.publish("cmd/site-a/fan/on", QoS::AtLeastOnce, false, "1")
+                    .await
+                    .unwrap();
+            }
+        },
+        &mut down,
+    )
+    .await;
+    assert_eq!(p.topic, "local/cmd/fan/on");
+}
+
+#[test]
+fn a_looping_rule_set_is_rejected_naming_both_rules() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = "    - {direction: EdgeToCloud, from: \"local.#\", to: \"edge.site-a.#\"}\n    - {direction: CloudToEdge, from: \"cmd.#\", to: \"local.cmd.#\"}\n";
+    let yaml = config(&mqtt_ep(1), &nats_ep(2, false), rules, SPOOL);
+    std::fs::write(dir.path().join("b.yaml"), yaml).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_edgewire-agent"))
+        .args(["bridge", "--config"])
+        .arg(dir.path().join("b.yaml"))
+        .arg("--spool-dir")
+        .arg(dir.path().join("spool"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("spec.rules[1]") && err.contains("spec.rules[0]") && err.contains("loop"),
+        "{err}"
+    );
+}
+
+const N: u64 = 200_000;
+
+/// Cloud down, 200,000 QoS 1 messages to the edge, cloud back: all arrive, in order, spool drains to 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outage_200k_messages_all_arrive_in_order_after_the_cloud_returns() {
+    let edge = edge_mosquitto();
+    let mut cloud = nats();
+    let js = edge_stream(&cloud.url()).await;
+    drop(js);
+    cloud.stop();
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = config(
+        &mqtt_ep(edge.port()),
+        &nats_ep(cloud.port(), true),
+        E2C_TELEMETRY,
+        SPOOL,
+    );
+    let bridge = Bridge::start(dir.path(), &yaml, &[]);
+    bridge.wait_metric("edge_connected", 30, |v| v == 1.0).await;
+    tokio::time::sleep(Duration::from_millis(500)).await; // SUBACK
+    let t = std::time::Instant::now();
+    mqtt_publish(edge.port(), "local/telemetry/line1/seq", 0, N).await;
+    let published = t.elapsed();
+    bridge
+        .wait_metric("spool_messages", 120, |v| v == N as f64)
+        .await;
+    let spooled = t.elapsed();
+    assert_eq!(bridge.metric("forwarded_total").await, Some(0.0));
+    cloud.restart().unwrap();
+    let js = edge_stream(&cloud.url()).await;
+    bridge
+        .wait_metric("spool_messages", 120, |v| v == 0.0)
+        .await;
+    let drained = t.elapsed();
+    let (order, dups) = read_stream(&js, N, 120).await;
+    assert_complete_in_order(&order, N);
+    println!(
+        "outage: {N} published in {published:?}, spooled by {spooled:?}, drained by {drained:?}; duplicates {dups}"
+    );
+}
+
+/// kill -9 of the bridge in the middle of a 200,000-message run, restart on the same spool: none lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_kill9_mid_run_loses_nothing() {
+    let edge = edge_mosquitto();
+    let cloud = nats();
+    let js = edge_stream(&cloud.url()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = config(
+        &mqtt_ep(edge.port()),
+        &nats_ep(cloud.port(), true),
+        E2C_TELEMETRY,
+        SPOOL,
+    );
+    let mut bridge = Bridge::start(dir.path(), &yaml, &[]);
+    bridge.wait_metric("edge_connected", 30, |v| v == 1.0).await;
+    bridge
+        .wait_metric("cloud_connected", 30, |v| v == 1.0)
+        .await;
+    tokio::time::sleep(Duration::from_millis(500)).await; // SUBACK
+    let port = edge.port();
+    let publisher =
+        tokio::spawn(async move { mqtt_publish(port, "local/telemetry/line1/seq", 0, N).await });
+    let at = bridge
+        .wait_metric("received_total", 120, |v| v >= (N / 3) as f64)
+        .await;
+    bridge.kill9();
+    println!("crash: killed the bridge after it had taken {at} messages");
+    bridge.spawn();
+    publisher.await.unwrap();
+    let (order, dups) = read_stream(&js, N, 180).await;
+    assert_complete_in_order(&order, N);
+    bridge.wait_metric("spool_messages", 60, |v| v == 0.0).await;
+    println!("crash: 0 lost, {dups} duplicates of {N}");
+}
