@@ -19,12 +19,49 @@ fn samples() -> Vec<std::path::PathBuf> {
     files
 }
 
+/// The sample a BridgeLink sample's `brokerRef` points at: `render` reads referenced brokers from the same
+/// file, so the two are rendered together.
+fn referenced_sample(file: &Path) -> Option<std::path::PathBuf> {
+    let text = std::fs::read_to_string(file).unwrap();
+    let line = text.lines().find(|l| l.contains("brokerRef:"))?;
+    let name = line
+        .split("name:")
+        .nth(1)?
+        .trim()
+        .trim_end_matches('}')
+        .trim();
+    samples().into_iter().find(|p| {
+        p.as_path() != file
+            && std::fs::read_to_string(p)
+                .unwrap()
+                .contains(&format!("  name: {name}\n"))
+    })
+}
+
 #[test]
 fn render_works_on_every_sample() {
+    let tmp = tempfile::tempdir().unwrap();
     for file in samples() {
+        let name = file.file_name().unwrap().to_string_lossy().to_string();
+        let input = match referenced_sample(&file).filter(|_| name.starts_with("bridgelink")) {
+            Some(broker) => {
+                let joined = tmp.path().join(&name);
+                std::fs::write(
+                    &joined,
+                    format!(
+                        "{}\n---\n{}",
+                        std::fs::read_to_string(&broker).unwrap(),
+                        std::fs::read_to_string(&file).unwrap()
+                    ),
+                )
+                .unwrap();
+                joined
+            }
+            None => file.clone(),
+        };
         let out = Command::new(env!("CARGO_BIN_EXE_edgewire-operator"))
             .args(["render", "-f"])
-            .arg(&file)
+            .arg(&input)
             .output()
             .unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
@@ -38,8 +75,66 @@ fn render_works_on_every_sample() {
             .map(|d| serde::Deserialize::deserialize(d).unwrap())
             .filter(|v: &serde_yaml::Value| !v.is_null())
             .collect();
+        if name.starts_with("bridgelink") {
+            // Only the BridgeLink's objects (a referenced broker's are rendered before its header).
+            let own = &text[text.find("# BridgeLink ").expect("a BridgeLink header")..];
+            let docs: Vec<serde_yaml::Value> = serde_yaml::Deserializer::from_str(own)
+                .map(|d| serde::Deserialize::deserialize(d).unwrap())
+                .filter(|v: &serde_yaml::Value| !v.is_null())
+                .collect();
+            let kinds: Vec<&str> = docs.iter().filter_map(|d| d["kind"].as_str()).collect();
+            assert_eq!(
+                kinds,
+                [
+                    "Secret",
+                    "ServiceAccount",
+                    "Role",
+                    "RoleBinding",
+                    "Service",
+                    "StatefulSet"
+                ],
+                "{name}"
+            );
+            let sts = docs.iter().find(|d| d["kind"] == "StatefulSet").unwrap();
+            assert_eq!(
+                sts["spec"]["template"]["spec"]["containers"][0]["args"][0],
+                "bridge"
+            );
+            assert_eq!(
+                sts["spec"]["volumeClaimTemplates"][0]["metadata"]["name"], "spool",
+                "{name}"
+            );
+            for d in &docs {
+                assert!(
+                    d["metadata"]["ownerReferences"][0]["kind"] == "BridgeLink",
+                    "{name}: {d:?}"
+                );
+            }
+            // The config holds references, never the sample's Secret values.
+            let sample = std::fs::read_to_string(&file).unwrap();
+            let rendered = serde_yaml::to_string(&docs).unwrap();
+            let config = docs[0]["data"]["bridge.yaml"].as_str().unwrap();
+            use base64::Engine;
+            let config = String::from_utf8(
+                base64::engine::general_purpose::STANDARD
+                    .decode(config)
+                    .unwrap(),
+            )
+            .unwrap();
+            for line in sample.lines().filter(|l| {
+                l.trim_start().starts_with("password:") || l.trim_start().starts_with("token:")
+            }) {
+                let value = line.split_once(':').unwrap().1.trim().trim_matches('"');
+                if value.len() > 6 && !value.starts_with('{') {
+                    assert!(
+                        !rendered.contains(value) && !config.contains(value),
+                        "{name}: {value} leaked"
+                    );
+                }
+            }
+            continue;
+        }
         let kinds: Vec<&str> = docs.iter().filter_map(|d| d["kind"].as_str()).collect();
-        let name = file.file_name().unwrap().to_string_lossy().to_string();
         if name.starts_with("mqttbroker") {
             // A builtin MQTT broker: Mosquitto's StatefulSet (with the sidecar), config Secret, Services.
             assert!(kinds.contains(&"StatefulSet"), "{name}: {kinds:?}");
@@ -66,7 +161,6 @@ fn render_works_on_every_sample() {
             file.display()
         );
         assert!(kinds.contains(&"Service"), "{}: {kinds:?}", file.display());
-        let name = file.file_name().unwrap().to_string_lossy();
         if name.contains("deployed") {
             assert!(
                 kinds.contains(&"StatefulSet"),

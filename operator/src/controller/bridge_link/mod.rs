@@ -277,7 +277,12 @@ pub fn render(
             .filter_map(|(k, v)| Some((in_ns(k)?, v.clone())))
             .collect(),
     };
-    let resolved = refs::resolve(&bl, &brokers).map_err(|e| fail(&e))?;
+    let resolved = refs::resolve(&bl, &brokers).map_err(|e| match e {
+        refs::ResolveError::Missing { .. } => fail(&format!(
+            "{e} (render reads referenced brokers from the same file: put it there too)"
+        )),
+        e => fail(&e),
+    })?;
     let secrets: BTreeMap<String, Secret> = secrets
         .iter()
         .filter_map(|(k, v)| Some((in_ns(k)?, v.clone())))
