@@ -183,6 +183,18 @@ impl Topology {
         })
     }
 
+    /// `kill -9` of the process that does the bridging, then started again on the same state: the edge
+    /// broker for Mosquitto's bridge and the NATS leaf node, `edgewire-agent bridge` for Edgewire.
+    pub fn crash_bridge(&mut self) -> anyhow::Result<()> {
+        match &mut self.agent {
+            Some(agent) => agent.crash_and_restart(),
+            None => {
+                self.edge.kill9();
+                self.edge.restart()
+            }
+        }
+    }
+
     /// Where the bench publishes on the edge.
     pub fn target(&self) -> Target {
         match self.setup {
@@ -271,6 +283,7 @@ async fn create_sources(edge: &BrokerProcess, cloud: &BrokerProcess) -> anyhow::
 
 /// `edgewire-agent bridge` in its own process group with a private dir (config, spool, secrets, log).
 pub struct Agent {
+    bin: PathBuf,
     child: Option<Child>,
     dir: TempDir,
     pub http_port: u16,
@@ -284,48 +297,81 @@ impl Agent {
         std::fs::write(dir.path().join("bridge.yaml"), yaml)?;
         std::fs::create_dir_all(dir.path().join("spool"))?;
         std::fs::create_dir_all(dir.path().join("secrets"))?;
-        let http_port = free_port();
-        let log = std::fs::File::create(dir.path().join("agent.log"))?;
-        let child = Command::new(bin)
+        let mut agent = Agent {
+            bin: bin.to_path_buf(),
+            child: None,
+            dir,
+            http_port: free_port(),
+        };
+        agent.spawn()?;
+        agent.wait_http(Duration::from_secs(30))?;
+        Ok(agent)
+    }
+
+    fn spawn(&mut self) -> anyhow::Result<()> {
+        let dir = self.dir.path();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("agent.log"))?;
+        let child = Command::new(&self.bin)
             .arg("bridge")
             .arg("--config")
-            .arg(dir.path().join("bridge.yaml"))
+            .arg(dir.join("bridge.yaml"))
             .arg("--spool-dir")
-            .arg(dir.path().join("spool"))
+            .arg(dir.join("spool"))
             .arg("--secrets-dir")
-            .arg(dir.path().join("secrets"))
+            .arg(dir.join("secrets"))
             .arg("--http-addr")
-            .arg(format!("127.0.0.1:{http_port}"))
+            .arg(format!("127.0.0.1:{}", self.http_port))
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
             .process_group(0)
             .spawn()
-            .with_context(|| format!("spawning {}", bin.display()))?;
-        let mut agent = Agent {
-            child: Some(child),
-            dir,
-            http_port,
-        };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !wait_for_port(http_port, Duration::from_millis(200)) {
-            if let Some(c) = agent.child.as_mut()
-                && let Ok(Some(status)) = c.try_wait()
-            {
-                bail!(
-                    "edgewire-agent bridge exited at start ({status}):\n{}",
-                    agent.log_tail()
-                );
-            }
+            .with_context(|| format!("spawning {}", self.bin.display()))?;
+        self.child = Some(child);
+        Ok(())
+    }
+
+    /// Waits until the agent serves HTTP; errors if it exits first or `timeout` passes.
+    fn wait_http(&mut self, timeout: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + timeout;
+        while !wait_for_port(self.http_port, Duration::from_millis(200)) {
+            self.ensure_running()?;
             if Instant::now() > deadline {
                 bail!(
-                    "edgewire-agent bridge did not open its HTTP port in 30 s:\n{}",
-                    agent.log_tail()
+                    "edgewire-agent bridge did not open its HTTP port in {timeout:?}:\n{}",
+                    self.log_tail()
                 );
             }
         }
-        Ok(agent)
+        Ok(())
+    }
+
+    /// An error with the log tail if the agent process has exited.
+    pub fn ensure_running(&mut self) -> anyhow::Result<()> {
+        if let Some(c) = self.child.as_mut()
+            && let Ok(Some(status)) = c.try_wait()
+        {
+            bail!(
+                "edgewire-agent bridge exited ({status}):\n{}",
+                self.log_tail()
+            );
+        }
+        Ok(())
+    }
+
+    /// SIGKILL (a crash: nothing flushed beyond what the agent made durable itself), then the same command
+    /// again on the same spool dir. Does not wait for HTTP: with the cloud down the agent may still be
+    /// connecting.
+    pub fn crash_and_restart(&mut self) -> anyhow::Result<()> {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        self.spawn()
     }
 
     pub fn log_tail(&self) -> String {
