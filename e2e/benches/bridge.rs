@@ -9,6 +9,10 @@
 //! - **Outage**: the cloud broker stopped, N messages published to the edge (QoS 1 / JetStream acks), the cloud
 //!   restarted; what arrives, duplicates and order violations. Edgewire's spool write rate (publish start until
 //!   the spool holds N, from its /metrics) and replay rate (first to last arrival after the restart).
+//! - **Crash**: the outage again, with the bridging process killed (SIGKILL) and restarted while the cloud is
+//!   down: the edge broker for Mosquitto's bridge and JetStream sources, the agent (same spool dir) for Edgewire.
+//!
+//! A default run takes about 3–4 minutes on two cores.
 //!
 //! `-- --quick`: fewer messages (a smoke run); `-- --full`: the outage with 200,000 messages;
 //! `-- --native-only`: without the Edgewire setups; `-- --only <text>`: the setups whose name contains it. Needs `edgewire-agent` with the `bridge` subcommand, built
