@@ -4,8 +4,11 @@
 //! ships them). On the stand-in, with the workloads stood in as ready, each one becomes `Ready`; on a real
 //! cluster readiness is not required (the samples point at example hosts).
 //!
-//! Kinds the operator does not reconcile yet (MqttBroker, BridgeLink) are applied but not waited on; the
-//! test prints which.
+//! A BridgeLink sample may reference a broker of another sample (`brokerRef`): it is waited on until its
+//! credentials resolve, which needs that broker reconciled first. On the stand-in its `Ready` also needs the
+//! bridge agent's `status.runtime` report, which the test writes as the agent would (connected, spool empty).
+//!
+//! Kinds the operator does not reconcile are applied but not waited on; the test prints which.
 
 mod support;
 
@@ -18,7 +21,7 @@ use support::{
 };
 
 /// Kinds `edgewire-operator` reconciles today.
-const HANDLED: &[&str] = &["EventBroker", "MqttBroker"];
+const HANDLED: &[&str] = &["EventBroker", "MqttBroker", "BridgeLink"];
 
 /// The objects in a manifest file, as kubectl parses it (`kubectl create --dry-run=client -o json`).
 fn objects(cluster: &Cluster, file: &str) -> Vec<Value> {
@@ -109,7 +112,11 @@ fn every_sample_applies_and_its_eventbrokers_are_reconciled() {
             || {
                 let eb = cluster.get(ns, &resource, name).ok_or("absent")?;
                 let (generation, observed) = generations(&eb);
-                if generation > 0 && observed == generation {
+                // A BridgeLink's brokerRef resolves once the referenced broker's controller ran.
+                let settled = kind != "BridgeLink"
+                    || condition_status(&eb, "CredentialsReady") == "True"
+                    || condition(&eb, "Ready").is_some_and(|c| c["reason"] == "InvalidSpec");
+                if generation > 0 && observed == generation && settled {
                     Ok(eb)
                 } else {
                     Err(status_summary(&eb))
@@ -137,6 +144,14 @@ fn every_sample_applies_and_its_eventbrokers_are_reconciled() {
         for (kind, ns, name) in &reconciled {
             if kind == "MqttBroker" {
                 cluster.stand_in_statefulset_ready(ns, name);
+            } else if kind == "BridgeLink" {
+                cluster.stand_in_statefulset_ready(ns, &format!("{name}-bridge"));
+                cluster.report_bridge_runtime(
+                    ns,
+                    name,
+                    serde_json::json!({"spoolMessages": 0, "spoolBytes": 0, "forwarded": 0,
+                        "dropped": 0, "edgeConnected": true, "cloudConnected": true}),
+                );
             } else {
                 cluster.stand_in_eventbroker_ready(ns, name);
             }

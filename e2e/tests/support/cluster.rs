@@ -301,6 +301,38 @@ impl Cluster {
         c
     }
 
+    /// Writes `status.runtime` of BridgeLink `ns/name` the way the bridge agent's `--report-status` does:
+    /// server-side apply on the status subresource under the field manager `edgewire-bridge`. `updated` is
+    /// set to now. Works on the stand-in and on a real cluster.
+    pub fn report_bridge_runtime(&self, ns: &str, name: &str, mut runtime: Value) {
+        let now = Command::new("date")
+            .args(["-u", "+%Y-%m-%dT%H:%M:%SZ"])
+            .output()
+            .expect("run date");
+        runtime["updated"] = Value::String(String::from_utf8_lossy(&now.stdout).trim().into());
+        let doc = serde_json::json!({
+            "apiVersion": "edgewire.dev/v1alpha1",
+            "kind": "BridgeLink",
+            "metadata": {"name": name, "namespace": ns},
+            "status": {"runtime": runtime},
+        });
+        let out = self.kubectl_stdin(
+            &[
+                "apply",
+                "--server-side",
+                "--subresource=status",
+                "--field-manager=edgewire-bridge",
+            ],
+            &doc.to_string(),
+        );
+        assert!(
+            out.status.success(),
+            "status.runtime apply failed: {}{}",
+            String::from_utf8_lossy(&out.stderr),
+            self.standin_log_tail()
+        );
+    }
+
     /// Stands in for the StatefulSet controller and kubelet (stand-in only; a no-op on a real cluster):
     /// every replica ready, status observed at the current generation.
     pub fn stand_in_statefulset_ready(&self, ns: &str, name: &str) {

@@ -55,7 +55,7 @@ pub fn quantity_bytes(q: &str) -> Option<u64> {
         _ => return None,
     };
     let n: f64 = num.parse().ok()?;
-    (n.is_finite() && n >= 0.0).then(|| (n * mult) as u64)
+    (n.is_finite() && n >= 0.0).then_some((n * mult) as u64)
 }
 
 fn is_dns_label(s: &str) -> bool {
