@@ -221,6 +221,11 @@ async fn connect_side(
             }
             let mut all = futures::stream::select_all(subs);
             tokio::spawn(async move {
+                if all.is_empty() {
+                    // No rule reads this side: keep the channel open (an empty stream would end at once).
+                    let _tx = tx;
+                    return std::future::pending::<()>().await;
+                }
                 while let Some(m) = all.next().await {
                     if tx.send(Inbound::Nats(m)).await.is_err() {
                         return;
