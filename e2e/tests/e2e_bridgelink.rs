@@ -226,3 +226,175 @@ fn bridgelink_yields_its_statefulset_and_conditions_follow_the_agents_report() {
         r#"spec.rules[1] (CloudToEdge to "local.telemetry.cmd.#") feeds spec.rules[0] (EdgeToCloud from "local.telemetry.#"): a loop"#
     );
 }
+
+/// The `edgewire-agent` binary (`EDGEWIRE_AGENT_BIN`, else the cargo target directory's debug build).
+fn agent_bin() -> std::path::PathBuf {
+    if let Some(p) = std::env::var_os("EDGEWIRE_AGENT_BIN").filter(|p| !p.is_empty()) {
+        return p.into();
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .filter(|p| !p.is_empty())
+        .map(|t| support::workspace_root().join(t))
+        .unwrap_or_else(|| support::workspace_root().join("target"));
+    let bin = target.join("debug/edgewire-agent");
+    assert!(
+        bin.exists(),
+        "{} missing: run `cargo build -p edgewire-agent`",
+        bin.display()
+    );
+    bin
+}
+
+/// Kills the agent when the test ends, however it ends.
+struct Agent(std::process::Child);
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Waits until the BridgeLink's `kubectl get bl` Spooled cell and `Spooling` condition say `spooled` and
+/// `spooling`.
+fn wait_spool(cluster: &Cluster, op: &Operator, ns: &str, spooled: &str, spooling: &str) {
+    wait_for(
+        &format!("Spooled {spooled}, Spooling {spooling}"),
+        Duration::from_secs(90),
+        || {
+            let table = cluster.kubectl_ok(&["-n", ns, "get", "bl"]);
+            let bl = cluster.get(ns, "bridgelink", "site-a").ok_or("absent")?;
+            let cell = table_cell(&table, "site-a", "SPOOLED");
+            if cell == spooled && condition_status(&bl, "Spooling") == spooling {
+                Ok(())
+            } else {
+                Err(format!("{table}\n{}", status_summary(&bl)))
+            }
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}\n{}", op.log_tail()));
+}
+
+/// The real bridge agent, run from the config the operator rendered, against a real edge Mosquitto and a
+/// real cloud NATS, reporting to the API with `--report-status`: its report shows in `kubectl get bl` and
+/// drives the conditions through a cloud outage (spool fills, `Spooling` True; cloud back, spool drains,
+/// `Spooling` False).
+#[test]
+fn the_real_agent_reports_its_spool_through_a_cloud_outage() {
+    use edgewire_e2e::brokers::{BrokerProcess, Kind};
+    let edge = BrokerProcess::start_default(Kind::Mosquitto).expect("start mosquitto");
+    let mut cloud = BrokerProcess::start_default(Kind::Nats).expect("start nats-server");
+    let cluster = Cluster::start();
+    let ns = cluster.create_namespace("bl-agent");
+    let op = Operator::start(&cluster, &ns, "op");
+    cluster.apply_yaml(&format!(
+        r#"apiVersion: edgewire.dev/v1alpha1
+kind: BridgeLink
+metadata: {{name: site-a, namespace: {ns}}}
+spec:
+  siteId: site-a
+  edge: {{endpoint: {{protocol: mqtt, url: "{}"}}}}
+  cloud: {{endpoint: {{protocol: nats, url: "{}"}}}}
+  rules:
+    - {{direction: EdgeToCloud, from: "local.telemetry.#", to: "edge.site-a.telemetry.#", qos: 1}}
+  spool: {{size: 1Gi, maxBytes: 512Mi}}
+"#,
+        edge.url(),
+        cloud.url()
+    ));
+    let config = wait_for("the bridge config Secret", TIMEOUT, || {
+        cluster
+            .get(&ns, "secret", "site-a-bridge-config")
+            .ok_or_else(|| "absent".to_string())
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", op.log_tail()));
+    cluster.stand_in_statefulset_ready(&ns, "site-a-bridge");
+
+    // Run the agent as the pod would, with the files the pod would mount.
+    let dir = tempfile::tempdir().unwrap();
+    let config_file = dir.path().join("bridge.yaml");
+    std::fs::write(
+        &config_file,
+        base64::engine::general_purpose::STANDARD
+            .decode(str_at(&config, "/data/bridge.yaml"))
+            .unwrap(),
+    )
+    .unwrap();
+    std::fs::create_dir_all(dir.path().join("secrets")).unwrap();
+    let http = format!("127.0.0.1:{}", edgewire_e2e::brokers::free_port());
+    let log = std::fs::File::create(dir.path().join("agent.log")).unwrap();
+    let _agent = Agent(
+        std::process::Command::new(agent_bin())
+            .arg("bridge")
+            .arg("--config")
+            .arg(&config_file)
+            .arg("--secrets-dir")
+            .arg(dir.path().join("secrets"))
+            .arg("--spool-dir")
+            .arg(dir.path().join("spool"))
+            .args(["--http-addr", &http, "--report-status"])
+            .env("KUBECONFIG", cluster.kubeconfig())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start edgewire-agent bridge"),
+    );
+    let agent_log = || std::fs::read_to_string(dir.path().join("agent.log")).unwrap_or_default();
+
+    let out = cluster.kubectl(&[
+        "-n",
+        &ns,
+        "wait",
+        "--for=condition=Ready",
+        "bridgelink/site-a",
+        "--timeout=90s",
+    ]);
+    assert!(
+        out.status.success(),
+        "not Ready: {}\nagent:\n{}\n{}",
+        status_summary(&cluster.get_json(&ns, "bridgelink", "site-a")),
+        agent_log(),
+        op.log_tail()
+    );
+    wait_spool(&cluster, &op, &ns, "0", "False");
+
+    // Cloud outage: what the edge publishes waits in the spool.
+    cloud.stop();
+    let (client, mut conn) = rumqttc::Client::new(
+        rumqttc::MqttOptions::new("e2e-publisher", "127.0.0.1", edge.port()),
+        100,
+    );
+    const N: usize = 50;
+    for i in 0..N {
+        client
+            .publish(
+                "local/telemetry/line1/temp",
+                rumqttc::QoS::AtLeastOnce,
+                false,
+                format!("{i}"),
+            )
+            .unwrap();
+    }
+    let mut acked = 0;
+    for ev in conn.iter() {
+        if let Ok(rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_))) = ev {
+            acked += 1;
+            if acked == N {
+                break;
+            }
+        }
+    }
+    let _ = client.disconnect();
+    wait_spool(&cluster, &op, &ns, &N.to_string(), "True");
+    let bl = cluster.get_json(&ns, "bridgelink", "site-a");
+    assert_eq!(
+        condition_status(&bl, "CloudConnected"),
+        "False",
+        "{}",
+        agent_log()
+    );
+
+    // The cloud returns: the spool drains and Spooling goes False.
+    cloud.restart().expect("restart nats-server");
+    wait_spool(&cluster, &op, &ns, "0", "False");
+}
