@@ -405,8 +405,15 @@ async fn forward(
         if batch.is_empty() {
             continue;
         }
+        let mut batch = batch;
         while !health.is_connected() {
             tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // DropOldest may have discarded part of this batch while the cloud was away.
+        let acked = replayer.acked_seq();
+        batch.retain(|r| r.seq > acked);
+        if batch.is_empty() {
+            continue;
         }
         let result = match &*cloud {
             Side::Nats(n) => {

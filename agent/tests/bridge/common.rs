@@ -186,13 +186,23 @@ pub async fn edge_stream(url: &str) -> jetstream::Context {
 /// Reads the stream from the start until `n` distinct sequence numbers were seen: (sequence numbers in
 /// arrival order, duplicates).
 pub async fn read_stream(js: &jetstream::Context, n: u64, secs: u64) -> (Vec<u64>, u64) {
+    read_stream_upto(js, n, n, secs).await
+}
+
+/// Like [`read_stream`] for sequence numbers below `max_seq`, of which `n` distinct are expected.
+pub async fn read_stream_upto(
+    js: &jetstream::Context,
+    n: u64,
+    max_seq: u64,
+    secs: u64,
+) -> (Vec<u64>, u64) {
     let stream = js.get_stream("EDGE").await.unwrap();
     let consumer = stream
         .create_consumer(jetstream::consumer::pull::OrderedConfig::default())
         .await
         .unwrap();
     let mut msgs = consumer.messages().await.unwrap();
-    let mut seen = vec![false; n as usize + 1];
+    let mut seen = vec![false; max_seq as usize + 1];
     let mut distinct = 0;
     let mut order = Vec::with_capacity(n as usize);
     let mut dups = 0;

@@ -7,6 +7,8 @@ mod common;
 
 use std::time::Duration;
 
+#[allow(unused_imports)]
+use common::read_stream_upto;
 use common::*;
 use futures::StreamExt;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
@@ -364,4 +366,112 @@ async fn crash_kill9_mid_run_loses_nothing() {
     assert_complete_in_order(&order, N);
     bridge.wait_metric("spool_messages", 60, |v| v == 0.0).await;
     println!("crash: 0 lost, {dups} duplicates of {N}");
+}
+
+const SMALL: u64 = 5_000;
+
+/// A full spool with RejectNew: the bridge stops taking (and acknowledging) edge messages, the edge broker
+/// holds them; once the cloud returns every one arrives, none dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_spool_reject_new_holds_back_the_edge_and_loses_nothing() {
+    let edge = edge_mosquitto();
+    let mut cloud = nats();
+    drop(edge_stream(&cloud.url()).await);
+    cloud.stop();
+    let dir = tempfile::tempdir().unwrap();
+    let max = 256 * 1024;
+    let yaml = config(
+        &mqtt_ep(edge.port()),
+        &nats_ep(cloud.port(), true),
+        E2C_TELEMETRY,
+        &format!("{{maxBytes: \"{max}\", overflow: RejectNew}}"),
+    );
+    let bridge = Bridge::start(dir.path(), &yaml, &[]);
+    bridge.wait_metric("edge_connected", 30, |v| v == 1.0).await;
+    tokio::time::sleep(Duration::from_millis(500)).await; // SUBACK
+    mqtt_publish(edge.port(), "local/telemetry/line1/seq", 0, SMALL).await;
+    // The spool fills up to the limit and then stays there.
+    let taken = bridge.wait_metric("received_total", 30, |v| v > 0.0).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let bytes = bridge.metric("spool_bytes").await.unwrap();
+    let taken_later = bridge.metric("received_total").await.unwrap();
+    assert!(
+        bytes <= max as f64,
+        "spool_bytes {bytes} above maxBytes {max}"
+    );
+    assert!(
+        taken_later < SMALL as f64,
+        "the bridge took all {SMALL} ({taken} .. {taken_later}) although the spool holds at most {max} bytes"
+    );
+    assert_eq!(bridge.metric("spool_dropped_total").await, Some(0.0));
+    cloud.restart().unwrap();
+    let js = edge_stream(&cloud.url()).await;
+    let (order, dups) = read_stream(&js, SMALL, 120).await;
+    assert_complete_in_order(&order, SMALL);
+    bridge.wait_metric("spool_messages", 60, |v| v == 0.0).await;
+    assert_eq!(bridge.metric("spool_dropped_total").await, Some(0.0));
+    println!("reject-new: held at {taken_later} of {SMALL} while full; 0 lost, {dups} duplicates");
+}
+
+/// A full spool with DropOldest: exactly the counted number is missing, and they are the oldest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_spool_drop_oldest_misses_exactly_the_counted_oldest_messages() {
+    let edge = edge_mosquitto();
+    let mut cloud = nats();
+    drop(edge_stream(&cloud.url()).await);
+    cloud.stop();
+    let dir = tempfile::tempdir().unwrap();
+    let max = 256 * 1024;
+    let yaml = config(
+        &mqtt_ep(edge.port()),
+        &nats_ep(cloud.port(), true),
+        E2C_TELEMETRY,
+        &format!("{{maxBytes: \"{max}\", overflow: DropOldest}}"),
+    );
+    let bridge = Bridge::start(dir.path(), &yaml, &[]);
+    bridge.wait_metric("edge_connected", 30, |v| v == 1.0).await;
+    tokio::time::sleep(Duration::from_millis(500)).await; // SUBACK
+    mqtt_publish(edge.port(), "local/telemetry/line1/seq", 0, SMALL).await;
+    bridge
+        .wait_metric("received_total", 60, |v| v == SMALL as f64)
+        .await;
+    // Every message written: waiting + dropped account for all.
+    let mut dropped = 0;
+    for _ in 0..300 {
+        dropped = bridge.metric("spool_dropped_total").await.unwrap() as u64;
+        let waiting = bridge.metric("spool_messages").await.unwrap() as u64;
+        if dropped + waiting == SMALL {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        dropped > 0,
+        "{SMALL} messages of 256 B cannot fit in {max} bytes"
+    );
+    assert!(bridge.metric("spool_bytes").await.unwrap() <= max as f64);
+    assert!(bridge.log().contains("dropped the oldest messages"));
+    cloud.restart().unwrap();
+    let js = edge_stream(&cloud.url()).await;
+    bridge.wait_metric("spool_messages", 60, |v| v == 0.0).await;
+    let (order, _dups) = read_stream_upto(&js, SMALL - dropped, SMALL, 60).await;
+    let mut got: Vec<u64> = order.clone();
+    got.sort_unstable();
+    got.dedup();
+    let expected: Vec<u64> = (dropped..SMALL).collect();
+    assert_eq!(
+        got.len() as u64,
+        SMALL - dropped,
+        "exactly {dropped} missing"
+    );
+    assert_eq!(got, expected, "the oldest {dropped} are the ones missing");
+    let info = js
+        .get_stream("EDGE")
+        .await
+        .unwrap()
+        .cached_info()
+        .state
+        .messages;
+    assert_eq!(info, SMALL - dropped, "nothing else arrived");
+    println!("drop-oldest: {dropped} dropped and counted of {SMALL}");
 }

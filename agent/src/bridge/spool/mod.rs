@@ -673,6 +673,11 @@ impl Replayer {
             .store(next_oldest_ms.unwrap_or(0), Ordering::SeqCst);
     }
 
+    /// Every record up to this sequence number is acknowledged or dropped.
+    pub fn acked_seq(&self) -> u64 {
+        self.shared.acked().0
+    }
+
     /// Forwarding failed: hand out everything after the last acknowledged record again.
     pub fn rewind(&mut self) {
         self.next_seq = self.shared.acked().0 + 1;
