@@ -562,8 +562,20 @@ async fn broker_ref_to_a_builtin_mqtt_broker_connects_as_the_site_user() {
     let edge = cfg.spec.edge.endpoint.unwrap();
     assert_eq!(edge.url, "workers.factory.svc:1883");
     assert_eq!(
-        edge.auth.unwrap().token,
-        Some(SecretKeyRef::new("workers-user-site-a", "password"))
+        edge.auth.unwrap().user_password,
+        Some(SecretRef::new("workers-user-site-a"))
+    );
+
+    // A declared password: its key, as a token (MQTT user name = the site id).
+    mqb.spec.builtin.as_mut().unwrap().users[1].password =
+        Some(SecretKeyRef::new("site-a-mqtt", "pw"));
+    mock.insert(&mqb);
+    mock.insert(&secret("site-a-mqtt", &[("pw", "declared-pw")]));
+    let reqs = run(&mock, &client, &bl).await;
+    let cfg: BridgeLink = serde_yaml::from_str(&config_yaml(&reqs, "site-a")).unwrap();
+    assert_eq!(
+        cfg.spec.edge.endpoint.unwrap().auth.unwrap().token,
+        Some(SecretKeyRef::new("site-a-mqtt", "pw"))
     );
 }
 

@@ -9,9 +9,9 @@
 //!   no bridge equivalent and are rejected.
 //! - **MqttBroker** (builtin) with the plain listener: `<mqb>.<ns>.svc:<port>`. The bridge connects as the
 //!   user named after `spec.siteId`, which the MqttBroker must declare in `spec.builtin.users` (so its topic
-//!   ACLs say what the bridge may read and write); its password (the referenced key, or the generated
-//!   `<mqb>-user-<siteId>` Secret's `password`) is passed as `auth.token`, which MQTT sends with the site id as
-//!   user name.
+//!   ACLs say what the bridge may read and write). A generated password is passed as `auth.userPassword`
+//!   (the `<mqb>-user-<siteId>` Secret holds `username` and `password`); a declared one (`password: {name,
+//!   key}`) as `auth.token`, which MQTT sends with the site id as user name.
 
 use super::validate::BridgeInvalid;
 use crate::controller::event_broker::generated_secret_name;
@@ -192,17 +192,22 @@ fn from_mqtt_broker(
             ),
         ));
     };
-    let token = user
-        .password
-        .clone()
-        .unwrap_or_else(|| SecretKeyRef::new(user_secret_name(&name, site_id), PASSWORD_KEY));
+    let auth = match &user.password {
+        // A declared password: its key is passed as a token (user name = the site id).
+        Some(p) => EndpointAuth {
+            token: Some(SecretKeyRef::new(p.name.clone(), p.key.clone())),
+            ..Default::default()
+        },
+        // A generated password: its Secret holds `username` and `password`.
+        None => EndpointAuth {
+            user_password: Some(SecretRef::new(user_secret_name(&name, site_id))),
+            ..Default::default()
+        },
+    };
     Ok(plain_endpoint(
         Protocol::Mqtt,
         format!("{name}.{ns}.svc:{port}"),
-        Some(EndpointAuth {
-            token: Some(token),
-            ..Default::default()
-        }),
+        Some(auth),
     ))
 }
 
