@@ -45,6 +45,8 @@ demo: deps build ## a guided tour on the stand-in API: apply a sample, watch it 
 bench: deps ## performance figures, each a ratio taken in this run (loopback only, bounded)
 	$(CARGO) run --release -q -p edgewire-operator --example build-bench
 	$(CARGO) bench -q -p edgewire-agent --bench publisher
+	$(CARGO) build --release -q -p edgewire-agent --bin edgewire-agent
+	$(CARGO) bench -q -p edgewire-e2e --bench bridge
 
 image: ## container images (needs a container engine; none runs on the CI machines)
 	@command -v docker >/dev/null && docker info >/dev/null 2>&1 || { echo "make image needs a running container engine"; exit 1; }

@@ -15,8 +15,9 @@ pub use v1alpha1::*;
 pub const GROUP: &str = "edgewire.dev";
 /// The one server-side-apply field manager of the operator.
 pub const FIELD_MANAGER: &str = "edgewire-operator";
-/// The field manager the bridge agent uses for `status.runtime` (separate from the operator's).
-pub const AGENT_FIELD_MANAGER: &str = "edgewire-agent";
+/// The field manager the bridge agent (`edgewire-agent bridge`) uses for `status.runtime` (separate from the
+/// operator's, so neither overwrites the other's fields).
+pub const BRIDGE_FIELD_MANAGER: &str = "edgewire-bridge";
 
 /// Pod-template annotation holding the hash of every referenced Secret's data.
 pub const CREDENTIALS_HASH_ANNOTATION: &str = "edgewire.dev/credentials-hash";

@@ -56,8 +56,6 @@ pub const CONFIG_HASH_ANNOTATION: &str = "edgewire.dev/config-hash";
 /// How often a BridgeLink is looked at again without a change: `status.runtime` turns stale without any
 /// event, so this is short.
 pub const RESYNC: Duration = Duration::from_secs(30);
-/// Field manager of the bridge agent's `status.runtime` patches.
-pub const AGENT_STATUS_MANAGER: &str = "edgewire-bridge";
 
 /// StatefulSet, headless Service, ServiceAccount, Role and RoleBinding: `<bl>-bridge`.
 pub fn bridge_name(bl: &str) -> String {
