@@ -33,6 +33,10 @@ pub enum Error {
     Apply(#[source] kube::Error),
     #[error("writing status: {0}")]
     Status(#[source] kube::Error),
+    #[error("updating the finalizer: {0}")]
+    Finalizer(#[source] kube::Error),
+    #[error("cleaning up before deletion: {0}")]
+    Cleanup(#[source] crate::cloud::CloudError),
 }
 
 impl Error {
@@ -42,8 +46,63 @@ impl Error {
             Error::Refs(_) => "SecretReadFailed",
             Error::Apply(_) => "ApplyFailed",
             Error::Status(_) => "StatusWriteFailed",
+            Error::Finalizer(_) => "FinalizerUpdateFailed",
+            Error::Cleanup(_) => "CleanupFailed",
         }
     }
+}
+
+/// The finalizer on a resource whose deletion must clean up outside the cluster (an IoT topic rule, SNS or
+/// Pub/Sub topics). Present only with `deletionPolicy: Delete`.
+pub const FINALIZER: &str = "edgewire.dev/cleanup";
+
+/// Whether `obj` carries [`FINALIZER`].
+pub fn has_finalizer<K: Resource>(obj: &K) -> bool {
+    obj.meta()
+        .finalizers
+        .as_ref()
+        .is_some_and(|f| f.iter().any(|x| x == FINALIZER))
+}
+
+/// Adds (`want`) or removes [`FINALIZER`] with a merge patch of `metadata.finalizers` guarded by the
+/// resourceVersion (a concurrent change makes it fail and the reconcile retry). Other finalizers are kept.
+/// Returns whether it patched.
+pub async fn set_finalizer<K>(
+    client: &kube::Client,
+    obj: &K,
+    want: bool,
+) -> Result<bool, kube::Error>
+where
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+        + DeserializeOwned
+        + Clone
+        + Debug,
+{
+    if has_finalizer(obj) == want {
+        return Ok(false);
+    }
+    let mut next: Vec<String> = obj
+        .meta()
+        .finalizers
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|f| f != FINALIZER)
+        .collect();
+    if want {
+        next.push(FINALIZER.into());
+    }
+    let api: Api<K> = Api::namespaced(client.clone(), &obj.namespace().unwrap_or_default());
+    let patch = serde_json::json!({
+        "metadata": {"finalizers": next, "resourceVersion": obj.resource_version()},
+    });
+    api.patch(
+        &obj.name_any(),
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(&patch),
+    )
+    .await?;
+    Ok(true)
 }
 
 /// Which namespaces to watch: all, or one.
