@@ -50,7 +50,8 @@ fn every_sample_applies_and_its_eventbrokers_are_reconciled() {
 
     // (file, kind, namespace, name) of every object.
     let mut all: Vec<(String, String, String, String)> = Vec::new();
-    // MqttBrokers of type iotcore, by (namespace, name): they call AWS, which is not reachable here.
+    // iotcore MqttBrokers and EventBrokers provisioning SNS topics, by (namespace, name): they call AWS,
+    // which is not reachable here.
     let mut needs_aws: BTreeSet<(String, String)> = BTreeSet::new();
     for f in &files {
         let objs = objects(&cluster, f);
@@ -58,7 +59,13 @@ fn every_sample_applies_and_its_eventbrokers_are_reconciled() {
         for o in objs {
             let ns = str_at(&o, "/metadata/namespace");
             let ns = if ns.is_empty() { "default" } else { ns };
-            if str_at(&o, "/kind") == "MqttBroker" && str_at(&o, "/spec/type") == "iotcore" {
+            let provisions = o
+                .pointer("/spec/awsSns/provision")
+                .and_then(Value::as_bool)
+                .unwrap_or(false);
+            if (str_at(&o, "/kind") == "MqttBroker" && str_at(&o, "/spec/type") == "iotcore")
+                || (str_at(&o, "/kind") == "EventBroker" && provisions)
+            {
                 needs_aws.insert((ns.into(), str_at(&o, "/metadata/name").into()));
             }
             all.push((
@@ -137,13 +144,14 @@ fn every_sample_applies_and_its_eventbrokers_are_reconciled() {
         }
         eprintln!("{kind} {ns}/{name}: {}", status_summary(&eb));
     }
-    // An iotcore MqttBroker is reconciled (validated, credentials found) but cannot become Ready without
-    // AWS IoT Core: its endpoint and topic rule are proven against moto in operator/tests/iotcore.rs.
+    // These are reconciled (validated, credentials found) but cannot become Ready without AWS: the IoT
+    // endpoint and topic rule are proven against moto in operator/tests/iotcore.rs, SNS provisioning in
+    // operator/tests/sns_provisioning.rs.
     reconciled.retain(|(kind, ns, name)| {
-        let aws = kind == "MqttBroker" && needs_aws.contains(&(ns.clone(), name.clone()));
+        let aws = needs_aws.contains(&(ns.clone(), name.clone()));
         if aws {
             skipped.push(format!(
-                "{kind} {ns}/{name}: Ready needs AWS IoT Core (not reachable here)"
+                "{kind} {ns}/{name}: Ready needs AWS (not reachable here)"
             ));
         }
         !aws

@@ -6,6 +6,7 @@
 pub mod aws;
 pub mod iam;
 pub mod iot;
+pub mod sns;
 
 use std::fmt;
 
