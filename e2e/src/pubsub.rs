@@ -301,13 +301,27 @@ impl FakePubSub {
             .route("/v1/projects/{project}/topics", get(rest_list))
             .route("/v1/projects/{project}/topics/{topic}", any(rest_topic))
             .with_state(state.clone());
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let (tx, mut rx) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(async move {
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(async {
-                    let _ = rx.await;
-                })
-                .await;
+            // Dropping the JoinSet on stop aborts every connection: the service is gone, not draining.
+            let mut conns = tokio::task::JoinSet::new();
+            loop {
+                tokio::select! {
+                    _ = &mut rx => return,
+                    accepted = listener.accept() => {
+                        let Ok((sock, _)) = accepted else { continue };
+                        let svc = hyper_util::service::TowerToHyperService::new(app.clone());
+                        conns.spawn(async move {
+                            let _ = hyper_util::server::conn::auto::Builder::new(
+                                hyper_util::rt::TokioExecutor::new(),
+                            )
+                            .serve_connection(hyper_util::rt::TokioIo::new(sock), svc)
+                            .await;
+                        });
+                    }
+                    Some(_) = conns.join_next(), if !conns.is_empty() => {}
+                }
+            }
         });
         Ok(Self {
             addr,
@@ -360,6 +374,11 @@ impl FakePubSub {
                 .collect(),
         };
         lock(&self.state).topics.insert(name.to_string(), t);
+    }
+
+    /// Deletes a topic directly (not recorded as a request); whether it existed.
+    pub fn remove_topic(&self, name: &str) -> bool {
+        lock(&self.state).topics.remove(name).is_some()
     }
 
     /// The next call of `method` fails with `code` (calls queue up: two calls fail the next two).
