@@ -409,7 +409,12 @@ async fn denied_permissions_surface_in_topics_ready() {
     assert_eq!(tr["status"], "False");
     assert_eq!(tr["reason"], "ProvisioningFailed");
     let msg = tr["message"].as_str().unwrap();
-    assert!(msg.starts_with("4 of 4 topics failed: prod-edge-nodes-events: sns:CreateTopic denied (AuthorizationError)"), "{msg}");
+    assert!(
+        msg.starts_with(
+            "4 of 4 topics failed: prod-edge-nodes-events, prod-edge-commands-events, prod-edge-self-updates-events, prod-edge-ssh-events: sns:CreateTopic denied (AuthorizationError): User: arn:aws:iam::123456789012:user/edgewire is not authorized to perform: SNS:CreateTopic"
+        ),
+        "{msg}"
+    );
     assert_eq!(condition(&st, "Ready")["status"], "False");
     // The publisher is still applied (the ARN prefix is in the spec): it publishes once the policy is fixed.
     assert!(

@@ -8,7 +8,6 @@ use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_credential_types::Credentials;
 use aws_credential_types::provider::SharedCredentialsProvider;
 use aws_smithy_http_client::tls;
-use aws_smithy_types::error::display::DisplayErrorContext;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use aws_smithy_types::timeout::TimeoutConfig;
 use std::time::Duration;
@@ -84,10 +83,22 @@ where
             code: Some(code.to_string()),
             message: err.message().unwrap_or_default().to_string(),
         },
-        None => CloudError {
-            action,
-            code: None,
-            message: DisplayErrorContext(&err).to_string(),
-        },
+        None => {
+            // No answer from the service (connection, DNS, timeout): the error and its root cause.
+            let mut root: &dyn std::error::Error = &err;
+            while let Some(s) = root.source() {
+                root = s;
+            }
+            let (top, root) = (err.to_string(), root.to_string());
+            CloudError {
+                action,
+                code: None,
+                message: if top == root || root.is_empty() {
+                    top
+                } else {
+                    format!("{top}: {root}")
+                },
+            }
+        }
     }
 }

@@ -92,25 +92,19 @@ pub fn apply_status(eb: &EventBroker, status: &mut EventBrokerStatus, topics: &[
         return;
     }
     let generation = eb.metadata.generation;
-    let failed: Vec<String> = topics
-        .iter()
-        .filter_map(|t| t.error.as_ref().map(|e| format!("{}: {e}", t.name)))
-        .collect();
+    let failed_msg = failure(topics);
     let foreign: Vec<&str> = topics
         .iter()
         .filter(|t| t.error.is_none() && !t.owned)
         .map(|t| t.name.as_str())
         .collect();
-    let ok = failed.is_empty();
-    let mut msg = if ok {
-        format!("{} topics provisioned", topics.len())
-    } else {
-        format!(
-            "{} of {} topics failed: {}",
-            failed.len(),
-            topics.len(),
-            failed.join("; ")
-        )
+    let ok = failed_msg.is_none();
+    let mut msg = match &failed_msg {
+        None => format!("{} topics provisioned", topics.len()),
+        Some(f) => {
+            let n = topics.iter().filter(|t| t.error.is_some()).count();
+            format!("{n} of {} topics failed: {f}", topics.len())
+        }
     };
     if !foreign.is_empty() {
         msg.push_str(&format!(
@@ -152,13 +146,25 @@ pub fn apply_status(eb: &EventBroker, status: &mut EventBrokerStatus, topics: &[
         .collect();
 }
 
-/// The message when any topic failed.
+/// The message when any topic failed: the topics that failed alike, then why (`a, b: sns:CreateTopic denied
+/// (AuthorizationError): ...`), groups joined by `; `.
 pub fn failure(topics: &[Topic]) -> Option<String> {
-    let f: Vec<String> = topics
-        .iter()
-        .filter_map(|t| t.error.as_ref().map(|e| format!("{}: {e}", t.name)))
-        .collect();
-    (!f.is_empty()).then(|| f.join("; "))
+    let mut groups: Vec<(String, Vec<&str>)> = Vec::new();
+    for t in topics {
+        let Some(e) = &t.error else { continue };
+        let why = e.to_string();
+        match groups.iter_mut().find(|(w, _)| *w == why) {
+            Some((_, names)) => names.push(&t.name),
+            None => groups.push((why, vec![&t.name])),
+        }
+    }
+    (!groups.is_empty()).then(|| {
+        groups
+            .iter()
+            .map(|(why, names)| format!("{}: {why}", names.join(", ")))
+            .collect::<Vec<_>>()
+            .join("; ")
+    })
 }
 
 /// Adds the finalizer with provisioning under Delete, removes it otherwise.
