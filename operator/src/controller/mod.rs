@@ -152,8 +152,15 @@ fn root<K: Root>(
         .default_backoff()
         .reflect(writer)
         .applied_objects()
-        .predicate_filter(predicates::generation, Default::default());
+        .predicate_filter(generation_or_deletion::<K>, Default::default());
     (stream, reader)
+}
+
+/// The root predicate: a new generation, or the start of a deletion (an API server that does not bump the
+/// generation when it sets `deletionTimestamp` must still wake the finalizer).
+fn generation_or_deletion<K: Resource>(obj: &K) -> Option<u64> {
+    let deleting = u64::from(obj.meta().deletion_timestamp.is_some());
+    predicates::generation(obj).map(|g| (g << 1) | deleting)
 }
 
 /// Children of one kind are owned and watched by its owner-kind label.
@@ -286,4 +293,27 @@ pub async fn run_mqtt_broker(
         shutdown,
     )
     .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+    #[test]
+    fn the_root_predicate_passes_a_deletion_without_a_new_generation() {
+        let eb = EventBroker::test("e");
+        let mut deleting = eb.clone();
+        deleting.metadata.deletion_timestamp = Some(Time(Default::default()));
+        assert_ne!(
+            generation_or_deletion(&eb),
+            generation_or_deletion(&deleting)
+        );
+        let mut status_only = eb.clone();
+        status_only.metadata.resource_version = Some("99".into());
+        assert_eq!(
+            generation_or_deletion(&eb),
+            generation_or_deletion(&status_only)
+        );
+    }
 }
