@@ -1,5 +1,4 @@
-//! Least privilege, written for the user: the IAM policies and Pub/Sub role bindings a managed-cloud
-//! resource needs, as `edgewire-operator render` prints them (YAML comments). Pure functions.
+//! Least privilege, written for the user: the IAM policies a managed-cloud resource needs, as `edgewire-operator render` prints them (YAML comments). Pure functions.
 
 use serde_json::{Value, json};
 
@@ -64,30 +63,6 @@ pub fn sns_operator_policy(topic_arns: &[String]) -> Value {
             "Resource": topic_arns,
         }],
     })
-}
-
-/// Pub/Sub: `gcloud` commands granting the publisher `roles/pubsub.publisher` on each topic and, when the
-/// operator provisions, `roles/pubsub.editor` on the project to the operator's service account.
-pub fn pubsub_bindings(
-    project: &str,
-    topic_ids: &[String],
-    publisher_member: &str,
-    provision: bool,
-) -> Vec<String> {
-    let mut out: Vec<String> = topic_ids
-        .iter()
-        .map(|t| {
-            format!(
-                "gcloud pubsub topics add-iam-policy-binding {t} --project={project} --member={publisher_member} --role=roles/pubsub.publisher"
-            )
-        })
-        .collect();
-    if provision {
-        out.push(format!(
-            "gcloud projects add-iam-policy-binding {project} --member=serviceAccount:<operator-gsa>@{project}.iam.gserviceaccount.com --role=roles/pubsub.editor"
-        ));
-    }
-    out
 }
 
 /// `text` as YAML comment lines (`# ...`).
