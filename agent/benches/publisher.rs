@@ -47,13 +47,20 @@ struct Ingress {
     http: reqwest::Client,
 }
 
-async fn serve(vars: &[(&str, &str)]) -> Ingress {
-    let config: PublisherConfig = env::from_lookup(|k| {
+fn config(vars: &[(&str, &str)]) -> PublisherConfig {
+    env::from_lookup(|k| {
         vars.iter()
             .find(|(n, _)| *n == k)
             .map(|(_, v)| v.to_string())
     })
-    .expect("valid bench config");
+    .expect("valid bench config")
+}
+
+async fn serve(vars: &[(&str, &str)]) -> Ingress {
+    serve_config(config(vars)).await
+}
+
+async fn serve_config(config: PublisherConfig) -> Ingress {
     let publisher = Publisher::new(&config).await.expect("adapter");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -201,6 +208,16 @@ fn ms(d: Duration) -> f64 {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let n = events_per_run();
+    let only = std::env::var("EDGEWIRE_BENCH_ONLY").unwrap_or_default();
+    let sns = if only.is_empty() || only == "sns" {
+        Some(sns_bench().await)
+    } else {
+        None
+    };
+    if only == "sns" {
+        print_sns(sns);
+        return;
+    }
     eprintln!("publisher bench: {n} events per run");
     let mut rows = Vec::new();
 
@@ -440,4 +457,117 @@ async fn main() {
             ms(r.ing_lat.1) - ms(r.raw_lat.1),
         );
     }
+    print_sns(sns);
+}
+
+/// SNS figures: (events, raw ev/s, single ev/s, batch ev/s).
+type SnsFigures = (usize, f64, f64, f64);
+
+fn print_sns(f: Option<SnsFigures>) {
+    let Some((n, raw, single, batch)) = f else {
+        return;
+    };
+    println!();
+    println!(
+        "AWS SNS against moto_server (a local Python emulator, NOT AWS: absolute numbers say nothing about AWS; the ratio is what the ingress costs), {n} events per run, {CONCURRENCY} in flight"
+    );
+    println!(
+        "{:<16} {:>11} {:>11} {:>7} {:>11} {:>7}",
+        "target", "raw ev/s", "single ev/s", "ratio", "batch ev/s", "ratio"
+    );
+    println!(
+        "{:<16} {:>11.0} {:>11.0} {:>7.2} {:>11.0} {:>7.2}",
+        "SNS (moto)",
+        raw,
+        single,
+        single / raw,
+        batch,
+        batch / raw
+    );
+}
+
+/// events/s publishing to SNS on moto: the raw SDK (`Publish`, `CONCURRENCY` in flight, the same body and
+/// attributes the adapter sends) vs the ingress (single events; batches of 100 → `PublishBatch` of 10).
+/// `EDGEWIRE_BENCH_SNS_EVENTS` events per run (default 1,000: moto is slow).
+async fn sns_bench() -> SnsFigures {
+    use aws_sdk_sns::types::MessageAttributeValue;
+    use edgewire_agent::config::{AwsStaticCredentials, BrokerConfig, Secret};
+    let n: usize = std::env::var("EDGEWIRE_BENCH_SNS_EVENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000);
+    let moto = BrokerProcess::start_default(Kind::Moto).expect("moto_server (PyPI moto[server])");
+    let endpoint = moto.url();
+    let prefix = "arn:aws:sns:us-east-1:123456789012:";
+    let http = aws_smithy_http_client::Builder::new()
+        .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
+            aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
+        ))
+        .build_https();
+    let conf = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new("us-east-1"))
+        .http_client(http)
+        .credentials_provider(aws_credential_types::Credentials::new(
+            "bench", "bench", None, None, "bench",
+        ))
+        .endpoint_url(&endpoint)
+        .load()
+        .await;
+    let sns = aws_sdk_sns::Client::new(&conf);
+    let topic = sns
+        .create_topic()
+        .name("edge-nodes-events")
+        .send()
+        .await
+        .expect("create topic");
+    let arn = topic.topic_arn().unwrap_or_default().to_string();
+    let attr = |v: &str| {
+        MessageAttributeValue::builder()
+            .data_type("String")
+            .string_value(v)
+            .build()
+            .expect("attribute")
+    };
+    let raw = {
+        let start = Instant::now();
+        let mut next = 0;
+        let mut inflight = FuturesUnordered::new();
+        while next < n || !inflight.is_empty() {
+            while next < n && inflight.len() < CONCURRENCY {
+                let body = structured(next).to_string();
+                let req = sns
+                    .publish()
+                    .topic_arn(&arn)
+                    .message(body)
+                    .message_attributes("type", attr("edge.node.status_changed"))
+                    .message_attributes("corename", attr("bench"));
+                inflight.push(async move { req.send().await.expect("raw publish") });
+                next += 1;
+            }
+            inflight.next().await;
+        }
+        n as f64 / start.elapsed().as_secs_f64()
+    };
+    eprintln!("sns raw done: {raw:.0} ev/s");
+    let mut c = config(&[
+        ("EVENT_BROKER_ENABLED", "true"),
+        ("EVENT_BROKER_ADAPTER", "aws_sns"),
+        ("EVENT_BROKER_AWS_SNS_TOPIC_ARN_PREFIX", prefix),
+        ("EVENT_BROKER_AWS_SNS_ENDPOINT", &endpoint),
+        ("CORE_NAME", "bench"),
+    ]);
+    if let Some(BrokerConfig::Sns(s)) = c.broker.as_mut() {
+        s.static_credentials = Some(AwsStaticCredentials {
+            access_key_id: Secret::new("bench"),
+            secret_access_key: Secret::new("bench"),
+            session_token: None,
+        });
+    }
+    let ing = serve_config(c).await;
+    let single = ingress_single(&ing, n).await;
+    eprintln!("sns single done: {single:.0} ev/s");
+    let batch = ingress_batch(&ing, n).await;
+    eprintln!("sns batch done: {batch:.0} ev/s");
+    drop(moto);
+    (n, raw, single, batch)
 }

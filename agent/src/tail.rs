@@ -126,6 +126,11 @@ pub async fn run(config: PublisherConfig, json: bool, count: Option<usize>) -> a
         return Ok(());
     }
     match broker {
+        BrokerConfig::Sns(_) | BrokerConfig::PubSub(_) => {
+            return Err(anyhow!(
+                "tail does not support managed clouds: SNS stores nothing and Pub/Sub delivers only to subscriptions; subscribe a queue (SQS) or a subscription and read that"
+            ));
+        }
         BrokerConfig::Nats(c) => {
             let opts = adapters::nats::connect_options(&c, std::sync::Arc::new(Health::default()))?;
             let client = opts

@@ -53,12 +53,24 @@ fn every_sample_applies_and_its_eventbrokers_are_reconciled() {
 
     // (file, kind, namespace, name) of every object.
     let mut all: Vec<(String, String, String, String)> = Vec::new();
+    // iotcore MqttBrokers and EventBrokers provisioning SNS topics, by (namespace, name): they call AWS,
+    // which is not reachable here.
+    let mut needs_aws: BTreeSet<(String, String)> = BTreeSet::new();
     for f in &files {
         let objs = objects(&cluster, f);
         assert!(!objs.is_empty(), "{f}: no objects");
         for o in objs {
             let ns = str_at(&o, "/metadata/namespace");
             let ns = if ns.is_empty() { "default" } else { ns };
+            let provisions = o
+                .pointer("/spec/awsSns/provision")
+                .and_then(Value::as_bool)
+                .unwrap_or(false);
+            if (str_at(&o, "/kind") == "MqttBroker" && str_at(&o, "/spec/type") == "iotcore")
+                || (str_at(&o, "/kind") == "EventBroker" && provisions)
+            {
+                needs_aws.insert((ns.into(), str_at(&o, "/metadata/name").into()));
+            }
             all.push((
                 f.clone(),
                 str_at(&o, "/kind").into(),
@@ -139,6 +151,18 @@ fn every_sample_applies_and_its_eventbrokers_are_reconciled() {
         }
         eprintln!("{kind} {ns}/{name}: {}", status_summary(&eb));
     }
+    // These are reconciled (validated, credentials found) but cannot become Ready without AWS: the IoT
+    // endpoint and topic rule are proven against moto in operator/tests/iotcore.rs, SNS provisioning in
+    // operator/tests/sns_provisioning.rs.
+    reconciled.retain(|(kind, ns, name)| {
+        let aws = needs_aws.contains(&(ns.clone(), name.clone()));
+        if aws {
+            skipped.push(format!(
+                "{kind} {ns}/{name}: Ready needs AWS (not reachable here)"
+            ));
+        }
+        !aws
+    });
     // On the stand-in, with every workload stood in as ready, each sample EventBroker becomes Ready.
     if cluster.is_standin() {
         for (kind, ns, name) in &reconciled {

@@ -2,6 +2,7 @@
 
 pub mod apply;
 pub mod children;
+pub mod cloud;
 pub mod context;
 pub mod controller;
 pub mod hash;

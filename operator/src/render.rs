@@ -91,6 +91,7 @@ pub fn render(yaml: &str, images: &Images) -> anyhow::Result<String> {
             .map_err(|e| anyhow::anyhow!("EventBroker {ns}/{}: {e}", eb.name_any()))?;
         let children = build::build(&valid);
         out.push_str(&format!("# EventBroker {ns}/{}\n", eb.name_any()));
+        out.push_str(&least_privilege(eb));
         for doc in children_yaml(children)? {
             out.push_str("---\n");
             out.push_str(&doc);
@@ -171,4 +172,39 @@ pub fn render_file(path: &Path, images: &Images) -> anyhow::Result<()> {
     let out = render(&yaml, images)?;
     print!("{out}");
     Ok(())
+}
+
+/// The minimal IAM policies of a managed-cloud EventBroker, as YAML comments (empty for other adapters).
+pub fn least_privilege(eb: &EventBroker) -> String {
+    use crate::cloud::iam;
+    use edgewire_api::Adapter;
+    use edgewire_api::domain::DOMAINS;
+    let Some(sns) = eb
+        .spec
+        .aws_sns
+        .as_ref()
+        .filter(|_| eb.spec.adapter.canonical() == Adapter::AwsSns)
+    else {
+        return String::new();
+    };
+    let prefix = sns
+        .topic_arn_prefix
+        .clone()
+        .unwrap_or_else(|| format!("arn:aws:sns:{}:<account-id>:", sns.region));
+    let arns: Vec<String> = DOMAINS
+        .iter()
+        .map(|d| format!("{prefix}{}", d.topic))
+        .collect();
+    let pretty = |v: serde_json::Value| serde_json::to_string_pretty(&v).unwrap_or_default();
+    let mut out = iam::as_comments(
+        "IAM policy of the publisher (its role, e.g. spec.awsSns.roleArn via IRSA, or the credentials Secret's user):",
+        &pretty(iam::sns_publisher_policy(&arns)),
+    );
+    if sns.provision {
+        out.push_str(&iam::as_comments(
+            "IAM policy of the operator (provision: true creates, tags and, with deletionPolicy Delete, deletes the topics):",
+            &pretty(iam::sns_operator_policy(&arns)),
+        ));
+    }
+    out
 }

@@ -420,7 +420,7 @@ async fn invalid_specs_get_only_an_invalid_spec_status() {
     iotcore.spec.broker_type = MqttBrokerType::Iotcore;
     iotcore.spec.builtin = None;
     iotcore.spec.iotcore = Some(IotCoreSpec {
-        region: "us-east-1".into(),
+        region: "us east".into(),
         credentials: None,
         topic_rule: None,
         api_endpoint: None,
@@ -428,7 +428,7 @@ async fn invalid_specs_get_only_an_invalid_spec_status() {
     let ready = invalid(iotcore).await;
     assert_eq!(
         ready["message"],
-        "spec.type: iotcore is not available in this version"
+        r#"spec.iotcore.region: "us east" is not an AWS region (like us-east-1)"#
     );
 }
 

@@ -135,6 +135,27 @@ fn render_works_on_every_sample() {
             continue;
         }
         let kinds: Vec<&str> = docs.iter().filter_map(|d| d["kind"].as_str()).collect();
+        if name.starts_with("mqttbroker-iotcore") {
+            // IoT Core runs nothing in the cluster: no objects, the operator's IAM policy as comments.
+            assert!(docs.is_empty(), "{name}: {kinds:?}");
+            for needed in [
+                "\"iot:DescribeEndpoint\"",
+                "\"iot:CreateTopicRule\"",
+                "\"iot:ReplaceTopicRule\"",
+                "\"iot:GetTopicRule\"",
+                "\"iot:DeleteTopicRule\"",
+                "\"iam:PassRole\"",
+                "arn:aws:iot:us-east-1:<account-id>:rule/workers_to_sqs",
+                "arn:aws:iam::123456789012:role/edgewire-iot-to-sqs",
+            ] {
+                assert!(text.contains(needed), "{name}: no {needed} in\n{text}");
+            }
+            assert!(
+                !text.contains("example-secret-access-key"),
+                "{name}: a credential was printed"
+            );
+            continue;
+        }
         if name.starts_with("mqttbroker") {
             // A builtin MQTT broker: Mosquitto's StatefulSet (with the sidecar), config Secret, Services.
             assert!(kinds.contains(&"StatefulSet"), "{name}: {kinds:?}");
@@ -161,6 +182,45 @@ fn render_works_on_every_sample() {
             file.display()
         );
         assert!(kinds.contains(&"Service"), "{}: {kinds:?}", file.display());
+        if name.starts_with("eventbroker-aws-sns") {
+            // The least-privilege policies, as comments: sns:Publish on the four ARNs for the publisher,
+            // the provisioning actions for the operator only when it provisions.
+            let prefix = if name.contains("provisioned") {
+                "arn:aws:sns:us-east-1:123456789012:prod-"
+            } else {
+                "arn:aws:sns:us-east-1:123456789012:"
+            };
+            for topic in [
+                "edge-nodes-events",
+                "edge-commands-events",
+                "edge-self-updates-events",
+                "edge-ssh-events",
+            ] {
+                assert!(
+                    text.contains(&format!("\"{prefix}{topic}\"")),
+                    "{name}: {topic}"
+                );
+            }
+            assert!(text.contains("\"sns:Publish\""), "{name}");
+            let operator_actions = [
+                "\"sns:CreateTopic\"",
+                "\"sns:TagResource\"",
+                "\"sns:ListTagsForResource\"",
+                "\"sns:DeleteTopic\"",
+            ];
+            for a in operator_actions {
+                assert_eq!(
+                    text.contains(a),
+                    name.contains("provisioned"),
+                    "{name}: {a}"
+                );
+            }
+            assert!(
+                !text.contains("example-secret-access-key"),
+                "{name}: a credential was printed"
+            );
+        }
+        let name = file.file_name().unwrap().to_string_lossy();
         if name.contains("deployed") {
             assert!(
                 kinds.contains(&"StatefulSet"),

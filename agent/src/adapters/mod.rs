@@ -6,7 +6,9 @@ pub mod amqp;
 pub mod kafka;
 pub mod mqtt;
 pub mod nats;
+pub mod pubsub;
 pub mod redis;
+pub mod sns;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -14,6 +16,9 @@ use std::time::Duration;
 
 use cloudevents::Event;
 use futures::future::BoxFuture;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 
 use crate::config::BrokerConfig;
 
@@ -64,15 +69,40 @@ pub struct Readiness {
 
 /// A broker adapter.
 pub trait Adapter: Send + Sync + 'static {
-    /// The adapter id (`nats`, `kafka`, `amqp091`, `redis`, `mqtt`).
+    /// The adapter id (`nats`, `kafka`, `amqp091`, `redis`, `mqtt`, `aws_sns`, `google_pubsub`).
     fn name(&self) -> &'static str;
     /// Checks that the event can be routed (subject/topic rules, domain); the message becomes a 400.
     fn validate(&self, event: &Event) -> Result<(), String>;
     /// Publishes one event; resolves once the broker accepted it, as far as the protocol can tell.
     fn publish<'a>(&'a self, event: &'a Event) -> BoxFuture<'a, Result<(), PublishError>>;
+    /// Publishes a batch (all validated); one result per event, in order. By default one `publish` per
+    /// event, concurrently; adapters with a batch call of their own (SNS `PublishBatch`) override it.
+    fn publish_batch<'a>(
+        &'a self,
+        events: &'a [Event],
+    ) -> BoxFuture<'a, Vec<Result<(), PublishError>>> {
+        Box::pin(futures::future::join_all(
+            events.iter().map(|ev| self.publish(ev)),
+        ))
+    }
     /// Connection state.
     fn readiness(&self) -> Readiness;
+    /// Calls made to the broker's API, by operation, for `/metrics` (adapters over request/response APIs).
+    fn broker_calls(&self) -> Option<BrokerCalls> {
+        None
+    }
 }
+
+/// Labels of `edgewire_publisher_broker_requests_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CallLabels {
+    pub adapter: String,
+    /// The API operation (`Publish`, `PublishBatch`, `GetTopicAttributes`).
+    pub operation: String,
+}
+
+/// Counters of broker API calls, shared between an adapter and the metrics registry.
+pub type BrokerCalls = Family<CallLabels, Counter>;
 
 /// Builds the adapter for `config`; connecting happens in the background.
 pub async fn connect(config: &BrokerConfig) -> Result<Arc<dyn Adapter>, AdapterError> {
@@ -83,6 +113,8 @@ pub async fn connect(config: &BrokerConfig) -> Result<Arc<dyn Adapter>, AdapterE
         BrokerConfig::Amqp(c) => Arc::new(amqp::AmqpAdapter::connect(c.clone())?),
         BrokerConfig::Redis(c) => Arc::new(redis::RedisAdapter::connect(c.clone())?),
         BrokerConfig::Mqtt(c) => Arc::new(mqtt::MqttAdapter::connect(c.clone())?),
+        BrokerConfig::Sns(c) => Arc::new(sns::SnsAdapter::connect(c.clone()).await?),
+        BrokerConfig::PubSub(c) => Arc::new(pubsub::PubSubAdapter::connect(c.clone()).await?),
     })
 }
 

@@ -40,8 +40,18 @@ pub fn listen_addr(lookup: impl Fn(&str) -> Option<String>) -> Result<SocketAddr
     }
 }
 
-/// Adapters the seed names that this build cannot publish to.
-const NOT_IN_THIS_BUILD: [&str; 2] = ["aws_sns", "google_pubsub"];
+/// Whether `e` is an `http://` or `https://` URL with a host (and no credentials).
+pub(crate) fn endpoint_ok(e: &str) -> bool {
+    match url::Url::parse(e) {
+        Ok(u) => {
+            matches!(u.scheme(), "http" | "https")
+                && u.host_str().is_some_and(|h| !h.is_empty())
+                && u.username().is_empty()
+                && u.password().is_none()
+        }
+        Err(_) => false,
+    }
+}
 
 impl<F: Fn(&str) -> Option<String>> Env<F> {
     fn get(&self, name: &str) -> Option<String> {
@@ -98,12 +108,8 @@ impl<F: Fn(&str) -> Option<String>> Env<F> {
             "amqp091" | "rabbitmq" => BrokerConfig::Amqp(self.amqp()?),
             "redis" => BrokerConfig::Redis(self.redis()?),
             "mqtt" => BrokerConfig::Mqtt(self.mqtt(&mut notes)?),
-            a if NOT_IN_THIS_BUILD.contains(&a) => {
-                return Err(ConfigError::new(
-                    "EVENT_BROKER_ADAPTER",
-                    format!("adapter {a:?} is not available in this build of edgewire-agent"),
-                ));
-            }
+            "aws_sns" => BrokerConfig::Sns(self.sns()?),
+            "google_pubsub" => BrokerConfig::PubSub(self.pubsub()?),
             other => {
                 return Err(ConfigError::new(
                     "EVENT_BROKER_ADAPTER",
@@ -426,6 +432,75 @@ impl<F: Fn(&str) -> Option<String>> Env<F> {
         Ok(RedisConfig { url, tls })
     }
 
+    /// `EVENT_BROKER_AWS_SNS_*`. Credentials are not read here: the AWS SDK's standard chain reads
+    /// `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY` / `AWS_SESSION_TOKEN`, the shared files and the IRSA
+    /// web identity (`AWS_ROLE_ARN`, `AWS_WEB_IDENTITY_TOKEN_FILE`) itself.
+    fn sns(&self) -> Result<SnsConfig, ConfigError> {
+        const PREFIX: &str = "EVENT_BROKER_AWS_SNS_TOPIC_ARN_PREFIX";
+        const REGION: &str = "EVENT_BROKER_AWS_SNS_REGION";
+        let topic_arn_prefix = self.get(PREFIX).ok_or_else(|| {
+            ConfigError::new(
+                PREFIX,
+                "required for adapter aws_sns (e.g. arn:aws:sns:us-east-1:123456789012:)",
+            )
+        })?;
+        let arn_region =
+            sns_arn_prefix_region(&topic_arn_prefix).map_err(|m| ConfigError::new(PREFIX, m))?;
+        let region = self.get(REGION).unwrap_or(arn_region);
+        if !region
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        {
+            return Err(ConfigError::new(
+                REGION,
+                format!("must be an AWS region like us-east-1, got {region:?}"),
+            ));
+        }
+        let endpoint = self.endpoint("EVENT_BROKER_AWS_SNS_ENDPOINT")?;
+        Ok(SnsConfig {
+            region,
+            topic_arn_prefix,
+            endpoint,
+            static_credentials: None,
+        })
+    }
+
+    /// `EVENT_BROKER_GOOGLE_PUBSUB_*`. `GOOGLE_APPLICATION_CREDENTIALS` is read by the Google auth library
+    /// (Application Default Credentials).
+    fn pubsub(&self) -> Result<PubSubConfig, ConfigError> {
+        const PROJECT: &str = "EVENT_BROKER_GOOGLE_PUBSUB_PROJECT";
+        const PREFIX: &str = "EVENT_BROKER_GOOGLE_PUBSUB_TOPIC_ID_PREFIX";
+        let project = self
+            .get(PROJECT)
+            .ok_or_else(|| ConfigError::new(PROJECT, "required for adapter google_pubsub"))?;
+        if let Some(m) = pubsub_project_problem(&project) {
+            return Err(ConfigError::new(PROJECT, m));
+        }
+        let topic_id_prefix = self.get(PREFIX).unwrap_or_default();
+        if let Some(m) = pubsub_prefix_problem(&topic_id_prefix) {
+            return Err(ConfigError::new(PREFIX, m));
+        }
+        let endpoint = self.endpoint("EVENT_BROKER_GOOGLE_PUBSUB_ENDPOINT")?;
+        Ok(PubSubConfig {
+            project,
+            topic_id_prefix,
+            endpoint,
+            credentials_file: None,
+        })
+    }
+
+    /// An endpoint override: an `http://` or `https://` URL.
+    fn endpoint(&self, name: &str) -> Result<Option<String>, ConfigError> {
+        match self.get(name) {
+            None => Ok(None),
+            Some(e) if endpoint_ok(&e) => Ok(Some(e.trim_end_matches('/').to_string())),
+            Some(e) => Err(ConfigError::new(
+                name,
+                format!("must be an http:// or https:// URL, got {e:?}"),
+            )),
+        }
+    }
+
     fn mqtt(&self, notes: &mut Vec<String>) -> Result<MqttConfig, ConfigError> {
         const URL: &str = "EVENT_BROKER_MQTT_URL";
         let raw = self
@@ -543,14 +618,130 @@ mod tests {
     }
 
     #[test]
-    fn adapter_required_unknown_and_unavailable() {
+    fn adapter_required_and_unknown() {
         assert_eq!(err(&[ON]).name, "EVENT_BROKER_ADAPTER");
         let e = err(&[ON, ("EVENT_BROKER_ADAPTER", "pulsar")]);
         assert_eq!(e.name, "EVENT_BROKER_ADAPTER");
         assert!(e.message.contains("unknown adapter \"pulsar\""), "{e}");
-        for a in ["aws_sns", "google_pubsub"] {
-            let e = err(&[ON, ("EVENT_BROKER_ADAPTER", a)]);
-            assert!(e.to_string().contains("not available in this build"), "{e}");
+    }
+
+    #[test]
+    fn sns_seed_variables() {
+        let BrokerConfig::Sns(c) = broker(&[
+            ON,
+            ("EVENT_BROKER_ADAPTER", "aws_sns"),
+            ("EVENT_BROKER_AWS_SNS_REGION", "eu-west-1"),
+            (
+                "EVENT_BROKER_AWS_SNS_TOPIC_ARN_PREFIX",
+                "arn:aws:sns:eu-west-1:123456789012:",
+            ),
+            ("EVENT_BROKER_AWS_SNS_ENDPOINT", "http://127.0.0.1:5000/"),
+        ]) else {
+            panic!("not sns")
+        };
+        assert_eq!(
+            c,
+            SnsConfig {
+                region: "eu-west-1".into(),
+                topic_arn_prefix: "arn:aws:sns:eu-west-1:123456789012:".into(),
+                endpoint: Some("http://127.0.0.1:5000".into()),
+                static_credentials: None,
+            }
+        );
+        // The region defaults to the ARN prefix's; a name prefix after the account is allowed.
+        let BrokerConfig::Sns(c) = broker(&[
+            ON,
+            ("EVENT_BROKER_ADAPTER", "aws_sns"),
+            (
+                "EVENT_BROKER_AWS_SNS_TOPIC_ARN_PREFIX",
+                "arn:aws-cn:sns:cn-north-1:123456789012:prod-",
+            ),
+        ]) else {
+            panic!("not sns")
+        };
+        assert_eq!(c.region, "cn-north-1");
+        assert_eq!(c.endpoint, None);
+    }
+
+    #[test]
+    fn sns_errors_name_the_variable() {
+        let base = [ON, ("EVENT_BROKER_ADAPTER", "aws_sns")];
+        assert_eq!(err(&base).name, "EVENT_BROKER_AWS_SNS_TOPIC_ARN_PREFIX");
+        for bad in [
+            "123456789012",
+            "arn:aws:sqs:us-east-1:123456789012:",
+            "arn:aws:sns:us-east-1::",
+            "arn:aws:sns:us-east-1:123456789012:a:b",
+        ] {
+            let mut v = base.to_vec();
+            v.push(("EVENT_BROKER_AWS_SNS_TOPIC_ARN_PREFIX", bad));
+            assert_eq!(
+                err(&v).name,
+                "EVENT_BROKER_AWS_SNS_TOPIC_ARN_PREFIX",
+                "{bad}"
+            );
+        }
+        let mut v = base.to_vec();
+        v.push((
+            "EVENT_BROKER_AWS_SNS_TOPIC_ARN_PREFIX",
+            "arn:aws:sns:us-east-1:123456789012:",
+        ));
+        let mut bad_endpoint = v.clone();
+        bad_endpoint.push(("EVENT_BROKER_AWS_SNS_ENDPOINT", "localhost:5000"));
+        assert_eq!(err(&bad_endpoint).name, "EVENT_BROKER_AWS_SNS_ENDPOINT");
+        let mut bad_region = v.clone();
+        bad_region.push(("EVENT_BROKER_AWS_SNS_REGION", "US East"));
+        assert_eq!(err(&bad_region).name, "EVENT_BROKER_AWS_SNS_REGION");
+    }
+
+    #[test]
+    fn pubsub_seed_variables() {
+        let BrokerConfig::PubSub(c) = broker(&[
+            ON,
+            ("EVENT_BROKER_ADAPTER", "google_pubsub"),
+            ("EVENT_BROKER_GOOGLE_PUBSUB_PROJECT", "my-project-123"),
+            ("EVENT_BROKER_GOOGLE_PUBSUB_TOPIC_ID_PREFIX", "edge-prod-"),
+        ]) else {
+            panic!("not pubsub")
+        };
+        assert_eq!(
+            c,
+            PubSubConfig {
+                project: "my-project-123".into(),
+                topic_id_prefix: "edge-prod-".into(),
+                endpoint: None,
+                credentials_file: None,
+            }
+        );
+        assert!(!c.is_emulator());
+        let BrokerConfig::PubSub(c) = broker(&[
+            ON,
+            ("EVENT_BROKER_ADAPTER", "google_pubsub"),
+            ("EVENT_BROKER_GOOGLE_PUBSUB_PROJECT", "my-project-123"),
+            ("EVENT_BROKER_GOOGLE_PUBSUB_TOPIC_ID_PREFIX", ""),
+            (
+                "EVENT_BROKER_GOOGLE_PUBSUB_ENDPOINT",
+                "http://localhost:8085",
+            ),
+        ]) else {
+            panic!("not pubsub")
+        };
+        assert_eq!(c.topic_id_prefix, "");
+        assert!(c.is_emulator());
+        let base = [ON, ("EVENT_BROKER_ADAPTER", "google_pubsub")];
+        assert_eq!(err(&base).name, "EVENT_BROKER_GOOGLE_PUBSUB_PROJECT");
+        let mut v = base.to_vec();
+        v.push(("EVENT_BROKER_GOOGLE_PUBSUB_PROJECT", "My Project"));
+        assert_eq!(err(&v).name, "EVENT_BROKER_GOOGLE_PUBSUB_PROJECT");
+        for bad in ["1edge-", "goog-", "edge prod"] {
+            let mut v = base.to_vec();
+            v.push(("EVENT_BROKER_GOOGLE_PUBSUB_PROJECT", "my-project-123"));
+            v.push(("EVENT_BROKER_GOOGLE_PUBSUB_TOPIC_ID_PREFIX", bad));
+            assert_eq!(
+                err(&v).name,
+                "EVENT_BROKER_GOOGLE_PUBSUB_TOPIC_ID_PREFIX",
+                "{bad}"
+            );
         }
     }
 

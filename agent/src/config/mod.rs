@@ -50,6 +50,8 @@ pub enum BrokerConfig {
     Amqp(AmqpConfig),
     Redis(RedisConfig),
     Mqtt(MqttConfig),
+    Sns(SnsConfig),
+    PubSub(PubSubConfig),
 }
 
 impl BrokerConfig {
@@ -61,6 +63,8 @@ impl BrokerConfig {
             BrokerConfig::Amqp(_) => "amqp091",
             BrokerConfig::Redis(_) => "redis",
             BrokerConfig::Mqtt(_) => "mqtt",
+            BrokerConfig::Sns(_) => "aws_sns",
+            BrokerConfig::PubSub(_) => "google_pubsub",
         }
     }
 }
@@ -177,6 +181,117 @@ pub enum MqttAuth {
         username: String,
         password: Option<Secret>,
     },
+}
+
+/// AWS SNS: every event goes to `topic_arn_prefix` + its domain topic name.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SnsConfig {
+    /// `EVENT_BROKER_AWS_SNS_REGION`; the ARN prefix's region when unset.
+    pub region: String,
+    /// `EVENT_BROKER_AWS_SNS_TOPIC_ARN_PREFIX`, e.g. `arn:aws:sns:us-east-1:123456789012:` (may end in a name
+    /// prefix such as `...:123456789012:prod-`).
+    pub topic_arn_prefix: String,
+    /// `EVENT_BROKER_AWS_SNS_ENDPOINT`: VPC endpoints, local emulators (moto, LocalStack).
+    pub endpoint: Option<String>,
+    /// Static keys (`spec.awsSns.credentials` in `--config` mode). `None`: the standard chain (env
+    /// `AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`/`AWS_SESSION_TOKEN`, shared files, IRSA web identity,
+    /// ECS/EC2 instance roles).
+    pub static_credentials: Option<AwsStaticCredentials>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct AwsStaticCredentials {
+    pub access_key_id: Secret,
+    pub secret_access_key: Secret,
+    pub session_token: Option<Secret>,
+}
+
+/// Google Cloud Pub/Sub: every event goes to `projects/<project>/topics/<topic_id_prefix><domain topic>`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PubSubConfig {
+    /// `EVENT_BROKER_GOOGLE_PUBSUB_PROJECT`.
+    pub project: String,
+    /// `EVENT_BROKER_GOOGLE_PUBSUB_TOPIC_ID_PREFIX`, e.g. `edge-prod-` (empty: none).
+    pub topic_id_prefix: String,
+    /// `EVENT_BROKER_GOOGLE_PUBSUB_ENDPOINT`. An `http://` endpoint (emulators) is used without credentials;
+    /// an `https://` one (private / regional endpoints) with the usual credentials.
+    pub endpoint: Option<String>,
+    /// A service-account JSON key (`spec.googlePubsub.credentials` in `--config` mode). `None`: Application
+    /// Default Credentials (`GOOGLE_APPLICATION_CREDENTIALS`, then the metadata server / Workload Identity).
+    pub credentials_file: Option<PathBuf>,
+}
+
+impl PubSubConfig {
+    /// Whether the endpoint is a cleartext emulator endpoint (no credentials are sent there).
+    pub fn is_emulator(&self) -> bool {
+        self.endpoint
+            .as_deref()
+            .is_some_and(|e| e.starts_with("http://"))
+    }
+}
+
+/// Checks an SNS topic ARN prefix (`arn:<partition>:sns:<region>:<account>:<name prefix>`) and returns
+/// its region.
+pub fn sns_arn_prefix_region(prefix: &str) -> Result<String, String> {
+    let parts: Vec<&str> = prefix.splitn(6, ':').collect();
+    match parts.as_slice() {
+        ["arn", partition, "sns", region, account, name_prefix]
+            if !partition.is_empty()
+                && !region.is_empty()
+                && !account.is_empty()
+                && account.chars().all(|c| c.is_ascii_alphanumeric())
+                && name_prefix
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') =>
+        {
+            Ok(region.to_string())
+        }
+        _ => Err(format!(
+            "must look like arn:aws:sns:<region>:<account-id>: (optionally followed by a topic name prefix), got {prefix:?}"
+        )),
+    }
+}
+
+/// Checks a Pub/Sub topic id prefix: the ids it makes must start with a letter and use
+/// `[A-Za-z0-9-_.~+%]` only.
+pub fn pubsub_prefix_problem(prefix: &str) -> Option<String> {
+    if prefix.is_empty() {
+        return None;
+    }
+    let starts_letter = prefix
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic());
+    let chars_ok = prefix
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "-_.~+%".contains(c));
+    if !starts_letter || !chars_ok || prefix.starts_with("goog") || prefix.len() > 230 {
+        return Some(format!(
+            "must start with a letter, not with \"goog\", and use only letters, digits and -_.~+% (at most 230 characters), got {prefix:?}"
+        ));
+    }
+    None
+}
+
+/// Checks a Pub/Sub project id (lowercase letters, digits and hyphens; also the legacy
+/// `domain.com:project` form). Emulators accept any such id, so the length is not enforced.
+pub fn pubsub_project_problem(project: &str) -> Option<String> {
+    let ok = !project.is_empty()
+        && project.len() <= 100
+        && project
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "-.:".contains(c))
+        && project
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_lowercase());
+    if ok {
+        None
+    } else {
+        Some(format!(
+            "must be a project id (lowercase letters, digits and hyphens, starting with a letter), got {project:?}"
+        ))
+    }
 }
 
 /// Parses a Go duration (`168h`, `1h30m`, `90s`, `1.5h`, `250ms`).

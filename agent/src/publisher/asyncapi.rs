@@ -181,6 +181,59 @@ pub fn document(config: &PublisherConfig) -> Value {
                 json!({"mqtt": {"qos": m.qos, "retain": false, "bindingVersion": "0.2.0"}}),
             )
         }
+        BrokerConfig::Sns(c) => {
+            channels = DOMAINS
+                .iter()
+                .map(|d| {
+                    (
+                        d.name.to_string(),
+                        format!("{}{}", c.topic_arn_prefix, d.topic),
+                        format!("{} events ({}*)", d.name, d.type_prefix),
+                    )
+                })
+                .collect();
+            let msg = json!({"name": "CloudEvent", "title": "CloudEvent (structured JSON, SNS MessageAttributes type and corename)", "contentType": "application/cloudevents+json", "headers": {"type": "object", "description": "SNS MessageAttributes (DataType String), for subscription filter policies", "properties": {"type": {"type": "string"}, "corename": {"type": "string", "const": core}}}, "payload": cloud_event_schema(core)});
+            let host = c
+                .endpoint
+                .clone()
+                .unwrap_or_else(|| format!("sns.{}.amazonaws.com", c.region));
+            (
+                "sns",
+                host,
+                msg,
+                "Topic ARN = prefix + the event's domain topic; Publish / PublishBatch (≤ 10 per call); SNS stores nothing.".to_string(),
+                json!({}),
+                json!({}),
+            )
+        }
+        BrokerConfig::PubSub(c) => {
+            channels = DOMAINS
+                .iter()
+                .map(|d| {
+                    (
+                        d.name.to_string(),
+                        format!(
+                            "projects/{}/topics/{}{}",
+                            c.project, c.topic_id_prefix, d.topic
+                        ),
+                        format!("{} events ({}*)", d.name, d.type_prefix),
+                    )
+                })
+                .collect();
+            let msg = json!({"name": "CloudEvent", "title": "CloudEvent (structured JSON, Pub/Sub attributes type and corename)", "contentType": "application/cloudevents+json", "headers": {"type": "object", "description": "Pub/Sub message attributes, for subscription filters", "properties": {"type": {"type": "string"}, "corename": {"type": "string", "const": core}}}, "payload": cloud_event_schema(core)});
+            let host = c
+                .endpoint
+                .clone()
+                .unwrap_or_else(|| "pubsub.googleapis.com".to_string());
+            (
+                "googlepubsub",
+                host,
+                msg,
+                "Topic = projects/<project>/topics/<prefix><domain topic>; one Publish call per topic and request.".to_string(),
+                json!({}),
+                json!({}),
+            )
+        }
     };
     let mut channel_map = serde_json::Map::new();
     let mut operations = serde_json::Map::new();

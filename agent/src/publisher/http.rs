@@ -173,8 +173,18 @@ async fn ingest_batch(p: &Publisher, adapter: &dyn Adapter, body: &[u8]) -> Resp
     for _ in &events {
         p.metrics.accepted();
     }
-    let results =
-        futures::future::join_all(events.iter().map(|ev| publish_one(p, adapter, ev))).await;
+    let start = Instant::now();
+    let results = adapter.publish_batch(&events).await;
+    let seconds = start.elapsed().as_secs_f64();
+    for r in &results {
+        match r {
+            Ok(()) => p.metrics.published(seconds),
+            Err(e) => {
+                p.metrics.failed(e.reason());
+                tracing::debug!(error = %e, "publish failed");
+            }
+        }
+    }
     let mut accepted = Vec::new();
     let mut failed = Vec::new();
     let mut worst: Option<PublishError> = None;

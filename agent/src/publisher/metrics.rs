@@ -115,6 +115,15 @@ impl Metrics {
             .set(i64::from(up));
     }
 
+    /// Registers the adapter's API call counters (`edgewire_publisher_broker_requests_total`).
+    pub fn register_broker_calls(&mut self, calls: crate::adapters::BrokerCalls) {
+        self.registry.register(
+            "broker_requests",
+            "API calls made to the broker, by operation (request/response brokers such as SNS)",
+            calls,
+        );
+    }
+
     pub fn encode(&self) -> String {
         let mut out = String::new();
         if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {

@@ -41,9 +41,13 @@ impl Publisher {
     /// Shared state around an adapter built elsewhere (tests, benches).
     pub fn with_adapter(config: &PublisherConfig, adapter: Option<Arc<dyn Adapter>>) -> Arc<Self> {
         let name = adapter.as_ref().map(|a| a.name()).unwrap_or("none");
+        let mut metrics = metrics::Metrics::new(name);
+        if let Some(calls) = adapter.as_ref().and_then(|a| a.broker_calls()) {
+            metrics.register_broker_calls(calls);
+        }
         Arc::new(Self {
             core_name: config.core_name.clone(),
-            metrics: metrics::Metrics::new(name),
+            metrics,
             asyncapi: asyncapi::document(config),
             adapter,
         })

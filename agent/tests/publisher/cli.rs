@@ -29,13 +29,19 @@ fn unknown_adapter_exits_with_one_line_naming_the_variable() {
 }
 
 #[test]
-fn cloud_adapters_are_not_pretended() {
+fn cloud_adapters_name_their_missing_variable() {
     let (code, err) = run(&[
         ("EVENT_BROKER_ENABLED", "true"),
         ("EVENT_BROKER_ADAPTER", "aws_sns"),
     ]);
     assert_ne!(code, 0);
-    assert!(err.contains("not available in this build"), "{err}");
+    assert!(err.contains("EVENT_BROKER_AWS_SNS_TOPIC_ARN_PREFIX"), "{err}");
+    let (code, err) = run(&[
+        ("EVENT_BROKER_ENABLED", "true"),
+        ("EVENT_BROKER_ADAPTER", "google_pubsub"),
+    ]);
+    assert_ne!(code, 0);
+    assert!(err.contains("EVENT_BROKER_GOOGLE_PUBSUB_PROJECT"), "{err}");
 }
 
 #[test]

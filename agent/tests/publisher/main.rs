@@ -8,4 +8,6 @@ mod ingress;
 mod kafka;
 mod mqtt;
 mod nats;
+mod pubsub;
 mod redis;
+mod sns;

@@ -35,6 +35,10 @@ pub enum Error {
     Apply(#[source] kube::Error),
     #[error("writing status: {0}")]
     Status(#[source] kube::Error),
+    #[error("updating the finalizer: {0}")]
+    Finalizer(#[source] kube::Error),
+    #[error("cleaning up before deletion: {0}")]
+    Cleanup(#[source] crate::cloud::CloudError),
 }
 
 impl Error {
@@ -44,8 +48,63 @@ impl Error {
             Error::Refs(_) => "SecretReadFailed",
             Error::Apply(_) => "ApplyFailed",
             Error::Status(_) => "StatusWriteFailed",
+            Error::Finalizer(_) => "FinalizerUpdateFailed",
+            Error::Cleanup(_) => "CleanupFailed",
         }
     }
+}
+
+/// The finalizer on a resource whose deletion must clean up outside the cluster (an IoT topic rule, SNS or
+/// Pub/Sub topics). Present only with `deletionPolicy: Delete`.
+pub const FINALIZER: &str = "edgewire.dev/cleanup";
+
+/// Whether `obj` carries [`FINALIZER`].
+pub fn has_finalizer<K: Resource>(obj: &K) -> bool {
+    obj.meta()
+        .finalizers
+        .as_ref()
+        .is_some_and(|f| f.iter().any(|x| x == FINALIZER))
+}
+
+/// Adds (`want`) or removes [`FINALIZER`] with a merge patch of `metadata.finalizers` guarded by the
+/// resourceVersion (a concurrent change makes it fail and the reconcile retry). Other finalizers are kept.
+/// Returns whether it patched.
+pub async fn set_finalizer<K>(
+    client: &kube::Client,
+    obj: &K,
+    want: bool,
+) -> Result<bool, kube::Error>
+where
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+        + DeserializeOwned
+        + Clone
+        + Debug,
+{
+    if has_finalizer(obj) == want {
+        return Ok(false);
+    }
+    let mut next: Vec<String> = obj
+        .meta()
+        .finalizers
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|f| f != FINALIZER)
+        .collect();
+    if want {
+        next.push(FINALIZER.into());
+    }
+    let api: Api<K> = Api::namespaced(client.clone(), &obj.namespace().unwrap_or_default());
+    let patch = serde_json::json!({
+        "metadata": {"finalizers": next, "resourceVersion": obj.resource_version()},
+    });
+    api.patch(
+        &obj.name_any(),
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(&patch),
+    )
+    .await?;
+    Ok(true)
 }
 
 /// Which namespaces to watch: all, or one.
@@ -95,8 +154,15 @@ fn root<K: Root>(
         .default_backoff()
         .reflect(writer)
         .applied_objects()
-        .predicate_filter(predicates::generation, Default::default());
+        .predicate_filter(generation_or_deletion::<K>, Default::default());
     (stream, reader)
+}
+
+/// The root predicate: a new generation, or the start of a deletion (an API server that does not bump the
+/// generation when it sets `deletionTimestamp` must still wake the finalizer).
+fn generation_or_deletion<K: Resource>(obj: &K) -> Option<u64> {
+    let deleting = u64::from(obj.meta().deletion_timestamp.is_some());
+    predicates::generation(obj).map(|g| (g << 1) | deleting)
 }
 
 /// Children of one kind are owned and watched by its owner-kind label.
@@ -269,4 +335,27 @@ pub async fn run_bridge_link(
         shutdown,
     )
     .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+    #[test]
+    fn the_root_predicate_passes_a_deletion_without_a_new_generation() {
+        let eb = EventBroker::test("e");
+        let mut deleting = eb.clone();
+        deleting.metadata.deletion_timestamp = Some(Time(Default::default()));
+        assert_ne!(
+            generation_or_deletion(&eb),
+            generation_or_deletion(&deleting)
+        );
+        let mut status_only = eb.clone();
+        status_only.metadata.resource_version = Some("99".into());
+        assert_eq!(
+            generation_or_deletion(&eb),
+            generation_or_deletion(&status_only)
+        );
+    }
 }

@@ -73,6 +73,10 @@ impl MockApi {
 
     async fn handle(&self, req: Request<Body>) -> Response<Body> {
         let method = req.method().to_string();
+        let merge_patch = req
+            .headers()
+            .get(http::header::CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(b"application/merge-patch+json"));
         let path = req.uri().path().to_string();
         let query = req.uri().query().unwrap_or_default().to_string();
         let bytes = req.into_body().collect_bytes().await.unwrap();
@@ -119,6 +123,24 @@ impl MockApi {
                     None => (path.clone(), false),
                 };
                 let existing = s.objects.get(&target).cloned();
+                if merge_patch && !status_only {
+                    // JSON merge patch (RFC 7386) onto what the server has; an emptied finalizer list on an
+                    // object being deleted removes it, as the API server does.
+                    let Some(mut cur) = existing else {
+                        return not_found(&target);
+                    };
+                    merge(&mut cur, &obj);
+                    cur["metadata"]["resourceVersion"] = json!(rv);
+                    let finalizers_left = cur["metadata"]["finalizers"]
+                        .as_array()
+                        .is_some_and(|f| !f.is_empty());
+                    if !cur["metadata"]["deletionTimestamp"].is_null() && !finalizers_left {
+                        s.objects.remove(&target);
+                    } else {
+                        s.objects.insert(target, cur.clone());
+                    }
+                    return ok(cur);
+                }
                 if status_only {
                     let Some(mut cur) = existing else {
                         return not_found(&target);
@@ -142,10 +164,26 @@ impl MockApi {
                 s.objects.insert(target, obj.clone());
                 ok(obj)
             }
-            "DELETE" => match s.objects.remove(&path) {
-                Some(o) => ok(o),
-                None => not_found(&path),
-            },
+            "DELETE" => {
+                // An object with finalizers gets a deletionTimestamp (and a new generation) and stays.
+                let has_finalizers = s.objects.get(&path).is_some_and(|o| {
+                    o["metadata"]["finalizers"]
+                        .as_array()
+                        .is_some_and(|f| !f.is_empty())
+                });
+                if has_finalizers {
+                    let o = s.objects.get_mut(&path).unwrap();
+                    o["metadata"]["deletionTimestamp"] = json!("2026-11-22T00:00:00Z");
+                    let g = o["metadata"]["generation"].as_i64().unwrap_or(1);
+                    o["metadata"]["generation"] = json!(g + 1);
+                    o["metadata"]["resourceVersion"] = json!(rv);
+                    return ok(o.clone());
+                }
+                match s.objects.remove(&path) {
+                    Some(o) => ok(o),
+                    None => not_found(&path),
+                }
+            }
             "POST" => {
                 let obj = body.unwrap_or(json!({}));
                 Response::builder()
@@ -158,6 +196,26 @@ impl MockApi {
                 .body(Body::empty())
                 .unwrap(),
         }
+    }
+}
+
+/// RFC 7386 JSON merge patch.
+fn merge(target: &mut Value, patch: &Value) {
+    match patch {
+        Value::Object(p) => {
+            if !target.is_object() {
+                *target = json!({});
+            }
+            let t = target.as_object_mut().unwrap();
+            for (k, v) in p {
+                if v.is_null() {
+                    t.remove(k);
+                } else {
+                    merge(t.entry(k.clone()).or_insert(Value::Null), v);
+                }
+            }
+        }
+        other => *target = other.clone(),
     }
 }
 

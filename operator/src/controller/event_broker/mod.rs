@@ -5,6 +5,7 @@ pub mod apply;
 pub mod build;
 pub mod refs;
 pub mod status;
+pub mod topics;
 pub mod validate;
 
 use crate::children::Owner;
@@ -127,6 +128,9 @@ pub const RESYNC: Duration = Duration::from_secs(300);
 pub async fn reconcile(eb: Arc<EventBroker>, ctx: Arc<Context>) -> Result<Action, Error> {
     let _timer = ctx.metrics.reconcile(KIND_LABEL);
     if eb.meta().deletion_timestamp.is_some() {
+        if topics::needs_finalize(&eb) {
+            return topics::finalize(&eb, &ctx).await;
+        }
         // Children carry owner references: the garbage collector removes them.
         return Ok(Action::await_change());
     }
@@ -173,6 +177,27 @@ pub async fn reconcile(eb: Arc<EventBroker>, ctx: Arc<Context>) -> Result<Action
             });
         }
     };
+    let mut valid = valid;
+    topics::sync_finalizer(&ctx, &eb).await?;
+    let provisioned = topics::provision(&eb, &mut valid, &refs).await;
+    let topics_failed = topics::failure(&provisioned);
+    if topics::provisioning(&eb).is_some()
+        && valid
+            .spec
+            .aws_sns
+            .as_ref()
+            .is_some_and(|s| s.topic_arn_prefix.is_none())
+    {
+        // No topic answered: the publisher's ARN prefix is unknown; nothing to apply yet.
+        let mut st = eb.status.clone().unwrap_or_default();
+        st.observed_generation = eb.metadata.generation;
+        topics::apply_status(&eb, &mut st, &provisioned);
+        crate::status::write(&ctx.client, &*eb, eb.status.as_ref(), st)
+            .await
+            .map_err(Error::Status)?;
+        warn!(error = ?topics_failed, "topics not provisioned");
+        return Ok(Action::requeue(topics::RETRY));
+    }
     let desired = build::build(&valid);
     let applied = apply::apply(&ctx.client, &valid.owner, desired)
         .await
@@ -180,7 +205,8 @@ pub async fn reconcile(eb: Arc<EventBroker>, ctx: Arc<Context>) -> Result<Action
     if !applied.swept.is_empty() {
         info!(deleted = ?applied.swept, "removed children no longer wanted");
     }
-    let new_status = status::desired(&eb, &valid, &applied);
+    let mut new_status = status::desired(&eb, &valid, &applied);
+    topics::apply_status(&eb, &mut new_status, &provisioned);
     let old = eb.status.clone().unwrap_or_default();
     let became_ready = cond::is_true(&new_status.conditions, types::READY)
         && !cond::is_true(&old.conditions, types::READY);
@@ -208,6 +234,14 @@ pub async fn reconcile(eb: Arc<EventBroker>, ctx: Arc<Context>) -> Result<Action
             "referenced Secrets changed; workloads roll".into(),
         )
         .await;
+    }
+    if let Some(msg) = topics_failed {
+        ctx.metrics.error(
+            KIND_LABEL,
+            edgewire_api::condition::reasons::PROVISIONING_FAILED,
+        );
+        warn!(error = %msg, "topics not provisioned");
+        return Ok(Action::requeue(topics::RETRY));
     }
     Ok(Action::requeue(RESYNC))
 }

@@ -41,14 +41,75 @@ pub fn check_spec(eb: &EventBroker) -> Result<(), ValidateError> {
     let adapter = spec.adapter.canonical();
     let deployed = spec.deploy_broker.as_ref();
     match adapter {
-        Adapter::AwsSns | Adapter::GooglePubsub => {
+        Adapter::GooglePubsub => {
             return Err(invalid(
                 "spec.adapter",
                 format!(
-                    "adapter {} is not available in this version of Edgewire; use nats, kafka, amqp091, redis or mqtt",
+                    "adapter {} is not available in this version of Edgewire; use nats, kafka, amqp091, redis, mqtt or aws_sns",
                     spec.adapter.as_str()
                 ),
             ));
+        }
+        Adapter::AwsSns => {
+            let Some(sns) = spec.aws_sns.as_ref() else {
+                return Err(invalid("spec.awsSns", "adapter aws_sns needs spec.awsSns"));
+            };
+            if deployed.is_some() {
+                return Err(invalid(
+                    "spec.deployBroker",
+                    "SNS is a managed service: there is no broker to deploy",
+                ));
+            }
+            if sns.region.trim().is_empty()
+                || !sns
+                    .region
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            {
+                return Err(invalid(
+                    "spec.awsSns.region",
+                    format!("{:?} is not an AWS region (like us-east-1)", sns.region),
+                ));
+            }
+            match &sns.topic_arn_prefix {
+                Some(p) => {
+                    let ok = crate::cloud::sns::name_prefix(p).is_some_and(|n| {
+                        n.bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                    });
+                    if !ok {
+                        return Err(invalid(
+                            "spec.awsSns.topicArnPrefix",
+                            format!(
+                                "{p:?} must be arn:aws:sns:<region>:<account>: followed by an optional topic-name prefix (letters, digits, - and _)"
+                            ),
+                        ));
+                    }
+                }
+                None if !sns.provision => {
+                    return Err(invalid(
+                        "spec.awsSns.topicArnPrefix",
+                        "is needed unless provision is true (the ARNs of provisioned topics give it)",
+                    ));
+                }
+                None => {}
+            }
+            if let Some(e) = &sns.endpoint
+                && !(e.starts_with("https://") || e.starts_with("http://"))
+            {
+                return Err(invalid(
+                    "spec.awsSns.endpoint",
+                    format!("{e:?} must be an http:// or https:// URL"),
+                ));
+            }
+            if let Some(r) = &sns.role_arn
+                && !(r.starts_with("arn:") && r.contains(":role/"))
+            {
+                return Err(invalid(
+                    "spec.awsSns.roleArn",
+                    format!("{r:?} must be an IAM role ARN"),
+                ));
+            }
         }
         Adapter::Nats => {
             let nats = spec.nats.as_ref();
@@ -470,6 +531,18 @@ mod tests {
         );
         assert_eq!(
             field_of(&EventBroker::test("e").adapter(Adapter::AwsSns)),
+            "spec.awsSns.topicArnPrefix"
+        );
+        let mut sns = EventBroker::test("e").adapter(Adapter::AwsSns);
+        sns.spec.aws_sns.as_mut().unwrap().provision = true;
+        assert_eq!(check_spec(&sns), Ok(()));
+        sns.spec.aws_sns.as_mut().unwrap().topic_arn_prefix = Some("prod-".into());
+        assert_eq!(field_of(&sns), "spec.awsSns.topicArnPrefix");
+        sns.spec.aws_sns.as_mut().unwrap().topic_arn_prefix =
+            Some("arn:aws:sns:us-east-1:123456789012:prod-".into());
+        assert_eq!(check_spec(&sns), Ok(()));
+        assert_eq!(
+            field_of(&EventBroker::test("e").adapter(Adapter::GooglePubsub)),
             "spec.adapter"
         );
         let mut qos = EventBroker::test("e").adapter(Adapter::Mqtt);

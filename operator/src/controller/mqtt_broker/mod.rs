@@ -5,10 +5,11 @@
 //! `mosquitto.conf`, the password file and the ACL file rendered into one Secret. A user's password change
 //! rewrites that Secret but not the pod template: the `mqtt-sidecar` in the same pod sees the files change and
 //! makes Mosquitto reload them (SIGHUP through the shared process namespace), so nobody is disconnected.
-//! AWS IoT Core (`type: iotcore`) is rejected as `InvalidSpec` in this version.
+//! AWS IoT Core (`type: iotcore`) has no children: see [`iotcore`].
 
 pub mod apply;
 pub mod build;
+pub mod iotcore;
 pub mod refs;
 pub mod status;
 pub mod validate;
@@ -19,7 +20,7 @@ use crate::context::Context;
 use crate::controller::event_broker::{GeneratedCredentials, Images};
 use crate::secret::SecretString;
 use edgewire_api::condition::{self as cond, types};
-use edgewire_api::{BuiltinMqtt, DeletionPolicy, MqttBroker};
+use edgewire_api::{BuiltinMqtt, DeletionPolicy, MqttBroker, MqttBrokerType};
 use k8s_openapi::api::core::v1::Secret;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
@@ -119,9 +120,19 @@ pub const RESYNC: Duration = Duration::from_secs(300);
 pub async fn reconcile(mqb: Arc<MqttBroker>, ctx: Arc<Context>) -> Result<Action, Error> {
     let _timer = ctx.metrics.reconcile(KIND_LABEL);
     if mqb.meta().deletion_timestamp.is_some() {
+        if iotcore::needs_finalize(&mqb) {
+            return iotcore::finalize(&mqb, &ctx).await;
+        }
         // Children carry owner references: the garbage collector removes them.
         return Ok(Action::await_change());
     }
+    if mqb.spec.broker_type == MqttBrokerType::Iotcore {
+        return iotcore::reconcile(&mqb, &ctx).await;
+    }
+    // A builtin broker cleans up nothing outside the cluster (one switched from iotcore leaves its rule).
+    super::set_finalizer(&ctx.client, &*mqb, false)
+        .await
+        .map_err(Error::Finalizer)?;
     let refs = refs::fetch(&ctx.client, &mqb).await.map_err(Error::Refs)?;
     let valid = match validate::validate(&mqb, &refs, &ctx.images) {
         Ok(v) => v,
@@ -229,6 +240,11 @@ pub fn render(
         username: username.into(),
         password: SecretString::new(GENERATED_PLACEHOLDER),
     });
+    if mqb.spec.broker_type == MqttBrokerType::Iotcore {
+        let valid = validate::validate_iotcore(&mqb, &refs)
+            .map_err(|e| anyhow::anyhow!("MqttBroker {ns}/{name}: {e}"))?;
+        return Ok(vec![iotcore::render_policy(&valid)]);
+    }
     let valid = validate::validate(&mqb, &refs, images)
         .map_err(|e| anyhow::anyhow!("MqttBroker {ns}/{name}: {e}"))?;
     build::build(&valid).to_yaml()

@@ -2,6 +2,7 @@
 //! certificate) and read back the passwords the operator generated, so each is generated once and never again.
 
 use super::{SIDECAR_USER, sidecar_secret_name, user_secret_name, validate};
+use crate::cloud::aws::keys as aws_keys;
 use crate::controller::event_broker::GeneratedCredentials;
 use crate::controller::event_broker::refs::read_generated;
 use crate::secret::{SecretString, generate_password};
@@ -73,9 +74,29 @@ fn builtin(mqb: &MqttBroker) -> bool {
     mqb.spec.broker_type == MqttBrokerType::Builtin
 }
 
-/// Every Secret the builtin spec references: each user's password Secret (spec order), then the TLS Secret.
+/// Every Secret the spec references: for builtin each user's password Secret (spec order), then the TLS
+/// Secret; for iotcore the credentials Secret (`AWS_SESSION_TOKEN` is optional and not listed).
 pub fn secret_uses(mqb: &MqttBroker) -> Vec<SecretUse> {
     let mut out = Vec::new();
+    if mqb.spec.broker_type == MqttBrokerType::Iotcore {
+        if let Some(c) = mqb
+            .spec
+            .iotcore
+            .as_ref()
+            .and_then(|i| i.credentials.as_ref())
+        {
+            out.push(SecretUse {
+                name: c.secret_name.clone(),
+                keys: vec![
+                    aws_keys::ACCESS_KEY_ID.to_string(),
+                    aws_keys::SECRET_ACCESS_KEY.to_string(),
+                ],
+                field: "spec.iotcore.credentials.secretName".into(),
+                user: None,
+            });
+        }
+        return out;
+    }
     let Some(b) = mqb.spec.builtin.as_ref().filter(|_| builtin(mqb)) else {
         return out;
     };
@@ -123,7 +144,7 @@ pub fn generated_users(mqb: &MqttBroker) -> Vec<(String, String)> {
 /// the sidecar's. The reverse index from Secret to MqttBroker uses it.
 pub fn referenced_secret_names(mqb: &MqttBroker) -> Vec<String> {
     if !builtin(mqb) {
-        return Vec::new();
+        return secret_uses(mqb).into_iter().map(|u| u.name).collect();
     }
     let mut names: Vec<String> = secret_uses(mqb).into_iter().map(|u| u.name).collect();
     names.extend(generated_users(mqb).into_iter().map(|(_, s)| s));
@@ -150,13 +171,13 @@ pub fn from_lookup<'a>(
     generate: impl Fn(&str, &str) -> GeneratedCredentials,
 ) -> Refs {
     let mut refs = Refs::default();
-    if !builtin(mqb) {
-        return refs;
-    }
     for u in secret_uses(mqb) {
         if let Some(s) = lookup(&u.name) {
             refs.secrets.insert(u.name, s.clone());
         }
+    }
+    if !builtin(mqb) {
+        return refs;
     }
     let read_back = |secret: &str, username: &str| {
         let mut g =

@@ -2,14 +2,18 @@
 //! password and topic filters, and produce a [`ValidatedMqttBroker`].
 
 use super::build::generated_secret_data;
+use super::iotcore::ValidatedIotCore;
 use super::refs::{Refs, secret_uses, tls_keys};
 use super::{
     KIND_LABEL, MQTT_PORT, ResolvedTls, ResolvedUser, SIDECAR_USER, ValidatedMqttBroker,
     user_secret_name,
 };
 use crate::children::Owner;
+use crate::cloud::aws::{AwsSettings, StaticKeys, keys as aws_keys};
+use crate::cloud::iot::{DesiredRule, rule_sql};
 use crate::controller::event_broker::{GeneratedCredentials, Images};
 use crate::hash::credentials_hash;
+use crate::secret::SecretString;
 use edgewire_api::{BuiltinMqtt, MqttBroker, MqttBrokerType, MqttUser};
 use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
@@ -162,23 +166,7 @@ fn ports(b: &BuiltinMqtt) -> Vec<(&'static str, i32)> {
     out
 }
 
-/// Spec checks that need no Secret. The CRD's schema and CEL rules say some of the same; they are repeated
-/// here because a cluster may not enforce them (and the message then still names the field).
-pub fn check_spec(mqb: &MqttBroker) -> Result<(), ValidateError> {
-    let spec = &mqb.spec;
-    if spec.broker_type == MqttBrokerType::Iotcore {
-        return Err(invalid(
-            "spec.type",
-            "iotcore is not available in this version",
-        ));
-    }
-    if spec.iotcore.is_some() {
-        return Err(invalid(
-            "spec.iotcore",
-            "is set but type is builtin; remove it",
-        ));
-    }
-    let ns = &spec.topic_namespace;
+fn check_topic_namespace(ns: &str) -> Result<(), ValidateError> {
     if ns.is_empty()
         || !ns
             .bytes()
@@ -189,6 +177,173 @@ pub fn check_spec(mqb: &MqttBroker) -> Result<(), ValidateError> {
             format!("{ns:?} must be letters, digits, _ and - (it is the first topic level)"),
         ));
     }
+    Ok(())
+}
+
+/// Spec checks of `type: iotcore`.
+fn check_iotcore(mqb: &MqttBroker) -> Result<(), ValidateError> {
+    let spec = &mqb.spec;
+    if spec.builtin.is_some() {
+        return Err(invalid(
+            "spec.builtin",
+            "is set but type is iotcore; remove it",
+        ));
+    }
+    let Some(iot) = &spec.iotcore else {
+        return Err(invalid("spec.iotcore", "type iotcore needs spec.iotcore"));
+    };
+    if iot.region.trim().is_empty()
+        || !iot
+            .region
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    {
+        return Err(invalid(
+            "spec.iotcore.region",
+            format!("{:?} is not an AWS region (like us-east-1)", iot.region),
+        ));
+    }
+    if let Some(c) = &iot.credentials
+        && !is_secret_name(&c.secret_name)
+    {
+        return Err(invalid(
+            "spec.iotcore.credentials.secretName",
+            format!("{:?} is not a valid Secret name", c.secret_name),
+        ));
+    }
+    if let Some(e) = &iot.api_endpoint
+        && !(e.starts_with("https://") || e.starts_with("http://"))
+    {
+        return Err(invalid(
+            "spec.iotcore.apiEndpoint",
+            format!("{e:?} must be an http:// or https:// URL"),
+        ));
+    }
+    if let Some(r) = &iot.topic_rule {
+        if r.name.is_empty()
+            || r.name.len() > 128
+            || !r
+                .name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        {
+            return Err(invalid(
+                "spec.iotcore.topicRule.name",
+                format!("{:?} must be 1 to 128 letters, digits and _", r.name),
+            ));
+        }
+        if !r.sqs_queue_url.starts_with("https://") && !r.sqs_queue_url.starts_with("http://") {
+            return Err(invalid(
+                "spec.iotcore.topicRule.sqsQueueUrl",
+                format!("{:?} must be the queue's URL", r.sqs_queue_url),
+            ));
+        }
+        if !r.role_arn.starts_with("arn:") || !r.role_arn.contains(":role/") {
+            return Err(invalid(
+                "spec.iotcore.topicRule.roleArn",
+                format!("{:?} must be an IAM role ARN", r.role_arn),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Checks an iotcore spec and resolves its credentials Secret.
+pub fn validate_iotcore(mqb: &MqttBroker, refs: &Refs) -> Result<ValidatedIotCore, ValidateError> {
+    check_spec(mqb)?;
+    let owner = Owner::of(mqb, KIND_LABEL).ok_or(ValidateError::Metadata)?;
+    let iot = mqb
+        .spec
+        .iotcore
+        .clone()
+        .ok_or_else(|| invalid("spec.iotcore", "type iotcore needs spec.iotcore"))?;
+    let mut credentials = None;
+    let mut secret_hash = None;
+    if let Some(c) = &iot.credentials {
+        let name = &c.secret_name;
+        let field = "spec.iotcore.credentials.secretName";
+        let Some(secret) = refs.secrets.get(name) else {
+            return Err(ValidateError::Credentials(vec![CredentialProblem {
+                user: None,
+                secret_missing: true,
+                message: format!("Secret {name} ({field}) not found"),
+            }]));
+        };
+        let mut problems = Vec::new();
+        let mut value = |key: &str, required: bool| match refs.value(name, key) {
+            Some(v) if !v.expose().trim().is_empty() => Some(SecretString::new(v.expose().trim())),
+            _ if !required && !refs.has_key(name, key) => None,
+            found => {
+                let why = match found {
+                    Some(_) => "is empty",
+                    None if refs.has_key(name, key) => "is not UTF-8 text",
+                    None => "is missing",
+                };
+                problems.push(CredentialProblem {
+                    user: None,
+                    secret_missing: false,
+                    message: format!("Secret {name} key {key} {why} ({field})"),
+                });
+                None
+            }
+        };
+        let access_key_id = value(aws_keys::ACCESS_KEY_ID, true);
+        let secret_access_key = value(aws_keys::SECRET_ACCESS_KEY, true);
+        let session_token = value(aws_keys::SESSION_TOKEN, false);
+        match (access_key_id, secret_access_key) {
+            (Some(access_key_id), Some(secret_access_key)) if problems.is_empty() => {
+                credentials = Some(StaticKeys {
+                    access_key_id,
+                    secret_access_key,
+                    session_token,
+                });
+                secret_hash = Some(credentials_hash([secret]));
+            }
+            _ => return Err(ValidateError::Credentials(problems)),
+        }
+    }
+    let endpoint_override = mqb
+        .spec
+        .endpoint
+        .as_deref()
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+        .map(str::to_string);
+    Ok(ValidatedIotCore {
+        owner,
+        aws: AwsSettings {
+            region: iot.region.clone(),
+            endpoint: iot.api_endpoint.clone(),
+            credentials,
+        },
+        credentials_secret: iot.credentials.as_ref().map(|c| c.secret_name.clone()),
+        credentials_hash: secret_hash,
+        rule: iot.topic_rule.as_ref().map(|r| DesiredRule {
+            name: r.name.clone(),
+            sql: rule_sql(&mqb.spec.topic_namespace),
+            queue_url: r.sqs_queue_url.clone(),
+            role_arn: r.role_arn.clone(),
+        }),
+        deletion_policy: mqb.spec.deletion_policy,
+        endpoint_override,
+    })
+}
+
+/// Spec checks that need no Secret. The CRD's schema and CEL rules say some of the same; they are repeated
+/// here because a cluster may not enforce them (and the message then still names the field).
+pub fn check_spec(mqb: &MqttBroker) -> Result<(), ValidateError> {
+    let spec = &mqb.spec;
+    check_topic_namespace(&spec.topic_namespace)?;
+    if spec.broker_type == MqttBrokerType::Iotcore {
+        return check_iotcore(mqb);
+    }
+    if spec.iotcore.is_some() {
+        return Err(invalid(
+            "spec.iotcore",
+            "is set but type is builtin; remove it",
+        ));
+    }
+    let ns = &spec.topic_namespace;
     let b = builtin_of(mqb);
     if b.image.trim().is_empty() {
         return Err(invalid("spec.builtin.image", "must not be empty"));
@@ -480,8 +635,42 @@ mod tests {
         iot.spec.broker_type = MqttBrokerType::Iotcore;
         assert_eq!(
             check_spec(&iot).unwrap_err().to_string(),
-            "spec.type: iotcore is not available in this version"
+            "spec.builtin: is set but type is iotcore; remove it"
         );
+        iot.spec.builtin = None;
+        assert_eq!(
+            check_spec(&iot).unwrap_err().to_string(),
+            "spec.iotcore: type iotcore needs spec.iotcore"
+        );
+        iot.spec.iotcore = Some(edgewire_api::IotCoreSpec {
+            region: "us-east-1".into(),
+            credentials: None,
+            topic_rule: Some(edgewire_api::TopicRule {
+                name: "workers-to-sqs".into(),
+                sqs_queue_url: "https://sqs.us-east-1.amazonaws.com/123456789012/q".into(),
+                role_arn: "arn:aws:iam::123456789012:role/iot-to-sqs".into(),
+            }),
+            api_endpoint: None,
+        });
+        assert_eq!(field_of(&iot), "spec.iotcore.topicRule.name");
+        iot.spec
+            .iotcore
+            .as_mut()
+            .unwrap()
+            .topic_rule
+            .as_mut()
+            .unwrap()
+            .name = "w".into();
+        assert_eq!(check_spec(&iot), Ok(()));
+        iot.spec
+            .iotcore
+            .as_mut()
+            .unwrap()
+            .topic_rule
+            .as_mut()
+            .unwrap()
+            .role_arn = "r".into();
+        assert_eq!(field_of(&iot), "spec.iotcore.topicRule.roleArn");
 
         let dup = MqttBroker::test("m").user("a", None).user("a", Some("s"));
         assert_eq!(field_of(&dup), "spec.builtin.users[1].name");

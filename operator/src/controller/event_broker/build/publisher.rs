@@ -41,7 +41,18 @@ pub fn ingress_url(v: &ValidatedEventBroker) -> String {
 
 pub fn build_service_account(v: &ValidatedEventBroker) -> ServiceAccount {
     ServiceAccount {
-        metadata: v.owner.meta(publisher_name(v), PUBLISHER_APP, COMPONENT),
+        metadata: {
+            let mut meta = v.owner.meta(publisher_name(v), PUBLISHER_APP, COMPONENT);
+            // IRSA: EKS injects a web identity token for this role into the publisher's pods.
+            if v.adapter == Adapter::AwsSns
+                && let Some(role) = v.spec.aws_sns.as_ref().and_then(|s| s.role_arn.as_ref())
+            {
+                meta.annotations
+                    .get_or_insert_with(Default::default)
+                    .insert("eks.amazonaws.com/role-arn".into(), role.clone());
+            }
+            meta
+        },
         automount_service_account_token: Some(false),
         ..Default::default()
     }
@@ -403,8 +414,42 @@ pub fn build_env(v: &ValidatedEventBroker) -> Vec<EnvVar> {
                 _ => {}
             }
         }
-        // Managed clouds are rejected by validation until their adapters land.
-        Adapter::AwsSns | Adapter::GooglePubsub | Adapter::Rabbitmq => {}
+        Adapter::AwsSns => {
+            let sns = spec.aws_sns.clone().unwrap_or_default();
+            env.push(plain("EVENT_BROKER_AWS_SNS_REGION", sns.region.clone()));
+            // From the spec, or (provisioning) derived from the topics' ARNs before the build.
+            if let Some(p) = &sns.topic_arn_prefix {
+                env.push(plain("EVENT_BROKER_AWS_SNS_TOPIC_ARN_PREFIX", p.clone()));
+            }
+            if let Some(e) = &sns.endpoint {
+                env.push(plain("EVENT_BROKER_AWS_SNS_ENDPOINT", e.clone()));
+            }
+            if let Some(c) = &sns.credentials {
+                use crate::cloud::aws::keys;
+                env.push(from_secret(
+                    keys::ACCESS_KEY_ID,
+                    &c.secret_name,
+                    keys::ACCESS_KEY_ID,
+                ));
+                env.push(from_secret(
+                    keys::SECRET_ACCESS_KEY,
+                    &c.secret_name,
+                    keys::SECRET_ACCESS_KEY,
+                ));
+                let mut token =
+                    from_secret(keys::SESSION_TOKEN, &c.secret_name, keys::SESSION_TOKEN);
+                if let Some(sel) = token
+                    .value_from
+                    .as_mut()
+                    .and_then(|v| v.secret_key_ref.as_mut())
+                {
+                    sel.optional = Some(true);
+                }
+                env.push(token);
+            }
+        }
+        // google_pubsub is rejected by validation until its provisioning lands.
+        Adapter::GooglePubsub | Adapter::Rabbitmq => {}
     }
     if let Some(tls) = adapter_tls(spec, v.adapter) {
         env.push(plain(&format!("{prefix}_SSL"), "true"));
