@@ -35,7 +35,10 @@ fn cloud_adapters_name_their_missing_variable() {
         ("EVENT_BROKER_ADAPTER", "aws_sns"),
     ]);
     assert_ne!(code, 0);
-    assert!(err.contains("EVENT_BROKER_AWS_SNS_TOPIC_ARN_PREFIX"), "{err}");
+    assert!(
+        err.contains("EVENT_BROKER_AWS_SNS_TOPIC_ARN_PREFIX"),
+        "{err}"
+    );
     let (code, err) = run(&[
         ("EVENT_BROKER_ENABLED", "true"),
         ("EVENT_BROKER_ADAPTER", "google_pubsub"),
