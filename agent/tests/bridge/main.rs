@@ -7,8 +7,6 @@ mod common;
 
 use std::time::Duration;
 
-#[allow(unused_imports)]
-use common::read_stream_upto;
 use common::*;
 use futures::StreamExt;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};

@@ -31,12 +31,12 @@
 //! counts every unacknowledged record it discarded in [`Stats::dropped`].
 //!
 //! # Why a segment log of our own
-//! Measured on the 2-core build machine (`cargo bench -p edgewire-agent --bench spool`, figures in the
-//! crate's report): fdatasync costs about 1.5 ms here, so throughput is decided by how many messages
-//! share one fsync and how much work each message costs besides. The segment log does one buffered
-//! `write` and one `fdatasync` per batch and no per-message index update; deleting acknowledged data is
-//! unlinking a file. An embedded B-tree store (redb) needs a transaction commit per group (its own
-//! double fsync by default) and per-record page updates on both insert and delete. See `agent/benches/spool.rs`.
+//! fdatasync costs about 1.5 ms on the 2-core build machine, so throughput is decided by how many
+//! messages share one fsync and what each message costs besides. The segment log does one buffered
+//! `write` and one `fdatasync` per batch and no per-message index update; removing acknowledged data is
+//! unlinking a file; recovery is one sequential scan. An embedded B-tree store (redb, fjall) would add a
+//! transaction commit per group and per-record page or index updates on insert and on delete. That
+//! comparison was reasoned, not measured: `agent/benches/spool.rs` measures this log only.
 
 mod crc;
 mod segment;
