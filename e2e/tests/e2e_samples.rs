@@ -53,8 +53,8 @@ fn every_sample_applies_and_its_eventbrokers_are_reconciled() {
 
     // (file, kind, namespace, name) of every object.
     let mut all: Vec<(String, String, String, String)> = Vec::new();
-    // iotcore MqttBrokers and EventBrokers provisioning SNS topics, by (namespace, name): they call AWS,
-    // which is not reachable here.
+    // iotcore MqttBrokers and EventBrokers provisioning SNS or Pub/Sub topics, by (namespace, name): they
+    // call AWS or GCP, which is not reachable here.
     let mut needs_aws: BTreeSet<(String, String)> = BTreeSet::new();
     for f in &files {
         let objs = objects(&cluster, f);
@@ -62,10 +62,9 @@ fn every_sample_applies_and_its_eventbrokers_are_reconciled() {
         for o in objs {
             let ns = str_at(&o, "/metadata/namespace");
             let ns = if ns.is_empty() { "default" } else { ns };
-            let provisions = o
-                .pointer("/spec/awsSns/provision")
-                .and_then(Value::as_bool)
-                .unwrap_or(false);
+            let provisions = ["/spec/awsSns/provision", "/spec/googlePubsub/provision"]
+                .iter()
+                .any(|p| o.pointer(p).and_then(Value::as_bool).unwrap_or(false));
             if (str_at(&o, "/kind") == "MqttBroker" && str_at(&o, "/spec/type") == "iotcore")
                 || (str_at(&o, "/kind") == "EventBroker" && provisions)
             {
@@ -153,12 +152,13 @@ fn every_sample_applies_and_its_eventbrokers_are_reconciled() {
     }
     // These are reconciled (validated, credentials found) but cannot become Ready without AWS: the IoT
     // endpoint and topic rule are proven against moto in operator/tests/iotcore.rs, SNS provisioning in
-    // operator/tests/sns_provisioning.rs.
+    // operator/tests/sns_provisioning.rs, Pub/Sub provisioning against the fake server in
+    // operator/tests/pubsub_provisioning.rs.
     reconciled.retain(|(kind, ns, name)| {
         let aws = needs_aws.contains(&(ns.clone(), name.clone()));
         if aws {
             skipped.push(format!(
-                "{kind} {ns}/{name}: Ready needs AWS (not reachable here)"
+                "{kind} {ns}/{name}: Ready needs AWS or GCP (not reachable here)"
             ));
         }
         !aws

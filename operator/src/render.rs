@@ -179,6 +179,11 @@ pub fn least_privilege(eb: &EventBroker) -> String {
     use crate::cloud::iam;
     use edgewire_api::Adapter;
     use edgewire_api::domain::DOMAINS;
+    if eb.spec.adapter.canonical() == Adapter::GooglePubsub
+        && let Some(ps) = eb.spec.google_pubsub.as_ref()
+    {
+        return pubsub_least_privilege(ps);
+    }
     let Some(sns) = eb
         .spec
         .aws_sns
@@ -207,4 +212,84 @@ pub fn least_privilege(eb: &EventBroker) -> String {
         ));
     }
     out
+}
+
+/// The Pub/Sub role bindings of a `google_pubsub` EventBroker: `roles/pubsub.publisher` on the four topics
+/// for the publisher's Google service account; with `provision: true`, the operator's custom role.
+fn pubsub_least_privilege(ps: &edgewire_api::GooglePubsubSpec) -> String {
+    use crate::cloud::iam;
+    use edgewire_api::domain::DOMAINS;
+    let prefix = ps.topic_id_prefix.as_deref().unwrap_or_default();
+    let ids: Vec<String> = DOMAINS
+        .iter()
+        .map(|d| format!("{prefix}{}", d.topic))
+        .collect();
+    let member = match &ps.service_account {
+        Some(gsa) => format!("serviceAccount:{gsa}"),
+        None => "serviceAccount:<client_email of the credentials key>".to_string(),
+    };
+    let mut out = iam::as_comments(
+        "Pub/Sub role bindings of the publisher (spec.googlePubsub.serviceAccount via Workload Identity, or the credentials key's account):",
+        &iam::pubsub_publisher_bindings(&ps.project, &ids, &member),
+    );
+    if ps.provision {
+        let role = serde_yaml::to_string(&iam::pubsub_operator_role()).unwrap_or_default();
+        let grant = format!(
+            "{}\ngcloud iam roles create edgewireTopicProvisioner --project={p} --file=role.yaml\n\
+             gcloud projects add-iam-policy-binding {p} \\\n    \
+             --member=serviceAccount:<operator's account> --role=projects/{p}/roles/edgewireTopicProvisioner\n\
+             (or roles/pubsub.editor, which grants more)",
+            role.trim_end(),
+            p = ps.project
+        );
+        out.push_str(&iam::as_comments(
+            "Custom role of the operator (provision: true creates the topics, reads their labels and, with deletionPolicy Delete, deletes them):",
+            &grant,
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use edgewire_api::{Adapter, EventBroker};
+
+    #[test]
+    fn pubsub_bindings_follow_the_spec() {
+        let mut eb = EventBroker::test("events").adapter(Adapter::GooglePubsub);
+        let ps = eb.spec.google_pubsub.as_mut().unwrap();
+        ps.topic_id_prefix = Some("edge-prod-".into());
+        ps.service_account = Some("pub@my-project.iam.gserviceaccount.com".into());
+        let text = least_privilege(&eb);
+        for t in [
+            "edge-nodes-events",
+            "edge-commands-events",
+            "edge-self-updates-events",
+            "edge-ssh-events",
+        ] {
+            assert!(
+                text.contains(&format!(
+                    "add-iam-policy-binding edge-prod-{t} --project=my-project"
+                )),
+                "{t}: {text}"
+            );
+        }
+        assert!(text.contains("--member=serviceAccount:pub@my-project.iam.gserviceaccount.com"));
+        assert!(text.lines().all(|l| l.starts_with('#')), "{text}");
+        assert!(
+            !text.contains("pubsub.topics.create"),
+            "no provisioning: {text}"
+        );
+        eb.spec.google_pubsub.as_mut().unwrap().provision = true;
+        let text = least_privilege(&eb);
+        for p in [
+            "pubsub.topics.create",
+            "pubsub.topics.get",
+            "pubsub.topics.delete",
+        ] {
+            assert!(text.contains(p), "{p}: {text}");
+        }
+        assert!(!text.contains("pubsub.topics.update"), "{text}");
+    }
 }

@@ -65,6 +65,37 @@ pub fn sns_operator_policy(topic_arns: &[String]) -> Value {
     })
 }
 
+/// Pub/Sub: the publisher's role bindings (`roles/pubsub.publisher` on each topic for `member`), as the
+/// `gcloud` commands that grant them (the seed's form).
+pub fn pubsub_publisher_bindings(project: &str, topic_ids: &[String], member: &str) -> String {
+    let mut out = String::new();
+    for t in topic_ids {
+        out.push_str(&format!(
+            "gcloud pubsub topics add-iam-policy-binding {t} --project={project} \\\n    --member={member} --role=roles/pubsub.publisher\n"
+        ));
+    }
+    out
+}
+
+/// Pub/Sub: the permissions the operator's calls need when it provisions topics (CreateTopic, GetTopic,
+/// DeleteTopic); nothing else.
+pub const PUBSUB_OPERATOR_PERMISSIONS: [&str; 3] = [
+    "pubsub.topics.create",
+    "pubsub.topics.get",
+    "pubsub.topics.delete",
+];
+
+/// Pub/Sub: a custom role for the operator listing exactly [`PUBSUB_OPERATOR_PERMISSIONS`] (the narrow
+/// alternative to `roles/pubsub.editor`), as the YAML `gcloud iam roles create --file` reads.
+pub fn pubsub_operator_role() -> Value {
+    json!({
+        "title": "Edgewire topic provisioner",
+        "description": "Create, read and delete the Edgewire domain topics",
+        "stage": "GA",
+        "includedPermissions": PUBSUB_OPERATOR_PERMISSIONS,
+    })
+}
+
 /// `text` as YAML comment lines (`# ...`).
 pub fn as_comments(title: &str, text: &str) -> String {
     let mut out = format!("# {title}\n");
@@ -79,6 +110,35 @@ pub fn as_comments(title: &str, text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pubsub_bindings_name_each_topic_and_the_role() {
+        let ids = vec![
+            "edge-prod-edge-nodes-events".to_string(),
+            "edge-prod-edge-ssh-events".to_string(),
+        ];
+        let text = pubsub_publisher_bindings(
+            "my-project-123",
+            &ids,
+            "serviceAccount:edge@my-project-123.iam.gserviceaccount.com",
+        );
+        assert_eq!(
+            text.matches("--role=roles/pubsub.publisher").count(),
+            2,
+            "{text}"
+        );
+        assert!(text.contains(
+            "gcloud pubsub topics add-iam-policy-binding edge-prod-edge-ssh-events --project=my-project-123"
+        ));
+        assert_eq!(
+            pubsub_operator_role()["includedPermissions"],
+            json!([
+                "pubsub.topics.create",
+                "pubsub.topics.get",
+                "pubsub.topics.delete"
+            ])
+        );
+    }
 
     #[test]
     fn iot_policy_grants_exactly_the_calls_the_controller_makes() {

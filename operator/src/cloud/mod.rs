@@ -6,6 +6,7 @@
 pub mod aws;
 pub mod iam;
 pub mod iot;
+pub mod pubsub;
 pub mod sns;
 
 use std::fmt;
@@ -14,7 +15,7 @@ use std::fmt;
 /// permission, says so; it never contains a credential.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CloudError {
-    /// The IAM action of the failed call (`sns:CreateTopic`).
+    /// The IAM action of the failed call (`sns:CreateTopic`, `pubsub.topics.create`).
     pub action: &'static str,
     /// The service's error code (`AccessDenied`, `AuthorizationError`), when it answered.
     pub code: Option<String>,
@@ -32,11 +33,12 @@ impl CloudError {
     pub fn not_found(&self) -> bool {
         self.code
             .as_deref()
-            .is_some_and(|c| c.contains("NotFound") || c == "NoSuchEntity")
+            .is_some_and(|c| c.contains("NotFound") || c == "NoSuchEntity" || c == "NOT_FOUND")
     }
 }
 
-/// Error codes AWS services use for a denied permission.
+/// Error codes AWS services (and Google APIs: `PERMISSION_DENIED`, `UNAUTHENTICATED`) use for a denied
+/// permission.
 fn is_denied_code(code: &str) -> bool {
     matches!(
         code,
@@ -49,6 +51,8 @@ fn is_denied_code(code: &str) -> bool {
             | "SignatureDoesNotMatch"
             | "ExpiredToken"
             | "ExpiredTokenException"
+            | "PERMISSION_DENIED"
+            | "UNAUTHENTICATED"
     )
 }
 

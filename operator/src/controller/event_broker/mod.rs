@@ -181,7 +181,7 @@ pub async fn reconcile(eb: Arc<EventBroker>, ctx: Arc<Context>) -> Result<Action
     topics::sync_finalizer(&ctx, &eb).await?;
     let provisioned = topics::provision(&eb, &mut valid, &refs).await;
     let topics_failed = topics::failure(&provisioned);
-    if topics::provisioning(&eb).is_some()
+    if topics::sns_provisioning(&eb).is_some()
         && valid
             .spec
             .aws_sns

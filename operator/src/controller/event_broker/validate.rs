@@ -42,13 +42,55 @@ pub fn check_spec(eb: &EventBroker) -> Result<(), ValidateError> {
     let deployed = spec.deploy_broker.as_ref();
     match adapter {
         Adapter::GooglePubsub => {
-            return Err(invalid(
-                "spec.adapter",
-                format!(
-                    "adapter {} is not available in this version of Edgewire; use nats, kafka, amqp091, redis, mqtt or aws_sns",
-                    spec.adapter.as_str()
-                ),
-            ));
+            let Some(ps) = spec.google_pubsub.as_ref() else {
+                return Err(invalid(
+                    "spec.googlePubsub",
+                    "adapter google_pubsub needs spec.googlePubsub",
+                ));
+            };
+            if deployed.is_some() {
+                return Err(invalid(
+                    "spec.deployBroker",
+                    "Pub/Sub is a managed service: there is no broker to deploy",
+                ));
+            }
+            let project_ok = !ps.project.is_empty()
+                && ps.project.bytes().all(|b| {
+                    b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'.' | b':')
+                });
+            if !project_ok {
+                return Err(invalid(
+                    "spec.googlePubsub.project",
+                    format!(
+                        "{:?} is not a GCP project id (like my-project-123)",
+                        ps.project
+                    ),
+                ));
+            }
+            // Topic ids: a letter first, then letters, digits and - _ . ~ + %; the domain names follow.
+            if let Some(p) = &ps.topic_id_prefix
+                && !(p.starts_with(|c: char| c.is_ascii_alphabetic())
+                    && p.bytes().all(|b| {
+                        b.is_ascii_alphanumeric()
+                            || matches!(b, b'-' | b'_' | b'.' | b'~' | b'+' | b'%')
+                    })
+                    && !p.to_ascii_lowercase().starts_with("goog"))
+            {
+                return Err(invalid(
+                    "spec.googlePubsub.topicIdPrefix",
+                    format!(
+                        "{p:?} must start with a letter (not \"goog\") and hold only letters, digits and - _ . ~ + %"
+                    ),
+                ));
+            }
+            if let Some(e) = &ps.endpoint
+                && !(e.starts_with("https://") || e.starts_with("http://"))
+            {
+                return Err(invalid(
+                    "spec.googlePubsub.endpoint",
+                    format!("{e:?} must be an http:// or https:// URL"),
+                ));
+            }
         }
         Adapter::AwsSns => {
             let Some(sns) = spec.aws_sns.as_ref() else {
@@ -541,10 +583,14 @@ mod tests {
         sns.spec.aws_sns.as_mut().unwrap().topic_arn_prefix =
             Some("arn:aws:sns:us-east-1:123456789012:prod-".into());
         assert_eq!(check_spec(&sns), Ok(()));
-        assert_eq!(
-            field_of(&EventBroker::test("e").adapter(Adapter::GooglePubsub)),
-            "spec.adapter"
-        );
+        let mut ps = EventBroker::test("e").adapter(Adapter::GooglePubsub);
+        assert_eq!(check_spec(&ps), Ok(()));
+        ps.spec.google_pubsub.as_mut().unwrap().topic_id_prefix = Some("1prod".into());
+        assert_eq!(field_of(&ps), "spec.googlePubsub.topicIdPrefix");
+        ps.spec.google_pubsub.as_mut().unwrap().topic_id_prefix = Some("edge-prod-".into());
+        assert_eq!(check_spec(&ps), Ok(()));
+        ps.spec.google_pubsub.as_mut().unwrap().project = "My Project".into();
+        assert_eq!(field_of(&ps), "spec.googlePubsub.project");
         let mut qos = EventBroker::test("e").adapter(Adapter::Mqtt);
         qos.spec.mqtt.as_mut().unwrap().qos = 3;
         assert_eq!(field_of(&qos), "spec.mqtt.qos");

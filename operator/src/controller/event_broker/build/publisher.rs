@@ -24,6 +24,9 @@ use std::collections::BTreeMap;
 const COMPONENT: &str = "publisher";
 /// Where TLS material is mounted in the publisher container.
 pub const TLS_DIR: &str = "/etc/edgewire/tls";
+/// Where the Google service-account key (`googlePubsub.credentials`) is mounted; `GOOGLE_APPLICATION_CREDENTIALS`
+/// names it.
+pub const GCP_CREDENTIALS_FILE: &str = "/etc/edgewire/gcp/credentials.json";
 
 /// `<name>-publisher`: Deployment, Service and ServiceAccount share it.
 pub fn publisher_name(v: &ValidatedEventBroker) -> String {
@@ -50,6 +53,18 @@ pub fn build_service_account(v: &ValidatedEventBroker) -> ServiceAccount {
                 meta.annotations
                     .get_or_insert_with(Default::default)
                     .insert("eks.amazonaws.com/role-arn".into(), role.clone());
+            }
+            // Workload Identity: GKE lets the publisher's pods act as this Google service account.
+            if v.adapter == Adapter::GooglePubsub
+                && let Some(gsa) = v
+                    .spec
+                    .google_pubsub
+                    .as_ref()
+                    .and_then(|s| s.service_account.as_ref())
+            {
+                meta.annotations
+                    .get_or_insert_with(Default::default)
+                    .insert("iam.gke.io/gcp-service-account".into(), gsa.clone());
             }
             meta
         },
@@ -448,8 +463,30 @@ pub fn build_env(v: &ValidatedEventBroker) -> Vec<EnvVar> {
                 env.push(token);
             }
         }
-        // google_pubsub is rejected by validation until its provisioning lands.
-        Adapter::GooglePubsub | Adapter::Rabbitmq => {}
+        Adapter::GooglePubsub => {
+            let ps = spec.google_pubsub.clone().unwrap_or_default();
+            env.push(plain(
+                "EVENT_BROKER_GOOGLE_PUBSUB_PROJECT",
+                ps.project.clone(),
+            ));
+            if let Some(p) = &ps.topic_id_prefix {
+                env.push(plain(
+                    "EVENT_BROKER_GOOGLE_PUBSUB_TOPIC_ID_PREFIX",
+                    p.clone(),
+                ));
+            }
+            if let Some(e) = &ps.endpoint {
+                env.push(plain("EVENT_BROKER_GOOGLE_PUBSUB_ENDPOINT", e.clone()));
+            }
+            if ps.credentials.is_some() {
+                env.push(plain(
+                    "GOOGLE_APPLICATION_CREDENTIALS",
+                    GCP_CREDENTIALS_FILE,
+                ));
+            }
+        }
+        // `canonical()` resolved the alias to Amqp091.
+        Adapter::Rabbitmq => {}
     }
     if let Some(tls) = adapter_tls(spec, v.adapter) {
         env.push(plain(&format!("{prefix}_SSL"), "true"));
@@ -496,6 +533,23 @@ pub fn deployed_kafka_mechanism(v: &ValidatedEventBroker) -> &'static str {
 fn tls_volumes(v: &ValidatedEventBroker) -> (Vec<Volume>, Vec<VolumeMount>) {
     let mut volumes = Vec::new();
     let mut mounts = Vec::new();
+    if v.adapter == Adapter::GooglePubsub
+        && let Some(c) = v
+            .spec
+            .google_pubsub
+            .as_ref()
+            .and_then(|s| s.credentials.as_ref())
+    {
+        let (dir, file) = GCP_CREDENTIALS_FILE
+            .rsplit_once('/')
+            .expect("an absolute path");
+        volumes.push(secret_volume(
+            "gcp-credentials",
+            &c.name,
+            vec![(c.key.clone(), file.into())],
+        ));
+        mounts.push(read_only_mount("gcp-credentials", dir));
+    }
     let Some(tls) = adapter_tls(&v.spec, v.adapter) else {
         return (volumes, mounts);
     };
