@@ -45,6 +45,7 @@ demo: deps build ## a guided tour on the stand-in API: apply a sample, watch it 
 bench: deps ## performance figures, each a ratio taken in this run (loopback only, bounded)
 	$(CARGO) run --release -q -p edgewire-operator --example build-bench
 	$(CARGO) bench -q -p edgewire-agent --bench publisher
+	$(CARGO) bench -q -p edgewire-agent --bench spool
 	$(CARGO) build --release -q -p edgewire-agent --bin edgewire-agent
 	$(CARGO) bench -q -p edgewire-e2e --bench bridge
 

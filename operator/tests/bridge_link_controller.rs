@@ -384,6 +384,45 @@ async fn looping_rules_are_invalid_spec_with_no_children() {
     assert_eq!(events(&reqs), vec!["InvalidSpec"]);
 }
 
+/// What the API allows but this version's agent does not do (AMQP/Kafka clouds, MQTT 5, a JetStream edge) is
+/// InvalidSpec with the field named, not a crash-looping bridge pod.
+#[tokio::test]
+async fn sides_the_agent_does_not_speak_yet_are_invalid_spec_with_no_children() {
+    let cases = [
+        (
+            "    protocol: nats\n    url: tls://cloud.example.com:4222\n    jetStream: {enabled: true}",
+            "    protocol: kafka\n    url: kafka-0:9092",
+            "spec.cloud.endpoint.protocol: kafka as the cloud side",
+        ),
+        (
+            "    protocol: nats\n    url: tls://cloud.example.com:4222\n    jetStream: {enabled: true}",
+            "    protocol: mqtt\n    url: mqtt.example.com:8883\n    mqttVersion: \"5\"",
+            "spec.cloud.endpoint.mqttVersion: \"5\" is not available",
+        ),
+        (
+            "    url: nats://edge:4222",
+            "    url: nats://edge:4222\n    jetStream: {enabled: true}",
+            "spec.edge.endpoint.jetStream: consuming the edge from JetStream is not available",
+        ),
+    ];
+    for (from, to, message) in cases {
+        let (client, mock) = MockApi::start();
+        site_a_secrets(&mock, CLOUD_PASSWORD);
+        let spec = SITE_A.replace(from, to);
+        assert_ne!(spec, SITE_A, "{from}");
+        let bl = bridge_link("site-a", &spec);
+        mock.insert(&bl);
+        let reqs = run(&mock, &client, &bl).await;
+        assert_eq!(writes(&reqs), vec![format!("PATCH {BL}/site-a/status")]);
+        let ready = condition(&status_of(&reqs, "site-a"), "Ready");
+        assert_eq!(ready["reason"], "InvalidSpec", "{to}");
+        assert!(
+            ready["message"].as_str().unwrap().starts_with(message),
+            "{ready}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn spool_max_bytes_must_be_below_size() {
     let (client, mock) = MockApi::start();
