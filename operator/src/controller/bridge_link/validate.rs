@@ -75,7 +75,7 @@ fn check_available(field: &str, e: &Endpoint, cloud: bool) -> Result<(), BridgeI
     const LATER: &str = "is not available in this version of the bridge";
     if cloud && matches!(e.protocol, Protocol::Amqp091 | Protocol::Kafka) {
         return Err(BridgeInvalid::new(
-            &format!("{field}.%s"),
+            &format!("{field}.protocol"),
             format!(
                 "{:?} as the cloud side {LATER} (mqtt and nats are)",
                 e.protocol
@@ -85,13 +85,13 @@ fn check_available(field: &str, e: &Endpoint, cloud: bool) -> Result<(), BridgeI
     }
     if e.mqtt_version == Some(edgewire_api::v1alpha1::MqttVersion::V5) {
         return Err(BridgeInvalid::new(
-            &format!("{field}.%s"),
+            &format!("{field}.mqttVersion"),
             format!("\"5\" {LATER}; use \"3.1.1\""),
         ));
     }
     if !cloud && e.jet_stream.as_ref().is_some_and(|j| j.enabled) {
         return Err(BridgeInvalid::new(
-            &format!("{field}.%s"),
+            &format!("{field}.jetStream"),
             format!(
                 "consuming the edge from JetStream {LATER}; the edge side subscribes with core NATS"
             ),
