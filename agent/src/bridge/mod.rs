@@ -198,7 +198,7 @@ async fn connect_side(
                 .map(|r| (filter(r, Protocol::Mqtt), mqtt::qos(r.qos)))
                 .collect();
             let id = format!("edgewire-bridge-{}-{}-{role}", cfg.namespace, cfg.name);
-            let side = mqtt::connect(c, &id, persistent, filters, ptx)?;
+            let side = mqtt::connect(c, &id, &cfg.site_id, persistent, filters, ptx)?;
             tokio::spawn(async move {
                 while let Some(p) = prx.recv().await {
                     if tx.send(Inbound::Mqtt(p)).await.is_err() {

@@ -50,6 +50,7 @@ pub fn qos(q: u8) -> QoS {
 fn options(
     c: &EndpointConfig,
     client_id: &str,
+    site_id: &str,
     persistent: bool,
 ) -> Result<MqttOptions, BridgeConfigError> {
     let (host, port) = c.mqtt_host_port()?;
@@ -61,8 +62,9 @@ fn options(
         .set_max_packet_size(MAX_PACKET, MAX_PACKET);
     match &c.auth {
         Auth::None => {}
+        // A token goes in the password slot with the site id as the user name (the API's documented mapping).
         Auth::Token(t) => {
-            o.set_credentials(client_id, t.expose());
+            o.set_credentials(site_id, t.expose());
         }
         Auth::UserPassword { username, password } => {
             o.set_credentials(username.clone(), password.expose());
@@ -82,11 +84,12 @@ fn options(
 pub fn connect(
     c: &EndpointConfig,
     client_id: &str,
+    site_id: &str,
     persistent: bool,
     filters: Vec<(String, QoS)>,
     incoming: mpsc::Sender<Publish>,
 ) -> Result<MqttSide, BridgeConfigError> {
-    let opts = options(c, client_id, persistent)?;
+    let opts = options(c, client_id, site_id, persistent)?;
     let (client, mut el) = AsyncClient::new(opts, 4096);
     // TCP_NODELAY: every PUBLISH and PUBACK is a small write. With Nagle on, a write waits for the ACK
     // of the previous one, which the peer delays (delayed ACK, 40 ms on Linux) when it has nothing to

@@ -12,7 +12,7 @@ use kube::api::{Api, Patch, PatchParams};
 use super::Runtime;
 
 /// Field manager of the runtime patch.
-pub const FIELD_MANAGER: &str = "edgewire-bridge";
+pub const FIELD_MANAGER: &str = edgewire_api::BRIDGE_FIELD_MANAGER;
 /// Interval between patches.
 pub const EVERY: Duration = Duration::from_secs(5);
 
