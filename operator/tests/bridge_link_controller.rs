@@ -4,16 +4,14 @@
 mod support;
 
 use edgewire_api::*;
-use edgewire_operator::context::Context;
 use edgewire_operator::controller::bridge_link::reconcile;
-use edgewire_operator::controller::event_broker::Images;
-use edgewire_operator::metrics::Metrics;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::api::ObjectMeta;
 use serde_json::{Value, json};
 use std::sync::Arc;
+use support::ctx;
 use support::mock_api::{MockApi, Recorded, object_path};
 
 const NS: &str = "factory";
@@ -23,19 +21,6 @@ const RBAC: &str = "/apis/rbac.authorization.k8s.io/v1/namespaces/factory";
 const BL: &str = "/apis/edgewire.dev/v1alpha1/namespaces/factory/bridgelinks";
 const CLOUD_PASSWORD: &str = "cloud-s3cr3t-first";
 const EDGE_TOKEN: &str = "edge-t0ken-value";
-
-fn ctx(client: kube::Client) -> Arc<Context> {
-    let images = Images {
-        agent: "ghcr.io/edgewire/edgewire-agent:test".into(),
-        agent_pull_policy: None,
-    };
-    Arc::new(Context::new(
-        client,
-        images,
-        Arc::new(Metrics::default()),
-        Some("test".into()),
-    ))
-}
 
 fn secret(name: &str, data: &[(&str, &str)]) -> Secret {
     Secret {

@@ -4,30 +4,16 @@ mod support;
 
 use edgewire_api::testing::NAMESPACE;
 use edgewire_api::*;
-use edgewire_operator::context::Context;
-use edgewire_operator::controller::event_broker::{Images, reconcile};
-use edgewire_operator::metrics::Metrics;
+use edgewire_operator::controller::event_broker::reconcile;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::ObjectMeta;
 use serde_json::Value;
 use std::sync::Arc;
+use support::ctx;
 use support::mock_api::{MockApi, Recorded};
 
 const NS_PATH: &str = "/namespaces/factory";
-
-fn ctx(client: kube::Client) -> Arc<Context> {
-    let images = Images {
-        agent: "ghcr.io/edgewire/edgewire-agent:test".into(),
-        agent_pull_policy: None,
-    };
-    Arc::new(Context::new(
-        client,
-        images,
-        Arc::new(Metrics::default()),
-        Some("test".into()),
-    ))
-}
 
 fn secret(name: &str, key: &str, value: &str) -> Secret {
     Secret {

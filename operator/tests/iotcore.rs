@@ -7,34 +7,19 @@ mod support;
 use edgewire_api::testing::NAMESPACE;
 use edgewire_api::*;
 use edgewire_e2e::brokers::{BrokerProcess, Kind};
-use edgewire_operator::context::Context;
-use edgewire_operator::controller::event_broker::Images;
 use edgewire_operator::controller::mqtt_broker::reconcile;
-use edgewire_operator::metrics::Metrics;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
 use kube::api::{DeleteParams, ObjectMeta};
 use serde_json::Value;
 use std::sync::Arc;
+use support::ctx;
 use support::mock_api::{MockApi, Recorded, object_path};
 
 const REGION: &str = "us-east-1";
 const ROLE: &str = "arn:aws:iam::123456789012:role/iot-to-sqs";
 const FINALIZER: &str = "edgewire.dev/cleanup";
-
-fn ctx(client: kube::Client) -> Arc<Context> {
-    let images = Images {
-        agent: "ghcr.io/edgewire/edgewire-agent:test".into(),
-        agent_pull_policy: None,
-    };
-    Arc::new(Context::new(
-        client,
-        images,
-        Arc::new(Metrics::default()),
-        Some("test".into()),
-    ))
-}
 
 fn aws_secret() -> Secret {
     let data = [

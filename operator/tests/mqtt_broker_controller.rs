@@ -6,34 +6,19 @@ mod support;
 use base64::Engine;
 use edgewire_api::testing::NAMESPACE;
 use edgewire_api::*;
-use edgewire_operator::context::Context;
-use edgewire_operator::controller::event_broker::Images;
 use edgewire_operator::controller::mqtt_broker::reconcile;
-use edgewire_operator::metrics::Metrics;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::ObjectMeta;
 use serde_json::{Value, json};
 use std::sync::Arc;
+use support::ctx;
 use support::mock_api::{MockApi, Recorded, object_path};
 
 const CORE: &str = "/api/v1/namespaces/factory";
 const APPS: &str = "/apis/apps/v1/namespaces/factory";
 const MQB: &str = "/apis/edgewire.dev/v1alpha1/namespaces/factory/mqttbrokers";
 const POOL_A_PASSWORD: &str = "pool-a-s3cr3t-first";
-
-fn ctx(client: kube::Client) -> Arc<Context> {
-    let images = Images {
-        agent: "ghcr.io/edgewire/edgewire-agent:test".into(),
-        agent_pull_policy: None,
-    };
-    Arc::new(Context::new(
-        client,
-        images,
-        Arc::new(Metrics::default()),
-        Some("test".into()),
-    ))
-}
 
 fn secret(name: &str, key: &str, value: &str) -> Secret {
     Secret {

@@ -9,9 +9,7 @@ mod support;
 use edgewire_api::testing::NAMESPACE;
 use edgewire_api::*;
 use edgewire_e2e::pubsub::{Code, FakePubSub, Method};
-use edgewire_operator::context::Context;
-use edgewire_operator::controller::event_broker::{Images, reconcile};
-use edgewire_operator::metrics::Metrics;
+use edgewire_operator::controller::event_broker::reconcile;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
@@ -19,6 +17,7 @@ use kube::api::{DeleteParams, ObjectMeta};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use support::ctx;
 use support::mock_api::{MockApi, Recorded, object_path};
 
 const PROJECT: &str = "my-project-123";
@@ -31,19 +30,6 @@ const NAMES: [&str; 4] = [
     "edge-self-updates-events",
     "edge-ssh-events",
 ];
-
-fn ctx(client: kube::Client) -> Arc<Context> {
-    let images = Images {
-        agent: "ghcr.io/edgewire/edgewire-agent:test".into(),
-        agent_pull_policy: None,
-    };
-    Arc::new(Context::new(
-        client,
-        images,
-        Arc::new(Metrics::default()),
-        Some("test".into()),
-    ))
-}
 
 fn path(prefix: &str, name: &str) -> String {
     format!("projects/{PROJECT}/topics/{prefix}{name}")

@@ -9,9 +9,7 @@ use edgewire_api::testing::NAMESPACE;
 use edgewire_api::*;
 use edgewire_e2e::brokers::{BrokerProcess, Kind};
 use edgewire_operator::cloud::aws::{AwsSettings, StaticKeys, sdk_config};
-use edgewire_operator::context::Context;
-use edgewire_operator::controller::event_broker::{Images, reconcile};
-use edgewire_operator::metrics::Metrics;
+use edgewire_operator::controller::event_broker::reconcile;
 use edgewire_operator::secret::SecretString;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
@@ -20,6 +18,7 @@ use kube::api::{DeleteParams, ObjectMeta};
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::sync::Arc;
+use support::ctx;
 use support::mock_api::{MockApi, Recorded, object_path};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -31,19 +30,6 @@ const NAMES: [&str; 4] = [
     "edge-self-updates-events",
     "edge-ssh-events",
 ];
-
-fn ctx(client: kube::Client) -> Arc<Context> {
-    let images = Images {
-        agent: "ghcr.io/edgewire/edgewire-agent:test".into(),
-        agent_pull_policy: None,
-    };
-    Arc::new(Context::new(
-        client,
-        images,
-        Arc::new(Metrics::default()),
-        Some("test".into()),
-    ))
-}
 
 fn aws_secret() -> Secret {
     let data = [
