@@ -140,11 +140,13 @@ impl<K> Root for K where
 {
 }
 
-/// The root stream of a controller and its store: only spec changes (generation) pass, so status writes do
-/// not loop back into reconciles.
+/// The root stream of a controller and its store: only changes of `key` pass (for most kinds
+/// [`generation_or_deletion`]: spec changes), so the controller's own status writes do not loop back into
+/// reconciles.
 fn root<K: Root>(
     client: &kube::Client,
     ns: Option<&str>,
+    key: fn(&K) -> Option<u64>,
 ) -> (
     impl Stream<Item = Result<K, watcher::Error>> + Send + 'static,
     Store<K>,
@@ -154,7 +156,7 @@ fn root<K: Root>(
         .default_backoff()
         .reflect(writer)
         .applied_objects()
-        .predicate_filter(generation_or_deletion::<K>, Default::default());
+        .predicate_filter(key, Default::default());
     (stream, reader)
 }
 
@@ -246,7 +248,7 @@ pub async fn run_event_broker(
 ) {
     let client = ctx.client.clone();
     let ns = namespace.as_deref();
-    let (stream, reader) = root::<EventBroker>(&client, ns);
+    let (stream, reader) = root::<EventBroker>(&client, ns, generation_or_deletion);
     let owned = owned(event_broker::KIND_LABEL);
     let controller = Controller::for_stream(stream, reader.clone())
         .owns(api::<Deployment>(&client, ns), owned.clone())
@@ -276,7 +278,7 @@ pub async fn run_mqtt_broker(
 ) {
     let client = ctx.client.clone();
     let ns = namespace.as_deref();
-    let (stream, reader) = root::<edgewire_api::MqttBroker>(&client, ns);
+    let (stream, reader) = root::<edgewire_api::MqttBroker>(&client, ns, generation_or_deletion);
     let owned = owned(mqtt_broker::KIND_LABEL);
     let controller = Controller::for_stream(stream, reader.clone())
         .owns(api::<StatefulSet>(&client, ns), owned.clone())
@@ -308,15 +310,7 @@ pub async fn run_bridge_link(
 ) {
     let client = ctx.client.clone();
     let ns = namespace.as_deref();
-    let (reader, writer) = kube::runtime::reflector::store::<BridgeLink>();
-    let stream = kube::runtime::watcher(
-        api::<BridgeLink>(&client, ns),
-        Config::default().any_semantic(),
-    )
-    .default_backoff()
-    .reflect(writer)
-    .applied_objects()
-    .predicate_filter(bridge_link::watch_key, Default::default());
+    let (stream, reader) = root::<BridgeLink>(&client, ns, bridge_link::watch_key);
     let owned = owned(bridge_link::KIND_LABEL);
     let controller = Controller::for_stream(stream, reader.clone())
         .owns(api::<StatefulSet>(&client, ns), owned.clone())
