@@ -27,7 +27,8 @@ pub fn oldest_age_seconds(rt: &Runtime) -> Option<u64> {
     (ms > 0).then(|| super::spool::now_ms().saturating_sub(ms) / 1000)
 }
 
-/// The Prometheus text exposition of `rt`.
+/// The Prometheus text exposition (format 0.0.4) of `rt`. Not OpenMetrics: there a counter family's name
+/// must not end in `_total`, and these names do, as the README lists them.
 pub fn render(rt: &Runtime) -> String {
     let s = &rt.spool;
     let c = &rt.counters;
@@ -118,7 +119,6 @@ pub fn render(rt: &Runtime) -> String {
         let _ = writeln!(out, "# TYPE edgewire_bridge_{name} {ty}");
         let _ = writeln!(out, "edgewire_bridge_{name} {v}");
     }
-    out.push_str("# EOF\n");
     out
 }
 
@@ -126,7 +126,7 @@ async fn metrics(State(rt): State<Arc<Runtime>>) -> impl IntoResponse {
     (
         [(
             axum::http::header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            "text/plain; version=0.0.4; charset=utf-8",
         )],
         render(&rt),
     )
