@@ -111,11 +111,6 @@ pub fn from_yaml(text: &str, secrets_dir: &Path) -> Result<BridgeConfig, BridgeC
             "spec.edge.endpoint.protocol: the edge side speaks mqtt or nats",
         ));
     }
-    if edge.jetstream {
-        return Err(err(
-            "spec.edge.endpoint.jetStream: consuming the edge from JetStream is not implemented yet; the edge side subscribes with core NATS",
-        ));
-    }
     if !matches!(cloud.protocol, Protocol::Mqtt | Protocol::Nats) {
         return Err(err(
             "spec.cloud.endpoint.protocol: this agent forwards to mqtt or nats clouds; amqp091 and kafka cloud targets are not implemented yet",

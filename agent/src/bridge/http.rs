@@ -33,7 +33,7 @@ pub fn render(rt: &Runtime) -> String {
     let s = &rt.spool;
     let c = &rt.counters;
     let ld = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::SeqCst);
-    let rows: [(&str, &str, &str, f64); 13] = [
+    let rows: [(&str, &str, &str, f64); 14] = [
         (
             "spool_messages",
             "gauge",
@@ -81,6 +81,12 @@ pub fn render(rt: &Runtime) -> String {
             "counter",
             "Edge messages that matched no rule",
             ld(&c.unmatched) as f64,
+        ),
+        (
+            "refused_total",
+            "counter",
+            "Edge messages whose mapped topic is not a valid name on the cloud protocol (acknowledged, not spooled)",
+            ld(&c.refused) as f64,
         ),
         (
             "delivered_to_edge_total",

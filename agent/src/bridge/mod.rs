@@ -15,6 +15,7 @@ pub mod config;
 pub mod http;
 pub mod mqtt;
 pub mod nats;
+pub mod side;
 pub mod spool;
 pub mod status;
 
@@ -24,15 +25,17 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use std::collections::VecDeque;
+
 use anyhow::Context;
-use bytes::Bytes;
 use edgewire_api::v1alpha1::Protocol;
 use edgewire_api::v1alpha1::{BridgeRule, Direction};
-use futures::StreamExt;
+use futures::FutureExt;
 use tokio::sync::mpsc;
 
 use crate::adapters::Health;
-use config::{BridgeConfig, EndpointConfig};
+use config::BridgeConfig;
+use side::{AckFuture, Connect, Inbound, Outbound, Role, Side, SourceAck, Subscription};
 use spool::{Incoming, Record, SpoolOptions};
 
 /// Command-line interface of `edgewire-agent bridge` (the contract with the operator).
@@ -96,6 +99,8 @@ pub struct Counters {
     pub received: AtomicU64,
     /// Edge messages that matched no rule (acknowledged and ignored).
     pub unmatched: AtomicU64,
+    /// Edge messages mapped to a name the cloud protocol does not allow (acknowledged, not spooled).
+    pub refused: AtomicU64,
     /// Cloud→edge messages delivered.
     pub delivered_to_edge: AtomicU64,
     /// Failed cloud publish rounds.
@@ -112,10 +117,6 @@ pub struct Runtime {
     pub cloud: Arc<Health>,
 }
 
-fn sep(p: Protocol) -> char {
-    if p == Protocol::Mqtt { '/' } else { '.' }
-}
-
 /// The first rule of `dir` whose `from` matches `topic` (in `source` syntax), and the mapped topic in
 /// `target` syntax.
 pub fn map_topic(
@@ -125,7 +126,7 @@ pub fn map_topic(
     source: Protocol,
     target: Protocol,
 ) -> Option<(usize, String)> {
-    let tokens: Vec<&str> = topic.split(sep(source)).collect();
+    let tokens: Vec<&str> = topic.split(side::separator(source)).collect();
     rules
         .iter()
         .enumerate()
@@ -133,109 +134,22 @@ pub fn map_topic(
         .find_map(|(i, r)| {
             let caps = r.from.captures(&tokens)?;
             let out = r.to.substitute(&caps)?;
-            Some((i, out.join(&sep(target).to_string())))
+            Some((i, out.join(&side::separator(target).to_string())))
         })
 }
 
-fn filter(rule: &BridgeRule, p: Protocol) -> String {
-    if p == Protocol::Mqtt {
-        rule.from.to_mqtt()
-    } else {
-        rule.from.to_nats()
-    }
-}
-
-enum Side {
-    Mqtt(mqtt::MqttSide),
-    Nats(Box<nats::NatsSide>),
-}
-
-impl Side {
-    fn health(&self) -> Arc<Health> {
-        match self {
-            Side::Mqtt(m) => m.health.clone(),
-            Side::Nats(n) => n.health.clone(),
-        }
-    }
-}
-
-/// A message from a side's subscriptions.
-enum Inbound {
-    Mqtt(rumqttc::Publish),
-    Nats(async_nats::Message),
-}
-
-impl Inbound {
-    fn topic(&self) -> &str {
-        match self {
-            Inbound::Mqtt(p) => &p.topic,
-            Inbound::Nats(m) => m.subject.as_str(),
-        }
-    }
-    fn payload(&self) -> Bytes {
-        match self {
-            Inbound::Mqtt(p) => p.payload.clone(),
-            Inbound::Nats(m) => m.payload.clone(),
-        }
-    }
-}
-
-/// Connects one side, subscribing to the `from` of the rules of direction `dir`.
-async fn connect_side(
-    c: &EndpointConfig,
-    cfg: &BridgeConfig,
-    role: &str,
-    dir: Direction,
-    persistent: bool,
-) -> anyhow::Result<(Side, mpsc::Receiver<Inbound>)> {
-    let rules: Vec<&BridgeRule> = cfg.rules.iter().filter(|r| r.direction == dir).collect();
-    let (tx, rx) = mpsc::channel::<Inbound>(8192);
-    match c.protocol {
-        Protocol::Mqtt => {
-            let (ptx, mut prx) = mpsc::channel(8192);
-            let filters = rules
-                .iter()
-                .map(|r| (filter(r, Protocol::Mqtt), mqtt::qos(r.qos)))
-                .collect();
-            let id = format!("edgewire-bridge-{}-{}-{role}", cfg.namespace, cfg.name);
-            let side = mqtt::connect(c, &id, &cfg.site_id, persistent, filters, ptx)?;
-            tokio::spawn(async move {
-                while let Some(p) = prx.recv().await {
-                    if tx.send(Inbound::Mqtt(p)).await.is_err() {
-                        return;
-                    }
-                }
-            });
-            Ok((Side::Mqtt(side), rx))
-        }
-        Protocol::Nats => {
-            let side = nats::connect(c, &format!("edgewire-bridge-{}-{role}", cfg.name)).await?;
-            let mut subs = Vec::new();
-            for r in &rules {
-                subs.push(
-                    side.client
-                        .subscribe(filter(r, Protocol::Nats))
-                        .await
-                        .with_context(|| format!("subscribing to {}", r.from))?,
-                );
-            }
-            let mut all = futures::stream::select_all(subs);
-            tokio::spawn(async move {
-                if all.is_empty() {
-                    // No rule reads this side: keep the channel open (an empty stream would end at once).
-                    let _tx = tx;
-                    return std::future::pending::<()>().await;
-                }
-                while let Some(m) = all.next().await {
-                    if tx.send(Inbound::Nats(m)).await.is_err() {
-                        return;
-                    }
-                }
-            });
-            Ok((Side::Nats(Box::new(side)), rx))
-        }
-        p => anyhow::bail!("{role}: protocol {p:?} is not supported on this side"),
-    }
+/// The subscriptions of the side that is the source of `dir`'s rules.
+fn subscriptions(cfg: &BridgeConfig, dir: Direction) -> Vec<Subscription> {
+    cfg.rules
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.direction == dir)
+        .map(|(i, r)| Subscription {
+            rule: i,
+            pattern: r.from.clone(),
+            qos: r.qos,
+        })
+        .collect()
 }
 
 /// Runs the bridge until SIGTERM/SIGINT.
@@ -255,10 +169,29 @@ pub async fn run(args: BridgeArgs) -> anyhow::Result<()> {
         spooled = spool_stats.messages(),
         "bridge starting"
     );
-    let (edge, edge_in) =
-        connect_side(&cfg.edge, &cfg, "edge", Direction::EdgeToCloud, true).await?;
-    let (cloud, cloud_in) =
-        connect_side(&cfg.cloud, &cfg, "cloud", Direction::CloudToEdge, false).await?;
+    // The senders stay open for the life of the bridge: a side without subscriptions sends nothing, and
+    // its channel must not look closed.
+    let (edge_tx, edge_in) = mpsc::channel::<Inbound>(8192);
+    let (cloud_tx, cloud_in) = mpsc::channel::<Inbound>(8192);
+    let _open = (edge_tx.clone(), cloud_tx.clone());
+    let edge = side::connect(Connect {
+        endpoint: &cfg.edge,
+        cfg: &cfg,
+        role: Role::Edge,
+        subscriptions: subscriptions(&cfg, Direction::EdgeToCloud),
+        inbound: edge_tx,
+    })
+    .await
+    .context("edge")?;
+    let cloud = side::connect(Connect {
+        endpoint: &cfg.cloud,
+        cfg: &cfg,
+        role: Role::Cloud,
+        subscriptions: subscriptions(&cfg, Direction::CloudToEdge),
+        inbound: cloud_tx,
+    })
+    .await
+    .context("cloud")?;
     let counters = Arc::new(Counters::default());
     let rt = Arc::new(Runtime {
         spool: spool_stats,
@@ -266,8 +199,6 @@ pub async fn run(args: BridgeArgs) -> anyhow::Result<()> {
         edge: edge.health(),
         cloud: cloud.health(),
     });
-    let edge = Arc::new(edge);
-    let cloud = Arc::new(cloud);
     let cfg = Arc::new(cfg);
 
     let listener = tokio::net::TcpListener::bind(args.http_addr)
@@ -277,7 +208,7 @@ pub async fn run(args: BridgeArgs) -> anyhow::Result<()> {
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(ingest(
         cfg.clone(),
-        edge.clone(),
+        cloud.clone(),
         edge_in,
         appender,
         counters.clone(),
@@ -290,7 +221,6 @@ pub async fn run(args: BridgeArgs) -> anyhow::Result<()> {
     ));
     tasks.spawn(downlink(
         cfg.clone(),
-        cloud.clone(),
         edge.clone(),
         cloud_in,
         counters.clone(),
@@ -327,169 +257,232 @@ pub async fn run(args: BridgeArgs) -> anyhow::Result<()> {
 /// Edge → spool; the edge is acknowledged once the record is durable.
 async fn ingest(
     cfg: Arc<BridgeConfig>,
-    edge: Arc<Side>,
+    cloud: Arc<dyn Side>,
     mut inbound: mpsc::Receiver<Inbound>,
     mut appender: spool::Appender,
     counters: Arc<Counters>,
 ) -> anyhow::Result<()> {
-    let (ack_tx, mut ack_rx) = mpsc::unbounded_channel::<(u64, rumqttc::Publish)>();
-    if let Side::Mqtt(m) = &*edge {
-        let client = m.client.clone();
-        let mut durable = appender.durable();
-        tokio::spawn(async move {
-            let mut buf = Vec::with_capacity(4096);
-            while ack_rx.recv_many(&mut buf, 4096).await > 0 {
-                for (seq, p) in buf.drain(..) {
-                    if *durable.borrow() < seq && durable.wait_for(|d| *d >= seq).await.is_err() {
-                        return;
-                    }
-                    if client.ack(&p).await.is_err() {
-                        return;
-                    }
+    // Acknowledgements go out in order, each once the spool's fsync covered its record.
+    let (ack_tx, mut ack_rx) = mpsc::unbounded_channel::<(u64, SourceAck)>();
+    let mut durable = appender.durable();
+    tokio::spawn(async move {
+        let mut buf = Vec::with_capacity(4096);
+        while ack_rx.recv_many(&mut buf, 4096).await > 0 {
+            for (seq, ack) in buf.drain(..) {
+                if *durable.borrow() < seq && durable.wait_for(|d| *d >= seq).await.is_err() {
+                    return;
                 }
+                ack.await;
             }
-        });
-    }
+        }
+    });
     let cloud_proto = cfg.cloud.protocol;
     let edge_proto = cfg.edge.protocol;
     while let Some(m) = inbound.recv().await {
         let mapped = map_topic(
             &cfg.rules,
             Direction::EdgeToCloud,
-            m.topic(),
+            &m.topic,
             edge_proto,
             cloud_proto,
         );
         let Some((rule, topic)) = mapped else {
             counters.unmatched.fetch_add(1, Ordering::Relaxed);
-            if let (Side::Mqtt(e), Inbound::Mqtt(p)) = (&*edge, &m) {
-                let _ = e.client.ack(p).await;
+            if let Some(ack) = m.ack {
+                ack.await;
             }
             continue;
         };
-        let payload = m.payload();
-        appender.reserve(topic.len() + payload.len()).await;
+        if let Err(why) = cloud.check_topic(&topic) {
+            // It could never be delivered and would hold up everything behind it in the spool.
+            let n = counters.refused.fetch_add(1, Ordering::Relaxed);
+            if n.is_power_of_two() || n == 0 {
+                tracing::warn!(edge_topic = %m.topic, reason = %why, refused = n + 1, "edge message refused: its mapped topic is not valid on the cloud");
+            }
+            if let Some(ack) = m.ack {
+                ack.await;
+            }
+            continue;
+        }
+        appender.reserve(topic.len() + m.payload.len()).await;
         let seq = appender
             .append(Incoming {
                 rule: rule as u16,
                 topic,
-                payload,
+                payload: m.payload,
             })
             .await?;
         counters.received.fetch_add(1, Ordering::Relaxed);
-        if let Inbound::Mqtt(p) = m {
-            let _ = ack_tx.send((seq, p));
+        if let Some(ack) = m.ack {
+            let _ = ack_tx.send((seq, ack));
         }
     }
     anyhow::bail!("the edge connection task stopped")
 }
 
-/// Spool → cloud, in order; records leave the spool once the cloud acknowledged them.
+/// Records sent to the cloud at most, waiting for their acknowledgements.
+const WINDOW: usize = 4096;
+
+/// Spool → cloud, in order and pipelined: records are sent while earlier ones wait for their
+/// acknowledgements, and leave the spool as the acknowledgements come back (in order). A failure
+/// resends everything after the last acknowledged record.
 async fn forward(
     cfg: Arc<BridgeConfig>,
-    cloud: Arc<Side>,
+    cloud: Arc<dyn Side>,
     mut replayer: spool::Replayer,
     counters: Arc<Counters>,
 ) -> anyhow::Result<()> {
-    let headers = {
-        let mut h = async_nats::HeaderMap::new();
-        for (k, v) in &cfg.headers {
-            h.insert(k.as_str(), v.as_str());
-        }
-        h
-    };
     let health = cloud.health();
     let mut attempt = 0u32;
+    let mut pending: VecDeque<(Record, AckFuture)> = VecDeque::with_capacity(WINDOW);
     loop {
-        let batch: Vec<Record> = replayer.next_batch(2048).await?;
-        if batch.is_empty() {
-            continue;
-        }
-        let mut batch = batch;
-        while !health.is_connected() {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        // DropOldest may have discarded part of this batch while the cloud was away.
-        let acked = replayer.acked_seq();
-        batch.retain(|r| r.seq > acked);
-        if batch.is_empty() {
-            continue;
-        }
-        let result = match &*cloud {
-            Side::Nats(n) => {
-                n.publish_batch(
-                    batch.iter().map(|r| (r.topic.clone(), r.payload.clone())),
-                    Some(&headers),
-                )
-                .await
-            }
-            Side::Mqtt(m) => {
-                m.publish_batch(batch.iter().map(|r| {
-                    let q = cfg.rules.get(r.rule as usize).map(|x| x.qos).unwrap_or(1);
-                    (r.topic.clone(), r.payload.clone(), mqtt::qos(q))
-                }))
-                .await
-            }
-        };
-        match result {
-            Ok(()) => {
-                attempt = 0;
-                if let Some(last) = batch.last() {
-                    replayer.ack(last, batch.len() as u64, None);
-                    counters
-                        .last_forward_ms
-                        .store(spool::now_ms(), Ordering::Relaxed);
+        let room = WINDOW - pending.len();
+        let waiting = !pending.is_empty();
+        let failure: anyhow::Error = tokio::select! {
+            biased;
+            r = async { pending.front_mut().expect("guarded").1.as_mut().await }, if waiting => {
+                match r {
+                    Ok(()) => {
+                        let mut n = 1u64;
+                        let mut last = pending.pop_front().expect("guarded").0;
+                        let mut failed = None;
+                        // Everything acknowledged since is released in one step.
+                        while let Some((_, f)) = pending.front_mut() {
+                            match f.as_mut().now_or_never() {
+                                Some(Ok(())) => {
+                                    last = pending.pop_front().expect("guarded").0;
+                                    n += 1;
+                                }
+                                Some(Err(e)) => {
+                                    failed = Some(e);
+                                    break;
+                                }
+                                None => break,
+                            }
+                        }
+                        replayer.ack(&last, n, pending.front().map(|(r, _)| r.ts_ms));
+                        counters.last_forward_ms.store(spool::now_ms(), Ordering::Relaxed);
+                        attempt = 0;
+                        match failed {
+                            None => continue,
+                            Some(e) => e,
+                        }
+                    }
+                    Err(e) => e,
                 }
             }
-            Err(e) => {
-                counters.cloud_errors.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(error = %e, "cloud publish failed; resending from the spool");
-                replayer.rewind();
-                tokio::time::sleep(backoff(attempt)).await;
-                attempt = attempt.saturating_add(1);
+            batch = replayer.next_batch(room), if room > 0 && health.is_connected() => {
+                // DropOldest may have discarded records while the cloud was away.
+                let acked = replayer.acked_seq();
+                match send_all(&cfg, &*cloud, batch?, acked, &mut pending).await {
+                    Ok(()) => continue,
+                    Err(e) => e,
+                }
             }
-        }
+            else => {
+                // Nothing in flight and the cloud is down: wait for it.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        counters.cloud_errors.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(error = %format!("{failure:#}"), "cloud publish failed; resending from the spool");
+        pending.clear();
+        replayer.rewind();
+        tokio::time::sleep(backoff(attempt)).await;
+        attempt = attempt.saturating_add(1);
     }
 }
 
-/// Cloud → edge, directly at the rule's QoS.
+async fn send_all(
+    cfg: &BridgeConfig,
+    cloud: &dyn Side,
+    batch: Vec<Record>,
+    acked: u64,
+    pending: &mut VecDeque<(Record, AckFuture)>,
+) -> anyhow::Result<()> {
+    for r in batch.into_iter().filter(|r| r.seq > acked) {
+        let qos = cfg.rules.get(r.rule as usize).map(|x| x.qos).unwrap_or(1);
+        let f = cloud
+            .send(Outbound {
+                topic: r.topic.clone(),
+                payload: r.payload.clone(),
+                qos,
+                enrich: true,
+            })
+            .await?;
+        pending.push_back((r, f));
+    }
+    cloud.flush().await
+}
+
+/// Cloud → edge, directly at the rule's QoS; the cloud message is acknowledged once the edge
+/// acknowledged the delivery.
 async fn downlink(
     cfg: Arc<BridgeConfig>,
-    cloud: Arc<Side>,
-    edge: Arc<Side>,
+    edge: Arc<dyn Side>,
     mut inbound: mpsc::Receiver<Inbound>,
     counters: Arc<Counters>,
 ) -> anyhow::Result<()> {
-    while let Some(m) = inbound.recv().await {
-        if let Some((rule, topic)) = map_topic(
-            &cfg.rules,
-            Direction::CloudToEdge,
-            m.topic(),
-            cfg.cloud.protocol,
-            cfg.edge.protocol,
-        ) {
-            let q = cfg.rules[rule].qos;
-            let sent = match &*edge {
-                Side::Mqtt(e) => e
-                    .client
-                    .publish_bytes(topic, mqtt::qos(q), false, m.payload())
-                    .await
-                    .map_err(|e| e.to_string()),
-                Side::Nats(n) => n
-                    .client
-                    .publish(topic, m.payload())
-                    .await
-                    .map_err(|e| e.to_string()),
-            };
-            match sent {
+    let (done_tx, mut done_rx) = mpsc::channel::<(AckFuture, Option<SourceAck>)>(4096);
+    let c = counters.clone();
+    tokio::spawn(async move {
+        while let Some((delivered, ack)) = done_rx.recv().await {
+            match delivered.await {
                 Ok(()) => {
-                    counters.delivered_to_edge.fetch_add(1, Ordering::Relaxed);
+                    c.delivered_to_edge.fetch_add(1, Ordering::Relaxed);
+                    if let Some(ack) = ack {
+                        ack.await;
+                    }
                 }
-                Err(e) => tracing::warn!(error = %e, "cloud→edge delivery failed"),
+                Err(e) => {
+                    tracing::warn!(error = %format!("{e:#}"), "cloud→edge delivery not acknowledged")
+                }
             }
         }
-        if let (Side::Mqtt(c), Inbound::Mqtt(p)) = (&*cloud, &m) {
-            let _ = c.client.ack(p).await;
+    });
+    while let Some(m) = inbound.recv().await {
+        let Some((rule, topic)) = map_topic(
+            &cfg.rules,
+            Direction::CloudToEdge,
+            &m.topic,
+            cfg.cloud.protocol,
+            cfg.edge.protocol,
+        ) else {
+            if let Some(ack) = m.ack {
+                ack.await;
+            }
+            continue;
+        };
+        if let Err(why) = edge.check_topic(&topic) {
+            tracing::warn!(cloud_topic = %m.topic, reason = %why, "cloud message not delivered: its mapped topic is not valid on the edge");
+            if let Some(ack) = m.ack {
+                ack.await;
+            }
+            continue;
+        }
+        let sent = edge
+            .send(Outbound {
+                topic,
+                payload: m.payload,
+                qos: cfg.rules[rule].qos,
+                enrich: false,
+            })
+            .await;
+        let sent = match sent {
+            Ok(f) => match edge.flush().await {
+                Ok(()) => Ok(f),
+                Err(e) => Err(e),
+            },
+            Err(e) => Err(e),
+        };
+        match sent {
+            Ok(f) => {
+                if done_tx.send((f, m.ack)).await.is_err() {
+                    break;
+                }
+            }
+            Err(e) => tracing::warn!(error = %format!("{e:#}"), "cloud→edge delivery failed"),
         }
     }
     anyhow::bail!("the cloud connection task stopped")

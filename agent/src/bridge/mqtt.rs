@@ -1,42 +1,104 @@
 //! MQTT 3.1.1 side of the bridge (rumqttc).
 //!
 //! One connection per side. It subscribes to the rule filters whose source is this side (again after
-//! every CONNACK without a session), hands incoming publishes to the bridge, and publishes what the other
-//! side sends here. Incoming publishes are acknowledged manually (`set_manual_acks`): on the edge only
-//! once the message is durable in the spool. The edge session is persistent (clean session off, a
-//! client id stable per BridgeLink) so the broker keeps what arrives while the bridge is down.
+//! every CONNACK without a session) and hands incoming publishes to the bridge with their PUBACK as the
+//! [`SourceAck`](super::side::SourceAck) (`set_manual_acks`: on the edge the PUBACK goes out only once the
+//! message is durable in the spool). The edge session is persistent (clean session off, a client id
+//! stable per BridgeLink) so the broker keeps what arrives while the bridge is down.
 //!
-//! Publishing waits for PUBACKs by counting them: the forwarder sends a batch and waits until as many
-//! PUBACKs arrived as it sent; a disconnect in between fails the batch (it is sent again from the spool).
+//! Sending is pipelined: [`Side::send`] queues the PUBLISH and returns a future for its PUBACK. A broker
+//! answers QoS 1 PUBLISHes with PUBACKs in the order it received them (MQTT 3.1.1 §4.6), so the n-th
+//! PUBACK after a connection came up acknowledges the n-th QoS ≥ 1 message sent on it: acknowledgements
+//! are counted, and a disconnect fails every message still waiting (the spool sends them again).
 //! MQTT 3.1.1 has no headers: edge→cloud messages to an MQTT 3.1.1 cloud carry the payload unchanged and
-//! `headers`/`edge-site-id` are not transmitted (put the site in the `to` pattern).
+//! `headers`/`edge-site-id` are not transmitted (put the site in the `to` pattern, or use MQTT 5).
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
+use anyhow::Context as _;
+use futures::future::BoxFuture;
 use rumqttc::{
-    AsyncClient, ConnectReturnCode, Event, MqttOptions, NetworkOptions, Outgoing, Packet, Publish,
-    QoS, TlsConfiguration, Transport,
+    AsyncClient, ConnectReturnCode, Event, MqttOptions, NetworkOptions, Packet, QoS,
+    TlsConfiguration, Transport,
 };
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{Mutex, watch};
 
 use super::config::{Auth, BridgeConfigError, EndpointConfig};
+use super::side::{AckFuture, Connect, Inbound, Outbound, Role, Side};
 use crate::adapters::Health;
 
-const MAX_PACKET: usize = 4 * 1024 * 1024;
+pub(crate) const MAX_PACKET: usize = 4 * 1024 * 1024;
 
-/// Connection events the publisher waits on: PUBACKs received, disconnects seen.
+/// How long a sent message may wait for its acknowledgement before the connection is presumed stuck.
+pub(crate) const ACK_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Connection events the acknowledgement futures wait on: PUBACKs received, disconnects seen.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct AckState {
     pub pubacks: u64,
     pub disconnects: u64,
 }
 
+/// Counts acknowledgements of an in-order protocol and hands out one future per sent message.
+pub(crate) struct AckCounter {
+    state: watch::Receiver<AckState>,
+    /// (disconnects when the count started, acknowledgements expected so far).
+    sent: Mutex<(u64, u64)>,
+}
+
+impl AckCounter {
+    pub(crate) fn new(state: watch::Receiver<AckState>) -> Self {
+        AckCounter {
+            state,
+            sent: Mutex::new((0, 0)),
+        }
+    }
+
+    /// Runs `put` (which puts one message on the wire) and returns the future of its acknowledgement.
+    /// Sends are serialized so that the count matches the order on the wire.
+    pub(crate) async fn send<F, E>(&self, acked: bool, put: F) -> anyhow::Result<AckFuture>
+    where
+        F: std::future::Future<Output = Result<(), E>>,
+        E: std::fmt::Display,
+    {
+        let mut g = self.sent.lock().await;
+        let now = *self.state.borrow();
+        if g.0 != now.disconnects {
+            // A new connection: acknowledgements of the old one will not come.
+            *g = (now.disconnects, now.pubacks);
+        }
+        put.await
+            .map_err(|e| anyhow::anyhow!("MQTT publish: {e}"))?;
+        if !acked {
+            return Ok(Box::pin(async { Ok(()) }));
+        }
+        g.1 += 1;
+        let (epoch, target) = *g;
+        let mut state = self.state.clone();
+        Ok(Box::pin(async move {
+            loop {
+                let a = *state.borrow_and_update();
+                if a.disconnects != epoch {
+                    anyhow::bail!("MQTT connection lost before the PUBACK arrived");
+                }
+                if a.pubacks >= target {
+                    return Ok(());
+                }
+                match tokio::time::timeout(ACK_TIMEOUT, state.changed()).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(_)) => anyhow::bail!("MQTT connection task stopped"),
+                    Err(_) => anyhow::bail!("no PUBACK from the MQTT broker in {ACK_TIMEOUT:?}"),
+                }
+            }
+        }))
+    }
+}
+
 pub struct MqttSide {
-    pub client: AsyncClient,
-    pub health: Arc<Health>,
-    pub acks: watch::Receiver<AckState>,
+    client: AsyncClient,
+    health: Arc<Health>,
+    acks: AckCounter,
 }
 
 pub fn qos(q: u8) -> QoS {
@@ -47,32 +109,41 @@ pub fn qos(q: u8) -> QoS {
     }
 }
 
-fn options(
-    c: &EndpointConfig,
-    client_id: &str,
-    site_id: &str,
-    persistent: bool,
-) -> Result<MqttOptions, BridgeConfigError> {
-    let (host, port) = c.mqtt_host_port()?;
-    let mut o = MqttOptions::new(client_id, host, port);
+/// An MQTT topic name a message can be published to: not empty, no wildcards, no NUL, at most 65,535 bytes.
+pub(crate) fn check_topic(topic: &str) -> Result<(), String> {
+    if topic.is_empty() || topic.len() > 65_535 {
+        return Err(format!("{topic:?} is not a valid MQTT topic name (length)"));
+    }
+    if topic.contains(['+', '#', '\0']) {
+        return Err(format!(
+            "{topic:?} is not a valid MQTT topic name (wildcard or NUL)"
+        ));
+    }
+    Ok(())
+}
+
+fn options(c: &Connect<'_>) -> Result<MqttOptions, BridgeConfigError> {
+    let e: &EndpointConfig = c.endpoint;
+    let (host, port) = e.mqtt_host_port()?;
+    let mut o = MqttOptions::new(c.client_id(), host, port);
     o.set_keep_alive(Duration::from_secs(15))
-        .set_clean_session(!persistent)
+        .set_clean_session(c.role == Role::Cloud)
         .set_manual_acks(true)
         .set_inflight(1000)
         .set_max_packet_size(MAX_PACKET, MAX_PACKET);
-    match &c.auth {
+    match &e.auth {
         Auth::None => {}
         // A token goes in the password slot with the site id as the user name (the API's documented mapping).
         Auth::Token(t) => {
-            o.set_credentials(site_id, t.expose());
+            o.set_credentials(c.cfg.site_id.clone(), t.expose());
         }
         Auth::UserPassword { username, password } => {
             o.set_credentials(username.clone(), password.expose());
         }
     }
-    if c.tls.enabled {
-        let cfg = crate::tls::client_config(&c.tls)
-            .map_err(|e| BridgeConfigError(format!("TLS: {e}")))?;
+    if e.tls.enabled {
+        let cfg = crate::tls::client_config(&e.tls)
+            .map_err(|err| BridgeConfigError(format!("TLS: {err}")))?;
         o.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
             Arc::new(cfg),
         )));
@@ -80,16 +151,16 @@ fn options(
     Ok(o)
 }
 
-/// Connects in the background. `filters`: what to subscribe to; incoming publishes go to `incoming`.
-pub fn connect(
-    c: &EndpointConfig,
-    client_id: &str,
-    site_id: &str,
-    persistent: bool,
-    filters: Vec<(String, QoS)>,
-    incoming: mpsc::Sender<Publish>,
-) -> Result<MqttSide, BridgeConfigError> {
-    let opts = options(c, client_id, site_id, persistent)?;
+/// Connects in the background.
+pub async fn connect(c: Connect<'_>) -> anyhow::Result<Arc<dyn Side>> {
+    let opts = options(&c).context(c.role.as_str())?;
+    let persistent = c.role == Role::Edge;
+    let filters: Vec<(String, QoS)> = c
+        .subscriptions
+        .iter()
+        .map(|s| (s.pattern.to_mqtt(), qos(s.qos)))
+        .collect();
+    let incoming = c.inbound;
     let (client, mut el) = AsyncClient::new(opts, 4096);
     // TCP_NODELAY: every PUBLISH and PUBACK is a small write. With Nagle on, a write waits for the ACK
     // of the previous one, which the peer delays (delayed ACK, 40 ms on Linux) when it has nothing to
@@ -119,7 +190,21 @@ pub fn connect(
                     }
                 }
                 Ok(Event::Incoming(Packet::Publish(p))) => {
-                    if incoming.send(p).await.is_err() {
+                    let ack = (p.qos != QoS::AtMostOnce).then(|| {
+                        let client = sub.clone();
+                        // The PUBACK needs only the packet id: keep no copy of the payload.
+                        let mut a = rumqttc::Publish::new("", p.qos, Vec::new());
+                        a.pkid = p.pkid;
+                        Box::pin(async move {
+                            let _ = client.ack(&a).await;
+                        }) as BoxFuture<'static, ()>
+                    });
+                    let msg = Inbound {
+                        topic: p.topic,
+                        payload: p.payload,
+                        ack,
+                    };
+                    if incoming.send(msg).await.is_err() {
                         return;
                     }
                 }
@@ -127,7 +212,6 @@ pub fn connect(
                 | Ok(Event::Incoming(Packet::PubComp(_))) => {
                     acks_tx.send_modify(|a| a.pubacks += 1);
                 }
-                Ok(Event::Outgoing(Outgoing::Disconnect)) => {}
                 Ok(_) => {}
                 Err(e) => {
                     let why = match &e {
@@ -149,44 +233,31 @@ pub fn connect(
             }
         }
     });
-    Ok(MqttSide {
+    Ok(Arc::new(MqttSide {
         client,
         health,
-        acks,
-    })
+        acks: AckCounter::new(acks),
+    }))
 }
 
-impl MqttSide {
-    /// Publishes `msgs` at `q` and waits until the broker acknowledged all of them (QoS 0: written).
-    pub async fn publish_batch(
-        &self,
-        msgs: impl Iterator<Item = (String, Bytes, QoS)>,
-    ) -> Result<(), String> {
-        let mut acks = self.acks.clone();
-        let start = *acks.borrow_and_update();
-        let mut need = 0u64;
-        for (topic, payload, q) in msgs {
-            self.client
-                .publish_bytes(topic, q, false, payload)
+impl Side for MqttSide {
+    fn health(&self) -> Arc<Health> {
+        self.health.clone()
+    }
+
+    fn check_topic(&self, topic: &str) -> Result<(), String> {
+        check_topic(topic)
+    }
+
+    fn send(&self, m: Outbound) -> BoxFuture<'_, anyhow::Result<AckFuture>> {
+        Box::pin(async move {
+            let q = qos(m.qos);
+            self.acks
+                .send(
+                    q != QoS::AtMostOnce,
+                    self.client.publish_bytes(m.topic, q, false, m.payload),
+                )
                 .await
-                .map_err(|e| format!("MQTT publish: {e}"))?;
-            if q != QoS::AtMostOnce {
-                need += 1;
-            }
-        }
-        loop {
-            let now = *acks.borrow_and_update();
-            if now.disconnects != start.disconnects {
-                return Err("MQTT connection lost before every PUBACK arrived".into());
-            }
-            if now.pubacks >= start.pubacks + need {
-                return Ok(());
-            }
-            match tokio::time::timeout(Duration::from_secs(10), acks.changed()).await {
-                Ok(Ok(())) => {}
-                Ok(Err(_)) => return Err("MQTT connection task stopped".into()),
-                Err(_) => return Err("no PUBACK from the MQTT broker in 10 s".into()),
-            }
-        }
+        })
     }
 }

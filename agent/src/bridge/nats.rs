@@ -1,31 +1,49 @@
 //! NATS side of the bridge (async-nats): core NATS and JetStream.
 //!
-//! Publishing a batch: core NATS writes every message and then flushes (the server has read everything
-//! before its PONG; that is the strongest acknowledgement core NATS has); JetStream publishes every
-//! message and waits for each PubAck (the stream capturing the subjects must exist). Edge→cloud messages
-//! carry `headers` and `edge-site-id` as NATS headers.
+//! Sending: JetStream publishes each message and its [`AckFuture`] is the PubAck (the stream capturing
+//! the subjects must exist). Core NATS has no per-message acknowledgement: [`Side::flush`] flushes after
+//! a group of sends and the server's PONG (it has read everything before it) acknowledges the group.
+//! Edge→cloud messages carry `headers` and `edge-site-id` as NATS headers.
 //!
-//! Subscribing: core NATS subscriptions on the rule subjects (at most once: a core NATS edge holds
-//! nothing for the bridge while it is down — use JetStream on the edge for that).
+//! Receiving: on a JetStream edge (`jetStream.enabled`), one durable pull consumer per rule on the
+//! stream that captures the rule's subjects (found by subject; it must exist), explicit acks sent once
+//! the message is in the spool — what the edge stored while the bridge or the cloud was down is
+//! forwarded when the bridge runs again. Otherwise (core NATS edge, and cloud→edge rules on any NATS
+//! cloud) core subscriptions: at most once, a core NATS edge holds nothing for the bridge while it is
+//! down.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use anyhow::Context as _;
 use async_nats::HeaderMap;
-use async_nats::jetstream;
-use bytes::Bytes;
+use async_nats::jetstream::{self, consumer};
+use futures::StreamExt;
+use futures::future::BoxFuture;
+use tokio::sync::{mpsc, watch};
 
 use super::config::{Auth, BridgeConfigError, EndpointConfig};
+use super::side::{AckFuture, Connect, Inbound, Outbound, Role, Side, Subscription};
 use crate::adapters::Health;
 
+const ACK_TIMEOUT: Duration = Duration::from_secs(30);
+
 pub struct NatsSide {
-    pub client: async_nats::Client,
-    pub js: Option<jetstream::Context>,
-    pub health: Arc<Health>,
+    client: async_nats::Client,
+    js: Option<jetstream::Context>,
+    health: Arc<Health>,
+    headers: HeaderMap,
+    /// Core NATS: messages sent so far, and the count covered by the last successful flush.
+    sent: AtomicU64,
+    flushed: watch::Sender<u64>,
 }
 
 /// Connects (in the background: a server that is down is retried forever with capped backoff).
-pub async fn connect(c: &EndpointConfig, name: &str) -> Result<NatsSide, BridgeConfigError> {
+async fn client(
+    c: &EndpointConfig,
+    name: &str,
+) -> Result<(async_nats::Client, Arc<Health>), BridgeConfigError> {
     let health = Arc::new(Health::default());
     let h = health.clone();
     let mut opts = async_nats::ConnectOptions::new()
@@ -66,54 +84,235 @@ pub async fn connect(c: &EndpointConfig, name: &str) -> Result<NatsSide, BridgeC
         .connect(urls)
         .await
         .map_err(|e| BridgeConfigError(format!("NATS endpoint {}: {e}", c.url)))?;
-    let js = c.jetstream.then(|| jetstream::new(client.clone()));
-    Ok(NatsSide { client, js, health })
+    Ok((client, health))
 }
 
-impl NatsSide {
-    /// Publishes every message and returns once the server acknowledged all (flush or PubAcks).
-    pub async fn publish_batch(
-        &self,
-        msgs: impl Iterator<Item = (String, Bytes)>,
-        headers: Option<&HeaderMap>,
-    ) -> Result<(), String> {
-        self.health.require().map_err(|e| e.to_string())?;
-        match &self.js {
-            Some(js) => {
-                let mut acks = Vec::new();
-                for (subject, payload) in msgs {
-                    let f = match headers {
-                        Some(h) => js.publish_with_headers(subject, h.clone(), payload).await,
-                        None => js.publish(subject, payload).await,
-                    }
-                    .map_err(|e| format!("JetStream publish: {e}"))?;
-                    acks.push(f);
-                }
-                for a in acks {
-                    tokio::time::timeout(Duration::from_secs(10), a.into_future())
-                        .await
-                        .map_err(|_| "no JetStream PubAck in 10 s".to_string())?
-                        .map_err(|e| format!("JetStream PubAck: {e}"))?;
-                }
+/// A NATS subject a message can be published to: non-empty tokens, no wildcards, no whitespace.
+pub(crate) fn check_subject(s: &str) -> Result<(), String> {
+    let bad = s.is_empty()
+        || s.split('.').any(|t| t.is_empty() || t == "*" || t == ">")
+        || s.chars().any(|c| c.is_whitespace() || c == '\0');
+    if bad {
+        Err(format!("{s:?} is not a valid NATS subject"))
+    } else {
+        Ok(())
+    }
+}
+
+/// Connects one side and starts its subscriptions.
+pub async fn connect(c: Connect<'_>) -> anyhow::Result<Arc<dyn Side>> {
+    let (client, health) = client(c.endpoint, &c.client_id())
+        .await
+        .context(c.role.as_str())?;
+    let js = c.endpoint.jetstream.then(|| jetstream::new(client.clone()));
+    let mut headers = HeaderMap::new();
+    for (k, v) in &c.cfg.headers {
+        headers.insert(k.as_str(), v.as_str());
+    }
+    match (&js, c.role) {
+        (Some(js), Role::Edge) => {
+            for s in &c.subscriptions {
+                tokio::spawn(consume(
+                    js.clone(),
+                    durable_name(&c, s),
+                    s.clone(),
+                    c.inbound.clone(),
+                    health.clone(),
+                ));
             }
-            None => {
-                for (subject, payload) in msgs {
+        }
+        _ => {
+            let mut subs = Vec::new();
+            for s in &c.subscriptions {
+                subs.push(
+                    client
+                        .subscribe(s.pattern.to_nats())
+                        .await
+                        .with_context(|| format!("subscribing to {}", s.pattern))?,
+                );
+            }
+            if !subs.is_empty() {
+                let mut all = futures::stream::select_all(subs);
+                let tx = c.inbound.clone();
+                tokio::spawn(async move {
+                    while let Some(m) = all.next().await {
+                        let msg = Inbound {
+                            topic: m.subject.to_string(),
+                            payload: m.payload,
+                            ack: None,
+                        };
+                        if tx.send(msg).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        }
+    }
+    Ok(Arc::new(NatsSide {
+        client,
+        js,
+        health,
+        headers,
+        sent: AtomicU64::new(0),
+        flushed: watch::Sender::new(0),
+    }))
+}
+
+/// The durable consumer of one rule: stable per BridgeLink and subject (not per rule index, so that
+/// reordering rules does not start a consumer from the beginning of the stream again).
+fn durable_name(c: &Connect<'_>, s: &Subscription) -> String {
+    let subject = s.pattern.to_nats();
+    let h = super::spool::crc::crc32(subject.as_bytes());
+    format!("{}-{h:08x}", c.client_id())
+}
+
+/// Pulls one rule's subjects from the edge stream forever, re-creating the consumer after errors.
+async fn consume(
+    js: jetstream::Context,
+    durable: String,
+    s: Subscription,
+    tx: mpsc::Sender<Inbound>,
+    health: Arc<Health>,
+) {
+    let subject = s.pattern.to_nats();
+    let mut attempt = 0u32;
+    loop {
+        match pull(&js, &durable, &subject, &tx, &mut attempt).await {
+            Ok(()) => return, // the bridge is stopping
+            Err(e) => {
+                health.note(format!("JetStream consumer for {subject}: {e:#}"));
+                tracing::warn!(subject = %subject, error = %format!("{e:#}"), "edge JetStream consumer; retrying");
+                tokio::time::sleep(super::backoff(attempt)).await;
+                attempt = attempt.saturating_add(1);
+            }
+        }
+    }
+}
+
+async fn pull(
+    js: &jetstream::Context,
+    durable: &str,
+    subject: &str,
+    tx: &mpsc::Sender<Inbound>,
+    attempt: &mut u32,
+) -> anyhow::Result<()> {
+    let stream_name = js
+        .stream_by_subject(subject)
+        .await
+        .with_context(|| format!("no edge stream captures {subject}"))?;
+    let stream = js.get_stream(&stream_name).await?;
+    let consumer: consumer::PullConsumer = stream
+        .get_or_create_consumer(
+            durable,
+            consumer::pull::Config {
+                durable_name: Some(durable.to_string()),
+                filter_subject: subject.to_string(),
+                deliver_policy: consumer::DeliverPolicy::All,
+                ack_policy: consumer::AckPolicy::Explicit,
+                // A message waits for the spool's fsync (and for room under RejectNew) before its ack.
+                ack_wait: Duration::from_secs(120),
+                max_ack_pending: 20_000,
+                ..Default::default()
+            },
+        )
+        .await
+        .with_context(|| format!("durable consumer {durable} on stream {stream_name}"))?;
+    let mut messages = consumer
+        .stream()
+        .max_messages_per_batch(1000)
+        .messages()
+        .await?;
+    *attempt = 0;
+    while let Some(m) = messages.next().await {
+        let m = m?;
+        let (m, acker) = m.split();
+        let msg = Inbound {
+            topic: m.subject.to_string(),
+            payload: m.payload,
+            ack: Some(Box::pin(async move {
+                let _ = acker.ack().await;
+            })),
+        };
+        if tx.send(msg).await.is_err() {
+            return Ok(());
+        }
+    }
+    anyhow::bail!("the consumer's message stream ended")
+}
+
+impl Side for NatsSide {
+    fn health(&self) -> Arc<Health> {
+        self.health.clone()
+    }
+
+    fn check_topic(&self, topic: &str) -> Result<(), String> {
+        check_subject(topic)
+    }
+
+    fn send(&self, m: Outbound) -> BoxFuture<'_, anyhow::Result<AckFuture>> {
+        Box::pin(async move {
+            self.health.require()?;
+            let headers = m.enrich.then(|| self.headers.clone());
+            match &self.js {
+                Some(js) => {
+                    let f = match headers {
+                        Some(h) => js.publish_with_headers(m.topic, h, m.payload).await,
+                        None => js.publish(m.topic, m.payload).await,
+                    }
+                    .map_err(|e| anyhow::anyhow!("JetStream publish: {e}"))?;
+                    Ok(Box::pin(async move {
+                        tokio::time::timeout(ACK_TIMEOUT, f.into_future())
+                            .await
+                            .map_err(|_| anyhow::anyhow!("no JetStream PubAck in {ACK_TIMEOUT:?}"))?
+                            .map_err(|e| anyhow::anyhow!("JetStream PubAck: {e}"))?;
+                        Ok(())
+                    }) as AckFuture)
+                }
+                None => {
                     match headers {
                         Some(h) => {
                             self.client
-                                .publish_with_headers(subject, h.clone(), payload)
+                                .publish_with_headers(m.topic, h, m.payload)
                                 .await
                         }
-                        None => self.client.publish(subject, payload).await,
+                        None => self.client.publish(m.topic, m.payload).await,
                     }
-                    .map_err(|e| format!("NATS publish: {e}"))?;
+                    .map_err(|e| anyhow::anyhow!("NATS publish: {e}"))?;
+                    let n = self.sent.fetch_add(1, Ordering::SeqCst) + 1;
+                    let mut flushed = self.flushed.subscribe();
+                    Ok(Box::pin(async move {
+                        tokio::time::timeout(ACK_TIMEOUT, flushed.wait_for(|f| *f >= n))
+                            .await
+                            .map_err(|_| {
+                                anyhow::anyhow!(
+                                    "no NATS flush covered the message in {ACK_TIMEOUT:?}"
+                                )
+                            })?
+                            .map_err(|_| anyhow::anyhow!("the NATS side stopped"))?;
+                        Ok(())
+                    }) as AckFuture)
                 }
-                tokio::time::timeout(Duration::from_secs(10), self.client.flush())
-                    .await
-                    .map_err(|_| "NATS flush did not return in 10 s".to_string())?
-                    .map_err(|e| format!("NATS flush: {e}"))?;
             }
-        }
-        Ok(())
+        })
+    }
+
+    fn flush(&self) -> BoxFuture<'_, anyhow::Result<()>> {
+        Box::pin(async move {
+            if self.js.is_some() {
+                return Ok(());
+            }
+            let upto = self.sent.load(Ordering::SeqCst);
+            tokio::time::timeout(ACK_TIMEOUT, self.client.flush())
+                .await
+                .map_err(|_| anyhow::anyhow!("NATS flush did not return in {ACK_TIMEOUT:?}"))?
+                .map_err(|e| anyhow::anyhow!("NATS flush: {e}"))?;
+            self.flushed.send_if_modified(|f| {
+                let grew = upto > *f;
+                *f = (*f).max(upto);
+                grew
+            });
+            Ok(())
+        })
     }
 }

@@ -168,6 +168,7 @@ pub struct EndpointAuth {
 #[x_kube(validation = Rule::new("!has(self.auth) || !has(self.auth.clientCert) || (has(self.tls) && self.tls.enabled)").message("auth.clientCert requires tls.enabled: true"))]
 #[x_kube(validation = Rule::new("!has(self.mqttVersion) || self.protocol == 'mqtt'").message("mqttVersion applies to protocol mqtt only"))]
 #[x_kube(validation = Rule::new("!has(self.jetStream) || self.protocol == 'nats'").message("jetStream applies to protocol nats only"))]
+#[x_kube(validation = Rule::new("!has(self.exchange) || self.protocol == 'amqp091'").message("exchange applies to protocol amqp091 only"))]
 pub struct Endpoint {
     /// Wire protocol.
     pub protocol: Protocol,
@@ -181,6 +182,12 @@ pub struct Endpoint {
     /// NATS JetStream settings.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jet_stream: Option<EndpointJetStream>,
+    /// AMQP 0-9-1: the topic exchange edge→cloud messages are published to (routing key = the mapped
+    /// topic) and cloud→edge rules bind their queue to. Default `amq.topic`, which every RabbitMQ virtual
+    /// host has; another exchange must exist and be of type topic.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 255))]
+    pub exchange: Option<String>,
     /// Authentication; none when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth: Option<EndpointAuth>,

@@ -38,7 +38,7 @@
 //! transaction commit per group and per-record page or index updates on insert and on delete. That
 //! comparison was reasoned, not measured: `agent/benches/spool.rs` measures this log only.
 
-mod crc;
+pub(crate) mod crc;
 mod segment;
 
 use std::collections::VecDeque;

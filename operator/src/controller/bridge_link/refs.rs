@@ -77,6 +77,7 @@ fn plain_endpoint(protocol: Protocol, url: String, auth: Option<EndpointAuth>) -
         url,
         mqtt_version: None,
         jet_stream: None,
+        exchange: None,
         auth,
         tls: None,
     }

@@ -1,0 +1,153 @@
+//! What the bridge needs from one side, whatever its protocol.
+//!
+//! A side is connected once ([`connect`]) and then:
+//! - delivers what arrives on its subscriptions (the `from` patterns of the rules whose source it is) as
+//!   [`Inbound`] messages, each with the acknowledgement the broker expects (MQTT PUBACK, JetStream ack,
+//!   AMQP `basic.ack`, Kafka offset commit), run by the bridge only once the message is safe (spooled
+//!   and fsync'd on the edge, delivered to the edge on the cloud);
+//! - sends [`Outbound`] messages in call order ([`Side::send`]); each send returns an [`AckFuture`]
+//!   that resolves once the broker acknowledged that message, so the forwarder can keep many messages in
+//!   flight and remove records from the spool as their acknowledgements come back, in order.
+//!
+//! Every protocol module (`mqtt`, `mqtt5`, `nats`, `amqp`, `kafka`) implements [`Side`] and has a
+//! `connect(Connect) -> anyhow::Result<Arc<dyn Side>>`. Connecting never fails because the broker is down:
+//! the side reconnects in the background with [`super::backoff`] and reports its state in
+//! [`Side::health`]; it fails only on configuration a retry cannot fix.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use edgewire_api::v1alpha1::{MqttVersion, Protocol, TopicPattern};
+use futures::future::BoxFuture;
+use tokio::sync::mpsc;
+
+use super::config::{BridgeConfig, EndpointConfig};
+use crate::adapters::Health;
+
+/// Resolves once the broker acknowledged one sent message (or failed: connection lost, timeout, refused).
+pub type AckFuture = BoxFuture<'static, anyhow::Result<()>>;
+
+/// Acknowledges one received message to the broker it came from.
+pub type SourceAck = BoxFuture<'static, ()>;
+
+/// Which side of the bridge a connection is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// Where local devices publish: its session persists across bridge restarts where the protocol can
+    /// (MQTT clean session off, JetStream durable consumer), so nothing is lost while the bridge is down.
+    Edge,
+    /// The cloud broker.
+    Cloud,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Edge => "edge",
+            Role::Cloud => "cloud",
+        }
+    }
+}
+
+/// A message received on one of a side's subscriptions.
+pub struct Inbound {
+    /// Topic, subject, routing key or Kafka topic, in this side's syntax.
+    pub topic: String,
+    pub payload: Bytes,
+    /// The broker's acknowledgement; `None` when the protocol has none (core NATS, MQTT QoS 0).
+    pub ack: Option<SourceAck>,
+}
+
+/// A message to send to a side.
+pub struct Outbound {
+    /// Topic in this side's syntax (already mapped).
+    pub topic: String,
+    pub payload: Bytes,
+    /// The rule's QoS (MQTT sides; others ignore it).
+    pub qos: u8,
+    /// Add the bridge's headers (`spec.headers` and `edge-site-id`), as far as the protocol carries
+    /// headers: NATS headers, MQTT 5 user properties, AMQP message headers, Kafka record headers. Set on
+    /// edge→cloud messages.
+    pub enrich: bool,
+}
+
+/// A source pattern a side subscribes to.
+#[derive(Clone, Debug)]
+pub struct Subscription {
+    /// Index of the rule in `spec.rules`.
+    pub rule: usize,
+    /// The rule's `from`, in the neutral syntax (each module translates it).
+    pub pattern: TopicPattern,
+    /// The rule's QoS.
+    pub qos: u8,
+}
+
+/// Everything a protocol module needs to connect one side.
+pub struct Connect<'a> {
+    pub endpoint: &'a EndpointConfig,
+    pub cfg: &'a BridgeConfig,
+    pub role: Role,
+    pub subscriptions: Vec<Subscription>,
+    /// Where received messages go. A module stops reading from its broker while this is full.
+    pub inbound: mpsc::Sender<Inbound>,
+}
+
+impl Connect<'_> {
+    /// A client id / name stable per BridgeLink and role (an MQTT persistent session and a JetStream
+    /// durable consumer survive restarts under it).
+    pub fn client_id(&self) -> String {
+        format!(
+            "edgewire-bridge-{}-{}-{}",
+            self.cfg.namespace,
+            self.cfg.name,
+            self.role.as_str()
+        )
+    }
+}
+
+/// One connected side.
+pub trait Side: Send + Sync + 'static {
+    /// Connection state (connected / down with the reason).
+    fn health(&self) -> Arc<Health>;
+
+    /// Checks that `topic` is a valid destination name on this protocol (a Kafka topic name, an AMQP
+    /// routing key of at most 255 bytes, an MQTT topic without wildcards, a NATS subject without
+    /// whitespace). A message mapped to an invalid name is refused before it is spooled — it could never
+    /// be delivered, and would block everything behind it.
+    fn check_topic(&self, topic: &str) -> Result<(), String>;
+
+    /// Puts one message on the wire, after every message sent before it. Returns once the client took
+    /// it (this may wait for room in the client's window), with a future that resolves once the broker
+    /// acknowledged it. An error here or from the future means the message may not have arrived: the
+    /// forwarder sends it and everything after it again.
+    fn send(&self, msg: Outbound) -> BoxFuture<'_, anyhow::Result<AckFuture>>;
+
+    /// Called after a group of sends. Protocols whose only acknowledgement is a round trip (core NATS:
+    /// the server's PONG after a flush) resolve the group's ack futures here; others do nothing.
+    fn flush(&self) -> BoxFuture<'_, anyhow::Result<()>> {
+        Box::pin(async { Ok(()) })
+    }
+}
+
+/// The topic separator of a protocol: `/` for MQTT, `.` for NATS subjects, AMQP routing keys and Kafka
+/// topic names.
+pub fn separator(p: Protocol) -> char {
+    if p == Protocol::Mqtt { '/' } else { '.' }
+}
+
+/// Connects the side described by `c.endpoint`.
+pub async fn connect(c: Connect<'_>) -> anyhow::Result<Arc<dyn Side>> {
+    match (c.endpoint.protocol, c.endpoint.mqtt_version) {
+        (Protocol::Mqtt, MqttVersion::V311) => super::mqtt::connect(c).await,
+        (Protocol::Mqtt, MqttVersion::V5) => {
+            anyhow::bail!("mqttVersion \"5\" is not implemented by this agent yet")
+        }
+        (Protocol::Nats, _) => super::nats::connect(c).await,
+        (Protocol::Amqp091, _) => {
+            anyhow::bail!("protocol amqp091 is not implemented by this agent yet")
+        }
+        (Protocol::Kafka, _) => {
+            anyhow::bail!("protocol kafka is not implemented by this agent yet")
+        }
+    }
+}
