@@ -369,28 +369,33 @@ async fn looping_rules_are_invalid_spec_with_no_children() {
     assert_eq!(events(&reqs), vec!["InvalidSpec"]);
 }
 
-/// What the API allows but this version's agent does not do (AMQP/Kafka clouds, MQTT 5, a JetStream edge) is
-/// InvalidSpec with the field named, not a crash-looping bridge pod.
+/// Every side the API offers is rendered for the agent: AMQP 0-9-1 and Kafka clouds, MQTT 5, a JetStream
+/// edge; the config Secret carries the side as written.
 #[tokio::test]
-async fn sides_the_agent_does_not_speak_yet_are_invalid_spec_with_no_children() {
+async fn every_protocol_the_api_offers_yields_the_bridge() {
     let cases = [
         (
             "    protocol: nats\n    url: tls://cloud.example.com:4222\n    jetStream: {enabled: true}",
-            "    protocol: kafka\n    url: kafka-0:9092",
-            "spec.cloud.endpoint.protocol: kafka as the cloud side",
+            "    protocol: kafka\n    url: kafka-0:9092,kafka-1:9092",
+            "protocol: kafka",
+        ),
+        (
+            "    protocol: nats\n    url: tls://cloud.example.com:4222\n    jetStream: {enabled: true}",
+            "    protocol: amqp091\n    url: amqps://rabbit.example.com:5671/%2f\n    exchange: telemetry",
+            "exchange: telemetry",
         ),
         (
             "    protocol: nats\n    url: tls://cloud.example.com:4222\n    jetStream: {enabled: true}",
             "    protocol: mqtt\n    url: mqtt.example.com:8883\n    mqttVersion: \"5\"",
-            "spec.cloud.endpoint.mqttVersion: \"5\" is not available",
+            "mqttVersion: '5'",
         ),
         (
             "    url: nats://edge:4222",
             "    url: nats://edge:4222\n    jetStream: {enabled: true}",
-            "spec.edge.endpoint.jetStream: consuming the edge from JetStream is not available",
+            "      jetStream:\n        enabled: true\n      protocol: nats\n      url: nats://edge:4222",
         ),
     ];
-    for (from, to, message) in cases {
+    for (from, to, rendered) in cases {
         let (client, mock) = MockApi::start();
         site_a_secrets(&mock, CLOUD_PASSWORD);
         let spec = SITE_A.replace(from, to);
@@ -398,14 +403,40 @@ async fn sides_the_agent_does_not_speak_yet_are_invalid_spec_with_no_children() 
         let bl = bridge_link("site-a", &spec);
         mock.insert(&bl);
         let reqs = run(&mock, &client, &bl).await;
-        assert_eq!(writes(&reqs), vec![format!("PATCH {BL}/site-a/status")]);
-        let ready = condition(&status_of(&reqs, "site-a"), "Ready");
-        assert_eq!(ready["reason"], "InvalidSpec", "{to}");
         assert!(
-            ready["message"].as_str().unwrap().starts_with(message),
-            "{ready}"
+            writes(&reqs).contains(&format!("PATCH {APPS}/statefulsets/site-a-bridge")),
+            "{to}: {:?}",
+            writes(&reqs)
         );
+        let yaml = config_yaml(&reqs, "site-a");
+        assert!(yaml.contains(rendered), "{to}: {yaml}");
     }
+}
+
+/// Kafka has no token authentication (SASL/OAUTHBEARER is not supported): InvalidSpec naming the field,
+/// no children — not a bridge pod failing at start.
+#[tokio::test]
+async fn a_kafka_token_is_invalid_spec_with_no_children() {
+    let (client, mock) = MockApi::start();
+    site_a_secrets(&mock, CLOUD_PASSWORD);
+    let spec = SITE_A.replace(
+        "    protocol: nats\n    url: tls://cloud.example.com:4222\n    jetStream: {enabled: true}\n    auth: {userPassword: {secretName: cloud-user}}",
+        "    protocol: kafka\n    url: kafka-0:9092\n    auth: {token: {name: edge-token, key: token}}",
+    );
+    assert_ne!(spec, SITE_A);
+    let bl = bridge_link("site-a", &spec);
+    mock.insert(&bl);
+    let reqs = run(&mock, &client, &bl).await;
+    assert_eq!(writes(&reqs), vec![format!("PATCH {BL}/site-a/status")]);
+    let ready = condition(&status_of(&reqs, "site-a"), "Ready");
+    assert_eq!(ready["reason"], "InvalidSpec");
+    assert!(
+        ready["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("spec.cloud.endpoint.auth.token: Kafka SASL/OAUTHBEARER is not supported"),
+        "{ready}"
+    );
 }
 
 #[tokio::test]

@@ -473,3 +473,76 @@ async fn full_spool_drop_oldest_misses_exactly_the_counted_oldest_messages() {
     assert_eq!(info, SMALL - dropped, "nothing else arrived");
     println!("drop-oldest: {dropped} dropped and counted of {SMALL}");
 }
+
+/// Publishes `from..to` to the edge's JetStream on `subject` and waits for every PubAck.
+async fn js_publish(js: &async_nats::jetstream::Context, subject: &str, from: u64, to: u64) {
+    let mut acks = Vec::with_capacity(1000);
+    for i in from..to {
+        acks.push(
+            js.publish(subject.to_string(), payload(i).into())
+                .await
+                .unwrap(),
+        );
+        if acks.len() == 1000 || i + 1 == to {
+            for a in acks.drain(..) {
+                a.await.unwrap();
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jetstream_edge_is_consumed_durably_what_it_stored_while_the_bridge_was_down_arrives() {
+    const N: u64 = 20_000;
+    let edge = nats();
+    let cloud = nats();
+    let cloud_js = edge_stream(&cloud.url()).await;
+    let edge_js = async_nats::jetstream::new(async_nats::connect(edge.url()).await.unwrap());
+    edge_js
+        .get_or_create_stream(async_nats::jetstream::stream::Config {
+            name: "LOCAL".into(),
+            subjects: vec!["local.>".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    // Stored at the edge before any bridge ran.
+    js_publish(&edge_js, "local.telemetry.line1.temp", 0, N).await;
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = config(
+        &nats_ep(edge.port(), true),
+        &nats_ep(cloud.port(), true),
+        E2C_TELEMETRY,
+        SPOOL,
+    );
+    let mut bridge = Bridge::start(dir.path(), &yaml, &[]);
+    let (order, _) = read_stream(&cloud_js, N, 120).await;
+    assert_complete_in_order(&order, N);
+    bridge.wait_metric("spool_messages", 60, |v| v == 0.0).await;
+    // The edge acknowledgements went out (after the spool's fsync): a restarted bridge resumes its
+    // durable consumer after them instead of reading the stream from the start again.
+    bridge.kill9();
+    js_publish(&edge_js, "local.telemetry.line1.temp", N, 2 * N).await;
+    bridge.spawn();
+    let (order, dups) = read_stream(&cloud_js, 2 * N, 120).await;
+    assert_complete_in_order(&order, 2 * N);
+    assert!(
+        dups < N / 2,
+        "{dups} duplicates: the restarted bridge read the edge stream from the start again"
+    );
+    let consumers: Vec<String> = edge_js
+        .get_stream("LOCAL")
+        .await
+        .unwrap()
+        .consumer_names()
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .map(|n| n.unwrap())
+        .collect();
+    assert_eq!(consumers.len(), 1, "one durable consumer: {consumers:?}");
+    assert!(
+        consumers[0].starts_with("edgewire-bridge-test-site-a-edge-"),
+        "{consumers:?}"
+    );
+}

@@ -67,39 +67,20 @@ fn is_dns_label(s: &str) -> bool {
         && !s.ends_with('-')
 }
 
-/// The checks the CRD schema makes, repeated for specs that never passed an API server (`render`, an edge
-/// box's file) and for endpoints resolved from a `brokerRef`.
-/// What the API allows but this version's bridge agent does not do yet: rejected here, so the resource says
-/// so in `Ready=False, reason InvalidSpec` instead of the bridge pod failing at start.
-fn check_available(field: &str, e: &Endpoint, cloud: bool) -> Result<(), BridgeInvalid> {
-    const LATER: &str = "is not available in this version of the bridge";
-    if cloud && matches!(e.protocol, Protocol::Amqp091 | Protocol::Kafka) {
+/// What the schema allows but a protocol cannot do: rejected here, so the resource says so in
+/// `Ready=False, reason InvalidSpec` instead of the bridge pod failing at start.
+fn check_protocol_fit(field: &str, e: &Endpoint) -> Result<(), BridgeInvalid> {
+    if e.protocol == Protocol::Kafka && e.auth.as_ref().is_some_and(|a| a.token.is_some()) {
         return Err(BridgeInvalid::new(
-            &format!("{field}.protocol"),
-            format!(
-                "{:?} as the cloud side {LATER} (mqtt and nats are)",
-                e.protocol
-            )
-            .to_lowercase(),
-        ));
-    }
-    if e.mqtt_version == Some(edgewire_api::v1alpha1::MqttVersion::V5) {
-        return Err(BridgeInvalid::new(
-            &format!("{field}.mqttVersion"),
-            format!("\"5\" {LATER}; use \"3.1.1\""),
-        ));
-    }
-    if !cloud && e.jet_stream.as_ref().is_some_and(|j| j.enabled) {
-        return Err(BridgeInvalid::new(
-            &format!("{field}.jetStream"),
-            format!(
-                "consuming the edge from JetStream {LATER}; the edge side subscribes with core NATS"
-            ),
+            &format!("{field}.auth.token"),
+            "Kafka SASL/OAUTHBEARER is not supported; use userPassword (SASL) or clientCert (mTLS)",
         ));
     }
     Ok(())
 }
 
+/// The checks the CRD schema makes, repeated for specs that never passed an API server (`render`, an edge
+/// box's file) and for endpoints resolved from a `brokerRef`.
 fn check_endpoint(field: &str, e: &Endpoint) -> Result<(), BridgeInvalid> {
     if e.url.trim().is_empty() {
         return Err(BridgeInvalid::new(
@@ -117,6 +98,12 @@ fn check_endpoint(field: &str, e: &Endpoint) -> Result<(), BridgeInvalid> {
         return Err(BridgeInvalid::new(
             &format!("{field}.jetStream"),
             "applies to protocol nats only",
+        ));
+    }
+    if e.exchange.is_some() && e.protocol != Protocol::Amqp091 {
+        return Err(BridgeInvalid::new(
+            &format!("{field}.exchange"),
+            "applies to protocol amqp091 only",
         ));
     }
     let tls = e.tls.as_ref().is_some_and(|t| t.enabled);
@@ -223,8 +210,8 @@ pub fn validate(
     };
     check_endpoint(&field(&bl.spec.edge, "edge"), &resolved.edge)?;
     check_endpoint(&field(&bl.spec.cloud, "cloud"), &resolved.cloud)?;
-    check_available(&field(&bl.spec.edge, "edge"), &resolved.edge, false)?;
-    check_available(&field(&bl.spec.cloud, "cloud"), &resolved.cloud, true)?;
+    check_protocol_fit(&field(&bl.spec.edge, "edge"), &resolved.edge)?;
+    check_protocol_fit(&field(&bl.spec.cloud, "cloud"), &resolved.cloud)?;
     let mut spec = bl.spec.clone();
     spec.edge = BridgeSide {
         broker_ref: None,
