@@ -406,3 +406,51 @@ async fn mqtt5_cloud_refusing_with_puback_0x87_keeps_messages_in_the_spool() {
     bridge.wait_metric("spool_messages", 30, |v| v == 0.0).await;
     assert!(bridge.metric("forwarded_total").await.unwrap() >= total);
 }
+
+/// A cloud announcing a Maximum Packet Size in its CONNACK: a larger message is refused by the bridge
+/// before it reaches the wire (the connection stays up, the message stays in the spool, the error names
+/// the sizes); smaller ones before it arrive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt5_cloud_maximum_packet_size_is_respected_without_dropping_the_connection() {
+    let edge = edge_mosquitto();
+    let conf = format!(
+        "{}max_inflight_messages 1000\nmax_queued_messages 0\nmax_packet_size 2048\n",
+        Kind::Mosquitto.default_config()
+    );
+    let cloud = BrokerProcess::start(Kind::Mosquitto, &conf, &[]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = config(
+        &mqtt5_ep(edge.port()),
+        &mqtt5_ep(cloud.port()),
+        E2C_TELEMETRY,
+        SPOOL,
+    );
+    let bridge = Bridge::start(dir.path(), &yaml, &[]);
+    let (_sub, mut up) = mqtt5_client(cloud.port(), "cloud-sub", Some("edge/#")).await;
+    probe(edge.port(), &mut up).await;
+    let (dev, _) = mqtt5_client(edge.port(), "device", None).await;
+    dev.publish(SEQ_EDGE, QoS::AtLeastOnce, false, payload(0))
+        .await
+        .unwrap();
+    let mut big = payload(1);
+    big.resize(4096, b'y');
+    dev.publish(SEQ_EDGE, QoS::AtLeastOnce, false, big)
+        .await
+        .unwrap();
+    let got = read_seq(&mut up, SEQ_CLOUD, 1, 30).await;
+    assert_eq!(seq_of(&got[0].payload), 0);
+    bridge
+        .wait_metric("cloud_errors_total", 30, |v| v >= 2.0)
+        .await;
+    assert_eq!(bridge.metric("spool_messages").await, Some(1.0));
+    assert_eq!(bridge.metric("cloud_connected").await, Some(1.0));
+    let log = bridge.log();
+    assert!(
+        log.contains("exceeds the MQTT broker's maximum packet size of 2048 bytes"),
+        "{log}"
+    );
+    assert!(
+        !log.contains("MQTT connection error"),
+        "the connection was dropped:\n{log}"
+    );
+}
