@@ -454,3 +454,81 @@ async fn mqtt5_cloud_maximum_packet_size_is_respected_without_dropping_the_conne
         "the connection was dropped:\n{log}"
     );
 }
+
+fn password_file(user: &str, pass: &str) -> Vec<u8> {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("passwd");
+    let ok = std::process::Command::new("mosquitto_passwd")
+        .arg("-b")
+        .arg("-c")
+        .arg(&f)
+        .arg(user)
+        .arg(pass)
+        .status()
+        .expect("mosquitto_passwd (package mosquitto)");
+    assert!(ok.success());
+    std::fs::read(f).unwrap()
+}
+
+/// Writes the cloud's token and CA into `<dir>/secrets` and returns the cloud endpoint (TLS, token).
+fn tls_token_cloud(dir: &std::path::Path, port: u16, ca: &std::path::Path, token: &str) -> String {
+    let s = dir.join("secrets");
+    std::fs::create_dir_all(s.join("cloud-token")).unwrap();
+    std::fs::create_dir_all(s.join("cloud-ca")).unwrap();
+    std::fs::write(s.join("cloud-token/token"), format!("{token}\n")).unwrap();
+    std::fs::copy(ca, s.join("cloud-ca/ca.crt")).unwrap();
+    format!(
+        "{{protocol: mqtt, mqttVersion: \"5\", url: \"localhost:{port}\", \
+         auth: {{token: {{name: cloud-token, key: token}}}}, \
+         tls: {{enabled: true, caSecretRef: {{name: cloud-ca, key: ca.crt}}}}}}"
+    )
+}
+
+/// TLS and a token on an MQTT 5 cloud: the token is the password, the site id the user name; a wrong
+/// token is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt5_cloud_over_tls_with_the_token_as_password_for_the_site_id() {
+    let pki = edgewire_e2e::pki::TestPki::new("bridge").unwrap();
+    let passwd = password_file("site-a", "tok-right");
+    let mut files: Vec<(&str, &[u8])> = pki.server_files().to_vec();
+    files.push(("passwd", &passwd));
+    let cloud = BrokerProcess::start(
+        Kind::Mosquitto,
+        "per_listener_settings true\n\
+         listener {port} 127.0.0.1\ncafile {dir}/ca.pem\ncertfile {dir}/server.pem\nkeyfile {dir}/server-key.pem\n\
+         allow_anonymous false\npassword_file {dir}/passwd\n\
+         listener {port2} 127.0.0.1\nallow_anonymous true\n",
+        &files,
+    )
+    .expect("mosquitto with TLS");
+    let edge = edge_mosquitto();
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = config(
+        &mqtt5_ep(edge.port()),
+        &tls_token_cloud(dir.path(), cloud.port(), &pki.ca_path(), "tok-right"),
+        E2C_TELEMETRY,
+        SPOOL,
+    );
+    let _bridge = Bridge::start(dir.path(), &yaml, &[]);
+    let (_sub, mut up) = mqtt5_client(cloud.port2(), "cloud-sub", Some("edge/#")).await;
+    let p = probe(edge.port(), &mut up).await;
+    assert_eq!(topic(&p), "edge/site-a/telemetry/probe");
+    assert_eq!(user_property(&p, "edge-site-id"), Some("site-a"));
+
+    let dir2 = tempfile::tempdir().unwrap();
+    let yaml = config(
+        &mqtt5_ep(edge.port()),
+        &tls_token_cloud(dir2.path(), cloud.port(), &pki.ca_path(), "tok-wrong"),
+        E2C_TELEMETRY,
+        SPOOL,
+    )
+    .replace("name: site-a,", "name: site-b,");
+    let bad = Bridge::start(dir2.path(), &yaml, &[]);
+    bad.wait_metric("edge_connected", 30, |v| v == 1.0).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !bad.log().contains("refused the connection") {
+        assert!(Instant::now() < deadline, "{}", bad.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(bad.metric("cloud_connected").await, Some(0.0));
+}
