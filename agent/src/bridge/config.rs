@@ -224,11 +224,6 @@ fn side(s: &BridgeSide, field: &str, dir: &Path) -> Result<EndpointConfig, Bridg
         return Err(err(format!("{f}.jetStream applies to protocol nats only")));
     }
     let mqtt_version = e.mqtt_version.unwrap_or_default();
-    if mqtt_version == MqttVersion::V5 {
-        return Err(err(format!(
-            "{f}.mqttVersion: \"5\" is not implemented by this agent yet; use \"3.1.1\""
-        )));
-    }
     Ok(EndpointConfig {
         protocol: e.protocol,
         url: e.url.clone(),

@@ -14,6 +14,7 @@
 pub mod config;
 pub mod http;
 pub mod mqtt;
+pub mod mqtt5;
 pub mod nats;
 pub mod side;
 pub mod spool;

@@ -139,9 +139,7 @@ pub fn separator(p: Protocol) -> char {
 pub async fn connect(c: Connect<'_>) -> anyhow::Result<Arc<dyn Side>> {
     match (c.endpoint.protocol, c.endpoint.mqtt_version) {
         (Protocol::Mqtt, MqttVersion::V311) => super::mqtt::connect(c).await,
-        (Protocol::Mqtt, MqttVersion::V5) => {
-            anyhow::bail!("mqttVersion \"5\" is not implemented by this agent yet")
-        }
+        (Protocol::Mqtt, MqttVersion::V5) => super::mqtt5::connect(c).await,
         (Protocol::Nats, _) => super::nats::connect(c).await,
         (Protocol::Amqp091, _) => {
             anyhow::bail!("protocol amqp091 is not implemented by this agent yet")

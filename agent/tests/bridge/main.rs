@@ -4,6 +4,7 @@
 //! heavy; one at a time on a small machine).
 
 mod common;
+mod mqtt5;
 
 use std::time::Duration;
 
