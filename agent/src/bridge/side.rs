@@ -143,9 +143,7 @@ pub async fn connect(c: Connect<'_>) -> anyhow::Result<Arc<dyn Side>> {
             anyhow::bail!("mqttVersion \"5\" is not implemented by this agent yet")
         }
         (Protocol::Nats, _) => super::nats::connect(c).await,
-        (Protocol::Amqp091, _) => {
-            anyhow::bail!("protocol amqp091 is not implemented by this agent yet")
-        }
+        (Protocol::Amqp091, _) => super::amqp::connect(c).await,
         (Protocol::Kafka, _) => {
             anyhow::bail!("protocol kafka is not implemented by this agent yet")
         }
