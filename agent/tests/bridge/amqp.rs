@@ -7,6 +7,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use edgewire_e2e::brokers::{BrokerProcess, Kind};
+use edgewire_e2e::pki::TestPki;
 use futures::StreamExt;
 use lapin::message::Delivery;
 use lapin::options::{
@@ -351,4 +352,71 @@ async fn amqp_unroutable_messages_stay_spooled_until_a_queue_is_bound() {
     let (_, order) = read_queue(&ch, "late-binding", N, 60).await;
     assert_complete_in_order(&order, N);
     bridge.wait_metric("spool_messages", 30, |v| v == 0.0).await;
+}
+
+/// TLS 1.3 only with a client certificate (RabbitMQ requires one): the endpoint's CA, client certificate
+/// and `minVersion: "1.3"` reach the connection; a bridge trusting another CA does not connect and says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn amqp_cloud_over_mutual_tls_1_3() {
+    let pki = TestPki::new("bridge").unwrap();
+    let cloud = BrokerProcess::start(
+        Kind::RabbitMq,
+        "disk_free_limit.absolute = 1MB\n\
+         listeners.ssl.default = {port2}\n\
+         ssl_options.cacertfile = {dir}/ca.pem\nssl_options.certfile = {dir}/server.pem\nssl_options.keyfile = {dir}/server-key.pem\n\
+         ssl_options.verify = verify_peer\nssl_options.fail_if_no_peer_cert = true\n\
+         ssl_options.versions.1 = tlsv1.3\n",
+        &pki.server_files(),
+    )
+    .expect("rabbitmq-server");
+    let (_conn, ch) = channel(&cloud.url()).await;
+    bind(&ch, "cloud-telemetry", "amq.topic", "edge.site-a.#").await;
+    let edge = edge_mosquitto();
+    let tls_ep = |port: u16| {
+        format!(
+            "{{protocol: amqp091, url: \"amqps://127.0.0.1:{port}/%2f\", auth: {{userPassword: {{secretName: rabbit}}}}, \
+             tls: {{enabled: true, minVersion: \"1.3\", caSecretRef: {{name: cloud-ca, key: ca.crt}}, clientCertSecretRef: {{secretName: cloud-client}}}}}}"
+        )
+    };
+    let write_tls = |dir: &Path, ca: &str| {
+        let s = dir.join("secrets");
+        std::fs::create_dir_all(s.join("cloud-ca")).unwrap();
+        std::fs::create_dir_all(s.join("cloud-client")).unwrap();
+        std::fs::write(s.join("cloud-ca/ca.crt"), ca).unwrap();
+        std::fs::write(s.join("cloud-client/tls.crt"), &pki.client_cert_pem).unwrap();
+        std::fs::write(s.join("cloud-client/tls.key"), &pki.client_key_pem).unwrap();
+    };
+    let dir = tempfile::tempdir().unwrap();
+    write_tls(dir.path(), &pki.ca_pem);
+    let bridge = start_bridge(dir.path(), edge.port(), &tls_ep(cloud.port2()), TELEMETRY).await;
+    bridge.wait_metric("edge_connected", 30, |v| v == 1.0).await;
+    bridge
+        .wait_metric("cloud_connected", 60, |v| v == 1.0)
+        .await;
+    tokio::time::sleep(Duration::from_millis(500)).await; // SUBACK
+    mqtt_publish(edge.port(), "local/telemetry/line1/temp", 0, 10).await;
+    let (deliveries, order) = read_queue(&ch, "cloud-telemetry", 10, 60).await;
+    assert_complete_in_order(&order, 10);
+    assert_eq!(
+        deliveries[0].routing_key.as_str(),
+        "edge.site-a.telemetry.line1.temp"
+    );
+
+    // Another CA: the server certificate is refused, the side stays down with the reason.
+    let other = TestPki::other_ca().unwrap();
+    let dir2 = tempfile::tempdir().unwrap();
+    write_tls(dir2.path(), &other.ca_pem);
+    let untrusting =
+        start_bridge(dir2.path(), edge.port(), &tls_ep(cloud.port2()), TELEMETRY).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !untrusting
+        .log()
+        .contains("cannot connect to the AMQP broker")
+    {
+        assert!(Instant::now() < deadline, "{}", untrusting.log());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(untrusting.metric("cloud_connected").await, Some(0.0));
+    let log = untrusting.log();
+    assert!(log.to_lowercase().contains("certificate"), "{log}");
 }
