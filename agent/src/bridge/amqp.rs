@@ -7,7 +7,8 @@
 //! the [`AckFuture`] resolves on the broker's `basic.ack`; a `basic.nack`, a channel or connection
 //! error, 30 s without a confirm, or a `basic.return` (no queue is bound for that routing key) fail it.
 //! An unroutable message is thus never acknowledged into the void: it stays in the spool, and is sent
-//! again until a binding exists. Another exchange than `amq.topic` must exist: a passive declare checks
+//! again until a binding exists (one message per retry while the broker returns them, see
+//! [`AmqpSide`]). Another exchange than `amq.topic` must exist: a passive declare checks
 //! it on every connect, and a missing one keeps the side down with the reason in its health.
 //!
 //! Receiving (cloud→edge): a durable queue named [`Connect::client_id`] (stable per BridgeLink), bound
@@ -19,6 +20,7 @@
 
 use std::collections::VecDeque;
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -83,6 +85,8 @@ struct Target {
     subscriptions: Vec<Subscription>,
     /// Values to remove from error texts (the passwords).
     secrets: Vec<String>,
+    /// Set when the broker returned a message, cleared when a message was routed again.
+    returning: Arc<AtomicBool>,
 }
 
 impl Target {
@@ -115,6 +119,7 @@ impl Target {
                 .unwrap_or_else(|| DEFAULT_EXCHANGE.to_string()),
             subscriptions: c.subscriptions.clone(),
             secrets,
+            returning: Arc::new(AtomicBool::new(false)),
         })
     }
 
@@ -201,6 +206,10 @@ pub struct AmqpSide {
     headers: FieldTable,
     /// Keeps a publish and the queueing of its confirm together (confirms are matched in order).
     order: tokio::sync::Mutex<()>,
+    /// While the broker returns messages, one message at a time is sent, and `send` waits for its
+    /// confirm: a routing key without a queue then costs one returned message per retry of the
+    /// forwarder, not a window of 4096.
+    returning: Arc<AtomicBool>,
 }
 
 /// Connects in the background; fails only on configuration (URL, TLS files).
@@ -211,6 +220,7 @@ pub async fn connect(c: Connect<'_>) -> anyhow::Result<Arc<dyn Side>> {
         headers.insert(k.as_str().into(), AMQPValue::LongString(v.as_str().into()));
     }
     let exchange = target.exchange.clone();
+    let returning = target.returning.clone();
     let health = Arc::new(Health::default());
     let (link_tx, link) = watch::channel(None);
     tokio::spawn(supervise(target, link_tx, health.clone(), c.inbound));
@@ -220,6 +230,7 @@ pub async fn connect(c: Connect<'_>) -> anyhow::Result<Arc<dyn Side>> {
         exchange,
         headers,
         order: tokio::sync::Mutex::new(()),
+        returning,
     }))
 }
 
@@ -331,7 +342,7 @@ async fn session(
     };
     let (confirms, rx) = mpsc::unbounded_channel();
     let failure = Arc::new(Mutex::new(None));
-    tokio::spawn(confirmations(rx, failure.clone()));
+    tokio::spawn(confirmations(rx, failure.clone(), t.returning.clone()));
     link.send_replace(Some(Arc::new(Link {
         channel: ch.clone(),
         confirms,
@@ -467,6 +478,7 @@ fn unroutable(m: &BasicReturnMessage) -> String {
 async fn confirmations(
     mut rx: mpsc::UnboundedReceiver<Waiter>,
     failure: Arc<Mutex<Option<String>>>,
+    returning: Arc<AtomicBool>,
 ) {
     let mut queue: VecDeque<Waiter> = VecDeque::new();
     loop {
@@ -500,6 +512,9 @@ async fn confirmations(
             Ok(Confirmation::Ack(Some(m))) | Ok(Confirmation::Nack(Some(m))) => Some(unroutable(m)),
             _ => None,
         });
+        if returned.is_some() {
+            returning.store(true, Ordering::SeqCst);
+        }
         for (r, tx) in group {
             let outcome = match r {
                 Err(e) => {
@@ -517,6 +532,15 @@ async fn confirmations(
             };
             let _ = tx.send(outcome);
         }
+    }
+}
+
+/// The outcome of one publish, from [`confirmations`].
+async fn confirmed(rx: oneshot::Receiver<Result<(), String>>) -> anyhow::Result<()> {
+    match tokio::time::timeout(ACK_TIMEOUT, rx).await {
+        Err(_) => anyhow::bail!("no publisher confirm from the AMQP broker in {ACK_TIMEOUT:?}"),
+        Ok(Err(_)) => anyhow::bail!("the AMQP publish channel closed before the publisher confirm"),
+        Ok(Ok(r)) => r.map_err(anyhow::Error::msg),
     }
 }
 
@@ -545,19 +569,22 @@ impl Side for AmqpSide {
             }
             let rx = {
                 let _order = self.order.lock().await;
-                let confirm = link
-                    .channel
-                    .basic_publish(
-                        self.exchange.as_str().into(),
-                        m.topic.as_str().into(),
-                        BasicPublishOptions {
-                            mandatory: true,
-                            immediate: false,
-                        },
-                        &m.payload,
-                        props,
-                    )
+                let publish = link.channel.basic_publish(
+                    self.exchange.as_str().into(),
+                    m.topic.as_str().into(),
+                    BasicPublishOptions {
+                        mandatory: true,
+                        immediate: false,
+                    },
+                    &m.payload,
+                    props,
+                );
+                // The broker stops reading while it is blocked (a memory or disk alarm).
+                let confirm = tokio::time::timeout(ACK_TIMEOUT, publish)
                     .await
+                    .map_err(|_| {
+                        anyhow::anyhow!("the AMQP broker took no message in {ACK_TIMEOUT:?}")
+                    })?
                     .map_err(|e| anyhow::anyhow!("AMQP publish: {e}"))?;
                 let (tx, rx) = oneshot::channel();
                 link.confirms
@@ -565,19 +592,13 @@ impl Side for AmqpSide {
                     .map_err(|_| anyhow::anyhow!("the AMQP publish channel is gone"))?;
                 rx
             };
-            Ok(Box::pin(async move {
-                match tokio::time::timeout(ACK_TIMEOUT, rx).await {
-                    Err(_) => anyhow::bail!(
-                        "no publisher confirm from the AMQP broker in {ACK_TIMEOUT:?}"
-                    ),
-                    Ok(Err(_)) => {
-                        anyhow::bail!(
-                            "the AMQP publish channel closed before the publisher confirm"
-                        )
-                    }
-                    Ok(Ok(r)) => r.map_err(anyhow::Error::msg),
-                }
-            }) as AckFuture)
+            if self.returning.load(Ordering::SeqCst) {
+                // Probing: this message's fate decides whether the next one goes out.
+                confirmed(rx).await?;
+                self.returning.store(false, Ordering::SeqCst);
+                return Ok(Box::pin(async { Ok(()) }) as AckFuture);
+            }
+            Ok(Box::pin(confirmed(rx)) as AckFuture)
         })
     }
 }
