@@ -131,11 +131,14 @@ fn header(d: &Delivery, name: &str) -> Option<String> {
         })
 }
 
+fn bridge_yaml(edge_port: u16, cloud: &str, rules: &str) -> String {
+    config(&mqtt_ep(edge_port), cloud, rules, SPOOL)
+        .replace("spec:\n", "spec:\n  headers: {plant: berlin}\n")
+}
+
 async fn start_bridge(dir: &Path, edge_port: u16, cloud: &str, rules: &str) -> Bridge {
     write_secrets(dir);
-    let yaml = config(&mqtt_ep(edge_port), cloud, rules, SPOOL)
-        .replace("spec:\n", "spec:\n  headers: {plant: berlin}\n");
-    Bridge::start(dir, &yaml, &[])
+    Bridge::start(dir, &bridge_yaml(edge_port, cloud, rules), &[])
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -175,6 +178,29 @@ async fn amqp_cloud_gets_routing_key_headers_persistent_in_order() {
     bridge.wait_metric("spool_messages", 30, |v| v == 0.0).await;
     assert_eq!(bridge.metric("forwarded_total").await, Some(N as f64));
     assert!(!bridge.log().contains("url-password"));
+
+    // A wrong password in the Secret: refused, reported, never printed. (One bridge at a time on the
+    // edge: they share the MQTT client id.)
+    drop(bridge);
+    let dir2 = tempfile::tempdir().unwrap();
+    write_secrets(dir2.path());
+    std::fs::write(
+        dir2.path().join("secrets/rabbit/password"),
+        "not-the-pw-7731\n",
+    )
+    .unwrap();
+    let refused = Bridge::start(
+        dir2.path(),
+        &bridge_yaml(edge.port(), &amqp_ep(cloud.port(), ""), TELEMETRY),
+        &[],
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !refused.log().contains("ACCESS_REFUSED") {
+        assert!(Instant::now() < deadline, "{}", refused.log());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(refused.metric("cloud_connected").await, Some(0.0));
+    assert!(!refused.log().contains("not-the-pw-7731"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -403,6 +429,7 @@ async fn amqp_cloud_over_mutual_tls_1_3() {
     );
 
     // Another CA: the server certificate is refused, the side stays down with the reason.
+    drop(bridge);
     let other = TestPki::other_ca().unwrap();
     let dir2 = tempfile::tempdir().unwrap();
     write_tls(dir2.path(), &other.ca_pem);
