@@ -40,6 +40,9 @@ pub struct EndpointConfig {
     pub url: String,
     pub mqtt_version: MqttVersion,
     pub jetstream: bool,
+    /// AMQP 0-9-1: the exchange edge→cloud messages go to and cloud→edge queues bind to (`None`:
+    /// `amq.topic`).
+    pub exchange: Option<String>,
     pub auth: Auth,
     pub tls: TlsSettings,
 }
@@ -111,9 +114,12 @@ pub fn from_yaml(text: &str, secrets_dir: &Path) -> Result<BridgeConfig, BridgeC
             "spec.edge.endpoint.protocol: the edge side speaks mqtt or nats",
         ));
     }
-    if !matches!(cloud.protocol, Protocol::Mqtt | Protocol::Nats) {
+    if !matches!(
+        cloud.protocol,
+        Protocol::Mqtt | Protocol::Nats | Protocol::Amqp091
+    ) {
         return Err(err(
-            "spec.cloud.endpoint.protocol: this agent forwards to mqtt or nats clouds; amqp091 and kafka cloud targets are not implemented yet",
+            "spec.cloud.endpoint.protocol: this agent forwards to mqtt, nats or amqp091 clouds; kafka cloud targets are not implemented yet",
         ));
     }
     let max = parse_quantity(&spec.spool.max_bytes).ok_or_else(|| {
@@ -223,12 +229,18 @@ fn side(s: &BridgeSide, field: &str, dir: &Path) -> Result<EndpointConfig, Bridg
     if e.jet_stream.is_some() && e.protocol != Protocol::Nats {
         return Err(err(format!("{f}.jetStream applies to protocol nats only")));
     }
+    if e.exchange.is_some() && e.protocol != Protocol::Amqp091 {
+        return Err(err(format!(
+            "{f}.exchange applies to protocol amqp091 only"
+        )));
+    }
     let mqtt_version = e.mqtt_version.unwrap_or_default();
     Ok(EndpointConfig {
         protocol: e.protocol,
         url: e.url.clone(),
         mqtt_version,
         jetstream: e.jet_stream.as_ref().is_some_and(|j| j.enabled),
+        exchange: e.exchange.clone(),
         auth,
         tls,
     })
@@ -366,6 +378,26 @@ spec:
         assert!(
             missing.to_string().contains("edge-creds/username"),
             "{missing}"
+        );
+    }
+
+    #[test]
+    fn amqp_cloud_with_its_exchange() {
+        let doc = DOC.replace(
+            "cloud: {endpoint: {protocol: nats, url: \"nats://127.0.0.1:4222\"}}",
+            "cloud: {endpoint: {protocol: amqp091, url: \"amqp://127.0.0.1:5672/%2f\", exchange: telemetry}}",
+        );
+        let c = from_yaml(&doc, Path::new("/x")).unwrap();
+        assert_eq!(c.cloud.protocol, Protocol::Amqp091);
+        assert_eq!(c.cloud.exchange.as_deref(), Some("telemetry"));
+        let doc = DOC.replace(
+            "url: \"nats://127.0.0.1:4222\"}",
+            "url: \"nats://127.0.0.1:4222\", exchange: telemetry}",
+        );
+        let e = from_yaml(&doc, Path::new("/x")).unwrap_err().to_string();
+        assert!(
+            e.contains("exchange applies to protocol amqp091 only"),
+            "{e}"
         );
     }
 

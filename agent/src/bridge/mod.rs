@@ -11,6 +11,7 @@
 //!   a cloud outage is what the spool is for; the cloud state is in the metrics and `status.runtime`).
 //! - `--report-status`: server-side apply of `status.runtime` every 5 s (see [`status`]).
 
+pub mod amqp;
 pub mod config;
 pub mod http;
 pub mod mqtt;

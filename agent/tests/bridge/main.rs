@@ -3,6 +3,7 @@
 //! Run: `cargo test -p edgewire-agent --test bridge -- --test-threads 1` (the 200,000-message tests are
 //! heavy; one at a time on a small machine).
 
+mod amqp;
 mod common;
 mod mqtt5;
 
