@@ -4,7 +4,10 @@ use tracing_subscriber::EnvFilter;
 
 /// Installs the global subscriber. Logs go to stderr so `tail` output on stdout stays clean.
 pub fn init() -> Result<(), String> {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // lapin logs every returned (unroutable) message at WARN with its payload; the bridge reports those
+    // itself, naming exchange and routing key, so lapin's copy is kept to errors.
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,lapin::returned_messages=error"));
     let format = std::env::var("EDGEWIRE_LOG_FORMAT").unwrap_or_default();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
