@@ -32,6 +32,25 @@ pub fn effective_url(c: &AmqpConfig) -> String {
     }
 }
 
+/// Parses an `amqp://` / `amqps://` URL. amq-protocol-uri takes the host only from a domain name and
+/// falls back to `localhost` for an IP address (`amqp://10.0.0.5` would silently connect to localhost):
+/// the host is taken from the URL as written. The error never quotes the URL (it may hold credentials).
+pub fn parse_uri(raw: &str) -> Result<lapin::uri::AMQPUri, String> {
+    let mut uri: lapin::uri::AMQPUri = raw.parse().map_err(|m: String| {
+        format!(
+            "not an amqp:// or amqps:// URL: {}",
+            m.replace(raw, "<url>")
+        )
+    })?;
+    if let Some(host) = url::Url::parse(raw)
+        .ok()
+        .and_then(|u| u.host_str().map(|h| h.trim_matches(['[', ']']).to_string()))
+    {
+        uri.authority.host = host;
+    }
+    Ok(uri)
+}
+
 /// lapin's TLS settings from ours: the CA bundle and the client identity, as PEM.
 pub fn tls_config(t: &TlsSettings) -> Result<OwnedTLSConfig, AdapterError> {
     let read = |p: &std::path::Path| {
@@ -65,7 +84,12 @@ pub async fn connect_once(c: &AmqpConfig) -> Result<Connection, String> {
     let props = ConnectionProperties::default().with_connection_name("edgewire-agent".into());
     let conn = tokio::time::timeout(
         Duration::from_secs(10),
-        Connection::connect_with_config(&effective_url(c), props, tls, runtime),
+        Connection::connect_uri_with_config(
+            parse_uri(&effective_url(c)).map_err(|e| redact(&e, c))?,
+            props,
+            tls,
+            runtime,
+        ),
     )
     .await
     .map_err(|_| "timed out connecting to the AMQP broker".to_string())?
@@ -218,5 +242,33 @@ impl Adapter for AmqpAdapter {
 
     fn readiness(&self) -> Readiness {
         self.health.readiness()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_uri;
+
+    #[test]
+    fn an_ip_address_host_is_kept_not_replaced_by_localhost() {
+        let u = parse_uri("amqp://user:pw@10.0.0.5:5673/%2f").unwrap();
+        assert_eq!(u.authority.host, "10.0.0.5");
+        assert_eq!(u.authority.port, 5673);
+        let u = parse_uri("amqps://[fd00::7]/prod").unwrap();
+        assert_eq!(u.authority.host, "fd00::7");
+        assert_eq!(u.vhost, "prod");
+        assert_eq!(
+            parse_uri("amqp://rabbit.ns.svc:5672/%2f")
+                .unwrap()
+                .authority
+                .host,
+            "rabbit.ns.svc"
+        );
+    }
+
+    #[test]
+    fn a_bad_url_error_does_not_quote_the_credentials() {
+        let e = parse_uri("amqpx://user:s3cret@host/").unwrap_err();
+        assert!(!e.contains("s3cret"), "{e}");
     }
 }

@@ -151,20 +151,8 @@ fn uri(e: &EndpointConfig, site_id: &str) -> Result<(AMQPUri, Vec<String>), Brid
         Some(rest) if e.tls.enabled => format!("amqps://{rest}"),
         _ => raw.to_string(),
     };
-    let mut uri: AMQPUri = raw.parse().map_err(|m: String| {
-        // The parser's message may quote the whole URL, credentials included.
-        BridgeConfigError(format!(
-            "endpoint url is not an amqp:// or amqps:// URL: {}",
-            m.replace(&raw, "<url>")
-        ))
-    })?;
-    // amq-protocol-uri takes only a domain as host and falls back to `localhost` for an IP address.
-    if let Some(host) = url::Url::parse(&raw)
-        .ok()
-        .and_then(|u| u.host_str().map(|h| h.trim_matches(['[', ']']).to_string()))
-    {
-        uri.authority.host = host;
-    }
+    let mut uri: AMQPUri = crate::adapters::amqp::parse_uri(&raw)
+        .map_err(|m| BridgeConfigError(format!("endpoint url is {m}")))?;
     let mut secrets = vec![uri.authority.userinfo.password.clone()];
     match &e.auth {
         Auth::None => {}
