@@ -46,6 +46,7 @@ bench: deps ## performance figures, each a ratio taken in this run (loopback onl
 	$(CARGO) run --release -q -p edgewire-operator --example build-bench
 	$(CARGO) bench -q -p edgewire-agent --bench publisher
 	$(CARGO) bench -q -p edgewire-agent --bench spool
+	$(CARGO) bench -q -p edgewire-agent --bench spool_stores
 	$(CARGO) build --release -q -p edgewire-agent --bin edgewire-agent
 	$(CARGO) bench -q -p edgewire-e2e --bench bridge
 
