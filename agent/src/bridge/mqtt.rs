@@ -271,24 +271,37 @@ fn options(c: &Connect<'_>) -> Result<MqttOptions, BridgeConfigError> {
         .set_manual_acks(true)
         .set_inflight(1000)
         .set_max_packet_size(MAX_PACKET, MAX_PACKET);
-    match &e.auth {
-        Auth::None => {}
-        // A token goes in the password slot with the site id as the user name (the API's documented mapping).
-        Auth::Token(t) => {
-            o.set_credentials(c.cfg.site_id.clone(), t.expose());
-        }
-        Auth::UserPassword { username, password } => {
-            o.set_credentials(username.clone(), password.expose());
-        }
+    if let Some((user, password)) = credentials(c) {
+        o.set_credentials(user, password);
     }
-    if e.tls.enabled {
-        let cfg = crate::tls::client_config(&e.tls)
-            .map_err(|err| BridgeConfigError(format!("TLS: {err}")))?;
-        o.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
-            Arc::new(cfg),
-        )));
+    if let Some(t) = transport(e)? {
+        o.set_transport(t);
     }
     Ok(o)
+}
+
+/// User name and password of the endpoint's auth. A token goes in the password slot with the site id
+/// as the user name (the API's documented mapping).
+pub(crate) fn credentials(c: &Connect<'_>) -> Option<(String, String)> {
+    match &c.endpoint.auth {
+        Auth::None => None,
+        Auth::Token(t) => Some((c.cfg.site_id.clone(), t.expose().to_string())),
+        Auth::UserPassword { username, password } => {
+            Some((username.clone(), password.expose().to_string()))
+        }
+    }
+}
+
+/// The TLS transport of the endpoint; `None` for plain TCP.
+pub(crate) fn transport(e: &EndpointConfig) -> Result<Option<Transport>, BridgeConfigError> {
+    if !e.tls.enabled {
+        return Ok(None);
+    }
+    let cfg = crate::tls::client_config(&e.tls)
+        .map_err(|err| BridgeConfigError(format!("TLS: {err}")))?;
+    Ok(Some(Transport::tls_with_config(TlsConfiguration::Rustls(
+        Arc::new(cfg),
+    ))))
 }
 
 /// Connects in the background.

@@ -43,11 +43,12 @@ use rumqttc::v5::mqttbytes::v5::{
     RetainForwardRule, SubscribeReasonCode,
 };
 use rumqttc::v5::{AsyncClient, ConnectionError, Event, EventLoop, MqttOptions, Request};
-use rumqttc::{NetworkOptions, Outgoing, TlsConfiguration, Transport};
+use rumqttc::{NetworkOptions, Outgoing};
 
-use super::config::{Auth, BridgeConfigError, EndpointConfig};
+use super::config::{BridgeConfigError, EndpointConfig};
 use super::mqtt::{
-    Acks, MAX_PACKET, Tracker, check_packet, check_topic, lock, properties_size, publish_size,
+    Acks, MAX_PACKET, Tracker, check_packet, check_topic, credentials, lock, properties_size,
+    publish_size, transport,
 };
 use super::side::{AckFuture, Connect, Inbound, Outbound, Role, Side};
 use crate::adapters::Health;
@@ -168,22 +169,11 @@ fn options(c: &Connect<'_>) -> Result<MqttOptions, BridgeConfigError> {
     let mut net = NetworkOptions::new();
     net.set_tcp_nodelay(true);
     o.set_network_options(net);
-    match &e.auth {
-        Auth::None => {}
-        // A token goes in the password slot with the site id as the user name (the API's documented mapping).
-        Auth::Token(t) => {
-            o.set_credentials(c.cfg.site_id.clone(), t.expose());
-        }
-        Auth::UserPassword { username, password } => {
-            o.set_credentials(username.clone(), password.expose());
-        }
+    if let Some((user, password)) = credentials(c) {
+        o.set_credentials(user, password);
     }
-    if e.tls.enabled {
-        let cfg = crate::tls::client_config(&e.tls)
-            .map_err(|err| BridgeConfigError(format!("TLS: {err}")))?;
-        o.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
-            Arc::new(cfg),
-        )));
+    if let Some(t) = transport(e)? {
+        o.set_transport(t);
     }
     Ok(o)
 }
