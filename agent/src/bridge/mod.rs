@@ -295,11 +295,14 @@ async fn ingest(
             }
             continue;
         };
-        if let Err(why) = cloud.check_topic(&topic) {
+        let fits = cloud
+            .check_topic(&topic)
+            .and_then(|()| cloud.check_size(&topic, m.payload.len()));
+        if let Err(why) = fits {
             // It could never be delivered and would hold up everything behind it in the spool.
             let n = counters.refused.fetch_add(1, Ordering::Relaxed);
             if n.is_power_of_two() || n == 0 {
-                tracing::warn!(edge_topic = %m.topic, reason = %why, refused = n + 1, "edge message refused: its mapped topic is not valid on the cloud");
+                tracing::warn!(edge_topic = %m.topic, reason = %why, refused = n + 1, "edge message refused: the cloud cannot take it (topic not valid there, or too large)");
             }
             if let Some(ack) = m.ack {
                 ack.await;

@@ -19,19 +19,19 @@
 //!   string, the forwarder keeps it in the spool and sends it again after a backoff. 0x10 No matching
 //!   subscribers is success (the broker took the message).
 //! - **Server limits.** rumqttc applies the CONNACK's Receive Maximum to the window of unacknowledged
-//!   QoS ≥ 1 messages; a message larger than the CONNACK's Maximum Packet Size is refused by
-//!   [`Side::send`] before it reaches the client (rumqttc would otherwise drop the whole connection).
+//!   QoS ≥ 1 messages. A message whose PUBLISH would exceed the CONNACK's Maximum Packet Size (or
+//!   [`MAX_PACKET`]) is refused before it is spooled ([`Side::check_size`]): counted as refused, the edge
+//!   acknowledged, the messages after it go on. [`Side::send`] checks again against the limit of the
+//!   current connection, because rumqttc would otherwise drop the whole connection: a message spooled
+//!   before the first CONNACK or before the server lowered its limit fails its send every time, and the
+//!   forwarder retries it (with backoff, counted in `cloud_errors`) until the limit allows it again.
 //!
-//! Acknowledgements are matched by packet id, not counted: each QoS ≥ 1 send queues a one-shot sender
-//! in request order; when rumqttc puts a PUBLISH on the wire (its `Outgoing::Publish(pkid)` event, in
-//! the same order) the front sender is filed under that packet id; the PUBACK/PUBCOMP (or the failing
-//! PUBACK/PUBREC) with that id resolves it. A failure reason therefore fails exactly its own message, and
-//! a lost connection fails what was on the wire and what rumqttc moved aside, while sends that are still
-//! in the request channel keep their place for the next connection.
+//! Acknowledgements are matched by packet id with the tracker shared with the MQTT 3.1.1 side
+//! ([`super::mqtt::Tracker`]); what MQTT 5 adds is the reason code: a failure reason fails exactly its
+//! own message.
 
-use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex as StdMutex, MutexGuard};
+use std::sync::{Arc, Mutex as StdMutex};
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -43,11 +43,13 @@ use rumqttc::v5::mqttbytes::v5::{
     RetainForwardRule, SubscribeReasonCode,
 };
 use rumqttc::v5::{AsyncClient, ConnectionError, Event, EventLoop, MqttOptions, Request};
-use rumqttc::{NetworkOptions, Outgoing, TlsConfiguration, Transport};
-use tokio::sync::{Mutex, oneshot};
+use rumqttc::{NetworkOptions, Outgoing};
 
-use super::config::{Auth, BridgeConfigError, EndpointConfig};
-use super::mqtt::{ACK_TIMEOUT, MAX_PACKET, check_topic};
+use super::config::{BridgeConfigError, EndpointConfig};
+use super::mqtt::{
+    Acks, MAX_PACKET, Tracker, check_packet, check_topic, credentials, lock, properties_size,
+    publish_size, transport,
+};
 use super::side::{AckFuture, Connect, Inbound, Outbound, Role, Side};
 use crate::adapters::Health;
 
@@ -58,111 +60,36 @@ pub const EDGE_SESSION_EXPIRY: u32 = 7 * 24 * 3600;
 /// lowers it).
 const INFLIGHT: u16 = 1000;
 
-/// The result of one sent message, as the event loop learns it.
-type Done = oneshot::Sender<Result<(), String>>;
-
-/// Which sent message an acknowledgement belongs to.
-#[derive(Default)]
-struct Tracker {
-    /// QoS ≥ 1 sends handed to the client, not yet on the wire, in request-channel order.
-    queued: VecDeque<Done>,
-    /// On the wire, by packet id, waiting for PUBACK / PUBCOMP.
-    wire: HashMap<u16, Done>,
-    /// Persistent session only: how many of `queued` (from the front) rumqttc moved into its pending list
-    /// at the last disconnect. They are sent after a CONNACK with the session present and lost without.
-    held: usize,
-}
-
-impl Tracker {
-    /// Follows one event of the connection. Returns a reason when the connection must be dropped: a
-    /// failed QoS 2 exchange leaves rumqttc 0.25 counting the message as in flight, which only a new
-    /// connection resets.
-    fn track(&mut self, ev: &Event) -> Option<String> {
-        match ev {
-            // Packet id 0: QoS 0, nothing to wait for. A packet id already on the wire: rumqttc resending
-            // the session's unacknowledged messages after a reconnect.
-            Event::Outgoing(Outgoing::Publish(pkid))
-                if *pkid != 0 && !self.wire.contains_key(pkid) =>
-            {
-                if let Some(d) = self.queued.pop_front() {
-                    self.wire.insert(*pkid, d);
-                }
-            }
-            Event::Incoming(Packet::PubAck(a)) => {
-                let (code, name) = puback_reason(a.reason);
-                if let Some(d) = self.wire.remove(&a.pkid) {
-                    let why = a.properties.as_ref().and_then(|p| p.reason_string.clone());
-                    let _ = d.send(outcome("PUBACK", code, name, why));
-                }
-            }
-            Event::Incoming(Packet::PubRec(r)) => {
-                let (code, name) = pubrec_reason(r.reason);
-                if code >= 0x80 {
-                    if let Some(d) = self.wire.remove(&r.pkid) {
-                        let why = r.properties.as_ref().and_then(|p| p.reason_string.clone());
-                        let _ = d.send(outcome("PUBREC", code, name, why));
-                    }
-                    return Some(format!("PUBREC reason 0x{code:02x} {name}"));
-                }
-            }
-            Event::Incoming(Packet::PubComp(c)) => {
-                let failed = c.reason != PubCompReason::Success;
-                if let Some(d) = self.wire.remove(&c.pkid) {
-                    let _ = d.send(if failed {
-                        Err(
-                            "the MQTT broker answered PUBCOMP 0x92 Packet identifier not found"
-                                .into(),
-                        )
-                    } else {
-                        Ok(())
-                    });
-                }
-                if failed {
-                    return Some("PUBCOMP reason 0x92 Packet identifier not found".into());
-                }
-            }
-            _ => {}
+/// Feeds one event of the connection to the tracker. Returns a reason when the connection must be
+/// dropped: a failed QoS 2 exchange leaves rumqttc 0.25 counting the message as in flight, which only a
+/// new connection resets.
+fn track(t: &mut Tracker, ev: &Event) -> Option<String> {
+    match ev {
+        Event::Outgoing(Outgoing::Publish(pkid)) => t.on_wire(*pkid),
+        Event::Incoming(Packet::PubAck(a)) => {
+            let (code, name) = puback_reason(a.reason);
+            let why = a.properties.as_ref().and_then(|p| p.reason_string.clone());
+            t.resolve(a.pkid, outcome("PUBACK", code, name, why));
         }
-        None
-    }
-
-    /// The connection is gone. `fresh`: QoS ≥ 1 publishes rumqttc moved from its request channel into
-    /// its pending list (the front of `queued`).
-    fn lost(&mut self, persistent: bool, fresh: usize) {
-        if persistent {
-            // The session resends what was on the wire and sends the rest; `connected` settles it.
-            self.held = fresh.min(self.queued.len());
-        } else {
-            for (_, d) in self.wire.drain() {
-                let _ = d.send(Err("MQTT connection lost before the PUBACK arrived".into()));
-            }
-            for d in self.queued.drain(..fresh.min(self.queued.len())) {
-                let _ = d.send(Err(
-                    "MQTT connection lost before the message was sent".into()
-                ));
-            }
-            self.held = 0;
-        }
-    }
-
-    /// A CONNACK: without a session nothing of the old connection will be acknowledged.
-    fn connected(&mut self, session_present: bool) {
-        if !session_present {
-            for (_, d) in self.wire.drain() {
-                let _ = d.send(Err(
-                    "the MQTT broker did not keep the session: the message was not acknowledged"
-                        .into(),
-                ));
-            }
-            let held = self.held.min(self.queued.len());
-            for d in self.queued.drain(..held) {
-                let _ = d.send(Err(
-                    "the MQTT broker did not keep the session: the message was not sent".into(),
-                ));
+        Event::Incoming(Packet::PubRec(r)) => {
+            let (code, name) = pubrec_reason(r.reason);
+            if code >= 0x80 {
+                let why = r.properties.as_ref().and_then(|p| p.reason_string.clone());
+                t.resolve(r.pkid, outcome("PUBREC", code, name, why));
+                return Some(format!("PUBREC reason 0x{code:02x} {name}"));
             }
         }
-        self.held = 0;
+        Event::Incoming(Packet::PubComp(c)) => {
+            if c.reason != PubCompReason::Success {
+                let why = "PUBCOMP reason 0x92 Packet identifier not found";
+                t.resolve(c.pkid, Err(format!("the MQTT broker answered {why}")));
+                return Some(why.into());
+            }
+            t.resolve(c.pkid, Ok(()));
+        }
+        _ => {}
     }
+    None
 }
 
 fn outcome(packet: &str, code: u8, name: &str, why: Option<String>) -> Result<(), String> {
@@ -207,12 +134,6 @@ fn pubrec_reason(r: PubRecReason) -> (u8, &'static str) {
     }
 }
 
-fn lock(t: &StdMutex<Tracker>) -> MutexGuard<'_, Tracker> {
-    // A panic while holding the lock cannot leave the tracker half-updated in a way that matters more
-    // than stopping the bridge would.
-    t.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 pub fn qos(q: u8) -> QoS {
     match q {
         0 => QoS::AtMostOnce,
@@ -224,9 +145,7 @@ pub fn qos(q: u8) -> QoS {
 pub struct Mqtt5Side {
     client: AsyncClient,
     health: Arc<Health>,
-    tracker: Arc<StdMutex<Tracker>>,
-    /// Serializes sends so that `tracker.queued` has the order of the request channel.
-    send_lock: Mutex<()>,
+    acks: Acks,
     /// The server's Maximum Packet Size from the last CONNACK (0: none given).
     max_packet: Arc<AtomicU32>,
     /// User properties of edge→cloud messages, and their encoded size.
@@ -250,22 +169,11 @@ fn options(c: &Connect<'_>) -> Result<MqttOptions, BridgeConfigError> {
     let mut net = NetworkOptions::new();
     net.set_tcp_nodelay(true);
     o.set_network_options(net);
-    match &e.auth {
-        Auth::None => {}
-        // A token goes in the password slot with the site id as the user name (the API's documented mapping).
-        Auth::Token(t) => {
-            o.set_credentials(c.cfg.site_id.clone(), t.expose());
-        }
-        Auth::UserPassword { username, password } => {
-            o.set_credentials(username.clone(), password.expose());
-        }
+    if let Some((user, password)) = credentials(c) {
+        o.set_credentials(user, password);
     }
-    if e.tls.enabled {
-        let cfg = crate::tls::client_config(&e.tls)
-            .map_err(|err| BridgeConfigError(format!("TLS: {err}")))?;
-        o.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
-            Arc::new(cfg),
-        )));
+    if let Some(t) = transport(e)? {
+        o.set_transport(t);
     }
     Ok(o)
 }
@@ -303,7 +211,7 @@ pub async fn connect(c: Connect<'_>) -> anyhow::Result<Arc<dyn Side>> {
     let incoming = c.inbound;
     let (client, mut el) = AsyncClient::new(opts, 4096);
     let health = Arc::new(Health::default());
-    let tracker = Arc::new(StdMutex::new(Tracker::default()));
+    let (acks, tracker) = Acks::new();
     let max_packet = Arc::new(AtomicU32::new(0));
     // Incremented by every CONNACK without a session: acknowledgements of messages received before it
     // would name packet ids of a session that no longer exists.
@@ -355,7 +263,7 @@ pub async fn connect(c: Connect<'_>) -> anyhow::Result<Arc<dyn Side>> {
                     }
                     continue;
                 }
-                Ok(ev) => match lock(&t).track(&ev) {
+                Ok(ev) => match track(&mut lock(&t), &ev) {
                     None => continue,
                     Some(why) => {
                         // Drop the connection (rumqttc moves its state aside as for a network error).
@@ -379,7 +287,7 @@ pub async fn connect(c: Connect<'_>) -> anyhow::Result<Arc<dyn Side>> {
                     match ev {
                         Event::Incoming(Packet::Publish(p)) => stale.push(p),
                         ev => {
-                            tr.track(&ev);
+                            track(&mut tr, &ev);
                         }
                     }
                 }
@@ -404,8 +312,7 @@ pub async fn connect(c: Connect<'_>) -> anyhow::Result<Arc<dyn Side>> {
     Ok(Arc::new(Mqtt5Side {
         client,
         health,
-        tracker,
-        send_lock: Mutex::new(()),
+        acks,
         max_packet,
         headers,
         headers_len,
@@ -447,42 +354,19 @@ fn inbound(p: Publish, client: &AsyncClient, session: &Arc<AtomicU64>) -> Inboun
     }
 }
 
-/// Removes the last queued sender unless disarmed (the send did not reach the request channel).
-struct Unqueue<'a> {
-    tracker: &'a StdMutex<Tracker>,
-    armed: bool,
-}
-
-impl Drop for Unqueue<'_> {
-    fn drop(&mut self) {
-        if self.armed {
-            lock(self.tracker).queued.pop_back();
+impl Mqtt5Side {
+    /// The largest PUBLISH this connection may send: the server's Maximum Packet Size from the last
+    /// CONNACK (none before the first one) and [`MAX_PACKET`].
+    fn max_packet(&self) -> usize {
+        match self.max_packet.load(Ordering::SeqCst) {
+            0 => MAX_PACKET,
+            n => MAX_PACKET.min(n as usize),
         }
     }
-}
 
-impl Mqtt5Side {
-    /// The encoded size of the PUBLISH when it may come near the server's limit, checked against it.
-    fn check_size(
-        &self,
-        m: &Outbound,
-        q: QoS,
-        props: &Option<PublishProperties>,
-    ) -> anyhow::Result<()> {
-        let max = self.max_packet.load(Ordering::SeqCst) as usize;
-        if max == 0 || m.topic.len() + m.payload.len() + self.headers_len + 16 < max {
-            return Ok(());
-        }
-        let mut p = Publish::new(m.topic.clone(), q, m.payload.clone(), props.clone());
-        p.pkid = 1;
-        let size = p.size();
-        if size > max {
-            anyhow::bail!(
-                "a message of {size} bytes to {:?} exceeds the MQTT broker's maximum packet size of {max} bytes",
-                m.topic
-            );
-        }
-        Ok(())
+    /// The size on the wire of a QoS ≥ 1 PUBLISH carrying `props` bytes of properties.
+    fn size(topic: &str, payload_len: usize, props: usize) -> usize {
+        publish_size(topic, properties_size(props) + payload_len)
     }
 }
 
@@ -495,6 +379,12 @@ impl Side for Mqtt5Side {
         check_topic(topic)
     }
 
+    /// Edge→cloud messages carry the bridge's user properties: they count.
+    fn check_size(&self, topic: &str, payload_len: usize) -> Result<(), String> {
+        let size = Self::size(topic, payload_len, self.headers_len);
+        check_packet(topic, size, self.max_packet())
+    }
+
     fn send(&self, m: Outbound) -> BoxFuture<'_, anyhow::Result<AckFuture>> {
         Box::pin(async move {
             let q = qos(m.qos);
@@ -502,9 +392,13 @@ impl Side for Mqtt5Side {
                 user_properties: self.headers.clone(),
                 ..Default::default()
             });
-            self.check_size(&m, q, &props)?;
-            let _order = self.send_lock.lock().await;
-            let put = |client: AsyncClient| async move {
+            // The server may have lowered its limit since the message was spooled: rumqttc would drop
+            // the connection. The forwarder retries (see the module docs).
+            let props_len = if props.is_some() { self.headers_len } else { 0 };
+            let size = Self::size(&m.topic, m.payload.len(), props_len);
+            check_packet(&m.topic, size, self.max_packet()).map_err(|e| anyhow::anyhow!(e))?;
+            let client = &self.client;
+            let put = async move {
                 match props {
                     Some(p) => {
                         client
@@ -514,30 +408,7 @@ impl Side for Mqtt5Side {
                     None => client.publish_bytes(m.topic, q, false, m.payload).await,
                 }
             };
-            if q == QoS::AtMostOnce {
-                put(self.client.clone())
-                    .await
-                    .map_err(|e| anyhow::anyhow!("MQTT publish: {e}"))?;
-                return Ok(Box::pin(async { Ok(()) }) as AckFuture);
-            }
-            let (tx, rx) = oneshot::channel();
-            lock(&self.tracker).queued.push_back(tx);
-            let mut unqueue = Unqueue {
-                tracker: &self.tracker,
-                armed: true,
-            };
-            put(self.client.clone())
-                .await
-                .map_err(|e| anyhow::anyhow!("MQTT publish: {e}"))?;
-            unqueue.armed = false;
-            Ok(Box::pin(async move {
-                match tokio::time::timeout(ACK_TIMEOUT, rx).await {
-                    Ok(Ok(Ok(()))) => Ok(()),
-                    Ok(Ok(Err(why))) => Err(anyhow::anyhow!(why)),
-                    Ok(Err(_)) => anyhow::bail!("MQTT connection task stopped"),
-                    Err(_) => anyhow::bail!("no PUBACK from the MQTT broker in {ACK_TIMEOUT:?}"),
-                }
-            }) as AckFuture)
+            self.acks.send(q != QoS::AtMostOnce, put).await
         })
     }
 }
@@ -546,15 +417,14 @@ impl Side for Mqtt5Side {
 mod tests {
     use super::*;
     use rumqttc::v5::mqttbytes::v5::{PubAck, PubAckProperties, PubComp, PubRec};
+    use tokio::sync::oneshot;
 
     fn sent(t: &mut Tracker) -> oneshot::Receiver<Result<(), String>> {
-        let (tx, rx) = oneshot::channel();
-        t.queued.push_back(tx);
-        rx
+        t.sent()
     }
 
     fn on_wire(t: &mut Tracker, pkid: u16) {
-        assert!(t.track(&Event::Outgoing(Outgoing::Publish(pkid))).is_none());
+        assert!(track(t, &Event::Outgoing(Outgoing::Publish(pkid))).is_none());
     }
 
     fn puback(pkid: u16, reason: PubAckReason) -> Event {
@@ -576,24 +446,27 @@ mod tests {
         for pkid in 1..=4 {
             on_wire(&mut t, pkid);
         }
-        t.track(&puback(1, PubAckReason::Success));
-        t.track(&puback(2, PubAckReason::NoMatchingSubscribers));
-        t.track(&Event::Incoming(Packet::PubAck(PubAck {
-            pkid: 3,
-            reason: PubAckReason::NotAuthorized,
-            properties: Some(PubAckProperties {
-                reason_string: Some("ACL".into()),
-                user_properties: vec![],
-            }),
-        })));
-        t.track(&puback(4, PubAckReason::QuotaExceeded));
+        track(&mut t, &puback(1, PubAckReason::Success));
+        track(&mut t, &puback(2, PubAckReason::NoMatchingSubscribers));
+        track(
+            &mut t,
+            &Event::Incoming(Packet::PubAck(PubAck {
+                pkid: 3,
+                reason: PubAckReason::NotAuthorized,
+                properties: Some(PubAckProperties {
+                    reason_string: Some("ACL".into()),
+                    user_properties: vec![],
+                }),
+            })),
+        );
+        track(&mut t, &puback(4, PubAckReason::QuotaExceeded));
         assert_eq!(result(&mut rx[0]), Some(Ok(())));
         assert_eq!(result(&mut rx[1]), Some(Ok(())), "0x10 is a success");
         let e = result(&mut rx[2]).unwrap().unwrap_err();
         assert!(e.contains("0x87 Not authorized: ACL"), "{e}");
         let e = result(&mut rx[3]).unwrap().unwrap_err();
         assert!(e.contains("0x97 Quota exceeded"), "{e}");
-        assert!(t.wire.is_empty() && t.queued.is_empty());
+        assert!(t.is_idle());
     }
 
     #[test]
@@ -604,12 +477,12 @@ mod tests {
         let mut b = sent(&mut t);
         on_wire(&mut t, 0); // a QoS 0 publish
         on_wire(&mut t, 7); // the session resending 7 after a reconnect
-        assert_eq!(t.queued.len(), 1, "b is still waiting for the wire");
+        assert_eq!(result(&mut b), None, "b is still waiting for the wire");
         on_wire(&mut t, 8);
-        t.track(&puback(8, PubAckReason::Success));
+        track(&mut t, &puback(8, PubAckReason::Success));
         assert_eq!(result(&mut b), Some(Ok(())));
         assert_eq!(result(&mut a), None);
-        t.track(&puback(7, PubAckReason::Success));
+        track(&mut t, &puback(7, PubAckReason::Success));
         assert_eq!(result(&mut a), Some(Ok(())));
     }
 
@@ -621,11 +494,11 @@ mod tests {
         on_wire(&mut t, 1);
         on_wire(&mut t, 2);
         let ok = Event::Incoming(Packet::PubRec(PubRec::new(1, None)));
-        assert!(t.track(&ok).is_none());
+        assert!(track(&mut t, &ok).is_none());
         assert_eq!(result(&mut a), None, "QoS 2 completes with PUBCOMP");
         let mut refused = PubRec::new(2, None);
         refused.reason = PubRecReason::NotAuthorized;
-        let reset = t.track(&Event::Incoming(Packet::PubRec(refused)));
+        let reset = track(&mut t, &Event::Incoming(Packet::PubRec(refused)));
         assert!(reset.unwrap().contains("0x87"));
         assert!(
             result(&mut b)
@@ -633,7 +506,10 @@ mod tests {
                 .unwrap_err()
                 .contains("PUBREC reason 0x87")
         );
-        t.track(&Event::Incoming(Packet::PubComp(PubComp::new(1, None))));
+        track(
+            &mut t,
+            &Event::Incoming(Packet::PubComp(PubComp::new(1, None))),
+        );
         assert_eq!(result(&mut a), Some(Ok(())));
     }
 
@@ -650,7 +526,7 @@ mod tests {
         assert_eq!(result(&mut c), None);
         t.connected(false);
         on_wire(&mut t, 1);
-        t.track(&puback(1, PubAckReason::Success));
+        track(&mut t, &puback(1, PubAckReason::Success));
         assert_eq!(result(&mut c), Some(Ok(())));
     }
 
@@ -664,8 +540,8 @@ mod tests {
         t.connected(true);
         on_wire(&mut t, 1); // resent
         on_wire(&mut t, 2); // b, sent now
-        t.track(&puback(1, PubAckReason::Success));
-        t.track(&puback(2, PubAckReason::Success));
+        track(&mut t, &puback(1, PubAckReason::Success));
+        track(&mut t, &puback(2, PubAckReason::Success));
         assert_eq!(result(&mut a), Some(Ok(())));
         assert_eq!(result(&mut b), Some(Ok(())));
 
@@ -678,5 +554,26 @@ mod tests {
         assert!(result(&mut c).unwrap().is_err());
         assert!(result(&mut d).unwrap().is_err());
         assert_eq!(result(&mut e), None, "still in the request channel");
+    }
+
+    #[test]
+    fn the_size_with_user_properties_matches_the_encoded_packet() {
+        let headers = vec![
+            ("plant".to_string(), "berlin".to_string()),
+            ("edge-site-id".to_string(), "site-a".to_string()),
+        ];
+        let props_len = headers.iter().map(|(k, v)| 5 + k.len() + v.len()).sum();
+        for len in [0, 100, 16_300, 16_370, 2_097_100, MAX_PACKET] {
+            let props = PublishProperties {
+                user_properties: headers.clone(),
+                ..Default::default()
+            };
+            let mut p = Publish::new("a/b", QoS::AtLeastOnce, vec![0u8; len], Some(props));
+            p.pkid = 1;
+            assert_eq!(Mqtt5Side::size("a/b", len, props_len), p.size(), "{len}");
+            let mut p = Publish::new("a/b", QoS::AtLeastOnce, vec![0u8; len], None);
+            p.pkid = 1;
+            assert_eq!(Mqtt5Side::size("a/b", len, 0), p.size(), "{len}");
+        }
     }
 }

@@ -116,6 +116,14 @@ pub trait Side: Send + Sync + 'static {
     /// be delivered, and would block everything behind it.
     fn check_topic(&self, topic: &str) -> Result<(), String>;
 
+    /// Checks that a message of `payload_len` bytes to `topic` fits this side's size limit (the client's
+    /// or the broker's maximum packet or message size, as far as the side knows it). A message that
+    /// cannot fit is refused before it is spooled, like an invalid topic: sending it would fail every
+    /// time and hold up its rule.
+    fn check_size(&self, _topic: &str, _payload_len: usize) -> Result<(), String> {
+        Ok(())
+    }
+
     /// Puts one message on the wire, after every message sent before it. Returns once the client took
     /// it (this may wait for room in the client's window), with a future that resolves once the broker
     /// acknowledged it. An error here or from the future means the message may not have arrived: the

@@ -407,11 +407,11 @@ async fn mqtt5_cloud_refusing_with_puback_0x87_keeps_messages_in_the_spool() {
     assert!(bridge.metric("forwarded_total").await.unwrap() >= total);
 }
 
-/// A cloud announcing a Maximum Packet Size in its CONNACK: a larger message is refused by the bridge
-/// before it reaches the wire (the connection stays up, the message stays in the spool, the error names
-/// the sizes); smaller ones before it arrive.
+/// A cloud announcing a Maximum Packet Size in its CONNACK: a larger message (counting the bridge's user
+/// properties) is refused before it is spooled — counted in `refused_total`, the edge acknowledged — and
+/// the messages after it on the same rule arrive, in order, without the connection being dropped.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mqtt5_cloud_maximum_packet_size_is_respected_without_dropping_the_connection() {
+async fn mqtt5_cloud_maximum_packet_size_refuses_a_larger_message_and_the_rule_goes_on() {
     let edge = edge_mosquitto();
     let conf = format!(
         "{}max_inflight_messages 1000\nmax_queued_messages 0\nmax_packet_size 2048\n",
@@ -419,34 +419,43 @@ async fn mqtt5_cloud_maximum_packet_size_is_respected_without_dropping_the_conne
     );
     let cloud = BrokerProcess::start(Kind::Mosquitto, &conf, &[]).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let yaml = config(
+    let yaml = with_headers(config(
         &mqtt5_ep(edge.port()),
         &mqtt5_ep(cloud.port()),
         E2C_TELEMETRY,
         SPOOL,
-    );
+    ));
     let bridge = Bridge::start(dir.path(), &yaml, &[]);
     let (_sub, mut up) = mqtt5_client(cloud.port(), "cloud-sub", Some("edge/#")).await;
     probe(edge.port(), &mut up).await;
+    assert_eq!(bridge.metric("refused_total").await, Some(0.0));
     let (dev, _) = mqtt5_client(edge.port(), "device", None).await;
-    dev.publish(SEQ_EDGE, QoS::AtLeastOnce, false, payload(0))
-        .await
-        .unwrap();
+    // 2,000 bytes of payload: the PUBLISH without the user properties would fit in 2,048 bytes.
     let mut big = payload(1);
-    big.resize(4096, b'y');
-    dev.publish(SEQ_EDGE, QoS::AtLeastOnce, false, big)
-        .await
-        .unwrap();
-    let got = read_seq(&mut up, SEQ_CLOUD, 1, 30).await;
-    assert_eq!(seq_of(&got[0].payload), 0);
-    bridge
-        .wait_metric("cloud_errors_total", 30, |v| v >= 2.0)
-        .await;
-    assert_eq!(bridge.metric("spool_messages").await, Some(1.0));
+    big.resize(2000, b'y');
+    for p in [payload(0), big, payload(2), payload(3)] {
+        dev.publish(SEQ_EDGE, QoS::AtLeastOnce, false, p)
+            .await
+            .unwrap();
+    }
+    let mut got = Vec::new();
+    while got.len() < 3 {
+        let p = tokio::time::timeout(Duration::from_secs(30), up.recv())
+            .await
+            .expect("the messages after the refused one arrive")
+            .unwrap();
+        if topic(&p) == SEQ_CLOUD {
+            got.push(seq_of(&p.payload));
+        }
+    }
+    assert_eq!(got, vec![0, 2, 3]);
+    assert_eq!(bridge.metric("refused_total").await, Some(1.0));
+    bridge.wait_metric("spool_messages", 30, |v| v == 0.0).await;
+    assert_eq!(bridge.metric("cloud_errors_total").await, Some(0.0));
     assert_eq!(bridge.metric("cloud_connected").await, Some(1.0));
     let log = bridge.log();
     assert!(
-        log.contains("exceeds the MQTT broker's maximum packet size of 2048 bytes"),
+        log.contains("exceeds the maximum MQTT packet size of 2048 bytes"),
         "{log}"
     );
     assert!(
