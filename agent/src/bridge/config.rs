@@ -111,9 +111,12 @@ pub fn from_yaml(text: &str, secrets_dir: &Path) -> Result<BridgeConfig, BridgeC
             "spec.edge.endpoint.protocol: the edge side speaks mqtt or nats",
         ));
     }
-    if !matches!(cloud.protocol, Protocol::Mqtt | Protocol::Nats) {
+    if !matches!(
+        cloud.protocol,
+        Protocol::Mqtt | Protocol::Nats | Protocol::Kafka
+    ) {
         return Err(err(
-            "spec.cloud.endpoint.protocol: this agent forwards to mqtt or nats clouds; amqp091 and kafka cloud targets are not implemented yet",
+            "spec.cloud.endpoint.protocol: this agent forwards to mqtt, nats or kafka clouds; amqp091 cloud targets are not implemented yet",
         ));
     }
     let max = parse_quantity(&spec.spool.max_bytes).ok_or_else(|| {

@@ -13,6 +13,7 @@
 
 pub mod config;
 pub mod http;
+pub mod kafka;
 pub mod mqtt;
 pub mod nats;
 pub mod side;

@@ -146,8 +146,6 @@ pub async fn connect(c: Connect<'_>) -> anyhow::Result<Arc<dyn Side>> {
         (Protocol::Amqp091, _) => {
             anyhow::bail!("protocol amqp091 is not implemented by this agent yet")
         }
-        (Protocol::Kafka, _) => {
-            anyhow::bail!("protocol kafka is not implemented by this agent yet")
-        }
+        (Protocol::Kafka, _) => super::kafka::connect(c).await,
     }
 }

@@ -4,6 +4,7 @@
 //! heavy; one at a time on a small machine).
 
 mod common;
+mod kafka;
 
 use std::time::Duration;
 
