@@ -41,7 +41,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::statistics::Statistics;
 use tokio::sync::mpsc;
 
-use super::config::{Auth, BridgeConfigError};
+use super::config::{Auth, BridgeConfigError, EndpointConfig};
 use super::side::{AckFuture, Connect, Inbound, Outbound, Role, Side, Subscription};
 use crate::adapters::Health;
 use crate::config::{KafkaConfig, KafkaSasl, SaslMechanism, TlsVersion};
@@ -160,9 +160,12 @@ pub(crate) fn subscription(p: &TopicPattern) -> Result<String, String> {
 }
 
 /// librdkafka settings shared by the producer and the consumer of one endpoint.
-pub(crate) fn base_config(c: &Connect<'_>) -> Result<ClientConfig, BridgeConfigError> {
-    let e = c.endpoint;
-    let field = format!("spec.{}.endpoint", c.role.as_str());
+pub(crate) fn base_config(
+    e: &EndpointConfig,
+    role: Role,
+    client_id: &str,
+) -> Result<ClientConfig, BridgeConfigError> {
+    let field = format!("spec.{}.endpoint", role.as_str());
     let sasl = match &e.auth {
         Auth::None => None,
         Auth::Token(_) => {
@@ -198,7 +201,7 @@ pub(crate) fn base_config(c: &Connect<'_>) -> Result<ClientConfig, BridgeConfigE
         sasl,
         tls: e.tls.clone(),
     });
-    cc.set("client.id", c.client_id())
+    cc.set("client.id", client_id)
         .set("statistics.interval.ms", "1000");
     if e.tls.enabled && e.tls.min_version == TlsVersion::V1_3 {
         // Only suites needing a pre-shared key, which the client never has: no TLS 1.2 suite is offered.
@@ -252,7 +255,7 @@ pub async fn connect(c: Connect<'_>) -> anyhow::Result<Arc<dyn Side>> {
     if c.role == Role::Edge {
         anyhow::bail!("spec.edge.endpoint.protocol: kafka is a cloud-only protocol");
     }
-    let base = base_config(&c).context(c.role.as_str())?;
+    let base = base_config(c.endpoint, c.role, &c.client_id()).context(c.role.as_str())?;
     let health = Arc::new(Health::default());
     let config = producer_config(&base);
     let producer = create_producer(&config, &health)
@@ -464,5 +467,137 @@ mod tests {
         assert_eq!(p("cmd.*.valve").unwrap(), "^cmd\\.[^.]+\\.valve$");
         assert!(p("cmd.site:a.#").is_err());
         assert!(p("cmd.site:a").is_err());
+    }
+
+    fn endpoint(url: &str) -> EndpointConfig {
+        EndpointConfig {
+            protocol: edgewire_api::v1alpha1::Protocol::Kafka,
+            url: url.into(),
+            mqtt_version: Default::default(),
+            jetstream: false,
+            auth: Auth::None,
+            tls: Default::default(),
+        }
+    }
+
+    #[test]
+    fn token_auth_and_server_name_are_refused_naming_the_field() {
+        let mut e = endpoint("k:9092");
+        e.auth = Auth::Token(crate::config::Secret::new("t"));
+        let err = base_config(&e, Role::Cloud, "id").unwrap_err().0;
+        assert!(
+            err.contains("spec.cloud.endpoint.auth.token") && err.contains("OAUTHBEARER"),
+            "{err}"
+        );
+        let mut e = endpoint("k:9092");
+        e.tls.enabled = true;
+        e.tls.server_name = Some("kafka.example".into());
+        let err = base_config(&e, Role::Cloud, "id").unwrap_err().0;
+        assert!(err.contains("spec.cloud.endpoint.tls.serverName"), "{err}");
+        let err = base_config(&endpoint(" , "), Role::Cloud, "id")
+            .unwrap_err()
+            .0;
+        assert!(err.contains("spec.cloud.endpoint.url"), "{err}");
+    }
+
+    #[test]
+    fn user_password_is_scram_sha_512_and_the_producer_is_idempotent() {
+        let mut e = endpoint("a:9092, b:9092");
+        e.auth = Auth::UserPassword {
+            username: "site".into(),
+            password: crate::config::Secret::new("pw"),
+        };
+        let pc = producer_config(&base_config(&e, Role::Cloud, "bridge-x").unwrap());
+        let get = |k: &str| pc.get(k).map(str::to_string);
+        assert_eq!(get("bootstrap.servers").as_deref(), Some("a:9092,b:9092"));
+        assert_eq!(get("security.protocol").as_deref(), Some("SASL_PLAINTEXT"));
+        assert_eq!(get("sasl.mechanism").as_deref(), Some("SCRAM-SHA-512"));
+        assert_eq!(get("client.id").as_deref(), Some("bridge-x"));
+        assert_eq!(get("enable.idempotence").as_deref(), Some("true"));
+        assert_eq!(get("acks").as_deref(), Some("all"));
+        // librdkafka accepts the combination.
+        if let Err(e) = pc.create::<rdkafka::producer::BaseProducer>() {
+            panic!("librdkafka refused the producer settings: {e}");
+        }
+        let cc = consumer_config(&base_config(&e, Role::Cloud, "bridge-x").unwrap(), "g");
+        assert_eq!(cc.get("enable.auto.commit"), Some("false"));
+        assert_eq!(cc.get("auto.offset.reset"), Some("latest"));
+        if let Err(e) = cc.create::<rdkafka::consumer::BaseConsumer>() {
+            panic!("librdkafka refused the consumer settings: {e}");
+        }
+    }
+
+    /// Accepts one TLS connection speaking only `versions` and returns the negotiated version, or the
+    /// handshake error.
+    fn tls_server(
+        pki: &edgewire_e2e::pki::TestPki,
+        versions: &[&'static rustls::SupportedProtocolVersion],
+    ) -> (
+        u16,
+        std::sync::mpsc::Receiver<Result<rustls::ProtocolVersion, String>>,
+    ) {
+        crate::tls::install_crypto_provider();
+        let cfg = rustls::ServerConfig::builder_with_protocol_versions(versions)
+            .with_no_client_auth()
+            .with_single_cert(
+                crate::tls::read_certs(&pki.server_cert_path()).unwrap(),
+                crate::tls::read_key(&pki.server_key_path()).unwrap(),
+            )
+            .unwrap();
+        let cfg = Arc::new(cfg);
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let (mut sock, _) = listener.accept().unwrap();
+            sock.set_read_timeout(Some(Duration::from_secs(20)))
+                .unwrap();
+            let mut conn = rustls::ServerConnection::new(cfg).unwrap();
+            let mut result = Ok(());
+            while conn.is_handshaking() {
+                if let Err(e) = conn.complete_io(&mut sock) {
+                    result = Err(e.to_string());
+                    break;
+                }
+            }
+            let _ = tx.send(result.map(|()| conn.protocol_version().expect("negotiated")));
+        });
+        (port, rx)
+    }
+
+    /// What librdkafka negotiates with a broker speaking only `versions`, under `min`.
+    fn librdkafka_against(
+        versions: &[&'static rustls::SupportedProtocolVersion],
+        min: TlsVersion,
+    ) -> Result<rustls::ProtocolVersion, String> {
+        let pki = edgewire_e2e::pki::TestPki::new("bridge").unwrap();
+        let (port, rx) = tls_server(&pki, versions);
+        let mut e = endpoint(&format!("localhost:{port}"));
+        e.tls.enabled = true;
+        e.tls.ca_file = Some(pki.ca_path());
+        e.tls.min_version = min;
+        let p: rdkafka::producer::BaseProducer =
+            producer_config(&base_config(&e, Role::Cloud, "tls-probe").unwrap())
+                .create()
+                .unwrap();
+        // A metadata request makes librdkafka connect to the bootstrap server.
+        std::thread::spawn(move || {
+            let _ = p.client().fetch_metadata(None, Duration::from_secs(15));
+        });
+        rx.recv_timeout(Duration::from_secs(30))
+            .expect("librdkafka never connected to the TLS server")
+    }
+
+    #[test]
+    fn min_version_1_3_is_enforced_on_librdkafka_connections() {
+        use rustls::ProtocolVersion::{TLSv1_2, TLSv1_3};
+        use rustls::version::{TLS12, TLS13};
+        // Without the minimum, librdkafka (OpenSSL) settles for TLS 1.2 with a 1.2-only broker ...
+        assert_eq!(librdkafka_against(&[&TLS12], TlsVersion::V1_2), Ok(TLSv1_2));
+        // ... with minVersion 1.3 that handshake fails,
+        let r = librdkafka_against(&[&TLS12], TlsVersion::V1_3);
+        assert!(r.is_err(), "a TLS 1.2-only broker was accepted: {r:?}");
+        // and a TLS 1.3 broker is still reached.
+        assert_eq!(librdkafka_against(&[&TLS13], TlsVersion::V1_3), Ok(TLSv1_3));
     }
 }
