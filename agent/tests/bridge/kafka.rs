@@ -52,6 +52,8 @@ fn reader(bootstrap: &str, topic: &str) -> mpsc::Receiver<Rec> {
     let c: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("group.id", format!("test-reader-{topic}"))
+        // The mock broker holds a fetch for this long even when records arrive meanwhile.
+        .set("fetch.wait.max.ms", "5")
         .set("enable.auto.commit", "false")
         .create()
         .unwrap();
