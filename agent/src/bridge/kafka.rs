@@ -339,7 +339,8 @@ async fn consume(
             Err(e) => {
                 health.note(format!("Kafka consumer: {e}"));
                 tracing::warn!(error = %e, "Kafka consumer");
-                tokio::time::sleep(super::backoff(attempt)).await;
+                // librdkafka reconnects by itself: pause briefly (at most about a second), not longer.
+                tokio::time::sleep(super::backoff(attempt.min(2))).await;
                 attempt = attempt.saturating_add(1);
                 continue;
             }
