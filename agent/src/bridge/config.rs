@@ -114,14 +114,6 @@ pub fn from_yaml(text: &str, secrets_dir: &Path) -> Result<BridgeConfig, BridgeC
             "spec.edge.endpoint.protocol: the edge side speaks mqtt or nats",
         ));
     }
-    if !matches!(
-        cloud.protocol,
-        Protocol::Mqtt | Protocol::Nats | Protocol::Amqp091
-    ) {
-        return Err(err(
-            "spec.cloud.endpoint.protocol: this agent forwards to mqtt, nats or amqp091 clouds; kafka cloud targets are not implemented yet",
-        ));
-    }
     let max = parse_quantity(&spec.spool.max_bytes).ok_or_else(|| {
         err(format!(
             "spec.spool.maxBytes: {:?} is not a quantity",

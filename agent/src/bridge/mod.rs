@@ -14,6 +14,7 @@
 pub mod amqp;
 pub mod config;
 pub mod http;
+pub mod kafka;
 pub mod mqtt;
 pub mod mqtt5;
 pub mod nats;

@@ -150,8 +150,6 @@ pub async fn connect(c: Connect<'_>) -> anyhow::Result<Arc<dyn Side>> {
         (Protocol::Mqtt, MqttVersion::V5) => super::mqtt5::connect(c).await,
         (Protocol::Nats, _) => super::nats::connect(c).await,
         (Protocol::Amqp091, _) => super::amqp::connect(c).await,
-        (Protocol::Kafka, _) => {
-            anyhow::bail!("protocol kafka is not implemented by this agent yet")
-        }
+        (Protocol::Kafka, _) => super::kafka::connect(c).await,
     }
 }

@@ -5,6 +5,7 @@
 
 mod amqp;
 mod common;
+mod kafka;
 mod mqtt5;
 
 use std::time::Duration;
