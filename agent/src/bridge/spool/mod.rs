@@ -14,10 +14,12 @@
 //!
 //! # Group commit
 //! One writer task owns the active segment. It takes every message queued since its last round, writes
-//! them with one `write`, publishes the `written` sequence (the replayer may read and forward them at
-//! once: forwarding before the fsync is safe because the edge is only acknowledged after it), then one
-//! `fdatasync` covers the whole batch and publishes `durable`. Messages arriving during an fsync form the
-//! next batch, so the fsync rate is bounded by the disk, not by the message rate.
+//! them with one `write` and publishes the `written` sequence at once: the replayer may read and forward
+//! them (forwarding before the fsync is safe because the edge is only acknowledged after it). A syncer
+//! thread runs `fdatasync` on the active segment whenever something was written since its last one and
+//! then publishes `durable`. Writing never waits for a sync, so the fsync (1–2 ms here) is not on the
+//! forwarding path; whatever was written during one sync is covered by the next, so the fsync rate is
+//! bounded by the disk, not by the message rate.
 //!
 //! # Recovery
 //! On open every segment is scanned; the first record whose frame is short or whose CRC does not match
@@ -48,8 +50,9 @@ use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -267,7 +270,24 @@ pub fn open(opts: SpoolOptions) -> io::Result<(Appender, Replayer, Arc<Stats>)> 
         last_cursor: (cursor_seq, cursor_pos),
         last_cursor_at: Instant::now(),
     };
-    tokio::spawn(writer.run(rx, written_tx, durable_tx));
+    let syncer = Arc::new(Syncer {
+        state: Mutex::new(SyncState {
+            file: None,
+            written: written_seq,
+            synced: written_seq,
+            stop: false,
+        }),
+        wake: Condvar::new(),
+        failed: AtomicBool::new(false),
+    });
+    {
+        let syncer = syncer.clone();
+        let stats = stats.clone();
+        std::thread::Builder::new()
+            .name("spool-sync".into())
+            .spawn(move || syncer.run(&durable_tx, &stats))?;
+    }
+    tokio::spawn(writer.run(rx, written_tx, syncer));
     Ok((
         Appender {
             tx,
@@ -365,6 +385,76 @@ impl Appender {
     }
 }
 
+/// What the syncer thread is asked to make durable.
+struct SyncState {
+    /// The active segment as of the last write (a duplicate of the writer's handle).
+    file: Option<File>,
+    /// Last sequence number written to `file` (and everything before it).
+    written: u64,
+    /// Last sequence number made durable.
+    synced: u64,
+    stop: bool,
+}
+
+/// Runs `fdatasync` beside the writer, so that writing (and forwarding) never waits for the disk.
+struct Syncer {
+    state: Mutex<SyncState>,
+    wake: Condvar,
+    /// A sync failed: the writer stops.
+    failed: AtomicBool,
+}
+
+impl Syncer {
+    fn lock(&self) -> std::sync::MutexGuard<'_, SyncState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn request(&self, file: File, written: u64) {
+        let mut s = self.lock();
+        s.file = Some(file);
+        s.written = written;
+        drop(s);
+        self.wake.notify_one();
+    }
+
+    fn stop(&self) {
+        self.lock().stop = true;
+        self.wake.notify_one();
+    }
+
+    fn run(&self, durable: &watch::Sender<u64>, stats: &Stats) {
+        loop {
+            let (file, upto) = {
+                let mut s = self.lock();
+                while s.written <= s.synced && !s.stop {
+                    s = self.wake.wait(s).unwrap_or_else(|p| p.into_inner());
+                }
+                if s.written <= s.synced {
+                    return;
+                }
+                match s.file.take() {
+                    Some(f) => (f, s.written),
+                    None => return,
+                }
+            };
+            if let Err(e) = file.sync_data() {
+                tracing::error!(error = %e, "spool fsync failed");
+                eprintln!("edgewire-agent: spool fsync failed: {e}");
+                self.failed.store(true, Ordering::SeqCst);
+                return;
+            }
+            stats.commits.fetch_add(1, Ordering::Relaxed);
+            let mut s = self.lock();
+            s.synced = s.synced.max(upto);
+            if s.file.is_none() && s.written > upto {
+                // Written meanwhile to the same handle's file: the writer's next request brings it.
+            }
+            drop(s);
+            let _ = durable.send(upto);
+        }
+    }
+}
+
 struct Writer {
     shared: Arc<Shared>,
     active: File,
@@ -400,16 +490,22 @@ impl Writer {
         mut self,
         mut rx: mpsc::Receiver<(u64, Incoming)>,
         written: watch::Sender<u64>,
-        durable: watch::Sender<u64>,
+        syncer: Arc<Syncer>,
     ) {
         let mut batch: Vec<(u64, Incoming)> = Vec::with_capacity(4096);
         loop {
             let got = tokio::time::timeout(CURSOR_EVERY, rx.recv()).await;
+            if syncer.failed.load(Ordering::SeqCst) {
+                // The syncer logged the error. Appending fails from now on, the bridge exits, and the
+                // edge redelivers everything it was not acknowledged.
+                return;
+            }
             match got {
                 Ok(Some(m)) => batch.push(m),
                 Ok(None) => {
-                    // Appender gone: final cursor and stop.
+                    // Appender gone: final cursor and stop (the syncer finishes its last sync).
                     let _ = tokio::task::block_in_place(|| self.housekeeping(true));
+                    syncer.stop();
                     return;
                 }
                 Err(_) => {}
@@ -423,9 +519,8 @@ impl Writer {
             let result = tokio::task::block_in_place(|| -> io::Result<()> {
                 if !batch.is_empty() {
                     let last = self.write_batch(&batch, &written)?;
-                    self.active.sync_data()?;
-                    self.shared.stats.commits.fetch_add(1, Ordering::Relaxed);
-                    let _ = durable.send(last);
+                    // Everything before the active segment was synced when it was closed (`roll`).
+                    syncer.request(self.active.try_clone()?, last);
                 }
                 self.housekeeping(false)
             });
@@ -435,6 +530,7 @@ impl Writer {
                 // bridge exits, and the edge redelivers everything it was not acknowledged.
                 tracing::error!(error = %e, "spool write failed");
                 eprintln!("edgewire-agent: spool write failed: {e}");
+                syncer.stop();
                 return;
             }
         }
