@@ -413,30 +413,39 @@ async fn every_protocol_the_api_offers_yields_the_bridge() {
     }
 }
 
-/// Kafka has no token authentication (SASL/OAUTHBEARER is not supported): InvalidSpec naming the field,
-/// no children — not a bridge pod failing at start.
+/// What librdkafka cannot do — token authentication (SASL/OAUTHBEARER), a TLS server name override — is
+/// InvalidSpec naming the field, no children: not a bridge pod failing at start.
 #[tokio::test]
-async fn a_kafka_token_is_invalid_spec_with_no_children() {
-    let (client, mock) = MockApi::start();
-    site_a_secrets(&mock, CLOUD_PASSWORD);
-    let spec = SITE_A.replace(
-        "    protocol: nats\n    url: tls://cloud.example.com:4222\n    jetStream: {enabled: true}\n    auth: {userPassword: {secretName: cloud-user}}",
-        "    protocol: kafka\n    url: kafka-0:9092\n    auth: {token: {name: edge-token, key: token}}",
-    );
-    assert_ne!(spec, SITE_A);
-    let bl = bridge_link("site-a", &spec);
-    mock.insert(&bl);
-    let reqs = run(&mock, &client, &bl).await;
-    assert_eq!(writes(&reqs), vec![format!("PATCH {BL}/site-a/status")]);
-    let ready = condition(&status_of(&reqs, "site-a"), "Ready");
-    assert_eq!(ready["reason"], "InvalidSpec");
-    assert!(
-        ready["message"]
-            .as_str()
-            .unwrap()
-            .starts_with("spec.cloud.endpoint.auth.token: Kafka SASL/OAUTHBEARER is not supported"),
-        "{ready}"
-    );
+async fn kafka_token_or_server_name_is_invalid_spec_with_no_children() {
+    let cases = [
+        (
+            "    auth: {token: {name: edge-token, key: token}}",
+            "spec.cloud.endpoint.auth.token: Kafka SASL/OAUTHBEARER is not supported",
+        ),
+        (
+            "    auth: {userPassword: {secretName: cloud-user}}\n    tls: {enabled: true, serverName: kafka.example.com}",
+            "spec.cloud.endpoint.tls.serverName: librdkafka cannot override",
+        ),
+    ];
+    for (auth, message) in cases {
+        let (client, mock) = MockApi::start();
+        site_a_secrets(&mock, CLOUD_PASSWORD);
+        let spec = SITE_A.replace(
+            "    protocol: nats\n    url: tls://cloud.example.com:4222\n    jetStream: {enabled: true}\n    auth: {userPassword: {secretName: cloud-user}}\n    tls: {enabled: true, minVersion: \"1.3\", caSecretRef: {name: cloud-ca, key: ca.crt}}",
+            &format!("    protocol: kafka\n    url: kafka-0:9092\n{auth}"),
+        );
+        assert_ne!(spec, SITE_A);
+        let bl = bridge_link("site-a", &spec);
+        mock.insert(&bl);
+        let reqs = run(&mock, &client, &bl).await;
+        assert_eq!(writes(&reqs), vec![format!("PATCH {BL}/site-a/status")]);
+        let ready = condition(&status_of(&reqs, "site-a"), "Ready");
+        assert_eq!(ready["reason"], "InvalidSpec");
+        assert!(
+            ready["message"].as_str().unwrap().starts_with(message),
+            "{ready}"
+        );
+    }
 }
 
 #[tokio::test]

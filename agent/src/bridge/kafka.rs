@@ -479,6 +479,7 @@ mod tests {
             url: url.into(),
             mqtt_version: Default::default(),
             jetstream: false,
+            exchange: None,
             auth: Auth::None,
             tls: Default::default(),
         }

@@ -76,6 +76,12 @@ fn check_protocol_fit(field: &str, e: &Endpoint) -> Result<(), BridgeInvalid> {
             "Kafka SASL/OAUTHBEARER is not supported; use userPassword (SASL) or clientCert (mTLS)",
         ));
     }
+    if e.protocol == Protocol::Kafka && e.tls.as_ref().is_some_and(|t| t.server_name.is_some()) {
+        return Err(BridgeInvalid::new(
+            &format!("{field}.tls.serverName"),
+            "librdkafka cannot override the TLS server name; the certificate must match the bootstrap host names",
+        ));
+    }
     Ok(())
 }
 
