@@ -476,10 +476,7 @@ async fn downlink(
             })
             .await;
         let sent = match sent {
-            Ok(f) => match edge.flush().await {
-                Ok(()) => Ok(f),
-                Err(e) => Err(e),
-            },
+            Ok(f) => edge.flush().await.map(|()| f),
             Err(e) => Err(e),
         };
         match sent {

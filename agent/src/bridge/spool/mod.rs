@@ -444,12 +444,10 @@ impl Syncer {
                 return;
             }
             stats.commits.fetch_add(1, Ordering::Relaxed);
-            let mut s = self.lock();
-            s.synced = s.synced.max(upto);
-            if s.file.is_none() && s.written > upto {
-                // Written meanwhile to the same handle's file: the writer's next request brings it.
+            {
+                let mut s = self.lock();
+                s.synced = s.synced.max(upto);
             }
-            drop(s);
             let _ = durable.send(upto);
         }
     }
