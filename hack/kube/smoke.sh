@@ -16,7 +16,8 @@
 # This script is also the reference for the flags: a test harness should copy them from here.
 #
 # Env: KUBE_BIN (default: output of build.sh, building if needed), KUBECTL (default
-# ~/.cache/edgewire/bin/kubectl, installed by hack/deps.sh), SMOKE_KEEP=1 keeps the work dir.
+# ~/.cache/edgewire/bin/kubectl, installed by hack/deps.sh), SMOKE_KEEP=1 keeps the work dir,
+# SMOKE_HOLD=1 keeps the cluster running after the checks (writes <work dir>/READY, stop: Ctrl-C).
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 
@@ -32,8 +33,10 @@ WORK="$(mktemp -d /tmp/kube-smoke.XXXXXX)"
 PKI="$WORK/pki"; LOGS="$WORK/logs"
 mkdir -p "$PKI" "$LOGS" "$WORK/pv" && mkdir -m 700 "$WORK/etcd"
 pids=()
+HOLDING=0
 cleanup() {
   local rc=$?
+  [ "$HOLDING" = 0 ] || rc=0  # stopped by a signal after the checks passed (SMOKE_HOLD=1)
   # Stop in reverse start order (etcd last: a kube-apiserver without etcd takes minutes to stop),
   # SIGTERM, then SIGKILL after 10 s.
   local i pid t0=$EPOCHREALTIME
@@ -378,3 +381,10 @@ smoke: PASSED
 smoke: startup (ms): etcd $T_ETCD, kube-apiserver $T_API, kube-controller-manager $T_KCM, kube-scheduler $T_SCHED, kwok $T_KWOK; all $T_ALL
 smoke: checks took $T_CHECKS ms
 EOF
+if [ "${SMOKE_HOLD:-0}" = 1 ]; then
+  # Keep the cluster up for poking at it; SIGINT/SIGTERM stops it.
+  HOLDING=1
+  echo "$WORK/admin.kubeconfig" >"$WORK/READY"
+  say "holding: export KUBECONFIG=$WORK/admin.kubeconfig (stop with Ctrl-C or kill $$)"
+  while kill -0 "$PID_KCM" 2>/dev/null; do sleep 1; done
+fi
