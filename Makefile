@@ -7,7 +7,7 @@ CARGO ?= cargo
 # The suite starts its own brokers and API stand-in; test threads per binary stay low on small machines.
 TEST_THREADS ?= 2
 
-.PHONY: help deps build test unit e2e crds render run demo bench lint fmt image clean
+.PHONY: help deps build test unit e2e crds render run demo bench lint fmt image image-test clean
 
 help: ## this list
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -50,10 +50,17 @@ bench: deps ## performance figures, each a ratio taken in this run (loopback onl
 	$(CARGO) build --release -q -p edgewire-agent --bin edgewire-agent
 	$(CARGO) bench -q -p edgewire-e2e --bench bridge
 
-image: ## container images (needs a container engine; none runs on the CI machines)
-	@command -v docker >/dev/null && docker info >/dev/null 2>&1 || { echo "make image needs a running container engine"; exit 1; }
-	docker build -f hack/Dockerfile --target operator -t ghcr.io/edgewire/edgewire-operator:dev .
-	docker build -f hack/Dockerfile --target agent -t ghcr.io/edgewire/edgewire-agent:dev .
+# Images: PROFILE=release (default) or debug (the binaries `make build` made; what `make test` uses).
+PROFILE ?= release
+CARGO_PROFILE_FLAG = $(if $(filter release,$(PROFILE)),--release,)
+
+image: ## OCI image archives + SBOMs of operator and agent in $CARGO_TARGET_DIR/images (no container engine; docs/images.md)
+	$(CARGO) build --locked $(CARGO_PROFILE_FLAG) -p edgewire-operator -p edgewire-agent --bins
+	bash hack/image/build.sh --profile $(PROFILE)
+
+image-test: ## build both images from a clean clone and run them in a chroot (PROFILE=debug: from the debug binaries)
+	$(CARGO) build --locked $(CARGO_PROFILE_FLAG) -p edgewire-operator -p edgewire-agent --bins
+	bash hack/image/test.sh --profile $(PROFILE)
 
 fmt: ## format the code
 	$(CARGO) fmt --all

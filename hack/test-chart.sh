@@ -447,6 +447,46 @@ def cmd_samples_cover(sample_dir):
             assert "deployBroker" not in eb["spec"], f
     assert sorted(kinds) == sorted(["nats", "rabbitmq", "redis", "mosquitto", "emqx", "redpanda", "kafka"]), kinds
 
+def cmd_versions(cargo_toml, chart_yaml, values_yaml, rendered, images_rs, build_sh):
+    """One version everywhere: the workspace's, the chart's appVersion, the default image tags."""
+    import tomllib
+    with open(cargo_toml, "rb") as f:
+        version = tomllib.load(f)["workspace"]["package"]["version"]
+    with open(chart_yaml) as f:
+        app_version = str(yaml.safe_load(f)["appVersion"])
+    if app_version != version:
+        fail(f"Chart.yaml appVersion {app_version!r} != Cargo.toml [workspace.package] version {version!r}")
+    with open(values_yaml) as f:
+        images = yaml.safe_load(f)["image"]
+    repos = {"operator": "ghcr.io/edgewire/edgewire-operator", "agent": "ghcr.io/edgewire/edgewire-agent"}
+    for which, repo in repos.items():
+        if images[which]["repository"] != repo:
+            fail(f"values image.{which}.repository {images[which]['repository']!r}, want {repo!r} (what make image builds)")
+        if images[which]["tag"] not in ("", version):
+            fail(f"values image.{which}.tag {images[which]['tag']!r}: want \"\" (the appVersion) or {version!r}")
+    _, c = operator_container(load(rendered))
+    if c["image"] != f"{repos['operator']}:{version}":
+        fail(f"rendered operator image {c['image']!r}, want {repos['operator']}:{version}")
+    if f"--agent-image={repos['agent']}:{version}" not in c.get("args", []):
+        fail(f"rendered --agent-image is not {repos['agent']}:{version}: {c.get('args')}")
+    # The operator's built-in default (Images::default(), used without --agent-image): the agent repository
+    # with the crate version, which is the workspace version.
+    with open(images_rs) as f:
+        src = f.read()
+    m = re.search(r'format!\(\s*"([^"]*):\{\}",\s*env!\("CARGO_PKG_VERSION"\)\s*\)', src)
+    if not m or m.group(1) != repos["agent"]:
+        fail(f"{images_rs}: Images::default() is not format!(\"{repos['agent']}:{{}}\", env!(\"CARGO_PKG_VERSION\"))")
+    for crate in ("operator", "agent"):
+        with open(f"{cargo_toml.rsplit('/', 1)[0]}/{crate}/Cargo.toml", "rb") as f:
+            pkg = tomllib.load(f)["package"]
+        if pkg.get("version") != {"workspace": True}:
+            fail(f"{crate}/Cargo.toml version {pkg.get('version')!r}: want version.workspace = true")
+    # make image names the images IMAGE_REPOSITORY_PREFIX/<binary>, ghcr.io/edgewire by default.
+    with open(build_sh) as f:
+        if 'PREFIX="${IMAGE_REPOSITORY_PREFIX:-ghcr.io/edgewire}"' not in f.read():
+            fail(f"{build_sh}: default repository prefix is not ghcr.io/edgewire")
+    print(f"version {version} everywhere")
+
 globals()["cmd_" + sys.argv[1].replace("-", "_")](*sys.argv[2:])
 PYEOF
 
@@ -582,6 +622,29 @@ for f in "$SAMPLES"/*.yaml; do
   custom_kind="$(grep -m1 -oE '^kind: (EventBroker|MqttBroker|BridgeLink)' "$f" | cut -d' ' -f2)"
   check "sample $b: kubernetes-validate $K8S_VERSION --strict" py validate "$f" "$K8S_VERSION" "$custom_kind"
 done
+
+# --- one version: workspace, chart appVersion, default image tags, make image ---------------------
+versions() { # versions CHART_YAML IMAGES_RS: the version agreement, with these two files as given
+  py versions "$ROOT/Cargo.toml" "$1" "$CHART/values.yaml" "$WORK/default.yaml" "$2" "$ROOT/hack/image/build.sh"
+}
+IMAGES_RS="$ROOT/operator/src/controller/event_broker/mod.rs"
+version_check_catches_drift() {
+  sed 's/^appVersion:.*/appVersion: "9.9.9"/' "$CHART/Chart.yaml" >"$WORK/Chart-drift.yaml"
+  sed 's|"ghcr.io/edgewire/edgewire-agent:{}"|"ghcr.io/edgewire/agent:{}"|' "$IMAGES_RS" >"$WORK/images-drift.rs"
+  ! cmp -s "$CHART/Chart.yaml" "$WORK/Chart-drift.yaml" || { echo "sed changed nothing in Chart.yaml"; return 1; }
+  ! cmp -s "$IMAGES_RS" "$WORK/images-drift.rs" || { echo "sed changed nothing in $IMAGES_RS"; return 1; }
+  if versions "$WORK/Chart-drift.yaml" "$IMAGES_RS"; then
+    echo "appVersion 9.9.9 passed the version check"
+    return 1
+  fi
+  if versions "$CHART/Chart.yaml" "$WORK/images-drift.rs"; then
+    echo "Images::default() naming another repository passed the version check"
+    return 1
+  fi
+}
+check "Cargo.toml workspace version = Chart appVersion = default image tags (values, render, Images::default, make image)" \
+  versions "$CHART/Chart.yaml" "$IMAGES_RS"
+check "version check rejects an appVersion or a default agent image that differs (self-test)" version_check_catches_drift
 
 echo "chart: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]

@@ -94,6 +94,7 @@ REVISION="$(git -C "$ROOT" rev-parse HEAD)"
 TOOLS="$(bash "$ROOT/hack/image/tools.sh")"
 IMG="$TOOLS/edgewire-image"
 UMOCI="$TOOLS/umoci"
+CHROOT="$(command -v chroot)" # env -i below leaves only the image's PATH
 SAMPLE=eventbroker-nats-deployed.yaml
 echo "image-test: profile $PROFILE, version $VERSION, binaries in $TARGET/$PROFILE, tools in $TOOLS"
 
@@ -197,7 +198,7 @@ in_image() {
   local rootfs="$1"
   shift
   env -i PATH=/usr/local/bin SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt HOME=/home/nonroot \
-    chroot --userspec=65532:65532 "$rootfs" "$@"
+    "$CHROOT" --userspec=65532:65532 "$rootfs" "$@"
 }
 
 # loads ROOTFS BINARY: the rootfs's own loader resolves every library of BINARY inside the rootfs, and the
@@ -217,7 +218,7 @@ check "edgewire-operator: every library resolves inside its rootfs; --version ru
 check "edgewire-agent: every library resolves inside its rootfs; --version runs as 65532" \
   loads "$AG_ROOTFS" /usr/local/bin/edgewire-agent
 check "edgewire-operator --help in the image" \
-  bash -c 'out="$(env -i PATH=/usr/local/bin HOME=/home/nonroot chroot --userspec=65532:65532 "$1" /usr/local/bin/edgewire-operator --help)"; echo "$out"; grep -q "render" <<<"$out"' _ "$OP_ROOTFS"
+  bash -c 'out="$(env -i PATH=/usr/local/bin HOME=/home/nonroot "$2" --userspec=65532:65532 "$1" /usr/local/bin/edgewire-operator --help)"; echo "$out"; grep -q "render" <<<"$out"' _ "$OP_ROOTFS" "$CHROOT"
 
 render_sample() {
   install -m 0644 "$ROOT/config/samples/$SAMPLE" "$OP_ROOTFS/tmp/$SAMPLE"
@@ -285,7 +286,7 @@ PY
   env -i PATH=/usr/local/bin SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt HOME=/home/nonroot \
     EVENT_BROKER_ENABLED=true EVENT_BROKER_ADAPTER=nats EVENT_BROKER_NATS_URLS="nats://127.0.0.1:$nats_port" \
     CORE_NAME=image-test EDGEWIRE_LISTEN="127.0.0.1:$http_port" EDGEWIRE_LOG_FORMAT=text \
-    chroot --userspec=65532:65532 "$AG_ROOTFS" /usr/local/bin/edgewire-agent publisher >"$WORK/publisher.log" 2>&1 &
+    "$CHROOT" --userspec=65532:65532 "$AG_ROOTFS" /usr/local/bin/edgewire-agent publisher >"$WORK/publisher.log" 2>&1 &
   local pub=$!
   PIDS+=("$pub")
   echo "publisher pid $pub on 127.0.0.1:$http_port"
