@@ -94,6 +94,7 @@ REVISION="$(git -C "$ROOT" rev-parse HEAD)"
 TOOLS="$(bash "$ROOT/hack/image/tools.sh")"
 IMG="$TOOLS/edgewire-image"
 UMOCI="$TOOLS/umoci"
+CRANE="$TOOLS/crane"
 CHROOT="$(command -v chroot)" # env -i below leaves only the image's PATH
 SAMPLE=eventbroker-nats-deployed.yaml
 echo "image-test: profile $PROFILE, version $VERSION, binaries in $TARGET/$PROFILE, tools in $TOOLS"
@@ -192,6 +193,26 @@ for n in edgewire-operator edgewire-agent; do
   check "$n: rootfs has no shell, busybox or package manager; only the binary and its libraries are executable" rootfs_minimal "$n"
 done
 
+# push as docs/images.md says (crane push of the unpacked layout) into crane's own registry on loopback;
+# crane validate then pulls every blob back and checks it, and the registry serves the digest we built.
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+push_and_pull() {
+  local port n ref
+  port="$(free_port)"
+  "$CRANE" registry serve --address "127.0.0.1:$port" >"$WORK/registry.log" 2>&1 &
+  PIDS+=($!)
+  curl -fsS --retry 100 --retry-delay 0 --retry-max-time 60 --retry-all-errors "http://127.0.0.1:$port/v2/"
+  for n in edgewire-operator edgewire-agent; do
+    ref="127.0.0.1:$port/edgewire/$n:$VERSION"
+    "$CRANE" push --insecure "$WORK/$n/layout" "$ref"
+    "$CRANE" validate --insecure --remote "$ref"
+    [ "$("$CRANE" digest --insecure "$ref")" = "$(env_of "$n" DIGEST)" ]
+    "$CRANE" config --insecure "$ref" | python3 -c 'import json, sys; c = json.load(sys.stdin)["config"]; assert c["User"] == "65532:65532", c'
+    echo "$ref: pushed, validated, digest $(env_of "$n" DIGEST)"
+  done
+}
+check "crane push of each layout to a registry on loopback; crane validate --remote; the registry serves our digest" push_and_pull
+
 # --- the image runs by itself ---------------------------------------------------------------------
 # in_image ROOTFS CMD...: CMD in a chroot as the image's user, with only the image's environment.
 in_image() {
@@ -236,8 +257,6 @@ print(f"rendered {len(docs)} objects: {kinds}")
 PY
 }
 check "edgewire-operator render -f $SAMPLE in the image (publisher on the agent image $VERSION)" render_sample
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
 publisher_delivers() {
   local nats_port http_port event_id
