@@ -6,7 +6,7 @@
 #
 # From the binaries in ${CARGO_TARGET_DIR:-target}/<profile>/ (build them first: `make image` does), each image
 # is one layer holding a minimal root filesystem:
-#   /usr/local/bin/<binary>           the binary (the entrypoint)
+#   /usr/local/bin/<binary>           the binary without debug info (the entrypoint)
 #   the shared libraries it links     exactly ldd's closure of the binary plus the ELF interpreter, at the paths
 #                                     the loader resolves them to (symlinks along the way kept as on this machine)
 #   /etc/ssl/certs/ca-certificates.crt  CA certificates (SSL_CERT_FILE points at it; /usr/lib/ssl/cert.pem too)
@@ -56,7 +56,7 @@ esac
 BIN_DIR="$TARGET/$PROFILE"
 
 die() { echo "image: $*" >&2; exit 1; }
-for t in ldd readelf dpkg dpkg-query python3; do
+for t in ldd readelf objcopy dpkg dpkg-query python3; do
   command -v "$t" >/dev/null || die "$t not found (a Debian/Ubuntu machine; see make deps)"
 done
 CA_BUNDLE=/etc/ssl/certs/ca-certificates.crt
@@ -160,7 +160,9 @@ assemble_rootfs() { # assemble_rootfs BINARY NAME ROOTFS
   chmod 0755 "$rootfs" "$rootfs"/{etc,etc/ssl,etc/ssl/certs,usr,usr/local,usr/local/bin,usr/lib,usr/lib/ssl,home,var,var/lib,var/lib/dpkg,var/lib/dpkg/status.d}
   chmod 0700 "$rootfs/home/nonroot"
   chmod 1777 "$rootfs/tmp"
-  install -m 0755 "$bin" "$rootfs/usr/local/bin/$name"
+  # Without DWARF debug info (the symbol table stays, so backtraces keep function names).
+  objcopy --strip-debug "$bin" "$rootfs/usr/local/bin/$name"
+  chmod 0755 "$rootfs/usr/local/bin/$name"
   printf '%s\n' 'root:x:0:0:root:/root:/sbin/nologin' 'nonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin' >"$rootfs/etc/passwd"
   printf '%s\n' 'root:x:0:' 'nonroot:x:65532:' >"$rootfs/etc/group"
   printf '%s\n' 'passwd: files' 'group: files' 'hosts: files dns' >"$rootfs/etc/nsswitch.conf"
