@@ -50,16 +50,17 @@ bench: deps ## performance figures, each a ratio taken in this run (loopback onl
 	$(CARGO) build --release -q -p edgewire-agent --bin edgewire-agent
 	$(CARGO) bench -q -p edgewire-e2e --bench bridge
 
-# Images: PROFILE=release (default) or debug (the binaries `make build` made; what `make test` uses).
+# Images: PROFILE=release (default) or debug (the binaries of `make build`, built the same way so that nothing
+# recompiles: features unify per build, so `-p` would give other binaries; what `make test` uses).
 PROFILE ?= release
-CARGO_PROFILE_FLAG = $(if $(filter release,$(PROFILE)),--release,)
+IMAGE_BINARIES = $(if $(filter debug,$(PROFILE)),--workspace --bins,--release -p edgewire-operator -p edgewire-agent --bins)
 
 image: ## OCI image archives + SBOMs of operator and agent in $CARGO_TARGET_DIR/images (no container engine; docs/images.md)
-	$(CARGO) build --locked $(CARGO_PROFILE_FLAG) -p edgewire-operator -p edgewire-agent --bins
+	$(CARGO) build --locked $(IMAGE_BINARIES)
 	bash hack/image/build.sh --profile $(PROFILE)
 
 image-test: ## build both images from a clean clone and run them in a chroot (PROFILE=debug: from the debug binaries)
-	$(CARGO) build --locked $(CARGO_PROFILE_FLAG) -p edgewire-operator -p edgewire-agent --bins
+	$(CARGO) build --locked $(IMAGE_BINARIES)
 	bash hack/image/test.sh --profile $(PROFILE)
 
 fmt: ## format the code

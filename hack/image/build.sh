@@ -246,7 +246,8 @@ for name in edgewire-operator edgewire-agent; do
     echo "EDGEWIRE_${upper}_ARCHIVE=$archive"
   } >>"$ENV_FILE"
   echo "image: $ref:$VERSION $digest ($PROFILE; archive $(human "$compressed"), unpacked $(human "$unpacked")) -> $archive"
-  debs="$(ls "$rootfs/var/lib/dpkg/status.d" | tr '\n' ' ')"
+  debs=()
+  for f in "$rootfs"/var/lib/dpkg/status.d/*; do debs+=("$(basename "$f")"); done
   rm -rf "$rootfs"
   if [ "$SBOM" = 1 ]; then
     SYFT="$(bash "$HERE/tools.sh" sbom)/syft"
@@ -254,7 +255,7 @@ for name in edgewire-operator edgewire-agent; do
     SYFT_CHECK_FOR_APP_UPDATE=false "$SYFT" scan -q "oci-archive:$archive" \
       --source-name "$ref" --source-version "$VERSION" -o "spdx-json=$sbom.tmp"
     # The SBOM must name every Debian package whose files went in.
-    python3 - "$sbom.tmp" $debs <<'PY' || die "$sbom: incomplete"
+    python3 - "$sbom.tmp" "${debs[@]}" <<'PY' || die "$sbom: incomplete"
 import json, sys
 doc = json.load(open(sys.argv[1]))
 assert doc.get("spdxVersion", "").startswith("SPDX-"), "not an SPDX document"
@@ -263,7 +264,7 @@ missing = sorted(set(sys.argv[2:]) - names)
 assert not missing, f"Debian packages in the image but not in the SBOM: {missing}"
 PY
     mv "$sbom.tmp" "$sbom"
-    echo "image: SBOM $sbom ($(python3 -c 'import json,sys; print(len(json.load(open(sys.argv[1]))["packages"]))' "$sbom") packages, including the Debian packages $debs)"
+    echo "image: SBOM $sbom ($(python3 -c 'import json,sys; print(len(json.load(open(sys.argv[1]))["packages"]))' "$sbom") packages, including the Debian packages ${debs[*]})"
   fi
 done
 mv "$ENV_FILE" "$OUT/images.env"
