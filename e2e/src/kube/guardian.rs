@@ -3,11 +3,11 @@
 //! panic, `kill -9`).
 //!
 //! It reads commands from a pipe whose write end only this process holds (Rust opens pipes close-on-exec,
-//! so no child inherits it). End of file means the holder is gone: it stops every registered component
-//! (SIGTERM newest first, SIGKILL after 10 s each; etcd was started first and stops last, since a
+//! so no child inherits it). End of file means the holder is gone: it SIGKILLs every process a test
+//! [adopted](Guardian::adopt) into its process group (operators, agents), stops every registered
+//! component (SIGTERM newest first, SIGKILL after 10 s each; etcd was started first and stops last, since a
 //! kube-apiserver without etcd takes minutes to stop), removes the work directory unless told to keep it,
-//! and finally SIGKILLs its own process group, which holds the components and every process a test
-//! [adopted](Guardian::adopt) (operators, agents), so nothing outlives the run.
+//! and finally SIGKILLs its own process group, so nothing outlives the run.
 //!
 //! Commands, one per line: `pid N` (a component to stop), `keep` (keep the work directory and say where).
 
@@ -27,6 +27,14 @@ while IFS= read -r line; do
     "pid "*) pids="${line#pid } $pids" ;;
     keep) keep=1 ;;
   esac
+done
+# First the processes the tests adopted (operators, agents: every member of this process group that is
+# neither a component nor this shell), so the kube-apiserver has no clients left when it stops.
+for f in /proc/[0-9]*/stat; do
+  read -r p _ _ _ g _ < "$f" 2>/dev/null || continue
+  [ "$g" = "$$" ] && [ "$p" != "$$" ] || continue
+  case " $pids " in *" $p "*) continue ;; esac
+  kill -KILL "$p" 2>/dev/null
 done
 alive() { # running, not a zombie (a dead child the test process did not reap)
   st=

@@ -181,12 +181,13 @@ impl ControlPlane {
         let cp = SHARED.get_or_init(|| {
             let started = ControlPlane::start();
             match &started {
-                Ok(cp) if cp.local => eprintln!(
-                    "e2e: control plane in {}: {}",
-                    cp.dir.display(),
-                    cp.startup
+                Ok(cp) if cp.local => {
+                    eprintln!("e2e: control plane in {}: {}", cp.dir.display(), cp.startup)
+                }
+                Ok(cp) => eprintln!(
+                    "e2e: using the cluster in KUBECONFIG ({})",
+                    cp.dir.display()
                 ),
-                Ok(cp) => eprintln!("e2e: using the cluster in KUBECONFIG ({})", cp.dir.display()),
                 Err(_) => {}
             }
             started
@@ -356,10 +357,7 @@ impl ControlPlane {
             ],
         )?;
         let etcd_ready = format!("{client_url}/readyz");
-        steps.push((
-            "etcd",
-            self.wait_ready("etcd", || curl(&[&etcd_ready]))?,
-        ));
+        steps.push(("etcd", self.wait_ready("etcd", || curl(&[&etcd_ready]))?));
 
         // kube-apiserver
         let t = Instant::now();
@@ -506,8 +504,12 @@ impl ControlPlane {
         let mut wait = vec!["wait", "--for=condition=Ready", "--timeout=120s"];
         let nodes: Vec<String> = NODES.iter().map(|n| format!("node/{n}")).collect();
         wait.extend(nodes.iter().map(String::as_str));
-        self.kubectl_ok(&wait)
-            .map_err(|e| ("kwok nodes Ready", anyhow::anyhow!("{e:#}; {}", self.log_note("kwok"))))?;
+        self.kubectl_ok(&wait).map_err(|e| {
+            (
+                "kwok nodes Ready",
+                anyhow::anyhow!("{e:#}; {}", self.log_note("kwok")),
+            )
+        })?;
         steps.push(("nodes Ready", t.elapsed()));
         self.startup = Startup {
             steps,
@@ -668,12 +670,7 @@ impl ControlPlane {
         let chart = workspace_root().join("charts/edgewire");
         let chart = chart.to_string_lossy();
         let mut args: Vec<&str> = verb.to_vec();
-        args.extend([
-            RELEASE_NAME,
-            &chart,
-            "--namespace",
-            &self.release_namespace,
-        ]);
+        args.extend([RELEASE_NAME, &chart, "--namespace", &self.release_namespace]);
         let out = self.helm(&args)?;
         if !out.status.success() {
             bail!(
