@@ -1,23 +1,30 @@
 //! BridgeLink end to end: the real operator binary and kubectl. A BridgeLink applied with kubectl yields its
-//! single-replica StatefulSet with the `spool` volumeClaimTemplate, the agent's config Secret (references,
-//! no values) and the agent's status RBAC; the agent's `status.runtime` report shows in `kubectl get bl`
-//! (Spooled) and drives `Spooling`, `CloudConnected` and `Ready`, and the operator's own status writes leave
-//! the report alone (separate field managers).
+//! single-replica StatefulSet with the `spool` volumeClaimTemplate (bound by the volume provisioner, its pod
+//! made ready by the StatefulSet controller and kwok), the agent's config Secret (references, no values)
+//! and the agent's status RBAC.
 //!
-//! The runtime report is written the way `edgewire-agent bridge --report-status` writes it (server-side
-//! apply of `status.runtime` on the status subresource, field manager `edgewire-bridge`), by the test.
+//! The real bridge agent then runs the pod's container on the host ([`HostPod`]): the rendered config and
+//! the referenced Secrets as the kubelet would mount them, against a real edge Mosquitto and a real cloud
+//! NATS, writing `status.runtime` with `--report-status` under the token of the ServiceAccount the
+//! operator made for the bridge. Its report shows in `kubectl get bl` (Spooled) and drives `Spooling`,
+//! `CloudConnected` and `Ready` through a cloud outage, and the operator's own status writes leave the
+//! report alone (separate field managers).
 
-mod support;
-
+use crate::support::pod::HostPod;
+use crate::support::{
+    Cluster, Operator, TIMEOUT, agent_bin, at, condition, condition_status, status_summary, str_at,
+    wait_for,
+};
 use base64::Engine;
-use serde_json::json;
+use edgewire_e2e::brokers::{BrokerProcess, Kind};
 use std::time::Duration;
-use support::{Cluster, Operator, TIMEOUT, at, condition_status, status_summary, str_at, wait_for};
 
 const EDGE_TOKEN: &str = "e2e-edge-token-value";
 const CLOUD_PASSWORD: &str = "e2e-cloud-password-value";
+/// Messages published at the edge while the cloud is away.
+const N: usize = 50;
 
-fn manifest(ns: &str) -> String {
+fn manifest(ns: &str, edge_port: u16, cloud_port: u16) -> String {
     format!(
         r#"apiVersion: v1
 kind: Secret
@@ -37,12 +44,12 @@ spec:
   edge:
     endpoint:
       protocol: mqtt
-      url: mosquitto.{ns}.svc:1883
+      url: "127.0.0.1:{edge_port}"
       auth: {{token: {{name: edge-token, key: token}}}}
   cloud:
     endpoint:
       protocol: nats
-      url: nats://cloud.example.com:4222
+      url: "nats://127.0.0.1:{cloud_port}"
       jetStream: {{enabled: true}}
       auth: {{userPassword: {{secretName: cloud-user}}}}
   rules:
@@ -57,7 +64,9 @@ spec:
 /// The `kubectl get bl` cell of `column` in the row of `name`.
 fn table_cell(table: &str, name: &str, column: &str) -> String {
     let mut lines = table.lines();
-    let header = lines.next().unwrap_or_default();
+    let header = lines
+        .next()
+        .unwrap_or_else(|| panic!("no header in {table:?}"));
     let col = header
         .split_whitespace()
         .position(|h| h == column)
@@ -67,16 +76,156 @@ fn table_cell(table: &str, name: &str, column: &str) -> String {
         .unwrap_or_else(|| panic!("no row {name} in {table}"));
     row.split_whitespace()
         .nth(col)
-        .unwrap_or_default()
+        .unwrap_or_else(|| panic!("row {name} has no cell {column}: {table}"))
         .to_string()
 }
 
+/// Waits until the BridgeLink's `kubectl get bl` Spooled cell and `Spooling` condition say `spooled` and
+/// `spooling`.
+fn wait_spool(
+    cluster: &Cluster,
+    op: &Operator,
+    agent: &HostPod,
+    ns: &str,
+    spooled: &str,
+    spooling: &str,
+) {
+    wait_for(
+        &format!("Spooled {spooled}, Spooling {spooling}"),
+        Duration::from_secs(90),
+        || {
+            let table = cluster.kubectl_ok(&["-n", ns, "get", "bl"]);
+            let bl = cluster.get(ns, "bridgelink", "site-a").ok_or("absent")?;
+            let cell = table_cell(&table, "site-a", "SPOOLED");
+            if cell == spooled && condition_status(&bl, "Spooling") == spooling {
+                Ok(())
+            } else {
+                Err(format!("{table}\n{}", status_summary(&bl)))
+            }
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}\n{}\n{}", agent.log_tail(), op.log_tail()));
+}
+
+/// Publishes `n` QoS 1 messages to `local/telemetry/line1/temp` on the edge broker and waits for every
+/// PUBACK (the agent took each into its spool).
+fn publish_at_edge(port: u16, login: Option<(&str, &str)>, n: usize) {
+    let mut opts = rumqttc::MqttOptions::new("e2e-edge-publisher", "127.0.0.1", port);
+    if let Some((user, password)) = login {
+        opts.set_credentials(user, password);
+    }
+    let (client, mut conn) = rumqttc::Client::new(opts, 100);
+    for i in 0..n {
+        client
+            .publish(
+                "local/telemetry/line1/temp",
+                rumqttc::QoS::AtLeastOnce,
+                false,
+                format!("{i}"),
+            )
+            .unwrap();
+    }
+    let mut acked = 0;
+    for ev in conn.iter() {
+        match ev {
+            Ok(rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_))) => {
+                acked += 1;
+                if acked == n {
+                    break;
+                }
+            }
+            Ok(rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(ack))) => assert_eq!(
+                ack.code,
+                rumqttc::ConnectReturnCode::Success,
+                "the edge broker refused the test's publisher"
+            ),
+            Ok(_) => {}
+            Err(e) => panic!("edge publisher: {e}"),
+        }
+    }
+    let _ = client.disconnect();
+}
+
+/// Waits for the bridge StatefulSet to be ready (its claim bound, its pod ready on a kwok node) and runs
+/// the pod's `bridge` container on the host with the bridge ServiceAccount's token.
+fn start_agent(cluster: &Cluster, op: &Operator, ns: &str) -> HostPod {
+    cluster.wait(
+        ns,
+        "statefulset.apps/site-a-bridge",
+        "jsonpath={.status.readyReplicas}=1",
+        TIMEOUT,
+        || op.log_tail(),
+    );
+    let pvc = cluster.get_json(ns, "pvc", "spool-site-a-bridge-0");
+    assert_eq!(str_at(&pvc, "/status/phase"), "Bound", "{pvc}");
+    let sts = cluster.get_json(ns, "statefulset.apps", "site-a-bridge");
+    HostPod::start(cluster, ns, &sts, "bridge", &agent_bin())
+}
+
+/// With edge and cloud credentials from Secrets and JetStream acks: the StatefulSet, its claim template, the
+/// config Secret and RBAC; no report yet; the real agent started while the cloud is away spools what the
+/// edge publishes (Spooled N, Spooling, CloudConnected False); the cloud back, it forwards everything into
+/// the stream and the BridgeLink is Ready; a looping rule set is then InvalidSpec.
 #[test]
 fn bridgelink_yields_its_statefulset_and_conditions_follow_the_agents_report() {
+    let passwd = {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("passwd");
+        let out = std::process::Command::new("mosquitto_passwd")
+            .arg("-b")
+            .arg("-c")
+            .arg(&file)
+            .args(["site-a", EDGE_TOKEN])
+            .output()
+            .expect("mosquitto_passwd (Debian package `mosquitto`): run `make deps`");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::fs::read(file).unwrap()
+    };
+    // The edge takes the token as the site's password (the agent logs in as its siteId).
+    let edge = BrokerProcess::start(
+        Kind::Mosquitto,
+        "listener {port} 127.0.0.1\nallow_anonymous false\npassword_file {dir}/passwd\n",
+        &[("passwd", &passwd)],
+    )
+    .expect("mosquitto");
+    let mut cloud = BrokerProcess::start(
+        Kind::Nats,
+        &format!(
+            "listen: 127.0.0.1:{{port}}\njetstream {{ store_dir: \"{{dir}}/js\" }}\n\
+             authorization {{ user: site-a, password: \"{CLOUD_PASSWORD}\" }}\n"
+        ),
+        &[],
+    )
+    .expect("nats-server");
+    let cloud_addr = format!("127.0.0.1:{}", cloud.port());
+    let cloud_client = || {
+        async_nats::ConnectOptions::with_user_and_password("site-a".into(), CLOUD_PASSWORD.into())
+            .connect(cloud_addr.clone())
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let c = cloud_client().await.expect("nats");
+        async_nats::jetstream::new(c)
+            .get_or_create_stream(async_nats::jetstream::stream::Config {
+                name: "EDGE".into(),
+                subjects: vec!["edge.>".into()],
+                ..Default::default()
+            })
+            .await
+            .expect("stream EDGE");
+    });
+
     let cluster = Cluster::start();
     let ns = cluster.create_namespace("bl");
     let op = Operator::start(&cluster, &ns, "op");
-    cluster.apply_yaml(&manifest(&ns));
+    cluster.apply_yaml(&manifest(&ns, edge.port(), cloud.port()));
 
     let sts = wait_for("the bridge StatefulSet", TIMEOUT, || {
         cluster
@@ -139,7 +288,7 @@ fn bridgelink_yields_its_statefulset_and_conditions_follow_the_agents_report() {
         "{yaml}"
     );
 
-    // No report yet: Spooling is Unknown, credentials are fine.
+    // No report yet: Spooling is Unknown, credentials are fine, not Ready.
     let bl = wait_for("first status", TIMEOUT, || {
         let bl = cluster.get(&ns, "bridgelink", "site-a").ok_or("absent")?;
         if condition_status(&bl, "CredentialsReady") == "True" {
@@ -148,131 +297,112 @@ fn bridgelink_yields_its_statefulset_and_conditions_follow_the_agents_report() {
             Err(status_summary(&bl))
         }
     })
-    .unwrap();
+    .unwrap_or_else(|e| panic!("{e}\n{}", op.log_tail()));
     assert_eq!(condition_status(&bl, "Spooling"), "Unknown");
     assert_eq!(condition_status(&bl, "Ready"), "False");
 
-    cluster.stand_in_statefulset_ready(&ns, "site-a-bridge");
-
-    // The cloud is down: the agent reports a full spool.
-    cluster.report_bridge_runtime(
-        &ns,
-        "site-a",
-        json!({"spoolMessages": 1234, "spoolBytes": 315904, "oldestSpooledAgeSeconds": 42,
-               "forwarded": 7, "dropped": 0, "edgeConnected": true, "cloudConnected": false}),
-    );
-    let table = cluster.kubectl_ok(&["-n", &ns, "get", "bl"]);
-    assert_eq!(table_cell(&table, "site-a", "SPOOLED"), "1234", "{table}");
-    assert_eq!(table_cell(&table, "site-a", "SITE"), "site-a", "{table}");
-    let bl = wait_for("Spooling True", TIMEOUT, || {
+    // The cloud is down when the agent starts: what the edge publishes waits in the spool.
+    cloud.stop();
+    let agent = start_agent(&cluster, &op, &ns);
+    wait_for("the agent to report", TIMEOUT, || {
         let bl = cluster.get(&ns, "bridgelink", "site-a").ok_or("absent")?;
-        if condition_status(&bl, "Spooling") == "True" {
-            Ok(bl)
+        if condition_status(&bl, "EdgeConnected") == "True" {
+            Ok(())
         } else {
             Err(status_summary(&bl))
         }
     })
-    .unwrap_or_else(|e| panic!("{e}\n{}", op.log_tail()));
-    assert_eq!(condition_status(&bl, "CloudConnected"), "False");
+    .unwrap_or_else(|e| panic!("{e}\n{}\n{}", agent.log_tail(), op.log_tail()));
+    publish_at_edge(edge.port(), Some(("site-a", EDGE_TOKEN)), N);
+    wait_spool(&cluster, &op, &agent, &ns, &N.to_string(), "True");
+    let table = cluster.kubectl_ok(&["-n", &ns, "get", "bl"]);
+    assert_eq!(table_cell(&table, "site-a", "SITE"), "site-a", "{table}");
+    let bl = cluster.get_json(&ns, "bridgelink", "site-a");
+    assert_eq!(
+        condition_status(&bl, "CloudConnected"),
+        "False",
+        "{}",
+        agent.log_tail()
+    );
     assert_eq!(condition_status(&bl, "EdgeConnected"), "True");
     assert_eq!(condition_status(&bl, "Ready"), "False");
-    // The operator's status write left the agent's report in place.
-    assert_eq!(at(&bl, "/status/runtime/spoolMessages"), 1234);
-
-    // The cloud is back and the spool drained.
-    cluster.report_bridge_runtime(
-        &ns,
+    // The operator's status write (Spooling) left the agent's report in place, under its own manager.
+    assert_eq!(at(&bl, "/status/runtime/spoolMessages"), N as u64);
+    let full: serde_json::Value = serde_json::from_str(&cluster.kubectl_ok(&[
+        "get",
+        "bridgelink",
         "site-a",
-        json!({"spoolMessages": 0, "spoolBytes": 0, "forwarded": 1241, "dropped": 0,
-               "edgeConnected": true, "cloudConnected": true}),
-    );
-    let out = cluster.kubectl_ok(&[
         "-n",
         &ns,
-        "wait",
-        "--for=condition=Ready",
+        "-o",
+        "json",
+        "--show-managed-fields",
+    ]))
+    .unwrap();
+    let managed = at(&full, "/metadata/managedFields")
+        .as_array()
+        .unwrap_or_else(|| panic!("no managedFields: {full}"));
+    let owners = |field: &str| -> Vec<&str> {
+        managed
+            .iter()
+            .filter(|m| m["subresource"] == "status" && m["operation"] == "Apply")
+            .filter(|m| m.pointer(&format!("/fieldsV1/f:status/{field}")).is_some())
+            .map(|m| m["manager"].as_str().unwrap_or("?"))
+            .collect()
+    };
+    assert_eq!(owners("f:runtime"), ["edgewire-bridge"], "{managed:#?}");
+    assert_eq!(
+        owners("f:conditions"),
+        ["edgewire-operator"],
+        "{managed:#?}"
+    );
+
+    // The cloud is back: the spool drains into the stream and the BridgeLink is Ready.
+    cloud.restart().expect("restart nats-server");
+    cluster.wait(
+        &ns,
         "bridgelink/site-a",
-        "--timeout=60s",
-    ]);
-    assert!(out.contains("condition met"), "{out}");
+        "condition=Ready",
+        Duration::from_secs(90),
+        || format!("{}\n{}", agent.log_tail(), op.log_tail()),
+    );
+    wait_spool(&cluster, &op, &agent, &ns, "0", "False");
     let bl = cluster.get_json(&ns, "bridgelink", "site-a");
-    assert_eq!(condition_status(&bl, "Spooling"), "False");
     assert_eq!(condition_status(&bl, "CloudConnected"), "True");
-    assert_eq!(at(&bl, "/status/runtime/forwarded"), 1241);
+    assert_eq!(at(&bl, "/status/runtime/forwarded"), N as u64);
     let table = cluster.kubectl_ok(&["-n", &ns, "get", "bl"]);
     assert_eq!(table_cell(&table, "site-a", "SPOOLED"), "0", "{table}");
     assert_eq!(table_cell(&table, "site-a", "READY"), "True", "{table}");
+    let stored = rt.block_on(async {
+        let c = cloud_client().await.expect("nats");
+        let mut stream = async_nats::jetstream::new(c)
+            .get_stream("EDGE")
+            .await
+            .expect("stream EDGE");
+        stream.info().await.expect("stream info").state.messages
+    });
+    assert_eq!(stored, N as u64, "messages in the cloud stream");
 
     // A looping rule set is rejected with both rules named, and the children stay as they were.
-    let looping = manifest(&ns).replace(
+    let looping = manifest(&ns, edge.port(), cloud.port()).replace(
         r#"{direction: CloudToEdge, from: "cloud.commands.site-a", to: "local.commands"}"#,
         r#"{direction: CloudToEdge, from: "cloud.commands.#", to: "local.telemetry.cmd.#"}"#,
     );
     cluster.apply_yaml(&looping);
-    let bl = wait_for("InvalidSpec", Duration::from_secs(60), || {
+    let ready = wait_for("InvalidSpec", Duration::from_secs(60), || {
         let bl = cluster.get(&ns, "bridgelink", "site-a").ok_or("absent")?;
-        let ready = support::condition(&bl, "Ready")
-            .cloned()
-            .unwrap_or_default();
+        let ready = condition(&bl, "Ready").ok_or_else(|| status_summary(&bl))?;
         if ready["reason"] == "InvalidSpec" {
-            Ok(ready)
+            Ok(ready.clone())
         } else {
             Err(status_summary(&bl))
         }
     })
-    .unwrap();
+    .unwrap_or_else(|e| panic!("{e}\n{}", op.log_tail()));
     assert_eq!(
-        bl["message"],
+        ready["message"],
         r#"spec.rules[1] (CloudToEdge to "local.telemetry.cmd.#") feeds spec.rules[0] (EdgeToCloud from "local.telemetry.#"): a loop"#
     );
-}
-
-/// The `edgewire-agent` binary (`EDGEWIRE_AGENT_BIN`, else the cargo target directory's debug build).
-fn agent_bin() -> std::path::PathBuf {
-    if let Some(p) = std::env::var_os("EDGEWIRE_AGENT_BIN").filter(|p| !p.is_empty()) {
-        return p.into();
-    }
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .filter(|p| !p.is_empty())
-        .map(|t| support::workspace_root().join(t))
-        .unwrap_or_else(|| support::workspace_root().join("target"));
-    let bin = target.join("debug/edgewire-agent");
-    assert!(
-        bin.exists(),
-        "{} missing: run `cargo build -p edgewire-agent`",
-        bin.display()
-    );
-    bin
-}
-
-/// Kills the agent when the test ends, however it ends.
-struct Agent(std::process::Child);
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Waits until the BridgeLink's `kubectl get bl` Spooled cell and `Spooling` condition say `spooled` and
-/// `spooling`.
-fn wait_spool(cluster: &Cluster, op: &Operator, ns: &str, spooled: &str, spooling: &str) {
-    wait_for(
-        &format!("Spooled {spooled}, Spooling {spooling}"),
-        Duration::from_secs(90),
-        || {
-            let table = cluster.kubectl_ok(&["-n", ns, "get", "bl"]);
-            let bl = cluster.get(ns, "bridgelink", "site-a").ok_or("absent")?;
-            let cell = table_cell(&table, "site-a", "SPOOLED");
-            if cell == spooled && condition_status(&bl, "Spooling") == spooling {
-                Ok(())
-            } else {
-                Err(format!("{table}\n{}", status_summary(&bl)))
-            }
-        },
-    )
-    .unwrap_or_else(|e| panic!("{e}\n{}", op.log_tail()));
 }
 
 /// The real bridge agent, run from the config the operator rendered, against a real edge Mosquitto and a
@@ -281,7 +411,6 @@ fn wait_spool(cluster: &Cluster, op: &Operator, ns: &str, spooled: &str, spoolin
 /// `Spooling` False).
 #[test]
 fn the_real_agent_reports_its_spool_through_a_cloud_outage() {
-    use edgewire_e2e::brokers::{BrokerProcess, Kind};
     let edge = BrokerProcess::start_default(Kind::Mosquitto).expect("start mosquitto");
     let mut cloud = BrokerProcess::start_default(Kind::Nats).expect("start nats-server");
     let cluster = Cluster::start();
@@ -302,99 +431,36 @@ spec:
         edge.url(),
         cloud.url()
     ));
-    let config = wait_for("the bridge config Secret", TIMEOUT, || {
+    wait_for("the bridge StatefulSet", TIMEOUT, || {
         cluster
-            .get(&ns, "secret", "site-a-bridge-config")
+            .get(&ns, "statefulset.apps", "site-a-bridge")
             .ok_or_else(|| "absent".to_string())
     })
     .unwrap_or_else(|e| panic!("{e}\n{}", op.log_tail()));
-    cluster.stand_in_statefulset_ready(&ns, "site-a-bridge");
+    let agent = start_agent(&cluster, &op, &ns);
 
-    // Run the agent as the pod would, with the files the pod would mount.
-    let dir = tempfile::tempdir().unwrap();
-    let config_file = dir.path().join("bridge.yaml");
-    std::fs::write(
-        &config_file,
-        base64::engine::general_purpose::STANDARD
-            .decode(str_at(&config, "/data/bridge.yaml"))
-            .unwrap(),
-    )
-    .unwrap();
-    std::fs::create_dir_all(dir.path().join("secrets")).unwrap();
-    let http = format!("127.0.0.1:{}", edgewire_e2e::brokers::free_port());
-    let log = std::fs::File::create(dir.path().join("agent.log")).unwrap();
-    let _agent = Agent(
-        std::process::Command::new(agent_bin())
-            .arg("bridge")
-            .arg("--config")
-            .arg(&config_file)
-            .arg("--secrets-dir")
-            .arg(dir.path().join("secrets"))
-            .arg("--spool-dir")
-            .arg(dir.path().join("spool"))
-            .args(["--http-addr", &http, "--report-status"])
-            .env("KUBECONFIG", cluster.kubeconfig())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("start edgewire-agent bridge"),
-    );
-    let agent_log = || std::fs::read_to_string(dir.path().join("agent.log")).unwrap_or_default();
-
-    let out = cluster.kubectl(&[
-        "-n",
+    cluster.wait(
         &ns,
-        "wait",
-        "--for=condition=Ready",
         "bridgelink/site-a",
-        "--timeout=90s",
-    ]);
-    assert!(
-        out.status.success(),
-        "not Ready: {}\nagent:\n{}\n{}",
-        status_summary(&cluster.get_json(&ns, "bridgelink", "site-a")),
-        agent_log(),
-        op.log_tail()
+        "condition=Ready",
+        Duration::from_secs(90),
+        || format!("{}\n{}", agent.log_tail(), op.log_tail()),
     );
-    wait_spool(&cluster, &op, &ns, "0", "False");
+    wait_spool(&cluster, &op, &agent, &ns, "0", "False");
 
     // Cloud outage: what the edge publishes waits in the spool.
     cloud.stop();
-    let (client, mut conn) = rumqttc::Client::new(
-        rumqttc::MqttOptions::new("e2e-publisher", "127.0.0.1", edge.port()),
-        100,
-    );
-    const N: usize = 50;
-    for i in 0..N {
-        client
-            .publish(
-                "local/telemetry/line1/temp",
-                rumqttc::QoS::AtLeastOnce,
-                false,
-                format!("{i}"),
-            )
-            .unwrap();
-    }
-    let mut acked = 0;
-    for ev in conn.iter() {
-        if let Ok(rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_))) = ev {
-            acked += 1;
-            if acked == N {
-                break;
-            }
-        }
-    }
-    let _ = client.disconnect();
-    wait_spool(&cluster, &op, &ns, &N.to_string(), "True");
+    publish_at_edge(edge.port(), None, N);
+    wait_spool(&cluster, &op, &agent, &ns, &N.to_string(), "True");
     let bl = cluster.get_json(&ns, "bridgelink", "site-a");
     assert_eq!(
         condition_status(&bl, "CloudConnected"),
         "False",
         "{}",
-        agent_log()
+        agent.log_tail()
     );
 
     // The cloud returns: the spool drains and Spooling goes False.
     cloud.restart().expect("restart nats-server");
-    wait_spool(&cluster, &op, &ns, "0", "False");
+    wait_spool(&cluster, &op, &agent, &ns, "0", "False");
 }

@@ -1,258 +1,144 @@
-//! The API server the tests talk to, and `kubectl` against it.
-//!
-//! - `KUBECONFIG` set: that cluster. Nothing stands in for readiness; the namespaces a test creates are
-//!   deleted when the [`Cluster`] drops.
-//! - otherwise: the in-memory stand-in (`e2e/standin/standin.py`) on a free loopback port, with a private
-//!   kubeconfig and `KUBECACHEDIR` in a temp dir; it is killed when the [`Cluster`] drops. Each test starts
-//!   its own.
-//!
-//! Either way the Edgewire CRDs from `crds/` are applied with kubectl and waited on (`Established`).
+//! A test's view of the control plane ([`ControlPlane::shared`]: one per test binary, or the cluster in
+//! `KUBECONFIG`): `kubectl` as the admin, namespaces of its own (PodSecurity `restricted`), a directory for
+//! its files, and on failure the state of its namespaces written next to the control plane's logs, which
+//! are then kept.
 
-use super::{ChildRef, TIMEOUT, at, workspace_root};
+use super::{ChildRef, at};
+use edgewire_e2e::kube::ControlPlane;
 use serde_json::Value;
-use std::fs::File;
-use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::Output;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::mpsc;
-use std::sync::{Mutex, Once};
-use std::time::{SystemTime, UNIX_EPOCH};
-use tempfile::TempDir;
+use std::time::Duration;
 
 /// Kinds an EventBroker's children can have (`kubectl get` resource names).
 pub const CHILD_RESOURCES: &str =
     "statefulsets.apps,deployments.apps,services,secrets,serviceaccounts";
 
-struct StandIn {
-    child: Child,
-    url: String,
-    log: PathBuf,
-}
+/// What a failed test's namespaces are dumped with.
+const DUMP_RESOURCES: &str = "edgewire,statefulsets.apps,deployments.apps,replicasets.apps,pods,services,\
+serviceaccounts,roles.rbac.authorization.k8s.io,rolebindings.rbac.authorization.k8s.io,\
+persistentvolumeclaims,configmaps,events";
 
-/// An API server with the Edgewire CRDs installed.
+/// One test on the shared control plane.
 pub struct Cluster {
-    kubectl: PathBuf,
-    kubeconfig: PathBuf,
-    cache_dir: PathBuf,
-    standin: Option<StandIn>,
-    /// Namespaces created by the test (deleted on drop against a real cluster).
+    cp: &'static ControlPlane,
+    dir: PathBuf,
+    /// Namespaces this test created (deleted when it ends).
     namespaces: Mutex<Vec<String>>,
-    /// Logs and files of this test; kept when the test fails or `EDGEWIRE_E2E_KEEP` is set.
-    dir: Option<TempDir>,
 }
 
-/// `kubectl`: `$EDGEWIRE_TOOLS/kubectl`, else `~/.cache/edgewire/bin/kubectl` (what `hack/deps.sh` installs),
-/// else the first `kubectl` on `PATH`.
-pub fn kubectl_path() -> PathBuf {
-    let tools = std::env::var_os("EDGEWIRE_TOOLS")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/edgewire/bin")));
-    if let Some(p) = tools.map(|t| t.join("kubectl")).filter(|p| p.is_file()) {
-        return p;
-    }
-    if let Some(p) = std::env::var_os("PATH")
-        .iter()
-        .flat_map(std::env::split_paths)
-        .map(|d| d.join("kubectl"))
-        .find(|p| p.is_file())
-    {
-        return p;
-    }
-    panic!(
-        "kubectl not found in $EDGEWIRE_TOOLS, ~/.cache/edgewire/bin or PATH: run `make deps` (hack/deps.sh installs it)"
-    );
+pub use edgewire_e2e::kube::tail;
+
+/// The test's name (libtest names the thread after it), as a file name.
+fn test_name() -> String {
+    let t = std::thread::current();
+    let name = t.name().unwrap_or("test").replace("::", ".");
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' || c == '_' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
 
-/// Last `n` lines of a log file (for failure messages).
-pub fn tail(path: &Path, n: usize) -> String {
-    let text = std::fs::read_to_string(path)
-        .unwrap_or_else(|e| format!("<cannot read {}: {e}>", path.display()));
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
-}
-
-/// A name unique to this process and call (namespaces must not collide on a shared real cluster).
+/// A short suffix unique to this process (namespaces must not collide on a shared cluster).
 fn unique_suffix() -> String {
     static N: AtomicU32 = AtomicU32::new(0);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
     let n = N.fetch_add(1, Ordering::Relaxed);
-    format!(
-        "{:x}{n}",
-        (nanos ^ std::process::id().rotate_left(16)) & 0xfffff
-    )
+    format!("{:x}{n}", std::process::id() & 0xffff)
 }
 
 impl Cluster {
-    /// The cluster in `KUBECONFIG`, else a fresh stand-in. CRDs applied and established.
+    /// The shared control plane (started by the first test that asks), and a directory for this test.
     pub fn start() -> Cluster {
-        let dir = tempfile::Builder::new()
-            .prefix("edgewire-e2e-")
-            .tempdir()
-            .expect("create temp dir");
-        let kubectl = kubectl_path();
-        let cache_dir = dir.path().join("kubecache");
-        let real = std::env::var_os("KUBECONFIG")
-            .filter(|v| !v.is_empty())
-            .map(PathBuf::from);
-        let (kubeconfig, standin) = match real {
-            Some(kc) => (kc, None),
-            None => {
-                let kc = dir.path().join("kubeconfig.yaml");
-                let standin = start_standin(dir.path(), &kc);
-                (kc, Some(standin))
-            }
-        };
-        let cluster = Cluster {
-            kubectl,
-            kubeconfig,
-            cache_dir,
-            standin,
+        let cp = ControlPlane::shared();
+        let dir = cp.dir().join("tests").join(test_name());
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("create {}: {e}", dir.display()));
+        Cluster {
+            cp,
+            dir,
             namespaces: Mutex::new(Vec::new()),
-            dir: Some(dir),
-        };
-        cluster.install_crds();
-        cluster
+        }
     }
 
-    /// Whether this is the in-memory stand-in (the tests then stand in for kubelet and controllers).
-    pub fn is_standin(&self) -> bool {
-        self.standin.is_some()
+    pub fn control_plane(&self) -> &'static ControlPlane {
+        self.cp
     }
 
-    /// The kubeconfig the operator and kubectl use.
+    /// The admin's kubeconfig.
     pub fn kubeconfig(&self) -> &Path {
-        &self.kubeconfig
+        self.cp.admin_kubeconfig()
     }
 
-    /// A private directory for logs and files of this test.
+    /// This test's directory (operator and agent logs, files it writes), inside the control plane's work
+    /// directory: kept with it when a test fails.
     pub fn dir(&self) -> &Path {
-        self.dir.as_ref().expect("temp dir").path()
+        &self.dir
     }
 
-    /// The stand-in's log tail (empty against a real cluster), for failure messages.
-    pub fn standin_log_tail(&self) -> String {
-        match &self.standin {
-            Some(s) => format!("stand-in {} log tail:\n{}", s.url, tail(&s.log, 30)),
-            None => String::new(),
-        }
+    /// The kubeconfig of the chart's ServiceAccount (what the operator runs with).
+    pub fn operator_kubeconfig(&self) -> PathBuf {
+        self.cp
+            .operator_kubeconfig()
+            .unwrap_or_else(|e| panic!("a token for the chart's ServiceAccount: {e:#}"))
     }
 
-    /// Applies `crds/` and waits until established: once per stand-in, once per process on a real cluster
-    /// (tests run in parallel there and would race on the same CRDs).
-    fn install_crds(&self) {
-        static REAL_CLUSTER: Once = Once::new();
-        if self.is_standin() {
-            self.apply_crds();
-        } else {
-            REAL_CLUSTER.call_once(|| self.apply_crds());
-        }
+    /// A kubeconfig with a fresh TokenRequest token of ServiceAccount `ns/sa`.
+    pub fn service_account_kubeconfig(&self, ns: &str, sa: &str) -> PathBuf {
+        self.cp
+            .service_account_kubeconfig(ns, sa)
+            .unwrap_or_else(|e| panic!("a token for ServiceAccount {ns}/{sa}: {e:#}"))
     }
 
-    fn apply_crds(&self) {
-        let crds = workspace_root().join("crds");
-        let crds = crds.to_str().expect("utf-8 path");
-        self.kubectl_ok(&["apply", "-f", crds]);
-        self.kubectl_ok(&[
-            "wait",
-            "--for=condition=Established",
-            "--timeout=60s",
-            "-f",
-            crds,
-        ]);
-    }
-
-    /// Runs kubectl with this cluster's kubeconfig and a private discovery cache.
+    /// Runs kubectl as the admin.
     pub fn kubectl(&self, args: &[&str]) -> Output {
-        self.command(args)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap_or_else(|e| panic!("run {}: {e}", self.kubectl.display()))
+        self.cp.kubectl(args).unwrap_or_else(|e| panic!("{e:#}"))
     }
 
-    fn command(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(&self.kubectl);
-        c.args(args)
-            .env("KUBECONFIG", &self.kubeconfig)
-            .env("KUBECACHEDIR", &self.cache_dir);
-        c
-    }
-
-    /// Runs kubectl, panics unless it succeeds, returns stdout.
+    /// Runs kubectl as the admin, panics unless it succeeds, returns stdout.
     pub fn kubectl_ok(&self, args: &[&str]) -> String {
-        let out = self.kubectl(args);
-        self.check(args, &out);
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    fn check(&self, args: &[&str], out: &Output) {
-        if !out.status.success() {
-            panic!(
-                "kubectl {} failed ({}):\nstderr: {}\nstdout: {}\n{}",
-                args.join(" "),
-                out.status,
-                String::from_utf8_lossy(&out.stderr),
-                String::from_utf8_lossy(&out.stdout),
-                self.standin_log_tail()
-            );
-        }
+        self.cp.kubectl_ok(args).unwrap_or_else(|e| panic!("{e:#}"))
     }
 
     /// `kubectl <args> -f -` with `yaml` on stdin (e.g. `apply`), returning the raw output.
     pub fn kubectl_stdin(&self, args: &[&str], yaml: &str) -> Output {
-        let mut all: Vec<&str> = args.to_vec();
-        all.extend(["-f", "-"]);
-        let mut child = self
-            .command(&all)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("run {}: {e}", self.kubectl.display()));
-        child
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(yaml.as_bytes())
-            .expect("write manifest to kubectl");
-        child.wait_with_output().expect("wait for kubectl")
+        self.cp
+            .kubectl_stdin(args, yaml)
+            .unwrap_or_else(|e| panic!("{e:#}"))
     }
 
     /// `kubectl apply -f -`; panics unless it succeeds.
     pub fn apply_yaml(&self, yaml: &str) -> String {
-        let out = self.kubectl_stdin(&["apply"], yaml);
-        if !out.status.success() {
-            panic!(
-                "kubectl apply failed ({}):\n{}\nmanifest:\n{yaml}\n{}",
-                out.status,
-                String::from_utf8_lossy(&out.stderr),
-                self.standin_log_tail()
-            );
-        }
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        self.cp.apply(yaml).unwrap_or_else(|e| panic!("{e:#}"))
     }
 
-    /// Creates a namespace `<prefix>-<unique>` and returns its name.
+    /// Creates a namespace `<prefix>-<unique>` (PodSecurity `restricted`) and returns its name.
     pub fn create_namespace(&self, prefix: &str) -> String {
         let name = format!("{prefix}-{}", unique_suffix());
-        self.kubectl_ok(&["create", "namespace", &name]);
+        self.cp
+            .create_restricted_namespace(&name)
+            .unwrap_or_else(|e| panic!("{e:#}"));
         self.namespaces.lock().unwrap().push(name.clone());
         name
     }
 
-    /// Creates namespace `name` unless it exists (it is deleted on drop against a real cluster only if
-    /// this call created it).
+    /// Creates namespace `name` (PodSecurity `restricted`) unless it exists; it is deleted at the end
+    /// only if this call created it.
     pub fn ensure_namespace(&self, name: &str) {
         if self.get("", "namespace", name).is_none() {
-            self.kubectl_ok(&["create", "namespace", name]);
+            self.cp
+                .create_restricted_namespace(name)
+                .unwrap_or_else(|e| panic!("{e:#}"));
             self.namespaces.lock().unwrap().push(name.to_string());
         }
     }
 
-    /// `kubectl get <resource> <name> -o json` in `ns` (`""`: cluster-scoped or current), `None` if absent.
+    /// `kubectl get <resource> <name> -o json` in `ns` (`""`: cluster-scoped), `None` if absent.
     pub fn get(&self, ns: &str, resource: &str, name: &str) -> Option<Value> {
         let mut args = vec!["get", resource, name, "-o", "json", "--ignore-not-found"];
         if !ns.is_empty() {
@@ -286,7 +172,8 @@ impl Cluster {
         at(&v, "/items").as_array().cloned().unwrap_or_default()
     }
 
-    /// Every child of the EventBroker `instance` (label `app.kubernetes.io/instance`), sorted by kind and name.
+    /// Every child of the resource `instance` (label `app.kubernetes.io/instance`), sorted by kind and
+    /// name.
     pub fn children(&self, ns: &str, instance: &str) -> Vec<ChildRef> {
         let mut c: Vec<ChildRef> = self
             .list(
@@ -301,142 +188,28 @@ impl Cluster {
         c
     }
 
-    /// Writes `status.runtime` of BridgeLink `ns/name` the way the bridge agent's `--report-status` does:
-    /// server-side apply on the status subresource under the field manager `edgewire-bridge`. `updated` is
-    /// set to now. Works on the stand-in and on a real cluster.
-    pub fn report_bridge_runtime(&self, ns: &str, name: &str, mut runtime: Value) {
-        let now = Command::new("date")
-            .args(["-u", "+%Y-%m-%dT%H:%M:%SZ"])
-            .output()
-            .expect("run date");
-        runtime["updated"] = Value::String(String::from_utf8_lossy(&now.stdout).trim().into());
-        let doc = serde_json::json!({
-            "apiVersion": "edgewire.dev/v1alpha1",
-            "kind": "BridgeLink",
-            "metadata": {"name": name, "namespace": ns},
-            "status": {"runtime": runtime},
-        });
-        let out = self.kubectl_stdin(
-            &[
-                "apply",
-                "--server-side",
-                "--subresource=status",
-                "--field-manager=edgewire-bridge",
-            ],
-            &doc.to_string(),
-        );
-        assert!(
-            out.status.success(),
-            "status.runtime apply failed: {}{}",
-            String::from_utf8_lossy(&out.stderr),
-            self.standin_log_tail()
-        );
-    }
-
-    /// Stands in for the StatefulSet controller and kubelet (stand-in only; a no-op on a real cluster):
-    /// every replica ready, status observed at the current generation.
-    pub fn stand_in_statefulset_ready(&self, ns: &str, name: &str) {
-        if !self.is_standin() {
-            return;
-        }
-        let sts = self.get_json(ns, "statefulset.apps", name);
-        let generation = at(&sts, "/metadata/generation").as_i64().unwrap_or(1);
-        let replicas = at(&sts, "/spec/replicas").as_i64().unwrap_or(1);
-        let patch = serde_json::json!({"status": {
-            "replicas": replicas, "readyReplicas": replicas, "availableReplicas": replicas,
-            "currentReplicas": replicas, "updatedReplicas": replicas, "observedGeneration": generation,
-        }});
-        self.kubectl_ok(&[
-            "patch",
-            "-n",
-            ns,
-            &format!("statefulset.apps/{name}"),
-            "--subresource=status",
-            "--type=merge",
-            "-p",
-            &patch.to_string(),
-        ]);
-    }
-
-    /// Stands in for the Deployment controller and kubelet (stand-in only; a no-op on a real cluster): every
-    /// replica available, `Available=True`, status observed at the current generation.
-    pub fn stand_in_deployment_ready(&self, ns: &str, name: &str) {
-        if !self.is_standin() {
-            return;
-        }
-        let d = self.get_json(ns, "deployment.apps", name);
-        let generation = at(&d, "/metadata/generation").as_i64().unwrap_or(1);
-        let replicas = at(&d, "/spec/replicas").as_i64().unwrap_or(1);
-        let patch = serde_json::json!({"status": {
-            "replicas": replicas, "readyReplicas": replicas, "availableReplicas": replicas,
-            "updatedReplicas": replicas, "observedGeneration": generation,
-            "conditions": [{"type": "Available", "status": "True", "reason": "MinimumReplicasAvailable",
-                            "message": "stood in by the e2e test"}],
-        }});
-        self.kubectl_ok(&[
-            "patch",
-            "-n",
-            ns,
-            &format!("deployment.apps/{name}"),
-            "--subresource=status",
-            "--type=merge",
-            "-p",
-            &patch.to_string(),
-        ]);
-    }
-
-    /// Stands in for readiness of every workload of EventBroker `name`: the deployed broker's StatefulSet (if
-    /// `spec.deployBroker`) and the publisher Deployment. Stand-in only.
-    pub fn stand_in_eventbroker_ready(&self, ns: &str, name: &str) {
-        if !self.is_standin() {
-            return;
-        }
-        let eb = self.get_json(ns, "eventbroker", name);
-        if let Some(kind) = at(&eb, "/spec/deployBroker/kind").as_str() {
-            self.stand_in_statefulset_ready(ns, &format!("{name}-{kind}"));
-        }
-        self.stand_in_deployment_ready(ns, &format!("{name}-publisher"));
-    }
-}
-
-fn start_standin(dir: &Path, kubeconfig: &Path) -> StandIn {
-    let script = workspace_root().join("e2e/standin/standin.py");
-    let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
-    let log = dir.join("standin.log");
-    let mut child = Command::new(&python)
-        .arg(&script)
-        .args(["--port", "0", "--kubeconfig"])
-        .arg(kubeconfig)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(File::create(&log).expect("create stand-in log"))
-        .spawn()
-        .unwrap_or_else(|e| panic!("start the stand-in ({python} {}): {e}", script.display()));
-    // The first stdout line is `READY <url>`; keep draining stdout afterwards so the pipe never fills.
-    let stdout = child.stdout.take().expect("stand-in stdout");
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut tx = Some(tx);
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if let Some(tx) = tx.take() {
-                let _ = tx.send(line);
-            }
-        }
-    });
-    match rx.recv_timeout(TIMEOUT) {
-        Ok(line) if line.starts_with("READY ") => StandIn {
-            child,
-            url: line.trim_start_matches("READY ").trim().to_string(),
-            log,
-        },
-        other => {
-            let _ = child.kill();
-            let _ = child.wait();
+    /// `kubectl wait --for=<condition> <resource> -n <ns> --timeout=<timeout>`; panics with the object's
+    /// state and `context` (e.g. an operator's log tail) unless the condition is met.
+    pub fn wait(
+        &self,
+        ns: &str,
+        resource: &str,
+        condition: &str,
+        timeout: Duration,
+        context: impl FnOnce() -> String,
+    ) {
+        let timeout = format!("--timeout={}s", timeout.as_secs());
+        let for_ = format!("--for={condition}");
+        let out = self.kubectl(&["wait", &for_, resource, "-n", ns, &timeout]);
+        if !out.status.success() {
+            let state = self
+                .kubectl(&["get", resource, "-n", ns, "-o", "yaml"])
+                .stdout;
             panic!(
-                "the API stand-in did not start (first line: {other:?}); it needs python3 with kmock 0.8 and pyyaml \
-                 (see e2e/standin/README.md). Its log:\n{}",
-                tail(&log, 40)
+                "kubectl wait --for={condition} {resource} -n {ns} failed: {}\nstate:\n{}\n{}",
+                String::from_utf8_lossy(&out.stderr),
+                String::from_utf8_lossy(&state),
+                context()
             );
         }
     }
@@ -444,28 +217,33 @@ fn start_standin(dir: &Path, kubeconfig: &Path) -> StandIn {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        if (std::thread::panicking() || std::env::var_os("EDGEWIRE_E2E_KEEP").is_some())
-            && let Some(dir) = self.dir.take()
-        {
-            eprintln!("e2e: kept logs and files in {}", dir.keep().display());
-        }
-        match &mut self.standin {
-            Some(s) => {
-                let _ = s.child.kill();
-                let _ = s.child.wait();
-            }
-            None => {
-                let namespaces = std::mem::take(&mut *self.namespaces.lock().unwrap());
-                for ns in namespaces {
-                    let _ = self.kubectl(&[
-                        "delete",
-                        "namespace",
-                        &ns,
-                        "--wait=false",
-                        "--ignore-not-found",
-                    ]);
+        let namespaces = std::mem::take(&mut *self.namespaces.lock().unwrap());
+        if std::thread::panicking() {
+            self.cp.keep_logs();
+            for ns in &namespaces {
+                let file = self.dir.join(format!("namespace-{ns}.yaml"));
+                if let Ok(out) = self
+                    .cp
+                    .kubectl(&["get", DUMP_RESOURCES, "-n", ns, "-o", "yaml"])
+                {
+                    let _ = std::fs::write(&file, [out.stdout, out.stderr].concat());
                 }
             }
+            eprintln!(
+                "e2e: this test's files and namespace dumps are in {}; the control plane's logs in {} \
+                 (both kept when the test process ends)",
+                self.dir.display(),
+                self.cp.dir().join("logs").display()
+            );
+        }
+        for ns in namespaces {
+            let _ = self.cp.kubectl(&[
+                "delete",
+                "namespace",
+                &ns,
+                "--wait=false",
+                "--ignore-not-found",
+            ]);
         }
     }
 }
