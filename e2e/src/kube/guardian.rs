@@ -31,14 +31,14 @@ done
 # First the processes the tests adopted (operators, agents: every member of this process group that is
 # neither a component nor this shell), so the kube-apiserver has no clients left when it stops.
 for f in /proc/[0-9]*/stat; do
-  read -r p _ _ _ g _ < "$f" 2>/dev/null || continue
+  read -r p _ _ _ g _ 2>/dev/null < "$f" || continue
   [ "$g" = "$$" ] && [ "$p" != "$$" ] || continue
   case " $pids " in *" $p "*) continue ;; esac
   kill -KILL "$p" 2>/dev/null
 done
 alive() { # running, not a zombie (a dead child the test process did not reap)
   st=
-  [ -r "/proc/$1/stat" ] && read -r _ _ st _ < "/proc/$1/stat" 2>/dev/null
+  [ -r "/proc/$1/stat" ] && read -r _ _ st _ 2>/dev/null < "/proc/$1/stat"
   [ -n "$st" ] && [ "$st" != Z ]
 }
 for p in $pids; do

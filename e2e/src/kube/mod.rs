@@ -47,14 +47,12 @@ use serde_json::Value;
 use crate::brokers::free_port;
 use guardian::Guardian;
 
-/// The chart release every run installs.
-pub const RELEASE_NAME: &str = "edgewire";
-/// Its namespace on the control plane the harness starts.
-pub const RELEASE_NAMESPACE: &str = "edgewire-system";
-/// Its namespace on the cluster in `KUBECONFIG` (a name of its own, next to whatever runs there).
-pub const EXTERNAL_RELEASE_NAMESPACE: &str = "edgewire-e2e";
-/// The chart's ServiceAccount (the chart's full name for release `edgewire`).
-pub const CHART_SERVICE_ACCOUNT: &str = "edgewire";
+/// The chart release on the control plane the harness starts, and its namespace (what the README
+/// tells users to type).
+pub const RELEASE: (&str, &str) = ("edgewire", "edgewire-system");
+/// The release on the cluster in `KUBECONFIG`: names of its own (its ClusterRole, ServiceAccount), next to
+/// whatever Edgewire installation runs there.
+pub const EXTERNAL_RELEASE: (&str, &str) = ("edgewire-e2e", "edgewire-e2e");
 /// Names of the fake nodes kwok manages.
 pub const NODES: &[&str] = &["kwok-node-0", "kwok-node-1", "kwok-node-2"];
 /// The default StorageClass: hostPath volumes the controller-manager provisions.
@@ -165,6 +163,7 @@ pub struct ControlPlane {
     admin_view: Value,
     kubectl: PathBuf,
     helm: PathBuf,
+    release_name: String,
     release_namespace: String,
     guardian: Guardian,
     components: Mutex<Vec<Component>>,
@@ -228,11 +227,18 @@ impl ControlPlane {
         let external = std::env::var_os("KUBECONFIG").filter(|v| !v.is_empty());
         let mut cp = ControlPlane {
             admin: dir.join("kubeconfigs/admin.kubeconfig"),
-            release_namespace: if external.is_some() {
-                EXTERNAL_RELEASE_NAMESPACE.into()
+            release_name: if external.is_some() {
+                EXTERNAL_RELEASE.0
             } else {
-                RELEASE_NAMESPACE.into()
-            },
+                RELEASE.0
+            }
+            .into(),
+            release_namespace: if external.is_some() {
+                EXTERNAL_RELEASE.1
+            } else {
+                RELEASE.1
+            }
+            .into(),
             dir,
             local: external.is_none(),
             admin_view: Value::Null,
@@ -284,11 +290,37 @@ impl ControlPlane {
         }
         std::fs::write(&self.admin, &out.stdout).map_err(|e| (step, e.into()))?;
         self.admin_view = self.read_admin_view().map_err(|e| (step, e))?;
+        let step = "install the chart (helm)";
+        self.create_restricted_namespace(&self.release_namespace.clone())
+            .map_err(|e| (step, e))?;
         // Were an image of the operator to run there, it watches only its own namespace, which holds no
         // test resources: the tests' operators do not compete with it.
         let watch = format!("watchNamespace={}", self.release_namespace);
-        self.install_chart(&["upgrade", "--install", "--set", &watch])
-            .map_err(|e| ("install the chart (helm)", e))
+        let mut args = vec!["upgrade", "--install", "--set", &watch];
+        // CRDs another release installed stay that release's (helm refuses to adopt them).
+        let crd = self
+            .kubectl_ok(&[
+                "get",
+                "crd",
+                edgewire_crd_names()[0],
+                "-o",
+                "json",
+                "--ignore-not-found",
+            ])
+            .map_err(|e| (step, e))?;
+        let theirs = !crd.trim().is_empty() && {
+            let crd: Value = serde_json::from_str(&crd).map_err(|e| (step, e.into()))?;
+            let annotations = &crd["metadata"]["annotations"];
+            annotations["meta.helm.sh/release-name"] != self.release_name.as_str()
+                || annotations["meta.helm.sh/release-namespace"] != self.release_namespace.as_str()
+        };
+        if theirs {
+            eprintln!(
+                "e2e: the Edgewire CRDs in KUBECONFIG's cluster belong to another installation; using them"
+            );
+            args.extend(["--set", "crds.install=false"]);
+        }
+        self.install_chart(&args).map_err(|e| (step, e))
     }
 
     /// Builds (if needed) and starts every component, installs the chart, creates nodes and storage.
@@ -668,9 +700,14 @@ impl ControlPlane {
     /// `helm <verb...> edgewire charts/edgewire -n <release namespace>`.
     fn install_chart(&self, verb: &[&str]) -> anyhow::Result<()> {
         let chart = workspace_root().join("charts/edgewire");
-        let chart = chart.to_string_lossy();
+        let chart = chart.to_string_lossy().into_owned();
         let mut args: Vec<&str> = verb.to_vec();
-        args.extend([RELEASE_NAME, &chart, "--namespace", &self.release_namespace]);
+        args.extend([
+            self.release_name.as_str(),
+            chart.as_str(),
+            "--namespace",
+            self.release_namespace.as_str(),
+        ]);
         let out = self.helm(&args)?;
         if !out.status.success() {
             bail!(
@@ -743,6 +780,17 @@ impl ControlPlane {
     /// The chart's release namespace (where its ServiceAccount, Role and Deployment live).
     pub fn release_namespace(&self) -> &str {
         &self.release_namespace
+    }
+
+    /// The chart's release name, which is also the name of its Deployment, ServiceAccount and ClusterRole
+    /// (the chart's full name is the release name when that contains `edgewire`).
+    pub fn release_name(&self) -> &str {
+        &self.release_name
+    }
+
+    /// The chart's ServiceAccount, what the operator runs as.
+    pub fn chart_service_account(&self) -> &str {
+        &self.release_name
     }
 
     /// `kubectl` with the admin kubeconfig and a discovery cache shared by the run.
@@ -882,8 +930,11 @@ impl ControlPlane {
     pub fn operator_kubeconfig(&self) -> anyhow::Result<PathBuf> {
         self.operator_kubeconfig
             .get_or_init(|| {
-                self.service_account_kubeconfig(&self.release_namespace, CHART_SERVICE_ACCOUNT)
-                    .map_err(|e| format!("{e:#}"))
+                self.service_account_kubeconfig(
+                    &self.release_namespace,
+                    self.chart_service_account(),
+                )
+                .map_err(|e| format!("{e:#}"))
             })
             .clone()
             .map_err(|e| anyhow::anyhow!("{e}"))

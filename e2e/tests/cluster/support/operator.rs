@@ -164,6 +164,11 @@ impl Operator {
         self.child.id()
     }
 
+    /// Its log file (JSON lines, stdout and stderr).
+    pub fn log_path(&self) -> &std::path::Path {
+        &self.log
+    }
+
     /// The whole log (JSON lines, stdout and stderr).
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
