@@ -4,7 +4,8 @@ TOOLS ?= $(HOME)/.cache/edgewire/bin
 export EDGEWIRE_TOOLS := $(TOOLS)
 export PATH := $(TOOLS):/usr/sbin:/sbin:$(PATH)
 CARGO ?= cargo
-# The suite starts its own brokers and API stand-in; test threads per binary stay low on small machines.
+# The suite starts its own brokers and Kubernetes control plane; test threads per binary stay low on small
+# machines.
 TEST_THREADS ?= 2
 
 .PHONY: help deps build test unit e2e crds render run demo bench lint fmt image image-test clean
@@ -12,7 +13,7 @@ TEST_THREADS ?= 2
 help: ## this list
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
 
-deps: ## install brokers, build libraries, Python tools, kubectl and helm (Debian/Ubuntu, idempotent)
+deps: ## install brokers, build libraries, Python tools, kubectl and helm; build the e2e control plane (idempotent)
 	@bash hack/deps.sh
 
 build: ## build every binary (debug)
@@ -22,12 +23,11 @@ lint: ## rustfmt check and clippy with warnings denied
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
-test: deps lint build ## everything CI runs: lint, unit, controller, broker, chart and end-to-end (stand-in) tests
+test: deps lint build ## everything CI runs: lint, unit, controller, broker, chart and end-to-end tests
 	env -u KUBECONFIG $(CARGO) test --workspace -- --test-threads=$(TEST_THREADS)
-	python3 -m pytest -q e2e/standin
 	bash hack/test-chart.sh
 
-e2e: deps build ## end-to-end suite: against the cluster in KUBECONFIG when set, else the in-memory stand-in
+e2e: deps build ## end-to-end suite on the control plane it starts (etcd, kube-apiserver, KCM, scheduler, kwok), or on the cluster in KUBECONFIG
 	bash hack/e2e.sh --test-threads=$(TEST_THREADS)
 
 crds: ## regenerate crds/ and the chart's CRD templates from the api crate
@@ -39,7 +39,7 @@ render: ## print what the operator would apply for a file: make render F=config/
 run: ## run the operator against the cluster in KUBECONFIG (text logs)
 	$(CARGO) run -p edgewire-operator -- --log-format text run --http-addr 127.0.0.1:8081
 
-demo: deps build ## a guided tour on the stand-in API: apply a sample, watch it become Ready, publish an event
+demo: deps build ## a guided tour on a real control plane: apply a sample, watch it become Ready, publish an event
 	@bash hack/demo.sh
 
 bench: deps ## performance figures, each a ratio taken in this run (loopback only, bounded)

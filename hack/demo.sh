@@ -1,56 +1,67 @@
 #!/usr/bin/env bash
-# make demo: a guided tour without a cluster. Starts the in-memory API stand-in and the real operator,
-# applies a sample with kubectl, stands in for the kubelet so the workloads report ready, waits for
-# Ready like a user would, then sends a CloudEvent through a real publisher into a real NATS server.
+# make demo: a guided tour on a real Kubernetes control plane without a container runtime. Starts etcd,
+# kube-apiserver, kube-controller-manager, kube-scheduler and kwok (built by `make deps`, hack/kube/build.sh),
+# with the chart installed by helm; runs the real operator under the chart's ServiceAccount; applies a
+# sample with kubectl and waits for Ready like a user would (the real controllers and kwok make the
+# workloads ready: no pod runs code), then sends a CloudEvent through a real publisher into a real NATS.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TOOLS="${EDGEWIRE_TOOLS:-$HOME/.cache/edgewire/bin}"
-export PATH="$TOOLS:/usr/sbin:$PATH"
+export PATH="$TOOLS:/usr/sbin:$PATH" EDGEWIRE_TOOLS="$TOOLS"
 TARGET="${CARGO_TARGET_DIR:-$PWD/target}"
 OPERATOR="$TARGET/debug/edgewire-operator"
 AGENT="$TARGET/debug/edgewire-agent"
-[ -x "$OPERATOR" ] && [ -x "$AGENT" ] || { echo "build first: make build"; exit 1; }
+CONTROL_PLANE="$TARGET/debug/control-plane"
+[ -x "$OPERATOR" ] && [ -x "$AGENT" ] && [ -x "$CONTROL_PLANE" ] || { echo "build first: make build"; exit 1; }
 command -v kubectl >/dev/null || { echo "kubectl missing: make deps"; exit 1; }
 
 work=$(mktemp -d)
 pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  exec {cp_in}>&- 2>/dev/null || true  # the control plane stops when its stdin closes
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
 trap cleanup EXIT
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
-say "Starting the in-memory Kubernetes API stand-in"
-export KUBECONFIG="$work/kubeconfig" KUBECACHEDIR="$work/kube-cache"
-python3 e2e/standin/standin.py --port 0 --kubeconfig "$KUBECONFIG" > "$work/standin.out" 2> "$work/standin.log" &
+say "Starting a Kubernetes control plane: etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kwok"
+mkfifo "$work/cp.in"
+env -u KUBECONFIG "$CONTROL_PLANE" < "$work/cp.in" > "$work/cp.out" 2> "$work/cp.log" &
 pids+=($!)
-for _ in $(seq 100); do grep -q READY "$work/standin.out" 2>/dev/null && break; sleep 0.1; done
-grep READY "$work/standin.out"
+exec {cp_in}> "$work/cp.in"
+for _ in $(seq 1200); do grep -qx READY "$work/cp.out" 2>/dev/null && break; kill -0 "${pids[0]}" 2>/dev/null || break; sleep 0.1; done
+grep -qx READY "$work/cp.out" || { cat "$work/cp.log"; exit 1; }
+cat "$work/cp.log"
+# shellcheck disable=SC1090
+. <(grep = "$work/cp.out" | sed 's/^/export /')
+export KUBECACHEDIR="$work/kube-cache"
+kubectl get nodes
 
-say "kubectl apply -f crds/"
-kubectl apply -f crds/
-kubectl wait --for=condition=Established crd --all --timeout=30s
+say "The chart is installed the way users install it (helm install, CRDs from the chart)"
+helm --kubeconfig "$KUBECONFIG" list -n "$RELEASE_NAMESPACE"
+kubectl get crd -l app.kubernetes.io/managed-by=Helm
+kubectl -n "$RELEASE_NAMESPACE" wait --for=condition=Available deployment --all --timeout=60s >/dev/null
+kubectl -n "$RELEASE_NAMESPACE" get deployment,pods -o wide
+echo "(kwok reports the chart's operator pods Running: no container runtime here, they run no code)"
 
-say "Starting edgewire-operator (logs: $work/operator.log)"
+say "Starting edgewire-operator as the chart's ServiceAccount (logs: $work/operator.log)"
 op_port=$(free_port)
-"$OPERATOR" --log-format text run --http-addr "127.0.0.1:$op_port" --lease-namespace default --identity demo \
-  > "$work/operator.log" 2>&1 &
+KUBECONFIG="$OPERATOR_KUBECONFIG" "$OPERATOR" --log-format text run --http-addr "127.0.0.1:$op_port" \
+  --lease-namespace "$RELEASE_NAMESPACE" --identity demo --watch-namespace factory > "$work/operator.log" 2>&1 &
 pids+=($!)
 
 say "kubectl apply -f config/samples/eventbroker-nats-deployed.yaml"
 kubectl create namespace factory >/dev/null
+kubectl label namespace factory pod-security.kubernetes.io/enforce=restricted >/dev/null
 kubectl apply -f config/samples/eventbroker-nats-deployed.yaml
-for _ in $(seq 100); do kubectl -n factory get deploy nats-deployed-publisher >/dev/null 2>&1 && break; sleep 0.2; done
-kubectl -n factory get statefulsets,deployments,services,secrets
-
-say "No kubelet here: standing in for it by marking the workloads ready"
-kubectl -n factory patch statefulset nats-deployed-nats --subresource=status --type=merge \
-  -p '{"status":{"replicas":3,"readyReplicas":3,"availableReplicas":3,"observedGeneration":1}}' >/dev/null
-kubectl -n factory patch deployment nats-deployed-publisher --subresource=status --type=merge \
-  -p '{"status":{"replicas":2,"readyReplicas":2,"availableReplicas":2,"updatedReplicas":2,"observedGeneration":1,"conditions":[{"type":"Available","status":"True","reason":"demo","message":"stood in"}]}}' >/dev/null
 
 say "kubectl wait --for=condition=Ready eventbroker/nats-deployed"
-kubectl -n factory wait --for=condition=Ready eventbroker/nats-deployed --timeout=60s
+kubectl -n factory wait --for=condition=Ready eventbroker/nats-deployed --timeout=120s
 kubectl get edgewire -A
+kubectl -n factory get statefulsets,deployments,pods,pvc,services
 
 say "The publisher's configuration, as the operator rendered it"
 kubectl -n factory get deployment nats-deployed-publisher -o json | python3 -c '
@@ -83,4 +94,4 @@ for _ in $(seq 50); do [ -s "$work/tail.out" ] && break; sleep 0.1; done
 echo "edgewire-agent tail saw:"
 cat "$work/tail.out"
 
-say "Done. Everything ran on loopback and is cleaned up now."
+say "Done. Everything ran on loopback and is cleaned up now (control plane included)."

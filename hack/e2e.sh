@@ -1,23 +1,29 @@
 #!/usr/bin/env bash
-# End-to-end suite: the real edgewire-operator binary driven with kubectl, against the cluster in
-# $KUBECONFIG when set, else against the in-memory API stand-in (e2e/standin) each test starts itself.
+# End-to-end suite: the real edgewire-operator (and edgewire-agent) binaries driven with kubectl and helm,
+# in one test binary (e2e/tests/cluster) that starts one Kubernetes control plane for the run: etcd,
+# kube-apiserver, kube-controller-manager, kube-scheduler and kwok, built by hack/kube/build.sh (make deps),
+# with the chart installed by helm. With $KUBECONFIG set it uses that cluster instead.
 #
-#   hack/e2e.sh                      # every e2e_* test
-#   hack/e2e.sh leader --nocapture   # arguments go to the test binaries (filter, --nocapture, ...)
+#   hack/e2e.sh                      # every scenario
+#   hack/e2e.sh leader --nocapture   # arguments go to the test binary (filter, --nocapture, ...)
 #
-# It builds the operator on its own (`-p`) and runs a private copy of it, so a concurrent build that relinks
-# target/debug/edgewire-operator cannot swap the binary under a running suite. EDGEWIRE_OPERATOR_BIN, when
-# set, is used as is. EDGEWIRE_E2E_KEEP=1 keeps each test's logs (stand-in, operators) in /tmp.
+# It builds the operator and the agent on their own (`-p`) and runs private copies of them, so a concurrent
+# build that relinks target/debug/* cannot swap a binary under a running suite. EDGEWIRE_OPERATOR_BIN and
+# EDGEWIRE_AGENT_BIN, when set, are used as they are. EDGEWIRE_E2E_KEEP=1 keeps the control plane's logs and
+# every test's files (kept anyway when a test fails; the path is printed).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo="${CARGO:-cargo}"
 
-if [[ -z "${EDGEWIRE_OPERATOR_BIN:-}" ]]; then
-  "$cargo" build -p edgewire-operator
-  target="${CARGO_TARGET_DIR:-target}"
-  bin_dir="$(mktemp -d)"
-  trap 'rm -rf "$bin_dir"' EXIT
-  cp "$target/debug/edgewire-operator" "$bin_dir/edgewire-operator"
-  export EDGEWIRE_OPERATOR_BIN="$bin_dir/edgewire-operator"
-fi
-"$cargo" test -p edgewire-e2e --test 'e2e_*' -- "$@"
+bin_dir="$(mktemp -d)"
+trap 'rm -rf "$bin_dir"' EXIT
+target="${CARGO_TARGET_DIR:-target}"
+for pkg in operator agent; do
+  var="EDGEWIRE_$(tr a-z A-Z <<<"$pkg")_BIN"
+  if [[ -z "${!var:-}" ]]; then
+    "$cargo" build -p "edgewire-$pkg"
+    cp "$target/debug/edgewire-$pkg" "$bin_dir/edgewire-$pkg"
+    export "$var=$bin_dir/edgewire-$pkg"
+  fi
+done
+"$cargo" test -p edgewire-e2e --test cluster -- "$@"

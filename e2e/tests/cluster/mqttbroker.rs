@@ -1,11 +1,37 @@
-//! MqttBroker end to end: the real operator binary and kubectl. A builtin MqttBroker reaches Ready once its
-//! StatefulSet is (stood in as) ready; rotating one user's Secret changes `status.credentialsRevision` but
-//! not the pod template: the sidecar reloads Mosquitto in place instead of rolling the pod.
+//! MqttBroker end to end: the real operator binary and kubectl. A builtin MqttBroker reaches Ready once the
+//! StatefulSet controller and kwok made its pod ready; rotating one user's Secret changes
+//! `status.credentialsRevision` and that user's line of the rendered password file, which a real Mosquitto
+//! then accepts with the new password and refuses with the old, but not the pod template: the sidecar
+//! reloads Mosquitto in place instead of rolling the pod.
 
-mod support;
-
+use crate::support::{
+    Cluster, Operator, TIMEOUT, at, condition_status, mqtt_connack, status_summary, str_at,
+    wait_for,
+};
+use base64::Engine;
+use edgewire_e2e::brokers::{BrokerProcess, Kind};
 use std::time::Duration;
-use support::{Cluster, Operator, at, condition_status, status_summary, str_at, wait_for};
+
+/// The `passwd` file of the broker's config Secret.
+fn passwd(cluster: &Cluster, ns: &str) -> String {
+    let config = cluster.get_json(ns, "secret", "workers-mosquitto");
+    let b64 = at(&config, "/data/passwd")
+        .as_str()
+        .unwrap_or_else(|| panic!("no passwd in Secret workers-mosquitto: {config}"));
+    String::from_utf8(
+        base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .expect("base64"),
+    )
+    .expect("UTF-8")
+}
+
+/// The line of `user` in a Mosquitto password file.
+fn passwd_line<'a>(file: &'a str, user: &str) -> &'a str {
+    file.lines()
+        .find(|l| l.starts_with(&format!("{user}:")))
+        .unwrap_or_else(|| panic!("no line for {user} in the password file:\n{file}"))
+}
 
 fn manifest(ns: &str) -> String {
     format!(
@@ -53,16 +79,13 @@ fn builtin_mqttbroker_becomes_ready_and_rotation_reloads_instead_of_rolling() {
     .unwrap();
     assert!(at(&generated, "/data/password").is_string());
 
-    cluster.stand_in_statefulset_ready(&ns, "workers");
-    let out = cluster.kubectl_ok(&[
-        "-n",
+    cluster.wait(
         &ns,
-        "wait",
-        "--for=condition=Ready",
         "mqttbroker/workers",
-        "--timeout=60s",
-    ]);
-    assert!(out.contains("condition met"), "{out}");
+        "condition=Ready",
+        TIMEOUT,
+        || op.log_tail(),
+    );
     let table = cluster.kubectl_ok(&["-n", &ns, "get", "mqb"]);
     assert!(
         table.contains("builtin") && table.contains(&format!("workers.{ns}.svc:1883")),
@@ -75,6 +98,7 @@ fn builtin_mqttbroker_becomes_ready_and_rotation_reloads_instead_of_rolling() {
         "{users}"
     );
     let revision = str_at(&mqb, "/status/credentialsRevision").to_string();
+    let passwd_before = passwd(&cluster, &ns);
     let template = at(
         &cluster.get_json(&ns, "statefulset", "workers"),
         "/spec/template",
@@ -117,6 +141,36 @@ fn builtin_mqttbroker_becomes_ready_and_rotation_reloads_instead_of_rolling() {
         template, after,
         "rotating a user's password rolled the broker pod"
     );
-    let config = cluster.get_json(&ns, "secret", "workers-mosquitto");
-    assert!(at(&config, "/data/passwd").is_string());
+    let passwd_after = passwd(&cluster, &ns);
+    assert_ne!(
+        passwd_line(&passwd_after, "pool-a"),
+        passwd_line(&passwd_before, "pool-a"),
+        "pool-a's password changed, its line in the password file did not"
+    );
+    assert_eq!(
+        passwd_line(&passwd_after, "pool-b"),
+        passwd_line(&passwd_before, "pool-b"),
+        "pool-b's password did not change, its line did"
+    );
+    // The file the sidecar makes Mosquitto reload takes the new password and refuses the old one.
+    let mosquitto = BrokerProcess::start(
+        Kind::Mosquitto,
+        "listener {port} 127.0.0.1\nallow_anonymous false\npassword_file {dir}/passwd\n",
+        &[("passwd", passwd_after.as_bytes())],
+    )
+    .expect("mosquitto with the rendered password file");
+    assert_eq!(
+        mqtt_connack(
+            mosquitto.port(),
+            "new",
+            Some(("pool-a", "rotated-password"))
+        ),
+        Ok(0),
+        "the rotated password is refused"
+    );
+    let old = mqtt_connack(mosquitto.port(), "old", Some(("pool-a", "first-password")));
+    assert!(
+        matches!(old, Ok(4 | 5)),
+        "the old password is not refused: {old:?}"
+    );
 }

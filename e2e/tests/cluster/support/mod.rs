@@ -1,16 +1,18 @@
-//! Shared support of the `e2e_*` tests: an API server ([`Cluster`]: a real cluster when `KUBECONFIG` is
-//! set, else the in-memory stand-in in `e2e/standin/`), the real `edgewire-operator` binary as a process
-//! ([`Operator`]), `kubectl` helpers, and polling.
+//! Shared support of the end-to-end tests: the control plane ([`Cluster`]: the one this test binary
+//! starts, or the cluster in `KUBECONFIG`), the real `edgewire-operator` binary as a process
+//! ([`Operator`]) under the chart's ServiceAccount, the `edgewire-agent` binary, `kubectl` helpers, and
+//! polling.
 //!
 //! Everything goes through the same tools users use: `kubectl` (JSON output parsed with serde_json) and
 //! the operator's own `/metrics` endpoint (a plain HTTP GET over a `TcpStream`).
 
-// Each test file compiles this module on its own and uses a part of it.
+// Not every helper is used by every scenario.
 #![allow(dead_code)]
 
 pub mod cluster;
 pub mod manifests;
 pub mod operator;
+pub mod pod;
 
 pub use cluster::Cluster;
 pub use operator::Operator;
@@ -24,12 +26,41 @@ pub const TIMEOUT: Duration = Duration::from_secs(60);
 /// How often [`wait_for`] looks again.
 pub const POLL: Duration = Duration::from_millis(200);
 
-/// The workspace root (the parent of the `e2e` crate).
-pub fn workspace_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("e2e crate has a parent directory")
-        .to_path_buf()
+pub use edgewire_e2e::kube::workspace_root;
+
+/// A binary of the workspace's debug build: `$<env>`, else `$CARGO_TARGET_DIR/debug/<name>`, else
+/// `<workspace>/target/debug/<name>`.
+fn workspace_bin(env: &str, name: &str, package: &str) -> PathBuf {
+    if let Some(p) = std::env::var_os(env).filter(|p| !p.is_empty()) {
+        let p = PathBuf::from(p);
+        assert!(p.is_file(), "{env}={} does not exist", p.display());
+        return p;
+    }
+    let target = match std::env::var_os("CARGO_TARGET_DIR").filter(|p| !p.is_empty()) {
+        Some(t) => workspace_root().join(t), // join keeps an absolute path as is
+        None => workspace_root().join("target"),
+    };
+    let p = target.join("debug").join(name);
+    assert!(
+        p.is_file(),
+        "{} not found: run `cargo build -p {package}` first",
+        p.display()
+    );
+    p
+}
+
+/// The operator binary (`$EDGEWIRE_OPERATOR_BIN`, else the debug build).
+pub fn operator_bin() -> PathBuf {
+    workspace_bin(
+        "EDGEWIRE_OPERATOR_BIN",
+        "edgewire-operator",
+        "edgewire-operator",
+    )
+}
+
+/// The agent binary (`$EDGEWIRE_AGENT_BIN`, else the debug build).
+pub fn agent_bin() -> PathBuf {
+    workspace_bin("EDGEWIRE_AGENT_BIN", "edgewire-agent", "edgewire-agent")
 }
 
 /// Polls `f` every [`POLL`] until it returns `Ok`, for at most `timeout`. The error names `what` and the
@@ -153,4 +184,50 @@ pub fn keys(children: &[ChildRef]) -> Vec<String> {
     let mut k: Vec<String> = children.iter().map(ChildRef::key).collect();
     k.sort();
     k
+}
+
+/// The return code of the CONNACK an MQTT 3.1.1 broker on 127.0.0.1:`port` answers to a CONNECT with
+/// `login` (user name and password; `None`: anonymous): 0 accepted, 4 bad user name or password, 5 not
+/// authorized.
+pub fn mqtt_connack(port: u16, client_id: &str, login: Option<(&str, &str)>) -> Result<u8, String> {
+    use std::io::{Read, Write};
+    fn field(out: &mut Vec<u8>, s: &str) {
+        out.extend_from_slice(&(s.len() as u16).to_be_bytes());
+        out.extend_from_slice(s.as_bytes());
+    }
+    // Protocol "MQTT" level 4; flags: clean session (+ user name and password); keep-alive 60 s.
+    let flags = if login.is_some() { 0xC2 } else { 0x02 };
+    let mut body = vec![0x00, 0x04, b'M', b'Q', b'T', b'T', 0x04, flags, 0x00, 0x3c];
+    field(&mut body, client_id);
+    if let Some((username, password)) = login {
+        field(&mut body, username);
+        field(&mut body, password);
+    }
+    let mut packet = vec![0x10];
+    let mut len = body.len();
+    loop {
+        let mut byte = (len % 128) as u8;
+        len /= 128;
+        if len > 0 {
+            byte |= 0x80;
+        }
+        packet.push(byte);
+        if len == 0 {
+            break;
+        }
+    }
+    packet.extend(body);
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))
+        .map_err(|e| format!("connect 127.0.0.1:{port}: {e}"))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .map_err(|e| e.to_string())?;
+    s.write_all(&packet)
+        .map_err(|e| format!("send CONNECT: {e}"))?;
+    let mut ack = [0u8; 4];
+    s.read_exact(&mut ack)
+        .map_err(|e| format!("read CONNACK: {e}"))?;
+    if ack[..2] != [0x20, 0x02] {
+        return Err(format!("not a CONNACK: {ack:?}"));
+    }
+    Ok(ack[3])
 }

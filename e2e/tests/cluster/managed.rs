@@ -1,13 +1,11 @@
-//! Managed clouds end to end: the real operator binary, kubectl and the Kubernetes stand-in (or a real
-//! cluster), with AWS played by a real `moto_server` on loopback. An EventBroker with the `aws_sns` adapter,
+//! Managed clouds end to end: the real operator binary, kubectl and the control plane, with AWS played by a
+//! real `moto_server` on loopback. An EventBroker with the `aws_sns` adapter,
 //! `provision: true` and `deletionPolicy: Delete` gets its four topics (TopicsReady, status.topics); deleting
 //! it deletes them.
 
-mod support;
-
+use crate::support::{Cluster, Operator, condition_status, status_summary};
 use edgewire_e2e::brokers::{BrokerProcess, Kind};
 use serde_json::Value;
-use support::{Cluster, Operator, condition_status, status_summary};
 
 /// Topic ARNs moto has, through its query API (no AWS SDK among this crate's dependencies).
 fn moto_topics(url: &str) -> Vec<String> {

@@ -1,19 +1,18 @@
 //! The publisher end to end: an EventBroker for each self-hosted adapter, applied with kubectl, yields a
 //! publisher Deployment whose environment is exactly the `EVENT_BROKER_*` set the agent reads. The test
 //! then runs `edgewire-agent publisher` with that environment (Secret values resolved from the API, as the
-//! kubelet would) against a real broker, POSTs a CloudEvent, and an independent subscriber receives it.
+//! kubelet would; a reference to a missing Secret or key fails the test) against a real broker, POSTs a
+//! CloudEvent, and an independent subscriber receives it. The MQTT broker refuses anonymous clients and
+//! wrong passwords, and the publisher rendered from a Secret with a wrong password is refused.
 
-mod support;
-
+use crate::support::{Cluster, Operator, agent_bin, at, mqtt_connack, str_at, wait_for};
 use base64::Engine;
 use edgewire_e2e::brokers::{BrokerProcess, Kind, free_port};
 use futures::StreamExt;
 use serde_json::Value;
 use std::io::{Read, Write};
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
-use support::{Cluster, Operator, at, str_at, wait_for};
 
 /// Every variable `edgewire-agent publisher` reads (agent/src/config/env.rs).
 const AGENT_READS: &[&str] = &[
@@ -52,58 +51,64 @@ const AGENT_READS: &[&str] = &[
     "EVENT_BROKER_MQTT_CLIENT_KEY_FILE",
 ];
 
-fn agent_bin() -> PathBuf {
-    if let Ok(p) = std::env::var("EDGEWIRE_AGENT_BIN") {
-        return PathBuf::from(p);
-    }
-    let target = std::env::var("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| support::workspace_root().join("target"));
-    let bin = target.join("debug/edgewire-agent");
-    assert!(
-        bin.exists(),
-        "{} missing: run `cargo build -p edgewire-agent`",
-        bin.display()
-    );
-    bin
-}
-
-/// Applies `yaml`, waits for the publisher Deployment, and returns its container env with every
-/// `secretKeyRef` resolved from the API (what the kubelet would hand the container).
-fn rendered_env(cluster: &Cluster, ns: &str, eb: &str, yaml: &str) -> Vec<(String, String)> {
+/// Applies `yaml` and waits for the publisher Deployment.
+fn apply_and_get_publisher(cluster: &Cluster, ns: &str, eb: &str, yaml: &str) -> Value {
     cluster.apply_yaml(yaml);
-    let deploy = wait_for("the publisher Deployment", Duration::from_secs(60), || {
+    wait_for("the publisher Deployment", Duration::from_secs(60), || {
         cluster
             .get(ns, "deployment", &format!("{eb}-publisher"))
             .ok_or_else(|| "not yet".to_string())
     })
-    .unwrap();
-    let env = at(&deploy, "/spec/template/spec/containers/0/env")
+    .unwrap()
+}
+
+/// The container env of `deploy` with every `secretKeyRef` resolved from the API, as the kubelet would
+/// hand it to the container: a reference to a Secret or key that does not exist is what keeps the kubelet
+/// from starting the container, so it fails the test.
+fn resolve_env(cluster: &Cluster, ns: &str, deploy: &Value) -> Vec<(String, String)> {
+    let env = at(deploy, "/spec/template/spec/containers/0/env")
         .as_array()
-        .cloned()
-        .unwrap_or_default();
+        .unwrap_or_else(|| panic!("the publisher has no env: {deploy}"));
     env.iter()
         .map(|e| {
             let name = str_at(e, "/name").to_string();
-            let value = match e.get("value") {
-                Some(v) => v.as_str().unwrap_or_default().to_string(),
-                None => {
-                    let secret = str_at(e, "/valueFrom/secretKeyRef/name");
-                    let key = str_at(e, "/valueFrom/secretKeyRef/key");
-                    let s = cluster.get_json(ns, "secret", secret);
-                    let b64 = at(
-                        &s,
-                        &format!("/data/{}", key.replace('~', "~0").replace('/', "~1")),
-                    );
-                    let raw = base64::engine::general_purpose::STANDARD
-                        .decode(b64.as_str().unwrap_or_default())
-                        .unwrap();
-                    String::from_utf8(raw).unwrap()
-                }
+            let value = if let Some(v) = e.get("value") {
+                v.as_str()
+                    .unwrap_or_else(|| panic!("env {name}: value is not a string: {e}"))
+                    .to_string()
+            } else {
+                let secret = str_at(e, "/valueFrom/secretKeyRef/name");
+                let key = str_at(e, "/valueFrom/secretKeyRef/key");
+                assert!(
+                    !secret.is_empty() && !key.is_empty(),
+                    "env {name}: neither a value nor a secretKeyRef: {e}"
+                );
+                let s = cluster.get(ns, "secret", secret).unwrap_or_else(|| {
+                    panic!("env {name} references Secret {ns}/{secret}, which does not exist")
+                });
+                let b64 = at(
+                    &s,
+                    &format!("/data/{}", key.replace('~', "~0").replace('/', "~1")),
+                )
+                .as_str()
+                .unwrap_or_else(|| {
+                    panic!("env {name} references key {key:?} of Secret {secret}, which it does not hold")
+                });
+                let raw = base64::engine::general_purpose::STANDARD
+                    .decode(b64)
+                    .unwrap_or_else(|e| panic!("Secret {secret} key {key}: not base64: {e}"));
+                String::from_utf8(raw)
+                    .unwrap_or_else(|e| panic!("Secret {secret} key {key}: not UTF-8: {e}"))
             };
             (name, value)
         })
         .collect()
+}
+
+/// Applies `yaml`, waits for the publisher Deployment, and returns its resolved env ([`resolve_env`]).
+fn rendered_env(cluster: &Cluster, ns: &str, eb: &str, yaml: &str) -> Vec<(String, String)> {
+    let deploy = apply_and_get_publisher(cluster, ns, eb, yaml);
+    resolve_env(cluster, ns, &deploy)
 }
 
 struct Agent(Child, String);
@@ -115,8 +120,26 @@ impl Drop for Agent {
     }
 }
 
+/// Starts the agent with exactly `env` (only the listen address moved to a free loopback port) and waits
+/// until it is ready.
+fn start_publisher(cluster: &Cluster, env: &[(String, String)]) -> Agent {
+    let mut agent = spawn_publisher(cluster, env);
+    let addr = agent.1.clone();
+    wait_for("the publisher to be ready", Duration::from_secs(60), || {
+        if let Ok(Some(st)) = agent.0.try_wait() {
+            panic!("publisher exited: {st}");
+        }
+        match http(&addr, "GET", "/readyz", &[], "") {
+            Ok((200, _)) => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .unwrap();
+    agent
+}
+
 /// Starts the agent with exactly `env` (only the listen address moved to a free loopback port).
-fn start_publisher(env: &[(String, String)]) -> Agent {
+fn spawn_publisher(cluster: &Cluster, env: &[(String, String)]) -> Agent {
     let port = free_port();
     let mut cmd = Command::new(agent_bin());
     cmd.arg("publisher")
@@ -132,26 +155,14 @@ fn start_publisher(env: &[(String, String)]) -> Agent {
             },
         );
     }
+    cluster.control_plane().adopt(&mut cmd);
     let child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
         .unwrap();
-    let addr = format!("127.0.0.1:{port}");
-    let mut agent = Agent(child, addr.clone());
-    wait_for("the publisher to be ready", Duration::from_secs(60), || {
-        if let Ok(Some(st)) = agent.0.try_wait() {
-            panic!("publisher exited: {st}");
-        }
-        match http(&addr, "GET", "/readyz", &[], "") {
-            Ok((200, _)) => Ok(()),
-            other => Err(format!("{other:?}")),
-        }
-    })
-    .unwrap();
-    agent.1 = addr;
-    agent
+    Agent(child, format!("127.0.0.1:{port}"))
 }
 
 /// A minimal HTTP/1.1 client: status code and body.
@@ -265,7 +276,7 @@ fn nats_jetstream_with_token() {
             "EVENT_BROKER_NATS_JETSTREAM",
         ],
     );
-    let agent = start_publisher(&env);
+    let agent = start_publisher(&cluster, &env);
     rt().block_on(async {
         let client = async_nats::ConnectOptions::with_token("e2e-t0ken".into())
             .connect(format!("127.0.0.1:{}", nats.port()))
@@ -309,7 +320,7 @@ fn redis_with_url_secret() {
     );
     let env = rendered_env(&cluster, &ns, "events", &yaml);
     assert_env_contract(&env, "redis", &["EVENT_BROKER_REDIS_URL"]);
-    let agent = start_publisher(&env);
+    let agent = start_publisher(&cluster, &env);
     rt().block_on(async {
         let client = redis::Client::open(url.as_str()).unwrap();
         let mut pubsub = client.get_async_pubsub().await.unwrap();
@@ -328,17 +339,53 @@ fn redis_with_url_secret() {
     });
 }
 
+/// `mosquitto_passwd -b -c`: a Mosquitto password file with one user.
+fn mosquitto_password_file(user: &str, password: &str) -> Vec<u8> {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("passwd");
+    let out = Command::new("mosquitto_passwd")
+        .arg("-b")
+        .arg("-c")
+        .arg(&file)
+        .args([user, password])
+        .output()
+        .expect("mosquitto_passwd (Debian package `mosquitto`) must be installed: run `make deps`");
+    assert!(
+        out.status.success(),
+        "mosquitto_passwd: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::read(file).unwrap()
+}
+
+/// Against a Mosquitto that refuses anonymous clients and wrong passwords: the publisher rendered with the
+/// user and password of the Secret connects and delivers; once the Secret holds a wrong password, the
+/// publisher rendered from it is refused by the broker (its readiness says so) and accepts no event.
 #[test]
 fn mqtt_with_user_password() {
+    const PASSWORD: &str = "e2e-mqtt-pa55";
     let (cluster, _op, ns) = setup("pub-mqtt");
-    let mosquitto = BrokerProcess::start_default(Kind::Mosquitto).expect("mosquitto");
+    let mosquitto = BrokerProcess::start(
+        Kind::Mosquitto,
+        "listener {port} 127.0.0.1\nallow_anonymous false\npassword_file {dir}/passwd\n",
+        &[("passwd", &mosquitto_password_file("edge", PASSWORD))],
+    )
+    .expect("mosquitto");
+    let port = mosquitto.port();
+    // The broker checks credentials: anonymous and a wrong password are refused, the right one accepted.
+    let anonymous = mqtt_connack(port, "anonymous", None);
+    assert_eq!(anonymous, Ok(5), "anonymous CONNECT: {anonymous:?}");
+    let wrong = mqtt_connack(port, "wrong", Some(("edge", "not-the-password")));
+    assert!(matches!(wrong, Ok(4 | 5)), "wrong password: {wrong:?}");
+    assert_eq!(mqtt_connack(port, "right", Some(("edge", PASSWORD))), Ok(0));
+
     let yaml = format!(
-        "apiVersion: v1\nkind: Secret\nmetadata: {{name: mqtt-auth, namespace: {ns}}}\nstringData: {{username: edge, password: any}}\n---\n\
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: mqtt-auth, namespace: {ns}}}\nstringData: {{username: edge, password: {PASSWORD}}}\n---\n\
          apiVersion: edgewire.dev/v1alpha1\nkind: EventBroker\nmetadata: {{name: events, namespace: {ns}}}\n\
-         spec:\n  coreName: e2e-core\n  adapter: mqtt\n  mqtt:\n    url: \"127.0.0.1:{}\"\n    qos: 1\n    auth: {{userPassword: {{secretName: mqtt-auth}}}}\n",
-        mosquitto.port()
+         spec:\n  coreName: e2e-core\n  adapter: mqtt\n  mqtt:\n    url: \"127.0.0.1:{port}\"\n    qos: 1\n    auth: {{userPassword: {{secretName: mqtt-auth}}}}\n"
     );
-    let env = rendered_env(&cluster, &ns, "events", &yaml);
+    let deploy = apply_and_get_publisher(&cluster, &ns, "events", &yaml);
+    let env = resolve_env(&cluster, &ns, &deploy);
     assert_env_contract(
         &env,
         "mqtt",
@@ -349,10 +396,11 @@ fn mqtt_with_user_password() {
             "EVENT_BROKER_MQTT_PASSWORD",
         ],
     );
-    let agent = start_publisher(&env);
+    let agent = start_publisher(&cluster, &env);
     rt().block_on(async {
-        let mut opts = rumqttc::MqttOptions::new("e2e-sub", "127.0.0.1", mosquitto.port());
+        let mut opts = rumqttc::MqttOptions::new("e2e-sub", "127.0.0.1", port);
         opts.set_keep_alive(Duration::from_secs(5));
+        opts.set_credentials("edge", PASSWORD);
         let (client, mut el) = rumqttc::AsyncClient::new(opts, 10);
         client
             .subscribe("edge/#", rumqttc::QoS::AtLeastOnce)
@@ -380,6 +428,61 @@ fn mqtt_with_user_password() {
         assert_eq!(body["corename"], "e2e-core");
         assert_eq!(body["data"]["node"], "n-42");
     });
+
+    // A wrong password in the Secret: the publisher rendered from it is refused by the broker.
+    cluster.kubectl_ok(&[
+        "-n",
+        &ns,
+        "patch",
+        "secret",
+        "mqtt-auth",
+        "--type=merge",
+        "-p",
+        r#"{"stringData":{"password":"a-wrong-password"}}"#,
+    ]);
+    let env = resolve_env(&cluster, &ns, &deploy);
+    assert!(
+        env.contains(&(
+            "EVENT_BROKER_MQTT_PASSWORD".into(),
+            "a-wrong-password".into()
+        )),
+        "the env does not carry the Secret's new password"
+    );
+    let mut refused = spawn_publisher(&cluster, &env);
+    let addr = refused.1.clone();
+    let detail = wait_for(
+        "the broker to refuse the publisher",
+        Duration::from_secs(60),
+        || {
+            if let Ok(Some(st)) = refused.0.try_wait() {
+                panic!("publisher exited: {st}");
+            }
+            match http(&addr, "GET", "/readyz", &[], "") {
+                Ok((503, body)) if body.contains("refused the connection") => Ok(body),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
+    .unwrap();
+    assert!(
+        detail.contains("NotAuthorized") || detail.contains("BadUserNamePassword"),
+        "the broker's answer is not in the readiness detail: {detail}"
+    );
+    let (code, body) = http(
+        &addr,
+        "POST",
+        "/",
+        &[
+            ("ce-specversion", "1.0"),
+            ("ce-id", "mqtt-refused"),
+            ("ce-source", "/e2e"),
+            ("ce-type", "edge.node.registered"),
+            ("content-type", "application/json"),
+        ],
+        r#"{"node":"n-42"}"#,
+    )
+    .unwrap();
+    assert_eq!(code, 503, "a refused publisher accepted an event: {body}");
 }
 
 #[test]
@@ -394,7 +497,7 @@ fn amqp091_with_url_secret() {
     );
     let env = rendered_env(&cluster, &ns, "events", &yaml);
     assert_env_contract(&env, "rabbitmq", &["EVENT_BROKER_RABBITMQ_URL"]);
-    let agent = start_publisher(&env);
+    let agent = start_publisher(&cluster, &env);
     rt().block_on(async {
         use lapin::options::*;
         let conn = lapin::Connection::connect(&url, lapin::ConnectionProperties::default())
@@ -476,7 +579,7 @@ fn kafka_domain_topic_with_corename_key() {
     );
     let env = rendered_env(&cluster, &ns, "events", &yaml);
     assert_env_contract(&env, "kafka", &["EVENT_BROKER_KAFKA_URLS"]);
-    let agent = start_publisher(&env);
+    let agent = start_publisher(&cluster, &env);
     post_event(&agent.1, "kafka-1");
     let consumer: BaseConsumer = rdkafka::ClientConfig::new()
         .set("bootstrap.servers", &bootstrap)

@@ -1,18 +1,14 @@
-//! EventBroker end to end: the real `edgewire-operator run` binary against an API server (the in-memory
-//! stand-in, or the cluster in `KUBECONFIG`), driven with kubectl the way users drive it.
-//!
-//! Against the stand-in the tests also stand in for the kubelet and the workload controllers by patching
-//! StatefulSet/Deployment status; against a real cluster the workloads become ready by themselves.
+//! EventBroker end to end: the real `edgewire-operator run` binary against the control plane, driven with
+//! kubectl the way users drive it. The workloads become ready through the real Deployment and StatefulSet
+//! controllers, the scheduler, the volume provisioner and kwok; no test writes a workload's status.
 
-mod support;
-
-use support::manifests::{
+use crate::support::manifests::{
     eventbroker_with_spec, mqtt_external, nats_deployed, nats_external, redis_deployed,
     token_secret,
 };
-use support::{
-    Cluster, Operator, at, condition, condition_status, credentials_hash, generations, keys,
-    status_summary, str_at,
+use crate::support::{
+    Cluster, Operator, TIMEOUT, at, condition, condition_status, credentials_hash, generations,
+    keys, status_summary, str_at,
 };
 
 const EB: &str = "events";
@@ -68,7 +64,7 @@ fn wait_children(
     ns: &str,
     name: &str,
     want: &[String],
-) -> Vec<support::ChildRef> {
+) -> Vec<crate::support::ChildRef> {
     op.wait(
         &format!("children of {name} to be exactly {want:?}"),
         || {
@@ -155,39 +151,36 @@ fn crds_register_and_a_deployed_nats_eventbroker_becomes_ready() {
         );
     }
 
-    // Nothing runs the pods on the stand-in: not Ready until readiness is stood in.
-    if cluster.is_standin() {
-        let eb = wait_observed(&cluster, &op, &ns, EB);
-        assert_eq!(
-            condition_status(&eb, "Ready"),
-            "False",
-            "Ready before any workload is ready: {}",
-            status_summary(&eb)
-        );
-        assert_eq!(
-            condition_status(&eb, "BrokerReady"),
-            "False",
-            "{}",
-            status_summary(&eb)
-        );
-    }
-    cluster.stand_in_eventbroker_ready(&ns, EB);
-
-    let out = cluster.kubectl(&[
-        "wait",
-        "--for=condition=Ready",
-        &format!("eventbroker/{EB}"),
-        "-n",
+    cluster.wait(
         &ns,
-        "--timeout=60s",
-    ]);
-    if !out.status.success() {
-        let eb = cluster.get_json(&ns, "eventbroker", EB);
-        panic!(
-            "kubectl wait --for=condition=Ready failed: {}\nstatus: {}\n{}",
-            String::from_utf8_lossy(&out.stderr),
-            status_summary(&eb),
-            op.log_tail()
+        &format!("eventbroker/{EB}"),
+        "condition=Ready",
+        TIMEOUT,
+        || op.log_tail(),
+    );
+    // Ready because the workloads are: the broker's claim bound, its pod and the publisher's on kwok nodes.
+    let sts = cluster.get_json(&ns, "statefulset.apps", &format!("{EB}-nats"));
+    assert_eq!(
+        at(&sts, "/status/readyReplicas"),
+        1,
+        "{}",
+        at(&sts, "/status")
+    );
+    let claim = str_at(&sts, "/spec/volumeClaimTemplates/0/metadata/name");
+    let pvc = cluster.get_json(&ns, "pvc", &format!("{claim}-{EB}-nats-0"));
+    assert_eq!(str_at(&pvc, "/status/phase"), "Bound", "{pvc}");
+    let publisher = cluster.get_json(&ns, "deployment.apps", &format!("{EB}-publisher"));
+    assert_eq!(
+        at(&publisher, "/status/availableReplicas"),
+        1,
+        "{}",
+        at(&publisher, "/status")
+    );
+    for pod in cluster.list(&ns, "pods", &format!("app.kubernetes.io/instance={EB}")) {
+        assert_eq!(str_at(&pod, "/status/phase"), "Running", "{pod}");
+        assert!(
+            edgewire_e2e::kube::NODES.contains(&str_at(&pod, "/spec/nodeName")),
+            "{pod}"
         );
     }
 
@@ -279,7 +272,6 @@ fn a_spec_edit_bumps_generation_and_observed_generation_follows() {
     assert_eq!(generations(&eb), (2, 2), "{}", status_summary(&eb));
 
     // With both publisher replicas available, Ready comes true at generation 2.
-    cluster.stand_in_eventbroker_ready(&ns, EB);
     let eb = op.wait("Ready=True at generation 2", || {
         let eb = cluster.get_json(&ns, "eventbroker", EB);
         let ready = condition(&eb, "Ready").cloned().unwrap_or_default();
@@ -472,24 +464,43 @@ fn publisher_env(d: &serde_json::Value, name: &str) -> String {
         .to_string()
 }
 
-/// Specs the schema cannot reject without CEL are rejected by the operator: `Ready=False`, reason
-/// `InvalidSpec`, a message naming the field, a Warning Event, and no children. Fixing the spec recovers.
+/// A spec a CEL rule of the CRD refuses never reaches the operator: the API server answers `kubectl apply`
+/// with the rule's message and stores nothing. Specs the schema cannot check are rejected by the operator:
+/// `Ready=False`, reason `InvalidSpec`, a message naming the field, a Warning Event, and no children. Fixing
+/// the spec recovers.
 #[test]
 fn an_invalid_spec_gives_invalid_spec_and_no_children() {
     let cluster = Cluster::start();
     let ns = cluster.create_namespace("e2e-invalid");
     let op = Operator::start(&cluster, &ns, "op-a");
     cluster.apply_yaml(&token_secret(&ns, SECRET, "first-token"));
-    let cases = [
-        (
+
+    let refused = cluster.kubectl_stdin(
+        &["apply"],
+        &eventbroker_with_spec(
+            &ns,
             "mismatch",
             "  adapter: nats\n  nats:\n    auth:\n      token: {name: nats-auth, key: token}\n  deployBroker:\n    kind: redis\n    replicas: 1\n",
-            "spec.deployBroker.kind",
         ),
+    );
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success()
+            && stderr.contains("deployBroker.kind must belong to the adapter's family"),
+        "the API server did not refuse deployBroker.kind redis for adapter nats with its CEL rule: {stderr}"
+    );
+    assert!(cluster.get(&ns, "eventbroker", "mismatch").is_none());
+
+    let cases = [
         (
             "no-urls",
             "  adapter: nats\n  nats:\n    auth:\n      token: {name: nats-auth, key: token}\n",
             "spec.nats.urls",
+        ),
+        (
+            "no-prefix",
+            "  adapter: aws_sns\n  awsSns:\n    region: us-east-1\n",
+            "spec.awsSns.topicArnPrefix",
         ),
     ];
     for (name, spec, _) in &cases {
@@ -547,11 +558,10 @@ fn an_invalid_spec_gives_invalid_spec_and_no_children() {
     // Fixing the spec recovers: children appear, the condition is no longer InvalidSpec.
     cluster.apply_yaml(&nats_external(&ns, "no-urls", SECRET));
     let eb = wait_observed(&cluster, &op, &ns, "no-urls");
-    let reason = condition(&eb, "Ready")
-        .map(|c| c["reason"].clone())
-        .unwrap_or_default();
+    let ready = condition(&eb, "Ready")
+        .unwrap_or_else(|| panic!("no Ready condition after the fix: {}", status_summary(&eb)));
     assert_ne!(
-        reason,
+        ready["reason"],
         "InvalidSpec",
         "still InvalidSpec after the fix: {}",
         status_summary(&eb)

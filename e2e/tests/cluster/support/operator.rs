@@ -1,7 +1,12 @@
-//! The real `edgewire-operator run` binary as a child process, its log and its `/metrics`.
+//! The real `edgewire-operator run` binary as a host process, its log and its `/metrics`.
+//!
+//! It runs the way the chart's Deployment runs it, with the chart's ServiceAccount (a TokenRequest token in
+//! a kubeconfig of its own: the chart's RBAC is all it has) and its Lease in the release namespace (the
+//! chart's leader-election Role); each test's operators get a Lease name of their own and watch the test's
+//! namespace, so the tests sharing the control plane do not meet.
 
 use super::cluster::tail;
-use super::{Cluster, POLL, TIMEOUT, wait_for, workspace_root};
+use super::{Cluster, POLL, TIMEOUT, operator_bin, wait_for};
 use std::fs::File;
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -15,8 +20,8 @@ use std::time::{Duration, Instant};
 pub struct OperatorOpts {
     /// `--identity`: the lease holder name.
     pub identity: String,
-    /// `--lease-namespace`.
-    pub lease_namespace: String,
+    /// `--lease-name` (in the chart's release namespace).
+    pub lease_name: String,
     /// `--lease-duration-seconds`.
     pub lease_seconds: u64,
     /// `--watch-namespace` (none: all namespaces).
@@ -24,11 +29,11 @@ pub struct OperatorOpts {
 }
 
 impl OperatorOpts {
-    /// Leases and watches in `ns`, default lease duration of the binary (15 s).
+    /// Watches `ns` with a Lease named after it, default lease duration of the binary (15 s).
     pub fn new(ns: &str, identity: &str) -> Self {
         OperatorOpts {
             identity: identity.into(),
-            lease_namespace: ns.into(),
+            lease_name: format!("edgewire-operator-{ns}"),
             lease_seconds: 15,
             watch_namespace: Some(ns.into()),
         }
@@ -43,31 +48,6 @@ pub struct Operator {
     addr: String,
     opts: OperatorOpts,
     exited: Option<ExitStatus>,
-}
-
-/// The operator binary: `$EDGEWIRE_OPERATOR_BIN`, else `$CARGO_TARGET_DIR/debug/edgewire-operator`, else
-/// `<workspace>/target/debug/edgewire-operator`.
-pub fn operator_bin() -> PathBuf {
-    if let Some(p) = std::env::var_os("EDGEWIRE_OPERATOR_BIN").filter(|p| !p.is_empty()) {
-        let p = PathBuf::from(p);
-        assert!(
-            p.is_file(),
-            "EDGEWIRE_OPERATOR_BIN={} does not exist",
-            p.display()
-        );
-        return p;
-    }
-    let target = match std::env::var_os("CARGO_TARGET_DIR").filter(|p| !p.is_empty()) {
-        Some(t) => workspace_root().join(t), // join keeps an absolute path as is
-        None => workspace_root().join("target"),
-    };
-    let p = target.join("debug/edgewire-operator");
-    assert!(
-        p.is_file(),
-        "{} not found: run `cargo build -p edgewire-operator` first",
-        p.display()
-    );
-    p
 }
 
 impl Operator {
@@ -85,13 +65,16 @@ impl Operator {
             .join(format!("operator-{}-{n}.log", opts.identity));
         let bin = operator_bin();
         let log_file = File::create(&log).expect("create operator log");
+        let cp = cluster.control_plane();
         let mut cmd = Command::new(&bin);
         cmd.args([
             "run",
             "--http-addr",
             "127.0.0.1:0",
             "--lease-namespace",
-            &opts.lease_namespace,
+            cp.release_namespace(),
+            "--lease-name",
+            &opts.lease_name,
         ])
         .args([
             "--lease-duration-seconds",
@@ -99,7 +82,7 @@ impl Operator {
             "--identity",
             &opts.identity,
         ])
-        .env("KUBECONFIG", cluster.kubeconfig())
+        .env("KUBECONFIG", cluster.operator_kubeconfig())
         .env("EDGEWIRE_LOG_FORMAT", "json")
         // A panic then fits in the log tail shown by failed assertions.
         .env("RUST_BACKTRACE", "0")
@@ -113,6 +96,7 @@ impl Operator {
         if let Some(ns) = &opts.watch_namespace {
             cmd.args(["--watch-namespace", ns]);
         }
+        cp.adopt(&mut cmd);
         let child = cmd
             .spawn()
             .unwrap_or_else(|e| panic!("start {}: {e}", bin.display()));
@@ -164,8 +148,25 @@ impl Operator {
         &self.opts.identity
     }
 
+    /// `spec.holderIdentity` of this operator's Lease (`""` when released or absent).
+    pub fn lease_holder(&self, cluster: &Cluster) -> String {
+        cluster
+            .get(
+                cluster.control_plane().release_namespace(),
+                "lease.coordination.k8s.io",
+                &self.opts.lease_name,
+            )
+            .map(|l| super::str_at(&l, "/spec/holderIdentity").to_string())
+            .unwrap_or_default()
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Its log file (JSON lines, stdout and stderr).
+    pub fn log_path(&self) -> &std::path::Path {
+        &self.log
     }
 
     /// The whole log (JSON lines, stdout and stderr).
