@@ -11,7 +11,7 @@ TEST_THREADS ?= 2
 .PHONY: help deps build test unit e2e crds render run demo bench lint fmt image image-test clean
 
 help: ## this list
-	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
 deps: ## install brokers, build libraries, Python tools, kubectl and helm; build the e2e control plane (idempotent)
 	@bash hack/deps.sh
@@ -23,9 +23,10 @@ lint: ## rustfmt check and clippy with warnings denied
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
-test: deps lint build ## everything CI runs: lint, unit, controller, broker, chart and end-to-end tests
+test: deps lint build ## everything CI runs: lint, unit, controller, broker, chart, end-to-end and image tests
 	env -u KUBECONFIG $(CARGO) test --workspace -- --test-threads=$(TEST_THREADS)
 	bash hack/test-chart.sh
+	$(MAKE) image-test PROFILE=debug
 
 e2e: deps build ## end-to-end suite on the control plane it starts (etcd, kube-apiserver, KCM, scheduler, kwok), or on the cluster in KUBECONFIG
 	bash hack/e2e.sh --test-threads=$(TEST_THREADS)
