@@ -7,6 +7,8 @@ pub mod context;
 pub mod controller;
 pub mod hash;
 pub mod metrics;
+pub mod mosquitto;
+pub mod pod;
 pub mod render;
 pub mod runtime;
 pub mod secret;

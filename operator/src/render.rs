@@ -1,7 +1,8 @@
 //! `edgewire-operator render -f FILE`: the objects the operator would apply, with no cluster. Secrets the
 //! resources reference are taken from the same file; generated credentials are shown as placeholders.
 
-use crate::controller::event_broker::{self, Images, build, refs, validate};
+use crate::context::Settings;
+use crate::controller::event_broker::{self, build, refs, validate};
 use crate::secret::SecretString;
 use anyhow::{Context as _, bail};
 use edgewire_api::EventBroker;
@@ -12,7 +13,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 /// Renders every EventBroker, MqttBroker and BridgeLink in `yaml` (a multi-document stream).
-pub fn render(yaml: &str, images: &Images) -> anyhow::Result<String> {
+pub fn render(yaml: &str, settings: &Settings) -> anyhow::Result<String> {
     let mut brokers = Vec::new();
     let mut mqtt_brokers = Vec::new();
     let mut bridge_links = Vec::new();
@@ -79,15 +80,17 @@ pub fn render(yaml: &str, images: &Images) -> anyhow::Result<String> {
         if refs::needs_generated_credentials(&eb.spec) {
             let name = event_broker::generated_secret_name(&eb.name_any());
             let stored = secrets.get(&(ns.clone(), name.clone()));
-            r.generated = Some(refs::read_generated(&name, stored).unwrap_or_else(|| {
-                event_broker::GeneratedCredentials {
-                    secret_name: name,
-                    username: "edgewire".into(),
-                    password: SecretString::new("GENERATED-AT-FIRST-RECONCILE"),
-                }
-            }));
+            r.generated = Some(
+                crate::secret::read_generated(&name, stored).unwrap_or_else(|| {
+                    crate::secret::GeneratedCredentials {
+                        secret_name: name,
+                        username: "edgewire".into(),
+                        password: SecretString::new("GENERATED-AT-FIRST-RECONCILE"),
+                    }
+                }),
+            );
         }
-        let valid = validate::validate(eb, &r, images)
+        let valid = validate::validate(eb, &r, settings)
             .map_err(|e| anyhow::anyhow!("EventBroker {ns}/{}: {e}", eb.name_any()))?;
         let children = build::build(&valid);
         out.push_str(&format!("# EventBroker {ns}/{}\n", eb.name_any()));
@@ -100,7 +103,7 @@ pub fn render(yaml: &str, images: &Images) -> anyhow::Result<String> {
     for mqb in &mqtt_brokers {
         let ns = mqb.namespace().unwrap_or_else(|| "default".into());
         out.push_str(&format!("# MqttBroker {ns}/{}\n", mqb.name_any()));
-        for doc in crate::controller::mqtt_broker::render(mqb, &secrets, images)? {
+        for doc in crate::controller::mqtt_broker::render(mqb, &secrets, settings)? {
             out.push_str("---\n");
             out.push_str(&doc);
         }
@@ -117,7 +120,7 @@ pub fn render(yaml: &str, images: &Images) -> anyhow::Result<String> {
     for bl in &bridge_links {
         let ns = bl.namespace().unwrap_or_else(|| "default".into());
         out.push_str(&format!("# BridgeLink {ns}/{}\n", bl.name_any()));
-        for doc in crate::controller::bridge_link::render(bl, &ebs, &mqbs, &secrets, images)? {
+        for doc in crate::controller::bridge_link::render(bl, &ebs, &mqbs, &secrets, settings)? {
             out.push_str("---\n");
             out.push_str(&doc);
         }
@@ -166,10 +169,10 @@ fn children_yaml(c: build::Children) -> anyhow::Result<Vec<String>> {
     Ok(docs)
 }
 
-pub fn render_file(path: &Path, images: &Images) -> anyhow::Result<()> {
+pub fn render_file(path: &Path, settings: &Settings) -> anyhow::Result<()> {
     let yaml =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let out = render(&yaml, images)?;
+    let out = render(&yaml, settings)?;
     print!("{out}");
     Ok(())
 }

@@ -2,8 +2,8 @@
 //! clean shutdown on SIGTERM.
 
 use crate::context::Context;
+use crate::context::Settings;
 use crate::controller;
-use crate::controller::event_broker::Images;
 use crate::metrics::Metrics;
 use axum::Router;
 use axum::extract::State;
@@ -24,7 +24,7 @@ use tracing::{error, info, warn};
 /// Settings of `run`.
 #[derive(Clone, Debug)]
 pub struct RunConfig {
-    pub images: Images,
+    pub settings: Settings,
     pub http_addr: SocketAddr,
     pub lease_name: String,
     pub lease_namespace: String,
@@ -159,7 +159,7 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<()> {
 
     let ctx = Arc::new(Context::new(
         client.clone(),
-        cfg.images.clone(),
+        cfg.settings.clone(),
         metrics.clone(),
         Some(cfg.identity.clone()),
     ));

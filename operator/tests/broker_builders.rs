@@ -5,12 +5,13 @@
 mod fixtures;
 
 use base64::Engine;
+use edgewire_api::CONFIG_HASH_ANNOTATION;
 use edgewire_api::{BrokerKind, CREDENTIALS_HASH_ANNOTATION, SaslMechanism};
 use edgewire_operator::controller::event_broker::BrokerAuth;
 use edgewire_operator::controller::event_broker::build::broker::{
-    BrokerChildren, CONFIG_HASH_ANNOTATION, broker_name, client_endpoint, has_ui, kafka,
-    mosquitto_password_line, nats,
+    BrokerChildren, broker_name, client_endpoint, has_ui, kafka, nats,
 };
+use edgewire_operator::mosquitto::password_line as mosquitto_password_line;
 use edgewire_operator::secret::SecretString;
 use fixtures::{Case, PASSWORD, TOKEN, USERNAME, file, files, user_password};
 use k8s_openapi::api::core::v1::{Container, PodSpec, Service};

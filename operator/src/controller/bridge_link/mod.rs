@@ -18,7 +18,7 @@ use super::Error;
 use crate::apply::ssa;
 use crate::children::Owner;
 use crate::context::Context;
-use crate::controller::event_broker::Images;
+use crate::context::Settings;
 use edgewire_api::condition::{self as cond, reasons, types};
 use edgewire_api::{BridgeLink, BridgeLinkSpec, EventBroker, MqttBroker};
 use k8s_openapi::api::core::v1::Secret;
@@ -51,8 +51,6 @@ pub const SPOOL_DIR: &str = "/var/lib/edgewire/spool";
 /// The volumeClaimTemplate of the spool.
 pub const SPOOL_VOLUME: &str = "spool";
 const CONFIG_VOLUME: &str = "config";
-/// Pod-template annotation with the hash of the rendered config (a spec change rolls the pod).
-pub const CONFIG_HASH_ANNOTATION: &str = "edgewire.dev/config-hash";
 /// How often a BridgeLink is looked at again without a change: `status.runtime` turns stale without any
 /// event, so this is short.
 pub const RESYNC: Duration = Duration::from_secs(30);
@@ -75,7 +73,7 @@ pub struct ValidatedBridgeLink {
     pub spec: BridgeLinkSpec,
     /// Every Secret the endpoints reference, sorted: each is mounted into the pod.
     pub secret_names: Vec<String>,
-    pub images: Images,
+    pub settings: Settings,
     /// Hash of the referenced Secrets' data: pod-template annotation and `status.credentialsRevision`.
     pub credentials_hash: String,
 }
@@ -131,7 +129,7 @@ pub async fn reconcile(bl: Arc<BridgeLink>, ctx: Arc<Context>) -> Result<Action,
     let secrets = refs::fetch_secrets(&ctx.client, &ns, &resolved.secret_uses)
         .await
         .map_err(Error::Refs)?;
-    let valid = match validate::validate(&bl, resolved, &secrets, &ctx.images, false) {
+    let valid = match validate::validate(&bl, resolved, &secrets, &ctx.settings, false) {
         Ok(v) => v,
         Err(err) => {
             let reason = match &err {
@@ -250,7 +248,7 @@ pub fn render(
     event_brokers: &BTreeMap<(String, String), EventBroker>,
     mqtt_brokers: &BTreeMap<(String, String), MqttBroker>,
     secrets: &BTreeMap<(String, String), Secret>,
-    images: &Images,
+    settings: &Settings,
 ) -> anyhow::Result<Vec<String>> {
     let mut bl = bl.clone();
     let name = bl.name_any();
@@ -285,6 +283,7 @@ pub fn render(
         .iter()
         .filter_map(|(k, v)| Some((in_ns(k)?, v.clone())))
         .collect();
-    let valid = validate::validate(&bl, resolved, &secrets, images, true).map_err(|e| fail(&e))?;
+    let valid =
+        validate::validate(&bl, resolved, &secrets, settings, true).map_err(|e| fail(&e))?;
     build::build(&valid).to_yaml()
 }

@@ -335,12 +335,6 @@ pub fn referenced_secret_names(bl: &BridgeLink) -> Vec<String> {
     names
 }
 
-/// Whether the Secret's data (or stringData) holds `key`.
-pub fn has_key(s: &Secret, key: &str) -> bool {
-    s.data.as_ref().is_some_and(|d| d.contains_key(key))
-        || s.string_data.as_ref().is_some_and(|d| d.contains_key(key))
-}
-
 /// Fetches the brokers the sides reference (missing ones are simply absent).
 pub async fn fetch_brokers(client: &Client, bl: &BridgeLink) -> Result<Brokers, kube::Error> {
     let ns = bl.namespace().unwrap_or_default();

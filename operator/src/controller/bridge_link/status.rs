@@ -3,7 +3,7 @@
 
 use super::ValidatedBridgeLink;
 use super::validate::ValidateError;
-use crate::controller::event_broker::status::broker_ready;
+use crate::status::broker_ready;
 use edgewire_api::condition::{self, reasons, types};
 use edgewire_api::{BridgeLink, BridgeLinkStatus, BridgeRuntime};
 use k8s_openapi::api::apps::v1::StatefulSet;

@@ -1,11 +1,13 @@
 //! Stage 2 (pure): what the schema cannot check, and the referenced Secrets' presence. A failure here means
 //! no children: `InvalidSpec` (naming the field) or `CredentialsReady=False` (naming the Secret and key).
 
-use super::refs::{Resolved, SecretUse, has_key};
+use super::refs::{Resolved, SecretUse};
 use super::{KIND_LABEL, ValidatedBridgeLink};
 use crate::children::Owner;
-use crate::controller::event_broker::Images;
+use crate::context::Settings;
 use crate::hash::credentials_hash;
+use crate::secret::has_key;
+use edgewire_api::quantity::quantity_bytes;
 use edgewire_api::{BridgeLink, BridgeLinkSpec, BridgeSide, Endpoint, Protocol, validate_rules};
 use k8s_openapi::api::core::v1::Secret;
 use std::collections::BTreeMap;
@@ -31,31 +33,6 @@ pub enum ValidateError {
     Credentials(Vec<String>),
     #[error("the BridgeLink has no namespace or uid")]
     Metadata,
-}
-
-/// Bytes of a Kubernetes quantity (`5Gi`, `500M`, `1.5Gi`, `4096`); `None` if unparsable.
-pub fn quantity_bytes(q: &str) -> Option<u64> {
-    let q = q.trim();
-    let split = q
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(q.len());
-    let (num, suffix) = q.split_at(split);
-    let mult: f64 = match suffix {
-        "" => 1.0,
-        "Ki" => 1024.0,
-        "Mi" => 1024f64.powi(2),
-        "Gi" => 1024f64.powi(3),
-        "Ti" => 1024f64.powi(4),
-        "Pi" => 1024f64.powi(5),
-        "k" => 1e3,
-        "M" => 1e6,
-        "G" => 1e9,
-        "T" => 1e12,
-        "P" => 1e15,
-        _ => return None,
-    };
-    let n: f64 = num.parse().ok()?;
-    (n.is_finite() && n >= 0.0).then_some((n * mult) as u64)
 }
 
 fn is_dns_label(s: &str) -> bool {
@@ -202,7 +179,7 @@ pub fn validate(
     bl: &BridgeLink,
     resolved: Resolved,
     secrets: &BTreeMap<String, Secret>,
-    images: &Images,
+    settings: &Settings,
     allow_generated: bool,
 ) -> Result<ValidatedBridgeLink, ValidateError> {
     let owner = Owner::of(bl, KIND_LABEL).ok_or(ValidateError::Metadata)?;
@@ -265,7 +242,7 @@ pub fn validate(
         owner,
         spec,
         secret_names,
-        images: images.clone(),
+        settings: settings.clone(),
         credentials_hash: credentials_hash(used),
     })
 }
@@ -274,13 +251,28 @@ pub fn validate(
 mod tests {
     use super::*;
 
+    /// One quantity parser for every size: `1e9` is a billion bytes here as in a broker's storage.
     #[test]
-    fn quantities() {
-        assert_eq!(quantity_bytes("5Gi"), Some(5 << 30));
-        assert_eq!(quantity_bytes("4096"), Some(4096));
-        assert_eq!(quantity_bytes("1.5Gi"), Some(3 << 29));
-        assert_eq!(quantity_bytes("2G"), Some(2_000_000_000));
-        assert_eq!(quantity_bytes("lots"), None);
-        assert_eq!(quantity_bytes("1Qi"), None);
+    fn spool_sizes_are_quantities_like_every_other_size() {
+        let mut spec: BridgeLinkSpec = serde_json::from_value(serde_json::json!({
+            "siteId": "site-a",
+            "edge": {"endpoint": {"protocol": "mqtt", "url": "e:1883"}},
+            "cloud": {"endpoint": {"protocol": "nats", "url": "nats://c:4222"}},
+            "rules": [{"direction": "EdgeToCloud", "from": "a.#", "to": "b.#"}],
+            "spool": {"size": "5Gi", "maxBytes": "1e9"}
+        }))
+        .unwrap();
+        assert_eq!(check_spec(&spec), Ok(()));
+        assert_eq!(
+            edgewire_api::quantity::quantity_bytes(&spec.spool.max_bytes),
+            Some(1_000_000_000)
+        );
+        spec.spool.max_bytes = "6e9".into();
+        assert!(
+            check_spec(&spec)
+                .unwrap_err()
+                .to_string()
+                .starts_with("spec.spool.maxBytes: 6e9 must be above zero and below"),
+        );
     }
 }

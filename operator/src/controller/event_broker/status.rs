@@ -6,20 +6,11 @@ use super::apply::Applied;
 use super::build::broker::client_endpoint;
 use super::build::publisher::ingress_url;
 use super::validate::ValidateError;
+use crate::status::broker_ready;
 use edgewire_api::condition::{self, reasons, types};
 use edgewire_api::{EventBroker, EventBrokerStatus};
-use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
-
-/// (ready, message) of the broker StatefulSet.
-pub fn broker_ready(sts: &StatefulSet) -> (bool, String) {
-    let want = sts.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
-    let status = sts.status.as_ref();
-    let ready = status.and_then(|s| s.ready_replicas).unwrap_or(0);
-    let current_gen = status.and_then(|s| s.observed_generation) >= sts.metadata.generation;
-    let ok = ready >= want && current_gen;
-    (ok, format!("{ready}/{want} broker replicas ready"))
-}
 
 /// (ready, message) of the publisher Deployment: its `Available` condition, or all replicas available.
 pub fn publisher_ready(d: &Deployment) -> (bool, String) {

@@ -3,14 +3,14 @@
 
 use super::build::broker::{default_image, has_ui};
 use super::refs::{Refs, secret_uses};
-use super::{BrokerAuth, BrokerPlan, Images, KIND_LABEL, ValidatedEventBroker};
+use super::{BrokerAuth, BrokerPlan, KIND_LABEL, ValidatedEventBroker};
 use crate::children::Owner;
+use crate::context::Settings;
 use crate::hash::credentials_hash;
 use crate::secret::SecretString;
 use edgewire_api::{
     Adapter, BrokerKind, EventBroker, NatsAuth, PASSWORD_KEY, SaslMechanism, Tls, USERNAME_KEY,
 };
-use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 
 /// Why a spec cannot be reconciled.
@@ -375,7 +375,7 @@ fn adapter_section(adapter: Adapter) -> &'static str {
 pub fn validate(
     eb: &EventBroker,
     refs: &Refs,
-    images: &Images,
+    settings: &Settings,
 ) -> Result<ValidatedEventBroker, ValidateError> {
     check_spec(eb)?;
     let owner = Owner::of(eb, KIND_LABEL).ok_or(ValidateError::Metadata)?;
@@ -424,32 +424,13 @@ pub fn validate(
         .filter_map(|u| refs.secrets.get(&u.name).cloned())
         .collect();
     if let Some(g) = &refs.generated {
-        hashed.push(Secret {
-            metadata: kube::api::ObjectMeta {
-                name: Some(g.secret_name.clone()),
-                ..Default::default()
-            },
-            data: Some(
-                [
-                    (
-                        USERNAME_KEY.to_string(),
-                        ByteString(g.username.clone().into_bytes()),
-                    ),
-                    (
-                        PASSWORD_KEY.to_string(),
-                        ByteString(g.password.expose().as_bytes().to_vec()),
-                    ),
-                ]
-                .into(),
-            ),
-            ..Default::default()
-        });
+        hashed.push(g.hash_input());
     }
     Ok(ValidatedEventBroker {
         owner,
         spec: spec.clone(),
         adapter,
-        images: images.clone(),
+        settings: settings.clone(),
         credentials_hash: credentials_hash(hashed.iter()),
         broker,
     })
@@ -532,6 +513,7 @@ fn broker_auth(eb: &EventBroker, refs: &Refs) -> Result<BrokerAuth, ValidateErro
 mod tests {
     use super::*;
     use edgewire_api::testing::NAMESPACE;
+    use k8s_openapi::ByteString;
 
     fn field_of(eb: &EventBroker) -> String {
         match check_spec(eb) {
@@ -651,7 +633,7 @@ mod tests {
                 ..Default::default()
             },
         );
-        let err = validate(&eb, &refs, &Images::default()).unwrap_err();
+        let err = validate(&eb, &refs, &Settings::default()).unwrap_err();
         assert!(
             matches!(&err, ValidateError::Credentials(m) if m[0].contains("user name")),
             "{err:?}"

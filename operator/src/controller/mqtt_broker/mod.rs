@@ -17,8 +17,8 @@ pub mod validate;
 use super::Error;
 use crate::children::Owner;
 use crate::context::Context;
-use crate::controller::event_broker::{GeneratedCredentials, Images};
-use crate::secret::SecretString;
+use crate::context::Settings;
+use crate::secret::{GeneratedCredentials, SecretString};
 use edgewire_api::condition::{self as cond, types};
 use edgewire_api::{BuiltinMqtt, DeletionPolicy, MqttBroker, MqttBrokerType};
 use k8s_openapi::api::core::v1::Secret;
@@ -77,8 +77,8 @@ pub struct ValidatedMqttBroker {
     pub sidecar: GeneratedCredentials,
     /// The TLS listener, when `listeners.mqtts` is set.
     pub tls: Option<ResolvedTls>,
-    /// Images from the operator's configuration.
-    pub images: Images,
+    /// Settings from the operator's configuration.
+    pub settings: Settings,
     /// Hash of every user Secret's data (referenced and generated, the sidecar's included):
     /// `status.credentialsRevision`. Not on the pod template: credentials reload in place.
     pub credentials_hash: String,
@@ -134,7 +134,7 @@ pub async fn reconcile(mqb: Arc<MqttBroker>, ctx: Arc<Context>) -> Result<Action
         .await
         .map_err(Error::Finalizer)?;
     let refs = refs::fetch(&ctx.client, &mqb).await.map_err(Error::Refs)?;
-    let valid = match validate::validate(&mqb, &refs, &ctx.images) {
+    let valid = match validate::validate(&mqb, &refs, &ctx.settings) {
         Ok(v) => v,
         Err(err) => return not_reconciled(&ctx, &mqb, err).await,
     };
@@ -221,7 +221,7 @@ pub const GENERATED_PLACEHOLDER: &str = "GENERATED-AT-FIRST-RECONCILE";
 pub fn render(
     mqb: &MqttBroker,
     secrets: &BTreeMap<(String, String), Secret>,
-    images: &Images,
+    settings: &Settings,
 ) -> anyhow::Result<Vec<String>> {
     let mut mqb = mqb.clone();
     // Owner references need a uid; a rendered object is not in a cluster yet.
@@ -245,7 +245,7 @@ pub fn render(
             .map_err(|e| anyhow::anyhow!("MqttBroker {ns}/{name}: {e}"))?;
         return Ok(vec![iotcore::render_policy(&valid)]);
     }
-    let valid = validate::validate(&mqb, &refs, images)
+    let valid = validate::validate(&mqb, &refs, settings)
         .map_err(|e| anyhow::anyhow!("MqttBroker {ns}/{name}: {e}"))?;
     build::build(&valid).to_yaml()
 }

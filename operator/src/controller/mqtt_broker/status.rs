@@ -4,7 +4,7 @@
 use super::ValidatedMqttBroker;
 use super::apply::Applied;
 use super::validate::ValidateError;
-use crate::controller::event_broker::status::broker_ready;
+use crate::status::broker_ready;
 use edgewire_api::condition::{self, reasons, types};
 use edgewire_api::{MqttBroker, MqttBrokerStatus, MqttUserStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;

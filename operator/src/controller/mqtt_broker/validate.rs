@@ -1,7 +1,6 @@
 //! Stage 2 (pure): check what the schema cannot (or what a cluster without CEL did not), resolve every user's
 //! password and topic filters, and produce a [`ValidatedMqttBroker`].
 
-use super::build::generated_secret_data;
 use super::iotcore::ValidatedIotCore;
 use super::refs::{Refs, secret_uses, tls_keys};
 use super::{
@@ -11,9 +10,9 @@ use super::{
 use crate::children::Owner;
 use crate::cloud::aws::{AwsSettings, StaticKeys, keys as aws_keys};
 use crate::cloud::iot::{DesiredRule, rule_sql};
-use crate::controller::event_broker::{GeneratedCredentials, Images};
+use crate::context::Settings;
 use crate::hash::credentials_hash;
-use crate::secret::SecretString;
+use crate::secret::{SecretString, is_secret_name};
 use edgewire_api::{BuiltinMqtt, MqttBroker, MqttBrokerType, MqttUser};
 use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
@@ -65,20 +64,6 @@ fn invalid(field: impl Into<String>, message: impl Into<String>) -> ValidateErro
         field: field.into(),
         message: message.into(),
     }
-}
-
-/// Whether `name` is a valid Secret name (an RFC 1123 subdomain).
-pub fn is_secret_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 253
-        && name.split('.').all(|label| {
-            !label.is_empty()
-                && label
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-                && !label.starts_with('-')
-                && !label.ends_with('-')
-        })
 }
 
 fn is_user_name(name: &str) -> bool {
@@ -450,7 +435,7 @@ pub fn check_spec(mqb: &MqttBroker) -> Result<(), ValidateError> {
 pub fn validate(
     mqb: &MqttBroker,
     refs: &Refs,
-    images: &Images,
+    settings: &Settings,
 ) -> Result<ValidatedMqttBroker, ValidateError> {
     check_spec(mqb)?;
     let owner = Owner::of(mqb, KIND_LABEL).ok_or(ValidateError::Metadata)?;
@@ -522,7 +507,7 @@ pub fn validate(
                     .generated
                     .get(&u.name)
                     .ok_or_else(|| not_loaded(&format!("user {}", u.name)))?;
-                hashed.push(generated_hash_input(g));
+                hashed.push(g.hash_input());
                 (g.password.clone(), g.secret_name.clone(), true)
             }
         };
@@ -539,7 +524,7 @@ pub fn validate(
         .sidecar
         .clone()
         .ok_or_else(|| not_loaded("the sidecar"))?;
-    hashed.push(generated_hash_input(&sidecar));
+    hashed.push(sidecar.hash_input());
 
     let tls = b.listeners.mqtts.as_ref().map(|t| ResolvedTls {
         port: t.port,
@@ -547,7 +532,7 @@ pub fn validate(
         has_ca: refs.has_key(&t.cert_secret_name, tls_keys::CA),
         require_client_cert: t.require_client_cert,
     });
-    let mut pod_secrets = vec![generated_hash_input(&sidecar)];
+    let mut pod_secrets = vec![sidecar.hash_input()];
     if let Some(t) = &tls {
         pod_secrets.extend(refs.secrets.get(&t.secret_name).cloned());
     }
@@ -562,7 +547,7 @@ pub fn validate(
         users,
         sidecar,
         tls,
-        images: images.clone(),
+        settings: settings.clone(),
         credentials_hash: credentials_hash(hashed.iter()),
         pod_secrets_hash: credentials_hash(pod_secrets.iter()),
         builtin: b,
@@ -576,18 +561,6 @@ pub fn client_port(b: &BuiltinMqtt) -> i32 {
         .or(l.mqtts.as_ref().map(|t| t.port))
         .or(l.websockets.as_ref().map(|w| w.port))
         .unwrap_or(MQTT_PORT)
-}
-
-/// The generated Secret as hashed (name and data, as it is applied).
-fn generated_hash_input(g: &GeneratedCredentials) -> Secret {
-    Secret {
-        metadata: kube::api::ObjectMeta {
-            name: Some(g.secret_name.clone()),
-            ..Default::default()
-        },
-        data: Some(generated_secret_data(g)),
-        ..Default::default()
-    }
 }
 
 #[cfg(test)]
@@ -743,7 +716,7 @@ mod tests {
             "workers-sidecar",
             SIDECAR_USER,
         ));
-        let v = validate(&mqb, &refs, &Images::default()).unwrap();
+        let v = validate(&mqb, &refs, &Settings::default()).unwrap();
         assert_eq!(v.users[0].publish, ["spacelift/writeonly/pool-a/#"]);
         assert_eq!(v.users[0].subscribe, ["spacelift/readonly/pool-a/#"]);
         assert_eq!(v.users[0].secret_name, "pool-a-creds");
@@ -762,7 +735,7 @@ mod tests {
             "m-sidecar",
             SIDECAR_USER,
         ));
-        let err = validate(&mqb, &refs, &Images::default()).unwrap_err();
+        let err = validate(&mqb, &refs, &Settings::default()).unwrap_err();
         let ValidateError::Credentials(p) = &err else {
             panic!("{err:?}")
         };

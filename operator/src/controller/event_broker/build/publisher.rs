@@ -2,8 +2,13 @@
 //! Configuration is the seed's `EVENT_BROKER_*` environment; Secret values arrive through `secretKeyRef`,
 //! TLS material as mounted files.
 
-use super::super::{PUBLISHER_APP, PUBLISHER_PORT, ValidatedEventBroker, generated_keys};
+use super::super::{PUBLISHER_APP, PUBLISHER_PORT, ValidatedEventBroker};
 use super::broker::client_endpoint;
+use crate::pod::{
+    AGENT_DEFAULTS, AGENT_USER, agent_probe, container_ports, empty_dir, env as plain, mount,
+    restricted_container, restricted_pod, secret_env, secret_volume, service_ports,
+};
+use crate::secret::generated_keys;
 use edgewire_api::{
     Adapter, EventBrokerSpec, NatsAuth, PASSWORD_KEY, SecretKeyRef, Tls, TlsVersion, USERNAME_KEY,
 };
@@ -11,15 +16,11 @@ use k8s_openapi::api::apps::v1::{
     Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
 };
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource,
-    HTTPGetAction, KeyToPath, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
-    ResourceRequirements, SeccompProfile, SecretKeySelector, SecretVolumeSource, SecurityContext,
-    Service, ServiceAccount, ServicePort, ServiceSpec, Volume, VolumeMount,
+    Container, EnvVar, PodSpec, PodTemplateSpec, Service, ServiceAccount, ServiceSpec, Volume,
+    VolumeMount,
 };
-use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use std::collections::BTreeMap;
 
 const COMPONENT: &str = "publisher";
 /// Where TLS material is mounted in the publisher container.
@@ -78,13 +79,7 @@ pub fn build_service(v: &ValidatedEventBroker) -> Service {
         metadata: v.owner.meta(publisher_name(v), PUBLISHER_APP, COMPONENT),
         spec: Some(ServiceSpec {
             selector: Some(v.owner.selector(PUBLISHER_APP, COMPONENT)),
-            ports: Some(vec![ServicePort {
-                name: Some("http".into()),
-                port: PUBLISHER_PORT,
-                target_port: Some(IntOrString::String("http".into())),
-                protocol: Some("TCP".into()),
-                ..Default::default()
-            }]),
+            ports: Some(service_ports(&[("http", PUBLISHER_PORT)])),
             ..Default::default()
         }),
         ..Default::default()
@@ -94,56 +89,26 @@ pub fn build_service(v: &ValidatedEventBroker) -> Service {
 pub fn build_deployment(v: &ValidatedEventBroker) -> Deployment {
     let env = build_env(v);
     let (volumes, mounts) = tls_volumes(v);
-    let mut all_volumes = vec![Volume {
-        name: "tmp".into(),
-        empty_dir: Some(EmptyDirVolumeSource::default()),
-        ..Default::default()
-    }];
+    let mut all_volumes = vec![empty_dir("tmp")];
     all_volumes.extend(volumes);
-    let mut all_mounts = vec![VolumeMount {
-        name: "tmp".into(),
-        mount_path: "/tmp".into(),
-        ..Default::default()
-    }];
+    let mut all_mounts = vec![mount("tmp", "/tmp", false)];
     all_mounts.extend(mounts);
-
-    let probe = |path: &str, period: i32| Probe {
-        http_get: Some(HTTPGetAction {
-            path: Some(path.into()),
-            port: IntOrString::String("http".into()),
-            ..Default::default()
-        }),
-        period_seconds: Some(period),
-        timeout_seconds: Some(2),
-        failure_threshold: Some(3),
-        ..Default::default()
-    };
 
     let container = Container {
         name: "publisher".into(),
-        image: Some(v.images.agent.clone()),
-        image_pull_policy: Some(
-            v.images
-                .agent_pull_policy
-                .clone()
-                .unwrap_or_else(|| "IfNotPresent".into()),
-        ),
+        image: Some(v.settings.agent.clone()),
+        image_pull_policy: Some(v.settings.agent_pull_policy()),
         args: Some(vec!["publisher".into()]),
         env: Some(env),
-        ports: Some(vec![ContainerPort {
-            name: Some("http".into()),
-            container_port: PUBLISHER_PORT,
-            protocol: Some("TCP".into()),
-            ..Default::default()
-        }]),
-        liveness_probe: Some(probe("/healthz", 10)),
-        readiness_probe: Some(probe("/readyz", 5)),
+        ports: Some(container_ports(&[("http", PUBLISHER_PORT)])),
+        liveness_probe: Some(agent_probe("/healthz", "http", 10)),
+        readiness_probe: Some(agent_probe("/readyz", "http", 5)),
         resources: Some(
             v.spec
                 .publisher
                 .resources
                 .clone()
-                .unwrap_or_else(default_resources),
+                .unwrap_or_else(|| AGENT_DEFAULTS.requirements()),
         ),
         security_context: Some(restricted_container()),
         volume_mounts: Some(all_mounts),
@@ -176,7 +141,7 @@ pub fn build_deployment(v: &ValidatedEventBroker) -> Deployment {
                     automount_service_account_token: Some(false),
                     containers: vec![container],
                     volumes: Some(all_volumes),
-                    security_context: Some(restricted_pod()),
+                    security_context: Some(restricted_pod(AGENT_USER)),
                     termination_grace_period_seconds: Some(30),
                     ..Default::default()
                 }),
@@ -187,74 +152,8 @@ pub fn build_deployment(v: &ValidatedEventBroker) -> Deployment {
     }
 }
 
-/// Requests that fit a small node, a memory limit against leaks; no CPU limit (throttling hurts latency).
-pub fn default_resources() -> ResourceRequirements {
-    ResourceRequirements {
-        requests: Some(BTreeMap::from([
-            ("cpu".to_string(), Quantity("50m".into())),
-            ("memory".to_string(), Quantity("64Mi".into())),
-        ])),
-        limits: Some(BTreeMap::from([(
-            "memory".to_string(),
-            Quantity("256Mi".into()),
-        )])),
-        ..Default::default()
-    }
-}
-
-/// The restricted Pod Security Standard, container part.
-pub fn restricted_container() -> SecurityContext {
-    SecurityContext {
-        run_as_non_root: Some(true),
-        read_only_root_filesystem: Some(true),
-        allow_privilege_escalation: Some(false),
-        capabilities: Some(Capabilities {
-            drop: Some(vec!["ALL".into()]),
-            ..Default::default()
-        }),
-        seccomp_profile: Some(SeccompProfile {
-            type_: "RuntimeDefault".into(),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-}
-
-/// The restricted Pod Security Standard, pod part (the agent image runs as 65532, distroless nonroot).
-pub fn restricted_pod() -> PodSecurityContext {
-    PodSecurityContext {
-        run_as_non_root: Some(true),
-        run_as_user: Some(65532),
-        run_as_group: Some(65532),
-        seccomp_profile: Some(SeccompProfile {
-            type_: "RuntimeDefault".into(),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-}
-
-fn plain(name: &str, value: impl Into<String>) -> EnvVar {
-    EnvVar {
-        name: name.into(),
-        value: Some(value.into()),
-        ..Default::default()
-    }
-}
-
 fn from_secret(name: &str, secret: &str, key: &str) -> EnvVar {
-    EnvVar {
-        name: name.into(),
-        value_from: Some(EnvVarSource {
-            secret_key_ref: Some(SecretKeySelector {
-                name: secret.into(),
-                key: key.into(),
-                optional: Some(false),
-            }),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
+    secret_env(name, secret, key, Some(false))
 }
 
 fn from_ref(name: &str, r: &SecretKeyRef) -> EnvVar {
@@ -543,65 +442,23 @@ fn tls_volumes(v: &ValidatedEventBroker) -> (Vec<Volume>, Vec<VolumeMount>) {
         let (dir, file) = GCP_CREDENTIALS_FILE
             .rsplit_once('/')
             .expect("an absolute path");
-        volumes.push(secret_volume(
-            "gcp-credentials",
-            &c.name,
-            vec![(c.key.clone(), file.into())],
-        ));
-        mounts.push(read_only_mount("gcp-credentials", dir));
+        volumes.push(secret_volume("gcp-credentials", &c.name, &[(&c.key, file)]));
+        mounts.push(mount("gcp-credentials", dir, true));
     }
     let Some(tls) = adapter_tls(&v.spec, v.adapter) else {
         return (volumes, mounts);
     };
     if let Some(ca) = &tls.ca_secret_ref {
-        volumes.push(secret_volume(
-            "tls-ca",
-            &ca.name,
-            vec![(ca.key.clone(), "ca.crt".into())],
-        ));
-        mounts.push(read_only_mount("tls-ca", &format!("{TLS_DIR}/ca")));
+        volumes.push(secret_volume("tls-ca", &ca.name, &[(&ca.key, "ca.crt")]));
+        mounts.push(mount("tls-ca", &format!("{TLS_DIR}/ca"), true));
     }
     if let Some(cert) = &tls.client_cert_secret_ref {
         volumes.push(secret_volume(
             "tls-client",
             &cert.secret_name,
-            vec![
-                ("tls.crt".into(), "tls.crt".into()),
-                ("tls.key".into(), "tls.key".into()),
-            ],
+            &[("tls.crt", "tls.crt"), ("tls.key", "tls.key")],
         ));
-        mounts.push(read_only_mount("tls-client", &format!("{TLS_DIR}/client")));
+        mounts.push(mount("tls-client", &format!("{TLS_DIR}/client"), true));
     }
     (volumes, mounts)
-}
-
-fn secret_volume(name: &str, secret: &str, items: Vec<(String, String)>) -> Volume {
-    Volume {
-        name: name.into(),
-        secret: Some(SecretVolumeSource {
-            secret_name: Some(secret.into()),
-            items: Some(
-                items
-                    .into_iter()
-                    .map(|(key, path)| KeyToPath {
-                        key,
-                        path,
-                        mode: None,
-                    })
-                    .collect(),
-            ),
-            default_mode: Some(0o440),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-}
-
-fn read_only_mount(name: &str, path: &str) -> VolumeMount {
-    VolumeMount {
-        name: name.into(),
-        mount_path: path.into(),
-        read_only: Some(true),
-        ..Default::default()
-    }
 }

@@ -7,8 +7,8 @@
 pub mod config;
 pub mod workload;
 
-use super::{GeneratedCredentials, ValidatedMqttBroker, config_secret_name};
-use crate::controller::event_broker::generated_keys;
+use super::{ValidatedMqttBroker, config_secret_name};
+use crate::secret::GeneratedCredentials;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{Secret, Service};
@@ -70,20 +70,6 @@ pub fn build(v: &ValidatedMqttBroker) -> Children {
     }
 }
 
-/// The data of a generated credentials Secret: `username`, `password`.
-pub fn generated_secret_data(g: &GeneratedCredentials) -> BTreeMap<String, ByteString> {
-    BTreeMap::from([
-        (
-            generated_keys::USERNAME.to_string(),
-            ByteString(g.username.clone().into_bytes()),
-        ),
-        (
-            generated_keys::PASSWORD.to_string(),
-            ByteString(g.password.expose().as_bytes().to_vec()),
-        ),
-    ])
-}
-
 /// An owned Secret with generated credentials; apps in the namespace mount it.
 pub fn build_generated_secret(
     v: &ValidatedMqttBroker,
@@ -100,7 +86,7 @@ pub fn build_generated_secret(
     Secret {
         metadata: meta,
         type_: Some("Opaque".into()),
-        data: Some(generated_secret_data(g)),
+        data: Some(g.data()),
         ..Default::default()
     }
 }

@@ -13,9 +13,6 @@ pub mod rabbitmq;
 pub mod redis;
 pub mod redpanda;
 
-pub use common::CONFIG_HASH_ANNOTATION;
-pub use mosquitto::mosquitto_password_line;
-
 use super::super::{BrokerPlan, ValidatedEventBroker};
 use crate::children::Owner;
 use edgewire_api::BrokerKind;
