@@ -18,8 +18,8 @@ pub fn render(yaml: &str, settings: &Settings) -> anyhow::Result<String> {
     let mut mqtt_brokers = Vec::new();
     let mut bridge_links = Vec::new();
     let mut secrets: BTreeMap<(String, String), Secret> = BTreeMap::new();
-    for (i, doc) in serde_yaml::Deserializer::from_str(yaml).enumerate() {
-        let value = serde_yaml::Value::deserialize(doc)
+    for (i, doc) in serde_norway::Deserializer::from_str(yaml).enumerate() {
+        let value = serde_norway::Value::deserialize(doc)
             .with_context(|| format!("document {}: not YAML", i + 1))?;
         if value.is_null() {
             continue;
@@ -31,7 +31,7 @@ pub fn render(yaml: &str, settings: &Settings) -> anyhow::Result<String> {
             .to_string();
         match kind.as_str() {
             "EventBroker" => {
-                let mut eb: EventBroker = serde_yaml::from_value(value)
+                let mut eb: EventBroker = serde_norway::from_value(value)
                     .with_context(|| format!("document {}: not a valid EventBroker", i + 1))?;
                 // Owner references need a uid; a rendered object is not in a cluster yet.
                 let name = eb.name_any();
@@ -45,7 +45,7 @@ pub fn render(yaml: &str, settings: &Settings) -> anyhow::Result<String> {
                 brokers.push(eb);
             }
             "Secret" => {
-                let mut s: Secret = serde_yaml::from_value(value)
+                let mut s: Secret = serde_norway::from_value(value)
                     .with_context(|| format!("document {}: not a valid Secret", i + 1))?;
                 // stringData is what people write by hand; the operator reads data.
                 if let Some(sd) = s.string_data.take() {
@@ -58,11 +58,11 @@ pub fn render(yaml: &str, settings: &Settings) -> anyhow::Result<String> {
                 secrets.insert((ns, s.name_any()), s);
             }
             "MqttBroker" => mqtt_brokers.push(
-                serde_yaml::from_value::<edgewire_api::MqttBroker>(value)
+                serde_norway::from_value::<edgewire_api::MqttBroker>(value)
                     .with_context(|| format!("document {}: not a valid MqttBroker", i + 1))?,
             ),
             "BridgeLink" => bridge_links.push(
-                serde_yaml::from_value::<edgewire_api::BridgeLink>(value)
+                serde_norway::from_value::<edgewire_api::BridgeLink>(value)
                     .with_context(|| format!("document {}: not a valid BridgeLink", i + 1))?,
             ),
             other => bail!("document {}: unexpected kind {other:?}", i + 1),
@@ -85,7 +85,7 @@ pub fn render(yaml: &str, settings: &Settings) -> anyhow::Result<String> {
                     crate::secret::GeneratedCredentials {
                         secret_name: name,
                         username: "edgewire".into(),
-                        password: SecretString::new("GENERATED-AT-FIRST-RECONCILE"),
+                        password: SecretString::from("GENERATED-AT-FIRST-RECONCILE"),
                     }
                 }),
             );
@@ -137,9 +137,9 @@ fn children_yaml(c: build::Children) -> anyhow::Result<Vec<String>> {
         publisher_service,
         publisher_deployment,
     } = c;
-    let mut docs = vec![serde_yaml::to_string(&service_account)?];
+    let mut docs = vec![serde_norway::to_string(&service_account)?];
     if let Some(s) = generated_secret {
-        docs.push(serde_yaml::to_string(&s)?);
+        docs.push(serde_norway::to_string(&s)?);
     }
     if let Some(b) = broker {
         let build::broker::BrokerChildren {
@@ -149,23 +149,23 @@ fn children_yaml(c: build::Children) -> anyhow::Result<Vec<String>> {
             statefulset,
             ui,
         } = b;
-        docs.push(serde_yaml::to_string(&config)?);
-        docs.push(serde_yaml::to_string(&headless)?);
-        docs.push(serde_yaml::to_string(&client)?);
+        docs.push(serde_norway::to_string(&config)?);
+        docs.push(serde_norway::to_string(&headless)?);
+        docs.push(serde_norway::to_string(&client)?);
         if let Some(build::broker::UiChildren {
             deployment,
             service,
         }) = ui
         {
-            docs.push(serde_yaml::to_string(&service)?);
+            docs.push(serde_norway::to_string(&service)?);
             if let Some(d) = deployment {
-                docs.push(serde_yaml::to_string(&d)?);
+                docs.push(serde_norway::to_string(&d)?);
             }
         }
-        docs.push(serde_yaml::to_string(&statefulset)?);
+        docs.push(serde_norway::to_string(&statefulset)?);
     }
-    docs.push(serde_yaml::to_string(&publisher_service)?);
-    docs.push(serde_yaml::to_string(&publisher_deployment)?);
+    docs.push(serde_norway::to_string(&publisher_service)?);
+    docs.push(serde_norway::to_string(&publisher_deployment)?);
     Ok(docs)
 }
 
@@ -236,7 +236,7 @@ fn pubsub_least_privilege(ps: &edgewire_api::GooglePubsubSpec) -> String {
         &iam::pubsub_publisher_bindings(&ps.project, &ids, &member),
     );
     if ps.provision {
-        let role = serde_yaml::to_string(&iam::pubsub_operator_role()).unwrap_or_default();
+        let role = serde_norway::to_string(&iam::pubsub_operator_role()).unwrap_or_default();
         let grant = format!(
             "{}\ngcloud iam roles create edgewireTopicProvisioner --project={p} --file=role.yaml\n\
              gcloud projects add-iam-policy-binding {p} \\\n    \

@@ -595,7 +595,7 @@ fn render_prints_every_child_with_placeholders_for_passwords_not_generated_yet()
     let kinds: Vec<String> = docs
         .iter()
         .map(|d| {
-            let v: serde_yaml::Value = serde_yaml::from_str(d).unwrap();
+            let v: serde_norway::Value = serde_norway::from_str(d).unwrap();
             format!(
                 "{} {}",
                 v["kind"].as_str().unwrap(),

@@ -35,7 +35,7 @@ fn refs(secrets: &[(&str, &[(&str, &str)])]) -> Refs {
 }
 
 fn from_yaml(yaml: &str) -> EventBroker {
-    let mut eb: EventBroker = serde_yaml::from_str(yaml).unwrap();
+    let mut eb: EventBroker = serde_norway::from_str(yaml).unwrap();
     eb.metadata.uid = Some("uid-1".into());
     eb.metadata.generation = Some(1);
     eb

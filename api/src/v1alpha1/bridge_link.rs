@@ -298,7 +298,7 @@ mod tests {
     use super::*;
 
     fn spec(yaml: &str) -> BridgeLinkSpec {
-        serde_yaml::from_str(yaml).unwrap()
+        serde_norway::from_str(yaml).unwrap()
     }
 
     const SIDES: &str = r#"
@@ -395,7 +395,7 @@ cloud: {endpoint: {protocol: nats, url: "nats://cloud:4222"}}
 
     #[test]
     fn rejects_an_invalid_pattern_when_parsing() {
-        let err = serde_yaml::from_str::<BridgeLinkSpec>(&format!(
+        let err = serde_norway::from_str::<BridgeLinkSpec>(&format!(
             "{SIDES}rules:\n  - {{direction: EdgeToCloud, from: \"local/#\", to: \"x.#\"}}\n"
         ))
         .unwrap_err();

@@ -31,12 +31,12 @@ impl Children {
     /// YAML documents in apply order (for `render`).
     pub fn to_yaml(&self) -> anyhow::Result<Vec<String>> {
         Ok(vec![
-            serde_yaml::to_string(&self.config)?,
-            serde_yaml::to_string(&self.service_account)?,
-            serde_yaml::to_string(&self.role)?,
-            serde_yaml::to_string(&self.role_binding)?,
-            serde_yaml::to_string(&self.service)?,
-            serde_yaml::to_string(&self.statefulset)?,
+            serde_norway::to_string(&self.config)?,
+            serde_norway::to_string(&self.service_account)?,
+            serde_norway::to_string(&self.role)?,
+            serde_norway::to_string(&self.role_binding)?,
+            serde_norway::to_string(&self.service)?,
+            serde_norway::to_string(&self.statefulset)?,
         ])
     }
 }
@@ -65,7 +65,7 @@ pub fn config_yaml(v: &ValidatedBridgeLink) -> String {
         "metadata": {"name": v.owner.name, "namespace": v.owner.namespace},
         "spec": v.spec,
     });
-    serde_yaml::to_string(&doc).expect("a JSON value always serializes to YAML")
+    serde_norway::to_string(&doc).expect("a JSON value always serializes to YAML")
 }
 
 /// `<bl>-bridge-config`, key `bridge.yaml`.

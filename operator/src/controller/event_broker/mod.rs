@@ -38,7 +38,7 @@ pub struct ValidatedEventBroker {
 }
 
 /// A broker to deploy, resolved from `spec.deployBroker` and the adapter's auth.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug)]
 pub struct BrokerPlan {
     pub kind: BrokerKind,
     pub replicas: i32,
@@ -54,7 +54,7 @@ pub struct BrokerPlan {
 }
 
 /// Credentials a deployed broker accepts (values, to be rendered into its config Secret only).
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug)]
 pub enum BrokerAuth {
     /// NATS token.
     Token(SecretString),

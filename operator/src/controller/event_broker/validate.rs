@@ -7,6 +7,7 @@ use super::{BrokerAuth, BrokerPlan, KIND_LABEL, ValidatedEventBroker};
 use crate::children::Owner;
 use crate::context::Settings;
 use crate::hash::credentials_hash;
+use crate::secret::ExposeSecret;
 use crate::secret::SecretString;
 use edgewire_api::{
     Adapter, BrokerKind, EventBroker, NatsAuth, PASSWORD_KEY, SaslMechanism, Tls, USERNAME_KEY,
@@ -445,7 +446,7 @@ fn broker_auth(eb: &EventBroker, refs: &Refs) -> Result<BrokerAuth, ValidateErro
         })
     };
     let user_password = |secret: &str| -> Result<BrokerAuth, ValidateError> {
-        let username = get(secret, USERNAME_KEY)?.expose().to_string();
+        let username = get(secret, USERNAME_KEY)?.expose_secret().to_string();
         // Broker configs (Kafka JAAS options, SCRAM names, ACL files) need a plain name.
         if username.is_empty()
             || !username
@@ -470,7 +471,7 @@ fn broker_auth(eb: &EventBroker, refs: &Refs) -> Result<BrokerAuth, ValidateErro
             }) => Some(user_password(&up.secret_name)?),
             Some(NatsAuth { nkey: Some(nk), .. }) => {
                 let seed = get(&nk.seed.name, &nk.seed.key)?;
-                let kp = nkeys::KeyPair::from_seed(seed.expose().trim()).map_err(|_| {
+                let kp = nkeys::KeyPair::from_seed(seed.expose_secret().trim()).map_err(|_| {
                     ValidateError::Credentials(vec![format!(
                         "Secret {} key {} is not a valid NKEY seed (spec.nats.auth.nkey.seed)",
                         nk.seed.name, nk.seed.key

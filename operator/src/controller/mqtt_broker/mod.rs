@@ -88,7 +88,7 @@ pub struct ValidatedMqttBroker {
 }
 
 /// A user with its password resolved.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug)]
 pub struct ResolvedUser {
     pub name: String,
     pub password: SecretString,
@@ -238,7 +238,7 @@ pub fn render(
     let refs = refs::from_lookup(&mqb, lookup, |secret_name, username| GeneratedCredentials {
         secret_name: secret_name.into(),
         username: username.into(),
-        password: SecretString::new(GENERATED_PLACEHOLDER),
+        password: SecretString::from(GENERATED_PLACEHOLDER),
     });
     if mqb.spec.broker_type == MqttBrokerType::Iotcore {
         let valid = validate::validate_iotcore(&mqb, &refs)

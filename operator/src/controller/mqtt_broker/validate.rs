@@ -12,6 +12,7 @@ use crate::cloud::aws::{AwsSettings, StaticKeys, keys as aws_keys};
 use crate::cloud::iot::{DesiredRule, rule_sql};
 use crate::context::Settings;
 use crate::hash::credentials_hash;
+use crate::secret::ExposeSecret;
 use crate::secret::{SecretString, is_secret_name};
 use edgewire_api::{BuiltinMqtt, MqttBroker, MqttBrokerType, MqttUser};
 use k8s_openapi::api::core::v1::Secret;
@@ -256,7 +257,9 @@ pub fn validate_iotcore(mqb: &MqttBroker, refs: &Refs) -> Result<ValidatedIotCor
         };
         let mut problems = Vec::new();
         let mut value = |key: &str, required: bool| match refs.value(name, key) {
-            Some(v) if !v.expose().trim().is_empty() => Some(SecretString::new(v.expose().trim())),
+            Some(v) if !v.expose_secret().trim().is_empty() => {
+                Some(SecretString::from(v.expose_secret().trim()))
+            }
             _ if !required && !refs.has_key(name, key) => None,
             found => {
                 let why = match found {
@@ -460,7 +463,7 @@ pub fn validate(
                 match refs.value(&u.name, k) {
                     None if refs.has_key(&u.name, k) => Some("is not UTF-8 text"),
                     None => Some("is missing"),
-                    Some(v) if v.expose().is_empty() => Some("is empty"),
+                    Some(v) if v.expose_secret().is_empty() => Some("is empty"),
                     Some(_) => None,
                 }
             } else {

@@ -4,6 +4,7 @@ pub mod broker;
 pub mod publisher;
 
 use super::ValidatedEventBroker;
+use crate::secret::ExposeSecret;
 use crate::secret::{GeneratedCredentials, generated_keys};
 use broker::BrokerChildren;
 use edgewire_api::{Adapter, CREDENTIALS_HASH_ANNOTATION};
@@ -71,14 +72,14 @@ fn generated_url(v: &ValidatedEventBroker, g: &GeneratedCredentials) -> Option<S
         Adapter::Amqp091 => Some(format!(
             "amqp://{}:{}@{}:{}/%2f",
             g.username,
-            g.password.expose(),
+            g.password.expose_secret(),
             ep.host,
             ep.port
         )),
         Adapter::Redis => Some(format!(
             "redis://{}:{}@{}:{}",
             g.username,
-            g.password.expose(),
+            g.password.expose_secret(),
             ep.host,
             ep.port
         )),

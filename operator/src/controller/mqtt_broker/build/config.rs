@@ -4,6 +4,7 @@
 
 use super::super::ValidatedMqttBroker;
 use crate::mosquitto::{self as conf, MQTT_PORT, password_line};
+use crate::secret::ExposeSecret;
 use std::fmt::Write;
 
 pub use crate::mosquitto::{ACL_KEY, CONFIG_DIR, CONFIG_KEY, DATA_DIR, PASSWD_KEY};
@@ -66,9 +67,12 @@ fn logins(v: &ValidatedMqttBroker) -> Vec<(&str, &str)> {
     let mut out: Vec<(&str, &str)> = v
         .users
         .iter()
-        .map(|u| (u.name.as_str(), u.password.expose()))
+        .map(|u| (u.name.as_str(), u.password.expose_secret()))
         .collect();
-    out.push((v.sidecar.username.as_str(), v.sidecar.password.expose()));
+    out.push((
+        v.sidecar.username.as_str(),
+        v.sidecar.password.expose_secret(),
+    ));
     out.sort();
     out
 }

@@ -130,13 +130,13 @@ impl Children {
         } = self;
         let mut docs = Vec::new();
         for s in &user_secrets {
-            docs.push(serde_yaml::to_string(s)?);
+            docs.push(serde_norway::to_string(s)?);
         }
-        docs.push(serde_yaml::to_string(&sidecar_secret)?);
-        docs.push(serde_yaml::to_string(&config)?);
-        docs.push(serde_yaml::to_string(&headless)?);
-        docs.push(serde_yaml::to_string(&service)?);
-        docs.push(serde_yaml::to_string(&statefulset)?);
+        docs.push(serde_norway::to_string(&sidecar_secret)?);
+        docs.push(serde_norway::to_string(&config)?);
+        docs.push(serde_norway::to_string(&headless)?);
+        docs.push(serde_norway::to_string(&service)?);
+        docs.push(serde_norway::to_string(&statefulset)?);
         Ok(docs)
     }
 }

@@ -4,6 +4,7 @@
 use super::super::super::{BrokerAuth, BrokerPlan, ValidatedEventBroker};
 use super::super::pod_annotations;
 use crate::hash::secret_data_digest;
+use crate::secret::ExposeSecret;
 use base64::Engine;
 use edgewire_api::BrokerKind;
 use edgewire_api::CONFIG_HASH_ANNOTATION;
@@ -108,9 +109,9 @@ impl<'a> Ctx<'a> {
     pub fn user_password<'b>(&'b self, default_user: &'b str) -> Option<(&'b str, &'b str)> {
         match &self.plan.auth {
             BrokerAuth::UserPassword { username, password } => {
-                Some((username.as_str(), password.expose()))
+                Some((username.as_str(), password.expose_secret()))
             }
-            BrokerAuth::Token(token) => Some((default_user, token.expose())),
+            BrokerAuth::Token(token) => Some((default_user, token.expose_secret())),
             BrokerAuth::Nkey { .. } => None,
         }
     }
@@ -337,9 +338,9 @@ impl<'a> Ctx<'a> {
             BrokerAuth::UserPassword { username, password } => {
                 h.update(username.as_bytes());
                 h.update(b"\0");
-                h.update(password.expose().as_bytes());
+                h.update(password.expose_secret().as_bytes());
             }
-            BrokerAuth::Token(t) => h.update(t.expose().as_bytes()),
+            BrokerAuth::Token(t) => h.update(t.expose_secret().as_bytes()),
             BrokerAuth::Nkey { public_key } => h.update(public_key.as_bytes()),
         }
         // Upper-case letters only: a cookie is an Erlang atom, and this needs no quoting anywhere.
