@@ -9,6 +9,7 @@ pub mod hash;
 pub mod metrics;
 pub mod mosquitto;
 pub mod pod;
+pub mod reconcile;
 pub mod render;
 pub mod runtime;
 pub mod secret;

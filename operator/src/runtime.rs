@@ -9,6 +9,7 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
+use edgewire_api::{BridgeLink, EventBroker, MqttBroker};
 use futures::FutureExt;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::runtime::wait::{await_condition, conditions};
@@ -182,9 +183,9 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<()> {
                 };
                 let until = until.shared();
                 tokio::join!(
-                    controller::run_event_broker(ctx.clone(), cfg.watch_namespace.clone(), until.clone()),
-                    controller::run_mqtt_broker(ctx.clone(), cfg.watch_namespace.clone(), until.clone()),
-                    controller::run_bridge_link(ctx.clone(), cfg.watch_namespace.clone(), until),
+                    controller::run::<EventBroker>(ctx.clone(), cfg.watch_namespace.clone(), until.clone()),
+                    controller::run::<MqttBroker>(ctx.clone(), cfg.watch_namespace.clone(), until.clone()),
+                    controller::run::<BridgeLink>(ctx.clone(), cfg.watch_namespace.clone(), until),
                 );
                 metrics.leader.set(0);
                 if !*stop_rx.borrow() {

@@ -72,20 +72,56 @@ pub fn generated_secret_name(eb_name: &str) -> String {
     format!("{eb_name}-broker-credentials")
 }
 
-use super::Error;
+use super::{Controlled, api, owns_workloads};
 use crate::context::Context;
-use edgewire_api::EventBroker;
-use edgewire_api::condition::{self as cond, types};
+use crate::reconcile::{Error, Notes, Reconciled, finish, not_reconciled};
+use edgewire_api::{EventBroker, EventBrokerStatus};
+use k8s_openapi::api::apps::v1::Deployment;
+use kube::runtime::Controller;
 use kube::runtime::controller::Action;
-use kube::runtime::events::EventType;
-use kube::{Resource, ResourceExt};
+use kube::runtime::watcher::Config;
+use kube::{Client, Resource, ResourceExt};
 use std::sync::Arc;
 use std::time::Duration;
 use tracing::{info, instrument, warn};
-use validate::ValidateError;
 
 /// How often a healthy EventBroker is looked at again even without a change.
 pub const RESYNC: Duration = Duration::from_secs(300);
+
+impl Reconciled for EventBroker {
+    type Status = EventBrokerStatus;
+    const KIND_LABEL: &'static str = KIND_LABEL;
+    /// A missing Secret appears through the Secret watch; look again now and then regardless.
+    const MISSING_RETRY: Duration = Duration::from_secs(60);
+    fn operator_status(&self) -> Option<EventBrokerStatus> {
+        self.status.clone()
+    }
+}
+
+impl Controlled for EventBroker {
+    fn referenced_secrets(&self) -> Vec<String> {
+        refs::referenced_secret_names(self)
+    }
+    fn owns(
+        c: Controller<Self>,
+        client: &Client,
+        ns: Option<&str>,
+        owned: Config,
+    ) -> Controller<Self> {
+        owns_workloads(
+            c.owns(api::<Deployment>(client, ns), owned.clone()),
+            client,
+            ns,
+            owned,
+        )
+    }
+    fn reconcile(
+        eb: Arc<Self>,
+        ctx: Arc<Context>,
+    ) -> impl Future<Output = Result<Action, Error>> + Send + 'static {
+        reconcile(eb, ctx)
+    }
+}
 
 #[instrument(skip(eb, ctx), fields(name = %eb.name_any(), namespace = eb.namespace().unwrap_or_default()))]
 pub async fn reconcile(eb: Arc<EventBroker>, ctx: Arc<Context>) -> Result<Action, Error> {
@@ -100,45 +136,7 @@ pub async fn reconcile(eb: Arc<EventBroker>, ctx: Arc<Context>) -> Result<Action
     let refs = refs::fetch(&ctx.client, &eb).await.map_err(Error::Refs)?;
     let valid = match validate::validate(&eb, &refs, &ctx.settings) {
         Ok(v) => v,
-        Err(err) => {
-            ctx.metrics.error(
-                KIND_LABEL,
-                if matches!(err, ValidateError::Credentials(_)) {
-                    "CredentialsMissing"
-                } else {
-                    "InvalidSpec"
-                },
-            );
-            let status = status::failed(&eb, &err);
-            let was_ready = eb
-                .status
-                .as_ref()
-                .map(|s| cond::is_true(&s.conditions, types::READY))
-                .unwrap_or(false);
-            let same_message = eb
-                .status
-                .as_ref()
-                .and_then(|s| cond::find(&s.conditions, types::READY))
-                .is_some_and(|c| c.message == err.to_string());
-            if crate::status::write(&ctx.client, &*eb, eb.status.as_ref(), status)
-                .await
-                .map_err(Error::Status)?
-                && (was_ready || !same_message)
-            {
-                let reason = match err {
-                    ValidateError::Credentials(_) => "CredentialsMissing",
-                    _ => "InvalidSpec",
-                };
-                crate::status::publish(&ctx, &*eb, EventType::Warning, reason, err.to_string())
-                    .await;
-            }
-            warn!(error = %err, "not reconciled");
-            return Ok(match err {
-                // A missing Secret appears through the Secret watch; look again now and then regardless.
-                ValidateError::Credentials(_) => Action::requeue(Duration::from_secs(60)),
-                _ => Action::await_change(),
-            });
-        }
+        Err(err) => return not_reconciled(&ctx, &*eb, &err, status::failed(&eb, &err)).await,
     };
     let mut valid = valid;
     topics::sync_finalizer(&ctx, &eb).await?;
@@ -170,34 +168,16 @@ pub async fn reconcile(eb: Arc<EventBroker>, ctx: Arc<Context>) -> Result<Action
     }
     let mut new_status = status::desired(&eb, &valid, &applied);
     topics::apply_status(&eb, &mut new_status, &provisioned);
-    let old = eb.status.clone().unwrap_or_default();
-    let became_ready = cond::is_true(&new_status.conditions, types::READY)
-        && !cond::is_true(&old.conditions, types::READY);
-    let rotated = old.credentials_revision.is_some()
-        && old.credentials_revision != new_status.credentials_revision;
-    crate::status::write(&ctx.client, &*eb, eb.status.as_ref(), new_status)
-        .await
-        .map_err(Error::Status)?;
-    if became_ready {
-        crate::status::publish(
-            &ctx,
-            &*eb,
-            EventType::Normal,
-            "Ready",
-            "broker and publisher are ready".into(),
-        )
-        .await;
-    }
-    if rotated {
-        crate::status::publish(
-            &ctx,
-            &*eb,
-            EventType::Normal,
-            "CredentialsRotated",
-            "referenced Secrets changed; workloads roll".into(),
-        )
-        .await;
-    }
+    finish(
+        &ctx,
+        &*eb,
+        new_status,
+        Notes {
+            ready: "broker and publisher are ready".into(),
+            rotated: "referenced Secrets changed; workloads roll",
+        },
+    )
+    .await?;
     if let Some(msg) = topics_failed {
         ctx.metrics.error(
             KIND_LABEL,

@@ -7,6 +7,7 @@ use super::{BrokerAuth, BrokerPlan, KIND_LABEL, ValidatedEventBroker};
 use crate::children::Owner;
 use crate::context::Settings;
 use crate::hash::credentials_hash;
+use crate::reconcile::{CredentialProblem, Invalid, Missing};
 use crate::secret::ExposeSecret;
 use crate::secret::SecretString;
 use edgewire_api::{
@@ -14,30 +15,13 @@ use edgewire_api::{
 };
 use k8s_openapi::api::core::v1::Secret;
 
-/// Why a spec cannot be reconciled.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum ValidateError {
-    /// The spec is wrong: `Ready=False`, reason `InvalidSpec`, no children.
-    #[error("{field}: {message}")]
-    Invalid { field: String, message: String },
-    /// A referenced Secret or key is missing or unusable: `CredentialsReady=False`.
-    #[error("{}", .0.join("; "))]
-    Credentials(Vec<String>),
-    /// The object lacks the metadata a child needs (namespace, uid): not read from the API.
-    #[error("the object has no namespace or uid")]
-    Metadata,
-}
-
-fn invalid(field: &str, message: impl Into<String>) -> ValidateError {
-    ValidateError::Invalid {
-        field: field.into(),
-        message: message.into(),
-    }
+fn invalid(field: &str, message: impl Into<String>) -> Invalid {
+    Invalid::spec(field, message)
 }
 
 /// Spec checks that need no Secret. The CRD's CEL rules say the same; they are repeated here because
 /// a cluster may not evaluate CEL (and the message then still names the field).
-pub fn check_spec(eb: &EventBroker) -> Result<(), ValidateError> {
+pub fn check_spec(eb: &EventBroker) -> Result<(), Invalid> {
     let spec = &eb.spec;
     let adapter = spec.adapter.canonical();
     let deployed = spec.deploy_broker.as_ref();
@@ -377,25 +361,31 @@ pub fn validate(
     eb: &EventBroker,
     refs: &Refs,
     settings: &Settings,
-) -> Result<ValidatedEventBroker, ValidateError> {
+) -> Result<ValidatedEventBroker, Invalid> {
     check_spec(eb)?;
-    let owner = Owner::of(eb, KIND_LABEL).ok_or(ValidateError::Metadata)?;
+    let owner = Owner::of(eb, KIND_LABEL).ok_or(Invalid::Metadata)?;
     let uses = secret_uses(&eb.spec);
     let mut problems = Vec::new();
     for u in &uses {
         match refs.secrets.get(&u.name) {
-            None => problems.push(format!("Secret {} ({}) not found", u.name, u.field)),
+            None => problems.push(CredentialProblem::new(
+                Missing::Secret,
+                format!("Secret {} ({}) not found", u.name, u.field),
+            )),
             Some(_) => {
                 for k in &u.keys {
                     if refs.value(&u.name, k).is_none() {
-                        problems.push(format!("Secret {} has no key {} ({})", u.name, k, u.field));
+                        problems.push(CredentialProblem::new(
+                            Missing::Key,
+                            format!("Secret {} has no key {} ({})", u.name, k, u.field),
+                        ));
                     }
                 }
             }
         }
     }
     if !problems.is_empty() {
-        return Err(ValidateError::Credentials(problems));
+        return Err(Invalid::Credentials(problems));
     }
 
     let spec = &eb.spec;
@@ -438,14 +428,14 @@ pub fn validate(
 }
 
 /// The credentials a deployed broker is rendered with: from the adapter's auth, else the generated ones.
-fn broker_auth(eb: &EventBroker, refs: &Refs) -> Result<BrokerAuth, ValidateError> {
+fn broker_auth(eb: &EventBroker, refs: &Refs) -> Result<BrokerAuth, Invalid> {
     let spec = &eb.spec;
-    let get = |name: &str, key: &str| -> Result<SecretString, ValidateError> {
+    let get = |name: &str, key: &str| -> Result<SecretString, Invalid> {
         refs.value(name, key).ok_or_else(|| {
-            ValidateError::Credentials(vec![format!("Secret {name} has no key {key}")])
+            Invalid::credential(Missing::Key, format!("Secret {name} has no key {key}"))
         })
     };
-    let user_password = |secret: &str| -> Result<BrokerAuth, ValidateError> {
+    let user_password = |secret: &str| -> Result<BrokerAuth, Invalid> {
         let username = get(secret, USERNAME_KEY)?.expose_secret().to_string();
         // Broker configs (Kafka JAAS options, SCRAM names, ACL files) need a plain name.
         if username.is_empty()
@@ -453,9 +443,12 @@ fn broker_auth(eb: &EventBroker, refs: &Refs) -> Result<BrokerAuth, ValidateErro
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '@'))
         {
-            return Err(ValidateError::Credentials(vec![format!(
-                "Secret {secret} key {USERNAME_KEY}: a broker Edgewire deploys needs a user name of letters, digits and . _ - @"
-            )]));
+            return Err(Invalid::credential(
+                Missing::Key,
+                format!(
+                    "Secret {secret} key {USERNAME_KEY}: a broker Edgewire deploys needs a user name of letters, digits and . _ - @"
+                ),
+            ));
         }
         Ok(BrokerAuth::UserPassword {
             username,
@@ -472,10 +465,13 @@ fn broker_auth(eb: &EventBroker, refs: &Refs) -> Result<BrokerAuth, ValidateErro
             Some(NatsAuth { nkey: Some(nk), .. }) => {
                 let seed = get(&nk.seed.name, &nk.seed.key)?;
                 let kp = nkeys::KeyPair::from_seed(seed.expose_secret().trim()).map_err(|_| {
-                    ValidateError::Credentials(vec![format!(
-                        "Secret {} key {} is not a valid NKEY seed (spec.nats.auth.nkey.seed)",
-                        nk.seed.name, nk.seed.key
-                    )])
+                    Invalid::credential(
+                        Missing::Key,
+                        format!(
+                            "Secret {} key {} is not a valid NKEY seed (spec.nats.auth.nkey.seed)",
+                            nk.seed.name, nk.seed.key
+                        ),
+                    )
                 })?;
                 Some(BrokerAuth::Nkey {
                     public_key: kp.public_key(),
@@ -504,9 +500,10 @@ fn broker_auth(eb: &EventBroker, refs: &Refs) -> Result<BrokerAuth, ValidateErro
             username: g.username.clone(),
             password: g.password.clone(),
         }),
-        (None, None) => Err(ValidateError::Credentials(vec![
-            "no credentials for the deployed broker (generated credentials were not loaded)".into(),
-        ])),
+        (None, None) => Err(Invalid::credential(
+            Missing::Secret,
+            "no credentials for the deployed broker (generated credentials were not loaded)",
+        )),
     }
 }
 
@@ -518,7 +515,7 @@ mod tests {
 
     fn field_of(eb: &EventBroker) -> String {
         match check_spec(eb) {
-            Err(ValidateError::Invalid { field, .. }) => field,
+            Err(Invalid::Spec { field, .. }) => field,
             other => panic!("expected InvalidSpec, got {other:?}"),
         }
     }
@@ -636,7 +633,7 @@ mod tests {
         );
         let err = validate(&eb, &refs, &Settings::default()).unwrap_err();
         assert!(
-            matches!(&err, ValidateError::Credentials(m) if m[0].contains("user name")),
+            matches!(&err, Invalid::Credentials(m) if m[0].message.contains("user name")),
             "{err:?}"
         );
         assert!(

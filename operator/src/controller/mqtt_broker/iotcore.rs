@@ -6,14 +6,15 @@
 //!
 //! `status.endpoint` is `<host>:8883` (IoT Core's MQTT-over-TLS port), or `spec.endpoint` when set.
 
-use super::validate::{self, ValidateError};
+use super::validate;
 use super::{KIND_LABEL, refs};
 use crate::children::Owner;
 use crate::cloud::CloudError;
 use crate::cloud::aws::{AwsSettings, sdk_config};
 use crate::cloud::iot::{self, DesiredRule, MQTTS_PORT, RuleChange, rule_name_of_arn};
 use crate::context::Context;
-use crate::controller::{Error, has_finalizer, set_finalizer};
+use crate::reconcile::Invalid;
+use crate::reconcile::{Error, has_finalizer, not_reconciled, set_finalizer};
 use edgewire_api::condition::{self, reasons, types};
 use edgewire_api::{DeletionPolicy, MqttBroker, MqttBrokerStatus};
 use k8s_openapi::api::apps::v1::StatefulSet;
@@ -60,7 +61,9 @@ pub async fn reconcile(mqb: &MqttBroker, ctx: &Context) -> Result<Action, Error>
     let refs = refs::fetch(&ctx.client, mqb).await.map_err(Error::Refs)?;
     let valid = match validate::validate_iotcore(mqb, &refs) {
         Ok(v) => v,
-        Err(err) => return super::not_reconciled(ctx, mqb, err).await,
+        Err(err) => {
+            return not_reconciled(ctx, mqb, &err, super::status::failed(mqb, &err)).await;
+        }
     };
     // Switched from builtin: its children go (owner references would only remove them with the MqttBroker).
     sweep_builtin(ctx, &valid.owner).await?;
@@ -113,7 +116,7 @@ pub async fn reconcile(mqb: &MqttBroker, ctx: &Context) -> Result<Action, Error>
             ctx,
             mqb,
             EventType::Normal,
-            "TopicRuleApplied",
+            reasons::TOPIC_RULE_APPLIED,
             format!("IoT topic rule {name} {what}"),
         )
         .await;
@@ -345,19 +348,19 @@ pub async fn finalize(mqb: &MqttBroker, ctx: &Context) -> Result<Action, Error> 
             let refs = refs::fetch(&ctx.client, mqb).await.map_err(Error::Refs)?;
             let valid = match validate::validate_iotcore(mqb, &refs) {
                 Ok(v) => v,
-                Err(err @ (ValidateError::Credentials(_) | ValidateError::Invalid { .. })) => {
+                Err(err @ (Invalid::Credentials(_) | Invalid::Spec { .. })) => {
                     warn!(error = %err, "cannot delete the topic rule");
                     crate::status::publish(
                         ctx,
                         mqb,
                         EventType::Warning,
-                        "CleanupFailed",
+                        reasons::CLEANUP_FAILED,
                         format!("cannot delete IoT topic rule {name}: {err}"),
                     )
                     .await;
                     return Ok(Action::requeue(RETRY));
                 }
-                Err(ValidateError::Metadata) => return Ok(Action::await_change()),
+                Err(Invalid::Metadata) => return Ok(Action::await_change()),
             };
             let iot = client(&valid.aws).await;
             match iot::delete_rule(&iot, &name).await {
@@ -367,7 +370,7 @@ pub async fn finalize(mqb: &MqttBroker, ctx: &Context) -> Result<Action, Error> 
                         ctx,
                         mqb,
                         EventType::Warning,
-                        "CleanupFailed",
+                        reasons::CLEANUP_FAILED,
                         e.to_string(),
                     )
                     .await;

@@ -14,22 +14,19 @@ pub mod refs;
 pub mod status;
 pub mod validate;
 
-use super::Error;
+use super::Controlled;
 use crate::children::Owner;
-use crate::context::Context;
-use crate::context::Settings;
+use crate::context::{Context, Settings};
+use crate::reconcile::{Error, Notes, Reconciled, finish, not_reconciled, set_finalizer};
 use crate::secret::{GeneratedCredentials, SecretString};
-use edgewire_api::condition::{self as cond, types};
-use edgewire_api::{BuiltinMqtt, DeletionPolicy, MqttBroker, MqttBrokerType};
+use edgewire_api::{BuiltinMqtt, DeletionPolicy, MqttBroker, MqttBrokerStatus, MqttBrokerType};
 use k8s_openapi::api::core::v1::Secret;
 use kube::runtime::controller::Action;
-use kube::runtime::events::EventType;
 use kube::{Resource, ResourceExt};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
-use tracing::{info, instrument, warn};
-use validate::ValidateError;
+use tracing::{info, instrument};
 
 /// Owner-kind label value of MqttBroker children.
 pub const KIND_LABEL: &str = "mqttbroker";
@@ -113,6 +110,28 @@ pub struct ResolvedTls {
     pub require_client_cert: bool,
 }
 
+impl Reconciled for MqttBroker {
+    type Status = MqttBrokerStatus;
+    const KIND_LABEL: &'static str = KIND_LABEL;
+    /// A missing Secret appears through the Secret watch; look again now and then regardless.
+    const MISSING_RETRY: Duration = Duration::from_secs(60);
+    fn operator_status(&self) -> Option<MqttBrokerStatus> {
+        self.status.clone()
+    }
+}
+
+impl Controlled for MqttBroker {
+    fn referenced_secrets(&self) -> Vec<String> {
+        refs::referenced_secret_names(self)
+    }
+    fn reconcile(
+        mqb: Arc<Self>,
+        ctx: Arc<Context>,
+    ) -> impl Future<Output = Result<Action, Error>> + Send + 'static {
+        reconcile(mqb, ctx)
+    }
+}
+
 /// How often a healthy MqttBroker is looked at again even without a change.
 pub const RESYNC: Duration = Duration::from_secs(300);
 
@@ -130,13 +149,13 @@ pub async fn reconcile(mqb: Arc<MqttBroker>, ctx: Arc<Context>) -> Result<Action
         return iotcore::reconcile(&mqb, &ctx).await;
     }
     // A builtin broker cleans up nothing outside the cluster (one switched from iotcore leaves its rule).
-    super::set_finalizer(&ctx.client, &*mqb, false)
+    set_finalizer(&ctx.client, &*mqb, false)
         .await
         .map_err(Error::Finalizer)?;
     let refs = refs::fetch(&ctx.client, &mqb).await.map_err(Error::Refs)?;
     let valid = match validate::validate(&mqb, &refs, &ctx.settings) {
         Ok(v) => v,
-        Err(err) => return not_reconciled(&ctx, &mqb, err).await,
+        Err(err) => return not_reconciled(&ctx, &*mqb, &err, status::failed(&mqb, &err)).await,
     };
     let desired = build::build(&valid);
     let applied = apply::apply(&ctx.client, &valid.owner, desired)
@@ -146,70 +165,17 @@ pub async fn reconcile(mqb: Arc<MqttBroker>, ctx: Arc<Context>) -> Result<Action
         info!(deleted = ?applied.swept, "removed children no longer wanted");
     }
     let new_status = status::desired(&mqb, &valid, &applied);
-    let old = mqb.status.clone().unwrap_or_default();
-    let became_ready = cond::is_true(&new_status.conditions, types::READY)
-        && !cond::is_true(&old.conditions, types::READY);
-    let rotated = old.credentials_revision.is_some()
-        && old.credentials_revision != new_status.credentials_revision;
-    crate::status::write(&ctx.client, &*mqb, mqb.status.as_ref(), new_status)
-        .await
-        .map_err(Error::Status)?;
-    if became_ready {
-        crate::status::publish(
-            &ctx,
-            &*mqb,
-            EventType::Normal,
-            "Ready",
-            format!("Mosquitto is ready at {}", valid.endpoint),
-        )
-        .await;
-    }
-    if rotated {
-        crate::status::publish(
-            &ctx,
-            &*mqb,
-            EventType::Normal,
-            "CredentialsRotated",
-            "user Secrets changed; Mosquitto reloads them in place".into(),
-        )
-        .await;
-    }
-    Ok(Action::requeue(RESYNC))
-}
-
-/// An MqttBroker that failed validation: status (and a Warning Event when the problem is new), no children.
-async fn not_reconciled(
-    ctx: &Context,
-    mqb: &MqttBroker,
-    err: ValidateError,
-) -> Result<Action, Error> {
-    let reason = match err {
-        ValidateError::Credentials(_) => "CredentialsMissing",
-        _ => "InvalidSpec",
-    };
-    ctx.metrics.error(KIND_LABEL, reason);
-    let current = mqb.status.as_ref();
-    let was_ready = current.is_some_and(|s| cond::is_true(&s.conditions, types::READY));
-    let same_message = current
-        .and_then(|s| cond::find(&s.conditions, types::READY))
-        .is_some_and(|c| c.message == err.to_string());
-    let wrote = crate::status::write(
-        &ctx.client,
-        mqb,
-        mqb.status.as_ref(),
-        status::failed(mqb, &err),
+    finish(
+        &ctx,
+        &*mqb,
+        new_status,
+        Notes {
+            ready: format!("Mosquitto is ready at {}", valid.endpoint),
+            rotated: "user Secrets changed; Mosquitto reloads them in place",
+        },
     )
-    .await
-    .map_err(Error::Status)?;
-    if wrote && (was_ready || !same_message) {
-        crate::status::publish(ctx, mqb, EventType::Warning, reason, err.to_string()).await;
-    }
-    warn!(error = %err, "not reconciled");
-    Ok(match err {
-        // A missing Secret appears through the Secret watch; look again now and then regardless.
-        ValidateError::Credentials(_) => Action::requeue(Duration::from_secs(60)),
-        _ => Action::await_change(),
-    })
+    .await?;
+    Ok(Action::requeue(RESYNC))
 }
 
 /// Placeholder shown by `render` for a password the operator generates at the first reconcile.

@@ -12,59 +12,16 @@ use crate::cloud::aws::{AwsSettings, StaticKeys, keys as aws_keys};
 use crate::cloud::iot::{DesiredRule, rule_sql};
 use crate::context::Settings;
 use crate::hash::credentials_hash;
+use crate::reconcile::{CredentialProblem, Invalid, Missing};
 use crate::secret::ExposeSecret;
 use crate::secret::{SecretString, is_secret_name};
 use edgewire_api::{BuiltinMqtt, MqttBroker, MqttBrokerType, MqttUser};
 use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
 use std::collections::BTreeMap;
-use std::fmt;
 
-/// Why a spec cannot be reconciled.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum ValidateError {
-    /// The spec is wrong: `Ready=False`, reason `InvalidSpec`, no children.
-    #[error("{field}: {message}")]
-    Invalid { field: String, message: String },
-    /// A referenced Secret or key is missing or unusable: `CredentialsReady=False` (and `UsersReady=False`
-    /// when a user's password is among them).
-    #[error("{}", Problems(.0))]
-    Credentials(Vec<CredentialProblem>),
-    /// The object lacks the metadata a child needs (namespace, uid): not read from the API.
-    #[error("the object has no namespace or uid")]
-    Metadata,
-}
-
-/// One missing Secret or key.
-#[derive(Debug, Clone, PartialEq)]
-pub struct CredentialProblem {
-    /// The user whose password it is; `None` for the TLS Secret.
-    pub user: Option<String>,
-    /// The whole Secret is missing (else a key of it is).
-    pub secret_missing: bool,
-    /// Names the user, the Secret, the key and the spec field; never a value.
-    pub message: String,
-}
-
-struct Problems<'a>(&'a [CredentialProblem]);
-
-impl fmt::Display for Problems<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, p) in self.0.iter().enumerate() {
-            if i > 0 {
-                f.write_str("; ")?;
-            }
-            f.write_str(&p.message)?;
-        }
-        Ok(())
-    }
-}
-
-fn invalid(field: impl Into<String>, message: impl Into<String>) -> ValidateError {
-    ValidateError::Invalid {
-        field: field.into(),
-        message: message.into(),
-    }
+fn invalid(field: impl Into<String>, message: impl Into<String>) -> Invalid {
+    Invalid::spec(field, message)
 }
 
 fn is_user_name(name: &str) -> bool {
@@ -152,7 +109,7 @@ fn ports(b: &BuiltinMqtt) -> Vec<(&'static str, i32)> {
     out
 }
 
-fn check_topic_namespace(ns: &str) -> Result<(), ValidateError> {
+fn check_topic_namespace(ns: &str) -> Result<(), Invalid> {
     if ns.is_empty()
         || !ns
             .bytes()
@@ -167,7 +124,7 @@ fn check_topic_namespace(ns: &str) -> Result<(), ValidateError> {
 }
 
 /// Spec checks of `type: iotcore`.
-fn check_iotcore(mqb: &MqttBroker) -> Result<(), ValidateError> {
+fn check_iotcore(mqb: &MqttBroker) -> Result<(), Invalid> {
     let spec = &mqb.spec;
     if spec.builtin.is_some() {
         return Err(invalid(
@@ -235,9 +192,9 @@ fn check_iotcore(mqb: &MqttBroker) -> Result<(), ValidateError> {
 }
 
 /// Checks an iotcore spec and resolves its credentials Secret.
-pub fn validate_iotcore(mqb: &MqttBroker, refs: &Refs) -> Result<ValidatedIotCore, ValidateError> {
+pub fn validate_iotcore(mqb: &MqttBroker, refs: &Refs) -> Result<ValidatedIotCore, Invalid> {
     check_spec(mqb)?;
-    let owner = Owner::of(mqb, KIND_LABEL).ok_or(ValidateError::Metadata)?;
+    let owner = Owner::of(mqb, KIND_LABEL).ok_or(Invalid::Metadata)?;
     let iot = mqb
         .spec
         .iotcore
@@ -249,9 +206,9 @@ pub fn validate_iotcore(mqb: &MqttBroker, refs: &Refs) -> Result<ValidatedIotCor
         let name = &c.secret_name;
         let field = "spec.iotcore.credentials.secretName";
         let Some(secret) = refs.secrets.get(name) else {
-            return Err(ValidateError::Credentials(vec![CredentialProblem {
+            return Err(Invalid::Credentials(vec![CredentialProblem {
                 user: None,
-                secret_missing: true,
+                missing: Missing::Secret,
                 message: format!("Secret {name} ({field}) not found"),
             }]));
         };
@@ -269,7 +226,7 @@ pub fn validate_iotcore(mqb: &MqttBroker, refs: &Refs) -> Result<ValidatedIotCor
                 };
                 problems.push(CredentialProblem {
                     user: None,
-                    secret_missing: false,
+                    missing: Missing::Key,
                     message: format!("Secret {name} key {key} {why} ({field})"),
                 });
                 None
@@ -287,7 +244,7 @@ pub fn validate_iotcore(mqb: &MqttBroker, refs: &Refs) -> Result<ValidatedIotCor
                 });
                 secret_hash = Some(credentials_hash([secret]));
             }
-            _ => return Err(ValidateError::Credentials(problems)),
+            _ => return Err(Invalid::Credentials(problems)),
         }
     }
     let endpoint_override = mqb
@@ -319,7 +276,7 @@ pub fn validate_iotcore(mqb: &MqttBroker, refs: &Refs) -> Result<ValidatedIotCor
 
 /// Spec checks that need no Secret. The CRD's schema and CEL rules say some of the same; they are repeated
 /// here because a cluster may not enforce them (and the message then still names the field).
-pub fn check_spec(mqb: &MqttBroker) -> Result<(), ValidateError> {
+pub fn check_spec(mqb: &MqttBroker) -> Result<(), Invalid> {
     let spec = &mqb.spec;
     check_topic_namespace(&spec.topic_namespace)?;
     if spec.broker_type == MqttBrokerType::Iotcore {
@@ -439,9 +396,9 @@ pub fn validate(
     mqb: &MqttBroker,
     refs: &Refs,
     settings: &Settings,
-) -> Result<ValidatedMqttBroker, ValidateError> {
+) -> Result<ValidatedMqttBroker, Invalid> {
     check_spec(mqb)?;
-    let owner = Owner::of(mqb, KIND_LABEL).ok_or(ValidateError::Metadata)?;
+    let owner = Owner::of(mqb, KIND_LABEL).ok_or(Invalid::Metadata)?;
     let b = builtin_of(mqb);
     let uses = secret_uses(mqb);
     let mut problems = Vec::new();
@@ -453,7 +410,7 @@ pub fn validate(
         if !refs.secrets.contains_key(&u.name) {
             problems.push(CredentialProblem {
                 user: u.user.clone(),
-                secret_missing: true,
+                missing: Missing::Secret,
                 message: format!("{who}Secret {} ({}) not found", u.name, u.field),
             });
             continue;
@@ -472,19 +429,19 @@ pub fn validate(
             if let Some(why) = problem {
                 problems.push(CredentialProblem {
                     user: u.user.clone(),
-                    secret_missing: false,
+                    missing: Missing::Key,
                     message: format!("{who}Secret {} key {k} {why} ({})", u.name, u.field),
                 });
             }
         }
     }
     if !problems.is_empty() {
-        return Err(ValidateError::Credentials(problems));
+        return Err(Invalid::Credentials(problems));
     }
     let not_loaded = |what: &str| {
-        ValidateError::Credentials(vec![CredentialProblem {
+        Invalid::Credentials(vec![CredentialProblem {
             user: None,
-            secret_missing: true,
+            missing: Missing::Secret,
             message: format!("the credentials of {what} were not loaded"),
         }])
     };
@@ -573,7 +530,7 @@ mod tests {
 
     fn field_of(mqb: &MqttBroker) -> String {
         match check_spec(mqb) {
-            Err(ValidateError::Invalid { field, .. }) => field,
+            Err(Invalid::Spec { field, .. }) => field,
             other => panic!("expected InvalidSpec, got {other:?}"),
         }
     }
@@ -739,12 +696,12 @@ mod tests {
             SIDECAR_USER,
         ));
         let err = validate(&mqb, &refs, &Settings::default()).unwrap_err();
-        let ValidateError::Credentials(p) = &err else {
+        let Invalid::Credentials(p) = &err else {
             panic!("{err:?}")
         };
         assert_eq!(p.len(), 2);
         assert_eq!(p[0].user.as_deref(), Some("a"));
-        assert!(p[0].secret_missing);
+        assert_eq!(p[0].missing, Missing::Secret);
         assert_eq!(
             err.to_string(),
             "user a: Secret a-creds (spec.builtin.users[0].password) not found; \
