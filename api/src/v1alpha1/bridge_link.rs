@@ -38,8 +38,10 @@ pub struct BridgeLinkSpec {
     #[schemars(length(min = 1))]
     pub rules: Vec<BridgeRule>,
     /// Extra headers added to every edge→cloud message (protocol headers; a JSON envelope field where the
-    /// protocol has none).
+    /// protocol has none). Names are printable ASCII without spaces or ':' (at most 255), values printable
+    /// ASCII: what NATS, AMQP 0-9-1, Kafka and MQTT 5 can all carry.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(schema_with = "super::checked::headers_schema")]
     pub headers: BTreeMap<String, String>,
     /// The durable store-and-forward spool.
     #[serde(default)]

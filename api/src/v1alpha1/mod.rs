@@ -1,6 +1,7 @@
 //! `edgewire.dev/v1alpha1`: EventBroker, MqttBroker, BridgeLink and the value types they share.
 
 mod bridge_link;
+mod checked;
 mod common;
 mod event_broker;
 mod mqtt_broker;
@@ -8,6 +9,7 @@ mod pattern;
 pub(crate) mod schema;
 
 pub use bridge_link::*;
+pub use checked::*;
 pub use common::*;
 pub use event_broker::*;
 pub use mqtt_broker::*;

@@ -54,6 +54,7 @@ impl MockApi {
     }
 
     /// Waits until the requests so far satisfy `done` (for controllers running on their own task).
+    #[allow(dead_code)] // each test binary compiles this module; not all of them run a controller
     pub async fn wait_for(&self, done: impl Fn(&[Recorded]) -> bool) {
         let arrived = self.0.lock().unwrap().arrived.clone();
         loop {
@@ -69,6 +70,7 @@ impl MockApi {
 
     /// Puts a raw JSON object at its path (one a typed object could not express, e.g. one that does not
     /// decode).
+    #[allow(dead_code)] // each test binary compiles this module; not all of them need raw objects
     pub fn insert_json(&self, v: Value) {
         let path = object_path(&v);
         self.0.lock().unwrap().objects.insert(path, v);

@@ -11,8 +11,12 @@ use crate::hash::credentials_hash;
 use crate::reconcile::{CredentialProblem, Invalid, Missing};
 use crate::secret::has_key;
 use edgewire_api::quantity::quantity_bytes;
-use edgewire_api::{BridgeLink, BridgeLinkSpec, BridgeSide, Endpoint, Protocol, validate_rules};
+use edgewire_api::{
+    BridgeLink, BridgeLinkSpec, BridgeSide, Endpoint, HeaderName, HeaderValue, Protocol,
+    validate_rules,
+};
 use k8s_openapi::api::core::v1::Secret;
+use std::str::FromStr;
 
 /// The error of a rule [`validate_rules`] refuses: its message starts with the field.
 fn rule_error(msg: String) -> Invalid {
@@ -130,6 +134,11 @@ pub fn check_spec(spec: &BridgeLinkSpec) -> Result<(), Invalid> {
             ),
         ));
     }
+    for (name, value) in &spec.headers {
+        HeaderName::from_str(name).map_err(|m| Invalid::spec("spec.headers", m))?;
+        HeaderValue::from_str(value)
+            .map_err(|m| Invalid::spec(format!("spec.headers.{name}"), m))?;
+    }
     check_side("spec.edge", &spec.edge)?;
     check_side("spec.cloud", &spec.cloud)?;
     validate_rules(spec).map_err(rule_error)?;
@@ -241,6 +250,31 @@ pub fn validate(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A header the bridge could not send on NATS (which panics on a ':' in a name or a line break in a
+    /// value) is refused before a bridge pod starts.
+    #[test]
+    fn headers_every_protocol_can_carry() {
+        let mut spec: BridgeLinkSpec = serde_json::from_value(serde_json::json!({
+            "siteId": "site-a",
+            "edge": {"endpoint": {"protocol": "mqtt", "url": "e:1883"}},
+            "cloud": {"endpoint": {"protocol": "nats", "url": "nats://c:4222"}},
+            "rules": [{"direction": "EdgeToCloud", "from": "a.#", "to": "b.#"}],
+            "headers": {"plant": "berlin"}
+        }))
+        .unwrap();
+        assert_eq!(check_spec(&spec), Ok(()));
+        spec.headers.insert("line:4".into(), "x".into());
+        assert!(
+            matches!(check_spec(&spec), Err(Invalid::Spec { field, .. }) if field == "spec.headers")
+        );
+        spec.headers.remove("line:4");
+        spec.headers
+            .insert("line".into(), "4\r\nX-Injected: 1".into());
+        assert!(
+            matches!(check_spec(&spec), Err(Invalid::Spec { field, .. }) if field == "spec.headers.line")
+        );
+    }
 
     /// One quantity parser for every size: `1e9` is a billion bytes here as in a broker's storage.
     #[test]

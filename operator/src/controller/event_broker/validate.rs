@@ -11,9 +11,11 @@ use crate::reconcile::{CredentialProblem, Invalid, Missing};
 use crate::secret::ExposeSecret;
 use crate::secret::SecretString;
 use edgewire_api::{
-    Adapter, BrokerKind, EventBroker, NatsAuth, PASSWORD_KEY, SaslMechanism, Tls, USERNAME_KEY,
+    Adapter, AwsRegion, BrokerKind, EventBroker, GcpProjectId, IamRoleArn, NatsAuth, PASSWORD_KEY,
+    PubsubTopicIdPrefix, SaslMechanism, SnsTopicArnPrefix, Tls, USERNAME_KEY,
 };
 use k8s_openapi::api::core::v1::Secret;
+use std::str::FromStr;
 
 fn invalid(field: &str, message: impl Into<String>) -> Invalid {
     Invalid::spec(field, message)
@@ -39,34 +41,11 @@ pub fn check_spec(eb: &EventBroker) -> Result<(), Invalid> {
                     "Pub/Sub is a managed service: there is no broker to deploy",
                 ));
             }
-            let project_ok = !ps.project.is_empty()
-                && ps.project.bytes().all(|b| {
-                    b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'.' | b':')
-                });
-            if !project_ok {
-                return Err(invalid(
-                    "spec.googlePubsub.project",
-                    format!(
-                        "{:?} is not a GCP project id (like my-project-123)",
-                        ps.project
-                    ),
-                ));
-            }
-            // Topic ids: a letter first, then letters, digits and - _ . ~ + %; the domain names follow.
-            if let Some(p) = &ps.topic_id_prefix
-                && !(p.starts_with(|c: char| c.is_ascii_alphabetic())
-                    && p.bytes().all(|b| {
-                        b.is_ascii_alphanumeric()
-                            || matches!(b, b'-' | b'_' | b'.' | b'~' | b'+' | b'%')
-                    })
-                    && !p.to_ascii_lowercase().starts_with("goog"))
-            {
-                return Err(invalid(
-                    "spec.googlePubsub.topicIdPrefix",
-                    format!(
-                        "{p:?} must start with a letter (not \"goog\") and hold only letters, digits and - _ . ~ + %"
-                    ),
-                ));
+            GcpProjectId::from_str(&ps.project)
+                .map_err(|m| invalid("spec.googlePubsub.project", m))?;
+            if let Some(p) = &ps.topic_id_prefix {
+                PubsubTopicIdPrefix::from_str(p)
+                    .map_err(|m| invalid("spec.googlePubsub.topicIdPrefix", m))?;
             }
             if let Some(e) = &ps.endpoint
                 && !(e.starts_with("https://") || e.starts_with("http://"))
@@ -87,31 +66,11 @@ pub fn check_spec(eb: &EventBroker) -> Result<(), Invalid> {
                     "SNS is a managed service: there is no broker to deploy",
                 ));
             }
-            if sns.region.trim().is_empty()
-                || !sns
-                    .region
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-            {
-                return Err(invalid(
-                    "spec.awsSns.region",
-                    format!("{:?} is not an AWS region (like us-east-1)", sns.region),
-                ));
-            }
+            AwsRegion::from_str(&sns.region).map_err(|m| invalid("spec.awsSns.region", m))?;
             match &sns.topic_arn_prefix {
                 Some(p) => {
-                    let ok = crate::cloud::sns::name_prefix(p).is_some_and(|n| {
-                        n.bytes()
-                            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-                    });
-                    if !ok {
-                        return Err(invalid(
-                            "spec.awsSns.topicArnPrefix",
-                            format!(
-                                "{p:?} must be arn:aws:sns:<region>:<account>: followed by an optional topic-name prefix (letters, digits, - and _)"
-                            ),
-                        ));
-                    }
+                    SnsTopicArnPrefix::from_str(p)
+                        .map_err(|m| invalid("spec.awsSns.topicArnPrefix", m))?;
                 }
                 None if !sns.provision => {
                     return Err(invalid(
@@ -129,13 +88,8 @@ pub fn check_spec(eb: &EventBroker) -> Result<(), Invalid> {
                     format!("{e:?} must be an http:// or https:// URL"),
                 ));
             }
-            if let Some(r) = &sns.role_arn
-                && !(r.starts_with("arn:") && r.contains(":role/"))
-            {
-                return Err(invalid(
-                    "spec.awsSns.roleArn",
-                    format!("{r:?} must be an IAM role ARN"),
-                ));
+            if let Some(r) = &sns.role_arn {
+                IamRoleArn::from_str(r).map_err(|m| invalid("spec.awsSns.roleArn", m))?;
             }
         }
         Adapter::Nats => {
@@ -571,6 +525,19 @@ mod tests {
         assert_eq!(check_spec(&ps), Ok(()));
         ps.spec.google_pubsub.as_mut().unwrap().project = "My Project".into();
         assert_eq!(field_of(&ps), "spec.googlePubsub.project");
+        // What the publisher refuses at start is refused here: a project id must start with a letter, and
+        // a prefix must leave room for the longest domain topic name within 255 characters.
+        ps.spec.google_pubsub.as_mut().unwrap().project = "1abc".into();
+        assert_eq!(field_of(&ps), "spec.googlePubsub.project");
+        ps.spec.google_pubsub.as_mut().unwrap().project = "my-project".into();
+        ps.spec.google_pubsub.as_mut().unwrap().topic_id_prefix =
+            Some(format!("e{}", "x".repeat(231)));
+        assert_eq!(field_of(&ps), "spec.googlePubsub.topicIdPrefix");
+        ps.spec.google_pubsub.as_mut().unwrap().topic_id_prefix =
+            Some(format!("e{}", "x".repeat(230)));
+        assert_eq!(check_spec(&ps), Ok(()));
+        ps.spec.google_pubsub.as_mut().unwrap().topic_id_prefix = Some("goog-edge-".into());
+        assert_eq!(field_of(&ps), "spec.googlePubsub.topicIdPrefix");
         let mut qos = EventBroker::test("e").adapter(Adapter::Mqtt);
         qos.spec.mqtt.as_mut().unwrap().qos = 3;
         assert_eq!(field_of(&qos), "spec.mqtt.qos");

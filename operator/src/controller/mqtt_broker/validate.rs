@@ -15,10 +15,11 @@ use crate::hash::credentials_hash;
 use crate::reconcile::{CredentialProblem, Invalid, Missing};
 use crate::secret::ExposeSecret;
 use crate::secret::{SecretString, is_secret_name};
-use edgewire_api::{BuiltinMqtt, MqttBroker, MqttBrokerType, MqttUser};
+use edgewire_api::{AwsRegion, BuiltinMqtt, IamRoleArn, MqttBroker, MqttBrokerType, MqttUser};
 use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
 use std::collections::BTreeMap;
+use std::str::FromStr;
 
 fn invalid(field: impl Into<String>, message: impl Into<String>) -> Invalid {
     Invalid::spec(field, message)
@@ -135,17 +136,7 @@ fn check_iotcore(mqb: &MqttBroker) -> Result<(), Invalid> {
     let Some(iot) = &spec.iotcore else {
         return Err(invalid("spec.iotcore", "type iotcore needs spec.iotcore"));
     };
-    if iot.region.trim().is_empty()
-        || !iot
-            .region
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-    {
-        return Err(invalid(
-            "spec.iotcore.region",
-            format!("{:?} is not an AWS region (like us-east-1)", iot.region),
-        ));
-    }
+    AwsRegion::from_str(&iot.region).map_err(|m| invalid("spec.iotcore.region", m))?;
     if let Some(c) = &iot.credentials
         && !is_secret_name(&c.secret_name)
     {
@@ -181,12 +172,8 @@ fn check_iotcore(mqb: &MqttBroker) -> Result<(), Invalid> {
                 format!("{:?} must be the queue's URL", r.sqs_queue_url),
             ));
         }
-        if !r.role_arn.starts_with("arn:") || !r.role_arn.contains(":role/") {
-            return Err(invalid(
-                "spec.iotcore.topicRule.roleArn",
-                format!("{:?} must be an IAM role ARN", r.role_arn),
-            ));
-        }
+        IamRoleArn::from_str(&r.role_arn)
+            .map_err(|m| invalid("spec.iotcore.topicRule.roleArn", m))?;
     }
     Ok(())
 }
