@@ -9,6 +9,7 @@ use crate::pod::{
     restricted_container, restricted_pod, secret_env, secret_volume, service_ports,
 };
 use crate::secret::generated_keys;
+use edgewire_api::env;
 use edgewire_api::{
     Adapter, EventBrokerSpec, NatsAuth, PASSWORD_KEY, SecretKeyRef, Tls, TlsVersion, USERNAME_KEY,
 };
@@ -162,15 +163,7 @@ fn from_ref(name: &str, r: &SecretKeyRef) -> EnvVar {
 
 /// The env-var prefix of each adapter's settings, as the seed spells it.
 pub fn env_prefix(adapter: Adapter) -> &'static str {
-    match adapter.canonical() {
-        Adapter::Nats => "EVENT_BROKER_NATS",
-        Adapter::Kafka => "EVENT_BROKER_KAFKA",
-        Adapter::Amqp091 | Adapter::Rabbitmq => "EVENT_BROKER_RABBITMQ",
-        Adapter::Redis => "EVENT_BROKER_REDIS",
-        Adapter::Mqtt => "EVENT_BROKER_MQTT",
-        Adapter::AwsSns => "EVENT_BROKER_AWS_SNS",
-        Adapter::GooglePubsub => "EVENT_BROKER_GOOGLE_PUBSUB",
-    }
+    env::adapter_prefix(adapter)
 }
 
 /// The adapter's TLS settings, if any.
@@ -189,7 +182,6 @@ fn adapter_tls(spec: &EventBrokerSpec, adapter: Adapter) -> Option<&Tls> {
 /// The publisher's environment: exactly the `EVENT_BROKER_*` set the agent reads.
 pub fn build_env(v: &ValidatedEventBroker) -> Vec<EnvVar> {
     let spec = &v.spec;
-    let prefix = env_prefix(v.adapter);
     let deployed = v
         .broker
         .as_ref()
@@ -200,18 +192,18 @@ pub fn build_env(v: &ValidatedEventBroker) -> Vec<EnvVar> {
         .and_then(|p| p.generated.as_ref())
         .map(|g| g.secret_name.clone());
     let mut env = vec![
-        plain("EVENT_BROKER_ENABLED", "true"),
-        plain("EVENT_BROKER_ADAPTER", spec.adapter.as_str()),
-        plain("CORE_NAME", spec.core_name.clone()),
+        plain(env::ENABLED, "true"),
+        plain(env::ADAPTER, spec.adapter.as_str()),
+        plain(env::CORE_NAME, spec.core_name.clone()),
     ];
     let user_password = |env: &mut Vec<EnvVar>, secret: &str| {
         env.push(from_secret(
-            &format!("{prefix}_USERNAME"),
+            &env::adapter_var(v.adapter, env::suffix::USERNAME),
             secret,
             USERNAME_KEY,
         ));
         env.push(from_secret(
-            &format!("{prefix}_PASSWORD"),
+            &env::adapter_var(v.adapter, env::suffix::PASSWORD),
             secret,
             PASSWORD_KEY,
         ));
@@ -223,29 +215,24 @@ pub fn build_env(v: &ValidatedEventBroker) -> Vec<EnvVar> {
                 Some((_, ep)) => ep.url(),
                 None => nats.urls.join(","),
             };
-            env.push(plain("EVENT_BROKER_NATS_URLS", urls));
+            env.push(plain(env::NATS_URLS, urls));
             let js = nats.jet_stream.clone().unwrap_or_default();
             let js_on = js.enabled || deployed.is_some_and(|_| nats.jet_stream.is_none());
-            env.push(plain("EVENT_BROKER_NATS_JETSTREAM", js_on.to_string()));
+            env.push(plain(env::NATS_JETSTREAM, js_on.to_string()));
             if js_on {
-                env.push(plain("EVENT_BROKER_NATS_STREAM", js.stream.clone()));
-                env.push(plain(
-                    "EVENT_BROKER_NATS_STREAM_MAX_AGE",
-                    js.max_age.clone(),
-                ));
+                env.push(plain(env::NATS_STREAM, js.stream.clone()));
+                env.push(plain(env::NATS_STREAM_MAX_AGE, js.max_age.clone()));
             }
             match nats.auth {
-                Some(NatsAuth { token: Some(t), .. }) => {
-                    env.push(from_ref("EVENT_BROKER_NATS_TOKEN", &t))
-                }
+                Some(NatsAuth { token: Some(t), .. }) => env.push(from_ref(env::NATS_TOKEN, &t)),
                 Some(NatsAuth {
                     user_password: Some(up),
                     ..
                 }) => user_password(&mut env, &up.secret_name),
                 Some(NatsAuth { nkey: Some(nk), .. }) => {
-                    env.push(from_ref("EVENT_BROKER_NATS_NKEY_SEED", &nk.seed));
+                    env.push(from_ref(env::NATS_NKEY_SEED, &nk.seed));
                     if let Some(jwt) = &nk.jwt {
-                        env.push(from_ref("EVENT_BROKER_NATS_JWT", jwt));
+                        env.push(from_ref(env::NATS_JWT, jwt));
                     }
                 }
                 _ => {
@@ -261,22 +248,19 @@ pub fn build_env(v: &ValidatedEventBroker) -> Vec<EnvVar> {
                 Some((_, ep)) => ep.url(),
                 None => kafka.urls.join(","),
             };
-            env.push(plain("EVENT_BROKER_KAFKA_URLS", urls));
+            env.push(plain(env::KAFKA_URLS, urls));
             if let Some(topic) = &kafka.topic {
-                env.push(plain("EVENT_BROKER_KAFKA_TOPIC", topic.clone()));
+                env.push(plain(env::KAFKA_TOPIC, topic.clone()));
             }
             match (&kafka.sasl, &generated) {
                 (Some(sasl), _) => {
                     user_password(&mut env, &sasl.secret_name);
-                    env.push(plain(
-                        "EVENT_BROKER_KAFKA_SASL_MECHANISM",
-                        sasl.mechanism.as_str(),
-                    ));
+                    env.push(plain(env::KAFKA_SASL_MECHANISM, sasl.mechanism.as_str()));
                 }
                 (None, Some(g)) => {
                     user_password(&mut env, g);
                     env.push(plain(
-                        "EVENT_BROKER_KAFKA_SASL_MECHANISM",
+                        env::KAFKA_SASL_MECHANISM,
                         deployed_kafka_mechanism(v),
                     ));
                 }
@@ -286,24 +270,16 @@ pub fn build_env(v: &ValidatedEventBroker) -> Vec<EnvVar> {
         Adapter::Amqp091 => {
             let url = spec.amqp091.as_ref().and_then(|a| a.url.clone());
             match (url, &generated) {
-                (Some(u), _) => env.push(from_ref("EVENT_BROKER_RABBITMQ_URL", &u)),
-                (None, Some(g)) => env.push(from_secret(
-                    "EVENT_BROKER_RABBITMQ_URL",
-                    g,
-                    generated_keys::URL,
-                )),
+                (Some(u), _) => env.push(from_ref(env::RABBITMQ_URL, &u)),
+                (None, Some(g)) => env.push(from_secret(env::RABBITMQ_URL, g, generated_keys::URL)),
                 (None, None) => {}
             }
         }
         Adapter::Redis => {
             let url = spec.redis.as_ref().and_then(|a| a.url.clone());
             match (url, &generated) {
-                (Some(u), _) => env.push(from_ref("EVENT_BROKER_REDIS_URL", &u)),
-                (None, Some(g)) => env.push(from_secret(
-                    "EVENT_BROKER_REDIS_URL",
-                    g,
-                    generated_keys::URL,
-                )),
+                (Some(u), _) => env.push(from_ref(env::REDIS_URL, &u)),
+                (None, Some(g)) => env.push(from_secret(env::REDIS_URL, g, generated_keys::URL)),
                 (None, None) => {}
             }
         }
@@ -313,13 +289,12 @@ pub fn build_env(v: &ValidatedEventBroker) -> Vec<EnvVar> {
                 Some((_, ep)) => ep.url(),
                 None => mqtt.url.clone().unwrap_or_default(),
             };
-            env.push(plain("EVENT_BROKER_MQTT_URL", url));
-            env.push(plain("EVENT_BROKER_MQTT_QOS", mqtt.qos.to_string()));
+            env.push(plain(env::MQTT_URL, url));
+            env.push(plain(env::MQTT_QOS, mqtt.qos.to_string()));
             match (&mqtt.auth, &generated) {
-                (Some(a), _) if a.jwt.is_some() => env.push(from_ref(
-                    "EVENT_BROKER_MQTT_JWT",
-                    a.jwt.as_ref().expect("checked"),
-                )),
+                (Some(a), _) if a.jwt.is_some() => {
+                    env.push(from_ref(env::MQTT_JWT, a.jwt.as_ref().expect("checked")))
+                }
                 (Some(a), _) if a.user_password.is_some() => user_password(
                     &mut env,
                     &a.user_password.as_ref().expect("checked").secret_name,
@@ -330,28 +305,30 @@ pub fn build_env(v: &ValidatedEventBroker) -> Vec<EnvVar> {
         }
         Adapter::AwsSns => {
             let sns = spec.aws_sns.clone().unwrap_or_default();
-            env.push(plain("EVENT_BROKER_AWS_SNS_REGION", sns.region.clone()));
+            env.push(plain(env::AWS_SNS_REGION, sns.region.clone()));
             // From the spec, or (provisioning) derived from the topics' ARNs before the build.
             if let Some(p) = &sns.topic_arn_prefix {
-                env.push(plain("EVENT_BROKER_AWS_SNS_TOPIC_ARN_PREFIX", p.clone()));
+                env.push(plain(env::AWS_SNS_TOPIC_ARN_PREFIX, p.clone()));
             }
             if let Some(e) = &sns.endpoint {
-                env.push(plain("EVENT_BROKER_AWS_SNS_ENDPOINT", e.clone()));
+                env.push(plain(env::AWS_SNS_ENDPOINT, e.clone()));
             }
             if let Some(c) = &sns.credentials {
-                use crate::cloud::aws::keys;
                 env.push(from_secret(
-                    keys::ACCESS_KEY_ID,
+                    env::AWS_ACCESS_KEY_ID,
                     &c.secret_name,
-                    keys::ACCESS_KEY_ID,
+                    env::AWS_ACCESS_KEY_ID,
                 ));
                 env.push(from_secret(
-                    keys::SECRET_ACCESS_KEY,
+                    env::AWS_SECRET_ACCESS_KEY,
                     &c.secret_name,
-                    keys::SECRET_ACCESS_KEY,
+                    env::AWS_SECRET_ACCESS_KEY,
                 ));
-                let mut token =
-                    from_secret(keys::SESSION_TOKEN, &c.secret_name, keys::SESSION_TOKEN);
+                let mut token = from_secret(
+                    env::AWS_SESSION_TOKEN,
+                    &c.secret_name,
+                    env::AWS_SESSION_TOKEN,
+                );
                 if let Some(sel) = token
                     .value_from
                     .as_mut()
@@ -364,22 +341,16 @@ pub fn build_env(v: &ValidatedEventBroker) -> Vec<EnvVar> {
         }
         Adapter::GooglePubsub => {
             let ps = spec.google_pubsub.clone().unwrap_or_default();
-            env.push(plain(
-                "EVENT_BROKER_GOOGLE_PUBSUB_PROJECT",
-                ps.project.clone(),
-            ));
+            env.push(plain(env::GOOGLE_PUBSUB_PROJECT, ps.project.clone()));
             if let Some(p) = &ps.topic_id_prefix {
-                env.push(plain(
-                    "EVENT_BROKER_GOOGLE_PUBSUB_TOPIC_ID_PREFIX",
-                    p.clone(),
-                ));
+                env.push(plain(env::GOOGLE_PUBSUB_TOPIC_ID_PREFIX, p.clone()));
             }
             if let Some(e) = &ps.endpoint {
-                env.push(plain("EVENT_BROKER_GOOGLE_PUBSUB_ENDPOINT", e.clone()));
+                env.push(plain(env::GOOGLE_PUBSUB_ENDPOINT, e.clone()));
             }
             if ps.credentials.is_some() {
                 env.push(plain(
-                    "GOOGLE_APPLICATION_CREDENTIALS",
+                    env::GOOGLE_APPLICATION_CREDENTIALS,
                     GCP_CREDENTIALS_FILE,
                 ));
             }
@@ -388,35 +359,41 @@ pub fn build_env(v: &ValidatedEventBroker) -> Vec<EnvVar> {
         Adapter::Rabbitmq => {}
     }
     if let Some(tls) = adapter_tls(spec, v.adapter) {
-        env.push(plain(&format!("{prefix}_SSL"), "true"));
+        env.push(plain(
+            &env::adapter_var(v.adapter, env::suffix::SSL),
+            "true",
+        ));
         if tls.ca_secret_ref.is_some() {
             env.push(plain(
-                &format!("{prefix}_CACERT_FILE"),
+                &env::adapter_var(v.adapter, env::suffix::CACERT_FILE),
                 format!("{TLS_DIR}/ca/ca.crt"),
             ));
         }
         if tls.client_cert_secret_ref.is_some() {
             env.push(plain(
-                &format!("{prefix}_CLIENT_CERT_FILE"),
+                &env::adapter_var(v.adapter, env::suffix::CLIENT_CERT_FILE),
                 format!("{TLS_DIR}/client/tls.crt"),
             ));
             env.push(plain(
-                &format!("{prefix}_CLIENT_KEY_FILE"),
+                &env::adapter_var(v.adapter, env::suffix::CLIENT_KEY_FILE),
                 format!("{TLS_DIR}/client/tls.key"),
             ));
         }
         if tls.min_version == TlsVersion::V1_3 {
-            env.push(plain(&format!("{prefix}_TLS_MIN_VERSION"), "1.3"));
+            env.push(plain(
+                &env::adapter_var(v.adapter, env::suffix::TLS_MIN_VERSION),
+                "1.3",
+            ));
         }
         if let Some(sn) = &tls.server_name {
-            env.push(plain(&format!("{prefix}_TLS_SERVER_NAME"), sn.clone()));
+            env.push(plain(
+                &env::adapter_var(v.adapter, env::suffix::TLS_SERVER_NAME),
+                sn.clone(),
+            ));
         }
     }
-    env.push(plain(
-        "EDGEWIRE_LISTEN",
-        format!("0.0.0.0:{PUBLISHER_PORT}"),
-    ));
-    env.push(plain("EDGEWIRE_LOG_FORMAT", "json"));
+    env.push(plain(env::LISTEN, format!("0.0.0.0:{PUBLISHER_PORT}")));
+    env.push(plain(env::LOG_FORMAT, "json"));
     env
 }
 
