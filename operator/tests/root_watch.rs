@@ -1,6 +1,7 @@
 //! The root watch of a controller, driven by `controller::run` against the mocked API: one object that does
 //! not decode is skipped, and the others are still reconciled (the watch does not stall on it).
 
+#[allow(dead_code)] // the shared mock; this test uses only part of it
 mod support;
 
 use edgewire_api::EventBroker;

@@ -1,6 +1,7 @@
 //! Stage 3 (pure): every child of a BridgeLink. The same input renders byte-identical objects.
 
-use super::*;
+use super::names::*;
+use super::validate::ValidatedBridgeLink;
 use crate::hash::secret_data_digest;
 use crate::pod::{
     AGENT_DEFAULTS, AGENT_USER, agent_probe, container_ports, mount, pod_security_context,
@@ -9,6 +10,7 @@ use crate::pod::{
 use edgewire_api::{CONFIG_HASH_ANNOTATION, CREDENTIALS_HASH_ANNOTATION, GROUP};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec};
+use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::core::v1::{
     Container, PodSpec, PodTemplateSpec, Service, ServiceAccount, ServiceSpec, VolumeMount,
 };

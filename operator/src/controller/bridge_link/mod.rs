@@ -11,17 +11,20 @@
 
 pub mod apply;
 pub mod build;
+pub mod names;
 pub mod refs;
 pub mod resolve;
 pub mod status;
 pub mod validate;
 
+pub use names::*;
+pub use validate::ValidatedBridgeLink;
+
 use super::Controlled;
-use crate::children::Owner;
 use crate::context::{Context, Settings};
 use crate::reconcile::{Error, Invalid, Missing, Notes, Reconciled, finish, not_reconciled};
 use edgewire_api::condition::reasons;
-use edgewire_api::{BridgeLink, BridgeLinkSpec, BridgeLinkStatus, EventBroker, MqttBroker};
+use edgewire_api::{BridgeLink, BridgeLinkStatus, EventBroker, MqttBroker};
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::jiff::Timestamp;
 use kube::runtime::controller::Action;
@@ -31,52 +34,6 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tracing::{info, instrument};
-
-/// Owner-kind label value of BridgeLink children.
-pub const KIND_LABEL: &str = "bridgelink";
-/// `app.kubernetes.io/name` of the bridge's objects.
-pub const APP: &str = "edgewire-bridge";
-/// `app.kubernetes.io/component`, and the container's name.
-pub const COMPONENT: &str = "bridge";
-/// Port of `/metrics`, `/healthz`, `/readyz` (named `metrics`).
-pub const METRICS_PORT: i32 = 9464;
-/// Key of the config file in `<bl>-bridge-config`.
-pub const CONFIG_KEY: &str = "bridge.yaml";
-/// Where the config Secret is mounted.
-pub const CONFIG_DIR: &str = "/etc/edgewire/bridge";
-/// Where each referenced Secret is mounted, as `<dir>/<secret name>/`.
-pub const SECRETS_DIR: &str = "/etc/edgewire/secrets";
-/// Where the spool PVC is mounted.
-pub const SPOOL_DIR: &str = "/var/lib/edgewire/spool";
-/// The volumeClaimTemplate of the spool.
-pub const SPOOL_VOLUME: &str = "spool";
-const CONFIG_VOLUME: &str = "config";
-/// How often a BridgeLink is looked at again without a change: `status.runtime` turns stale without any
-/// event, so this is short.
-pub const RESYNC: Duration = Duration::from_secs(30);
-
-/// StatefulSet, headless Service, ServiceAccount, Role and RoleBinding: `<bl>-bridge`.
-pub fn bridge_name(bl: &str) -> String {
-    format!("{bl}-bridge")
-}
-
-/// The agent's config Secret: `<bl>-bridge-config`.
-pub fn config_secret_name(bl: &str) -> String {
-    format!("{bl}-bridge-config")
-}
-
-/// A BridgeLink whose spec passed validation, both sides resolved to endpoints.
-#[derive(Clone, Debug)]
-pub struct ValidatedBridgeLink {
-    pub owner: Owner,
-    /// The spec with `edge` and `cloud` as endpoints (what the agent reads).
-    pub spec: BridgeLinkSpec,
-    /// Every Secret the endpoints reference, sorted: each is mounted into the pod.
-    pub secret_names: Vec<String>,
-    pub settings: Settings,
-    /// Hash of the referenced Secrets' data: pod-template annotation and `status.credentialsRevision`.
-    pub credentials_hash: String,
-}
 
 /// The reverse index key: Secrets an explicit endpoint references.
 pub use resolve::referenced_secret_names;

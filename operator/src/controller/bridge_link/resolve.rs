@@ -14,8 +14,8 @@
 //!   (the `<mqb>-user-<siteId>` Secret holds `username` and `password`); a declared one (`password: {name,
 //!   key}`) as `auth.token`, which MQTT sends with the site id as user name.
 
-use crate::controller::event_broker::generated_secret_name;
-use crate::controller::mqtt_broker::user_secret_name;
+use crate::controller::event_broker::names::generated_secret_name;
+use crate::controller::mqtt_broker::names::user_secret_name;
 use crate::reconcile::{Invalid, Missing};
 use edgewire_api::{
     BridgeLink, BridgeSide, BrokerKind, BrokerRefKind, Endpoint, EndpointAuth, EventBroker,

@@ -1,7 +1,7 @@
 //! Stage 5 (pure): conditions from what was applied and from `status.runtime`, which the bridge agent writes
 //! under its own field manager. The operator never writes `runtime`: the status it applies leaves it out.
 
-use super::ValidatedBridgeLink;
+use super::validate::ValidatedBridgeLink;
 use crate::reconcile::Invalid;
 use crate::status::broker_ready;
 use edgewire_api::condition::{self, reasons, types};

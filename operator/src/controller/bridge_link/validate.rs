@@ -2,9 +2,9 @@
 //! referenced brokers' and Secrets' presence. A failure here means no children: `InvalidSpec` (naming the
 //! field) or `CredentialsReady=False` (naming the broker, the Secret and key).
 
+use super::names::KIND_LABEL;
 use super::refs::Refs;
 use super::resolve::{self, SecretUse};
-use super::{KIND_LABEL, ValidatedBridgeLink};
 use crate::children::Owner;
 use crate::context::Settings;
 use crate::hash::credentials_hash;
@@ -17,6 +17,19 @@ use edgewire_api::{
 };
 use k8s_openapi::api::core::v1::Secret;
 use std::str::FromStr;
+
+/// A BridgeLink whose spec passed validation, both sides resolved to endpoints.
+#[derive(Clone, Debug)]
+pub struct ValidatedBridgeLink {
+    pub owner: Owner,
+    /// The spec with `edge` and `cloud` as endpoints (what the agent reads).
+    pub spec: BridgeLinkSpec,
+    /// Every Secret the endpoints reference, sorted: each is mounted into the pod.
+    pub secret_names: Vec<String>,
+    pub settings: Settings,
+    /// Hash of the referenced Secrets' data: pod-template annotation and `status.credentialsRevision`.
+    pub credentials_hash: String,
+}
 
 /// The error of a rule [`validate_rules`] refuses: its message starts with the field.
 fn rule_error(msg: String) -> Invalid {

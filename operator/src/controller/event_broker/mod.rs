@@ -3,74 +3,14 @@
 
 pub mod apply;
 pub mod build;
+pub mod names;
 pub mod refs;
 pub mod status;
 pub mod topics;
 pub mod validate;
 
-use crate::children::Owner;
-use crate::context::Settings;
-use crate::secret::{GeneratedCredentials, SecretString};
-use edgewire_api::{Adapter, BrokerKind, EventBrokerSpec, Resources, Storage};
-
-/// `app.kubernetes.io/name` of the publisher's objects.
-pub const PUBLISHER_APP: &str = "edgewire-publisher";
-/// Port of the publisher's CloudEvents ingress.
-pub const PUBLISHER_PORT: i32 = 8080;
-/// Owner-kind label value of EventBroker children.
-pub const KIND_LABEL: &str = "eventbroker";
-
-/// An EventBroker whose spec passed validation, with everything the builders need resolved.
-#[derive(Clone, Debug)]
-pub struct ValidatedEventBroker {
-    /// Who owns the children.
-    pub owner: Owner,
-    /// The spec as applied.
-    pub spec: EventBrokerSpec,
-    /// The adapter with aliases resolved.
-    pub adapter: Adapter,
-    /// The operator's settings.
-    pub settings: Settings,
-    /// Hash of every referenced Secret's data (and of generated credentials).
-    pub credentials_hash: String,
-    /// The broker the operator runs, if `deployBroker` is set.
-    pub broker: Option<BrokerPlan>,
-}
-
-/// A broker to deploy, resolved from `spec.deployBroker` and the adapter's auth.
-#[derive(Clone, Debug)]
-pub struct BrokerPlan {
-    pub kind: BrokerKind,
-    pub replicas: i32,
-    pub storage: Storage,
-    pub ui: bool,
-    /// The broker image (override or the default for `kind`).
-    pub image: String,
-    pub resources: Option<Resources>,
-    /// Credentials the broker's config is rendered with.
-    pub auth: BrokerAuth,
-    /// Set when the operator generated the credentials (no auth in the spec): it owns this Secret.
-    pub generated: Option<GeneratedCredentials>,
-}
-
-/// Credentials a deployed broker accepts (values, to be rendered into its config Secret only).
-#[derive(Clone, Debug)]
-pub enum BrokerAuth {
-    /// NATS token.
-    Token(SecretString),
-    /// User and password (every broker).
-    UserPassword {
-        username: String,
-        password: SecretString,
-    },
-    /// NATS NKEY user, by public key (derived from the referenced seed).
-    Nkey { public_key: String },
-}
-
-/// Name of the generated credentials Secret.
-pub fn generated_secret_name(eb_name: &str) -> String {
-    format!("{eb_name}-broker-credentials")
-}
+pub use names::{KIND_LABEL, PUBLISHER_APP, PUBLISHER_PORT, generated_secret_name};
+pub use validate::{BrokerAuth, BrokerPlan, ValidatedEventBroker};
 
 use super::{Controlled, api, owns_workloads};
 use crate::context::Context;

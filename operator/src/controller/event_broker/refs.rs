@@ -1,7 +1,7 @@
 //! Stage 1 (async): fetch every Secret the EventBroker references, and the credentials the operator
 //! generated for a deployed broker (read back, so they are generated once and never again).
 
-use super::generated_secret_name;
+use super::names::generated_secret_name;
 use crate::secret::{self, GeneratedCredentials, SecretString, read_generated};
 use edgewire_api::{
     Adapter, EventBroker, EventBrokerSpec, NatsAuth, PASSWORD_KEY, Tls, USERNAME_KEY,

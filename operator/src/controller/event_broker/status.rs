@@ -1,10 +1,10 @@
 //! Stage 5: compute conditions from what was applied and write `status` with server-side apply on the
 //! status subresource (never merge-patched). A status equal to the current one is not written.
 
-use super::ValidatedEventBroker;
 use super::apply::Applied;
 use super::build::broker::client_endpoint;
 use super::build::publisher::ingress_url;
+use super::validate::ValidatedEventBroker;
 use crate::reconcile::Invalid;
 use crate::status::broker_ready;
 use edgewire_api::condition::{self, reasons, types};

@@ -5,8 +5,8 @@
 //! `edgewire.dev/owner=<namespace>/<name>`, Pub/Sub label `edgewire-dev-owner=<namespace>_<name>`, see
 //! [`crate::cloud::pubsub`]); a topic without our mark is never deleted.
 
-use super::ValidatedEventBroker;
 use super::refs::Refs;
+use super::validate::ValidatedEventBroker;
 use crate::cloud::CloudError;
 use crate::cloud::aws::{AwsSettings, StaticKeys, keys, sdk_config};
 use crate::cloud::pubsub::{self, PubsubSettings};

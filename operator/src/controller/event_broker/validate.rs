@@ -1,21 +1,69 @@
 //! Stage 2 (pure): check what the schema cannot (or what a cluster without CEL did not), resolve the
 //! credentials a deployed broker is rendered with, and produce a [`ValidatedEventBroker`].
 
-use super::build::broker::{default_image, has_ui};
+use super::names::{KIND_LABEL, default_image, has_ui};
 use super::refs::{Refs, secret_uses};
-use super::{BrokerAuth, BrokerPlan, KIND_LABEL, ValidatedEventBroker};
 use crate::children::Owner;
 use crate::context::Settings;
 use crate::hash::credentials_hash;
 use crate::reconcile::{CredentialProblem, Invalid, Missing};
 use crate::secret::ExposeSecret;
+use crate::secret::GeneratedCredentials;
 use crate::secret::SecretString;
 use edgewire_api::{
-    Adapter, AwsRegion, BrokerKind, EventBroker, GcpProjectId, IamRoleArn, NatsAuth, PASSWORD_KEY,
-    PubsubTopicIdPrefix, SaslMechanism, SnsTopicArnPrefix, Tls, USERNAME_KEY,
+    Adapter, AwsRegion, BrokerKind, EventBroker, EventBrokerSpec, GcpProjectId, IamRoleArn,
+    NatsAuth, PASSWORD_KEY, PubsubTopicIdPrefix, Resources, SaslMechanism, SnsTopicArnPrefix,
+    Storage, Tls, USERNAME_KEY,
 };
 use k8s_openapi::api::core::v1::Secret;
 use std::str::FromStr;
+
+/// An EventBroker whose spec passed validation, with everything the builders need resolved.
+#[derive(Clone, Debug)]
+pub struct ValidatedEventBroker {
+    /// Who owns the children.
+    pub owner: Owner,
+    /// The spec as applied.
+    pub spec: EventBrokerSpec,
+    /// The adapter with aliases resolved.
+    pub adapter: Adapter,
+    /// The operator's settings.
+    pub settings: Settings,
+    /// Hash of every referenced Secret's data (and of generated credentials).
+    pub credentials_hash: String,
+    /// The broker the operator runs, if `deployBroker` is set.
+    pub broker: Option<BrokerPlan>,
+}
+
+/// A broker to deploy, resolved from `spec.deployBroker` and the adapter's auth.
+#[derive(Clone, Debug)]
+pub struct BrokerPlan {
+    pub kind: BrokerKind,
+    pub replicas: i32,
+    pub storage: Storage,
+    pub ui: bool,
+    /// The broker image (override or the default for `kind`).
+    pub image: String,
+    pub resources: Option<Resources>,
+    /// Credentials the broker's config is rendered with.
+    pub auth: BrokerAuth,
+    /// Set when the operator generated the credentials (no auth in the spec): it owns this Secret.
+    pub generated: Option<GeneratedCredentials>,
+}
+
+/// Credentials a deployed broker accepts (values, to be rendered into its config Secret only).
+#[derive(Clone, Debug)]
+pub enum BrokerAuth {
+    /// NATS token.
+    Token(SecretString),
+    /// User and password (every broker).
+    UserPassword {
+        username: String,
+        password: SecretString,
+    },
+    /// NATS NKEY user, by public key (derived from the referenced seed).
+    Nkey { public_key: String },
+}
 
 fn invalid(field: &str, message: impl Into<String>) -> Invalid {
     Invalid::spec(field, message)

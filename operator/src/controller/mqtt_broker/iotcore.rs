@@ -6,12 +6,14 @@
 //!
 //! `status.endpoint` is `<host>:8883` (IoT Core's MQTT-over-TLS port), or `spec.endpoint` when set.
 
+use super::names::{KIND_LABEL, RESYNC};
+use super::refs;
 use super::validate;
-use super::{KIND_LABEL, refs};
+use super::validate::ValidatedIotCore;
 use crate::children::Owner;
 use crate::cloud::CloudError;
 use crate::cloud::aws::{AwsSettings, sdk_config};
-use crate::cloud::iot::{self, DesiredRule, MQTTS_PORT, RuleChange, rule_name_of_arn};
+use crate::cloud::iot::{self, MQTTS_PORT, RuleChange, rule_name_of_arn};
 use crate::context::Context;
 use crate::reconcile::Invalid;
 use crate::reconcile::{Error, has_finalizer, not_reconciled, set_finalizer};
@@ -26,21 +28,6 @@ use tracing::{info, warn};
 
 /// How soon a failed AWS call is tried again.
 pub const RETRY: Duration = Duration::from_secs(60);
-
-/// An iotcore MqttBroker whose spec passed validation, credentials resolved.
-#[derive(Clone, Debug)]
-pub struct ValidatedIotCore {
-    pub owner: Owner,
-    pub aws: AwsSettings,
-    /// The credentials Secret, when static keys are used.
-    pub credentials_secret: Option<String>,
-    /// Hash of the credentials Secret: `status.credentialsRevision`.
-    pub credentials_hash: Option<String>,
-    pub rule: Option<DesiredRule>,
-    pub deletion_policy: DeletionPolicy,
-    /// `spec.endpoint`, which replaces the discovered one in status.
-    pub endpoint_override: Option<String>,
-}
 
 /// What the AWS calls of one reconcile found.
 #[derive(Clone, Debug, PartialEq)]
@@ -158,7 +145,7 @@ pub async fn reconcile(mqb: &MqttBroker, ctx: &Context) -> Result<Action, Error>
             }
             Ok(Action::requeue(RETRY))
         }
-        None => Ok(Action::requeue(super::RESYNC)),
+        None => Ok(Action::requeue(RESYNC)),
     }
 }
 

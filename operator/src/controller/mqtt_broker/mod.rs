@@ -10,16 +10,19 @@
 pub mod apply;
 pub mod build;
 pub mod iotcore;
+pub mod names;
 pub mod refs;
 pub mod status;
 pub mod validate;
 
+pub use names::*;
+pub use validate::{ResolvedTls, ResolvedUser, ValidatedMqttBroker};
+
 use super::Controlled;
-use crate::children::Owner;
 use crate::context::{Context, Settings};
 use crate::reconcile::{Error, Notes, Reconciled, finish, not_reconciled, set_finalizer};
 use crate::secret::{GeneratedCredentials, SecretString};
-use edgewire_api::{BuiltinMqtt, DeletionPolicy, MqttBroker, MqttBrokerStatus, MqttBrokerType};
+use edgewire_api::{MqttBroker, MqttBrokerStatus, MqttBrokerType};
 use k8s_openapi::api::core::v1::Secret;
 use kube::runtime::controller::Action;
 use kube::{Resource, ResourceExt};
@@ -27,88 +30,6 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tracing::{info, instrument};
-
-/// Owner-kind label value of MqttBroker children.
-pub const KIND_LABEL: &str = "mqttbroker";
-/// `app.kubernetes.io/name` of the builtin broker's objects (distinct from an EventBroker's deployed
-/// Mosquitto, `edgewire-mosquitto`, so the two never select each other's pods).
-pub const APP: &str = "edgewire-mqtt-broker";
-/// The MQTT user of the metrics/reload sidecar (reads `$SYS` only); no spec user may take this name.
-pub const SIDECAR_USER: &str = "edgewire-sidecar";
-/// Port of the plain listener, and of the loopback listener the sidecar uses when the plain one is off.
-pub const MQTT_PORT: i32 = 1883;
-
-/// The config Secret (`mosquitto.conf`, `passwd`, `acl`): `<mqb>-mosquitto`.
-pub fn config_secret_name(mqb: &str) -> String {
-    format!("{mqb}-mosquitto")
-}
-
-/// The Secret with a generated user password: `<mqb>-user-<user>` (keys `username`, `password`).
-pub fn user_secret_name(mqb: &str, user: &str) -> String {
-    format!("{mqb}-user-{user}")
-}
-
-/// The Secret with the sidecar's generated credentials: `<mqb>-sidecar`.
-pub fn sidecar_secret_name(mqb: &str) -> String {
-    format!("{mqb}-sidecar")
-}
-
-/// The headless Service: `<mqb>-headless`.
-pub fn headless_name(mqb: &str) -> String {
-    format!("{mqb}-headless")
-}
-
-/// An MqttBroker whose spec passed validation, with every credential resolved.
-#[derive(Clone, Debug)]
-pub struct ValidatedMqttBroker {
-    /// Who owns the children.
-    pub owner: Owner,
-    /// The builtin broker's settings (defaults filled in).
-    pub builtin: BuiltinMqtt,
-    pub deletion_policy: DeletionPolicy,
-    /// What workers connect to (`spec.endpoint`, else the Service).
-    pub endpoint: String,
-    /// Users in spec order, topic filters with `{ns}` substituted.
-    pub users: Vec<ResolvedUser>,
-    /// Credentials of the sidecar user (generated once into `<mqb>-sidecar`).
-    pub sidecar: GeneratedCredentials,
-    /// The TLS listener, when `listeners.mqtts` is set.
-    pub tls: Option<ResolvedTls>,
-    /// Settings from the operator's configuration.
-    pub settings: Settings,
-    /// Hash of every user Secret's data (referenced and generated, the sidecar's included):
-    /// `status.credentialsRevision`. Not on the pod template: credentials reload in place.
-    pub credentials_hash: String,
-    /// Hash of what the pod reads only at start (the TLS Secret, the sidecar's environment): on the pod
-    /// template, so a changed certificate or sidecar password rolls the pod.
-    pub pod_secrets_hash: String,
-}
-
-/// A user with its password resolved.
-#[derive(Clone, Debug)]
-pub struct ResolvedUser {
-    pub name: String,
-    pub password: SecretString,
-    /// The Secret holding the password: the referenced one, or `<mqb>-user-<name>`.
-    pub secret_name: String,
-    /// Whether the operator generated the password (and owns `secret_name`).
-    pub generated: bool,
-    /// Topic filters the user may publish to (`{ns}` substituted).
-    pub publish: Vec<String>,
-    /// Topic filters the user may subscribe to (`{ns}` substituted).
-    pub subscribe: Vec<String>,
-}
-
-/// The TLS listener.
-#[derive(Clone, Debug, PartialEq)]
-pub struct ResolvedTls {
-    pub port: i32,
-    /// The `kubernetes.io/tls` Secret mounted at `/mosquitto/certs`.
-    pub secret_name: String,
-    /// Whether the Secret has `ca.crt` (rendered as `cafile`).
-    pub has_ca: bool,
-    pub require_client_cert: bool,
-}
 
 impl Reconciled for MqttBroker {
     type Status = MqttBrokerStatus;
@@ -131,9 +52,6 @@ impl Controlled for MqttBroker {
         reconcile(mqb, ctx)
     }
 }
-
-/// How often a healthy MqttBroker is looked at again even without a change.
-pub const RESYNC: Duration = Duration::from_secs(300);
 
 #[instrument(skip(mqb, ctx), fields(name = %mqb.name_any(), namespace = mqb.namespace().unwrap_or_default()))]
 pub async fn reconcile(mqb: Arc<MqttBroker>, ctx: Arc<Context>) -> Result<Action, Error> {

@@ -1,7 +1,7 @@
 //! Stage 1 (async): fetch the Secrets an MqttBroker references (users' passwords, the TLS listener's
 //! certificate) and read back the passwords the operator generated, so each is generated once and never again.
 
-use super::{SIDECAR_USER, sidecar_secret_name, user_secret_name};
+use super::names::{SIDECAR_USER, sidecar_secret_name, user_secret_name};
 use crate::cloud::aws::keys as aws_keys;
 use crate::secret::{self, GeneratedCredentials, SecretString, is_secret_name, read_generated};
 use edgewire_api::{MqttBroker, MqttBrokerType};

@@ -1,8 +1,8 @@
 //! Stage 5: compute conditions from what was applied and write `status` with server-side apply on the
 //! status subresource (never merge-patched). A status equal to the current one is not written.
 
-use super::ValidatedMqttBroker;
 use super::apply::Applied;
+use super::validate::ValidatedMqttBroker;
 use crate::reconcile::Invalid;
 use crate::status::broker_ready;
 use edgewire_api::condition::{self, reasons, types};

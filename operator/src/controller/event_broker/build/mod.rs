@@ -3,7 +3,7 @@
 pub mod broker;
 pub mod publisher;
 
-use super::ValidatedEventBroker;
+use super::validate::ValidatedEventBroker;
 use crate::secret::ExposeSecret;
 use crate::secret::{GeneratedCredentials, generated_keys};
 use broker::BrokerChildren;

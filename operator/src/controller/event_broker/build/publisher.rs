@@ -2,7 +2,8 @@
 //! Configuration is the seed's `EVENT_BROKER_*` environment; Secret values arrive through `secretKeyRef`,
 //! TLS material as mounted files.
 
-use super::super::{PUBLISHER_APP, PUBLISHER_PORT, ValidatedEventBroker};
+use super::super::names::{PUBLISHER_APP, PUBLISHER_PORT};
+use super::super::validate::ValidatedEventBroker;
 use super::broker::client_endpoint;
 use crate::pod::{
     AGENT_DEFAULTS, AGENT_USER, agent_probe, container_ports, empty_dir, env as plain, mount,

@@ -2,7 +2,7 @@
 //! the ACL file. `mosquitto.conf` changes only with the spec (listeners, log level); `passwd` and `acl` change
 //! with the users and their passwords, which Mosquitto reloads on SIGHUP without dropping anyone.
 
-use super::super::ValidatedMqttBroker;
+use super::super::validate::ValidatedMqttBroker;
 use crate::mosquitto::{self as conf, MQTT_PORT, password_line};
 use crate::secret::ExposeSecret;
 use std::fmt::Write;

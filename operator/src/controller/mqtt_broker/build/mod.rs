@@ -7,7 +7,8 @@
 pub mod config;
 pub mod workload;
 
-use super::{ValidatedMqttBroker, config_secret_name};
+use super::names::{APP, config_secret_name};
+use super::validate::ValidatedMqttBroker;
 use crate::secret::GeneratedCredentials;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::apps::v1::StatefulSet;
@@ -78,7 +79,7 @@ pub fn build_generated_secret(
 ) -> Secret {
     let mut meta = v
         .owner
-        .meta(g.secret_name.clone(), super::APP, CREDENTIALS_COMPONENT);
+        .meta(g.secret_name.clone(), APP, CREDENTIALS_COMPONENT);
     meta.annotations = Some(BTreeMap::from([(
         "edgewire.dev/description".to_string(),
         description.to_string(),
@@ -106,11 +107,9 @@ pub fn build_config_secret(v: &ValidatedMqttBroker, conf: String) -> Secret {
         ),
     ]);
     Secret {
-        metadata: v.owner.meta(
-            config_secret_name(&v.owner.name),
-            super::APP,
-            BROKER_COMPONENT,
-        ),
+        metadata: v
+            .owner
+            .meta(config_secret_name(&v.owner.name), APP, BROKER_COMPONENT),
         type_: Some("Opaque".into()),
         data: Some(files.into_iter().map(|(k, v)| (k, ByteString(v))).collect()),
         ..Default::default()

@@ -2,9 +2,8 @@
 //! sidecar finds Mosquitto by name and sends it SIGHUP when the mounted config Secret changes), and the
 //! Services in front of it.
 
-use super::super::{
-    APP, MQTT_PORT, ValidatedMqttBroker, config_secret_name, headless_name, sidecar_secret_name,
-};
+use super::super::names::{APP, MQTT_PORT, config_secret_name, headless_name, sidecar_secret_name};
+use super::super::validate::ValidatedMqttBroker;
 use super::BROKER_COMPONENT;
 use super::config::{CERTS_DIR, CONFIG_DIR, CONFIG_KEY, DATA_DIR};
 use crate::hash::sha256;

@@ -1,7 +1,7 @@
 //! What every broker's objects share: names, metadata, the config Secret, the two Services, the
 //! StatefulSet skeleton (PVC template, security context, probes, resources), and small renderers.
 
-use super::super::super::{BrokerAuth, BrokerPlan, ValidatedEventBroker};
+use super::super::super::validate::{BrokerAuth, BrokerPlan, ValidatedEventBroker};
 use super::super::pod_annotations;
 use crate::hash::secret_data_digest;
 use crate::secret::ExposeSecret;

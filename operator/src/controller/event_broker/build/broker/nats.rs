@@ -1,7 +1,7 @@
 //! NATS with JetStream: `nats.conf` (client 4222, monitoring 8222, cluster 6222 with routes to every replica
 //! when clustered, authorization from the plan), and NUI as the optional UI.
 
-use super::super::super::BrokerAuth;
+use super::super::super::validate::BrokerAuth;
 use super::common::*;
 use super::{BrokerChildren, UiChildren};
 use crate::secret::ExposeSecret;

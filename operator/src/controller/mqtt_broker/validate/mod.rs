@@ -1,25 +1,76 @@
 //! Stage 2 (pure): check what the schema cannot (or what a cluster without CEL did not), resolve every user's
-//! password and topic filters, and produce a [`ValidatedMqttBroker`].
+//! password and topic filters, and produce a [`ValidatedMqttBroker`]; `type: iotcore` is checked in
+//! [`iotcore`].
 
-use super::iotcore::ValidatedIotCore;
+mod iotcore;
+
+pub use iotcore::{ValidatedIotCore, validate_iotcore};
+
+use super::names::{KIND_LABEL, MQTT_PORT, SIDECAR_USER, user_secret_name};
 use super::refs::{Refs, secret_uses, tls_keys};
-use super::{
-    KIND_LABEL, MQTT_PORT, ResolvedTls, ResolvedUser, SIDECAR_USER, ValidatedMqttBroker,
-    user_secret_name,
-};
 use crate::children::Owner;
-use crate::cloud::aws::{AwsSettings, StaticKeys, keys as aws_keys};
-use crate::cloud::iot::{DesiredRule, rule_sql};
 use crate::context::Settings;
 use crate::hash::credentials_hash;
 use crate::reconcile::{CredentialProblem, Invalid, Missing};
 use crate::secret::ExposeSecret;
+use crate::secret::GeneratedCredentials;
 use crate::secret::{SecretString, is_secret_name};
-use edgewire_api::{AwsRegion, BuiltinMqtt, IamRoleArn, MqttBroker, MqttBrokerType, MqttUser};
+use edgewire_api::{BuiltinMqtt, DeletionPolicy, MqttBroker, MqttBrokerType, MqttUser};
 use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
 use std::collections::BTreeMap;
-use std::str::FromStr;
+
+/// An MqttBroker whose spec passed validation, with every credential resolved.
+#[derive(Clone, Debug)]
+pub struct ValidatedMqttBroker {
+    /// Who owns the children.
+    pub owner: Owner,
+    /// The builtin broker's settings (defaults filled in).
+    pub builtin: BuiltinMqtt,
+    pub deletion_policy: DeletionPolicy,
+    /// What workers connect to (`spec.endpoint`, else the Service).
+    pub endpoint: String,
+    /// Users in spec order, topic filters with `{ns}` substituted.
+    pub users: Vec<ResolvedUser>,
+    /// Credentials of the sidecar user (generated once into `<mqb>-sidecar`).
+    pub sidecar: GeneratedCredentials,
+    /// The TLS listener, when `listeners.mqtts` is set.
+    pub tls: Option<ResolvedTls>,
+    /// Settings from the operator's configuration.
+    pub settings: Settings,
+    /// Hash of every user Secret's data (referenced and generated, the sidecar's included):
+    /// `status.credentialsRevision`. Not on the pod template: credentials reload in place.
+    pub credentials_hash: String,
+    /// Hash of what the pod reads only at start (the TLS Secret, the sidecar's environment): on the pod
+    /// template, so a changed certificate or sidecar password rolls the pod.
+    pub pod_secrets_hash: String,
+}
+
+/// A user with its password resolved.
+#[derive(Clone, Debug)]
+pub struct ResolvedUser {
+    pub name: String,
+    pub password: SecretString,
+    /// The Secret holding the password: the referenced one, or `<mqb>-user-<name>`.
+    pub secret_name: String,
+    /// Whether the operator generated the password (and owns `secret_name`).
+    pub generated: bool,
+    /// Topic filters the user may publish to (`{ns}` substituted).
+    pub publish: Vec<String>,
+    /// Topic filters the user may subscribe to (`{ns}` substituted).
+    pub subscribe: Vec<String>,
+}
+
+/// The TLS listener.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ResolvedTls {
+    pub port: i32,
+    /// The `kubernetes.io/tls` Secret mounted at `/mosquitto/certs`.
+    pub secret_name: String,
+    /// Whether the Secret has `ca.crt` (rendered as `cafile`).
+    pub has_ca: bool,
+    pub require_client_cert: bool,
+}
 
 fn invalid(field: impl Into<String>, message: impl Into<String>) -> Invalid {
     Invalid::spec(field, message)
@@ -124,150 +175,13 @@ fn check_topic_namespace(ns: &str) -> Result<(), Invalid> {
     Ok(())
 }
 
-/// Spec checks of `type: iotcore`.
-fn check_iotcore(mqb: &MqttBroker) -> Result<(), Invalid> {
-    let spec = &mqb.spec;
-    if spec.builtin.is_some() {
-        return Err(invalid(
-            "spec.builtin",
-            "is set but type is iotcore; remove it",
-        ));
-    }
-    let Some(iot) = &spec.iotcore else {
-        return Err(invalid("spec.iotcore", "type iotcore needs spec.iotcore"));
-    };
-    AwsRegion::from_str(&iot.region).map_err(|m| invalid("spec.iotcore.region", m))?;
-    if let Some(c) = &iot.credentials
-        && !is_secret_name(&c.secret_name)
-    {
-        return Err(invalid(
-            "spec.iotcore.credentials.secretName",
-            format!("{:?} is not a valid Secret name", c.secret_name),
-        ));
-    }
-    if let Some(e) = &iot.api_endpoint
-        && !(e.starts_with("https://") || e.starts_with("http://"))
-    {
-        return Err(invalid(
-            "spec.iotcore.apiEndpoint",
-            format!("{e:?} must be an http:// or https:// URL"),
-        ));
-    }
-    if let Some(r) = &iot.topic_rule {
-        if r.name.is_empty()
-            || r.name.len() > 128
-            || !r
-                .name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'_')
-        {
-            return Err(invalid(
-                "spec.iotcore.topicRule.name",
-                format!("{:?} must be 1 to 128 letters, digits and _", r.name),
-            ));
-        }
-        if !r.sqs_queue_url.starts_with("https://") && !r.sqs_queue_url.starts_with("http://") {
-            return Err(invalid(
-                "spec.iotcore.topicRule.sqsQueueUrl",
-                format!("{:?} must be the queue's URL", r.sqs_queue_url),
-            ));
-        }
-        IamRoleArn::from_str(&r.role_arn)
-            .map_err(|m| invalid("spec.iotcore.topicRule.roleArn", m))?;
-    }
-    Ok(())
-}
-
-/// Checks an iotcore spec and resolves its credentials Secret.
-pub fn validate_iotcore(mqb: &MqttBroker, refs: &Refs) -> Result<ValidatedIotCore, Invalid> {
-    check_spec(mqb)?;
-    let owner = Owner::of(mqb, KIND_LABEL).ok_or(Invalid::Metadata)?;
-    let iot = mqb
-        .spec
-        .iotcore
-        .clone()
-        .ok_or_else(|| invalid("spec.iotcore", "type iotcore needs spec.iotcore"))?;
-    let mut credentials = None;
-    let mut secret_hash = None;
-    if let Some(c) = &iot.credentials {
-        let name = &c.secret_name;
-        let field = "spec.iotcore.credentials.secretName";
-        let Some(secret) = refs.secrets.get(name) else {
-            return Err(Invalid::Credentials(vec![CredentialProblem {
-                user: None,
-                missing: Missing::Secret,
-                message: format!("Secret {name} ({field}) not found"),
-            }]));
-        };
-        let mut problems = Vec::new();
-        let mut value = |key: &str, required: bool| match refs.value(name, key) {
-            Some(v) if !v.expose_secret().trim().is_empty() => {
-                Some(SecretString::from(v.expose_secret().trim()))
-            }
-            _ if !required && !refs.has_key(name, key) => None,
-            found => {
-                let why = match found {
-                    Some(_) => "is empty",
-                    None if refs.has_key(name, key) => "is not UTF-8 text",
-                    None => "is missing",
-                };
-                problems.push(CredentialProblem {
-                    user: None,
-                    missing: Missing::Key,
-                    message: format!("Secret {name} key {key} {why} ({field})"),
-                });
-                None
-            }
-        };
-        let access_key_id = value(aws_keys::ACCESS_KEY_ID, true);
-        let secret_access_key = value(aws_keys::SECRET_ACCESS_KEY, true);
-        let session_token = value(aws_keys::SESSION_TOKEN, false);
-        match (access_key_id, secret_access_key) {
-            (Some(access_key_id), Some(secret_access_key)) if problems.is_empty() => {
-                credentials = Some(StaticKeys {
-                    access_key_id,
-                    secret_access_key,
-                    session_token,
-                });
-                secret_hash = Some(credentials_hash([secret]));
-            }
-            _ => return Err(Invalid::Credentials(problems)),
-        }
-    }
-    let endpoint_override = mqb
-        .spec
-        .endpoint
-        .as_deref()
-        .map(str::trim)
-        .filter(|e| !e.is_empty())
-        .map(str::to_string);
-    Ok(ValidatedIotCore {
-        owner,
-        aws: AwsSettings {
-            region: iot.region.clone(),
-            endpoint: iot.api_endpoint.clone(),
-            credentials,
-        },
-        credentials_secret: iot.credentials.as_ref().map(|c| c.secret_name.clone()),
-        credentials_hash: secret_hash,
-        rule: iot.topic_rule.as_ref().map(|r| DesiredRule {
-            name: r.name.clone(),
-            sql: rule_sql(&mqb.spec.topic_namespace),
-            queue_url: r.sqs_queue_url.clone(),
-            role_arn: r.role_arn.clone(),
-        }),
-        deletion_policy: mqb.spec.deletion_policy,
-        endpoint_override,
-    })
-}
-
 /// Spec checks that need no Secret. The CRD's schema and CEL rules say some of the same; they are repeated
 /// here because a cluster may not enforce them (and the message then still names the field).
 pub fn check_spec(mqb: &MqttBroker) -> Result<(), Invalid> {
     let spec = &mqb.spec;
     check_topic_namespace(&spec.topic_namespace)?;
     if spec.broker_type == MqttBrokerType::Iotcore {
-        return check_iotcore(mqb);
+        return iotcore::check_iotcore(mqb);
     }
     if spec.iotcore.is_some() {
         return Err(invalid(
