@@ -11,9 +11,9 @@ use crate::secret::ExposeSecret;
 use crate::secret::GeneratedCredentials;
 use crate::secret::SecretString;
 use edgewire_api::{
-    Adapter, AwsRegion, BrokerKind, EventBroker, EventBrokerSpec, GcpProjectId, IamRoleArn,
-    NatsAuth, PASSWORD_KEY, PubsubTopicIdPrefix, Resources, SaslMechanism, SnsTopicArnPrefix,
-    Storage, Tls, USERNAME_KEY,
+    Adapter, AwsRegion, BrokerKind, DeployBroker, EventBroker, EventBrokerSpec, GcpProjectId,
+    IamRoleArn, NatsAuth, PASSWORD_KEY, PubsubTopicIdPrefix, Resources, SaslMechanism,
+    SnsTopicArnPrefix, Storage, Tls, USERNAME_KEY,
 };
 use k8s_openapi::api::core::v1::Secret;
 use std::str::FromStr;
@@ -76,175 +76,220 @@ pub fn check_spec(eb: &EventBroker) -> Result<(), Invalid> {
     let adapter = spec.adapter.canonical();
     let deployed = spec.deploy_broker.as_ref();
     match adapter {
-        Adapter::GooglePubsub => {
-            let Some(ps) = spec.google_pubsub.as_ref() else {
-                return Err(invalid(
-                    "spec.googlePubsub",
-                    "adapter google_pubsub needs spec.googlePubsub",
-                ));
-            };
-            if deployed.is_some() {
-                return Err(invalid(
-                    "spec.deployBroker",
-                    "Pub/Sub is a managed service: there is no broker to deploy",
-                ));
-            }
-            GcpProjectId::from_str(&ps.project)
-                .map_err(|m| invalid("spec.googlePubsub.project", m))?;
-            if let Some(p) = &ps.topic_id_prefix {
-                PubsubTopicIdPrefix::from_str(p)
-                    .map_err(|m| invalid("spec.googlePubsub.topicIdPrefix", m))?;
-            }
-            if let Some(e) = &ps.endpoint
-                && !(e.starts_with("https://") || e.starts_with("http://"))
-            {
-                return Err(invalid(
-                    "spec.googlePubsub.endpoint",
-                    format!("{e:?} must be an http:// or https:// URL"),
-                ));
-            }
+        Adapter::GooglePubsub => check_google_pubsub(spec, deployed)?,
+        Adapter::AwsSns => check_aws_sns(spec, deployed)?,
+        Adapter::Nats => check_nats(spec, deployed)?,
+        Adapter::Kafka => check_kafka(spec, deployed)?,
+        Adapter::Amqp091 | Adapter::Rabbitmq => check_amqp091(spec, deployed)?,
+        Adapter::Redis => check_redis(spec, deployed)?,
+        Adapter::Mqtt => check_mqtt(spec, deployed)?,
+    }
+    check_tls(spec, adapter, deployed)?;
+    if let Some(d) = deployed {
+        check_deploy_broker(spec, d)?;
+    }
+    if spec.publisher.replicas < 0 {
+        return Err(invalid("spec.publisher.replicas", "must not be negative"));
+    }
+    Ok(())
+}
+
+/// Google Pub/Sub: a project id and topic id prefix the publisher accepts, an http(s) endpoint, no broker to deploy.
+fn check_google_pubsub(
+    spec: &EventBrokerSpec,
+    deployed: Option<&DeployBroker>,
+) -> Result<(), Invalid> {
+    let Some(ps) = spec.google_pubsub.as_ref() else {
+        return Err(invalid(
+            "spec.googlePubsub",
+            "adapter google_pubsub needs spec.googlePubsub",
+        ));
+    };
+    if deployed.is_some() {
+        return Err(invalid(
+            "spec.deployBroker",
+            "Pub/Sub is a managed service: there is no broker to deploy",
+        ));
+    }
+    GcpProjectId::from_str(&ps.project).map_err(|m| invalid("spec.googlePubsub.project", m))?;
+    if let Some(p) = &ps.topic_id_prefix {
+        PubsubTopicIdPrefix::from_str(p)
+            .map_err(|m| invalid("spec.googlePubsub.topicIdPrefix", m))?;
+    }
+    if let Some(e) = &ps.endpoint
+        && !(e.starts_with("https://") || e.starts_with("http://"))
+    {
+        return Err(invalid(
+            "spec.googlePubsub.endpoint",
+            format!("{e:?} must be an http:// or https:// URL"),
+        ));
+    }
+    Ok(())
+}
+
+/// AWS SNS: region, ARN prefix (or provisioning), endpoint and role ARN; no broker to deploy.
+fn check_aws_sns(spec: &EventBrokerSpec, deployed: Option<&DeployBroker>) -> Result<(), Invalid> {
+    let Some(sns) = spec.aws_sns.as_ref() else {
+        return Err(invalid("spec.awsSns", "adapter aws_sns needs spec.awsSns"));
+    };
+    if deployed.is_some() {
+        return Err(invalid(
+            "spec.deployBroker",
+            "SNS is a managed service: there is no broker to deploy",
+        ));
+    }
+    AwsRegion::from_str(&sns.region).map_err(|m| invalid("spec.awsSns.region", m))?;
+    match &sns.topic_arn_prefix {
+        Some(p) => {
+            SnsTopicArnPrefix::from_str(p).map_err(|m| invalid("spec.awsSns.topicArnPrefix", m))?;
         }
-        Adapter::AwsSns => {
-            let Some(sns) = spec.aws_sns.as_ref() else {
-                return Err(invalid("spec.awsSns", "adapter aws_sns needs spec.awsSns"));
-            };
-            if deployed.is_some() {
-                return Err(invalid(
-                    "spec.deployBroker",
-                    "SNS is a managed service: there is no broker to deploy",
-                ));
-            }
-            AwsRegion::from_str(&sns.region).map_err(|m| invalid("spec.awsSns.region", m))?;
-            match &sns.topic_arn_prefix {
-                Some(p) => {
-                    SnsTopicArnPrefix::from_str(p)
-                        .map_err(|m| invalid("spec.awsSns.topicArnPrefix", m))?;
-                }
-                None if !sns.provision => {
-                    return Err(invalid(
-                        "spec.awsSns.topicArnPrefix",
-                        "is needed unless provision is true (the ARNs of provisioned topics give it)",
-                    ));
-                }
-                None => {}
-            }
-            if let Some(e) = &sns.endpoint
-                && !(e.starts_with("https://") || e.starts_with("http://"))
-            {
-                return Err(invalid(
-                    "spec.awsSns.endpoint",
-                    format!("{e:?} must be an http:// or https:// URL"),
-                ));
-            }
-            if let Some(r) = &sns.role_arn {
-                IamRoleArn::from_str(r).map_err(|m| invalid("spec.awsSns.roleArn", m))?;
-            }
+        None if !sns.provision => {
+            return Err(invalid(
+                "spec.awsSns.topicArnPrefix",
+                "is needed unless provision is true (the ARNs of provisioned topics give it)",
+            ));
         }
-        Adapter::Nats => {
-            let nats = spec.nats.as_ref();
-            if deployed.is_none() && nats.is_none_or(|n| n.urls.is_empty()) {
-                return Err(invalid(
-                    "spec.nats.urls",
-                    "adapter nats needs at least one URL (or spec.deployBroker)",
-                ));
-            }
-            if let Some(auth) = nats.and_then(|n| n.auth.as_ref()) {
-                let n = [
-                    auth.token.is_some(),
-                    auth.user_password.is_some(),
-                    auth.nkey.is_some(),
-                ];
-                if n.iter().filter(|b| **b).count() != 1 {
-                    return Err(invalid(
-                        "spec.nats.auth",
-                        "set exactly one of token, userPassword, nkey",
-                    ));
-                }
-            }
-            if deployed.is_some()
-                && let Some(NatsAuth { nkey: Some(nk), .. }) = nats.and_then(|n| n.auth.as_ref())
-                && nk.jwt.is_some()
-            {
-                return Err(invalid(
-                    "spec.nats.auth.nkey.jwt",
-                    "decentralized JWT auth needs an operator/account setup; a broker Edgewire deploys accepts a token, userPassword or a plain nkey",
-                ));
-            }
+        None => {}
+    }
+    if let Some(e) = &sns.endpoint
+        && !(e.starts_with("https://") || e.starts_with("http://"))
+    {
+        return Err(invalid(
+            "spec.awsSns.endpoint",
+            format!("{e:?} must be an http:// or https:// URL"),
+        ));
+    }
+    if let Some(r) = &sns.role_arn {
+        IamRoleArn::from_str(r).map_err(|m| invalid("spec.awsSns.roleArn", m))?;
+    }
+    Ok(())
+}
+
+/// NATS: a URL or a deployed broker, one auth mode, no decentralized JWT auth on a deployed broker.
+fn check_nats(spec: &EventBrokerSpec, deployed: Option<&DeployBroker>) -> Result<(), Invalid> {
+    let nats = spec.nats.as_ref();
+    if deployed.is_none() && nats.is_none_or(|n| n.urls.is_empty()) {
+        return Err(invalid(
+            "spec.nats.urls",
+            "adapter nats needs at least one URL (or spec.deployBroker)",
+        ));
+    }
+    if let Some(auth) = nats.and_then(|n| n.auth.as_ref()) {
+        let n = [
+            auth.token.is_some(),
+            auth.user_password.is_some(),
+            auth.nkey.is_some(),
+        ];
+        if n.iter().filter(|b| **b).count() != 1 {
+            return Err(invalid(
+                "spec.nats.auth",
+                "set exactly one of token, userPassword, nkey",
+            ));
         }
-        Adapter::Kafka => {
-            if deployed.is_none() && spec.kafka.as_ref().is_none_or(|k| k.urls.is_empty()) {
-                return Err(invalid(
-                    "spec.kafka.urls",
-                    "adapter kafka needs at least one bootstrap server (or spec.deployBroker)",
-                ));
-            }
+    }
+    if deployed.is_some()
+        && let Some(NatsAuth { nkey: Some(nk), .. }) = nats.and_then(|n| n.auth.as_ref())
+        && nk.jwt.is_some()
+    {
+        return Err(invalid(
+            "spec.nats.auth.nkey.jwt",
+            "decentralized JWT auth needs an operator/account setup; a broker Edgewire deploys accepts a token, userPassword or a plain nkey",
+        ));
+    }
+    Ok(())
+}
+
+/// Kafka: a bootstrap server or a deployed broker.
+fn check_kafka(spec: &EventBrokerSpec, deployed: Option<&DeployBroker>) -> Result<(), Invalid> {
+    if deployed.is_none() && spec.kafka.as_ref().is_none_or(|k| k.urls.is_empty()) {
+        return Err(invalid(
+            "spec.kafka.urls",
+            "adapter kafka needs at least one bootstrap server (or spec.deployBroker)",
+        ));
+    }
+    Ok(())
+}
+
+/// AMQP 0-9-1: a URL Secret or a deployed broker, not both.
+fn check_amqp091(spec: &EventBrokerSpec, deployed: Option<&DeployBroker>) -> Result<(), Invalid> {
+    let url = spec.amqp091.as_ref().and_then(|a| a.url.as_ref());
+    if deployed.is_none() && url.is_none() {
+        return Err(invalid(
+            "spec.amqp091.url",
+            "adapter amqp091 needs a URL Secret (or spec.deployBroker)",
+        ));
+    }
+    if deployed.is_some() && url.is_some() {
+        return Err(invalid(
+            "spec.amqp091.url",
+            "leave it unset with deployBroker: the operator generates the credentials and the URL",
+        ));
+    }
+    Ok(())
+}
+
+/// Redis: a URL Secret or a deployed broker, not both.
+fn check_redis(spec: &EventBrokerSpec, deployed: Option<&DeployBroker>) -> Result<(), Invalid> {
+    let url = spec.redis.as_ref().and_then(|r| r.url.as_ref());
+    if deployed.is_none() && url.is_none() {
+        return Err(invalid(
+            "spec.redis.url",
+            "adapter redis needs a URL Secret (or spec.deployBroker)",
+        ));
+    }
+    if deployed.is_some() && url.is_some() {
+        return Err(invalid(
+            "spec.redis.url",
+            "leave it unset with deployBroker: the operator generates the credentials and the URL",
+        ));
+    }
+    Ok(())
+}
+
+/// MQTT: a URL or a deployed broker, QoS 0 to 2, one auth mode, no JWT on a deployed broker.
+fn check_mqtt(spec: &EventBrokerSpec, deployed: Option<&DeployBroker>) -> Result<(), Invalid> {
+    let mqtt = spec.mqtt.as_ref();
+    if deployed.is_none()
+        && mqtt
+            .and_then(|m| m.url.as_ref())
+            .is_none_or(|u| u.is_empty())
+    {
+        return Err(invalid(
+            "spec.mqtt.url",
+            "adapter mqtt needs host:port (or spec.deployBroker)",
+        ));
+    }
+    if let Some(m) = mqtt {
+        if m.qos > 2 {
+            return Err(invalid(
+                "spec.mqtt.qos",
+                format!("must be 0, 1 or 2, got {}", m.qos),
+            ));
         }
-        Adapter::Amqp091 | Adapter::Rabbitmq => {
-            let url = spec.amqp091.as_ref().and_then(|a| a.url.as_ref());
-            if deployed.is_none() && url.is_none() {
+        if let Some(a) = &m.auth {
+            if a.jwt.is_some() == a.user_password.is_some() {
                 return Err(invalid(
-                    "spec.amqp091.url",
-                    "adapter amqp091 needs a URL Secret (or spec.deployBroker)",
+                    "spec.mqtt.auth",
+                    "set exactly one of jwt, userPassword",
                 ));
             }
-            if deployed.is_some() && url.is_some() {
+            if deployed.is_some() && a.jwt.is_some() {
                 return Err(invalid(
-                    "spec.amqp091.url",
-                    "leave it unset with deployBroker: the operator generates the credentials and the URL",
+                    "spec.mqtt.auth.jwt",
+                    "a broker Edgewire deploys authenticates with userPassword; JWT needs the broker's auth plugin",
                 ));
-            }
-        }
-        Adapter::Redis => {
-            let url = spec.redis.as_ref().and_then(|r| r.url.as_ref());
-            if deployed.is_none() && url.is_none() {
-                return Err(invalid(
-                    "spec.redis.url",
-                    "adapter redis needs a URL Secret (or spec.deployBroker)",
-                ));
-            }
-            if deployed.is_some() && url.is_some() {
-                return Err(invalid(
-                    "spec.redis.url",
-                    "leave it unset with deployBroker: the operator generates the credentials and the URL",
-                ));
-            }
-        }
-        Adapter::Mqtt => {
-            let mqtt = spec.mqtt.as_ref();
-            if deployed.is_none()
-                && mqtt
-                    .and_then(|m| m.url.as_ref())
-                    .is_none_or(|u| u.is_empty())
-            {
-                return Err(invalid(
-                    "spec.mqtt.url",
-                    "adapter mqtt needs host:port (or spec.deployBroker)",
-                ));
-            }
-            if let Some(m) = mqtt {
-                if m.qos > 2 {
-                    return Err(invalid(
-                        "spec.mqtt.qos",
-                        format!("must be 0, 1 or 2, got {}", m.qos),
-                    ));
-                }
-                if let Some(a) = &m.auth {
-                    if a.jwt.is_some() == a.user_password.is_some() {
-                        return Err(invalid(
-                            "spec.mqtt.auth",
-                            "set exactly one of jwt, userPassword",
-                        ));
-                    }
-                    if deployed.is_some() && a.jwt.is_some() {
-                        return Err(invalid(
-                            "spec.mqtt.auth.jwt",
-                            "a broker Edgewire deploys authenticates with userPassword; JWT needs the broker's auth plugin",
-                        ));
-                    }
-                }
             }
         }
     }
+    Ok(())
+}
+
+/// A client certificate needs TLS on; a broker Edgewire deploys is reached without TLS.
+fn check_tls(
+    spec: &EventBrokerSpec,
+    adapter: Adapter,
+    deployed: Option<&DeployBroker>,
+) -> Result<(), Invalid> {
     for (field, tls) in [
         (
             "spec.nats.tls",
@@ -284,64 +329,64 @@ pub fn check_spec(eb: &EventBroker) -> Result<(), Invalid> {
             ));
         }
     }
-    if let Some(d) = deployed {
-        if !spec.adapter.broker_family().contains(&d.kind) {
-            let family: Vec<_> = spec
-                .adapter
-                .broker_family()
-                .iter()
-                .map(|k| k.as_str())
-                .collect();
-            return Err(invalid(
-                "spec.deployBroker.kind",
-                format!(
-                    "{} does not speak {}; choose one of: {}",
-                    d.kind.as_str(),
-                    spec.adapter.as_str(),
-                    family.join(", ")
-                ),
-            ));
-        }
-        if !d.kind.clusters() && d.replicas != 1 {
-            return Err(invalid(
-                "spec.deployBroker.replicas",
-                format!("{} runs as a single replica", d.kind.as_str()),
-            ));
-        }
-        if matches!(
-            d.kind,
-            BrokerKind::Nats | BrokerKind::Redpanda | BrokerKind::Kafka
-        ) && d.replicas % 2 == 0
-        {
-            return Err(invalid(
-                "spec.deployBroker.replicas",
-                "must be odd for a quorum (1, 3, 5)",
-            ));
-        }
-        if d.replicas < 1 {
-            return Err(invalid("spec.deployBroker.replicas", "must be at least 1"));
-        }
-        if d.kind == BrokerKind::Redpanda
-            && spec
-                .kafka
-                .as_ref()
-                .and_then(|k| k.sasl.as_ref())
-                .is_some_and(|s| s.mechanism == SaslMechanism::Plain)
-        {
-            return Err(invalid(
-                "spec.kafka.sasl.mechanism",
-                "a Redpanda deployed by Edgewire authenticates with SCRAM: choose scram_sha_256 or scram_sha_512",
-            ));
-        }
-        if d.ui && !has_ui(d.kind) {
-            return Err(invalid(
-                "spec.deployBroker.ui",
-                format!("{} has no web UI", d.kind.as_str()),
-            ));
-        }
+    Ok(())
+}
+
+/// `deployBroker`: a kind of the adapter's family, replicas it can run, a UI it has.
+fn check_deploy_broker(spec: &EventBrokerSpec, d: &DeployBroker) -> Result<(), Invalid> {
+    if !spec.adapter.broker_family().contains(&d.kind) {
+        let family: Vec<_> = spec
+            .adapter
+            .broker_family()
+            .iter()
+            .map(|k| k.as_str())
+            .collect();
+        return Err(invalid(
+            "spec.deployBroker.kind",
+            format!(
+                "{} does not speak {}; choose one of: {}",
+                d.kind.as_str(),
+                spec.adapter.as_str(),
+                family.join(", ")
+            ),
+        ));
     }
-    if spec.publisher.replicas < 0 {
-        return Err(invalid("spec.publisher.replicas", "must not be negative"));
+    if !d.kind.clusters() && d.replicas != 1 {
+        return Err(invalid(
+            "spec.deployBroker.replicas",
+            format!("{} runs as a single replica", d.kind.as_str()),
+        ));
+    }
+    if matches!(
+        d.kind,
+        BrokerKind::Nats | BrokerKind::Redpanda | BrokerKind::Kafka
+    ) && d.replicas % 2 == 0
+    {
+        return Err(invalid(
+            "spec.deployBroker.replicas",
+            "must be odd for a quorum (1, 3, 5)",
+        ));
+    }
+    if d.replicas < 1 {
+        return Err(invalid("spec.deployBroker.replicas", "must be at least 1"));
+    }
+    if d.kind == BrokerKind::Redpanda
+        && spec
+            .kafka
+            .as_ref()
+            .and_then(|k| k.sasl.as_ref())
+            .is_some_and(|s| s.mechanism == SaslMechanism::Plain)
+    {
+        return Err(invalid(
+            "spec.kafka.sasl.mechanism",
+            "a Redpanda deployed by Edgewire authenticates with SCRAM: choose scram_sha_256 or scram_sha_512",
+        ));
+    }
+    if d.ui && !has_ui(d.kind) {
+        return Err(invalid(
+            "spec.deployBroker.ui",
+            format!("{} has no web UI", d.kind.as_str()),
+        ));
     }
     Ok(())
 }
