@@ -33,15 +33,7 @@ pub fn render(yaml: &str, settings: &Settings) -> anyhow::Result<String> {
             "EventBroker" => {
                 let mut eb: EventBroker = serde_norway::from_value(value)
                     .with_context(|| format!("document {}: not a valid EventBroker", i + 1))?;
-                // Owner references need a uid; a rendered object is not in a cluster yet.
-                let name = eb.name_any();
-                eb.metadata
-                    .uid
-                    .get_or_insert_with(|| format!("00000000-0000-0000-0000-{:0>12}", name.len()));
-                eb.metadata
-                    .namespace
-                    .get_or_insert_with(|| "default".into());
-                eb.metadata.generation.get_or_insert(1);
+                crate::children::for_render(&mut eb);
                 brokers.push(eb);
             }
             "Secret" => {

@@ -2,10 +2,10 @@
 //! Role and RoleBinding, the Service, then the StatefulSet), then sweep the ones this pass did not apply.
 
 use super::build::Children;
-use crate::apply::{Kept, ssa, sweep};
+use crate::apply::{Kept, sweep, sweep_workload};
 use crate::children::Owner;
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{Secret, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::ServiceAccount;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::Client;
 
@@ -31,20 +31,16 @@ pub async fn apply(
         statefulset,
     } = children;
     let mut kept = Kept::default();
-    kept.keep(&ssa(client, &config).await?);
-    kept.keep(&ssa(client, &service_account).await?);
-    kept.keep(&ssa(client, &role).await?);
-    kept.keep(&ssa(client, &role_binding).await?);
-    kept.keep(&ssa(client, &service).await?);
-    let statefulset = ssa(client, &statefulset).await?;
-    kept.keep(&statefulset);
+    kept.apply(client, &config).await?;
+    kept.apply(client, &service_account).await?;
+    kept.apply(client, &role).await?;
+    kept.apply(client, &role_binding).await?;
+    kept.apply(client, &service).await?;
+    let statefulset = kept.apply(client, &statefulset).await?;
 
     let ns = &owner.namespace;
     let sel = owner.sweep_selector();
-    let mut swept = Vec::new();
-    swept.extend(sweep::<StatefulSet>(client, ns, &sel, &kept).await?);
-    swept.extend(sweep::<Service>(client, ns, &sel, &kept).await?);
-    swept.extend(sweep::<Secret>(client, ns, &sel, &kept).await?);
+    let mut swept = sweep_workload(client, owner, &kept).await?;
     swept.extend(sweep::<RoleBinding>(client, ns, &sel, &kept).await?);
     swept.extend(sweep::<Role>(client, ns, &sel, &kept).await?);
     swept.extend(sweep::<ServiceAccount>(client, ns, &sel, &kept).await?);

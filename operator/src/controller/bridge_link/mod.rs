@@ -145,14 +145,8 @@ pub fn render(
     settings: &Settings,
 ) -> anyhow::Result<Vec<String>> {
     let mut bl = bl.clone();
+    crate::children::for_render(&mut bl);
     let name = bl.name_any();
-    bl.metadata
-        .uid
-        .get_or_insert_with(|| format!("00000000-0000-0000-0000-{:0>12}", name.len()));
-    bl.metadata
-        .namespace
-        .get_or_insert_with(|| "default".into());
-    bl.metadata.generation.get_or_insert(1);
     let ns = bl.namespace().unwrap_or_default();
     let fail = |e: &dyn std::fmt::Display| anyhow::anyhow!("BridgeLink {ns}/{name}: {e}");
     let in_ns = |(k_ns, k_name): &(String, String)| (*k_ns == ns).then(|| k_name.clone());

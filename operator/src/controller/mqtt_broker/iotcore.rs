@@ -19,8 +19,6 @@ use crate::reconcile::Invalid;
 use crate::reconcile::{Error, has_finalizer, not_reconciled, set_finalizer};
 use edgewire_api::condition::{self, reasons, types};
 use edgewire_api::{DeletionPolicy, MqttBroker, MqttBrokerStatus};
-use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{Secret, Service};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use std::time::Duration;
@@ -150,25 +148,9 @@ pub async fn reconcile(mqb: &MqttBroker, ctx: &Context) -> Result<Action, Error>
 }
 
 async fn sweep_builtin(ctx: &Context, owner: &Owner) -> Result<(), Error> {
-    let kept = crate::apply::Kept::default();
-    let sel = owner.sweep_selector();
-    let ns = &owner.namespace;
-    let mut swept = Vec::new();
-    swept.extend(
-        crate::apply::sweep::<StatefulSet>(&ctx.client, ns, &sel, &kept)
-            .await
-            .map_err(Error::Apply)?,
-    );
-    swept.extend(
-        crate::apply::sweep::<Service>(&ctx.client, ns, &sel, &kept)
-            .await
-            .map_err(Error::Apply)?,
-    );
-    swept.extend(
-        crate::apply::sweep::<Secret>(&ctx.client, ns, &sel, &kept)
-            .await
-            .map_err(Error::Apply)?,
-    );
+    let swept = crate::apply::sweep_workload(&ctx.client, owner, &crate::apply::Kept::default())
+        .await
+        .map_err(Error::Apply)?;
     if !swept.is_empty() {
         info!(deleted = ?swept, "removed the builtin broker's children");
     }

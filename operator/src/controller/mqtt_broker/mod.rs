@@ -108,15 +108,8 @@ pub fn render(
     settings: &Settings,
 ) -> anyhow::Result<Vec<String>> {
     let mut mqb = mqb.clone();
-    // Owner references need a uid; a rendered object is not in a cluster yet.
+    crate::children::for_render(&mut mqb);
     let name = mqb.name_any();
-    mqb.metadata
-        .uid
-        .get_or_insert_with(|| format!("00000000-0000-0000-0000-{:0>12}", name.len()));
-    mqb.metadata
-        .namespace
-        .get_or_insert_with(|| "default".into());
-    mqb.metadata.generation.get_or_insert(1);
     let ns = mqb.namespace().unwrap_or_default();
     let lookup = |n: &str| secrets.get(&(ns.clone(), n.to_string()));
     let refs = refs::from_lookup(&mqb, lookup, |secret_name, username| GeneratedCredentials {
