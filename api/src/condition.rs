@@ -39,6 +39,13 @@ pub mod reasons {
     pub const SPOOL_EMPTY: &str = "SpoolEmpty";
     pub const SPOOL_NOT_EMPTY: &str = "SpoolNotEmpty";
     pub const UNKNOWN: &str = "Unknown";
+    /// A `brokerRef` names a broker that does not exist (yet).
+    pub const BROKER_MISSING: &str = "BrokerMissing";
+    /// Event reasons of transitions (an Event's reason is a condition reason or one of these).
+    pub const CREDENTIALS_ROTATED: &str = "CredentialsRotated";
+    pub const TOPIC_RULE_APPLIED: &str = "TopicRuleApplied";
+    pub const SPOOL_OVERFLOW: &str = "SpoolOverflow";
+    pub const CLEANUP_FAILED: &str = "CleanupFailed";
 }
 
 /// `"True"`, `"False"` or `"Unknown"`.

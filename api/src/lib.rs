@@ -5,6 +5,8 @@
 
 pub mod condition;
 pub mod domain;
+pub mod env;
+pub mod quantity;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 pub mod v1alpha1;
@@ -21,6 +23,9 @@ pub const BRIDGE_FIELD_MANAGER: &str = "edgewire-bridge";
 
 /// Pod-template annotation holding the hash of every referenced Secret's data.
 pub const CREDENTIALS_HASH_ANNOTATION: &str = "edgewire.dev/credentials-hash";
+/// Pod-template annotation with a digest of a workload's rendered configuration: a config change that is not a
+/// credentials change (more replicas, so more cluster routes; a new operator version) rolls the workload too.
+pub const CONFIG_HASH_ANNOTATION: &str = "edgewire.dev/config-hash";
 /// Label/tag put on external resources (cloud topics, IoT rules) the operator created.
 pub const OWNER_TAG: &str = "edgewire.dev/owner";
 

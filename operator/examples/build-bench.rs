@@ -3,8 +3,9 @@
 //! resource and the peak resident memory of the process. Run with `--release`.
 
 use edgewire_api::*;
+use edgewire_operator::context::Settings;
 use edgewire_operator::controller::event_broker::refs::{Refs, new_generated};
-use edgewire_operator::controller::event_broker::{Images, build, generated_secret_name, validate};
+use edgewire_operator::controller::event_broker::{build, generated_secret_name, validate};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use std::time::Instant;
@@ -91,18 +92,18 @@ fn peak_rss_kib() -> Option<u64> {
 }
 
 fn main() {
-    let images = Images::default();
+    let settings = Settings::default();
     let fixtures: Vec<(EventBroker, Refs)> = (0..N).map(fixture).collect();
     // Warm up once so allocation of the first run does not count.
     for (eb, refs) in fixtures.iter().take(10) {
-        let v = validate::validate(eb, refs, &images).expect("fixture is valid");
+        let v = validate::validate(eb, refs, &settings).expect("fixture is valid");
         std::hint::black_box(build::build(&v));
     }
     let start = Instant::now();
     let mut objects = 0usize;
     let mut bytes = 0usize;
     for (eb, refs) in &fixtures {
-        let v = validate::validate(eb, refs, &images).expect("fixture is valid");
+        let v = validate::validate(eb, refs, &settings).expect("fixture is valid");
         let c = build::build(&v);
         // Serialize every child as the applier sends it.
         let build::Children {

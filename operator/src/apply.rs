@@ -1,7 +1,10 @@
 //! Server-side apply of children under one field manager, and the sweep of children no longer wanted.
 
+use crate::children::Owner;
 use edgewire_api::FIELD_MANAGER;
 use k8s_openapi::NamespaceResourceScope;
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{Secret, Service};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::Serialize;
@@ -31,6 +34,20 @@ where
 pub struct Kept(BTreeSet<(String, String)>);
 
 impl Kept {
+    /// Applies `obj` ([`ssa`]) and keeps it; returns it as the API server holds it.
+    pub async fn apply<K>(&mut self, client: &Client, obj: &K) -> Result<K, kube::Error>
+    where
+        K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+            + Serialize
+            + DeserializeOwned
+            + Clone
+            + Debug,
+    {
+        let applied = ssa(client, obj).await?;
+        self.keep(&applied);
+        Ok(applied)
+    }
+
     pub fn keep<K: Resource<DynamicType = ()>>(&mut self, obj: &K) {
         self.0.insert((K::kind(&()).into_owned(), obj.name_any()));
     }
@@ -38,6 +55,20 @@ impl Kept {
         self.0
             .contains(&(K::kind(&()).into_owned(), name.to_string()))
     }
+}
+
+/// [`sweep`] of the kinds every workload owner has: StatefulSets, Services and Secrets of `owner` not in
+/// `kept`. Returns the names deleted.
+pub async fn sweep_workload(
+    client: &Client,
+    owner: &Owner,
+    kept: &Kept,
+) -> Result<Vec<String>, kube::Error> {
+    let (ns, sel) = (&owner.namespace, owner.sweep_selector());
+    let mut swept = sweep::<StatefulSet>(client, ns, &sel, kept).await?;
+    swept.extend(sweep::<Service>(client, ns, &sel, kept).await?);
+    swept.extend(sweep::<Secret>(client, ns, &sel, kept).await?);
+    Ok(swept)
 }
 
 /// Deletes the objects of kind `K` in `ns` that carry the owner's labels (`selector`) but were not applied in

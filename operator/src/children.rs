@@ -5,6 +5,17 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference}
 use kube::{Resource, ResourceExt};
 use std::collections::BTreeMap;
 
+/// `obj` as `render` shows it: a uid (owner references need one; a rendered object is not in a cluster
+/// yet), the `default` namespace and generation 1 unless the file gives them.
+pub fn for_render<K: Resource>(obj: &mut K) {
+    let name = obj.name_any();
+    let meta = obj.meta_mut();
+    meta.uid
+        .get_or_insert_with(|| format!("00000000-0000-0000-0000-{:0>12}", name.len()));
+    meta.namespace.get_or_insert_with(|| "default".into());
+    meta.generation.get_or_insert(1);
+}
+
 /// Identity of the resource that owns a child.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Owner {

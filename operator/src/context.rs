@@ -1,16 +1,45 @@
-//! What every reconcile shares.
+//! What every reconcile shares: the client, the operator's settings, its metrics and the Event recorder.
 
-use crate::controller::event_broker::Images;
 use crate::metrics::Metrics;
 use kube::Client;
 use kube::runtime::events::{Recorder, Reporter};
 use std::sync::Arc;
 
+/// Settings the operator was started with (flags / chart values) that shape the children it builds.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Settings {
+    /// `edgewire-agent` image run by publisher, bridge and sidecar containers.
+    pub agent: String,
+    /// Pull policy of the agent image (`IfNotPresent` unless set).
+    pub agent_pull_policy: Option<String>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            agent: format!(
+                "ghcr.io/edgewire/edgewire-agent:{}",
+                env!("CARGO_PKG_VERSION")
+            ),
+            agent_pull_policy: None,
+        }
+    }
+}
+
+impl Settings {
+    /// The pull policy of the agent image as a container states it.
+    pub fn agent_pull_policy(&self) -> String {
+        self.agent_pull_policy
+            .clone()
+            .unwrap_or_else(|| "IfNotPresent".into())
+    }
+}
+
 /// Shared state of the controllers. Holds nothing the cluster does not hold.
 #[derive(Clone)]
 pub struct Context {
     pub client: Client,
-    pub images: Images,
+    pub settings: Settings,
     pub metrics: Arc<Metrics>,
     pub recorder: Recorder,
 }
@@ -18,7 +47,7 @@ pub struct Context {
 impl Context {
     pub fn new(
         client: Client,
-        images: Images,
+        settings: Settings,
         metrics: Arc<Metrics>,
         instance: Option<String>,
     ) -> Self {
@@ -29,7 +58,7 @@ impl Context {
         let recorder = Recorder::new(client.clone(), reporter);
         Self {
             client,
-            images,
+            settings,
             metrics,
             recorder,
         }

@@ -1,9 +1,45 @@
 //! The credentials hash: one digest over the data of every Secret a resource references. It goes into the
 //! pod-template annotation `edgewire.dev/credentials-hash` (a changed Secret rolls the workload) and into
-//! `status.credentialsRevision`. Only the digest leaves this module, never the data.
+//! `status.credentialsRevision`. Only the digest leaves this module, never the data. Every `sha256:<hex>` the
+//! operator writes (credentials hash, config hashes) is made by [`sha256`].
 
 use k8s_openapi::api::core::v1::Secret;
 use sha2::{Digest, Sha256};
+
+/// `sha256:<hex>` of what `feed` writes into the hasher.
+pub fn sha256(feed: impl FnOnce(&mut Sha256)) -> String {
+    let mut h = Sha256::new();
+    feed(&mut h);
+    format!("sha256:{}", hex::encode(h.finalize()))
+}
+
+/// Writes `part` length-prefixed, so `("ab", "c")` and `("a", "bc")` hash differently.
+pub fn update_prefixed(h: &mut Sha256, part: &[u8]) {
+    h.update((part.len() as u64).to_be_bytes());
+    h.update(part);
+}
+
+/// SHA-256 of `domain` and `parts`, each part length-prefixed. Used to derive deterministic salts and ids:
+/// a rendered Secret must not change between reconciles.
+pub fn derive(domain: &str, parts: &[&[u8]]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(domain.as_bytes());
+    for p in parts {
+        update_prefixed(&mut h, p);
+    }
+    h.finalize().into()
+}
+
+/// `sha256:<hex>` over a Secret's data (keys and values, length-prefixed, in key order): the config hash of a
+/// rendered config Secret.
+pub fn secret_data_digest(secret: &Secret) -> String {
+    sha256(|h| {
+        for (k, v) in secret.data.iter().flatten() {
+            update_prefixed(h, k.as_bytes());
+            update_prefixed(h, &v.0);
+        }
+    })
+}
 
 /// `sha256:<hex>` over the secrets' names, keys and values, in a stable order (the caller's order of
 /// `secrets` does not matter).
@@ -20,14 +56,13 @@ pub fn credentials_hash<'a>(secrets: impl IntoIterator<Item = &'a Secret>) -> St
     }
     entries.sort();
     entries.dedup();
-    let mut h = Sha256::new();
-    for (name, key, value) in entries {
-        for part in [name.as_bytes(), key.as_bytes(), value] {
-            h.update((part.len() as u64).to_be_bytes());
-            h.update(part);
+    sha256(|h| {
+        for (name, key, value) in entries {
+            for part in [name.as_bytes(), key.as_bytes(), value] {
+                update_prefixed(h, part);
+            }
         }
-    }
-    format!("sha256:{}", hex::encode(h.finalize()))
+    })
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
 //! `edgewire-operator`: `run` the controllers, or `render` what they would apply.
 
 use clap::{Parser, Subcommand};
-use edgewire_operator::controller::event_broker::Images;
+use edgewire_operator::context::Settings;
 use edgewire_operator::{render, runtime};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -78,13 +78,13 @@ fn init_tracing(format: &str) {
     }
 }
 
-fn images(agent_image: Option<String>, pull_policy: Option<String>) -> Images {
-    let mut images = Images::default();
+fn settings(agent_image: Option<String>, pull_policy: Option<String>) -> Settings {
+    let mut settings = Settings::default();
     if let Some(i) = agent_image.filter(|s| !s.is_empty()) {
-        images.agent = i;
+        settings.agent = i;
     }
-    images.agent_pull_policy = pull_policy.filter(|s| !s.is_empty());
-    images
+    settings.agent_pull_policy = pull_policy.filter(|s| !s.is_empty());
+    settings
 }
 
 #[tokio::main]
@@ -110,7 +110,7 @@ async fn main() -> std::process::ExitCode {
                     .unwrap_or_else(|_| format!("edgewire-operator-{}", std::process::id()))
             });
             runtime::run(runtime::RunConfig {
-                images: images(agent_image, agent_image_pull_policy),
+                settings: settings(agent_image, agent_image_pull_policy),
                 http_addr,
                 lease_name,
                 lease_namespace,
@@ -121,7 +121,7 @@ async fn main() -> std::process::ExitCode {
             .await
         }
         Command::Render { file, agent_image } => {
-            render::render_file(&file, &images(agent_image, None))
+            render::render_file(&file, &settings(agent_image, None))
         }
     };
     match result {

@@ -1,7 +1,8 @@
 //! `edgewire-operator render -f FILE`: the objects the operator would apply, with no cluster. Secrets the
 //! resources reference are taken from the same file; generated credentials are shown as placeholders.
 
-use crate::controller::event_broker::{self, Images, build, refs, validate};
+use crate::context::Settings;
+use crate::controller::event_broker::{self, build, refs, validate};
 use crate::secret::SecretString;
 use anyhow::{Context as _, bail};
 use edgewire_api::EventBroker;
@@ -12,13 +13,13 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 /// Renders every EventBroker, MqttBroker and BridgeLink in `yaml` (a multi-document stream).
-pub fn render(yaml: &str, images: &Images) -> anyhow::Result<String> {
+pub fn render(yaml: &str, settings: &Settings) -> anyhow::Result<String> {
     let mut brokers = Vec::new();
     let mut mqtt_brokers = Vec::new();
     let mut bridge_links = Vec::new();
     let mut secrets: BTreeMap<(String, String), Secret> = BTreeMap::new();
-    for (i, doc) in serde_yaml::Deserializer::from_str(yaml).enumerate() {
-        let value = serde_yaml::Value::deserialize(doc)
+    for (i, doc) in serde_norway::Deserializer::from_str(yaml).enumerate() {
+        let value = serde_norway::Value::deserialize(doc)
             .with_context(|| format!("document {}: not YAML", i + 1))?;
         if value.is_null() {
             continue;
@@ -30,21 +31,13 @@ pub fn render(yaml: &str, images: &Images) -> anyhow::Result<String> {
             .to_string();
         match kind.as_str() {
             "EventBroker" => {
-                let mut eb: EventBroker = serde_yaml::from_value(value)
+                let mut eb: EventBroker = serde_norway::from_value(value)
                     .with_context(|| format!("document {}: not a valid EventBroker", i + 1))?;
-                // Owner references need a uid; a rendered object is not in a cluster yet.
-                let name = eb.name_any();
-                eb.metadata
-                    .uid
-                    .get_or_insert_with(|| format!("00000000-0000-0000-0000-{:0>12}", name.len()));
-                eb.metadata
-                    .namespace
-                    .get_or_insert_with(|| "default".into());
-                eb.metadata.generation.get_or_insert(1);
+                crate::children::for_render(&mut eb);
                 brokers.push(eb);
             }
             "Secret" => {
-                let mut s: Secret = serde_yaml::from_value(value)
+                let mut s: Secret = serde_norway::from_value(value)
                     .with_context(|| format!("document {}: not a valid Secret", i + 1))?;
                 // stringData is what people write by hand; the operator reads data.
                 if let Some(sd) = s.string_data.take() {
@@ -57,11 +50,11 @@ pub fn render(yaml: &str, images: &Images) -> anyhow::Result<String> {
                 secrets.insert((ns, s.name_any()), s);
             }
             "MqttBroker" => mqtt_brokers.push(
-                serde_yaml::from_value::<edgewire_api::MqttBroker>(value)
+                serde_norway::from_value::<edgewire_api::MqttBroker>(value)
                     .with_context(|| format!("document {}: not a valid MqttBroker", i + 1))?,
             ),
             "BridgeLink" => bridge_links.push(
-                serde_yaml::from_value::<edgewire_api::BridgeLink>(value)
+                serde_norway::from_value::<edgewire_api::BridgeLink>(value)
                     .with_context(|| format!("document {}: not a valid BridgeLink", i + 1))?,
             ),
             other => bail!("document {}: unexpected kind {other:?}", i + 1),
@@ -79,15 +72,17 @@ pub fn render(yaml: &str, images: &Images) -> anyhow::Result<String> {
         if refs::needs_generated_credentials(&eb.spec) {
             let name = event_broker::generated_secret_name(&eb.name_any());
             let stored = secrets.get(&(ns.clone(), name.clone()));
-            r.generated = Some(refs::read_generated(&name, stored).unwrap_or_else(|| {
-                event_broker::GeneratedCredentials {
-                    secret_name: name,
-                    username: "edgewire".into(),
-                    password: SecretString::new("GENERATED-AT-FIRST-RECONCILE"),
-                }
-            }));
+            r.generated = Some(
+                crate::secret::read_generated(&name, stored).unwrap_or_else(|| {
+                    crate::secret::GeneratedCredentials {
+                        secret_name: name,
+                        username: "edgewire".into(),
+                        password: SecretString::from("GENERATED-AT-FIRST-RECONCILE"),
+                    }
+                }),
+            );
         }
-        let valid = validate::validate(eb, &r, images)
+        let valid = validate::validate(eb, &r, settings)
             .map_err(|e| anyhow::anyhow!("EventBroker {ns}/{}: {e}", eb.name_any()))?;
         let children = build::build(&valid);
         out.push_str(&format!("# EventBroker {ns}/{}\n", eb.name_any()));
@@ -100,7 +95,7 @@ pub fn render(yaml: &str, images: &Images) -> anyhow::Result<String> {
     for mqb in &mqtt_brokers {
         let ns = mqb.namespace().unwrap_or_else(|| "default".into());
         out.push_str(&format!("# MqttBroker {ns}/{}\n", mqb.name_any()));
-        for doc in crate::controller::mqtt_broker::render(mqb, &secrets, images)? {
+        for doc in crate::controller::mqtt_broker::render(mqb, &secrets, settings)? {
             out.push_str("---\n");
             out.push_str(&doc);
         }
@@ -117,7 +112,7 @@ pub fn render(yaml: &str, images: &Images) -> anyhow::Result<String> {
     for bl in &bridge_links {
         let ns = bl.namespace().unwrap_or_else(|| "default".into());
         out.push_str(&format!("# BridgeLink {ns}/{}\n", bl.name_any()));
-        for doc in crate::controller::bridge_link::render(bl, &ebs, &mqbs, &secrets, images)? {
+        for doc in crate::controller::bridge_link::render(bl, &ebs, &mqbs, &secrets, settings)? {
             out.push_str("---\n");
             out.push_str(&doc);
         }
@@ -134,9 +129,9 @@ fn children_yaml(c: build::Children) -> anyhow::Result<Vec<String>> {
         publisher_service,
         publisher_deployment,
     } = c;
-    let mut docs = vec![serde_yaml::to_string(&service_account)?];
+    let mut docs = vec![serde_norway::to_string(&service_account)?];
     if let Some(s) = generated_secret {
-        docs.push(serde_yaml::to_string(&s)?);
+        docs.push(serde_norway::to_string(&s)?);
     }
     if let Some(b) = broker {
         let build::broker::BrokerChildren {
@@ -146,30 +141,30 @@ fn children_yaml(c: build::Children) -> anyhow::Result<Vec<String>> {
             statefulset,
             ui,
         } = b;
-        docs.push(serde_yaml::to_string(&config)?);
-        docs.push(serde_yaml::to_string(&headless)?);
-        docs.push(serde_yaml::to_string(&client)?);
+        docs.push(serde_norway::to_string(&config)?);
+        docs.push(serde_norway::to_string(&headless)?);
+        docs.push(serde_norway::to_string(&client)?);
         if let Some(build::broker::UiChildren {
             deployment,
             service,
         }) = ui
         {
-            docs.push(serde_yaml::to_string(&service)?);
+            docs.push(serde_norway::to_string(&service)?);
             if let Some(d) = deployment {
-                docs.push(serde_yaml::to_string(&d)?);
+                docs.push(serde_norway::to_string(&d)?);
             }
         }
-        docs.push(serde_yaml::to_string(&statefulset)?);
+        docs.push(serde_norway::to_string(&statefulset)?);
     }
-    docs.push(serde_yaml::to_string(&publisher_service)?);
-    docs.push(serde_yaml::to_string(&publisher_deployment)?);
+    docs.push(serde_norway::to_string(&publisher_service)?);
+    docs.push(serde_norway::to_string(&publisher_deployment)?);
     Ok(docs)
 }
 
-pub fn render_file(path: &Path, images: &Images) -> anyhow::Result<()> {
+pub fn render_file(path: &Path, settings: &Settings) -> anyhow::Result<()> {
     let yaml =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let out = render(&yaml, images)?;
+    let out = render(&yaml, settings)?;
     print!("{out}");
     Ok(())
 }
@@ -233,7 +228,7 @@ fn pubsub_least_privilege(ps: &edgewire_api::GooglePubsubSpec) -> String {
         &iam::pubsub_publisher_bindings(&ps.project, &ids, &member),
     );
     if ps.provision {
-        let role = serde_yaml::to_string(&iam::pubsub_operator_role()).unwrap_or_default();
+        let role = serde_norway::to_string(&iam::pubsub_operator_role()).unwrap_or_default();
         let grant = format!(
             "{}\ngcloud iam roles create edgewireTopicProvisioner --project={p} --file=role.yaml\n\
              gcloud projects add-iam-policy-binding {p} \\\n    \

@@ -2,13 +2,14 @@
 //! clean shutdown on SIGTERM.
 
 use crate::context::Context;
+use crate::context::Settings;
 use crate::controller;
-use crate::controller::event_broker::Images;
 use crate::metrics::Metrics;
 use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
+use edgewire_api::{BridgeLink, EventBroker, MqttBroker};
 use futures::FutureExt;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::runtime::wait::{await_condition, conditions};
@@ -24,7 +25,7 @@ use tracing::{error, info, warn};
 /// Settings of `run`.
 #[derive(Clone, Debug)]
 pub struct RunConfig {
-    pub images: Images,
+    pub settings: Settings,
     pub http_addr: SocketAddr,
     pub lease_name: String,
     pub lease_namespace: String,
@@ -159,7 +160,7 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<()> {
 
     let ctx = Arc::new(Context::new(
         client.clone(),
-        cfg.images.clone(),
+        cfg.settings.clone(),
         metrics.clone(),
         Some(cfg.identity.clone()),
     ));
@@ -182,9 +183,9 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<()> {
                 };
                 let until = until.shared();
                 tokio::join!(
-                    controller::run_event_broker(ctx.clone(), cfg.watch_namespace.clone(), until.clone()),
-                    controller::run_mqtt_broker(ctx.clone(), cfg.watch_namespace.clone(), until.clone()),
-                    controller::run_bridge_link(ctx.clone(), cfg.watch_namespace.clone(), until),
+                    controller::run::<EventBroker>(ctx.clone(), cfg.watch_namespace.clone(), until.clone()),
+                    controller::run::<MqttBroker>(ctx.clone(), cfg.watch_namespace.clone(), until.clone()),
+                    controller::run::<BridgeLink>(ctx.clone(), cfg.watch_namespace.clone(), until),
                 );
                 metrics.leader.set(0);
                 if !*stop_rx.borrow() {

@@ -4,6 +4,7 @@
 use crate::context::Context;
 use edgewire_api::FIELD_MANAGER;
 use k8s_openapi::NamespaceResourceScope;
+use k8s_openapi::api::apps::v1::StatefulSet;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::events::{Event, EventType};
 use kube::{Api, Client, Resource, ResourceExt};
@@ -62,4 +63,14 @@ pub async fn publish<K: Resource<DynamicType = ()>>(
     if let Err(e) = ctx.recorder.publish(&ev, &obj.object_ref(&())).await {
         warn!(error = %e, "could not record event");
     }
+}
+
+/// (ready, message) of a broker's (or the bridge's) StatefulSet: every replica ready at its current generation.
+pub fn broker_ready(sts: &StatefulSet) -> (bool, String) {
+    let want = sts.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+    let status = sts.status.as_ref();
+    let ready = status.and_then(|s| s.ready_replicas).unwrap_or(0);
+    let current_gen = status.and_then(|s| s.observed_generation) >= sts.metadata.generation;
+    let ok = ready >= want && current_gen;
+    (ok, format!("{ready}/{want} broker replicas ready"))
 }

@@ -40,7 +40,7 @@ fn secret(name: &str, data: &[(&str, &str)]) -> Secret {
 
 /// A BridgeLink as the API server would hold it (uid, generation), from the spec in YAML.
 fn bridge_link(name: &str, spec: &str) -> BridgeLink {
-    let spec: BridgeLinkSpec = serde_yaml::from_str(spec).unwrap();
+    let spec: BridgeLinkSpec = serde_norway::from_str(spec).unwrap();
     let mut bl = BridgeLink::new(name, spec);
     bl.metadata.namespace = Some(NS.into());
     bl.metadata.uid = Some(format!("uid-{name}"));
@@ -194,7 +194,7 @@ async fn first_reconcile_applies_config_rbac_service_and_statefulset_then_status
 
     // The agent's config: the BridgeLink, Secret references only.
     let cfg = config_yaml(&reqs, "site-a");
-    let doc: BridgeLink = serde_yaml::from_str(&cfg).unwrap();
+    let doc: BridgeLink = serde_norway::from_str(&cfg).unwrap();
     assert_eq!(doc.metadata.name.as_deref(), Some("site-a"));
     assert_eq!(doc.metadata.namespace.as_deref(), Some(NS));
     assert_eq!(doc.spec.rules, bl.spec.rules);
@@ -504,7 +504,7 @@ rules:
 "#;
 
 fn event_broker(yaml: &str) -> EventBroker {
-    let mut eb: EventBroker = serde_yaml::from_str(yaml).unwrap();
+    let mut eb: EventBroker = serde_norway::from_str(yaml).unwrap();
     eb.metadata.namespace = Some(NS.into());
     eb
 }
@@ -535,7 +535,7 @@ async fn broker_ref_to_an_event_broker_resolves_its_service_and_credentials() {
         &[("username", "edgewire"), ("password", "generated-pw-123")],
     ));
     let reqs = run(&mock, &client, &bl).await;
-    let cfg: BridgeLink = serde_yaml::from_str(&config_yaml(&reqs, "site-a")).unwrap();
+    let cfg: BridgeLink = serde_norway::from_str(&config_yaml(&reqs, "site-a")).unwrap();
     let edge = cfg.spec.edge.endpoint.expect("resolved to an endpoint");
     assert!(cfg.spec.edge.broker_ref.is_none());
     assert_eq!(edge.protocol, Protocol::Mqtt);
@@ -555,7 +555,7 @@ async fn broker_ref_to_an_event_broker_resolves_its_service_and_credentials() {
     ));
     mock.insert(&secret("nats-auth", &[("token", "nats-token-value")]));
     let reqs = run(&mock, &client, &bl).await;
-    let cfg: BridgeLink = serde_yaml::from_str(&config_yaml(&reqs, "site-a")).unwrap();
+    let cfg: BridgeLink = serde_norway::from_str(&config_yaml(&reqs, "site-a")).unwrap();
     let edge = cfg.spec.edge.endpoint.unwrap();
     assert_eq!(edge.url, "nats://local-nats.factory.svc:4222");
     assert_eq!(
@@ -591,7 +591,7 @@ async fn broker_ref_to_a_builtin_mqtt_broker_connects_as_the_site_user() {
         ),
     );
     mock.insert(&bl);
-    let mut mqb: MqttBroker = serde_yaml::from_str(
+    let mut mqb: MqttBroker = serde_norway::from_str(
         "apiVersion: edgewire.dev/v1alpha1\nkind: MqttBroker\nmetadata: {name: workers}\nspec: {type: builtin, builtin: {users: [{name: pool-a}]}}\n",
     )
     .unwrap();
@@ -611,7 +611,7 @@ async fn broker_ref_to_a_builtin_mqtt_broker_connects_as_the_site_user() {
 
     // With the site's user declared (generated password): its Service and the generated Secret's password.
     mqb.spec.builtin.as_mut().unwrap().users.push(
-        serde_yaml::from_str(
+        serde_norway::from_str(
             "{name: site-a, publish: ['local/commands/#'], subscribe: ['local/#']}",
         )
         .unwrap(),
@@ -622,7 +622,7 @@ async fn broker_ref_to_a_builtin_mqtt_broker_connects_as_the_site_user() {
         &[("username", "site-a"), ("password", "generated-pw")],
     ));
     let reqs = run(&mock, &client, &bl).await;
-    let cfg: BridgeLink = serde_yaml::from_str(&config_yaml(&reqs, "site-a")).unwrap();
+    let cfg: BridgeLink = serde_norway::from_str(&config_yaml(&reqs, "site-a")).unwrap();
     let edge = cfg.spec.edge.endpoint.unwrap();
     assert_eq!(edge.url, "workers.factory.svc:1883");
     assert_eq!(
@@ -636,7 +636,7 @@ async fn broker_ref_to_a_builtin_mqtt_broker_connects_as_the_site_user() {
     mock.insert(&mqb);
     mock.insert(&secret("site-a-mqtt", &[("pw", "declared-pw")]));
     let reqs = run(&mock, &client, &bl).await;
-    let cfg: BridgeLink = serde_yaml::from_str(&config_yaml(&reqs, "site-a")).unwrap();
+    let cfg: BridgeLink = serde_norway::from_str(&config_yaml(&reqs, "site-a")).unwrap();
     assert_eq!(
         cfg.spec.edge.endpoint.unwrap().auth.unwrap().token,
         Some(SecretKeyRef::new("site-a-mqtt", "pw"))

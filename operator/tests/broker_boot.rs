@@ -220,7 +220,7 @@ async fn nats_user_password_config_boots_with_jetstream_and_auth() {
 async fn nats_token_config_boots_and_checks_the_token() {
     let token = r#"tok "q" \b $PATH #c"#;
     let (_, c) = Case::new(BrokerKind::Nats)
-        .auth(BrokerAuth::Token(SecretString::new(token)))
+        .auth(BrokerAuth::Token(SecretString::from(token)))
         .build();
     let nats = start(Kind::Nats, &nats_single(&file(&c.config, "nats.conf")), &[]);
     let client = nats_connect(

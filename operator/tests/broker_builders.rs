@@ -5,12 +5,13 @@
 mod fixtures;
 
 use base64::Engine;
+use edgewire_api::CONFIG_HASH_ANNOTATION;
 use edgewire_api::{BrokerKind, CREDENTIALS_HASH_ANNOTATION, SaslMechanism};
 use edgewire_operator::controller::event_broker::BrokerAuth;
 use edgewire_operator::controller::event_broker::build::broker::{
-    BrokerChildren, CONFIG_HASH_ANNOTATION, broker_name, client_endpoint, has_ui, kafka,
-    mosquitto_password_line, nats,
+    BrokerChildren, broker_name, client_endpoint, has_ui, kafka, nats,
 };
+use edgewire_operator::mosquitto::password_line as mosquitto_password_line;
 use edgewire_operator::secret::SecretString;
 use fixtures::{Case, PASSWORD, TOKEN, USERNAME, file, files, user_password};
 use k8s_openapi::api::core::v1::{Container, PodSpec, Service};
@@ -40,7 +41,7 @@ fn cases() -> Vec<Case> {
     let mut cases: Vec<Case> = ALL.iter().map(|k| Case::new(*k)).collect();
     cases.extend(CLUSTERED.iter().map(|k| Case::new(*k).replicas(3)));
     cases.extend(CLUSTERED.iter().map(|k| Case::new(*k).replicas(3).ui()));
-    cases.push(Case::new(BrokerKind::Nats).auth(BrokerAuth::Token(SecretString::new(TOKEN))));
+    cases.push(Case::new(BrokerKind::Nats).auth(BrokerAuth::Token(SecretString::from(TOKEN))));
     cases.push(
         Case::new(BrokerKind::Nats)
             .auth(BrokerAuth::Nkey {
@@ -588,7 +589,7 @@ fn ui_objects_match_the_broker() {
 fn unexpected_auth_variants_do_not_panic() {
     for kind in ALL {
         for auth in [
-            BrokerAuth::Token(SecretString::new(TOKEN)),
+            BrokerAuth::Token(SecretString::from(TOKEN)),
             BrokerAuth::Nkey {
                 public_key: "UABC".into(),
             },
@@ -603,7 +604,7 @@ fn unexpected_auth_variants_do_not_panic() {
     }
     // A token for Redis is the default user's password.
     let (_, c) = Case::new(BrokerKind::Redis)
-        .auth(BrokerAuth::Token(SecretString::new(TOKEN)))
+        .auth(BrokerAuth::Token(SecretString::from(TOKEN)))
         .build();
     let conf = file(&c.config, "redis.conf");
     assert!(conf.contains(&format!(
@@ -699,7 +700,7 @@ fn nats_quoting_escapes_what_the_lexer_treats_specially() {
     assert_eq!(nats::nats_quote(r#"a"b\c$d"#), r#""a\"b\\c$d""#);
     assert_eq!(nats::nats_quote("x\ny\u{1}"), r#""x\ny\x01""#);
     let (_, c) = Case::new(BrokerKind::Nats)
-        .auth(BrokerAuth::Token(SecretString::new(TOKEN)))
+        .auth(BrokerAuth::Token(SecretString::from(TOKEN)))
         .build();
     assert!(
         file(&c.config, "nats.conf")

@@ -69,8 +69,8 @@ async fn sdk(endpoint: &str) -> aws_config::SdkConfig {
         region: REGION.into(),
         endpoint: Some(endpoint.into()),
         credentials: Some(edgewire_operator::cloud::aws::StaticKeys {
-            access_key_id: edgewire_operator::secret::SecretString::new("AKIAREADER"),
-            secret_access_key: edgewire_operator::secret::SecretString::new("reader"),
+            access_key_id: edgewire_operator::secret::SecretString::from("AKIAREADER"),
+            secret_access_key: edgewire_operator::secret::SecretString::from("reader"),
             session_token: None,
         }),
     })

@@ -4,16 +4,14 @@
 #[path = "fixtures/mqtt/mod.rs"]
 mod fixtures;
 
+use edgewire_api::CONFIG_HASH_ANNOTATION;
 use edgewire_api::LogLevel;
-use edgewire_operator::controller::event_broker::build::broker::{
-    CONFIG_HASH_ANNOTATION, mosquitto_password_line,
-};
 use edgewire_operator::controller::mqtt_broker::build::Children;
-use edgewire_operator::controller::mqtt_broker::build::config::log_types;
 use edgewire_operator::controller::mqtt_broker::build::workload::{
     POD_SECRETS_HASH_ANNOTATION, config_hash,
 };
 use edgewire_operator::controller::mqtt_broker::{SIDECAR_USER, render};
+use edgewire_operator::mosquitto::{log_types, password_line as mosquitto_password_line};
 use fixtures::*;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{Container, PodSpec, Secret, Service};
@@ -175,7 +173,7 @@ fn the_config_has_the_settings_the_broker_relies_on() {
     let err = edgewire_operator::controller::mqtt_broker::validate::validate(
         &no_ca.clone().require_client_cert().mqb,
         &no_ca.refs,
-        &images(),
+        &settings(),
     )
     .unwrap_err()
     .to_string();
@@ -452,7 +450,7 @@ fn the_pod_runs_mosquitto_and_the_sidecar_locked_down() {
     assert_eq!(pvc.metadata.name.as_deref(), Some("data"));
 
     let sidecar = container(sts, "mqtt-sidecar");
-    assert_eq!(sidecar.image.as_deref(), Some(v.images.agent.as_str()));
+    assert_eq!(sidecar.image.as_deref(), Some(v.settings.agent.as_str()));
     assert_eq!(
         sidecar.args.clone().unwrap(),
         [
@@ -593,11 +591,11 @@ fn render_prints_every_child_with_placeholders_for_passwords_not_generated_yet()
             )
         })
         .collect();
-    let docs = render(&f.mqb, &secrets, &images()).unwrap();
+    let docs = render(&f.mqb, &secrets, &settings()).unwrap();
     let kinds: Vec<String> = docs
         .iter()
         .map(|d| {
-            let v: serde_yaml::Value = serde_yaml::from_str(d).unwrap();
+            let v: serde_norway::Value = serde_norway::from_str(d).unwrap();
             format!(
                 "{} {}",
                 v["kind"].as_str().unwrap(),
@@ -623,7 +621,7 @@ fn render_prints_every_child_with_placeholders_for_passwords_not_generated_yet()
     );
     let mut invalid = f.mqb.clone();
     invalid.spec.builtin.as_mut().unwrap().users[0].publish = Some(vec!["a/#/b".into()]);
-    let err = render(&invalid, &secrets, &images())
+    let err = render(&invalid, &secrets, &settings())
         .unwrap_err()
         .to_string();
     assert!(err.contains("spec.builtin.users[0].publish[0]"), "{err}");

@@ -432,7 +432,7 @@ async fn a_missing_password_secret_names_the_user_and_creates_nothing() {
         assert_eq!(c["reason"], "SecretMissing", "{type_}");
         assert_eq!(c["message"], expected, "{type_}");
     }
-    assert_eq!(events(&reqs), ["CredentialsMissing"]);
+    assert_eq!(events(&reqs), ["SecretMissing"]);
 
     // A key that is not there is named too.
     mock.insert(&secret("pool-a-creds", "pass", POOL_A_PASSWORD));

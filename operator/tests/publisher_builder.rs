@@ -2,14 +2,15 @@
 //! facts that must hold whatever the snapshot says.
 
 use edgewire_api::*;
+use edgewire_operator::context::Settings;
 use edgewire_operator::controller::event_broker::build::{self, publisher};
 use edgewire_operator::controller::event_broker::refs::Refs;
-use edgewire_operator::controller::event_broker::{Images, ValidatedEventBroker, validate};
+use edgewire_operator::controller::event_broker::{ValidatedEventBroker, validate};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 
-fn images() -> Images {
-    Images {
+fn settings() -> Settings {
+    Settings {
         agent: "ghcr.io/edgewire/edgewire-agent:test".into(),
         agent_pull_policy: None,
     }
@@ -34,7 +35,7 @@ fn refs(secrets: &[(&str, &[(&str, &str)])]) -> Refs {
 }
 
 fn from_yaml(yaml: &str) -> EventBroker {
-    let mut eb: EventBroker = serde_yaml::from_str(yaml).unwrap();
+    let mut eb: EventBroker = serde_norway::from_str(yaml).unwrap();
     eb.metadata.uid = Some("uid-1".into());
     eb.metadata.generation = Some(1);
     eb
@@ -62,7 +63,7 @@ spec:
         ("mqtt-ca", &[("ca.pem", "CA")]),
         ("mqtt-client", &[("tls.crt", "CRT"), ("tls.key", "KEY")]),
     ]);
-    validate::validate(&eb, &r, &images()).unwrap()
+    validate::validate(&eb, &r, &settings()).unwrap()
 }
 
 #[test]
@@ -194,7 +195,7 @@ spec:
   nats: {urls: ["nats://a:4222", "nats://b:4222"], auth: {token: {name: t, key: token}}}
 "#,
     );
-    let v = validate::validate(&eb, &refs(&[("t", &[("token", "x")])]), &images()).unwrap();
+    let v = validate::validate(&eb, &refs(&[("t", &[("token", "x")])]), &settings()).unwrap();
     let env = publisher::build_env(&v);
     let names: Vec<&str> = env.iter().map(|e| e.name.as_str()).collect();
     assert!(names.contains(&"EVENT_BROKER_NATS_TOKEN"));

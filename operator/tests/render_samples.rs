@@ -71,16 +71,16 @@ fn render_works_on_every_sample() {
             file.display()
         );
         let text = String::from_utf8(out.stdout).unwrap();
-        let docs: Vec<serde_yaml::Value> = serde_yaml::Deserializer::from_str(&text)
+        let docs: Vec<serde_norway::Value> = serde_norway::Deserializer::from_str(&text)
             .map(|d| serde::Deserialize::deserialize(d).unwrap())
-            .filter(|v: &serde_yaml::Value| !v.is_null())
+            .filter(|v: &serde_norway::Value| !v.is_null())
             .collect();
         if name.starts_with("bridgelink") {
             // Only the BridgeLink's objects (a referenced broker's are rendered before its header).
             let own = &text[text.find("# BridgeLink ").expect("a BridgeLink header")..];
-            let docs: Vec<serde_yaml::Value> = serde_yaml::Deserializer::from_str(own)
+            let docs: Vec<serde_norway::Value> = serde_norway::Deserializer::from_str(own)
                 .map(|d| serde::Deserialize::deserialize(d).unwrap())
-                .filter(|v: &serde_yaml::Value| !v.is_null())
+                .filter(|v: &serde_norway::Value| !v.is_null())
                 .collect();
             let kinds: Vec<&str> = docs.iter().filter_map(|d| d["kind"].as_str()).collect();
             assert_eq!(
@@ -112,7 +112,7 @@ fn render_works_on_every_sample() {
             }
             // The config holds references, never the sample's Secret values.
             let sample = std::fs::read_to_string(&file).unwrap();
-            let rendered = serde_yaml::to_string(&docs).unwrap();
+            let rendered = serde_norway::to_string(&docs).unwrap();
             let config = docs[0]["data"]["bridge.yaml"].as_str().unwrap();
             use base64::Engine;
             let config = String::from_utf8(
@@ -241,7 +241,7 @@ fn render_works_on_every_sample() {
         // Values of the sample's Secrets appear only inside Secrets the operator renders.
         let sample: String = std::fs::read_to_string(&file).unwrap();
         for d in docs.iter().filter(|d| d["kind"] != "Secret") {
-            let dump = serde_yaml::to_string(d).unwrap();
+            let dump = serde_norway::to_string(d).unwrap();
             for line in sample.lines().filter(|l| {
                 l.trim_start().starts_with("password:") || l.trim_start().starts_with("token:")
             }) {

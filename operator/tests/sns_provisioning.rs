@@ -73,8 +73,8 @@ async fn sns(endpoint: &str) -> aws_sdk_sns::Client {
             region: "us-east-1".into(),
             endpoint: Some(endpoint.into()),
             credentials: Some(StaticKeys {
-                access_key_id: SecretString::new("AKIAREADER"),
-                secret_access_key: SecretString::new("reader"),
+                access_key_id: SecretString::from("AKIAREADER"),
+                secret_access_key: SecretString::from("reader"),
                 session_token: None,
             }),
         })

@@ -38,8 +38,10 @@ pub struct BridgeLinkSpec {
     #[schemars(length(min = 1))]
     pub rules: Vec<BridgeRule>,
     /// Extra headers added to every edge→cloud message (protocol headers; a JSON envelope field where the
-    /// protocol has none).
+    /// protocol has none). Names are printable ASCII without spaces or ':' (at most 255), values printable
+    /// ASCII: what NATS, AMQP 0-9-1, Kafka and MQTT 5 can all carry.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(schema_with = "super::checked::headers_schema")]
     pub headers: BTreeMap<String, String>,
     /// The durable store-and-forward spool.
     #[serde(default)]
@@ -298,7 +300,7 @@ mod tests {
     use super::*;
 
     fn spec(yaml: &str) -> BridgeLinkSpec {
-        serde_yaml::from_str(yaml).unwrap()
+        serde_norway::from_str(yaml).unwrap()
     }
 
     const SIDES: &str = r#"
@@ -395,7 +397,7 @@ cloud: {endpoint: {protocol: nats, url: "nats://cloud:4222"}}
 
     #[test]
     fn rejects_an_invalid_pattern_when_parsing() {
-        let err = serde_yaml::from_str::<BridgeLinkSpec>(&format!(
+        let err = serde_norway::from_str::<BridgeLinkSpec>(&format!(
             "{SIDES}rules:\n  - {{direction: EdgeToCloud, from: \"local/#\", to: \"x.#\"}}\n"
         ))
         .unwrap_err();

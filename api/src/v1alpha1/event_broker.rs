@@ -1,6 +1,7 @@
 //! `EventBroker`: a CloudEvents publisher workload in front of the broker a team runs (or one the operator
 //! deploys), plus topic provisioning on managed clouds.
 
+use super::checked::*;
 use super::common::*;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{CustomResource, KubeSchema};
@@ -374,11 +375,12 @@ fn default_qos() -> u8 {
 #[serde(rename_all = "camelCase")]
 pub struct AwsSnsSpec {
     /// AWS region, e.g. us-east-1.
-    #[schemars(length(min = 1))]
+    #[schemars(schema_with = "AwsRegion::schema")]
     pub region: String,
     /// Account-scoped ARN prefix (`arn:aws:sns:us-east-1:123456789012:`); derived from the provisioned topics
     /// when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "SnsTopicArnPrefix::schema")]
     pub topic_arn_prefix: Option<String>,
     /// Create the four domain topics (and delete them with `deletionPolicy: Delete`).
     #[serde(default)]
@@ -392,6 +394,7 @@ pub struct AwsSnsSpec {
     pub endpoint: Option<String>,
     /// IAM role for the publisher's ServiceAccount (IRSA annotation `eks.amazonaws.com/role-arn`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "IamRoleArn::schema")]
     pub role_arn: Option<String>,
 }
 
@@ -400,10 +403,11 @@ pub struct AwsSnsSpec {
 #[serde(rename_all = "camelCase")]
 pub struct GooglePubsubSpec {
     /// GCP project id.
-    #[schemars(length(min = 1))]
+    #[schemars(schema_with = "GcpProjectId::schema")]
     pub project: String,
     /// Prefix of the topic ids, e.g. `edge-prod-`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "PubsubTopicIdPrefix::schema")]
     pub topic_id_prefix: Option<String>,
     /// Create the four domain topics (and delete them with `deletionPolicy: Delete`).
     #[serde(default)]

@@ -241,7 +241,7 @@ fn default_metrics_port() -> i32 {
 #[serde(rename_all = "camelCase")]
 pub struct IotCoreSpec {
     /// AWS region.
-    #[schemars(length(min = 1))]
+    #[schemars(schema_with = "super::checked::AwsRegion::schema")]
     pub region: String,
     /// Static credentials (Secret with `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`); the pod identity when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -264,6 +264,7 @@ pub struct TopicRule {
     /// URL of the SQS queue messages go to.
     pub sqs_queue_url: String,
     /// IAM role IoT assumes to send to the queue.
+    #[schemars(schema_with = "super::checked::IamRoleArn::schema")]
     pub role_arn: String,
 }
 

@@ -28,7 +28,7 @@ pub fn conditions(_: &mut SchemaGenerator) -> Schema {
 pub fn quantity(_: &mut SchemaGenerator) -> Schema {
     json_schema!({
         "type": "string",
-        "pattern": "^[0-9]+(\\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$",
+        "pattern": crate::quantity::PATTERN,
         "description": "A Kubernetes quantity such as 10Gi."
     })
 }

@@ -3,6 +3,7 @@
 //! (VPC endpoints, moto), and an HTTP client on rustls with ring (no aws-lc).
 
 use super::CloudError;
+use crate::secret::ExposeSecret;
 use crate::secret::SecretString;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_credential_types::Credentials;
@@ -20,7 +21,7 @@ pub mod keys {
 }
 
 /// Static credentials read from a Secret.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug)]
 pub struct StaticKeys {
     pub access_key_id: SecretString,
     pub secret_access_key: SecretString,
@@ -28,7 +29,7 @@ pub struct StaticKeys {
 }
 
 /// Where and as whom to call AWS.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug)]
 pub struct AwsSettings {
     pub region: String,
     /// Endpoint override (`http://127.0.0.1:5000` for moto, a VPC endpoint).
@@ -61,9 +62,11 @@ pub async fn sdk_config(settings: &AwsSettings) -> SdkConfig {
     }
     if let Some(k) = &settings.credentials {
         let creds = Credentials::new(
-            k.access_key_id.expose(),
-            k.secret_access_key.expose(),
-            k.session_token.as_ref().map(|t| t.expose().to_string()),
+            k.access_key_id.expose_secret(),
+            k.secret_access_key.expose_secret(),
+            k.session_token
+                .as_ref()
+                .map(|t| t.expose_secret().to_string()),
             None,
             "edgewire-secret",
         );

@@ -12,6 +12,7 @@
 //! 8 hex digits of the SHA-256 of `namespace/name`.
 
 use super::CloudError;
+use crate::secret::ExposeSecret;
 use crate::secret::SecretString;
 use edgewire_api::domain::DOMAINS;
 use google_cloud_pubsub::client::TopicAdmin;
@@ -53,7 +54,7 @@ pub fn topic_path(project: &str, prefix: &str, name: &str) -> String {
 }
 
 /// Where and as whom to call Pub/Sub.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug)]
 pub struct PubsubSettings {
     /// Endpoint override (emulators, private endpoints); `https://pubsub.googleapis.com` when `None`.
     pub endpoint: Option<String>,
@@ -80,12 +81,14 @@ pub async fn admin(settings: &PubsubSettings) -> Result<TopicAdmin, CloudError> 
     }
     match &settings.credentials {
         Some(json) => {
-            let value: serde_json::Value = serde_json::from_str(json.expose()).map_err(|_| {
-                build_error(
-                    permissions::CREATE,
-                    "the credentials Secret key is not JSON (a service-account key file)".into(),
-                )
-            })?;
+            let value: serde_json::Value =
+                serde_json::from_str(json.expose_secret()).map_err(|_| {
+                    build_error(
+                        permissions::CREATE,
+                        "the credentials Secret key is not JSON (a service-account key file)"
+                            .into(),
+                    )
+                })?;
             let creds = service_account::Builder::new(value).build().map_err(|_| {
                 build_error(
                     permissions::CREATE,

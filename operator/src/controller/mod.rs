@@ -1,6 +1,7 @@
-//! One controller per kind, and what they share: the reconcile error, the root watch (generation changes
-//! only), the reverse index from Secrets to the resources that reference them, and the driver that wraps
-//! reconcile in per-object backoff.
+//! One controller per kind and the runner they share: the root watch (generation changes only, one
+//! undecodable object skipped rather than stalling the watch), `.owns()` children, the reverse index from
+//! Secrets to the resources that reference them, and the driver that wraps reconcile in per-object backoff.
+//! A kind plugs in by implementing [`Controlled`]; [`run`] is the same for all.
 
 pub mod backoff;
 pub mod bridge_link;
@@ -8,103 +9,57 @@ pub mod event_broker;
 pub mod mqtt_broker;
 
 use crate::context::Context;
+use crate::reconcile::{Error, Reconciled};
 use backoff::Backoff;
-use edgewire_api::BridgeLink;
-use edgewire_api::EventBroker;
 use futures::{Stream, StreamExt};
 use k8s_openapi::NamespaceResourceScope;
-use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{Secret, Service};
+use kube::core::DeserializeGuard;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::{ObjectRef, Store};
-use kube::runtime::watcher::{self, Config};
+use kube::runtime::watcher::{self, Config, Event};
 use kube::runtime::{WatchStreamExt, predicates};
-use kube::{Api, Resource, ResourceExt};
-use serde::de::DeserializeOwned;
-use std::fmt::Debug;
+use kube::{Api, Client, Resource, ResourceExt};
 use std::future::Future;
 use std::sync::Arc;
 use tracing::{debug, warn};
 
-/// Why a reconcile failed (transient: the error policy requeues with backoff).
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("reading referenced Secrets: {0}")]
-    Refs(#[source] kube::Error),
-    #[error("applying children: {0}")]
-    Apply(#[source] kube::Error),
-    #[error("writing status: {0}")]
-    Status(#[source] kube::Error),
-    #[error("updating the finalizer: {0}")]
-    Finalizer(#[source] kube::Error),
-    #[error("cleaning up before deletion: {0}")]
-    Cleanup(#[source] crate::cloud::CloudError),
+/// A kind the operator runs a controller for.
+pub trait Controlled: Reconciled + Send + Sync + 'static {
+    /// The root predicate: only changes of this key wake a reconcile, so the controller's own status writes
+    /// do not loop back. For most kinds [`generation_or_deletion`]: spec changes.
+    fn watch_key(&self) -> Option<u64> {
+        generation_or_deletion(self)
+    }
+    /// Names of the Secrets the object references (the reverse index from Secret to object).
+    fn referenced_secrets(&self) -> Vec<String>;
+    /// The controller with its children owned: StatefulSets, Services and Secrets unless a kind says more.
+    fn owns(
+        c: Controller<Self>,
+        client: &Client,
+        ns: Option<&str>,
+        owned: Config,
+    ) -> Controller<Self> {
+        owns_workloads(c, client, ns, owned)
+    }
+    /// One reconcile: `refs → validate → build → apply → status`.
+    fn reconcile(
+        obj: Arc<Self>,
+        ctx: Arc<Context>,
+    ) -> impl Future<Output = Result<Action, Error>> + Send + 'static;
 }
 
-impl Error {
-    /// Condition reason, Event reason and metric label.
-    pub fn reason(&self) -> &'static str {
-        match self {
-            Error::Refs(_) => "SecretReadFailed",
-            Error::Apply(_) => "ApplyFailed",
-            Error::Status(_) => "StatusWriteFailed",
-            Error::Finalizer(_) => "FinalizerUpdateFailed",
-            Error::Cleanup(_) => "CleanupFailed",
-        }
-    }
-}
-
-/// The finalizer on a resource whose deletion must clean up outside the cluster (an IoT topic rule, SNS or
-/// Pub/Sub topics). Present only with `deletionPolicy: Delete`.
-pub const FINALIZER: &str = "edgewire.dev/cleanup";
-
-/// Whether `obj` carries [`FINALIZER`].
-pub fn has_finalizer<K: Resource>(obj: &K) -> bool {
-    obj.meta()
-        .finalizers
-        .as_ref()
-        .is_some_and(|f| f.iter().any(|x| x == FINALIZER))
-}
-
-/// Adds (`want`) or removes [`FINALIZER`] with a merge patch of `metadata.finalizers` guarded by the
-/// resourceVersion (a concurrent change makes it fail and the reconcile retry). Other finalizers are kept.
-/// Returns whether it patched.
-pub async fn set_finalizer<K>(
-    client: &kube::Client,
-    obj: &K,
-    want: bool,
-) -> Result<bool, kube::Error>
-where
-    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
-        + DeserializeOwned
-        + Clone
-        + Debug,
-{
-    if has_finalizer(obj) == want {
-        return Ok(false);
-    }
-    let mut next: Vec<String> = obj
-        .meta()
-        .finalizers
-        .clone()
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|f| f != FINALIZER)
-        .collect();
-    if want {
-        next.push(FINALIZER.into());
-    }
-    let api: Api<K> = Api::namespaced(client.clone(), &obj.namespace().unwrap_or_default());
-    let patch = serde_json::json!({
-        "metadata": {"finalizers": next, "resourceVersion": obj.resource_version()},
-    });
-    api.patch(
-        &obj.name_any(),
-        &kube::api::PatchParams::default(),
-        &kube::api::Patch::Merge(&patch),
-    )
-    .await?;
-    Ok(true)
+/// `c` owning the StatefulSets, Services and Secrets selected by `owned`.
+pub(crate) fn owns_workloads<K: Controlled>(
+    c: Controller<K>,
+    client: &Client,
+    ns: Option<&str>,
+    owned: Config,
+) -> Controller<K> {
+    c.owns(api::<StatefulSet>(client, ns), owned.clone())
+        .owns(api::<Service>(client, ns), owned.clone())
+        .owns(api::<Secret>(client, ns), owned)
 }
 
 /// Which namespaces to watch: all, or one.
@@ -118,51 +73,59 @@ where
     }
 }
 
-/// Bounds every watched root kind meets.
-pub(crate) trait Root:
-    Resource<Scope = NamespaceResourceScope, DynamicType = ()>
-    + DeserializeOwned
-    + Clone
-    + Debug
-    + Send
-    + Sync
-    + 'static
-{
-}
-impl<K> Root for K where
-    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
-        + DeserializeOwned
-        + Clone
-        + Debug
-        + Send
-        + Sync
-        + 'static
-{
-}
-
-/// The root stream of a controller and its store: only changes of `key` pass (for most kinds
-/// [`generation_or_deletion`]: spec changes), so the controller's own status writes do not loop back into
-/// reconciles.
-fn root<K: Root>(
-    client: &kube::Client,
+/// The root stream of a controller and its store: only changes of [`Controlled::watch_key`] pass. Objects are
+/// decoded one by one ([`DeserializeGuard`]): one that does not decode (written before a schema change, or
+/// by hand with the schema off) is logged and skipped, and the others are still reconciled.
+fn root<K: Controlled>(
+    client: &Client,
     ns: Option<&str>,
-    key: fn(&K) -> Option<u64>,
 ) -> (
     impl Stream<Item = Result<K, watcher::Error>> + Send + 'static,
     Store<K>,
 ) {
     let (reader, writer) = kube::runtime::reflector::store::<K>();
-    let stream = kube::runtime::watcher(api::<K>(client, ns), Config::default().any_semantic())
-        .default_backoff()
-        .reflect(writer)
-        .applied_objects()
-        .predicate_filter(key, Default::default());
+    let stream = kube::runtime::watcher(
+        api::<DeserializeGuard<K>>(client, ns),
+        Config::default().any_semantic(),
+    )
+    .default_backoff()
+    .filter_map(|ev| std::future::ready(decodable(ev)))
+    .reflect(writer)
+    .applied_objects()
+    .predicate_filter(K::watch_key, Default::default());
     (stream, reader)
+}
+
+/// The watch event with its object decoded, or `None` (logged) for an object that does not decode.
+fn decodable<K: Resource<DynamicType = ()>>(
+    ev: Result<Event<DeserializeGuard<K>>, watcher::Error>,
+) -> Option<Result<Event<K>, watcher::Error>> {
+    let decoded = |g: DeserializeGuard<K>| match g.0 {
+        Ok(obj) => Some(obj),
+        Err(e) => {
+            warn!(
+                kind = %K::kind(&()),
+                name = e.metadata.name.as_deref().unwrap_or_default(),
+                namespace = e.metadata.namespace.as_deref().unwrap_or_default(),
+                error = %e,
+                "skipping an object that does not decode"
+            );
+            None
+        }
+    };
+    Some(Ok(match ev {
+        Err(e) => return Some(Err(e)),
+        Ok(Event::Init) => Event::Init,
+        Ok(Event::InitDone) => Event::InitDone,
+        Ok(Event::InitApply(g)) => Event::InitApply(decoded(g)?),
+        Ok(Event::Apply(g)) => Event::Apply(decoded(g)?),
+        Ok(Event::Delete(g)) => Event::Delete(decoded(g)?),
+    }))
 }
 
 /// The root predicate: a new generation, or the start of a deletion (an API server that does not bump the
 /// generation when it sets `deletionTimestamp` must still wake the finalizer).
-fn generation_or_deletion<K: Resource>(obj: &K) -> Option<u64> {
+pub fn generation_or_deletion<K: Resource>(obj: &K) -> Option<u64> {
     let deleting = u64::from(obj.meta().deletion_timestamp.is_some());
     predicates::generation(obj).map(|g| (g << 1) | deleting)
 }
@@ -178,9 +141,8 @@ fn owned(kind_label: &str) -> Config {
 }
 
 /// Reverse index: a Secret event maps to every resource in its namespace that references it.
-fn secret_index<K: Root>(
+fn secret_index<K: Controlled>(
     store: Store<K>,
-    referenced: fn(&K) -> Vec<String>,
 ) -> impl Fn(Secret) -> Vec<ObjectRef<K>> + Send + Sync + 'static {
     move |secret: Secret| {
         let ns = secret.namespace();
@@ -188,24 +150,33 @@ fn secret_index<K: Root>(
         store
             .state()
             .into_iter()
-            .filter(|obj| obj.namespace() == ns && referenced(obj).contains(&name))
+            .filter(|obj| obj.namespace() == ns && obj.referenced_secrets().contains(&name))
             .map(|obj| ObjectRef::from_obj(&*obj))
             .collect()
     }
 }
 
-/// Runs `controller` until `shutdown` resolves: reconcile wrapped in per-object exponential backoff, reset
-/// on success; errors counted per kind and reason.
-async fn drive<K, Fut>(
-    controller: Controller<K>,
+/// Runs the controller of kind `K` until `shutdown` resolves: reconcile wrapped in per-object exponential
+/// backoff, reset on success; errors counted per kind and reason.
+pub async fn run<K: Controlled>(
     ctx: Arc<Context>,
-    kind_label: &'static str,
-    reconcile: fn(Arc<K>, Arc<Context>) -> Fut,
+    namespace: Option<String>,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
-) where
-    K: Root,
-    Fut: Future<Output = Result<Action, Error>> + Send + 'static,
-{
+) {
+    let client = ctx.client.clone();
+    let ns = namespace.as_deref();
+    let (stream, reader) = root::<K>(&client, ns);
+    let controller = K::owns(
+        Controller::for_stream(stream, reader.clone()),
+        &client,
+        ns,
+        owned(K::KIND_LABEL),
+    )
+    .watches(
+        api::<Secret>(&client, ns),
+        Config::default().any_semantic(),
+        secret_index(reader),
+    );
     let key_of = |obj: &K| format!("{}/{}", obj.namespace().unwrap_or_default(), obj.name_any());
     let backoff = Arc::new(Backoff::default());
     let policy_backoff = backoff.clone();
@@ -217,7 +188,7 @@ async fn drive<K, Fut>(
                 let backoff = backoff.clone();
                 async move {
                     let key = key_of(&obj);
-                    let result = reconcile(obj, ctx).await;
+                    let result = K::reconcile(obj, ctx).await;
                     if result.is_ok() {
                         backoff.reset(&key);
                     }
@@ -225,9 +196,9 @@ async fn drive<K, Fut>(
                 }
             },
             move |obj, err: &Error, _ctx| {
-                policy_ctx.metrics.error(kind_label, err.reason());
+                policy_ctx.metrics.error(K::KIND_LABEL, err.reason());
                 let wait = policy_backoff.fail(&key_of(&obj));
-                warn!(kind = kind_label, name = %obj.name_any(), error = %err, retry_in = ?wait, "reconcile failed");
+                warn!(kind = K::KIND_LABEL, name = %obj.name_any(), error = %err, retry_in = ?wait, "reconcile failed");
                 Action::requeue(wait)
             },
             ctx,
@@ -240,100 +211,10 @@ async fn drive<K, Fut>(
         .await;
 }
 
-/// Runs the EventBroker controller until `shutdown` resolves.
-pub async fn run_event_broker(
-    ctx: Arc<Context>,
-    namespace: Option<String>,
-    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
-) {
-    let client = ctx.client.clone();
-    let ns = namespace.as_deref();
-    let (stream, reader) = root::<EventBroker>(&client, ns, generation_or_deletion);
-    let owned = owned(event_broker::KIND_LABEL);
-    let controller = Controller::for_stream(stream, reader.clone())
-        .owns(api::<Deployment>(&client, ns), owned.clone())
-        .owns(api::<StatefulSet>(&client, ns), owned.clone())
-        .owns(api::<Service>(&client, ns), owned.clone())
-        .owns(api::<Secret>(&client, ns), owned)
-        .watches(
-            api::<Secret>(&client, ns),
-            Config::default().any_semantic(),
-            secret_index(reader, event_broker::refs::referenced_secret_names),
-        );
-    drive(
-        controller,
-        ctx,
-        event_broker::KIND_LABEL,
-        event_broker::reconcile,
-        shutdown,
-    )
-    .await;
-}
-
-/// Runs the MqttBroker controller until `shutdown` resolves.
-pub async fn run_mqtt_broker(
-    ctx: Arc<Context>,
-    namespace: Option<String>,
-    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
-) {
-    let client = ctx.client.clone();
-    let ns = namespace.as_deref();
-    let (stream, reader) = root::<edgewire_api::MqttBroker>(&client, ns, generation_or_deletion);
-    let owned = owned(mqtt_broker::KIND_LABEL);
-    let controller = Controller::for_stream(stream, reader.clone())
-        .owns(api::<StatefulSet>(&client, ns), owned.clone())
-        .owns(api::<Service>(&client, ns), owned.clone())
-        .owns(api::<Secret>(&client, ns), owned)
-        .watches(
-            api::<Secret>(&client, ns),
-            Config::default().any_semantic(),
-            secret_index(reader, mqtt_broker::refs::referenced_secret_names),
-        );
-    drive(
-        controller,
-        ctx,
-        mqtt_broker::KIND_LABEL,
-        mqtt_broker::reconcile,
-        shutdown,
-    )
-    .await;
-}
-
-/// Runs the BridgeLink controller until `shutdown` resolves. Unlike the other kinds, its root passes more
-/// than spec changes: the bridge agent's `status.runtime` reports drive `EdgeConnected`, `CloudConnected`,
-/// `Spooling` and the `SpoolOverflow` Event, so the predicate keys on those too (see
-/// [`bridge_link::watch_key`]); the operator's own condition writes do not change the key and do not loop.
-pub async fn run_bridge_link(
-    ctx: Arc<Context>,
-    namespace: Option<String>,
-    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
-) {
-    let client = ctx.client.clone();
-    let ns = namespace.as_deref();
-    let (stream, reader) = root::<BridgeLink>(&client, ns, bridge_link::watch_key);
-    let owned = owned(bridge_link::KIND_LABEL);
-    let controller = Controller::for_stream(stream, reader.clone())
-        .owns(api::<StatefulSet>(&client, ns), owned.clone())
-        .owns(api::<Service>(&client, ns), owned.clone())
-        .owns(api::<Secret>(&client, ns), owned)
-        .watches(
-            api::<Secret>(&client, ns),
-            Config::default().any_semantic(),
-            secret_index(reader, bridge_link::referenced_secret_names),
-        );
-    drive(
-        controller,
-        ctx,
-        bridge_link::KIND_LABEL,
-        bridge_link::reconcile,
-        shutdown,
-    )
-    .await;
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use edgewire_api::EventBroker;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
     #[test]

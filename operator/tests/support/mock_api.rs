@@ -30,6 +30,8 @@ pub struct State {
     pub objects: BTreeMap<String, Value>,
     pub requests: Vec<Recorded>,
     next_rv: u64,
+    /// Woken on every request (see [`MockApi::wait_for`]).
+    arrived: Arc<tokio::sync::Notify>,
 }
 
 #[derive(Clone, Default)]
@@ -49,6 +51,29 @@ impl MockApi {
             }
         });
         (client, mock)
+    }
+
+    /// Waits until the requests so far satisfy `done` (for controllers running on their own task).
+    #[allow(dead_code)] // each test binary compiles this module; not all of them run a controller
+    pub async fn wait_for(&self, done: impl Fn(&[Recorded]) -> bool) {
+        let arrived = self.0.lock().unwrap().arrived.clone();
+        loop {
+            let next = arrived.notified();
+            tokio::pin!(next);
+            next.as_mut().enable();
+            if done(&self.requests()) {
+                return;
+            }
+            next.await;
+        }
+    }
+
+    /// Puts a raw JSON object at its path (one a typed object could not express, e.g. one that does not
+    /// decode).
+    #[allow(dead_code)] // each test binary compiles this module; not all of them need raw objects
+    pub fn insert_json(&self, v: Value) {
+        let path = object_path(&v);
+        self.0.lock().unwrap().objects.insert(path, v);
     }
 
     /// Puts `obj` (a typed Kubernetes object) at its path.
@@ -92,6 +117,7 @@ impl MockApi {
             query: query.clone(),
             body: body.clone(),
         });
+        s.arrived.notify_waiters();
         s.next_rv += 1;
         let rv = s.next_rv.to_string();
         match method.as_str() {

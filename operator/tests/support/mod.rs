@@ -1,19 +1,19 @@
 pub mod mock_api;
 
 use edgewire_operator::context::Context;
-use edgewire_operator::controller::event_broker::Images;
+use edgewire_operator::context::Settings;
 use edgewire_operator::metrics::Metrics;
 use std::sync::Arc;
 
 /// The controllers' context over `client` (a [`mock_api::MockApi`] client), with a fixed agent image.
 pub fn ctx(client: kube::Client) -> Arc<Context> {
-    let images = Images {
+    let settings = Settings {
         agent: "ghcr.io/edgewire/edgewire-agent:test".into(),
         agent_pull_policy: None,
     };
     Arc::new(Context::new(
         client,
-        images,
+        settings,
         Arc::new(Metrics::default()),
         Some("test".into()),
     ))

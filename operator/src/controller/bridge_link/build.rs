@@ -1,24 +1,21 @@
 //! Stage 3 (pure): every child of a BridgeLink. The same input renders byte-identical objects.
 
-use super::*;
-use crate::controller::event_broker::build::publisher::{
-    default_resources, restricted_container, restricted_pod,
+use super::names::*;
+use super::validate::ValidatedBridgeLink;
+use crate::hash::secret_data_digest;
+use crate::pod::{
+    AGENT_DEFAULTS, AGENT_USER, agent_probe, container_ports, mount, pod_security_context,
+    pvc_retention, restricted_container, secret_volume, service_ports, volume_claim,
 };
-use edgewire_api::{CREDENTIALS_HASH_ANNOTATION, DeletionPolicy, GROUP};
+use edgewire_api::{CONFIG_HASH_ANNOTATION, CREDENTIALS_HASH_ANNOTATION, GROUP};
 use k8s_openapi::ByteString;
-use k8s_openapi::api::apps::v1::{
-    StatefulSet, StatefulSetPersistentVolumeClaimRetentionPolicy, StatefulSetSpec,
-};
+use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec};
+use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::core::v1::{
-    Container, ContainerPort, HTTPGetAction, PersistentVolumeClaim, PersistentVolumeClaimSpec,
-    PodSpec, PodTemplateSpec, Probe, SecretVolumeSource, Service, ServiceAccount, ServicePort,
-    ServiceSpec, Volume, VolumeMount, VolumeResourceRequirements,
+    Container, PodSpec, PodTemplateSpec, Service, ServiceAccount, ServiceSpec, VolumeMount,
 };
 use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
-use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
-use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 
 /// Every child, in apply order.
@@ -36,12 +33,12 @@ impl Children {
     /// YAML documents in apply order (for `render`).
     pub fn to_yaml(&self) -> anyhow::Result<Vec<String>> {
         Ok(vec![
-            serde_yaml::to_string(&self.config)?,
-            serde_yaml::to_string(&self.service_account)?,
-            serde_yaml::to_string(&self.role)?,
-            serde_yaml::to_string(&self.role_binding)?,
-            serde_yaml::to_string(&self.service)?,
-            serde_yaml::to_string(&self.statefulset)?,
+            serde_norway::to_string(&self.config)?,
+            serde_norway::to_string(&self.service_account)?,
+            serde_norway::to_string(&self.role)?,
+            serde_norway::to_string(&self.role_binding)?,
+            serde_norway::to_string(&self.service)?,
+            serde_norway::to_string(&self.statefulset)?,
         ])
     }
 }
@@ -70,7 +67,7 @@ pub fn config_yaml(v: &ValidatedBridgeLink) -> String {
         "metadata": {"name": v.owner.name, "namespace": v.owner.namespace},
         "spec": v.spec,
     });
-    serde_yaml::to_string(&doc).expect("a JSON value always serializes to YAML")
+    serde_norway::to_string(&doc).expect("a JSON value always serializes to YAML")
 }
 
 /// `<bl>-bridge-config`, key `bridge.yaml`.
@@ -133,65 +130,12 @@ pub fn build_service(v: &ValidatedBridgeLink) -> Service {
         spec: Some(ServiceSpec {
             cluster_ip: Some("None".into()),
             selector: Some(v.owner.selector(APP, COMPONENT)),
-            ports: Some(vec![ServicePort {
-                name: Some("metrics".into()),
-                port: METRICS_PORT,
-                target_port: Some(IntOrString::String("metrics".into())),
-                protocol: Some("TCP".into()),
-                ..Default::default()
-            }]),
+            ports: Some(service_ports(&[("metrics", METRICS_PORT)])),
             publish_not_ready_addresses: Some(true),
             ..Default::default()
         }),
         ..Default::default()
     }
-}
-
-fn mount(name: &str, path: &str, read_only: bool) -> VolumeMount {
-    VolumeMount {
-        name: name.into(),
-        mount_path: path.into(),
-        read_only: Some(read_only),
-        ..Default::default()
-    }
-}
-
-fn secret_volume(name: &str, secret: &str) -> Volume {
-    Volume {
-        name: name.into(),
-        secret: Some(SecretVolumeSource {
-            secret_name: Some(secret.into()),
-            default_mode: Some(0o440),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-}
-
-fn probe(path: &str, period: i32) -> Probe {
-    Probe {
-        http_get: Some(HTTPGetAction {
-            path: Some(path.into()),
-            port: IntOrString::String("metrics".into()),
-            ..Default::default()
-        }),
-        period_seconds: Some(period),
-        timeout_seconds: Some(2),
-        failure_threshold: Some(3),
-        ..Default::default()
-    }
-}
-
-/// `sha256:<hex>` of the rendered config: a spec change rolls the pod (the agent reads its config at start).
-pub fn config_hash(config: &Secret) -> String {
-    let mut h = Sha256::new();
-    for (k, b) in config.data.iter().flatten() {
-        h.update((k.len() as u64).to_be_bytes());
-        h.update(k.as_bytes());
-        h.update((b.0.len() as u64).to_be_bytes());
-        h.update(&b.0);
-    }
-    format!("sha256:{}", hex::encode(h.finalize()))
 }
 
 /// The single-replica StatefulSet running `edgewire-agent bridge` with the spool PVC.
@@ -200,25 +144,26 @@ pub fn build_statefulset(v: &ValidatedBridgeLink, config: &Secret) -> StatefulSe
     let mut volumes = vec![secret_volume(
         CONFIG_VOLUME,
         &config_secret_name(&v.owner.name),
+        &[],
     )];
     let mut mounts = vec![
         mount(CONFIG_VOLUME, CONFIG_DIR, true),
-        mount(SPOOL_VOLUME, SPOOL_DIR, false),
+        // `readOnly: false` stated, as the bridge's pods have always had it: dropping it would change the pod
+        // template and restart every bridge on an operator upgrade.
+        VolumeMount {
+            read_only: Some(false),
+            ..mount(SPOOL_VOLUME, SPOOL_DIR, false)
+        },
     ];
     for (i, s) in v.secret_names.iter().enumerate() {
         let vol = format!("secret-{i}");
-        volumes.push(secret_volume(&vol, s));
+        volumes.push(secret_volume(&vol, s, &[]));
         mounts.push(mount(&vol, &format!("{SECRETS_DIR}/{s}"), true));
     }
     let container = Container {
         name: COMPONENT.into(),
-        image: Some(v.images.agent.clone()),
-        image_pull_policy: Some(
-            v.images
-                .agent_pull_policy
-                .clone()
-                .unwrap_or_else(|| "IfNotPresent".into()),
-        ),
+        image: Some(v.settings.agent.clone()),
+        image_pull_policy: Some(v.settings.agent_pull_policy()),
         args: Some(
             [
                 "bridge",
@@ -236,26 +181,18 @@ pub fn build_statefulset(v: &ValidatedBridgeLink, config: &Secret) -> StatefulSe
             .map(|s| s.to_string())
             .collect(),
         ),
-        ports: Some(vec![ContainerPort {
-            name: Some("metrics".into()),
-            container_port: METRICS_PORT,
-            protocol: Some("TCP".into()),
-            ..Default::default()
-        }]),
-        liveness_probe: Some(probe("/healthz", 10)),
-        readiness_probe: Some(probe("/readyz", 5)),
-        resources: Some(v.spec.resources.clone().unwrap_or_else(default_resources)),
+        ports: Some(container_ports(&[("metrics", METRICS_PORT)])),
+        liveness_probe: Some(agent_probe("/healthz", "metrics", 10)),
+        readiness_probe: Some(agent_probe("/readyz", "metrics", 5)),
+        resources: Some(
+            v.spec
+                .resources
+                .clone()
+                .unwrap_or_else(|| AGENT_DEFAULTS.requirements()),
+        ),
         security_context: Some(restricted_container()),
         volume_mounts: Some(mounts),
         ..Default::default()
-    };
-    let mut pod_security = restricted_pod();
-    // The spool volume must be writable by the agent's user.
-    pod_security.fs_group = pod_security.run_as_group;
-    pod_security.fs_group_change_policy = Some("OnRootMismatch".into());
-    let when_deleted = match v.spec.deletion_policy {
-        DeletionPolicy::Delete => "Delete",
-        DeletionPolicy::Retain => "Retain",
     };
     StatefulSet {
         metadata: meta(v, name.clone()),
@@ -267,12 +204,7 @@ pub fn build_statefulset(v: &ValidatedBridgeLink, config: &Secret) -> StatefulSe
                 ..Default::default()
             },
             pod_management_policy: Some("OrderedReady".into()),
-            persistent_volume_claim_retention_policy: Some(
-                StatefulSetPersistentVolumeClaimRetentionPolicy {
-                    when_deleted: Some(when_deleted.into()),
-                    when_scaled: Some("Retain".into()),
-                },
-            ),
+            persistent_volume_claim_retention_policy: Some(pvc_retention(v.spec.deletion_policy)),
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
                     labels: Some(v.owner.labels(APP, COMPONENT)),
@@ -281,7 +213,10 @@ pub fn build_statefulset(v: &ValidatedBridgeLink, config: &Secret) -> StatefulSe
                             CREDENTIALS_HASH_ANNOTATION.to_string(),
                             v.credentials_hash.clone(),
                         ),
-                        (CONFIG_HASH_ANNOTATION.to_string(), config_hash(config)),
+                        (
+                            CONFIG_HASH_ANNOTATION.to_string(),
+                            secret_data_digest(config),
+                        ),
                     ])),
                     ..Default::default()
                 }),
@@ -291,32 +226,19 @@ pub fn build_statefulset(v: &ValidatedBridgeLink, config: &Secret) -> StatefulSe
                     automount_service_account_token: Some(true),
                     containers: vec![container],
                     volumes: Some(volumes),
-                    security_context: Some(pod_security),
+                    // The spool volume must be writable by the agent's user.
+                    security_context: Some(pod_security_context(AGENT_USER)),
                     // Time for the agent to flush the spool and write its last status.
                     termination_grace_period_seconds: Some(30),
                     ..Default::default()
                 }),
             },
-            volume_claim_templates: Some(vec![PersistentVolumeClaim {
-                metadata: ObjectMeta {
-                    name: Some(SPOOL_VOLUME.into()),
-                    labels: Some(v.owner.labels(APP, COMPONENT)),
-                    ..Default::default()
-                },
-                spec: Some(PersistentVolumeClaimSpec {
-                    access_modes: Some(vec!["ReadWriteOnce".into()]),
-                    storage_class_name: v.spec.spool.storage_class_name.clone(),
-                    resources: Some(VolumeResourceRequirements {
-                        requests: Some(BTreeMap::from([(
-                            "storage".to_string(),
-                            Quantity(v.spec.spool.size.clone()),
-                        )])),
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }]),
+            volume_claim_templates: Some(vec![volume_claim(
+                SPOOL_VOLUME,
+                v.owner.labels(APP, COMPONENT),
+                v.spec.spool.storage_class_name.clone(),
+                &v.spec.spool.size,
+            )]),
             ..Default::default()
         }),
         ..Default::default()

@@ -1,9 +1,9 @@
 //! Stage 5 (pure): conditions from what was applied and from `status.runtime`, which the bridge agent writes
 //! under its own field manager. The operator never writes `runtime`: the status it applies leaves it out.
 
-use super::ValidatedBridgeLink;
-use super::validate::ValidateError;
-use crate::controller::event_broker::status::broker_ready;
+use super::validate::ValidatedBridgeLink;
+use crate::reconcile::Invalid;
+use crate::status::broker_ready;
 use edgewire_api::condition::{self, reasons, types};
 use edgewire_api::{BridgeLink, BridgeLinkStatus, BridgeRuntime};
 use k8s_openapi::api::apps::v1::StatefulSet;
@@ -202,24 +202,12 @@ pub fn newly_dropped(bl: &BridgeLink) -> u64 {
 
 /// The status of a BridgeLink that cannot be reconciled: `Ready` (and `CredentialsReady` for a credentials
 /// problem) say why; the other conditions stay.
-pub fn failed(bl: &BridgeLink, err: &ValidateError, reason: &str) -> BridgeLinkStatus {
+pub fn failed(bl: &BridgeLink, err: &Invalid) -> BridgeLinkStatus {
     let generation = bl.metadata.generation;
     let current = bl.status.clone().unwrap_or_default();
-    let msg = err.to_string();
-    let mut conditions = Vec::new();
-    if matches!(err, ValidateError::Credentials(_)) {
-        conditions.push(condition::new(
-            types::CREDENTIALS_READY,
-            false,
-            reason,
-            msg.clone(),
-            generation,
-        ));
-    }
-    conditions.push(condition::new(types::READY, false, reason, msg, generation));
     BridgeLinkStatus {
         observed_generation: generation,
-        conditions: condition::update(&current.conditions, conditions),
+        conditions: condition::update(&current.conditions, err.conditions(generation)),
         runtime: None,
         ..current
     }

@@ -1,61 +1,42 @@
-//! Stage 2 (pure): what the schema cannot check, and the referenced Secrets' presence. A failure here means
-//! no children: `InvalidSpec` (naming the field) or `CredentialsReady=False` (naming the Secret and key).
+//! Stage 2 (pure): what the schema cannot check, both sides resolved into endpoints ([`resolve`]), and the
+//! referenced brokers' and Secrets' presence. A failure here means no children: `InvalidSpec` (naming the
+//! field) or `CredentialsReady=False` (naming the broker, the Secret and key).
 
-use super::refs::{Resolved, SecretUse, has_key};
-use super::{KIND_LABEL, ValidatedBridgeLink};
+use super::names::KIND_LABEL;
+use super::refs::Refs;
+use super::resolve::{self, SecretUse};
 use crate::children::Owner;
-use crate::controller::event_broker::Images;
+use crate::context::Settings;
 use crate::hash::credentials_hash;
-use edgewire_api::{BridgeLink, BridgeLinkSpec, BridgeSide, Endpoint, Protocol, validate_rules};
+use crate::reconcile::{CredentialProblem, Invalid, Missing};
+use crate::secret::has_key;
+use edgewire_api::quantity::quantity_bytes;
+use edgewire_api::{
+    BridgeLink, BridgeLinkSpec, BridgeSide, Endpoint, HeaderName, HeaderValue, Protocol,
+    validate_rules,
+};
 use k8s_openapi::api::core::v1::Secret;
-use std::collections::BTreeMap;
+use std::str::FromStr;
 
-/// A spec the operator will not reconcile; the message names the field.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct BridgeInvalid(pub String);
+/// A BridgeLink whose spec passed validation, both sides resolved to endpoints.
+#[derive(Clone, Debug)]
+pub struct ValidatedBridgeLink {
+    pub owner: Owner,
+    /// The spec with `edge` and `cloud` as endpoints (what the agent reads).
+    pub spec: BridgeLinkSpec,
+    /// Every Secret the endpoints reference, sorted: each is mounted into the pod.
+    pub secret_names: Vec<String>,
+    pub settings: Settings,
+    /// Hash of the referenced Secrets' data: pod-template annotation and `status.credentialsRevision`.
+    pub credentials_hash: String,
+}
 
-impl BridgeInvalid {
-    pub fn new(field: &str, msg: impl AsRef<str>) -> Self {
-        Self(format!("{field}: {}", msg.as_ref()))
+/// The error of a rule [`validate_rules`] refuses: its message starts with the field.
+fn rule_error(msg: String) -> Invalid {
+    match msg.split_once(": ") {
+        Some((field, message)) => Invalid::spec(field, message),
+        None => Invalid::spec("spec.rules", msg),
     }
-}
-
-/// Why a BridgeLink is not reconciled.
-#[derive(Clone, Debug, PartialEq, thiserror::Error)]
-pub enum ValidateError {
-    #[error(transparent)]
-    Invalid(#[from] BridgeInvalid),
-    /// Referenced Secrets or keys that do not exist, one message each.
-    #[error("{}", .0.join("; "))]
-    Credentials(Vec<String>),
-    #[error("the BridgeLink has no namespace or uid")]
-    Metadata,
-}
-
-/// Bytes of a Kubernetes quantity (`5Gi`, `500M`, `1.5Gi`, `4096`); `None` if unparsable.
-pub fn quantity_bytes(q: &str) -> Option<u64> {
-    let q = q.trim();
-    let split = q
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(q.len());
-    let (num, suffix) = q.split_at(split);
-    let mult: f64 = match suffix {
-        "" => 1.0,
-        "Ki" => 1024.0,
-        "Mi" => 1024f64.powi(2),
-        "Gi" => 1024f64.powi(3),
-        "Ti" => 1024f64.powi(4),
-        "Pi" => 1024f64.powi(5),
-        "k" => 1e3,
-        "M" => 1e6,
-        "G" => 1e9,
-        "T" => 1e12,
-        "P" => 1e15,
-        _ => return None,
-    };
-    let n: f64 = num.parse().ok()?;
-    (n.is_finite() && n >= 0.0).then_some((n * mult) as u64)
 }
 
 fn is_dns_label(s: &str) -> bool {
@@ -69,16 +50,16 @@ fn is_dns_label(s: &str) -> bool {
 
 /// What the schema allows but a protocol cannot do: rejected here, so the resource says so in
 /// `Ready=False, reason InvalidSpec` instead of the bridge pod failing at start.
-fn check_protocol_fit(field: &str, e: &Endpoint) -> Result<(), BridgeInvalid> {
+fn check_protocol_fit(field: &str, e: &Endpoint) -> Result<(), Invalid> {
     if e.protocol == Protocol::Kafka && e.auth.as_ref().is_some_and(|a| a.token.is_some()) {
-        return Err(BridgeInvalid::new(
-            &format!("{field}.auth.token"),
+        return Err(Invalid::spec(
+            format!("{field}.auth.token"),
             "Kafka SASL/OAUTHBEARER is not supported; use userPassword (SASL) or clientCert (mTLS)",
         ));
     }
     if e.protocol == Protocol::Kafka && e.tls.as_ref().is_some_and(|t| t.server_name.is_some()) {
-        return Err(BridgeInvalid::new(
-            &format!("{field}.tls.serverName"),
+        return Err(Invalid::spec(
+            format!("{field}.tls.serverName"),
             "librdkafka cannot override the TLS server name; the certificate must match the bootstrap host names",
         ));
     }
@@ -87,28 +68,25 @@ fn check_protocol_fit(field: &str, e: &Endpoint) -> Result<(), BridgeInvalid> {
 
 /// The checks the CRD schema makes, repeated for specs that never passed an API server (`render`, an edge
 /// box's file) and for endpoints resolved from a `brokerRef`.
-fn check_endpoint(field: &str, e: &Endpoint) -> Result<(), BridgeInvalid> {
+fn check_endpoint(field: &str, e: &Endpoint) -> Result<(), Invalid> {
     if e.url.trim().is_empty() {
-        return Err(BridgeInvalid::new(
-            &format!("{field}.url"),
-            "must not be empty",
-        ));
+        return Err(Invalid::spec(format!("{field}.url"), "must not be empty"));
     }
     if e.mqtt_version.is_some() && e.protocol != Protocol::Mqtt {
-        return Err(BridgeInvalid::new(
-            &format!("{field}.mqttVersion"),
+        return Err(Invalid::spec(
+            format!("{field}.mqttVersion"),
             "applies to protocol mqtt only",
         ));
     }
     if e.jet_stream.is_some() && e.protocol != Protocol::Nats {
-        return Err(BridgeInvalid::new(
-            &format!("{field}.jetStream"),
+        return Err(Invalid::spec(
+            format!("{field}.jetStream"),
             "applies to protocol nats only",
         ));
     }
     if e.exchange.is_some() && e.protocol != Protocol::Amqp091 {
-        return Err(BridgeInvalid::new(
-            &format!("{field}.exchange"),
+        return Err(Invalid::spec(
+            format!("{field}.exchange"),
             "applies to protocol amqp091 only",
         ));
     }
@@ -123,14 +101,14 @@ fn check_endpoint(field: &str, e: &Endpoint) -> Result<(), BridgeInvalid> {
         .filter(|b| **b)
         .count();
         if modes != 1 {
-            return Err(BridgeInvalid::new(
-                &format!("{field}.auth"),
+            return Err(Invalid::spec(
+                format!("{field}.auth"),
                 "set exactly one of token, userPassword, clientCert",
             ));
         }
         if a.client_cert.is_some() && !tls {
-            return Err(BridgeInvalid::new(
-                &format!("{field}.auth.clientCert"),
+            return Err(Invalid::spec(
+                format!("{field}.auth.clientCert"),
                 "requires tls.enabled: true (mTLS requires SSL)",
             ));
         }
@@ -139,19 +117,19 @@ fn check_endpoint(field: &str, e: &Endpoint) -> Result<(), BridgeInvalid> {
         .as_ref()
         .is_some_and(|t| t.client_cert_secret_ref.is_some() && !t.enabled)
     {
-        return Err(BridgeInvalid::new(
-            &format!("{field}.tls.clientCertSecretRef"),
+        return Err(Invalid::spec(
+            format!("{field}.tls.clientCertSecretRef"),
             "requires tls.enabled: true (mTLS requires SSL)",
         ));
     }
     Ok(())
 }
 
-fn check_side(field: &str, side: &BridgeSide) -> Result<(), BridgeInvalid> {
+fn check_side(field: &str, side: &BridgeSide) -> Result<(), Invalid> {
     match (&side.endpoint, &side.broker_ref) {
         (Some(e), None) => check_endpoint(&format!("{field}.endpoint"), e),
         (None, Some(_)) => Ok(()),
-        _ => Err(BridgeInvalid::new(
+        _ => Err(Invalid::spec(
             field,
             "set exactly one of brokerRef, endpoint",
         )),
@@ -159,9 +137,9 @@ fn check_side(field: &str, side: &BridgeSide) -> Result<(), BridgeInvalid> {
 }
 
 /// Everything checkable from the spec alone: site id, sides, rules (patterns, loops, edge protocol), spool.
-pub fn check_spec(spec: &BridgeLinkSpec) -> Result<(), BridgeInvalid> {
+pub fn check_spec(spec: &BridgeLinkSpec) -> Result<(), Invalid> {
     if !is_dns_label(&spec.site_id) {
-        return Err(BridgeInvalid::new(
+        return Err(Invalid::spec(
             "spec.siteId",
             format!(
                 "{:?} must be a DNS label (lower-case letters, digits and '-', at most 63)",
@@ -169,23 +147,28 @@ pub fn check_spec(spec: &BridgeLinkSpec) -> Result<(), BridgeInvalid> {
             ),
         ));
     }
+    for (name, value) in &spec.headers {
+        HeaderName::from_str(name).map_err(|m| Invalid::spec("spec.headers", m))?;
+        HeaderValue::from_str(value)
+            .map_err(|m| Invalid::spec(format!("spec.headers.{name}"), m))?;
+    }
     check_side("spec.edge", &spec.edge)?;
     check_side("spec.cloud", &spec.cloud)?;
-    validate_rules(spec).map_err(BridgeInvalid)?;
+    validate_rules(spec).map_err(rule_error)?;
     let size = quantity_bytes(&spec.spool.size).ok_or_else(|| {
-        BridgeInvalid::new(
+        Invalid::spec(
             "spec.spool.size",
             format!("{:?} is not a quantity", spec.spool.size),
         )
     })?;
     let max = quantity_bytes(&spec.spool.max_bytes).ok_or_else(|| {
-        BridgeInvalid::new(
+        Invalid::spec(
             "spec.spool.maxBytes",
             format!("{:?} is not a quantity", spec.spool.max_bytes),
         )
     })?;
     if max == 0 || max >= size {
-        return Err(BridgeInvalid::new(
+        return Err(Invalid::spec(
             "spec.spool.maxBytes",
             format!(
                 "{} must be above zero and below spec.spool.size ({}): the spool needs room for its index and the segment being written",
@@ -200,13 +183,14 @@ pub fn check_spec(spec: &BridgeLinkSpec) -> Result<(), BridgeInvalid> {
 /// (`render`), a missing Secret an operator generates is accepted.
 pub fn validate(
     bl: &BridgeLink,
-    resolved: Resolved,
-    secrets: &BTreeMap<String, Secret>,
-    images: &Images,
+    refs: &Refs,
+    settings: &Settings,
     allow_generated: bool,
-) -> Result<ValidatedBridgeLink, ValidateError> {
-    let owner = Owner::of(bl, KIND_LABEL).ok_or(ValidateError::Metadata)?;
+) -> Result<ValidatedBridgeLink, Invalid> {
+    let owner = Owner::of(bl, KIND_LABEL).ok_or(Invalid::Metadata)?;
     check_spec(&bl.spec)?;
+    let resolved = resolve::resolve(bl, &refs.brokers)?;
+    let secrets = &refs.secrets;
     let field = |side: &BridgeSide, name: &str| {
         if side.broker_ref.is_some() {
             format!("spec.{name}.brokerRef")
@@ -228,7 +212,7 @@ pub fn validate(
         endpoint: Some(resolved.cloud),
     };
     // The edge protocol of a resolved brokerRef, and everything else, once more on the resolved spec.
-    validate_rules(&spec).map_err(BridgeInvalid)?;
+    validate_rules(&spec).map_err(rule_error)?;
 
     let mut problems = Vec::new();
     for SecretUse {
@@ -240,18 +224,24 @@ pub fn validate(
     {
         match secrets.get(name) {
             None if *generated && allow_generated => {}
-            None => problems.push(format!("{field}: Secret {name:?} not found")),
+            None => problems.push(CredentialProblem::new(
+                Missing::Secret,
+                format!("{field}: Secret {name:?} not found"),
+            )),
             Some(s) => {
                 for k in keys {
                     if !has_key(s, k) {
-                        problems.push(format!("{field}: Secret {name:?} has no key {k:?}"));
+                        problems.push(CredentialProblem::new(
+                            Missing::Key,
+                            format!("{field}: Secret {name:?} has no key {k:?}"),
+                        ));
                     }
                 }
             }
         }
     }
     if !problems.is_empty() {
-        return Err(ValidateError::Credentials(problems));
+        return Err(Invalid::Credentials(problems));
     }
     let mut secret_names: Vec<String> = resolved
         .secret_uses
@@ -265,7 +255,7 @@ pub fn validate(
         owner,
         spec,
         secret_names,
-        images: images.clone(),
+        settings: settings.clone(),
         credentials_hash: credentials_hash(used),
     })
 }
@@ -274,13 +264,53 @@ pub fn validate(
 mod tests {
     use super::*;
 
+    /// A header the bridge could not send on NATS (which panics on a ':' in a name or a line break in a
+    /// value) is refused before a bridge pod starts.
     #[test]
-    fn quantities() {
-        assert_eq!(quantity_bytes("5Gi"), Some(5 << 30));
-        assert_eq!(quantity_bytes("4096"), Some(4096));
-        assert_eq!(quantity_bytes("1.5Gi"), Some(3 << 29));
-        assert_eq!(quantity_bytes("2G"), Some(2_000_000_000));
-        assert_eq!(quantity_bytes("lots"), None);
-        assert_eq!(quantity_bytes("1Qi"), None);
+    fn headers_every_protocol_can_carry() {
+        let mut spec: BridgeLinkSpec = serde_json::from_value(serde_json::json!({
+            "siteId": "site-a",
+            "edge": {"endpoint": {"protocol": "mqtt", "url": "e:1883"}},
+            "cloud": {"endpoint": {"protocol": "nats", "url": "nats://c:4222"}},
+            "rules": [{"direction": "EdgeToCloud", "from": "a.#", "to": "b.#"}],
+            "headers": {"plant": "berlin"}
+        }))
+        .unwrap();
+        assert_eq!(check_spec(&spec), Ok(()));
+        spec.headers.insert("line:4".into(), "x".into());
+        assert!(
+            matches!(check_spec(&spec), Err(Invalid::Spec { field, .. }) if field == "spec.headers")
+        );
+        spec.headers.remove("line:4");
+        spec.headers
+            .insert("line".into(), "4\r\nX-Injected: 1".into());
+        assert!(
+            matches!(check_spec(&spec), Err(Invalid::Spec { field, .. }) if field == "spec.headers.line")
+        );
+    }
+
+    /// One quantity parser for every size: `1e9` is a billion bytes here as in a broker's storage.
+    #[test]
+    fn spool_sizes_are_quantities_like_every_other_size() {
+        let mut spec: BridgeLinkSpec = serde_json::from_value(serde_json::json!({
+            "siteId": "site-a",
+            "edge": {"endpoint": {"protocol": "mqtt", "url": "e:1883"}},
+            "cloud": {"endpoint": {"protocol": "nats", "url": "nats://c:4222"}},
+            "rules": [{"direction": "EdgeToCloud", "from": "a.#", "to": "b.#"}],
+            "spool": {"size": "5Gi", "maxBytes": "1e9"}
+        }))
+        .unwrap();
+        assert_eq!(check_spec(&spec), Ok(()));
+        assert_eq!(
+            edgewire_api::quantity::quantity_bytes(&spec.spool.max_bytes),
+            Some(1_000_000_000)
+        );
+        spec.spool.max_bytes = "6e9".into();
+        assert!(
+            check_spec(&spec)
+                .unwrap_err()
+                .to_string()
+                .starts_with("spec.spool.maxBytes: 6e9 must be above zero and below"),
+        );
     }
 }

@@ -2,10 +2,10 @@
 
 use super::build::Children;
 use super::build::broker::{BrokerChildren, UiChildren};
-use crate::apply::{Kept, ssa, sweep};
+use crate::apply::{Kept, sweep, sweep_workload};
 use crate::children::Owner;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use k8s_openapi::api::core::v1::{Secret, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::ServiceAccount;
 use kube::Client;
 
 /// What the API server returned for the workloads (their status drives the conditions).
@@ -31,9 +31,9 @@ pub async fn apply(
     } = children;
     let mut kept = Kept::default();
 
-    kept.keep(&ssa(client, &service_account).await?);
+    kept.apply(client, &service_account).await?;
     if let Some(s) = &generated_secret {
-        kept.keep(&ssa(client, s).await?);
+        kept.apply(client, s).await?;
     }
     let mut broker_sts = None;
     if let Some(BrokerChildren {
@@ -44,34 +44,28 @@ pub async fn apply(
         ui,
     }) = broker
     {
-        kept.keep(&ssa(client, &config).await?);
-        kept.keep(&ssa(client, &headless).await?);
-        kept.keep(&ssa(client, &client_svc).await?);
+        kept.apply(client, &config).await?;
+        kept.apply(client, &headless).await?;
+        kept.apply(client, &client_svc).await?;
         if let Some(UiChildren {
             deployment,
             service,
         }) = &ui
         {
-            kept.keep(&ssa(client, service).await?);
+            kept.apply(client, service).await?;
             if let Some(d) = deployment {
-                kept.keep(&ssa(client, d).await?);
+                kept.apply(client, d).await?;
             }
         }
-        let sts = ssa(client, &statefulset).await?;
-        kept.keep(&sts);
-        broker_sts = Some(sts);
+        broker_sts = Some(kept.apply(client, &statefulset).await?);
     }
-    kept.keep(&ssa(client, &publisher_service).await?);
-    let publisher = ssa(client, &publisher_deployment).await?;
-    kept.keep(&publisher);
+    kept.apply(client, &publisher_service).await?;
+    let publisher = kept.apply(client, &publisher_deployment).await?;
 
     let ns = &owner.namespace;
     let sel = owner.sweep_selector();
-    let mut swept = Vec::new();
-    swept.extend(sweep::<Deployment>(client, ns, &sel, &kept).await?);
-    swept.extend(sweep::<StatefulSet>(client, ns, &sel, &kept).await?);
-    swept.extend(sweep::<Service>(client, ns, &sel, &kept).await?);
-    swept.extend(sweep::<Secret>(client, ns, &sel, &kept).await?);
+    let mut swept = sweep::<Deployment>(client, ns, &sel, &kept).await?;
+    swept.extend(sweep_workload(client, owner, &kept).await?);
     swept.extend(sweep::<ServiceAccount>(client, ns, &sel, &kept).await?);
     Ok(Applied {
         publisher,

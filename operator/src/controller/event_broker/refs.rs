@@ -1,8 +1,8 @@
 //! Stage 1 (async): fetch every Secret the EventBroker references, and the credentials the operator
 //! generated for a deployed broker (read back, so they are generated once and never again).
 
-use super::{GeneratedCredentials, generated_keys, generated_secret_name};
-use crate::secret::{SecretString, generate_password};
+use super::names::generated_secret_name;
+use crate::secret::{self, GeneratedCredentials, SecretString, read_generated};
 use edgewire_api::{
     Adapter, EventBroker, EventBrokerSpec, NatsAuth, PASSWORD_KEY, Tls, USERNAME_KEY,
 };
@@ -31,19 +31,7 @@ pub struct Refs {
 impl Refs {
     /// The value of `key` in Secret `name`, if both exist and it is UTF-8.
     pub fn value(&self, name: &str, key: &str) -> Option<SecretString> {
-        let s = self.secrets.get(name)?;
-        let bytes = s
-            .data
-            .as_ref()
-            .and_then(|d| d.get(key))
-            .map(|b| b.0.clone())
-            .or_else(|| {
-                s.string_data
-                    .as_ref()
-                    .and_then(|d| d.get(key))
-                    .map(|v| v.clone().into_bytes())
-            })?;
-        String::from_utf8(bytes).ok().map(SecretString::new)
+        secret::value(self.secrets.get(name)?, key)
     }
 }
 
@@ -247,28 +235,9 @@ pub fn needs_generated_credentials(spec: &EventBrokerSpec) -> bool {
     }
 }
 
-/// Reads the generated credentials back from `secret`, if it holds them.
-pub fn read_generated(name: &str, secret: Option<&Secret>) -> Option<GeneratedCredentials> {
-    let data = secret?.data.as_ref()?;
-    let get = |k: &str| {
-        data.get(k)
-            .and_then(|b| String::from_utf8(b.0.clone()).ok())
-            .filter(|s| !s.is_empty())
-    };
-    Some(GeneratedCredentials {
-        secret_name: name.into(),
-        username: get(generated_keys::USERNAME)?,
-        password: SecretString::new(get(generated_keys::PASSWORD)?),
-    })
-}
-
 /// Fresh credentials for a broker that has none yet.
 pub fn new_generated(name: &str) -> GeneratedCredentials {
-    GeneratedCredentials {
-        secret_name: name.into(),
-        username: "edgewire".into(),
-        password: generate_password(32),
-    }
+    GeneratedCredentials::generate(name, "edgewire")
 }
 
 /// Fetches the referenced Secrets (missing ones are simply absent from `secrets`).

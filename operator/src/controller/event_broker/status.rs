@@ -1,25 +1,15 @@
 //! Stage 5: compute conditions from what was applied and write `status` with server-side apply on the
 //! status subresource (never merge-patched). A status equal to the current one is not written.
 
-use super::ValidatedEventBroker;
 use super::apply::Applied;
 use super::build::broker::client_endpoint;
 use super::build::publisher::ingress_url;
-use super::validate::ValidateError;
+use super::validate::ValidatedEventBroker;
+use crate::reconcile::Invalid;
+use crate::status::broker_ready;
 use edgewire_api::condition::{self, reasons, types};
 use edgewire_api::{EventBroker, EventBrokerStatus};
-use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
-
-/// (ready, message) of the broker StatefulSet.
-pub fn broker_ready(sts: &StatefulSet) -> (bool, String) {
-    let want = sts.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
-    let status = sts.status.as_ref();
-    let ready = status.and_then(|s| s.ready_replicas).unwrap_or(0);
-    let current_gen = status.and_then(|s| s.observed_generation) >= sts.metadata.generation;
-    let ok = ready >= want && current_gen;
-    (ok, format!("{ready}/{want} broker replicas ready"))
-}
+use k8s_openapi::api::apps::v1::Deployment;
 
 /// (ready, message) of the publisher Deployment: its `Available` condition, or all replicas available.
 pub fn publisher_ready(d: &Deployment) -> (bool, String) {
@@ -165,43 +155,14 @@ fn external_endpoint(eb: &EventBroker) -> String {
     }
 }
 
-/// The status of an EventBroker that cannot be reconciled: every condition says why; earlier endpoints stay.
-pub fn failed(eb: &EventBroker, err: &ValidateError) -> EventBrokerStatus {
+/// The status of an EventBroker that cannot be reconciled: `Ready` (and `CredentialsReady`) say why; the
+/// other conditions and earlier endpoints stay.
+pub fn failed(eb: &EventBroker, err: &Invalid) -> EventBrokerStatus {
     let generation = eb.metadata.generation;
     let current = eb.status.clone().unwrap_or_default();
-    let msg = err.to_string();
-    let mut conditions: Vec<Condition> = Vec::new();
-    match err {
-        ValidateError::Credentials(_) => {
-            let reason = if msg.contains("no key") && !msg.contains("not found") {
-                reasons::SECRET_KEY_MISSING
-            } else {
-                reasons::SECRET_MISSING
-            };
-            conditions.push(condition::new(
-                types::CREDENTIALS_READY,
-                false,
-                reason,
-                msg.clone(),
-                generation,
-            ));
-            conditions.push(condition::new(types::READY, false, reason, msg, generation));
-        }
-        ValidateError::Invalid { .. } | ValidateError::Metadata => {
-            conditions.push(condition::new(
-                types::READY,
-                false,
-                reasons::INVALID_SPEC,
-                msg,
-                generation,
-            ));
-        }
-    }
-    // Keep the other conditions as they were: they describe children that still exist.
-    let merged = condition::update(&current.conditions, conditions);
     EventBrokerStatus {
         observed_generation: generation,
-        conditions: merged,
+        conditions: condition::update(&current.conditions, err.conditions(generation)),
         ..current
     }
 }

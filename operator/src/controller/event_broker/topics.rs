@@ -5,14 +5,14 @@
 //! `edgewire.dev/owner=<namespace>/<name>`, Pub/Sub label `edgewire-dev-owner=<namespace>_<name>`, see
 //! [`crate::cloud::pubsub`]); a topic without our mark is never deleted.
 
-use super::ValidatedEventBroker;
 use super::refs::Refs;
+use super::validate::ValidatedEventBroker;
 use crate::cloud::CloudError;
 use crate::cloud::aws::{AwsSettings, StaticKeys, keys, sdk_config};
 use crate::cloud::pubsub::{self, PubsubSettings};
 use crate::cloud::sns;
 use crate::context::Context;
-use crate::controller::{Error, has_finalizer, set_finalizer};
+use crate::reconcile::{Error, has_finalizer, set_finalizer};
 use edgewire_api::condition::{self, reasons, types};
 use edgewire_api::domain::DOMAINS;
 use edgewire_api::{
@@ -348,8 +348,14 @@ pub async fn finalize(eb: &EventBroker, ctx: &Context) -> Result<Action, Error> 
             Some((service, Ok(deleted))) => info!(service, ?deleted, "topics deleted"),
             Some((service, Err(e))) => {
                 warn!(service, error = %e, "topics not deleted");
-                crate::status::publish(ctx, eb, EventType::Warning, "CleanupFailed", e.to_string())
-                    .await;
+                crate::status::publish(
+                    ctx,
+                    eb,
+                    EventType::Warning,
+                    reasons::CLEANUP_FAILED,
+                    e.to_string(),
+                )
+                .await;
                 return Err(Error::Cleanup(e));
             }
             None => {}

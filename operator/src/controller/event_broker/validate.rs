@@ -1,263 +1,295 @@
 //! Stage 2 (pure): check what the schema cannot (or what a cluster without CEL did not), resolve the
 //! credentials a deployed broker is rendered with, and produce a [`ValidatedEventBroker`].
 
-use super::build::broker::{default_image, has_ui};
+use super::names::{KIND_LABEL, default_image, has_ui};
 use super::refs::{Refs, secret_uses};
-use super::{BrokerAuth, BrokerPlan, Images, KIND_LABEL, ValidatedEventBroker};
 use crate::children::Owner;
+use crate::context::Settings;
 use crate::hash::credentials_hash;
+use crate::reconcile::{CredentialProblem, Invalid, Missing};
+use crate::secret::ExposeSecret;
+use crate::secret::GeneratedCredentials;
 use crate::secret::SecretString;
 use edgewire_api::{
-    Adapter, BrokerKind, EventBroker, NatsAuth, PASSWORD_KEY, SaslMechanism, Tls, USERNAME_KEY,
+    Adapter, AwsRegion, BrokerKind, DeployBroker, EventBroker, EventBrokerSpec, GcpProjectId,
+    IamRoleArn, NatsAuth, PASSWORD_KEY, PubsubTopicIdPrefix, Resources, SaslMechanism,
+    SnsTopicArnPrefix, Storage, Tls, USERNAME_KEY,
 };
-use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
+use std::str::FromStr;
 
-/// Why a spec cannot be reconciled.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum ValidateError {
-    /// The spec is wrong: `Ready=False`, reason `InvalidSpec`, no children.
-    #[error("{field}: {message}")]
-    Invalid { field: String, message: String },
-    /// A referenced Secret or key is missing or unusable: `CredentialsReady=False`.
-    #[error("{}", .0.join("; "))]
-    Credentials(Vec<String>),
-    /// The object lacks the metadata a child needs (namespace, uid): not read from the API.
-    #[error("the object has no namespace or uid")]
-    Metadata,
+/// An EventBroker whose spec passed validation, with everything the builders need resolved.
+#[derive(Clone, Debug)]
+pub struct ValidatedEventBroker {
+    /// Who owns the children.
+    pub owner: Owner,
+    /// The spec as applied.
+    pub spec: EventBrokerSpec,
+    /// The adapter with aliases resolved.
+    pub adapter: Adapter,
+    /// The operator's settings.
+    pub settings: Settings,
+    /// Hash of every referenced Secret's data (and of generated credentials).
+    pub credentials_hash: String,
+    /// The broker the operator runs, if `deployBroker` is set.
+    pub broker: Option<BrokerPlan>,
 }
 
-fn invalid(field: &str, message: impl Into<String>) -> ValidateError {
-    ValidateError::Invalid {
-        field: field.into(),
-        message: message.into(),
-    }
+/// A broker to deploy, resolved from `spec.deployBroker` and the adapter's auth.
+#[derive(Clone, Debug)]
+pub struct BrokerPlan {
+    pub kind: BrokerKind,
+    pub replicas: i32,
+    pub storage: Storage,
+    pub ui: bool,
+    /// The broker image (override or the default for `kind`).
+    pub image: String,
+    pub resources: Option<Resources>,
+    /// Credentials the broker's config is rendered with.
+    pub auth: BrokerAuth,
+    /// Set when the operator generated the credentials (no auth in the spec): it owns this Secret.
+    pub generated: Option<GeneratedCredentials>,
+}
+
+/// Credentials a deployed broker accepts (values, to be rendered into its config Secret only).
+#[derive(Clone, Debug)]
+pub enum BrokerAuth {
+    /// NATS token.
+    Token(SecretString),
+    /// User and password (every broker).
+    UserPassword {
+        username: String,
+        password: SecretString,
+    },
+    /// NATS NKEY user, by public key (derived from the referenced seed).
+    Nkey { public_key: String },
+}
+
+fn invalid(field: &str, message: impl Into<String>) -> Invalid {
+    Invalid::spec(field, message)
 }
 
 /// Spec checks that need no Secret. The CRD's CEL rules say the same; they are repeated here because
 /// a cluster may not evaluate CEL (and the message then still names the field).
-pub fn check_spec(eb: &EventBroker) -> Result<(), ValidateError> {
+pub fn check_spec(eb: &EventBroker) -> Result<(), Invalid> {
     let spec = &eb.spec;
     let adapter = spec.adapter.canonical();
     let deployed = spec.deploy_broker.as_ref();
     match adapter {
-        Adapter::GooglePubsub => {
-            let Some(ps) = spec.google_pubsub.as_ref() else {
-                return Err(invalid(
-                    "spec.googlePubsub",
-                    "adapter google_pubsub needs spec.googlePubsub",
-                ));
-            };
-            if deployed.is_some() {
-                return Err(invalid(
-                    "spec.deployBroker",
-                    "Pub/Sub is a managed service: there is no broker to deploy",
-                ));
-            }
-            let project_ok = !ps.project.is_empty()
-                && ps.project.bytes().all(|b| {
-                    b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'.' | b':')
-                });
-            if !project_ok {
-                return Err(invalid(
-                    "spec.googlePubsub.project",
-                    format!(
-                        "{:?} is not a GCP project id (like my-project-123)",
-                        ps.project
-                    ),
-                ));
-            }
-            // Topic ids: a letter first, then letters, digits and - _ . ~ + %; the domain names follow.
-            if let Some(p) = &ps.topic_id_prefix
-                && !(p.starts_with(|c: char| c.is_ascii_alphabetic())
-                    && p.bytes().all(|b| {
-                        b.is_ascii_alphanumeric()
-                            || matches!(b, b'-' | b'_' | b'.' | b'~' | b'+' | b'%')
-                    })
-                    && !p.to_ascii_lowercase().starts_with("goog"))
-            {
-                return Err(invalid(
-                    "spec.googlePubsub.topicIdPrefix",
-                    format!(
-                        "{p:?} must start with a letter (not \"goog\") and hold only letters, digits and - _ . ~ + %"
-                    ),
-                ));
-            }
-            if let Some(e) = &ps.endpoint
-                && !(e.starts_with("https://") || e.starts_with("http://"))
-            {
-                return Err(invalid(
-                    "spec.googlePubsub.endpoint",
-                    format!("{e:?} must be an http:// or https:// URL"),
-                ));
-            }
+        Adapter::GooglePubsub => check_google_pubsub(spec, deployed)?,
+        Adapter::AwsSns => check_aws_sns(spec, deployed)?,
+        Adapter::Nats => check_nats(spec, deployed)?,
+        Adapter::Kafka => check_kafka(spec, deployed)?,
+        Adapter::Amqp091 | Adapter::Rabbitmq => check_amqp091(spec, deployed)?,
+        Adapter::Redis => check_redis(spec, deployed)?,
+        Adapter::Mqtt => check_mqtt(spec, deployed)?,
+    }
+    check_tls(spec, adapter, deployed)?;
+    if let Some(d) = deployed {
+        check_deploy_broker(spec, d)?;
+    }
+    if spec.publisher.replicas < 0 {
+        return Err(invalid("spec.publisher.replicas", "must not be negative"));
+    }
+    Ok(())
+}
+
+/// Google Pub/Sub: a project id and topic id prefix the publisher accepts, an http(s) endpoint, no broker to deploy.
+fn check_google_pubsub(
+    spec: &EventBrokerSpec,
+    deployed: Option<&DeployBroker>,
+) -> Result<(), Invalid> {
+    let Some(ps) = spec.google_pubsub.as_ref() else {
+        return Err(invalid(
+            "spec.googlePubsub",
+            "adapter google_pubsub needs spec.googlePubsub",
+        ));
+    };
+    if deployed.is_some() {
+        return Err(invalid(
+            "spec.deployBroker",
+            "Pub/Sub is a managed service: there is no broker to deploy",
+        ));
+    }
+    GcpProjectId::from_str(&ps.project).map_err(|m| invalid("spec.googlePubsub.project", m))?;
+    if let Some(p) = &ps.topic_id_prefix {
+        PubsubTopicIdPrefix::from_str(p)
+            .map_err(|m| invalid("spec.googlePubsub.topicIdPrefix", m))?;
+    }
+    if let Some(e) = &ps.endpoint
+        && !(e.starts_with("https://") || e.starts_with("http://"))
+    {
+        return Err(invalid(
+            "spec.googlePubsub.endpoint",
+            format!("{e:?} must be an http:// or https:// URL"),
+        ));
+    }
+    Ok(())
+}
+
+/// AWS SNS: region, ARN prefix (or provisioning), endpoint and role ARN; no broker to deploy.
+fn check_aws_sns(spec: &EventBrokerSpec, deployed: Option<&DeployBroker>) -> Result<(), Invalid> {
+    let Some(sns) = spec.aws_sns.as_ref() else {
+        return Err(invalid("spec.awsSns", "adapter aws_sns needs spec.awsSns"));
+    };
+    if deployed.is_some() {
+        return Err(invalid(
+            "spec.deployBroker",
+            "SNS is a managed service: there is no broker to deploy",
+        ));
+    }
+    AwsRegion::from_str(&sns.region).map_err(|m| invalid("spec.awsSns.region", m))?;
+    match &sns.topic_arn_prefix {
+        Some(p) => {
+            SnsTopicArnPrefix::from_str(p).map_err(|m| invalid("spec.awsSns.topicArnPrefix", m))?;
         }
-        Adapter::AwsSns => {
-            let Some(sns) = spec.aws_sns.as_ref() else {
-                return Err(invalid("spec.awsSns", "adapter aws_sns needs spec.awsSns"));
-            };
-            if deployed.is_some() {
-                return Err(invalid(
-                    "spec.deployBroker",
-                    "SNS is a managed service: there is no broker to deploy",
-                ));
-            }
-            if sns.region.trim().is_empty()
-                || !sns
-                    .region
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-            {
-                return Err(invalid(
-                    "spec.awsSns.region",
-                    format!("{:?} is not an AWS region (like us-east-1)", sns.region),
-                ));
-            }
-            match &sns.topic_arn_prefix {
-                Some(p) => {
-                    let ok = crate::cloud::sns::name_prefix(p).is_some_and(|n| {
-                        n.bytes()
-                            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-                    });
-                    if !ok {
-                        return Err(invalid(
-                            "spec.awsSns.topicArnPrefix",
-                            format!(
-                                "{p:?} must be arn:aws:sns:<region>:<account>: followed by an optional topic-name prefix (letters, digits, - and _)"
-                            ),
-                        ));
-                    }
-                }
-                None if !sns.provision => {
-                    return Err(invalid(
-                        "spec.awsSns.topicArnPrefix",
-                        "is needed unless provision is true (the ARNs of provisioned topics give it)",
-                    ));
-                }
-                None => {}
-            }
-            if let Some(e) = &sns.endpoint
-                && !(e.starts_with("https://") || e.starts_with("http://"))
-            {
-                return Err(invalid(
-                    "spec.awsSns.endpoint",
-                    format!("{e:?} must be an http:// or https:// URL"),
-                ));
-            }
-            if let Some(r) = &sns.role_arn
-                && !(r.starts_with("arn:") && r.contains(":role/"))
-            {
-                return Err(invalid(
-                    "spec.awsSns.roleArn",
-                    format!("{r:?} must be an IAM role ARN"),
-                ));
-            }
+        None if !sns.provision => {
+            return Err(invalid(
+                "spec.awsSns.topicArnPrefix",
+                "is needed unless provision is true (the ARNs of provisioned topics give it)",
+            ));
         }
-        Adapter::Nats => {
-            let nats = spec.nats.as_ref();
-            if deployed.is_none() && nats.is_none_or(|n| n.urls.is_empty()) {
-                return Err(invalid(
-                    "spec.nats.urls",
-                    "adapter nats needs at least one URL (or spec.deployBroker)",
-                ));
-            }
-            if let Some(auth) = nats.and_then(|n| n.auth.as_ref()) {
-                let n = [
-                    auth.token.is_some(),
-                    auth.user_password.is_some(),
-                    auth.nkey.is_some(),
-                ];
-                if n.iter().filter(|b| **b).count() != 1 {
-                    return Err(invalid(
-                        "spec.nats.auth",
-                        "set exactly one of token, userPassword, nkey",
-                    ));
-                }
-            }
-            if deployed.is_some()
-                && let Some(NatsAuth { nkey: Some(nk), .. }) = nats.and_then(|n| n.auth.as_ref())
-                && nk.jwt.is_some()
-            {
-                return Err(invalid(
-                    "spec.nats.auth.nkey.jwt",
-                    "decentralized JWT auth needs an operator/account setup; a broker Edgewire deploys accepts a token, userPassword or a plain nkey",
-                ));
-            }
+        None => {}
+    }
+    if let Some(e) = &sns.endpoint
+        && !(e.starts_with("https://") || e.starts_with("http://"))
+    {
+        return Err(invalid(
+            "spec.awsSns.endpoint",
+            format!("{e:?} must be an http:// or https:// URL"),
+        ));
+    }
+    if let Some(r) = &sns.role_arn {
+        IamRoleArn::from_str(r).map_err(|m| invalid("spec.awsSns.roleArn", m))?;
+    }
+    Ok(())
+}
+
+/// NATS: a URL or a deployed broker, one auth mode, no decentralized JWT auth on a deployed broker.
+fn check_nats(spec: &EventBrokerSpec, deployed: Option<&DeployBroker>) -> Result<(), Invalid> {
+    let nats = spec.nats.as_ref();
+    if deployed.is_none() && nats.is_none_or(|n| n.urls.is_empty()) {
+        return Err(invalid(
+            "spec.nats.urls",
+            "adapter nats needs at least one URL (or spec.deployBroker)",
+        ));
+    }
+    if let Some(auth) = nats.and_then(|n| n.auth.as_ref()) {
+        let n = [
+            auth.token.is_some(),
+            auth.user_password.is_some(),
+            auth.nkey.is_some(),
+        ];
+        if n.iter().filter(|b| **b).count() != 1 {
+            return Err(invalid(
+                "spec.nats.auth",
+                "set exactly one of token, userPassword, nkey",
+            ));
         }
-        Adapter::Kafka => {
-            if deployed.is_none() && spec.kafka.as_ref().is_none_or(|k| k.urls.is_empty()) {
-                return Err(invalid(
-                    "spec.kafka.urls",
-                    "adapter kafka needs at least one bootstrap server (or spec.deployBroker)",
-                ));
-            }
+    }
+    if deployed.is_some()
+        && let Some(NatsAuth { nkey: Some(nk), .. }) = nats.and_then(|n| n.auth.as_ref())
+        && nk.jwt.is_some()
+    {
+        return Err(invalid(
+            "spec.nats.auth.nkey.jwt",
+            "decentralized JWT auth needs an operator/account setup; a broker Edgewire deploys accepts a token, userPassword or a plain nkey",
+        ));
+    }
+    Ok(())
+}
+
+/// Kafka: a bootstrap server or a deployed broker.
+fn check_kafka(spec: &EventBrokerSpec, deployed: Option<&DeployBroker>) -> Result<(), Invalid> {
+    if deployed.is_none() && spec.kafka.as_ref().is_none_or(|k| k.urls.is_empty()) {
+        return Err(invalid(
+            "spec.kafka.urls",
+            "adapter kafka needs at least one bootstrap server (or spec.deployBroker)",
+        ));
+    }
+    Ok(())
+}
+
+/// AMQP 0-9-1: a URL Secret or a deployed broker, not both.
+fn check_amqp091(spec: &EventBrokerSpec, deployed: Option<&DeployBroker>) -> Result<(), Invalid> {
+    let url = spec.amqp091.as_ref().and_then(|a| a.url.as_ref());
+    if deployed.is_none() && url.is_none() {
+        return Err(invalid(
+            "spec.amqp091.url",
+            "adapter amqp091 needs a URL Secret (or spec.deployBroker)",
+        ));
+    }
+    if deployed.is_some() && url.is_some() {
+        return Err(invalid(
+            "spec.amqp091.url",
+            "leave it unset with deployBroker: the operator generates the credentials and the URL",
+        ));
+    }
+    Ok(())
+}
+
+/// Redis: a URL Secret or a deployed broker, not both.
+fn check_redis(spec: &EventBrokerSpec, deployed: Option<&DeployBroker>) -> Result<(), Invalid> {
+    let url = spec.redis.as_ref().and_then(|r| r.url.as_ref());
+    if deployed.is_none() && url.is_none() {
+        return Err(invalid(
+            "spec.redis.url",
+            "adapter redis needs a URL Secret (or spec.deployBroker)",
+        ));
+    }
+    if deployed.is_some() && url.is_some() {
+        return Err(invalid(
+            "spec.redis.url",
+            "leave it unset with deployBroker: the operator generates the credentials and the URL",
+        ));
+    }
+    Ok(())
+}
+
+/// MQTT: a URL or a deployed broker, QoS 0 to 2, one auth mode, no JWT on a deployed broker.
+fn check_mqtt(spec: &EventBrokerSpec, deployed: Option<&DeployBroker>) -> Result<(), Invalid> {
+    let mqtt = spec.mqtt.as_ref();
+    if deployed.is_none()
+        && mqtt
+            .and_then(|m| m.url.as_ref())
+            .is_none_or(|u| u.is_empty())
+    {
+        return Err(invalid(
+            "spec.mqtt.url",
+            "adapter mqtt needs host:port (or spec.deployBroker)",
+        ));
+    }
+    if let Some(m) = mqtt {
+        if m.qos > 2 {
+            return Err(invalid(
+                "spec.mqtt.qos",
+                format!("must be 0, 1 or 2, got {}", m.qos),
+            ));
         }
-        Adapter::Amqp091 | Adapter::Rabbitmq => {
-            let url = spec.amqp091.as_ref().and_then(|a| a.url.as_ref());
-            if deployed.is_none() && url.is_none() {
+        if let Some(a) = &m.auth {
+            if a.jwt.is_some() == a.user_password.is_some() {
                 return Err(invalid(
-                    "spec.amqp091.url",
-                    "adapter amqp091 needs a URL Secret (or spec.deployBroker)",
+                    "spec.mqtt.auth",
+                    "set exactly one of jwt, userPassword",
                 ));
             }
-            if deployed.is_some() && url.is_some() {
+            if deployed.is_some() && a.jwt.is_some() {
                 return Err(invalid(
-                    "spec.amqp091.url",
-                    "leave it unset with deployBroker: the operator generates the credentials and the URL",
+                    "spec.mqtt.auth.jwt",
+                    "a broker Edgewire deploys authenticates with userPassword; JWT needs the broker's auth plugin",
                 ));
-            }
-        }
-        Adapter::Redis => {
-            let url = spec.redis.as_ref().and_then(|r| r.url.as_ref());
-            if deployed.is_none() && url.is_none() {
-                return Err(invalid(
-                    "spec.redis.url",
-                    "adapter redis needs a URL Secret (or spec.deployBroker)",
-                ));
-            }
-            if deployed.is_some() && url.is_some() {
-                return Err(invalid(
-                    "spec.redis.url",
-                    "leave it unset with deployBroker: the operator generates the credentials and the URL",
-                ));
-            }
-        }
-        Adapter::Mqtt => {
-            let mqtt = spec.mqtt.as_ref();
-            if deployed.is_none()
-                && mqtt
-                    .and_then(|m| m.url.as_ref())
-                    .is_none_or(|u| u.is_empty())
-            {
-                return Err(invalid(
-                    "spec.mqtt.url",
-                    "adapter mqtt needs host:port (or spec.deployBroker)",
-                ));
-            }
-            if let Some(m) = mqtt {
-                if m.qos > 2 {
-                    return Err(invalid(
-                        "spec.mqtt.qos",
-                        format!("must be 0, 1 or 2, got {}", m.qos),
-                    ));
-                }
-                if let Some(a) = &m.auth {
-                    if a.jwt.is_some() == a.user_password.is_some() {
-                        return Err(invalid(
-                            "spec.mqtt.auth",
-                            "set exactly one of jwt, userPassword",
-                        ));
-                    }
-                    if deployed.is_some() && a.jwt.is_some() {
-                        return Err(invalid(
-                            "spec.mqtt.auth.jwt",
-                            "a broker Edgewire deploys authenticates with userPassword; JWT needs the broker's auth plugin",
-                        ));
-                    }
-                }
             }
         }
     }
+    Ok(())
+}
+
+/// A client certificate needs TLS on; a broker Edgewire deploys is reached without TLS.
+fn check_tls(
+    spec: &EventBrokerSpec,
+    adapter: Adapter,
+    deployed: Option<&DeployBroker>,
+) -> Result<(), Invalid> {
     for (field, tls) in [
         (
             "spec.nats.tls",
@@ -297,64 +329,64 @@ pub fn check_spec(eb: &EventBroker) -> Result<(), ValidateError> {
             ));
         }
     }
-    if let Some(d) = deployed {
-        if !spec.adapter.broker_family().contains(&d.kind) {
-            let family: Vec<_> = spec
-                .adapter
-                .broker_family()
-                .iter()
-                .map(|k| k.as_str())
-                .collect();
-            return Err(invalid(
-                "spec.deployBroker.kind",
-                format!(
-                    "{} does not speak {}; choose one of: {}",
-                    d.kind.as_str(),
-                    spec.adapter.as_str(),
-                    family.join(", ")
-                ),
-            ));
-        }
-        if !d.kind.clusters() && d.replicas != 1 {
-            return Err(invalid(
-                "spec.deployBroker.replicas",
-                format!("{} runs as a single replica", d.kind.as_str()),
-            ));
-        }
-        if matches!(
-            d.kind,
-            BrokerKind::Nats | BrokerKind::Redpanda | BrokerKind::Kafka
-        ) && d.replicas % 2 == 0
-        {
-            return Err(invalid(
-                "spec.deployBroker.replicas",
-                "must be odd for a quorum (1, 3, 5)",
-            ));
-        }
-        if d.replicas < 1 {
-            return Err(invalid("spec.deployBroker.replicas", "must be at least 1"));
-        }
-        if d.kind == BrokerKind::Redpanda
-            && spec
-                .kafka
-                .as_ref()
-                .and_then(|k| k.sasl.as_ref())
-                .is_some_and(|s| s.mechanism == SaslMechanism::Plain)
-        {
-            return Err(invalid(
-                "spec.kafka.sasl.mechanism",
-                "a Redpanda deployed by Edgewire authenticates with SCRAM: choose scram_sha_256 or scram_sha_512",
-            ));
-        }
-        if d.ui && !has_ui(d.kind) {
-            return Err(invalid(
-                "spec.deployBroker.ui",
-                format!("{} has no web UI", d.kind.as_str()),
-            ));
-        }
+    Ok(())
+}
+
+/// `deployBroker`: a kind of the adapter's family, replicas it can run, a UI it has.
+fn check_deploy_broker(spec: &EventBrokerSpec, d: &DeployBroker) -> Result<(), Invalid> {
+    if !spec.adapter.broker_family().contains(&d.kind) {
+        let family: Vec<_> = spec
+            .adapter
+            .broker_family()
+            .iter()
+            .map(|k| k.as_str())
+            .collect();
+        return Err(invalid(
+            "spec.deployBroker.kind",
+            format!(
+                "{} does not speak {}; choose one of: {}",
+                d.kind.as_str(),
+                spec.adapter.as_str(),
+                family.join(", ")
+            ),
+        ));
     }
-    if spec.publisher.replicas < 0 {
-        return Err(invalid("spec.publisher.replicas", "must not be negative"));
+    if !d.kind.clusters() && d.replicas != 1 {
+        return Err(invalid(
+            "spec.deployBroker.replicas",
+            format!("{} runs as a single replica", d.kind.as_str()),
+        ));
+    }
+    if matches!(
+        d.kind,
+        BrokerKind::Nats | BrokerKind::Redpanda | BrokerKind::Kafka
+    ) && d.replicas % 2 == 0
+    {
+        return Err(invalid(
+            "spec.deployBroker.replicas",
+            "must be odd for a quorum (1, 3, 5)",
+        ));
+    }
+    if d.replicas < 1 {
+        return Err(invalid("spec.deployBroker.replicas", "must be at least 1"));
+    }
+    if d.kind == BrokerKind::Redpanda
+        && spec
+            .kafka
+            .as_ref()
+            .and_then(|k| k.sasl.as_ref())
+            .is_some_and(|s| s.mechanism == SaslMechanism::Plain)
+    {
+        return Err(invalid(
+            "spec.kafka.sasl.mechanism",
+            "a Redpanda deployed by Edgewire authenticates with SCRAM: choose scram_sha_256 or scram_sha_512",
+        ));
+    }
+    if d.ui && !has_ui(d.kind) {
+        return Err(invalid(
+            "spec.deployBroker.ui",
+            format!("{} has no web UI", d.kind.as_str()),
+        ));
     }
     Ok(())
 }
@@ -375,26 +407,32 @@ fn adapter_section(adapter: Adapter) -> &'static str {
 pub fn validate(
     eb: &EventBroker,
     refs: &Refs,
-    images: &Images,
-) -> Result<ValidatedEventBroker, ValidateError> {
+    settings: &Settings,
+) -> Result<ValidatedEventBroker, Invalid> {
     check_spec(eb)?;
-    let owner = Owner::of(eb, KIND_LABEL).ok_or(ValidateError::Metadata)?;
+    let owner = Owner::of(eb, KIND_LABEL).ok_or(Invalid::Metadata)?;
     let uses = secret_uses(&eb.spec);
     let mut problems = Vec::new();
     for u in &uses {
         match refs.secrets.get(&u.name) {
-            None => problems.push(format!("Secret {} ({}) not found", u.name, u.field)),
+            None => problems.push(CredentialProblem::new(
+                Missing::Secret,
+                format!("Secret {} ({}) not found", u.name, u.field),
+            )),
             Some(_) => {
                 for k in &u.keys {
                     if refs.value(&u.name, k).is_none() {
-                        problems.push(format!("Secret {} has no key {} ({})", u.name, k, u.field));
+                        problems.push(CredentialProblem::new(
+                            Missing::Key,
+                            format!("Secret {} has no key {} ({})", u.name, k, u.field),
+                        ));
                     }
                 }
             }
         }
     }
     if !problems.is_empty() {
-        return Err(ValidateError::Credentials(problems));
+        return Err(Invalid::Credentials(problems));
     }
 
     let spec = &eb.spec;
@@ -424,56 +462,40 @@ pub fn validate(
         .filter_map(|u| refs.secrets.get(&u.name).cloned())
         .collect();
     if let Some(g) = &refs.generated {
-        hashed.push(Secret {
-            metadata: kube::api::ObjectMeta {
-                name: Some(g.secret_name.clone()),
-                ..Default::default()
-            },
-            data: Some(
-                [
-                    (
-                        USERNAME_KEY.to_string(),
-                        ByteString(g.username.clone().into_bytes()),
-                    ),
-                    (
-                        PASSWORD_KEY.to_string(),
-                        ByteString(g.password.expose().as_bytes().to_vec()),
-                    ),
-                ]
-                .into(),
-            ),
-            ..Default::default()
-        });
+        hashed.push(g.hash_input());
     }
     Ok(ValidatedEventBroker {
         owner,
         spec: spec.clone(),
         adapter,
-        images: images.clone(),
+        settings: settings.clone(),
         credentials_hash: credentials_hash(hashed.iter()),
         broker,
     })
 }
 
 /// The credentials a deployed broker is rendered with: from the adapter's auth, else the generated ones.
-fn broker_auth(eb: &EventBroker, refs: &Refs) -> Result<BrokerAuth, ValidateError> {
+fn broker_auth(eb: &EventBroker, refs: &Refs) -> Result<BrokerAuth, Invalid> {
     let spec = &eb.spec;
-    let get = |name: &str, key: &str| -> Result<SecretString, ValidateError> {
+    let get = |name: &str, key: &str| -> Result<SecretString, Invalid> {
         refs.value(name, key).ok_or_else(|| {
-            ValidateError::Credentials(vec![format!("Secret {name} has no key {key}")])
+            Invalid::credential(Missing::Key, format!("Secret {name} has no key {key}"))
         })
     };
-    let user_password = |secret: &str| -> Result<BrokerAuth, ValidateError> {
-        let username = get(secret, USERNAME_KEY)?.expose().to_string();
+    let user_password = |secret: &str| -> Result<BrokerAuth, Invalid> {
+        let username = get(secret, USERNAME_KEY)?.expose_secret().to_string();
         // Broker configs (Kafka JAAS options, SCRAM names, ACL files) need a plain name.
         if username.is_empty()
             || !username
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '@'))
         {
-            return Err(ValidateError::Credentials(vec![format!(
-                "Secret {secret} key {USERNAME_KEY}: a broker Edgewire deploys needs a user name of letters, digits and . _ - @"
-            )]));
+            return Err(Invalid::credential(
+                Missing::Key,
+                format!(
+                    "Secret {secret} key {USERNAME_KEY}: a broker Edgewire deploys needs a user name of letters, digits and . _ - @"
+                ),
+            ));
         }
         Ok(BrokerAuth::UserPassword {
             username,
@@ -489,11 +511,14 @@ fn broker_auth(eb: &EventBroker, refs: &Refs) -> Result<BrokerAuth, ValidateErro
             }) => Some(user_password(&up.secret_name)?),
             Some(NatsAuth { nkey: Some(nk), .. }) => {
                 let seed = get(&nk.seed.name, &nk.seed.key)?;
-                let kp = nkeys::KeyPair::from_seed(seed.expose().trim()).map_err(|_| {
-                    ValidateError::Credentials(vec![format!(
-                        "Secret {} key {} is not a valid NKEY seed (spec.nats.auth.nkey.seed)",
-                        nk.seed.name, nk.seed.key
-                    )])
+                let kp = nkeys::KeyPair::from_seed(seed.expose_secret().trim()).map_err(|_| {
+                    Invalid::credential(
+                        Missing::Key,
+                        format!(
+                            "Secret {} key {} is not a valid NKEY seed (spec.nats.auth.nkey.seed)",
+                            nk.seed.name, nk.seed.key
+                        ),
+                    )
                 })?;
                 Some(BrokerAuth::Nkey {
                     public_key: kp.public_key(),
@@ -522,9 +547,10 @@ fn broker_auth(eb: &EventBroker, refs: &Refs) -> Result<BrokerAuth, ValidateErro
             username: g.username.clone(),
             password: g.password.clone(),
         }),
-        (None, None) => Err(ValidateError::Credentials(vec![
-            "no credentials for the deployed broker (generated credentials were not loaded)".into(),
-        ])),
+        (None, None) => Err(Invalid::credential(
+            Missing::Secret,
+            "no credentials for the deployed broker (generated credentials were not loaded)",
+        )),
     }
 }
 
@@ -532,10 +558,11 @@ fn broker_auth(eb: &EventBroker, refs: &Refs) -> Result<BrokerAuth, ValidateErro
 mod tests {
     use super::*;
     use edgewire_api::testing::NAMESPACE;
+    use k8s_openapi::ByteString;
 
     fn field_of(eb: &EventBroker) -> String {
         match check_spec(eb) {
-            Err(ValidateError::Invalid { field, .. }) => field,
+            Err(Invalid::Spec { field, .. }) => field,
             other => panic!("expected InvalidSpec, got {other:?}"),
         }
     }
@@ -591,6 +618,19 @@ mod tests {
         assert_eq!(check_spec(&ps), Ok(()));
         ps.spec.google_pubsub.as_mut().unwrap().project = "My Project".into();
         assert_eq!(field_of(&ps), "spec.googlePubsub.project");
+        // What the publisher refuses at start is refused here: a project id must start with a letter, and
+        // a prefix must leave room for the longest domain topic name within 255 characters.
+        ps.spec.google_pubsub.as_mut().unwrap().project = "1abc".into();
+        assert_eq!(field_of(&ps), "spec.googlePubsub.project");
+        ps.spec.google_pubsub.as_mut().unwrap().project = "my-project".into();
+        ps.spec.google_pubsub.as_mut().unwrap().topic_id_prefix =
+            Some(format!("e{}", "x".repeat(231)));
+        assert_eq!(field_of(&ps), "spec.googlePubsub.topicIdPrefix");
+        ps.spec.google_pubsub.as_mut().unwrap().topic_id_prefix =
+            Some(format!("e{}", "x".repeat(230)));
+        assert_eq!(check_spec(&ps), Ok(()));
+        ps.spec.google_pubsub.as_mut().unwrap().topic_id_prefix = Some("goog-edge-".into());
+        assert_eq!(field_of(&ps), "spec.googlePubsub.topicIdPrefix");
         let mut qos = EventBroker::test("e").adapter(Adapter::Mqtt);
         qos.spec.mqtt.as_mut().unwrap().qos = 3;
         assert_eq!(field_of(&qos), "spec.mqtt.qos");
@@ -651,9 +691,9 @@ mod tests {
                 ..Default::default()
             },
         );
-        let err = validate(&eb, &refs, &Images::default()).unwrap_err();
+        let err = validate(&eb, &refs, &Settings::default()).unwrap_err();
         assert!(
-            matches!(&err, ValidateError::Credentials(m) if m[0].contains("user name")),
+            matches!(&err, Invalid::Credentials(m) if m[0].message.contains("user name")),
             "{err:?}"
         );
         assert!(

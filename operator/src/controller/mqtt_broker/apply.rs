@@ -2,10 +2,9 @@
 //! the ones this pass did not apply (a removed user's generated Secret, for one).
 
 use super::build::Children;
-use crate::apply::{Kept, ssa, sweep};
+use crate::apply::{Kept, sweep_workload};
 use crate::children::Owner;
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{Secret, Service};
 use kube::Client;
 
 /// What the API server returned for the StatefulSet (its status drives `EndpointReady`).
@@ -31,20 +30,13 @@ pub async fn apply(
     } = children;
     let mut kept = Kept::default();
     for s in &user_secrets {
-        kept.keep(&ssa(client, s).await?);
+        kept.apply(client, s).await?;
     }
-    kept.keep(&ssa(client, &sidecar_secret).await?);
-    kept.keep(&ssa(client, &config).await?);
-    kept.keep(&ssa(client, &headless).await?);
-    kept.keep(&ssa(client, &service).await?);
-    let statefulset = ssa(client, &statefulset).await?;
-    kept.keep(&statefulset);
-
-    let ns = &owner.namespace;
-    let sel = owner.sweep_selector();
-    let mut swept = Vec::new();
-    swept.extend(sweep::<StatefulSet>(client, ns, &sel, &kept).await?);
-    swept.extend(sweep::<Service>(client, ns, &sel, &kept).await?);
-    swept.extend(sweep::<Secret>(client, ns, &sel, &kept).await?);
+    kept.apply(client, &sidecar_secret).await?;
+    kept.apply(client, &config).await?;
+    kept.apply(client, &headless).await?;
+    kept.apply(client, &service).await?;
+    let statefulset = kept.apply(client, &statefulset).await?;
+    let swept = sweep_workload(client, owner, &kept).await?;
     Ok(Applied { statefulset, swept })
 }

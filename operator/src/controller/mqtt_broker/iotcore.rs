@@ -6,18 +6,19 @@
 //!
 //! `status.endpoint` is `<host>:8883` (IoT Core's MQTT-over-TLS port), or `spec.endpoint` when set.
 
-use super::validate::{self, ValidateError};
-use super::{KIND_LABEL, refs};
+use super::names::{KIND_LABEL, RESYNC};
+use super::refs;
+use super::validate;
+use super::validate::ValidatedIotCore;
 use crate::children::Owner;
 use crate::cloud::CloudError;
 use crate::cloud::aws::{AwsSettings, sdk_config};
-use crate::cloud::iot::{self, DesiredRule, MQTTS_PORT, RuleChange, rule_name_of_arn};
+use crate::cloud::iot::{self, MQTTS_PORT, RuleChange, rule_name_of_arn};
 use crate::context::Context;
-use crate::controller::{Error, has_finalizer, set_finalizer};
+use crate::reconcile::Invalid;
+use crate::reconcile::{Error, has_finalizer, not_reconciled, set_finalizer};
 use edgewire_api::condition::{self, reasons, types};
 use edgewire_api::{DeletionPolicy, MqttBroker, MqttBrokerStatus};
-use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{Secret, Service};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use std::time::Duration;
@@ -25,21 +26,6 @@ use tracing::{info, warn};
 
 /// How soon a failed AWS call is tried again.
 pub const RETRY: Duration = Duration::from_secs(60);
-
-/// An iotcore MqttBroker whose spec passed validation, credentials resolved.
-#[derive(Clone, Debug)]
-pub struct ValidatedIotCore {
-    pub owner: Owner,
-    pub aws: AwsSettings,
-    /// The credentials Secret, when static keys are used.
-    pub credentials_secret: Option<String>,
-    /// Hash of the credentials Secret: `status.credentialsRevision`.
-    pub credentials_hash: Option<String>,
-    pub rule: Option<DesiredRule>,
-    pub deletion_policy: DeletionPolicy,
-    /// `spec.endpoint`, which replaces the discovered one in status.
-    pub endpoint_override: Option<String>,
-}
 
 /// What the AWS calls of one reconcile found.
 #[derive(Clone, Debug, PartialEq)]
@@ -60,7 +46,9 @@ pub async fn reconcile(mqb: &MqttBroker, ctx: &Context) -> Result<Action, Error>
     let refs = refs::fetch(&ctx.client, mqb).await.map_err(Error::Refs)?;
     let valid = match validate::validate_iotcore(mqb, &refs) {
         Ok(v) => v,
-        Err(err) => return super::not_reconciled(ctx, mqb, err).await,
+        Err(err) => {
+            return not_reconciled(ctx, mqb, &err, super::status::failed(mqb, &err)).await;
+        }
     };
     // Switched from builtin: its children go (owner references would only remove them with the MqttBroker).
     sweep_builtin(ctx, &valid.owner).await?;
@@ -113,7 +101,7 @@ pub async fn reconcile(mqb: &MqttBroker, ctx: &Context) -> Result<Action, Error>
             ctx,
             mqb,
             EventType::Normal,
-            "TopicRuleApplied",
+            reasons::TOPIC_RULE_APPLIED,
             format!("IoT topic rule {name} {what}"),
         )
         .await;
@@ -155,30 +143,14 @@ pub async fn reconcile(mqb: &MqttBroker, ctx: &Context) -> Result<Action, Error>
             }
             Ok(Action::requeue(RETRY))
         }
-        None => Ok(Action::requeue(super::RESYNC)),
+        None => Ok(Action::requeue(RESYNC)),
     }
 }
 
 async fn sweep_builtin(ctx: &Context, owner: &Owner) -> Result<(), Error> {
-    let kept = crate::apply::Kept::default();
-    let sel = owner.sweep_selector();
-    let ns = &owner.namespace;
-    let mut swept = Vec::new();
-    swept.extend(
-        crate::apply::sweep::<StatefulSet>(&ctx.client, ns, &sel, &kept)
-            .await
-            .map_err(Error::Apply)?,
-    );
-    swept.extend(
-        crate::apply::sweep::<Service>(&ctx.client, ns, &sel, &kept)
-            .await
-            .map_err(Error::Apply)?,
-    );
-    swept.extend(
-        crate::apply::sweep::<Secret>(&ctx.client, ns, &sel, &kept)
-            .await
-            .map_err(Error::Apply)?,
-    );
+    let swept = crate::apply::sweep_workload(&ctx.client, owner, &crate::apply::Kept::default())
+        .await
+        .map_err(Error::Apply)?;
     if !swept.is_empty() {
         info!(deleted = ?swept, "removed the builtin broker's children");
     }
@@ -345,19 +317,19 @@ pub async fn finalize(mqb: &MqttBroker, ctx: &Context) -> Result<Action, Error> 
             let refs = refs::fetch(&ctx.client, mqb).await.map_err(Error::Refs)?;
             let valid = match validate::validate_iotcore(mqb, &refs) {
                 Ok(v) => v,
-                Err(err @ (ValidateError::Credentials(_) | ValidateError::Invalid { .. })) => {
+                Err(err @ (Invalid::Credentials(_) | Invalid::Spec { .. })) => {
                     warn!(error = %err, "cannot delete the topic rule");
                     crate::status::publish(
                         ctx,
                         mqb,
                         EventType::Warning,
-                        "CleanupFailed",
+                        reasons::CLEANUP_FAILED,
                         format!("cannot delete IoT topic rule {name}: {err}"),
                     )
                     .await;
                     return Ok(Action::requeue(RETRY));
                 }
-                Err(ValidateError::Metadata) => return Ok(Action::await_change()),
+                Err(Invalid::Metadata) => return Ok(Action::await_change()),
             };
             let iot = client(&valid.aws).await;
             match iot::delete_rule(&iot, &name).await {
@@ -367,7 +339,7 @@ pub async fn finalize(mqb: &MqttBroker, ctx: &Context) -> Result<Action, Error> 
                         ctx,
                         mqb,
                         EventType::Warning,
-                        "CleanupFailed",
+                        reasons::CLEANUP_FAILED,
                         e.to_string(),
                     )
                     .await;

@@ -10,111 +10,48 @@
 pub mod apply;
 pub mod build;
 pub mod iotcore;
+pub mod names;
 pub mod refs;
 pub mod status;
 pub mod validate;
 
-use super::Error;
-use crate::children::Owner;
-use crate::context::Context;
-use crate::controller::event_broker::{GeneratedCredentials, Images};
-use crate::secret::SecretString;
-use edgewire_api::condition::{self as cond, types};
-use edgewire_api::{BuiltinMqtt, DeletionPolicy, MqttBroker, MqttBrokerType};
+pub use names::*;
+pub use validate::{ResolvedTls, ResolvedUser, ValidatedMqttBroker};
+
+use super::Controlled;
+use crate::context::{Context, Settings};
+use crate::reconcile::{Error, Notes, Reconciled, finish, not_reconciled, set_finalizer};
+use crate::secret::{GeneratedCredentials, SecretString};
+use edgewire_api::{MqttBroker, MqttBrokerStatus, MqttBrokerType};
 use k8s_openapi::api::core::v1::Secret;
 use kube::runtime::controller::Action;
-use kube::runtime::events::EventType;
 use kube::{Resource, ResourceExt};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
-use tracing::{info, instrument, warn};
-use validate::ValidateError;
+use tracing::{info, instrument};
 
-/// Owner-kind label value of MqttBroker children.
-pub const KIND_LABEL: &str = "mqttbroker";
-/// `app.kubernetes.io/name` of the builtin broker's objects (distinct from an EventBroker's deployed
-/// Mosquitto, `edgewire-mosquitto`, so the two never select each other's pods).
-pub const APP: &str = "edgewire-mqtt-broker";
-/// The MQTT user of the metrics/reload sidecar (reads `$SYS` only); no spec user may take this name.
-pub const SIDECAR_USER: &str = "edgewire-sidecar";
-/// Port of the plain listener, and of the loopback listener the sidecar uses when the plain one is off.
-pub const MQTT_PORT: i32 = 1883;
-
-/// The config Secret (`mosquitto.conf`, `passwd`, `acl`): `<mqb>-mosquitto`.
-pub fn config_secret_name(mqb: &str) -> String {
-    format!("{mqb}-mosquitto")
+impl Reconciled for MqttBroker {
+    type Status = MqttBrokerStatus;
+    const KIND_LABEL: &'static str = KIND_LABEL;
+    /// A missing Secret appears through the Secret watch; look again now and then regardless.
+    const MISSING_RETRY: Duration = Duration::from_secs(60);
+    fn operator_status(&self) -> Option<MqttBrokerStatus> {
+        self.status.clone()
+    }
 }
 
-/// The Secret with a generated user password: `<mqb>-user-<user>` (keys `username`, `password`).
-pub fn user_secret_name(mqb: &str, user: &str) -> String {
-    format!("{mqb}-user-{user}")
+impl Controlled for MqttBroker {
+    fn referenced_secrets(&self) -> Vec<String> {
+        refs::referenced_secret_names(self)
+    }
+    fn reconcile(
+        mqb: Arc<Self>,
+        ctx: Arc<Context>,
+    ) -> impl Future<Output = Result<Action, Error>> + Send + 'static {
+        reconcile(mqb, ctx)
+    }
 }
-
-/// The Secret with the sidecar's generated credentials: `<mqb>-sidecar`.
-pub fn sidecar_secret_name(mqb: &str) -> String {
-    format!("{mqb}-sidecar")
-}
-
-/// The headless Service: `<mqb>-headless`.
-pub fn headless_name(mqb: &str) -> String {
-    format!("{mqb}-headless")
-}
-
-/// An MqttBroker whose spec passed validation, with every credential resolved.
-#[derive(Clone, Debug)]
-pub struct ValidatedMqttBroker {
-    /// Who owns the children.
-    pub owner: Owner,
-    /// The builtin broker's settings (defaults filled in).
-    pub builtin: BuiltinMqtt,
-    pub deletion_policy: DeletionPolicy,
-    /// What workers connect to (`spec.endpoint`, else the Service).
-    pub endpoint: String,
-    /// Users in spec order, topic filters with `{ns}` substituted.
-    pub users: Vec<ResolvedUser>,
-    /// Credentials of the sidecar user (generated once into `<mqb>-sidecar`).
-    pub sidecar: GeneratedCredentials,
-    /// The TLS listener, when `listeners.mqtts` is set.
-    pub tls: Option<ResolvedTls>,
-    /// Images from the operator's configuration.
-    pub images: Images,
-    /// Hash of every user Secret's data (referenced and generated, the sidecar's included):
-    /// `status.credentialsRevision`. Not on the pod template: credentials reload in place.
-    pub credentials_hash: String,
-    /// Hash of what the pod reads only at start (the TLS Secret, the sidecar's environment): on the pod
-    /// template, so a changed certificate or sidecar password rolls the pod.
-    pub pod_secrets_hash: String,
-}
-
-/// A user with its password resolved.
-#[derive(Clone, Debug, PartialEq)]
-pub struct ResolvedUser {
-    pub name: String,
-    pub password: SecretString,
-    /// The Secret holding the password: the referenced one, or `<mqb>-user-<name>`.
-    pub secret_name: String,
-    /// Whether the operator generated the password (and owns `secret_name`).
-    pub generated: bool,
-    /// Topic filters the user may publish to (`{ns}` substituted).
-    pub publish: Vec<String>,
-    /// Topic filters the user may subscribe to (`{ns}` substituted).
-    pub subscribe: Vec<String>,
-}
-
-/// The TLS listener.
-#[derive(Clone, Debug, PartialEq)]
-pub struct ResolvedTls {
-    pub port: i32,
-    /// The `kubernetes.io/tls` Secret mounted at `/mosquitto/certs`.
-    pub secret_name: String,
-    /// Whether the Secret has `ca.crt` (rendered as `cafile`).
-    pub has_ca: bool,
-    pub require_client_cert: bool,
-}
-
-/// How often a healthy MqttBroker is looked at again even without a change.
-pub const RESYNC: Duration = Duration::from_secs(300);
 
 #[instrument(skip(mqb, ctx), fields(name = %mqb.name_any(), namespace = mqb.namespace().unwrap_or_default()))]
 pub async fn reconcile(mqb: Arc<MqttBroker>, ctx: Arc<Context>) -> Result<Action, Error> {
@@ -130,13 +67,13 @@ pub async fn reconcile(mqb: Arc<MqttBroker>, ctx: Arc<Context>) -> Result<Action
         return iotcore::reconcile(&mqb, &ctx).await;
     }
     // A builtin broker cleans up nothing outside the cluster (one switched from iotcore leaves its rule).
-    super::set_finalizer(&ctx.client, &*mqb, false)
+    set_finalizer(&ctx.client, &*mqb, false)
         .await
         .map_err(Error::Finalizer)?;
     let refs = refs::fetch(&ctx.client, &mqb).await.map_err(Error::Refs)?;
-    let valid = match validate::validate(&mqb, &refs, &ctx.images) {
+    let valid = match validate::validate(&mqb, &refs, &ctx.settings) {
         Ok(v) => v,
-        Err(err) => return not_reconciled(&ctx, &mqb, err).await,
+        Err(err) => return not_reconciled(&ctx, &*mqb, &err, status::failed(&mqb, &err)).await,
     };
     let desired = build::build(&valid);
     let applied = apply::apply(&ctx.client, &valid.owner, desired)
@@ -146,70 +83,17 @@ pub async fn reconcile(mqb: Arc<MqttBroker>, ctx: Arc<Context>) -> Result<Action
         info!(deleted = ?applied.swept, "removed children no longer wanted");
     }
     let new_status = status::desired(&mqb, &valid, &applied);
-    let old = mqb.status.clone().unwrap_or_default();
-    let became_ready = cond::is_true(&new_status.conditions, types::READY)
-        && !cond::is_true(&old.conditions, types::READY);
-    let rotated = old.credentials_revision.is_some()
-        && old.credentials_revision != new_status.credentials_revision;
-    crate::status::write(&ctx.client, &*mqb, mqb.status.as_ref(), new_status)
-        .await
-        .map_err(Error::Status)?;
-    if became_ready {
-        crate::status::publish(
-            &ctx,
-            &*mqb,
-            EventType::Normal,
-            "Ready",
-            format!("Mosquitto is ready at {}", valid.endpoint),
-        )
-        .await;
-    }
-    if rotated {
-        crate::status::publish(
-            &ctx,
-            &*mqb,
-            EventType::Normal,
-            "CredentialsRotated",
-            "user Secrets changed; Mosquitto reloads them in place".into(),
-        )
-        .await;
-    }
-    Ok(Action::requeue(RESYNC))
-}
-
-/// An MqttBroker that failed validation: status (and a Warning Event when the problem is new), no children.
-async fn not_reconciled(
-    ctx: &Context,
-    mqb: &MqttBroker,
-    err: ValidateError,
-) -> Result<Action, Error> {
-    let reason = match err {
-        ValidateError::Credentials(_) => "CredentialsMissing",
-        _ => "InvalidSpec",
-    };
-    ctx.metrics.error(KIND_LABEL, reason);
-    let current = mqb.status.as_ref();
-    let was_ready = current.is_some_and(|s| cond::is_true(&s.conditions, types::READY));
-    let same_message = current
-        .and_then(|s| cond::find(&s.conditions, types::READY))
-        .is_some_and(|c| c.message == err.to_string());
-    let wrote = crate::status::write(
-        &ctx.client,
-        mqb,
-        mqb.status.as_ref(),
-        status::failed(mqb, &err),
+    finish(
+        &ctx,
+        &*mqb,
+        new_status,
+        Notes {
+            ready: format!("Mosquitto is ready at {}", valid.endpoint),
+            rotated: "user Secrets changed; Mosquitto reloads them in place",
+        },
     )
-    .await
-    .map_err(Error::Status)?;
-    if wrote && (was_ready || !same_message) {
-        crate::status::publish(ctx, mqb, EventType::Warning, reason, err.to_string()).await;
-    }
-    warn!(error = %err, "not reconciled");
-    Ok(match err {
-        // A missing Secret appears through the Secret watch; look again now and then regardless.
-        ValidateError::Credentials(_) => Action::requeue(Duration::from_secs(60)),
-        _ => Action::await_change(),
-    })
+    .await?;
+    Ok(Action::requeue(RESYNC))
 }
 
 /// Placeholder shown by `render` for a password the operator generates at the first reconcile.
@@ -221,31 +105,24 @@ pub const GENERATED_PLACEHOLDER: &str = "GENERATED-AT-FIRST-RECONCILE";
 pub fn render(
     mqb: &MqttBroker,
     secrets: &BTreeMap<(String, String), Secret>,
-    images: &Images,
+    settings: &Settings,
 ) -> anyhow::Result<Vec<String>> {
     let mut mqb = mqb.clone();
-    // Owner references need a uid; a rendered object is not in a cluster yet.
+    crate::children::for_render(&mut mqb);
     let name = mqb.name_any();
-    mqb.metadata
-        .uid
-        .get_or_insert_with(|| format!("00000000-0000-0000-0000-{:0>12}", name.len()));
-    mqb.metadata
-        .namespace
-        .get_or_insert_with(|| "default".into());
-    mqb.metadata.generation.get_or_insert(1);
     let ns = mqb.namespace().unwrap_or_default();
     let lookup = |n: &str| secrets.get(&(ns.clone(), n.to_string()));
     let refs = refs::from_lookup(&mqb, lookup, |secret_name, username| GeneratedCredentials {
         secret_name: secret_name.into(),
         username: username.into(),
-        password: SecretString::new(GENERATED_PLACEHOLDER),
+        password: SecretString::from(GENERATED_PLACEHOLDER),
     });
     if mqb.spec.broker_type == MqttBrokerType::Iotcore {
         let valid = validate::validate_iotcore(&mqb, &refs)
             .map_err(|e| anyhow::anyhow!("MqttBroker {ns}/{name}: {e}"))?;
         return Ok(vec![iotcore::render_policy(&valid)]);
     }
-    let valid = validate::validate(&mqb, &refs, images)
+    let valid = validate::validate(&mqb, &refs, settings)
         .map_err(|e| anyhow::anyhow!("MqttBroker {ns}/{name}: {e}"))?;
     build::build(&valid).to_yaml()
 }

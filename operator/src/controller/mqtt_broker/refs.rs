@@ -1,11 +1,9 @@
 //! Stage 1 (async): fetch the Secrets an MqttBroker references (users' passwords, the TLS listener's
 //! certificate) and read back the passwords the operator generated, so each is generated once and never again.
 
-use super::{SIDECAR_USER, sidecar_secret_name, user_secret_name, validate};
+use super::names::{SIDECAR_USER, sidecar_secret_name, user_secret_name};
 use crate::cloud::aws::keys as aws_keys;
-use crate::controller::event_broker::GeneratedCredentials;
-use crate::controller::event_broker::refs::read_generated;
-use crate::secret::{SecretString, generate_password};
+use crate::secret::{self, GeneratedCredentials, SecretString, is_secret_name, read_generated};
 use edgewire_api::{MqttBroker, MqttBrokerType};
 use k8s_openapi::api::core::v1::Secret;
 use kube::{Api, Client, ResourceExt};
@@ -17,9 +15,6 @@ pub mod tls_keys {
     pub const KEY: &str = "tls.key";
     pub const CA: &str = "ca.crt";
 }
-
-/// Length of generated passwords.
-pub const GENERATED_PASSWORD_LEN: usize = 32;
 
 /// One referenced Secret and the keys the spec needs from it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -46,27 +41,14 @@ pub struct Refs {
 impl Refs {
     /// The value of `key` in Secret `name`, if both exist and it is UTF-8.
     pub fn value(&self, name: &str, key: &str) -> Option<SecretString> {
-        let s = self.secrets.get(name)?;
-        let bytes = s
-            .data
-            .as_ref()
-            .and_then(|d| d.get(key))
-            .map(|b| b.0.clone())
-            .or_else(|| {
-                s.string_data
-                    .as_ref()
-                    .and_then(|d| d.get(key))
-                    .map(|v| v.clone().into_bytes())
-            })?;
-        String::from_utf8(bytes).ok().map(SecretString::new)
+        secret::value(self.secrets.get(name)?, key)
     }
 
     /// Whether Secret `name` has `key` (any bytes).
     pub fn has_key(&self, name: &str, key: &str) -> bool {
-        self.secrets.get(name).is_some_and(|s| {
-            s.data.as_ref().is_some_and(|d| d.contains_key(key))
-                || s.string_data.as_ref().is_some_and(|d| d.contains_key(key))
-        })
+        self.secrets
+            .get(name)
+            .is_some_and(|s| secret::has_key(s, key))
     }
 }
 
@@ -136,7 +118,7 @@ pub fn generated_users(mqb: &MqttBroker) -> Vec<(String, String)> {
         .iter()
         .filter(|u| u.password.is_none())
         .map(|u| (u.name.clone(), user_secret_name(&owner, &u.name)))
-        .filter(|(_, secret)| validate::is_secret_name(secret))
+        .filter(|(_, secret)| is_secret_name(secret))
         .collect()
 }
 
@@ -156,11 +138,7 @@ pub fn referenced_secret_names(mqb: &MqttBroker) -> Vec<String> {
 
 /// Fresh credentials for `username`, to be stored in `secret_name`.
 pub fn new_generated(secret_name: &str, username: &str) -> GeneratedCredentials {
-    GeneratedCredentials {
-        secret_name: secret_name.into(),
-        username: username.into(),
-        password: generate_password(GENERATED_PASSWORD_LEN),
-    }
+    GeneratedCredentials::generate(secret_name, username)
 }
 
 /// The refs of `mqb` from Secrets found by `lookup` (by name, in the MqttBroker's namespace); `generate`

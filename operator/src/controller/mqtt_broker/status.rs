@@ -1,13 +1,12 @@
 //! Stage 5: compute conditions from what was applied and write `status` with server-side apply on the
 //! status subresource (never merge-patched). A status equal to the current one is not written.
 
-use super::ValidatedMqttBroker;
 use super::apply::Applied;
-use super::validate::ValidateError;
-use crate::controller::event_broker::status::broker_ready;
+use super::validate::ValidatedMqttBroker;
+use crate::reconcile::Invalid;
+use crate::status::broker_ready;
 use edgewire_api::condition::{self, reasons, types};
 use edgewire_api::{MqttBroker, MqttBrokerStatus, MqttUserStatus};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 
 /// The status of a reconciled MqttBroker.
 pub fn desired(mqb: &MqttBroker, v: &ValidatedMqttBroker, applied: &Applied) -> MqttBrokerStatus {
@@ -81,58 +80,32 @@ pub fn desired(mqb: &MqttBroker, v: &ValidatedMqttBroker, applied: &Applied) -> 
     }
 }
 
-/// The status of an MqttBroker that cannot be reconciled: the conditions concerned say why; the others and
-/// earlier fields stay (they describe children that still exist).
-pub fn failed(mqb: &MqttBroker, err: &ValidateError) -> MqttBrokerStatus {
+/// The status of an MqttBroker that cannot be reconciled: `Ready`, `CredentialsReady` and (when a user's
+/// password is among the problems) `UsersReady` say why; the others and earlier fields stay (they describe
+/// children that still exist).
+pub fn failed(mqb: &MqttBroker, err: &Invalid) -> MqttBrokerStatus {
     let generation = mqb.metadata.generation;
     let current = mqb.status.clone().unwrap_or_default();
-    let msg = err.to_string();
-    let mut conditions: Vec<Condition> = Vec::new();
-    match err {
-        ValidateError::Credentials(problems) => {
-            let reason = if problems.iter().any(|p| p.secret_missing) {
-                reasons::SECRET_MISSING
-            } else {
-                reasons::SECRET_KEY_MISSING
-            };
+    let mut conditions = err.conditions(generation);
+    if let Invalid::Credentials(problems) = err {
+        let users: Vec<&str> = problems
+            .iter()
+            .filter(|p| p.user.is_some())
+            .map(|p| p.message.as_str())
+            .collect();
+        if !users.is_empty() {
             conditions.push(condition::new(
-                types::CREDENTIALS_READY,
+                types::USERS_READY,
                 false,
-                reason,
-                msg.clone(),
-                generation,
-            ));
-            let users: Vec<&str> = problems
-                .iter()
-                .filter(|p| p.user.is_some())
-                .map(|p| p.message.as_str())
-                .collect();
-            if !users.is_empty() {
-                conditions.push(condition::new(
-                    types::USERS_READY,
-                    false,
-                    reason,
-                    users.join("; "),
-                    generation,
-                ));
-            }
-            conditions.push(condition::new(types::READY, false, reason, msg, generation));
-        }
-        ValidateError::Invalid { .. } | ValidateError::Metadata => {
-            conditions.push(condition::new(
-                types::READY,
-                false,
-                reasons::INVALID_SPEC,
-                msg,
+                err.reason(),
+                users.join("; "),
                 generation,
             ));
         }
     }
-    // Keep the other conditions as they were: they describe children that still exist.
-    let merged = condition::update(&current.conditions, conditions);
     MqttBrokerStatus {
         observed_generation: generation,
-        conditions: merged,
+        conditions: condition::update(&current.conditions, conditions),
         ..current
     }
 }

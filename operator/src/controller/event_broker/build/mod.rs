@@ -3,7 +3,9 @@
 pub mod broker;
 pub mod publisher;
 
-use super::{GeneratedCredentials, ValidatedEventBroker, generated_keys};
+use super::validate::ValidatedEventBroker;
+use crate::secret::ExposeSecret;
+use crate::secret::{GeneratedCredentials, generated_keys};
 use broker::BrokerChildren;
 use edgewire_api::{Adapter, CREDENTIALS_HASH_ANNOTATION};
 use k8s_openapi::ByteString;
@@ -43,18 +45,8 @@ pub fn build(v: &ValidatedEventBroker) -> Children {
 /// The owned Secret with the generated broker credentials: `username`, `password`, and for the adapters that
 /// take a URL (amqp091, redis) the full `url`. Apps in the namespace can mount it to reach the broker.
 pub fn build_generated_secret(v: &ValidatedEventBroker, g: &GeneratedCredentials) -> Secret {
-    let mut data = BTreeMap::from([
-        (
-            generated_keys::USERNAME.to_string(),
-            ByteString(g.username.clone().into_bytes()),
-        ),
-        (
-            generated_keys::PASSWORD.to_string(),
-            ByteString(g.password.expose().as_bytes().to_vec()),
-        ),
-    ]);
-    if let (Some(plan), Some(url)) = (v.broker.as_ref(), generated_url(v, g)) {
-        let _ = plan;
+    let mut data = g.data();
+    if let Some(url) = generated_url(v, g) {
         data.insert(generated_keys::URL.into(), ByteString(url.into_bytes()));
     }
     let mut meta = v
@@ -80,14 +72,14 @@ fn generated_url(v: &ValidatedEventBroker, g: &GeneratedCredentials) -> Option<S
         Adapter::Amqp091 => Some(format!(
             "amqp://{}:{}@{}:{}/%2f",
             g.username,
-            g.password.expose(),
+            g.password.expose_secret(),
             ep.host,
             ep.port
         )),
         Adapter::Redis => Some(format!(
             "redis://{}:{}@{}:{}",
             g.username,
-            g.password.expose(),
+            g.password.expose_secret(),
             ep.host,
             ep.port
         )),

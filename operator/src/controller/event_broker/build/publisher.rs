@@ -2,8 +2,15 @@
 //! Configuration is the seed's `EVENT_BROKER_*` environment; Secret values arrive through `secretKeyRef`,
 //! TLS material as mounted files.
 
-use super::super::{PUBLISHER_APP, PUBLISHER_PORT, ValidatedEventBroker, generated_keys};
+use super::super::names::{PUBLISHER_APP, PUBLISHER_PORT};
+use super::super::validate::ValidatedEventBroker;
 use super::broker::client_endpoint;
+use crate::pod::{
+    AGENT_DEFAULTS, AGENT_USER, agent_probe, container_ports, empty_dir, env as plain, mount,
+    restricted_container, restricted_pod, secret_env, secret_volume, service_ports,
+};
+use crate::secret::generated_keys;
+use edgewire_api::env;
 use edgewire_api::{
     Adapter, EventBrokerSpec, NatsAuth, PASSWORD_KEY, SecretKeyRef, Tls, TlsVersion, USERNAME_KEY,
 };
@@ -11,15 +18,11 @@ use k8s_openapi::api::apps::v1::{
     Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
 };
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource,
-    HTTPGetAction, KeyToPath, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
-    ResourceRequirements, SeccompProfile, SecretKeySelector, SecretVolumeSource, SecurityContext,
-    Service, ServiceAccount, ServicePort, ServiceSpec, Volume, VolumeMount,
+    Container, EnvVar, PodSpec, PodTemplateSpec, Service, ServiceAccount, ServiceSpec, Volume,
+    VolumeMount,
 };
-use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use std::collections::BTreeMap;
 
 const COMPONENT: &str = "publisher";
 /// Where TLS material is mounted in the publisher container.
@@ -78,13 +81,7 @@ pub fn build_service(v: &ValidatedEventBroker) -> Service {
         metadata: v.owner.meta(publisher_name(v), PUBLISHER_APP, COMPONENT),
         spec: Some(ServiceSpec {
             selector: Some(v.owner.selector(PUBLISHER_APP, COMPONENT)),
-            ports: Some(vec![ServicePort {
-                name: Some("http".into()),
-                port: PUBLISHER_PORT,
-                target_port: Some(IntOrString::String("http".into())),
-                protocol: Some("TCP".into()),
-                ..Default::default()
-            }]),
+            ports: Some(service_ports(&[("http", PUBLISHER_PORT)])),
             ..Default::default()
         }),
         ..Default::default()
@@ -94,56 +91,26 @@ pub fn build_service(v: &ValidatedEventBroker) -> Service {
 pub fn build_deployment(v: &ValidatedEventBroker) -> Deployment {
     let env = build_env(v);
     let (volumes, mounts) = tls_volumes(v);
-    let mut all_volumes = vec![Volume {
-        name: "tmp".into(),
-        empty_dir: Some(EmptyDirVolumeSource::default()),
-        ..Default::default()
-    }];
+    let mut all_volumes = vec![empty_dir("tmp")];
     all_volumes.extend(volumes);
-    let mut all_mounts = vec![VolumeMount {
-        name: "tmp".into(),
-        mount_path: "/tmp".into(),
-        ..Default::default()
-    }];
+    let mut all_mounts = vec![mount("tmp", "/tmp", false)];
     all_mounts.extend(mounts);
-
-    let probe = |path: &str, period: i32| Probe {
-        http_get: Some(HTTPGetAction {
-            path: Some(path.into()),
-            port: IntOrString::String("http".into()),
-            ..Default::default()
-        }),
-        period_seconds: Some(period),
-        timeout_seconds: Some(2),
-        failure_threshold: Some(3),
-        ..Default::default()
-    };
 
     let container = Container {
         name: "publisher".into(),
-        image: Some(v.images.agent.clone()),
-        image_pull_policy: Some(
-            v.images
-                .agent_pull_policy
-                .clone()
-                .unwrap_or_else(|| "IfNotPresent".into()),
-        ),
+        image: Some(v.settings.agent.clone()),
+        image_pull_policy: Some(v.settings.agent_pull_policy()),
         args: Some(vec!["publisher".into()]),
         env: Some(env),
-        ports: Some(vec![ContainerPort {
-            name: Some("http".into()),
-            container_port: PUBLISHER_PORT,
-            protocol: Some("TCP".into()),
-            ..Default::default()
-        }]),
-        liveness_probe: Some(probe("/healthz", 10)),
-        readiness_probe: Some(probe("/readyz", 5)),
+        ports: Some(container_ports(&[("http", PUBLISHER_PORT)])),
+        liveness_probe: Some(agent_probe("/healthz", "http", 10)),
+        readiness_probe: Some(agent_probe("/readyz", "http", 5)),
         resources: Some(
             v.spec
                 .publisher
                 .resources
                 .clone()
-                .unwrap_or_else(default_resources),
+                .unwrap_or_else(|| AGENT_DEFAULTS.requirements()),
         ),
         security_context: Some(restricted_container()),
         volume_mounts: Some(all_mounts),
@@ -176,7 +143,7 @@ pub fn build_deployment(v: &ValidatedEventBroker) -> Deployment {
                     automount_service_account_token: Some(false),
                     containers: vec![container],
                     volumes: Some(all_volumes),
-                    security_context: Some(restricted_pod()),
+                    security_context: Some(restricted_pod(AGENT_USER)),
                     termination_grace_period_seconds: Some(30),
                     ..Default::default()
                 }),
@@ -187,74 +154,8 @@ pub fn build_deployment(v: &ValidatedEventBroker) -> Deployment {
     }
 }
 
-/// Requests that fit a small node, a memory limit against leaks; no CPU limit (throttling hurts latency).
-pub fn default_resources() -> ResourceRequirements {
-    ResourceRequirements {
-        requests: Some(BTreeMap::from([
-            ("cpu".to_string(), Quantity("50m".into())),
-            ("memory".to_string(), Quantity("64Mi".into())),
-        ])),
-        limits: Some(BTreeMap::from([(
-            "memory".to_string(),
-            Quantity("256Mi".into()),
-        )])),
-        ..Default::default()
-    }
-}
-
-/// The restricted Pod Security Standard, container part.
-pub fn restricted_container() -> SecurityContext {
-    SecurityContext {
-        run_as_non_root: Some(true),
-        read_only_root_filesystem: Some(true),
-        allow_privilege_escalation: Some(false),
-        capabilities: Some(Capabilities {
-            drop: Some(vec!["ALL".into()]),
-            ..Default::default()
-        }),
-        seccomp_profile: Some(SeccompProfile {
-            type_: "RuntimeDefault".into(),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-}
-
-/// The restricted Pod Security Standard, pod part (the agent image runs as 65532, distroless nonroot).
-pub fn restricted_pod() -> PodSecurityContext {
-    PodSecurityContext {
-        run_as_non_root: Some(true),
-        run_as_user: Some(65532),
-        run_as_group: Some(65532),
-        seccomp_profile: Some(SeccompProfile {
-            type_: "RuntimeDefault".into(),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-}
-
-fn plain(name: &str, value: impl Into<String>) -> EnvVar {
-    EnvVar {
-        name: name.into(),
-        value: Some(value.into()),
-        ..Default::default()
-    }
-}
-
 fn from_secret(name: &str, secret: &str, key: &str) -> EnvVar {
-    EnvVar {
-        name: name.into(),
-        value_from: Some(EnvVarSource {
-            secret_key_ref: Some(SecretKeySelector {
-                name: secret.into(),
-                key: key.into(),
-                optional: Some(false),
-            }),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
+    secret_env(name, secret, key, Some(false))
 }
 
 fn from_ref(name: &str, r: &SecretKeyRef) -> EnvVar {
@@ -263,15 +164,7 @@ fn from_ref(name: &str, r: &SecretKeyRef) -> EnvVar {
 
 /// The env-var prefix of each adapter's settings, as the seed spells it.
 pub fn env_prefix(adapter: Adapter) -> &'static str {
-    match adapter.canonical() {
-        Adapter::Nats => "EVENT_BROKER_NATS",
-        Adapter::Kafka => "EVENT_BROKER_KAFKA",
-        Adapter::Amqp091 | Adapter::Rabbitmq => "EVENT_BROKER_RABBITMQ",
-        Adapter::Redis => "EVENT_BROKER_REDIS",
-        Adapter::Mqtt => "EVENT_BROKER_MQTT",
-        Adapter::AwsSns => "EVENT_BROKER_AWS_SNS",
-        Adapter::GooglePubsub => "EVENT_BROKER_GOOGLE_PUBSUB",
-    }
+    env::adapter_prefix(adapter)
 }
 
 /// The adapter's TLS settings, if any.
@@ -290,7 +183,6 @@ fn adapter_tls(spec: &EventBrokerSpec, adapter: Adapter) -> Option<&Tls> {
 /// The publisher's environment: exactly the `EVENT_BROKER_*` set the agent reads.
 pub fn build_env(v: &ValidatedEventBroker) -> Vec<EnvVar> {
     let spec = &v.spec;
-    let prefix = env_prefix(v.adapter);
     let deployed = v
         .broker
         .as_ref()
@@ -301,18 +193,18 @@ pub fn build_env(v: &ValidatedEventBroker) -> Vec<EnvVar> {
         .and_then(|p| p.generated.as_ref())
         .map(|g| g.secret_name.clone());
     let mut env = vec![
-        plain("EVENT_BROKER_ENABLED", "true"),
-        plain("EVENT_BROKER_ADAPTER", spec.adapter.as_str()),
-        plain("CORE_NAME", spec.core_name.clone()),
+        plain(env::ENABLED, "true"),
+        plain(env::ADAPTER, spec.adapter.as_str()),
+        plain(env::CORE_NAME, spec.core_name.clone()),
     ];
     let user_password = |env: &mut Vec<EnvVar>, secret: &str| {
         env.push(from_secret(
-            &format!("{prefix}_USERNAME"),
+            &env::adapter_var(v.adapter, env::suffix::USERNAME),
             secret,
             USERNAME_KEY,
         ));
         env.push(from_secret(
-            &format!("{prefix}_PASSWORD"),
+            &env::adapter_var(v.adapter, env::suffix::PASSWORD),
             secret,
             PASSWORD_KEY,
         ));
@@ -324,29 +216,24 @@ pub fn build_env(v: &ValidatedEventBroker) -> Vec<EnvVar> {
                 Some((_, ep)) => ep.url(),
                 None => nats.urls.join(","),
             };
-            env.push(plain("EVENT_BROKER_NATS_URLS", urls));
+            env.push(plain(env::NATS_URLS, urls));
             let js = nats.jet_stream.clone().unwrap_or_default();
             let js_on = js.enabled || deployed.is_some_and(|_| nats.jet_stream.is_none());
-            env.push(plain("EVENT_BROKER_NATS_JETSTREAM", js_on.to_string()));
+            env.push(plain(env::NATS_JETSTREAM, js_on.to_string()));
             if js_on {
-                env.push(plain("EVENT_BROKER_NATS_STREAM", js.stream.clone()));
-                env.push(plain(
-                    "EVENT_BROKER_NATS_STREAM_MAX_AGE",
-                    js.max_age.clone(),
-                ));
+                env.push(plain(env::NATS_STREAM, js.stream.clone()));
+                env.push(plain(env::NATS_STREAM_MAX_AGE, js.max_age.clone()));
             }
             match nats.auth {
-                Some(NatsAuth { token: Some(t), .. }) => {
-                    env.push(from_ref("EVENT_BROKER_NATS_TOKEN", &t))
-                }
+                Some(NatsAuth { token: Some(t), .. }) => env.push(from_ref(env::NATS_TOKEN, &t)),
                 Some(NatsAuth {
                     user_password: Some(up),
                     ..
                 }) => user_password(&mut env, &up.secret_name),
                 Some(NatsAuth { nkey: Some(nk), .. }) => {
-                    env.push(from_ref("EVENT_BROKER_NATS_NKEY_SEED", &nk.seed));
+                    env.push(from_ref(env::NATS_NKEY_SEED, &nk.seed));
                     if let Some(jwt) = &nk.jwt {
-                        env.push(from_ref("EVENT_BROKER_NATS_JWT", jwt));
+                        env.push(from_ref(env::NATS_JWT, jwt));
                     }
                 }
                 _ => {
@@ -362,22 +249,19 @@ pub fn build_env(v: &ValidatedEventBroker) -> Vec<EnvVar> {
                 Some((_, ep)) => ep.url(),
                 None => kafka.urls.join(","),
             };
-            env.push(plain("EVENT_BROKER_KAFKA_URLS", urls));
+            env.push(plain(env::KAFKA_URLS, urls));
             if let Some(topic) = &kafka.topic {
-                env.push(plain("EVENT_BROKER_KAFKA_TOPIC", topic.clone()));
+                env.push(plain(env::KAFKA_TOPIC, topic.clone()));
             }
             match (&kafka.sasl, &generated) {
                 (Some(sasl), _) => {
                     user_password(&mut env, &sasl.secret_name);
-                    env.push(plain(
-                        "EVENT_BROKER_KAFKA_SASL_MECHANISM",
-                        sasl.mechanism.as_str(),
-                    ));
+                    env.push(plain(env::KAFKA_SASL_MECHANISM, sasl.mechanism.as_str()));
                 }
                 (None, Some(g)) => {
                     user_password(&mut env, g);
                     env.push(plain(
-                        "EVENT_BROKER_KAFKA_SASL_MECHANISM",
+                        env::KAFKA_SASL_MECHANISM,
                         deployed_kafka_mechanism(v),
                     ));
                 }
@@ -387,24 +271,16 @@ pub fn build_env(v: &ValidatedEventBroker) -> Vec<EnvVar> {
         Adapter::Amqp091 => {
             let url = spec.amqp091.as_ref().and_then(|a| a.url.clone());
             match (url, &generated) {
-                (Some(u), _) => env.push(from_ref("EVENT_BROKER_RABBITMQ_URL", &u)),
-                (None, Some(g)) => env.push(from_secret(
-                    "EVENT_BROKER_RABBITMQ_URL",
-                    g,
-                    generated_keys::URL,
-                )),
+                (Some(u), _) => env.push(from_ref(env::RABBITMQ_URL, &u)),
+                (None, Some(g)) => env.push(from_secret(env::RABBITMQ_URL, g, generated_keys::URL)),
                 (None, None) => {}
             }
         }
         Adapter::Redis => {
             let url = spec.redis.as_ref().and_then(|a| a.url.clone());
             match (url, &generated) {
-                (Some(u), _) => env.push(from_ref("EVENT_BROKER_REDIS_URL", &u)),
-                (None, Some(g)) => env.push(from_secret(
-                    "EVENT_BROKER_REDIS_URL",
-                    g,
-                    generated_keys::URL,
-                )),
+                (Some(u), _) => env.push(from_ref(env::REDIS_URL, &u)),
+                (None, Some(g)) => env.push(from_secret(env::REDIS_URL, g, generated_keys::URL)),
                 (None, None) => {}
             }
         }
@@ -414,13 +290,12 @@ pub fn build_env(v: &ValidatedEventBroker) -> Vec<EnvVar> {
                 Some((_, ep)) => ep.url(),
                 None => mqtt.url.clone().unwrap_or_default(),
             };
-            env.push(plain("EVENT_BROKER_MQTT_URL", url));
-            env.push(plain("EVENT_BROKER_MQTT_QOS", mqtt.qos.to_string()));
+            env.push(plain(env::MQTT_URL, url));
+            env.push(plain(env::MQTT_QOS, mqtt.qos.to_string()));
             match (&mqtt.auth, &generated) {
-                (Some(a), _) if a.jwt.is_some() => env.push(from_ref(
-                    "EVENT_BROKER_MQTT_JWT",
-                    a.jwt.as_ref().expect("checked"),
-                )),
+                (Some(a), _) if a.jwt.is_some() => {
+                    env.push(from_ref(env::MQTT_JWT, a.jwt.as_ref().expect("checked")))
+                }
                 (Some(a), _) if a.user_password.is_some() => user_password(
                     &mut env,
                     &a.user_password.as_ref().expect("checked").secret_name,
@@ -431,28 +306,30 @@ pub fn build_env(v: &ValidatedEventBroker) -> Vec<EnvVar> {
         }
         Adapter::AwsSns => {
             let sns = spec.aws_sns.clone().unwrap_or_default();
-            env.push(plain("EVENT_BROKER_AWS_SNS_REGION", sns.region.clone()));
+            env.push(plain(env::AWS_SNS_REGION, sns.region.clone()));
             // From the spec, or (provisioning) derived from the topics' ARNs before the build.
             if let Some(p) = &sns.topic_arn_prefix {
-                env.push(plain("EVENT_BROKER_AWS_SNS_TOPIC_ARN_PREFIX", p.clone()));
+                env.push(plain(env::AWS_SNS_TOPIC_ARN_PREFIX, p.clone()));
             }
             if let Some(e) = &sns.endpoint {
-                env.push(plain("EVENT_BROKER_AWS_SNS_ENDPOINT", e.clone()));
+                env.push(plain(env::AWS_SNS_ENDPOINT, e.clone()));
             }
             if let Some(c) = &sns.credentials {
-                use crate::cloud::aws::keys;
                 env.push(from_secret(
-                    keys::ACCESS_KEY_ID,
+                    env::AWS_ACCESS_KEY_ID,
                     &c.secret_name,
-                    keys::ACCESS_KEY_ID,
+                    env::AWS_ACCESS_KEY_ID,
                 ));
                 env.push(from_secret(
-                    keys::SECRET_ACCESS_KEY,
+                    env::AWS_SECRET_ACCESS_KEY,
                     &c.secret_name,
-                    keys::SECRET_ACCESS_KEY,
+                    env::AWS_SECRET_ACCESS_KEY,
                 ));
-                let mut token =
-                    from_secret(keys::SESSION_TOKEN, &c.secret_name, keys::SESSION_TOKEN);
+                let mut token = from_secret(
+                    env::AWS_SESSION_TOKEN,
+                    &c.secret_name,
+                    env::AWS_SESSION_TOKEN,
+                );
                 if let Some(sel) = token
                     .value_from
                     .as_mut()
@@ -465,22 +342,16 @@ pub fn build_env(v: &ValidatedEventBroker) -> Vec<EnvVar> {
         }
         Adapter::GooglePubsub => {
             let ps = spec.google_pubsub.clone().unwrap_or_default();
-            env.push(plain(
-                "EVENT_BROKER_GOOGLE_PUBSUB_PROJECT",
-                ps.project.clone(),
-            ));
+            env.push(plain(env::GOOGLE_PUBSUB_PROJECT, ps.project.clone()));
             if let Some(p) = &ps.topic_id_prefix {
-                env.push(plain(
-                    "EVENT_BROKER_GOOGLE_PUBSUB_TOPIC_ID_PREFIX",
-                    p.clone(),
-                ));
+                env.push(plain(env::GOOGLE_PUBSUB_TOPIC_ID_PREFIX, p.clone()));
             }
             if let Some(e) = &ps.endpoint {
-                env.push(plain("EVENT_BROKER_GOOGLE_PUBSUB_ENDPOINT", e.clone()));
+                env.push(plain(env::GOOGLE_PUBSUB_ENDPOINT, e.clone()));
             }
             if ps.credentials.is_some() {
                 env.push(plain(
-                    "GOOGLE_APPLICATION_CREDENTIALS",
+                    env::GOOGLE_APPLICATION_CREDENTIALS,
                     GCP_CREDENTIALS_FILE,
                 ));
             }
@@ -489,35 +360,41 @@ pub fn build_env(v: &ValidatedEventBroker) -> Vec<EnvVar> {
         Adapter::Rabbitmq => {}
     }
     if let Some(tls) = adapter_tls(spec, v.adapter) {
-        env.push(plain(&format!("{prefix}_SSL"), "true"));
+        env.push(plain(
+            &env::adapter_var(v.adapter, env::suffix::SSL),
+            "true",
+        ));
         if tls.ca_secret_ref.is_some() {
             env.push(plain(
-                &format!("{prefix}_CACERT_FILE"),
+                &env::adapter_var(v.adapter, env::suffix::CACERT_FILE),
                 format!("{TLS_DIR}/ca/ca.crt"),
             ));
         }
         if tls.client_cert_secret_ref.is_some() {
             env.push(plain(
-                &format!("{prefix}_CLIENT_CERT_FILE"),
+                &env::adapter_var(v.adapter, env::suffix::CLIENT_CERT_FILE),
                 format!("{TLS_DIR}/client/tls.crt"),
             ));
             env.push(plain(
-                &format!("{prefix}_CLIENT_KEY_FILE"),
+                &env::adapter_var(v.adapter, env::suffix::CLIENT_KEY_FILE),
                 format!("{TLS_DIR}/client/tls.key"),
             ));
         }
         if tls.min_version == TlsVersion::V1_3 {
-            env.push(plain(&format!("{prefix}_TLS_MIN_VERSION"), "1.3"));
+            env.push(plain(
+                &env::adapter_var(v.adapter, env::suffix::TLS_MIN_VERSION),
+                "1.3",
+            ));
         }
         if let Some(sn) = &tls.server_name {
-            env.push(plain(&format!("{prefix}_TLS_SERVER_NAME"), sn.clone()));
+            env.push(plain(
+                &env::adapter_var(v.adapter, env::suffix::TLS_SERVER_NAME),
+                sn.clone(),
+            ));
         }
     }
-    env.push(plain(
-        "EDGEWIRE_LISTEN",
-        format!("0.0.0.0:{PUBLISHER_PORT}"),
-    ));
-    env.push(plain("EDGEWIRE_LOG_FORMAT", "json"));
+    env.push(plain(env::LISTEN, format!("0.0.0.0:{PUBLISHER_PORT}")));
+    env.push(plain(env::LOG_FORMAT, "json"));
     env
 }
 
@@ -543,65 +420,23 @@ fn tls_volumes(v: &ValidatedEventBroker) -> (Vec<Volume>, Vec<VolumeMount>) {
         let (dir, file) = GCP_CREDENTIALS_FILE
             .rsplit_once('/')
             .expect("an absolute path");
-        volumes.push(secret_volume(
-            "gcp-credentials",
-            &c.name,
-            vec![(c.key.clone(), file.into())],
-        ));
-        mounts.push(read_only_mount("gcp-credentials", dir));
+        volumes.push(secret_volume("gcp-credentials", &c.name, &[(&c.key, file)]));
+        mounts.push(mount("gcp-credentials", dir, true));
     }
     let Some(tls) = adapter_tls(&v.spec, v.adapter) else {
         return (volumes, mounts);
     };
     if let Some(ca) = &tls.ca_secret_ref {
-        volumes.push(secret_volume(
-            "tls-ca",
-            &ca.name,
-            vec![(ca.key.clone(), "ca.crt".into())],
-        ));
-        mounts.push(read_only_mount("tls-ca", &format!("{TLS_DIR}/ca")));
+        volumes.push(secret_volume("tls-ca", &ca.name, &[(&ca.key, "ca.crt")]));
+        mounts.push(mount("tls-ca", &format!("{TLS_DIR}/ca"), true));
     }
     if let Some(cert) = &tls.client_cert_secret_ref {
         volumes.push(secret_volume(
             "tls-client",
             &cert.secret_name,
-            vec![
-                ("tls.crt".into(), "tls.crt".into()),
-                ("tls.key".into(), "tls.key".into()),
-            ],
+            &[("tls.crt", "tls.crt"), ("tls.key", "tls.key")],
         ));
-        mounts.push(read_only_mount("tls-client", &format!("{TLS_DIR}/client")));
+        mounts.push(mount("tls-client", &format!("{TLS_DIR}/client"), true));
     }
     (volumes, mounts)
-}
-
-fn secret_volume(name: &str, secret: &str, items: Vec<(String, String)>) -> Volume {
-    Volume {
-        name: name.into(),
-        secret: Some(SecretVolumeSource {
-            secret_name: Some(secret.into()),
-            items: Some(
-                items
-                    .into_iter()
-                    .map(|(key, path)| KeyToPath {
-                        key,
-                        path,
-                        mode: None,
-                    })
-                    .collect(),
-            ),
-            default_mode: Some(0o440),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-}
-
-fn read_only_mount(name: &str, path: &str) -> VolumeMount {
-    VolumeMount {
-        name: name.into(),
-        mount_path: path.into(),
-        read_only: Some(true),
-        ..Default::default()
-    }
 }

@@ -2,64 +2,28 @@
 //! the ACL file. `mosquitto.conf` changes only with the spec (listeners, log level); `passwd` and `acl` change
 //! with the users and their passwords, which Mosquitto reloads on SIGHUP without dropping anyone.
 
-use super::super::{MQTT_PORT, ValidatedMqttBroker};
-use crate::controller::event_broker::build::broker::mosquitto_password_line;
-use edgewire_api::LogLevel;
+use super::super::validate::ValidatedMqttBroker;
+use crate::mosquitto::{self as conf, MQTT_PORT, password_line};
+use crate::secret::ExposeSecret;
 use std::fmt::Write;
 
-pub const CONFIG_KEY: &str = "mosquitto.conf";
-pub const PASSWD_KEY: &str = "passwd";
-pub const ACL_KEY: &str = "acl";
-/// Where the config Secret is mounted (Mosquitto and the sidecar).
-pub const CONFIG_DIR: &str = "/mosquitto/config";
-/// Where the PVC is mounted.
-pub const DATA_DIR: &str = "/mosquitto/data";
+pub use crate::mosquitto::{ACL_KEY, CONFIG_DIR, CONFIG_KEY, DATA_DIR, PASSWD_KEY};
 /// Where the TLS Secret is mounted.
 pub const CERTS_DIR: &str = "/mosquitto/certs";
 /// How often Mosquitto publishes `$SYS` (what the sidecar's metrics are made of), seconds.
 pub const SYS_INTERVAL: u32 = 10;
 
-/// Mosquitto's `log_type`s for a level: each level adds to the one below; debug logs everything.
-pub fn log_types(level: LogLevel) -> &'static [&'static str] {
-    match level {
-        LogLevel::Error => &["error"],
-        LogLevel::Warning => &["error", "warning"],
-        LogLevel::Notice => &["error", "warning", "notice"],
-        LogLevel::Information => &["error", "warning", "notice", "information"],
-        LogLevel::Debug => &["all"],
-    }
-}
-
-/// `mosquitto.conf`. Security settings are global (`per_listener_settings false`): every listener
-/// authenticates against the same password file and ACL.
+/// `mosquitto.conf`: the shared global settings with `$SYS` on and the spec's log level, then one section
+/// per listener.
 pub fn render_config(v: &ValidatedMqttBroker) -> String {
-    let o = &v.owner;
     let b = &v.builtin;
-    let mut c = String::new();
-    let _ = writeln!(
-        c,
-        "# Rendered by edgewire-operator for MqttBroker {}/{}; edits are overwritten.",
-        o.namespace, o.name
-    );
-    c.push_str("per_listener_settings false\n");
-    c.push_str("allow_anonymous false\n");
-    let _ = writeln!(c, "password_file {CONFIG_DIR}/{PASSWD_KEY}");
-    let _ = writeln!(c, "acl_file {CONFIG_DIR}/{ACL_KEY}");
-    c.push_str("persistence true\n");
-    let _ = writeln!(c, "persistence_location {DATA_DIR}/");
-    c.push_str("autosave_interval 60\n");
-    // Every PUBLISH and PUBACK is a small write: with Nagle on, delayed ACKs add ~40 ms per hop under load.
-    c.push_str("set_tcp_nodelay true\n");
-    // A window of 1,000 unacknowledged QoS 1/2 messages per client (default 20: one bridge fsync would cover
-    // at most 20), and 100,000 queued per client (default 1,000) for a persistent session that is away —
-    // a bridge pod being rescheduled, a worker restarting.
-    c.push_str("max_inflight_messages 1000\nmax_queued_messages 100000\n");
-    let _ = writeln!(c, "sys_interval {SYS_INTERVAL}");
-    c.push_str("log_dest stdout\n");
-    for t in log_types(b.log_level) {
-        let _ = writeln!(c, "log_type {t}");
-    }
-    c.push_str("log_timestamp_format %Y-%m-%dT%H:%M:%S\n");
+    let mut c = conf::render(&conf::Conf {
+        kind: "MqttBroker",
+        owner: &v.owner,
+        leading_listener: None,
+        sys_interval: Some(SYS_INTERVAL),
+        log_level: b.log_level,
+    });
 
     let l = &b.listeners;
     match l.mqtt {
@@ -103,9 +67,12 @@ fn logins(v: &ValidatedMqttBroker) -> Vec<(&str, &str)> {
     let mut out: Vec<(&str, &str)> = v
         .users
         .iter()
-        .map(|u| (u.name.as_str(), u.password.expose()))
+        .map(|u| (u.name.as_str(), u.password.expose_secret()))
         .collect();
-    out.push((v.sidecar.username.as_str(), v.sidecar.password.expose()));
+    out.push((
+        v.sidecar.username.as_str(),
+        v.sidecar.password.expose_secret(),
+    ));
     out.sort();
     out
 }
@@ -115,7 +82,7 @@ fn logins(v: &ValidatedMqttBroker) -> Vec<(&str, &str)> {
 pub fn render_passwd(v: &ValidatedMqttBroker) -> String {
     logins(v)
         .into_iter()
-        .map(|(u, p)| format!("{}\n", mosquitto_password_line(u, p)))
+        .map(|(u, p)| format!("{}\n", password_line(u, p)))
         .collect()
 }
 

@@ -7,8 +7,9 @@
 pub mod config;
 pub mod workload;
 
-use super::{GeneratedCredentials, ValidatedMqttBroker, config_secret_name};
-use crate::controller::event_broker::generated_keys;
+use super::names::{APP, config_secret_name};
+use super::validate::ValidatedMqttBroker;
+use crate::secret::GeneratedCredentials;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{Secret, Service};
@@ -70,20 +71,6 @@ pub fn build(v: &ValidatedMqttBroker) -> Children {
     }
 }
 
-/// The data of a generated credentials Secret: `username`, `password`.
-pub fn generated_secret_data(g: &GeneratedCredentials) -> BTreeMap<String, ByteString> {
-    BTreeMap::from([
-        (
-            generated_keys::USERNAME.to_string(),
-            ByteString(g.username.clone().into_bytes()),
-        ),
-        (
-            generated_keys::PASSWORD.to_string(),
-            ByteString(g.password.expose().as_bytes().to_vec()),
-        ),
-    ])
-}
-
 /// An owned Secret with generated credentials; apps in the namespace mount it.
 pub fn build_generated_secret(
     v: &ValidatedMqttBroker,
@@ -92,7 +79,7 @@ pub fn build_generated_secret(
 ) -> Secret {
     let mut meta = v
         .owner
-        .meta(g.secret_name.clone(), super::APP, CREDENTIALS_COMPONENT);
+        .meta(g.secret_name.clone(), APP, CREDENTIALS_COMPONENT);
     meta.annotations = Some(BTreeMap::from([(
         "edgewire.dev/description".to_string(),
         description.to_string(),
@@ -100,7 +87,7 @@ pub fn build_generated_secret(
     Secret {
         metadata: meta,
         type_: Some("Opaque".into()),
-        data: Some(generated_secret_data(g)),
+        data: Some(g.data()),
         ..Default::default()
     }
 }
@@ -120,11 +107,9 @@ pub fn build_config_secret(v: &ValidatedMqttBroker, conf: String) -> Secret {
         ),
     ]);
     Secret {
-        metadata: v.owner.meta(
-            config_secret_name(&v.owner.name),
-            super::APP,
-            BROKER_COMPONENT,
-        ),
+        metadata: v
+            .owner
+            .meta(config_secret_name(&v.owner.name), APP, BROKER_COMPONENT),
         type_: Some("Opaque".into()),
         data: Some(files.into_iter().map(|(k, v)| (k, ByteString(v))).collect()),
         ..Default::default()
@@ -144,13 +129,13 @@ impl Children {
         } = self;
         let mut docs = Vec::new();
         for s in &user_secrets {
-            docs.push(serde_yaml::to_string(s)?);
+            docs.push(serde_norway::to_string(s)?);
         }
-        docs.push(serde_yaml::to_string(&sidecar_secret)?);
-        docs.push(serde_yaml::to_string(&config)?);
-        docs.push(serde_yaml::to_string(&headless)?);
-        docs.push(serde_yaml::to_string(&service)?);
-        docs.push(serde_yaml::to_string(&statefulset)?);
+        docs.push(serde_norway::to_string(&sidecar_secret)?);
+        docs.push(serde_norway::to_string(&config)?);
+        docs.push(serde_norway::to_string(&headless)?);
+        docs.push(serde_norway::to_string(&service)?);
+        docs.push(serde_norway::to_string(&statefulset)?);
         Ok(docs)
     }
 }

@@ -2,28 +2,22 @@
 //! sidecar finds Mosquitto by name and sends it SIGHUP when the mounted config Secret changes), and the
 //! Services in front of it.
 
-use super::super::{
-    APP, MQTT_PORT, ValidatedMqttBroker, config_secret_name, headless_name, sidecar_secret_name,
-};
+use super::super::names::{APP, MQTT_PORT, config_secret_name, headless_name, sidecar_secret_name};
+use super::super::validate::ValidatedMqttBroker;
 use super::BROKER_COMPONENT;
 use super::config::{CERTS_DIR, CONFIG_DIR, CONFIG_KEY, DATA_DIR};
-use crate::controller::event_broker::build::broker::CONFIG_HASH_ANNOTATION;
-use crate::controller::event_broker::generated_keys;
-use edgewire_api::DeletionPolicy;
-use k8s_openapi::api::apps::v1::{
-    StatefulSet, StatefulSetPersistentVolumeClaimRetentionPolicy, StatefulSetSpec,
+use crate::hash::sha256;
+use crate::pod::{
+    Defaults, ImageUser, Timing, container_ports, container_security_context, http_probe, mount,
+    pod_security_context, pvc_retention, secret_env, secret_volume, service_ports, tcp_probe,
+    volume_claim,
 };
-use k8s_openapi::api::core::v1::{
-    Capabilities, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction,
-    PersistentVolumeClaim, PersistentVolumeClaimSpec, PodSecurityContext, PodSpec, PodTemplateSpec,
-    Probe, ResourceRequirements, SeccompProfile, SecretKeySelector, SecretVolumeSource,
-    SecurityContext, Service, ServicePort, ServiceSpec, TCPSocketAction, Volume, VolumeMount,
-    VolumeResourceRequirements,
-};
-use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use crate::secret::generated_keys;
+use edgewire_api::CONFIG_HASH_ANNOTATION;
+use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec};
+use k8s_openapi::api::core::v1::{Container, PodSpec, PodTemplateSpec, Service, ServiceSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
-use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use sha2::{Digest, Sha256};
+use sha2::Digest;
 use std::collections::BTreeMap;
 
 /// Pod-template annotation with the hash of what the pod reads only when it starts (the TLS Secret, the
@@ -31,7 +25,7 @@ use std::collections::BTreeMap;
 pub const POD_SECRETS_HASH_ANNOTATION: &str = "edgewire.dev/pod-secrets-hash";
 /// User and group of the `eclipse-mosquitto` image. The sidecar runs as the same user: only then may it
 /// signal Mosquitto (no CAP_KILL under the restricted profile).
-pub const MOSQUITTO_UID: i64 = 1883;
+pub const MOSQUITTO_UID: i64 = crate::mosquitto::UID;
 /// Name of the Mosquitto container.
 pub const MOSQUITTO_CONTAINER: &str = "mosquitto";
 /// Name of the sidecar container.
@@ -70,32 +64,7 @@ pub fn sidecar_broker_address(v: &ValidatedMqttBroker) -> String {
 
 /// `sha256:<hex>` of the rendered `mosquitto.conf`.
 pub fn config_hash(conf: &str) -> String {
-    format!("sha256:{}", hex::encode(Sha256::digest(conf.as_bytes())))
-}
-
-fn service_ports(ports: &[(&str, i32)]) -> Vec<ServicePort> {
-    ports
-        .iter()
-        .map(|(name, port)| ServicePort {
-            name: Some((*name).into()),
-            port: *port,
-            target_port: Some(IntOrString::String((*name).into())),
-            protocol: Some("TCP".into()),
-            ..Default::default()
-        })
-        .collect()
-}
-
-fn container_ports(ports: &[(&str, i32)]) -> Vec<ContainerPort> {
-    ports
-        .iter()
-        .map(|(name, port)| ContainerPort {
-            name: Some((*name).into()),
-            container_port: *port,
-            protocol: Some("TCP".into()),
-            ..Default::default()
-        })
-        .collect()
+    sha256(|h| h.update(conf.as_bytes()))
 }
 
 /// Every port of the Services: the listeners and the sidecar's metrics.
@@ -136,91 +105,6 @@ pub fn build_headless_service(v: &ValidatedMqttBroker) -> Service {
     }
 }
 
-fn mount(name: &str, path: &str, read_only: bool) -> VolumeMount {
-    VolumeMount {
-        name: name.into(),
-        mount_path: path.into(),
-        read_only: read_only.then_some(true),
-        ..Default::default()
-    }
-}
-
-fn secret_volume(name: &str, secret: &str) -> Volume {
-    Volume {
-        name: name.into(),
-        secret: Some(SecretVolumeSource {
-            secret_name: Some(secret.into()),
-            // Owner and group (fsGroup) may read; nobody may write, others see nothing.
-            default_mode: Some(0o440),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-}
-
-fn secret_env(name: &str, secret: &str, key: &str) -> EnvVar {
-    EnvVar {
-        name: name.into(),
-        value_from: Some(EnvVarSource {
-            secret_key_ref: Some(SecretKeySelector {
-                name: secret.into(),
-                key: key.into(),
-                optional: None,
-            }),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-}
-
-fn probe(initial_delay: i32, period: i32, timeout: i32) -> Probe {
-    Probe {
-        initial_delay_seconds: Some(initial_delay),
-        period_seconds: Some(period),
-        timeout_seconds: Some(timeout),
-        failure_threshold: Some(3),
-        ..Default::default()
-    }
-}
-
-fn tcp_probe(port: &str, initial_delay: i32, period: i32) -> Probe {
-    Probe {
-        tcp_socket: Some(TCPSocketAction {
-            port: IntOrString::String(port.into()),
-            ..Default::default()
-        }),
-        ..probe(initial_delay, period, 5)
-    }
-}
-
-/// The restricted Pod Security Standard, container part.
-fn restricted_container() -> SecurityContext {
-    SecurityContext {
-        allow_privilege_escalation: Some(false),
-        capabilities: Some(Capabilities {
-            drop: Some(vec!["ALL".into()]),
-            ..Default::default()
-        }),
-        read_only_root_filesystem: Some(true),
-        run_as_non_root: Some(true),
-        ..Default::default()
-    }
-}
-
-fn requirements(cpu: &str, memory: &str, memory_limit: &str) -> ResourceRequirements {
-    ResourceRequirements {
-        requests: Some(BTreeMap::from([
-            ("cpu".to_string(), Quantity(cpu.into())),
-            ("memory".to_string(), Quantity(memory.into())),
-        ])),
-        limits: Some(BTreeMap::from([(
-            "memory".to_string(),
-            Quantity(memory_limit.into()),
-        )])),
-        ..Default::default()
-    }
-}
-
 fn mosquitto_container(v: &ValidatedMqttBroker) -> Container {
     let ports = listener_ports(v);
     // Probes go through the pod IP, so they use a public listener (the loopback one is not reachable).
@@ -242,15 +126,17 @@ fn mosquitto_container(v: &ValidatedMqttBroker) -> Container {
         ]),
         ports: Some(container_ports(&ports)),
         volume_mounts: Some(mounts),
-        readiness_probe: Some(tcp_probe(probe_port, 5, 10)),
-        liveness_probe: Some(tcp_probe(probe_port, 30, 30)),
-        resources: Some(
-            v.builtin
-                .resources
-                .clone()
-                .unwrap_or_else(|| requirements("25m", "32Mi", "256Mi")),
-        ),
-        security_context: Some(restricted_container()),
+        readiness_probe: Some(tcp_probe(probe_port, timing(5, 10))),
+        liveness_probe: Some(tcp_probe(probe_port, timing(30, 30))),
+        resources: Some(v.builtin.resources.clone().unwrap_or_else(|| {
+            Defaults {
+                cpu_request: "25m",
+                memory_request: "32Mi",
+                memory_limit: "256Mi",
+            }
+            .requirements()
+        })),
+        security_context: Some(container_security_context(true)),
         ..Default::default()
     }
 }
@@ -260,13 +146,8 @@ fn sidecar_container(v: &ValidatedMqttBroker) -> Container {
     let secret = sidecar_secret_name(&v.owner.name);
     Container {
         name: SIDECAR_CONTAINER.into(),
-        image: Some(v.images.agent.clone()),
-        image_pull_policy: Some(
-            v.images
-                .agent_pull_policy
-                .clone()
-                .unwrap_or_else(|| "IfNotPresent".into()),
-        ),
+        image: Some(v.settings.agent.clone()),
+        image_pull_policy: Some(v.settings.agent_pull_policy()),
         args: Some(vec![
             "mqtt-sidecar".into(),
             "--config-dir".into(),
@@ -277,23 +158,32 @@ fn sidecar_container(v: &ValidatedMqttBroker) -> Container {
             sidecar_broker_address(v),
         ]),
         env: Some(vec![
-            secret_env(SIDECAR_USERNAME_ENV, &secret, generated_keys::USERNAME),
-            secret_env(SIDECAR_PASSWORD_ENV, &secret, generated_keys::PASSWORD),
+            secret_env(
+                SIDECAR_USERNAME_ENV,
+                &secret,
+                generated_keys::USERNAME,
+                None,
+            ),
+            secret_env(
+                SIDECAR_PASSWORD_ENV,
+                &secret,
+                generated_keys::PASSWORD,
+                None,
+            ),
         ]),
         ports: Some(container_ports(&[("metrics", metrics)])),
         volume_mounts: Some(vec![mount(CONFIG_VOLUME, CONFIG_DIR, true)]),
         // Liveness only: a sidecar that is not ready must not take the broker out of its Service.
-        liveness_probe: Some(Probe {
-            http_get: Some(HTTPGetAction {
-                path: Some("/healthz".into()),
-                port: IntOrString::String("metrics".into()),
-                scheme: Some("HTTP".into()),
-                ..Default::default()
-            }),
-            ..probe(10, 30, 5)
-        }),
-        resources: Some(requirements("10m", "16Mi", "64Mi")),
-        security_context: Some(restricted_container()),
+        liveness_probe: Some(http_probe("/healthz", "metrics", timing(10, 30))),
+        resources: Some(
+            Defaults {
+                cpu_request: "10m",
+                memory_request: "16Mi",
+                memory_limit: "64Mi",
+            }
+            .requirements(),
+        ),
+        security_context: Some(container_security_context(true)),
         ..Default::default()
     }
 }
@@ -313,14 +203,14 @@ pub fn pod_annotations(v: &ValidatedMqttBroker, conf: &str) -> BTreeMap<String, 
 /// The StatefulSet `<mqb>`: one replica (Mosquitto does not cluster), a PVC for persistence.
 pub fn build_statefulset(v: &ValidatedMqttBroker, conf: &str) -> StatefulSet {
     let o = &v.owner;
-    let mut volumes = vec![secret_volume(CONFIG_VOLUME, &config_secret_name(&o.name))];
+    let mut volumes = vec![secret_volume(
+        CONFIG_VOLUME,
+        &config_secret_name(&o.name),
+        &[],
+    )];
     if let Some(t) = &v.tls {
-        volumes.push(secret_volume(CERTS_VOLUME, &t.secret_name));
+        volumes.push(secret_volume(CERTS_VOLUME, &t.secret_name, &[]));
     }
-    let retention = match v.deletion_policy {
-        DeletionPolicy::Retain => "Retain",
-        DeletionPolicy::Delete => "Delete",
-    };
     let storage = &v.builtin.persistence;
     StatefulSet {
         metadata: o.meta(o.name.clone(), APP, BROKER_COMPONENT),
@@ -332,12 +222,7 @@ pub fn build_statefulset(v: &ValidatedMqttBroker, conf: &str) -> StatefulSet {
                 ..Default::default()
             },
             pod_management_policy: Some("OrderedReady".into()),
-            persistent_volume_claim_retention_policy: Some(
-                StatefulSetPersistentVolumeClaimRetentionPolicy {
-                    when_deleted: Some(retention.into()),
-                    when_scaled: Some("Retain".into()),
-                },
-            ),
+            persistent_volume_claim_retention_policy: Some(pvc_retention(v.deletion_policy)),
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
                     labels: Some(o.labels(APP, BROKER_COMPONENT)),
@@ -348,46 +233,34 @@ pub fn build_statefulset(v: &ValidatedMqttBroker, conf: &str) -> StatefulSet {
                     automount_service_account_token: Some(false),
                     enable_service_links: Some(false),
                     share_process_namespace: Some(true),
-                    security_context: Some(PodSecurityContext {
-                        run_as_non_root: Some(true),
-                        run_as_user: Some(MOSQUITTO_UID),
-                        run_as_group: Some(MOSQUITTO_UID),
-                        fs_group: Some(MOSQUITTO_UID),
-                        fs_group_change_policy: Some("OnRootMismatch".into()),
-                        seccomp_profile: Some(SeccompProfile {
-                            type_: "RuntimeDefault".into(),
-                            ..Default::default()
-                        }),
-                        ..Default::default()
-                    }),
+                    security_context: Some(pod_security_context(ImageUser {
+                        uid: MOSQUITTO_UID,
+                        gid: MOSQUITTO_UID,
+                    })),
                     termination_grace_period_seconds: Some(30),
                     containers: vec![mosquitto_container(v), sidecar_container(v)],
                     volumes: Some(volumes),
                     ..Default::default()
                 }),
             },
-            volume_claim_templates: Some(vec![PersistentVolumeClaim {
-                metadata: ObjectMeta {
-                    name: Some(DATA_VOLUME.into()),
-                    labels: Some(o.labels(APP, BROKER_COMPONENT)),
-                    ..Default::default()
-                },
-                spec: Some(PersistentVolumeClaimSpec {
-                    access_modes: Some(vec!["ReadWriteOnce".into()]),
-                    storage_class_name: storage.storage_class_name.clone(),
-                    resources: Some(VolumeResourceRequirements {
-                        requests: Some(BTreeMap::from([(
-                            "storage".to_string(),
-                            Quantity(storage.size.clone()),
-                        )])),
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }]),
+            volume_claim_templates: Some(vec![volume_claim(
+                DATA_VOLUME,
+                o.labels(APP, BROKER_COMPONENT),
+                storage.storage_class_name.clone(),
+                &storage.size,
+            )]),
             ..Default::default()
         }),
         ..Default::default()
+    }
+}
+
+/// Probe timing with three failures and a 5 s timeout.
+fn timing(initial_delay: i32, period: i32) -> Timing {
+    Timing {
+        initial_delay: Some(initial_delay),
+        period,
+        timeout: 5,
+        failures: 3,
     }
 }

@@ -13,10 +13,8 @@ pub mod rabbitmq;
 pub mod redis;
 pub mod redpanda;
 
-pub use common::CONFIG_HASH_ANNOTATION;
-pub use mosquitto::mosquitto_password_line;
-
-use super::super::{BrokerPlan, ValidatedEventBroker};
+pub use super::super::names::{default_image, has_ui};
+use super::super::validate::{BrokerPlan, ValidatedEventBroker};
 use crate::children::Owner;
 use edgewire_api::BrokerKind;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
@@ -83,24 +81,6 @@ pub fn client_endpoint(owner: &Owner, kind: BrokerKind) -> ClientEndpoint {
         port,
         scheme,
     }
-}
-
-/// The default image of each broker.
-pub fn default_image(kind: BrokerKind) -> &'static str {
-    match kind {
-        BrokerKind::Nats => "nats:2.10-alpine",
-        BrokerKind::Redpanda => "docker.redpanda.com/redpandadata/redpanda:v24.2.7",
-        BrokerKind::Kafka => "apache/kafka:3.8.0",
-        BrokerKind::Rabbitmq => "rabbitmq:3.13-management-alpine",
-        BrokerKind::Redis => "redis:7.4-alpine",
-        BrokerKind::Emqx => "emqx/emqx:5.8.1",
-        BrokerKind::Mosquitto => "eclipse-mosquitto:2",
-    }
-}
-
-/// Whether `kind` has a UI `ui: true` can turn on.
-pub fn has_ui(kind: BrokerKind) -> bool {
-    !matches!(kind, BrokerKind::Redis | BrokerKind::Mosquitto)
 }
 
 /// Every object of the broker in `plan`. Pure and deterministic: the same input renders byte-identical

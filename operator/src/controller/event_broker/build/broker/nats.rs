@@ -1,9 +1,10 @@
 //! NATS with JetStream: `nats.conf` (client 4222, monitoring 8222, cluster 6222 with routes to every replica
 //! when clustered, authorization from the plan), and NUI as the optional UI.
 
-use super::super::super::BrokerAuth;
+use super::super::super::validate::BrokerAuth;
 use super::common::*;
 use super::{BrokerChildren, UiChildren};
+use crate::secret::ExposeSecret;
 use k8s_openapi::api::core::v1::{Container, ExecAction, Lifecycle, LifecycleHandler};
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -168,12 +169,12 @@ fn render_authorization(auth: &BrokerAuth) -> String {
     match auth {
         BrokerAuth::Token(token) => format!(
             "authorization {{\n  token: {}\n}}\n",
-            nats_quote(token.expose())
+            nats_quote(token.expose_secret())
         ),
         BrokerAuth::UserPassword { username, password } => format!(
             "authorization {{\n  users: [\n    {{user: {}, password: {}}}\n  ]\n}}\n",
             nats_quote(username),
-            nats_quote(password.expose())
+            nats_quote(password.expose_secret())
         ),
         BrokerAuth::Nkey { public_key } => {
             format!(
@@ -223,11 +224,11 @@ fn nui_context(ctx: &Ctx) -> String {
     );
     match &ctx.plan.auth {
         BrokerAuth::Token(t) => {
-            context.insert("token".into(), t.expose().into());
+            context.insert("token".into(), t.expose_secret().into());
         }
         BrokerAuth::UserPassword { username, password } => {
             context.insert("user".into(), username.as_str().into());
-            context.insert("password".into(), password.expose().into());
+            context.insert("password".into(), password.expose_secret().into());
         }
         // The seed is the user's, not ours: NUI asks for it when connecting.
         BrokerAuth::Nkey { .. } => {}

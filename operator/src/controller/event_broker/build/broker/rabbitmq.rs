@@ -96,7 +96,7 @@ pub fn build(ctx: &Ctx) -> BrokerChildren {
         liveness_probe: Some(exec_probe(
             &["rabbitmq-diagnostics", "-q", "ping"],
             Timing {
-                initial_delay: 60,
+                initial_delay: Some(60),
                 period: 60,
                 timeout: 20,
                 failures: 3,

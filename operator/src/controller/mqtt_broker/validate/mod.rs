@@ -1,84 +1,79 @@
 //! Stage 2 (pure): check what the schema cannot (or what a cluster without CEL did not), resolve every user's
-//! password and topic filters, and produce a [`ValidatedMqttBroker`].
+//! password and topic filters, and produce a [`ValidatedMqttBroker`]; `type: iotcore` is checked in
+//! [`iotcore`].
 
-use super::build::generated_secret_data;
-use super::iotcore::ValidatedIotCore;
+mod iotcore;
+
+pub use iotcore::{ValidatedIotCore, validate_iotcore};
+
+use super::names::{KIND_LABEL, MQTT_PORT, SIDECAR_USER, user_secret_name};
 use super::refs::{Refs, secret_uses, tls_keys};
-use super::{
-    KIND_LABEL, MQTT_PORT, ResolvedTls, ResolvedUser, SIDECAR_USER, ValidatedMqttBroker,
-    user_secret_name,
-};
 use crate::children::Owner;
-use crate::cloud::aws::{AwsSettings, StaticKeys, keys as aws_keys};
-use crate::cloud::iot::{DesiredRule, rule_sql};
-use crate::controller::event_broker::{GeneratedCredentials, Images};
+use crate::context::Settings;
 use crate::hash::credentials_hash;
-use crate::secret::SecretString;
-use edgewire_api::{BuiltinMqtt, MqttBroker, MqttBrokerType, MqttUser};
+use crate::reconcile::{CredentialProblem, Invalid, Missing};
+use crate::secret::ExposeSecret;
+use crate::secret::GeneratedCredentials;
+use crate::secret::{SecretString, is_secret_name};
+use edgewire_api::{BuiltinMqtt, DeletionPolicy, MqttBroker, MqttBrokerType, MqttUser};
 use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
 use std::collections::BTreeMap;
-use std::fmt;
 
-/// Why a spec cannot be reconciled.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum ValidateError {
-    /// The spec is wrong: `Ready=False`, reason `InvalidSpec`, no children.
-    #[error("{field}: {message}")]
-    Invalid { field: String, message: String },
-    /// A referenced Secret or key is missing or unusable: `CredentialsReady=False` (and `UsersReady=False`
-    /// when a user's password is among them).
-    #[error("{}", Problems(.0))]
-    Credentials(Vec<CredentialProblem>),
-    /// The object lacks the metadata a child needs (namespace, uid): not read from the API.
-    #[error("the object has no namespace or uid")]
-    Metadata,
+/// An MqttBroker whose spec passed validation, with every credential resolved.
+#[derive(Clone, Debug)]
+pub struct ValidatedMqttBroker {
+    /// Who owns the children.
+    pub owner: Owner,
+    /// The builtin broker's settings (defaults filled in).
+    pub builtin: BuiltinMqtt,
+    pub deletion_policy: DeletionPolicy,
+    /// What workers connect to (`spec.endpoint`, else the Service).
+    pub endpoint: String,
+    /// Users in spec order, topic filters with `{ns}` substituted.
+    pub users: Vec<ResolvedUser>,
+    /// Credentials of the sidecar user (generated once into `<mqb>-sidecar`).
+    pub sidecar: GeneratedCredentials,
+    /// The TLS listener, when `listeners.mqtts` is set.
+    pub tls: Option<ResolvedTls>,
+    /// Settings from the operator's configuration.
+    pub settings: Settings,
+    /// Hash of every user Secret's data (referenced and generated, the sidecar's included):
+    /// `status.credentialsRevision`. Not on the pod template: credentials reload in place.
+    pub credentials_hash: String,
+    /// Hash of what the pod reads only at start (the TLS Secret, the sidecar's environment): on the pod
+    /// template, so a changed certificate or sidecar password rolls the pod.
+    pub pod_secrets_hash: String,
 }
 
-/// One missing Secret or key.
-#[derive(Debug, Clone, PartialEq)]
-pub struct CredentialProblem {
-    /// The user whose password it is; `None` for the TLS Secret.
-    pub user: Option<String>,
-    /// The whole Secret is missing (else a key of it is).
-    pub secret_missing: bool,
-    /// Names the user, the Secret, the key and the spec field; never a value.
-    pub message: String,
+/// A user with its password resolved.
+#[derive(Clone, Debug)]
+pub struct ResolvedUser {
+    pub name: String,
+    pub password: SecretString,
+    /// The Secret holding the password: the referenced one, or `<mqb>-user-<name>`.
+    pub secret_name: String,
+    /// Whether the operator generated the password (and owns `secret_name`).
+    pub generated: bool,
+    /// Topic filters the user may publish to (`{ns}` substituted).
+    pub publish: Vec<String>,
+    /// Topic filters the user may subscribe to (`{ns}` substituted).
+    pub subscribe: Vec<String>,
 }
 
-struct Problems<'a>(&'a [CredentialProblem]);
-
-impl fmt::Display for Problems<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, p) in self.0.iter().enumerate() {
-            if i > 0 {
-                f.write_str("; ")?;
-            }
-            f.write_str(&p.message)?;
-        }
-        Ok(())
-    }
+/// The TLS listener.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ResolvedTls {
+    pub port: i32,
+    /// The `kubernetes.io/tls` Secret mounted at `/mosquitto/certs`.
+    pub secret_name: String,
+    /// Whether the Secret has `ca.crt` (rendered as `cafile`).
+    pub has_ca: bool,
+    pub require_client_cert: bool,
 }
 
-fn invalid(field: impl Into<String>, message: impl Into<String>) -> ValidateError {
-    ValidateError::Invalid {
-        field: field.into(),
-        message: message.into(),
-    }
-}
-
-/// Whether `name` is a valid Secret name (an RFC 1123 subdomain).
-pub fn is_secret_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 253
-        && name.split('.').all(|label| {
-            !label.is_empty()
-                && label
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-                && !label.starts_with('-')
-                && !label.ends_with('-')
-        })
+fn invalid(field: impl Into<String>, message: impl Into<String>) -> Invalid {
+    Invalid::spec(field, message)
 }
 
 fn is_user_name(name: &str) -> bool {
@@ -166,7 +161,7 @@ fn ports(b: &BuiltinMqtt) -> Vec<(&'static str, i32)> {
     out
 }
 
-fn check_topic_namespace(ns: &str) -> Result<(), ValidateError> {
+fn check_topic_namespace(ns: &str) -> Result<(), Invalid> {
     if ns.is_empty()
         || !ns
             .bytes()
@@ -180,162 +175,13 @@ fn check_topic_namespace(ns: &str) -> Result<(), ValidateError> {
     Ok(())
 }
 
-/// Spec checks of `type: iotcore`.
-fn check_iotcore(mqb: &MqttBroker) -> Result<(), ValidateError> {
-    let spec = &mqb.spec;
-    if spec.builtin.is_some() {
-        return Err(invalid(
-            "spec.builtin",
-            "is set but type is iotcore; remove it",
-        ));
-    }
-    let Some(iot) = &spec.iotcore else {
-        return Err(invalid("spec.iotcore", "type iotcore needs spec.iotcore"));
-    };
-    if iot.region.trim().is_empty()
-        || !iot
-            .region
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-    {
-        return Err(invalid(
-            "spec.iotcore.region",
-            format!("{:?} is not an AWS region (like us-east-1)", iot.region),
-        ));
-    }
-    if let Some(c) = &iot.credentials
-        && !is_secret_name(&c.secret_name)
-    {
-        return Err(invalid(
-            "spec.iotcore.credentials.secretName",
-            format!("{:?} is not a valid Secret name", c.secret_name),
-        ));
-    }
-    if let Some(e) = &iot.api_endpoint
-        && !(e.starts_with("https://") || e.starts_with("http://"))
-    {
-        return Err(invalid(
-            "spec.iotcore.apiEndpoint",
-            format!("{e:?} must be an http:// or https:// URL"),
-        ));
-    }
-    if let Some(r) = &iot.topic_rule {
-        if r.name.is_empty()
-            || r.name.len() > 128
-            || !r
-                .name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'_')
-        {
-            return Err(invalid(
-                "spec.iotcore.topicRule.name",
-                format!("{:?} must be 1 to 128 letters, digits and _", r.name),
-            ));
-        }
-        if !r.sqs_queue_url.starts_with("https://") && !r.sqs_queue_url.starts_with("http://") {
-            return Err(invalid(
-                "spec.iotcore.topicRule.sqsQueueUrl",
-                format!("{:?} must be the queue's URL", r.sqs_queue_url),
-            ));
-        }
-        if !r.role_arn.starts_with("arn:") || !r.role_arn.contains(":role/") {
-            return Err(invalid(
-                "spec.iotcore.topicRule.roleArn",
-                format!("{:?} must be an IAM role ARN", r.role_arn),
-            ));
-        }
-    }
-    Ok(())
-}
-
-/// Checks an iotcore spec and resolves its credentials Secret.
-pub fn validate_iotcore(mqb: &MqttBroker, refs: &Refs) -> Result<ValidatedIotCore, ValidateError> {
-    check_spec(mqb)?;
-    let owner = Owner::of(mqb, KIND_LABEL).ok_or(ValidateError::Metadata)?;
-    let iot = mqb
-        .spec
-        .iotcore
-        .clone()
-        .ok_or_else(|| invalid("spec.iotcore", "type iotcore needs spec.iotcore"))?;
-    let mut credentials = None;
-    let mut secret_hash = None;
-    if let Some(c) = &iot.credentials {
-        let name = &c.secret_name;
-        let field = "spec.iotcore.credentials.secretName";
-        let Some(secret) = refs.secrets.get(name) else {
-            return Err(ValidateError::Credentials(vec![CredentialProblem {
-                user: None,
-                secret_missing: true,
-                message: format!("Secret {name} ({field}) not found"),
-            }]));
-        };
-        let mut problems = Vec::new();
-        let mut value = |key: &str, required: bool| match refs.value(name, key) {
-            Some(v) if !v.expose().trim().is_empty() => Some(SecretString::new(v.expose().trim())),
-            _ if !required && !refs.has_key(name, key) => None,
-            found => {
-                let why = match found {
-                    Some(_) => "is empty",
-                    None if refs.has_key(name, key) => "is not UTF-8 text",
-                    None => "is missing",
-                };
-                problems.push(CredentialProblem {
-                    user: None,
-                    secret_missing: false,
-                    message: format!("Secret {name} key {key} {why} ({field})"),
-                });
-                None
-            }
-        };
-        let access_key_id = value(aws_keys::ACCESS_KEY_ID, true);
-        let secret_access_key = value(aws_keys::SECRET_ACCESS_KEY, true);
-        let session_token = value(aws_keys::SESSION_TOKEN, false);
-        match (access_key_id, secret_access_key) {
-            (Some(access_key_id), Some(secret_access_key)) if problems.is_empty() => {
-                credentials = Some(StaticKeys {
-                    access_key_id,
-                    secret_access_key,
-                    session_token,
-                });
-                secret_hash = Some(credentials_hash([secret]));
-            }
-            _ => return Err(ValidateError::Credentials(problems)),
-        }
-    }
-    let endpoint_override = mqb
-        .spec
-        .endpoint
-        .as_deref()
-        .map(str::trim)
-        .filter(|e| !e.is_empty())
-        .map(str::to_string);
-    Ok(ValidatedIotCore {
-        owner,
-        aws: AwsSettings {
-            region: iot.region.clone(),
-            endpoint: iot.api_endpoint.clone(),
-            credentials,
-        },
-        credentials_secret: iot.credentials.as_ref().map(|c| c.secret_name.clone()),
-        credentials_hash: secret_hash,
-        rule: iot.topic_rule.as_ref().map(|r| DesiredRule {
-            name: r.name.clone(),
-            sql: rule_sql(&mqb.spec.topic_namespace),
-            queue_url: r.sqs_queue_url.clone(),
-            role_arn: r.role_arn.clone(),
-        }),
-        deletion_policy: mqb.spec.deletion_policy,
-        endpoint_override,
-    })
-}
-
 /// Spec checks that need no Secret. The CRD's schema and CEL rules say some of the same; they are repeated
 /// here because a cluster may not enforce them (and the message then still names the field).
-pub fn check_spec(mqb: &MqttBroker) -> Result<(), ValidateError> {
+pub fn check_spec(mqb: &MqttBroker) -> Result<(), Invalid> {
     let spec = &mqb.spec;
     check_topic_namespace(&spec.topic_namespace)?;
     if spec.broker_type == MqttBrokerType::Iotcore {
-        return check_iotcore(mqb);
+        return iotcore::check_iotcore(mqb);
     }
     if spec.iotcore.is_some() {
         return Err(invalid(
@@ -450,10 +296,10 @@ pub fn check_spec(mqb: &MqttBroker) -> Result<(), ValidateError> {
 pub fn validate(
     mqb: &MqttBroker,
     refs: &Refs,
-    images: &Images,
-) -> Result<ValidatedMqttBroker, ValidateError> {
+    settings: &Settings,
+) -> Result<ValidatedMqttBroker, Invalid> {
     check_spec(mqb)?;
-    let owner = Owner::of(mqb, KIND_LABEL).ok_or(ValidateError::Metadata)?;
+    let owner = Owner::of(mqb, KIND_LABEL).ok_or(Invalid::Metadata)?;
     let b = builtin_of(mqb);
     let uses = secret_uses(mqb);
     let mut problems = Vec::new();
@@ -465,7 +311,7 @@ pub fn validate(
         if !refs.secrets.contains_key(&u.name) {
             problems.push(CredentialProblem {
                 user: u.user.clone(),
-                secret_missing: true,
+                missing: Missing::Secret,
                 message: format!("{who}Secret {} ({}) not found", u.name, u.field),
             });
             continue;
@@ -475,7 +321,7 @@ pub fn validate(
                 match refs.value(&u.name, k) {
                     None if refs.has_key(&u.name, k) => Some("is not UTF-8 text"),
                     None => Some("is missing"),
-                    Some(v) if v.expose().is_empty() => Some("is empty"),
+                    Some(v) if v.expose_secret().is_empty() => Some("is empty"),
                     Some(_) => None,
                 }
             } else {
@@ -484,19 +330,19 @@ pub fn validate(
             if let Some(why) = problem {
                 problems.push(CredentialProblem {
                     user: u.user.clone(),
-                    secret_missing: false,
+                    missing: Missing::Key,
                     message: format!("{who}Secret {} key {k} {why} ({})", u.name, u.field),
                 });
             }
         }
     }
     if !problems.is_empty() {
-        return Err(ValidateError::Credentials(problems));
+        return Err(Invalid::Credentials(problems));
     }
     let not_loaded = |what: &str| {
-        ValidateError::Credentials(vec![CredentialProblem {
+        Invalid::Credentials(vec![CredentialProblem {
             user: None,
-            secret_missing: true,
+            missing: Missing::Secret,
             message: format!("the credentials of {what} were not loaded"),
         }])
     };
@@ -522,7 +368,7 @@ pub fn validate(
                     .generated
                     .get(&u.name)
                     .ok_or_else(|| not_loaded(&format!("user {}", u.name)))?;
-                hashed.push(generated_hash_input(g));
+                hashed.push(g.hash_input());
                 (g.password.clone(), g.secret_name.clone(), true)
             }
         };
@@ -539,7 +385,7 @@ pub fn validate(
         .sidecar
         .clone()
         .ok_or_else(|| not_loaded("the sidecar"))?;
-    hashed.push(generated_hash_input(&sidecar));
+    hashed.push(sidecar.hash_input());
 
     let tls = b.listeners.mqtts.as_ref().map(|t| ResolvedTls {
         port: t.port,
@@ -547,7 +393,7 @@ pub fn validate(
         has_ca: refs.has_key(&t.cert_secret_name, tls_keys::CA),
         require_client_cert: t.require_client_cert,
     });
-    let mut pod_secrets = vec![generated_hash_input(&sidecar)];
+    let mut pod_secrets = vec![sidecar.hash_input()];
     if let Some(t) = &tls {
         pod_secrets.extend(refs.secrets.get(&t.secret_name).cloned());
     }
@@ -562,7 +408,7 @@ pub fn validate(
         users,
         sidecar,
         tls,
-        images: images.clone(),
+        settings: settings.clone(),
         credentials_hash: credentials_hash(hashed.iter()),
         pod_secrets_hash: credentials_hash(pod_secrets.iter()),
         builtin: b,
@@ -578,18 +424,6 @@ pub fn client_port(b: &BuiltinMqtt) -> i32 {
         .unwrap_or(MQTT_PORT)
 }
 
-/// The generated Secret as hashed (name and data, as it is applied).
-fn generated_hash_input(g: &GeneratedCredentials) -> Secret {
-    Secret {
-        metadata: kube::api::ObjectMeta {
-            name: Some(g.secret_name.clone()),
-            ..Default::default()
-        },
-        data: Some(generated_secret_data(g)),
-        ..Default::default()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -597,7 +431,7 @@ mod tests {
 
     fn field_of(mqb: &MqttBroker) -> String {
         match check_spec(mqb) {
-            Err(ValidateError::Invalid { field, .. }) => field,
+            Err(Invalid::Spec { field, .. }) => field,
             other => panic!("expected InvalidSpec, got {other:?}"),
         }
     }
@@ -743,7 +577,7 @@ mod tests {
             "workers-sidecar",
             SIDECAR_USER,
         ));
-        let v = validate(&mqb, &refs, &Images::default()).unwrap();
+        let v = validate(&mqb, &refs, &Settings::default()).unwrap();
         assert_eq!(v.users[0].publish, ["spacelift/writeonly/pool-a/#"]);
         assert_eq!(v.users[0].subscribe, ["spacelift/readonly/pool-a/#"]);
         assert_eq!(v.users[0].secret_name, "pool-a-creds");
@@ -762,13 +596,13 @@ mod tests {
             "m-sidecar",
             SIDECAR_USER,
         ));
-        let err = validate(&mqb, &refs, &Images::default()).unwrap_err();
-        let ValidateError::Credentials(p) = &err else {
+        let err = validate(&mqb, &refs, &Settings::default()).unwrap_err();
+        let Invalid::Credentials(p) = &err else {
             panic!("{err:?}")
         };
         assert_eq!(p.len(), 2);
         assert_eq!(p[0].user.as_deref(), Some("a"));
-        assert!(p[0].secret_missing);
+        assert_eq!(p[0].missing, Missing::Secret);
         assert_eq!(
             err.to_string(),
             "user a: Secret a-creds (spec.builtin.users[0].password) not found; \

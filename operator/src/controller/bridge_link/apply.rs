@@ -1,0 +1,48 @@
+//! Stage 4 (async): apply the children in dependency order (the config Secret, the ServiceAccount and its
+//! Role and RoleBinding, the Service, then the StatefulSet), then sweep the ones this pass did not apply.
+
+use super::build::Children;
+use crate::apply::{Kept, sweep, sweep_workload};
+use crate::children::Owner;
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::ServiceAccount;
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use kube::Client;
+
+/// What the API server returned for the StatefulSet (its status drives `Ready`).
+#[derive(Clone, Debug)]
+pub struct Applied {
+    pub statefulset: StatefulSet,
+    /// Children deleted by the sweep.
+    pub swept: Vec<String>,
+}
+
+pub async fn apply(
+    client: &Client,
+    owner: &Owner,
+    children: Children,
+) -> Result<Applied, kube::Error> {
+    let Children {
+        config,
+        service_account,
+        role,
+        role_binding,
+        service,
+        statefulset,
+    } = children;
+    let mut kept = Kept::default();
+    kept.apply(client, &config).await?;
+    kept.apply(client, &service_account).await?;
+    kept.apply(client, &role).await?;
+    kept.apply(client, &role_binding).await?;
+    kept.apply(client, &service).await?;
+    let statefulset = kept.apply(client, &statefulset).await?;
+
+    let ns = &owner.namespace;
+    let sel = owner.sweep_selector();
+    let mut swept = sweep_workload(client, owner, &kept).await?;
+    swept.extend(sweep::<RoleBinding>(client, ns, &sel, &kept).await?);
+    swept.extend(sweep::<Role>(client, ns, &sel, &kept).await?);
+    swept.extend(sweep::<ServiceAccount>(client, ns, &sel, &kept).await?);
+    Ok(Applied { statefulset, swept })
+}
