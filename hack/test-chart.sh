@@ -469,13 +469,13 @@ def cmd_versions(cargo_toml, chart_yaml, values_yaml, rendered, images_rs, build
         fail(f"rendered operator image {c['image']!r}, want {repos['operator']}:{version}")
     if f"--agent-image={repos['agent']}:{version}" not in c.get("args", []):
         fail(f"rendered --agent-image is not {repos['agent']}:{version}: {c.get('args')}")
-    # The operator's built-in default (Images::default(), used without --agent-image): the agent repository
+    # The operator's built-in default (Settings::default(), used without --agent-image): the agent repository
     # with the crate version, which is the workspace version.
     with open(images_rs) as f:
         src = f.read()
     m = re.search(r'format!\(\s*"([^"]*):\{\}",\s*env!\("CARGO_PKG_VERSION"\)\s*\)', src)
     if not m or m.group(1) != repos["agent"]:
-        fail(f"{images_rs}: Images::default() is not format!(\"{repos['agent']}:{{}}\", env!(\"CARGO_PKG_VERSION\"))")
+        fail(f"{images_rs}: Settings::default() is not format!(\"{repos['agent']}:{{}}\", env!(\"CARGO_PKG_VERSION\"))")
     for crate in ("operator", "agent"):
         with open(f"{cargo_toml.rsplit('/', 1)[0]}/{crate}/Cargo.toml", "rb") as f:
             pkg = tomllib.load(f)["package"]
@@ -627,7 +627,7 @@ done
 versions() { # versions CHART_YAML IMAGES_RS: the version agreement, with these two files as given
   py versions "$ROOT/Cargo.toml" "$1" "$CHART/values.yaml" "$WORK/default.yaml" "$2" "$ROOT/hack/image/build.sh"
 }
-IMAGES_RS="$ROOT/operator/src/controller/event_broker/mod.rs"
+IMAGES_RS="$ROOT/operator/src/context.rs"
 version_check_catches_drift() {
   sed 's/^appVersion:.*/appVersion: "9.9.9"/' "$CHART/Chart.yaml" >"$WORK/Chart-drift.yaml"
   sed 's|"ghcr.io/edgewire/edgewire-agent:{}"|"ghcr.io/edgewire/agent:{}"|' "$IMAGES_RS" >"$WORK/images-drift.rs"
@@ -638,11 +638,11 @@ version_check_catches_drift() {
     return 1
   fi
   if versions "$CHART/Chart.yaml" "$WORK/images-drift.rs"; then
-    echo "Images::default() naming another repository passed the version check"
+    echo "Settings::default() naming another repository passed the version check"
     return 1
   fi
 }
-check "Cargo.toml workspace version = Chart appVersion = default image tags (values, render, Images::default, make image)" \
+check "Cargo.toml workspace version = Chart appVersion = default image tags (values, render, Settings::default, make image)" \
   versions "$CHART/Chart.yaml" "$IMAGES_RS"
 check "version check rejects an appVersion or a default agent image that differs (self-test)" version_check_catches_drift
 
