@@ -93,7 +93,7 @@ pub fn from_file(path: &Path, secrets_dir: &Path) -> Result<BridgeConfig, Bridge
 
 /// Parses and validates a BridgeLink document.
 pub fn from_yaml(text: &str, secrets_dir: &Path) -> Result<BridgeConfig, BridgeConfigError> {
-    let bl: BridgeLink = serde_yaml::from_str(text)
+    let bl: BridgeLink = serde_norway::from_str(text)
         .map_err(|e| err(format!("not a valid BridgeLink document: {e}")))?;
     let name = bl
         .metadata

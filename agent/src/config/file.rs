@@ -14,7 +14,7 @@ pub fn from_file(path: &Path, secrets_dir: Option<&Path>) -> Result<PublisherCon
     let name = path.display().to_string();
     let text = std::fs::read_to_string(path)
         .map_err(|e| ConfigError::new(&name, format!("cannot read: {e}")))?;
-    let eb: EventBroker = serde_yaml::from_str(&text).map_err(|e| {
+    let eb: EventBroker = serde_norway::from_str(&text).map_err(|e| {
         ConfigError::new(
             &name,
             format!("not an EventBroker: {}", first_line(&e.to_string())),
