@@ -163,7 +163,7 @@ pub async fn connect(c: Connect<'_>) -> anyhow::Result<Arc<dyn Side>> {
 /// reordering rules does not start a consumer from the beginning of the stream again).
 fn durable_name(c: &Connect<'_>, s: &Subscription) -> String {
     let subject = s.pattern.to_nats();
-    let h = super::spool::crc::crc32(subject.as_bytes());
+    let h = crc32fast::hash(subject.as_bytes());
     format!("{}-{h:08x}", c.client_id())
 }
 
