@@ -1,19 +1,31 @@
 use std::fmt;
 
-/// A credential. Its `Debug` and `Display` never show the value, so it cannot leak into logs or errors.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
+use secrecy::{ExposeSecret, SecretString};
+
+/// A credential, held in a [`secrecy::SecretString`]: zeroed when dropped, and its `Debug` and `Display`
+/// never show the value, so it cannot leak into logs or errors. Equality compares the values (whole
+/// configurations are compared, in tests and between the file and environment interfaces).
+#[derive(Clone)]
+pub struct Secret(SecretString);
 
 impl Secret {
     pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
+        Self(SecretString::from(value.into()))
     }
 
     /// The value, for handing to a client library. Never format it.
     pub fn expose(&self) -> &str {
-        &self.0
+        self.0.expose_secret()
     }
 }
+
+impl PartialEq for Secret {
+    fn eq(&self, other: &Self) -> bool {
+        self.expose() == other.expose()
+    }
+}
+
+impl Eq for Secret {}
 
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
