@@ -10,6 +10,7 @@ pub mod config;
 pub mod event;
 pub mod mqtt_sidecar;
 pub mod publisher;
+pub mod retry;
 pub mod tail;
 pub mod telemetry;
 pub mod tls;

@@ -139,14 +139,13 @@ impl AmqpAdapter {
 }
 
 async fn supervise(c: AmqpConfig, slot: Arc<RwLock<Option<Channel>>>, health: Arc<Health>) {
-    let mut attempt = 0u32;
+    let mut backoff = crate::retry::PUBLISHER.backoff();
     loop {
         let conn = match connect_once(&c).await {
             Ok(conn) => conn,
             Err(e) => {
                 health.set_down(format!("cannot connect to the AMQP broker: {e}"));
-                tokio::time::sleep(super::backoff(attempt)).await;
-                attempt = attempt.saturating_add(1);
+                backoff.wait().await;
                 continue;
             }
         };
@@ -155,12 +154,11 @@ async fn supervise(c: AmqpConfig, slot: Arc<RwLock<Option<Channel>>>, health: Ar
             Err(e) => {
                 health.set_down(e);
                 let _ = conn.close(200, "bye".into()).await;
-                tokio::time::sleep(super::backoff(attempt)).await;
-                attempt = attempt.saturating_add(1);
+                backoff.wait().await;
                 continue;
             }
         };
-        attempt = 0;
+        backoff.reset();
         if let Ok(mut s) = slot.write() {
             *s = Some(ch.clone());
         }

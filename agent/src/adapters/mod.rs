@@ -182,11 +182,6 @@ impl Health {
     }
 }
 
-/// Delay before reconnect attempt `n` (0-based): 250 ms doubling to 5 s.
-pub fn backoff(n: u32) -> Duration {
-    Duration::from_millis(250u64.saturating_mul(1u64 << n.min(5))).min(Duration::from_secs(5))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -206,12 +201,5 @@ mod tests {
         assert!(h.require().is_ok());
         h.set_down("connection refused");
         assert_eq!(h.readiness().detail.as_deref(), Some("connection refused"));
-    }
-
-    #[test]
-    fn backoff_is_bounded() {
-        assert_eq!(backoff(0), Duration::from_millis(250));
-        assert_eq!(backoff(2), Duration::from_secs(1));
-        assert_eq!(backoff(40), Duration::from_secs(5));
     }
 }

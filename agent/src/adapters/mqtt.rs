@@ -131,12 +131,12 @@ fn lock(w: &Mutex<Waiters>) -> std::sync::MutexGuard<'_, Waiters> {
 }
 
 async fn drive(mut el: EventLoop, qos: QoS, waiters: Arc<Mutex<Waiters>>, health: Arc<Health>) {
-    let mut attempt = 0u32;
+    let mut backoff = crate::retry::PUBLISHER.backoff();
     loop {
         match el.poll().await {
             Ok(rumqttc::Event::Incoming(Packet::ConnAck(ack))) => {
                 if ack.code == rumqttc::ConnectReturnCode::Success {
-                    attempt = 0;
+                    backoff.reset();
                     health.set_connected();
                 }
             }
@@ -172,8 +172,7 @@ async fn drive(mut el: EventLoop, qos: QoS, waiters: Arc<Mutex<Waiters>>, health
                     el.pending.clear();
                     w.fail_all(&why);
                 }
-                tokio::time::sleep(super::backoff(attempt)).await;
-                attempt = attempt.saturating_add(1);
+                backoff.wait().await;
             }
         }
     }

@@ -79,7 +79,7 @@ pub fn connect_options(
         .retry_on_initial_connect()
         .max_reconnects(None)
         .connection_timeout(Duration::from_secs(5))
-        .reconnect_delay_callback(|n| super::backoff(n.min(32) as u32))
+        .reconnect_delay_callback(|n| crate::retry::PUBLISHER.delay(n))
         .event_callback(move |ev| {
             let health = health.clone();
             async move {

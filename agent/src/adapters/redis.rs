@@ -91,7 +91,7 @@ async fn supervise(
         .set_response_timeout(Some(Duration::from_secs(3)))
         .set_number_of_retries(2)
         .set_max_delay(Duration::from_secs(2));
-    let mut attempt = 0u32;
+    let mut backoff = crate::retry::PUBLISHER.backoff();
     let mut cm = loop {
         match client
             .get_connection_manager_with_config(config.clone())
@@ -100,8 +100,7 @@ async fn supervise(
             Ok(cm) => break cm,
             Err(e) => {
                 health.set_down(format!("cannot connect to Redis: {}", describe(&e)));
-                tokio::time::sleep(super::backoff(attempt)).await;
-                attempt = attempt.saturating_add(1);
+                backoff.wait().await;
             }
         }
     };

@@ -306,7 +306,7 @@ fn entry_index(id: &str) -> Option<usize> {
 }
 
 async fn probe(client: Client, arn: String, health: Arc<Health>, calls: Counter) {
-    let mut attempt = 0u32;
+    let mut backoff = crate::retry::PUBLISHER.backoff();
     loop {
         calls.inc();
         let r = client.get_topic_attributes().topic_arn(&arn).send().await;
@@ -340,11 +340,10 @@ async fn probe(client: Client, arn: String, health: Arc<Health>, calls: Counter)
         };
         if up {
             health.set_connected();
-            attempt = 0;
+            backoff.reset();
             tokio::time::sleep(PROBE_EVERY).await;
         } else {
-            tokio::time::sleep(super::backoff(attempt)).await;
-            attempt = attempt.saturating_add(1);
+            backoff.wait().await;
         }
     }
 }

@@ -16,7 +16,7 @@
 //! acknowledged (`basic.ack`) once the edge acknowledged its delivery, otherwise the broker delivers it
 //! again after a reconnect. The queue, its bindings and the consumer are declared again on every connect.
 //!
-//! lapin's own recovery is off: a supervisor task reconnects with [`super::backoff`].
+//! lapin's own recovery is off: a supervisor task reconnects with [`crate::retry::BRIDGE`].
 
 use std::collections::VecDeque;
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -258,16 +258,15 @@ async fn supervise(
     health: Arc<Health>,
     inbound: mpsc::Sender<Inbound>,
 ) {
-    let mut attempt = 0u32;
+    let mut backoff = crate::retry::BRIDGE.backoff();
     loop {
         let (was_up, why) = session(&t, &link, &health, &inbound).await;
         link.send_replace(None);
         health.set_down(why);
         if was_up {
-            attempt = 0;
+            backoff.reset();
         }
-        tokio::time::sleep(super::backoff(attempt)).await;
-        attempt = attempt.saturating_add(1);
+        backoff.wait().await;
     }
 }
 

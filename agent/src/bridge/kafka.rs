@@ -327,7 +327,8 @@ async fn consume(
     health: Arc<Health>,
     stored: Arc<AtomicBool>,
 ) {
-    let mut attempt = 0u32;
+    // librdkafka reconnects by itself: after an error pause briefly (at most about a second), not longer.
+    let mut backoff = crate::retry::Policy::new(Duration::from_millis(250), Duration::from_secs(1)).backoff();
     loop {
         let (topic, partition, offset, payload) = match consumer.recv().await {
             Ok(m) => (
@@ -339,13 +340,11 @@ async fn consume(
             Err(e) => {
                 health.note(format!("Kafka consumer: {e}"));
                 tracing::warn!(error = %e, "Kafka consumer");
-                // librdkafka reconnects by itself: pause briefly (at most about a second), not longer.
-                tokio::time::sleep(super::backoff(attempt.min(2))).await;
-                attempt = attempt.saturating_add(1);
+                backoff.wait().await;
                 continue;
             }
         };
-        attempt = 0;
+        backoff.reset();
         let (c, t, s) = (consumer.clone(), topic.clone(), stored.clone());
         let ack = Box::pin(async move {
             // Stores offset + 1: the next record to read after a restart or a rebalance.

@@ -85,16 +85,6 @@ pub struct BridgeArgs {
     pub segment_bytes: u64,
 }
 
-/// Delay before reconnect or retry attempt `n`: 250 ms doubling up to 10 s, with up to 25 % jitter.
-pub fn backoff(n: u32) -> Duration {
-    let base = 250u64.saturating_mul(1u64 << n.min(6)).min(10_000);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos() as u64)
-        .unwrap_or(0);
-    Duration::from_millis(base + (nanos % (base / 4 + 1)))
-}
-
 /// Counters beyond the spool's own.
 #[derive(Debug, Default)]
 pub struct Counters {
@@ -339,7 +329,7 @@ async fn forward(
     counters: Arc<Counters>,
 ) -> anyhow::Result<()> {
     let health = cloud.health();
-    let mut attempt = 0u32;
+    let mut backoff = crate::retry::BRIDGE.backoff();
     let mut pending: VecDeque<(Record, AckFuture)> = VecDeque::with_capacity(WINDOW);
     loop {
         let room = WINDOW - pending.len();
@@ -368,7 +358,7 @@ async fn forward(
                         }
                         replayer.ack(&last, n, pending.front().map(|(r, _)| r.ts_ms));
                         counters.last_forward_ms.store(spool::now_ms(), Ordering::Relaxed);
-                        attempt = 0;
+                        backoff.reset();
                         match failed {
                             None => continue,
                             Some(e) => e,
@@ -395,8 +385,7 @@ async fn forward(
         tracing::warn!(error = %format!("{failure:#}"), "cloud publish failed; resending from the spool");
         pending.clear();
         replayer.rewind();
-        tokio::time::sleep(backoff(attempt)).await;
-        attempt = attempt.saturating_add(1);
+        backoff.wait().await;
     }
 }
 

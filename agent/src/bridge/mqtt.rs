@@ -326,12 +326,12 @@ pub async fn connect(c: Connect<'_>) -> anyhow::Result<Arc<dyn Side>> {
     let h = health.clone();
     let sub = client.clone();
     tokio::spawn(async move {
-        let mut attempt = 0u32;
+        let mut backoff = crate::retry::BRIDGE.backoff();
         loop {
             let e = match el.poll().await {
                 Ok(Event::Incoming(Packet::ConnAck(ack))) => {
                     if ack.code == ConnectReturnCode::Success {
-                        attempt = 0;
+                        backoff.reset();
                         lock(&tracker).connected(ack.session_present);
                         h.set_connected();
                         if !ack.session_present {
@@ -385,8 +385,7 @@ pub async fn connect(c: Connect<'_>) -> anyhow::Result<Arc<dyn Side>> {
                     return;
                 }
             }
-            tokio::time::sleep(super::backoff(attempt)).await;
-            attempt = attempt.saturating_add(1);
+            backoff.wait().await;
         }
     });
     Ok(Arc::new(MqttSide {

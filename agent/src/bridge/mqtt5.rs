@@ -221,12 +221,12 @@ pub async fn connect(c: Connect<'_>) -> anyhow::Result<Arc<dyn Side>> {
     let t = tracker.clone();
     let mp = max_packet.clone();
     tokio::spawn(async move {
-        let mut attempt = 0u32;
+        let mut backoff = crate::retry::BRIDGE.backoff();
         loop {
             let why = match el.poll().await {
                 Ok(Event::Incoming(Packet::ConnAck(ack))) => {
                     on_connack(&ack, &t, &mp, &session);
-                    attempt = 0;
+                    backoff.reset();
                     h.set_connected();
                     if !filters.is_empty() {
                         // Not awaited here: the request channel may be full of sends, and only this task
@@ -303,8 +303,7 @@ pub async fn connect(c: Connect<'_>) -> anyhow::Result<Arc<dyn Side>> {
                     return;
                 }
             }
-            tokio::time::sleep(super::backoff(attempt)).await;
-            attempt = attempt.saturating_add(1);
+            backoff.wait().await;
         }
     });
     let headers = c.cfg.headers.clone();

@@ -51,7 +51,7 @@ async fn client(
         .retry_on_initial_connect()
         .max_reconnects(None)
         .connection_timeout(Duration::from_secs(5))
-        .reconnect_delay_callback(|n| super::backoff(n.min(32) as u32))
+        .reconnect_delay_callback(|n| crate::retry::BRIDGE.delay(n))
         .event_callback(move |ev| {
             let h = h.clone();
             async move {
@@ -176,15 +176,14 @@ async fn consume(
     health: Arc<Health>,
 ) {
     let subject = s.pattern.to_nats();
-    let mut attempt = 0u32;
+    let mut backoff = crate::retry::BRIDGE.backoff();
     loop {
-        match pull(&js, &durable, &subject, &tx, &mut attempt).await {
+        match pull(&js, &durable, &subject, &tx, &mut backoff).await {
             Ok(()) => return, // the bridge is stopping
             Err(e) => {
                 health.note(format!("JetStream consumer for {subject}: {e:#}"));
                 tracing::warn!(subject = %subject, error = %format!("{e:#}"), "edge JetStream consumer; retrying");
-                tokio::time::sleep(super::backoff(attempt)).await;
-                attempt = attempt.saturating_add(1);
+                backoff.wait().await;
             }
         }
     }
@@ -195,7 +194,7 @@ async fn pull(
     durable: &str,
     subject: &str,
     tx: &mpsc::Sender<Inbound>,
-    attempt: &mut u32,
+    backoff: &mut crate::retry::Backoff,
 ) -> anyhow::Result<()> {
     let stream_name = js
         .stream_by_subject(subject)
@@ -223,7 +222,7 @@ async fn pull(
         .max_messages_per_batch(1000)
         .messages()
         .await?;
-    *attempt = 0;
+    backoff.reset();
     while let Some(m) = messages.next().await {
         let m = m?;
         let (m, acker) = m.split();

@@ -11,7 +11,7 @@
 //!
 //! Every protocol module (`mqtt`, `mqtt5`, `nats`, `amqp`, `kafka`) implements [`Side`] and has a
 //! `connect(Connect) -> anyhow::Result<Arc<dyn Side>>`. Connecting never fails because the broker is down:
-//! the side reconnects in the background with [`super::backoff`] and reports its state in
+//! the side reconnects in the background with [`crate::retry::BRIDGE`] and reports its state in
 //! [`Side::health`]; it fails only on configuration a retry cannot fix.
 
 use std::sync::Arc;
