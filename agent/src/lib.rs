@@ -7,10 +7,12 @@
 pub mod adapters;
 pub mod bridge;
 pub mod config;
+pub mod connect;
 pub mod event;
 pub mod mqtt_sidecar;
 pub mod publisher;
 pub mod retry;
+pub mod secret;
 pub mod tail;
 pub mod telemetry;
 pub mod tls;

@@ -120,7 +120,10 @@ mod tests {
             for n in 0..40 {
                 let d = b.next_delay();
                 let lo = base(p, n);
-                assert!(d >= lo && d < lo * 2 + Duration::from_millis(1), "{p:?} #{n}: {d:?}");
+                assert!(
+                    d >= lo && d < lo * 2 + Duration::from_millis(1),
+                    "{p:?} #{n}: {d:?}"
+                );
                 assert!(d <= p.max(), "{p:?} #{n}: {d:?}");
             }
         }

@@ -22,11 +22,9 @@ use futures::FutureExt;
 use futures::future::BoxFuture;
 use prometheus_client::metrics::counter::Counter;
 
-use super::{
-    Adapter, AdapterError, BrokerCalls, CallLabels, Health, PUBLISH_TIMEOUT, PublishError,
-    Readiness,
-};
+use super::{Adapter, BrokerCalls, CallLabels, PUBLISH_TIMEOUT, PublishError};
 use crate::config::SnsConfig;
+use crate::connect::{Health, Readiness, SetupError};
 use crate::event;
 
 /// At most this many entries per `PublishBatch` call (the SNS limit).
@@ -167,7 +165,7 @@ fn source_text(e: &dyn std::error::Error) -> String {
 }
 
 impl SnsAdapter {
-    pub async fn connect(c: SnsConfig) -> Result<Self, AdapterError> {
+    pub async fn connect(c: SnsConfig) -> Result<Self, SetupError> {
         crate::tls::install_crypto_provider();
         sns_prefix_ok(&c.topic_arn_prefix)?;
         let client = client(&c).await;
@@ -275,10 +273,10 @@ impl SnsAdapter {
     }
 }
 
-fn sns_prefix_ok(prefix: &str) -> Result<(), AdapterError> {
+fn sns_prefix_ok(prefix: &str) -> Result<(), SetupError> {
     crate::config::sns_arn_prefix_region(prefix)
         .map(|_| ())
-        .map_err(|m| AdapterError::Config(format!("EVENT_BROKER_AWS_SNS_TOPIC_ARN_PREFIX: {m}")))
+        .map_err(|m| SetupError::Config(format!("EVENT_BROKER_AWS_SNS_TOPIC_ARN_PREFIX: {m}")))
 }
 
 fn counter(calls: &BrokerCalls, operation: &str) -> Counter {

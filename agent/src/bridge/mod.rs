@@ -36,7 +36,7 @@ use edgewire_api::v1alpha1::{BridgeRule, Direction};
 use futures::FutureExt;
 use tokio::sync::mpsc;
 
-use crate::adapters::Health;
+use crate::connect::Health;
 use config::BridgeConfig;
 use side::{AckFuture, Connect, Inbound, Outbound, Role, Side, SourceAck, Subscription};
 use spool::{Incoming, Record, SpoolOptions};

@@ -22,15 +22,16 @@ use anyhow::Context as _;
 use futures::future::BoxFuture;
 use rumqttc::{
     AsyncClient, ConnectReturnCode, Event, EventLoop, MqttOptions, NetworkOptions, Outgoing,
-    Packet, QoS, Request, TlsConfiguration, Transport,
+    Packet, QoS, Request, Transport,
 };
 use tokio::sync::{Mutex, oneshot};
 
 use super::config::{Auth, BridgeConfigError, EndpointConfig};
 use super::side::{AckFuture, Connect, Inbound, Outbound, Role, Side};
-use crate::adapters::Health;
+use crate::connect::mqtt::qos;
+use crate::connect::{self, Health};
 
-pub(crate) const MAX_PACKET: usize = 4 * 1024 * 1024;
+pub(crate) use crate::connect::mqtt::MAX_PACKET;
 
 /// How long a sent message may wait for its acknowledgement before the connection is presumed stuck.
 pub(crate) const ACK_TIMEOUT: Duration = Duration::from_secs(30);
@@ -241,14 +242,6 @@ pub struct MqttSide {
     acks: Acks,
 }
 
-pub fn qos(q: u8) -> QoS {
-    match q {
-        0 => QoS::AtMostOnce,
-        2 => QoS::ExactlyOnce,
-        _ => QoS::AtLeastOnce,
-    }
-}
-
 /// An MQTT topic name a message can be published to: not empty, no wildcards, no NUL, at most 65,535 bytes.
 pub(crate) fn check_topic(topic: &str) -> Result<(), String> {
     if topic.is_empty() || topic.len() > 65_535 {
@@ -265,18 +258,11 @@ pub(crate) fn check_topic(topic: &str) -> Result<(), String> {
 fn options(c: &Connect<'_>) -> Result<MqttOptions, BridgeConfigError> {
     let e: &EndpointConfig = c.endpoint;
     let (host, port) = e.mqtt_host_port()?;
-    let mut o = MqttOptions::new(c.client_id(), host, port);
-    o.set_keep_alive(Duration::from_secs(15))
-        .set_clean_session(c.role == Role::Cloud)
+    let mut o = connect::mqtt::options(c.client_id(), host, port, credentials(c), &e.tls)
+        .map_err(|err| BridgeConfigError(format!("TLS: {err}")))?;
+    o.set_clean_session(c.role == Role::Cloud)
         .set_manual_acks(true)
-        .set_inflight(1000)
-        .set_max_packet_size(MAX_PACKET, MAX_PACKET);
-    if let Some((user, password)) = credentials(c) {
-        o.set_credentials(user, password);
-    }
-    if let Some(t) = transport(e)? {
-        o.set_transport(t);
-    }
+        .set_inflight(1000);
     Ok(o)
 }
 
@@ -294,14 +280,7 @@ pub(crate) fn credentials(c: &Connect<'_>) -> Option<(String, String)> {
 
 /// The TLS transport of the endpoint; `None` for plain TCP.
 pub(crate) fn transport(e: &EndpointConfig) -> Result<Option<Transport>, BridgeConfigError> {
-    if !e.tls.enabled {
-        return Ok(None);
-    }
-    let cfg = crate::tls::client_config(&e.tls)
-        .map_err(|err| BridgeConfigError(format!("TLS: {err}")))?;
-    Ok(Some(Transport::tls_with_config(TlsConfiguration::Rustls(
-        Arc::new(cfg),
-    ))))
+    connect::mqtt::transport(&e.tls).map_err(|err| BridgeConfigError(format!("TLS: {err}")))
 }
 
 /// Connects in the background.
@@ -356,13 +335,7 @@ pub async fn connect(c: Connect<'_>) -> anyhow::Result<Arc<dyn Side>> {
                 }
                 Err(e) => e,
             };
-            let why = match &e {
-                rumqttc::ConnectionError::ConnectionRefused(code) => {
-                    format!("the MQTT broker refused the connection: {code:?}")
-                }
-                other => format!("MQTT connection error: {other}"),
-            };
-            h.set_down(why);
+            h.set_down(connect::mqtt::describe(&e));
             // Events rumqttc buffered before the error belong to the old connection: acknowledgements
             // count before the tracker gives up on what is still waiting.
             let mut stale = Vec::new();

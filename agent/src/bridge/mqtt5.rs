@@ -32,7 +32,6 @@
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex as StdMutex};
-use std::time::Duration;
 
 use anyhow::Context as _;
 use bytes::Bytes;
@@ -42,7 +41,7 @@ use rumqttc::v5::mqttbytes::v5::{
     ConnAck, Filter, Packet, PubAckReason, PubCompReason, PubRecReason, Publish, PublishProperties,
     RetainForwardRule, SubscribeReasonCode,
 };
-use rumqttc::v5::{AsyncClient, ConnectionError, Event, EventLoop, MqttOptions, Request};
+use rumqttc::v5::{AsyncClient, Event, EventLoop, MqttOptions, Request};
 use rumqttc::{NetworkOptions, Outgoing};
 
 use super::config::{BridgeConfigError, EndpointConfig};
@@ -51,7 +50,8 @@ use super::mqtt::{
     publish_size, transport,
 };
 use super::side::{AckFuture, Connect, Inbound, Outbound, Role, Side};
-use crate::adapters::Health;
+use crate::connect::mqtt::qos_v5 as qos;
+use crate::connect::{self, Health};
 
 /// Session Expiry Interval of the edge connection, in seconds (7 days; see the module docs).
 pub const EDGE_SESSION_EXPIRY: u32 = 7 * 24 * 3600;
@@ -134,14 +134,6 @@ fn pubrec_reason(r: PubRecReason) -> (u8, &'static str) {
     }
 }
 
-pub fn qos(q: u8) -> QoS {
-    match q {
-        0 => QoS::AtMostOnce,
-        2 => QoS::ExactlyOnce,
-        _ => QoS::AtLeastOnce,
-    }
-}
-
 pub struct Mqtt5Side {
     client: AsyncClient,
     health: Arc<Health>,
@@ -157,7 +149,7 @@ fn options(c: &Connect<'_>) -> Result<MqttOptions, BridgeConfigError> {
     let e: &EndpointConfig = c.endpoint;
     let (host, port) = e.mqtt_host_port()?;
     let mut o = MqttOptions::new(c.client_id(), host, port);
-    o.set_keep_alive(Duration::from_secs(15))
+    o.set_keep_alive(connect::mqtt::KEEP_ALIVE)
         .set_clean_start(c.role == Role::Cloud)
         .set_manual_acks(true)
         .set_outgoing_inflight_upper_limit(INFLIGHT)
@@ -271,12 +263,7 @@ pub async fn connect(c: Connect<'_>) -> anyhow::Result<Arc<dyn Side>> {
                         format!("MQTT connection reset after {why}")
                     }
                 },
-                Err(e) => match &e {
-                    ConnectionError::ConnectionRefused(code) => {
-                        format!("the MQTT broker refused the connection: {code:?}")
-                    }
-                    other => format!("MQTT connection error: {other}"),
-                },
+                Err(e) => connect::mqtt::describe_v5(&e),
             };
             h.set_down(why);
             // Events rumqttc buffered before the error belong to the old connection.

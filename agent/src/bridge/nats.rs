@@ -25,7 +25,8 @@ use tokio::sync::{mpsc, watch};
 
 use super::config::{Auth, BridgeConfigError, EndpointConfig};
 use super::side::{AckFuture, Connect, Inbound, Outbound, Role, Side, Subscription};
-use crate::adapters::Health;
+use crate::connect::nats::NatsAuth;
+use crate::connect::{self, Health};
 
 const ACK_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -39,46 +40,22 @@ pub struct NatsSide {
     flushed: watch::Sender<u64>,
 }
 
-/// Connects (in the background: a server that is down is retried forever with capped backoff).
+/// Connects (in the background: a server that is down is retried forever with [`crate::retry::BRIDGE`]).
 async fn client(
     c: &EndpointConfig,
     name: &str,
 ) -> Result<(async_nats::Client, Arc<Health>), BridgeConfigError> {
     let health = Arc::new(Health::default());
-    let h = health.clone();
-    let mut opts = async_nats::ConnectOptions::new()
-        .name(name)
-        .retry_on_initial_connect()
-        .max_reconnects(None)
-        .connection_timeout(Duration::from_secs(5))
-        .reconnect_delay_callback(|n| crate::retry::BRIDGE.delay(n))
-        .event_callback(move |ev| {
-            let h = h.clone();
-            async move {
-                match ev {
-                    async_nats::Event::Connected => h.set_connected(),
-                    async_nats::Event::Disconnected => {
-                        h.set_down("disconnected from the NATS server")
-                    }
-                    async_nats::Event::ServerError(e) => h.note(format!("NATS server error: {e}")),
-                    async_nats::Event::ClientError(e) => h.note(format!("NATS client error: {e}")),
-                    _ => {}
-                }
-            }
-        });
-    opts = match &c.auth {
-        Auth::None => opts,
-        Auth::Token(t) => opts.token(t.expose().to_string()),
-        Auth::UserPassword { username, password } => {
-            opts.user_and_password(username.clone(), password.expose().to_string())
-        }
+    let auth = match &c.auth {
+        Auth::None => NatsAuth::None,
+        Auth::Token(t) => NatsAuth::Token(t.clone()),
+        Auth::UserPassword { username, password } => NatsAuth::UserPassword {
+            username: username.clone(),
+            password: password.clone(),
+        },
     };
-    if c.tls.enabled {
-        opts = opts.require_tls(true).tls_client_config(
-            crate::tls::client_config(&c.tls)
-                .map_err(|e| BridgeConfigError(format!("TLS: {e}")))?,
-        );
-    }
+    let opts = connect::nats::options(name, &auth, &c.tls, crate::retry::BRIDGE, health.clone())
+        .map_err(|e| BridgeConfigError(format!("TLS: {e}")))?;
     let urls: Vec<String> = c.url.split(',').map(|u| u.trim().to_string()).collect();
     let client = opts
         .connect(urls)

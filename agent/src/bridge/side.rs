@@ -22,7 +22,7 @@ use futures::future::BoxFuture;
 use tokio::sync::mpsc;
 
 use super::config::{BridgeConfig, EndpointConfig};
-use crate::adapters::Health;
+use crate::connect::Health;
 
 /// Resolves once the broker acknowledged one sent message (or failed: connection lost, timeout, refused).
 pub type AckFuture = BoxFuture<'static, anyhow::Result<()>>;

@@ -8,6 +8,7 @@ use edgewire_api::{
 };
 
 use super::*;
+use crate::secret;
 
 /// Reads and converts an EventBroker file.
 pub fn from_file(path: &Path, secrets_dir: Option<&Path>) -> Result<PublisherConfig, ConfigError> {
@@ -46,7 +47,7 @@ impl Secrets<'_> {
                 "Secret name and key must not contain '/'",
             ));
         }
-        let p = dir.join(name).join(key);
+        let p = secret::key_path(dir, name, key);
         if !p.is_file() {
             return Err(ConfigError::new(
                 field,
@@ -58,17 +59,16 @@ impl Secrets<'_> {
 
     fn value(&self, field: &str, r: &SecretKeyRef) -> Result<Secret, ConfigError> {
         let p = self.path(field, &r.name, &r.key)?;
-        let v = std::fs::read_to_string(&p).map_err(|e| {
+        let v = secret::read_file(&p).map_err(|e| {
             ConfigError::new(field, format!("cannot read {}: {}", p.display(), e.kind()))
         })?;
-        let v = v.trim_end_matches(['\n', '\r']).to_string();
-        if v.is_empty() {
+        if v.expose().is_empty() {
             return Err(ConfigError::new(
                 field,
                 format!("Secret file {} is empty", p.display()),
             ));
         }
-        Ok(Secret::new(v))
+        Ok(v)
     }
 
     fn user_password(&self, field: &str, r: &SecretRef) -> Result<(String, Secret), ConfigError> {
@@ -104,8 +104,8 @@ impl Secrets<'_> {
                     ));
                 }
                 Some(ClientCert {
-                    cert_file: self.path(&f, &r.secret_name, "tls.crt")?,
-                    key_file: self.path(&f, &r.secret_name, "tls.key")?,
+                    cert_file: self.path(&f, &r.secret_name, secret::TLS_CERT_KEY)?,
+                    key_file: self.path(&f, &r.secret_name, secret::TLS_KEY_KEY)?,
                 })
             }
             None => None,

@@ -3,20 +3,17 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::Duration;
 
 use anyhow::{Context, bail};
-use rumqttc::{
-    AsyncClient, ConnectionError, Event, EventLoop, MqttOptions, Packet, QoS, SubscribeReasonCode,
-};
+use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS, SubscribeReasonCode};
 
 use super::Shared;
 use super::sys::{SYS_FILTER, Update};
+use crate::connect;
+use crate::tls::{TlsError, TlsSettings};
 
 /// Port when `--broker` names none.
 pub const DEFAULT_PORT: u16 = 1883;
-/// Keep-alive of the sidecar's connection: how soon a dead broker is noticed.
-const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
 /// `host:port`, `[v6]:port` or `host` (port 1883) → (host, port).
 pub fn parse_address(address: &str) -> anyhow::Result<(String, u16)> {
@@ -64,29 +61,29 @@ fn client_id() -> String {
     )
 }
 
-/// Connection options: clean session (the subscription is renewed on every connect), the sidecar's login.
+/// Connection options: clean session (the subscription is renewed on every connect), the sidecar's login,
+/// plain TCP (Mosquitto in the same pod).
 pub fn options(
     host: &str,
     port: u16,
     username: Option<&str>,
     password: Option<&str>,
-) -> MqttOptions {
-    let mut o = MqttOptions::new(client_id(), host, port);
-    o.set_keep_alive(KEEP_ALIVE).set_clean_session(true);
-    if username.is_some() || password.is_some() {
-        o.set_credentials(username.unwrap_or_default(), password.unwrap_or_default());
-    }
-    o
-}
-
-/// A connection error in words, without secrets.
-pub fn describe(e: &ConnectionError) -> String {
-    match e {
-        ConnectionError::ConnectionRefused(code) => {
-            format!("the broker refused the connection: {code:?}")
-        }
-        other => format!("MQTT connection error: {other}"),
-    }
+) -> Result<MqttOptions, TlsError> {
+    let credentials = (username.is_some() || password.is_some()).then(|| {
+        (
+            username.unwrap_or_default().to_string(),
+            password.unwrap_or_default().to_string(),
+        )
+    });
+    let mut o = connect::mqtt::options(
+        client_id(),
+        host,
+        port,
+        credentials,
+        &TlsSettings::default(),
+    )?;
+    o.set_clean_session(true);
+    Ok(o)
 }
 
 /// Drives the connection forever: (re)connect, subscribe to `$SYS/#`, store what arrives.
@@ -132,7 +129,7 @@ pub(super) async fn watch(shared: Arc<Shared>, client: AsyncClient, mut el: Even
             }
             Ok(_) => {}
             Err(e) => {
-                let why = describe(&e);
+                let why = connect::mqtt::describe(&e);
                 shared.broker_down(why.clone());
                 failures = failures.saturating_add(1);
                 let delay = backoff.next_delay();

@@ -14,8 +14,9 @@ pub mod problem;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use crate::adapters::{self, Adapter, AdapterError};
+use crate::adapters::{self, Adapter};
 use crate::config::PublisherConfig;
+use crate::connect::SetupError;
 
 pub use http::router;
 
@@ -30,7 +31,7 @@ pub struct Publisher {
 
 impl Publisher {
     /// Builds the adapter for `config` (it connects in the background) and the shared state.
-    pub async fn new(config: &PublisherConfig) -> Result<Arc<Self>, AdapterError> {
+    pub async fn new(config: &PublisherConfig) -> Result<Arc<Self>, SetupError> {
         let adapter = match (&config.broker, config.enabled) {
             (Some(b), true) => Some(adapters::connect(b).await?),
             _ => None,

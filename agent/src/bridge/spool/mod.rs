@@ -864,11 +864,13 @@ mod tests {
     async fn a_spool_written_before_crc32fast_reads_unchanged() {
         let d = tempfile::tempdir().unwrap();
         let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/bridge/spool/testdata/v1");
-        for f in ["cursor", "seg-00000000000000000001-00000000000000000000.log"] {
+        for f in [
+            "cursor",
+            "seg-00000000000000000001-00000000000000000000.log",
+        ] {
             fs::copy(fixture.join(f), d.path().join(f)).unwrap();
         }
-        let (mut a, mut r, stats) =
-            open(opts(d.path(), 1 << 20, Overflow::RejectNew, 0)).unwrap();
+        let (mut a, mut r, stats) = open(opts(d.path(), 1 << 20, Overflow::RejectNew, 0)).unwrap();
         assert_eq!(stats.acked_seq.load(Ordering::SeqCst), 1, "cursor read");
         assert_eq!(stats.messages(), 3, "no frame was taken for a torn tail");
         let got = r.next_batch(10).await.unwrap();
