@@ -14,8 +14,8 @@ use futures::StreamExt;
 use serde_json::{Map, Value};
 
 use crate::adapters;
-use crate::config::{AMQP_EXCHANGE, BrokerConfig, JETSTREAM_SUBJECTS, PublisherConfig};
 use crate::connect::{self, Health};
+use crate::publisher::config::{AMQP_EXCHANGE, BrokerConfig, JETSTREAM_SUBJECTS, PublisherConfig};
 
 /// A received message, normalised to structured-mode JSON.
 fn from_binary(

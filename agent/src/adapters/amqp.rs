@@ -15,10 +15,10 @@ use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, Connection, ExchangeKind};
 
 use super::{Adapter, PUBLISH_TIMEOUT, PublishError};
-use crate::config::{AMQP_EXCHANGE, AmqpConfig};
 use crate::connect::amqp::Connector;
 use crate::connect::{self, Health, Readiness, SetupError};
 use crate::event;
+use crate::publisher::config::{AMQP_EXCHANGE, AmqpConfig};
 
 pub struct AmqpAdapter {
     channel: Arc<RwLock<Option<Channel>>>,

@@ -14,9 +14,9 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 
 use super::{Adapter, PUBLISH_TIMEOUT, PublishError};
-use crate::config::KafkaConfig;
 use crate::connect::{self, Health, Readiness, SetupError};
 use crate::event;
+use crate::publisher::config::KafkaConfig;
 
 pub struct KafkaAdapter {
     producer: FutureProducer,
@@ -135,7 +135,7 @@ mod tests {
     //! librdkafka's mock cluster has no SASL or TLS listeners, so these modes are proven here at the level
     //! of the settings handed to librdkafka; arrival, keys and headers are proven against the mock cluster.
     use super::*;
-    use crate::config::{ClientCert, KafkaSasl, SaslMechanism, Secret, TlsSettings};
+    use crate::publisher::config::{ClientCert, KafkaSasl, SaslMechanism, Secret, TlsSettings};
 
     fn get(cc: &ClientConfig, key: &str) -> Option<String> {
         cc.get(key).map(str::to_string)

@@ -19,8 +19,8 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 
-use crate::config::BrokerConfig;
 use crate::connect::{Readiness, SetupError, Unavailable};
+use crate::publisher::config::BrokerConfig;
 
 /// How long a publish may wait for the broker's acknowledgement before the ingress answers 503.
 pub const PUBLISH_TIMEOUT: Duration = Duration::from_secs(10);

@@ -17,9 +17,9 @@ use rumqttc::{AsyncClient, EventLoop, MqttOptions, Outgoing, Packet, QoS};
 use tokio::sync::oneshot;
 
 use super::{Adapter, PUBLISH_TIMEOUT, PublishError};
-use crate::config::{MqttAuth, MqttConfig};
 use crate::connect::{self, Health, Readiness, SetupError};
 use crate::event;
+use crate::publisher::config::{MqttAuth, MqttConfig};
 
 type Waiter = oneshot::Sender<Result<(), PublishError>>;
 

@@ -13,9 +13,9 @@ use futures::FutureExt;
 use futures::future::BoxFuture;
 
 use super::{Adapter, PUBLISH_TIMEOUT, PublishError};
-use crate::config::{JETSTREAM_SUBJECTS, JetStreamConfig, NatsConfig};
 use crate::connect::{self, Health, Readiness, SetupError};
 use crate::event;
+use crate::publisher::config::{JETSTREAM_SUBJECTS, JetStreamConfig, NatsConfig};
 
 pub struct NatsAdapter {
     client: async_nats::Client,

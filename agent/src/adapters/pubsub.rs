@@ -27,9 +27,9 @@ use google_cloud_pubsub::client::{BasePublisher, Publisher};
 use google_cloud_pubsub::model::Message;
 
 use super::{Adapter, PUBLISH_TIMEOUT, PublishError};
-use crate::config::PubSubConfig;
 use crate::connect::{Health, Readiness, SetupError};
 use crate::event;
+use crate::publisher::config::PubSubConfig;
 
 /// Most messages per `Publish` call (the service's limit).
 const MAX_MESSAGES: u32 = 1000;

@@ -11,10 +11,10 @@ use futures::future::BoxFuture;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 use super::{Adapter, PUBLISH_TIMEOUT, PublishError};
-use crate::config::RedisConfig;
 use crate::connect::redis::describe;
 use crate::connect::{self, Health, Readiness, SetupError};
 use crate::event;
+use crate::publisher::config::RedisConfig;
 
 pub struct RedisAdapter {
     conn: Arc<RwLock<Option<ConnectionManager>>>,

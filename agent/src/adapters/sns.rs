@@ -23,9 +23,9 @@ use futures::future::BoxFuture;
 use prometheus_client::metrics::counter::Counter;
 
 use super::{Adapter, BrokerCalls, CallLabels, PUBLISH_TIMEOUT, PublishError};
-use crate::config::SnsConfig;
 use crate::connect::{Health, Readiness, SetupError};
 use crate::event;
+use crate::publisher::config::SnsConfig;
 
 /// At most this many entries per `PublishBatch` call (the SNS limit).
 pub const MAX_BATCH: usize = 10;
@@ -274,7 +274,7 @@ impl SnsAdapter {
 }
 
 fn sns_prefix_ok(prefix: &str) -> Result<(), SetupError> {
-    crate::config::sns_arn_prefix_region(prefix)
+    crate::publisher::config::sns_arn_prefix_region(prefix)
         .map(|_| ())
         .map_err(|m| SetupError::Config(format!("EVENT_BROKER_AWS_SNS_TOPIC_ARN_PREFIX: {m}")))
 }

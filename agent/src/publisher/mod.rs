@@ -7,6 +7,7 @@
 //! `Retry-After`: retrying will not help until the configuration changes.
 
 pub mod asyncapi;
+pub mod config;
 mod http;
 pub mod metrics;
 pub mod problem;
@@ -15,8 +16,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use crate::adapters::{self, Adapter};
-use crate::config::PublisherConfig;
 use crate::connect::SetupError;
+use config::PublisherConfig;
 
 pub use http::router;
 
