@@ -37,8 +37,9 @@ use lapin::uri::{AMQPUri, AMQPUserInfo};
 use lapin::{BasicProperties, Channel, Confirmation, Connection, ExchangeKind, PublisherConfirm};
 use tokio::sync::{mpsc, oneshot, watch};
 
+use super::Connect;
 use super::config::{Auth, BridgeConfigError, EndpointConfig};
-use super::side::{AckFuture, Connect, Inbound, Outbound, Side, Subscription};
+use super::side::{AckFuture, Inbound, Outbound, Side, Subscription};
 use crate::connect::amqp::Connector;
 use crate::connect::{self, Health};
 

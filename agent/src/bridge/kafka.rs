@@ -41,8 +41,9 @@ use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::statistics::Statistics;
 use tokio::sync::mpsc;
 
+use super::Connect;
 use super::config::{Auth, BridgeConfigError, EndpointConfig};
-use super::side::{AckFuture, Connect, Inbound, Outbound, Role, Side, Subscription};
+use super::side::{AckFuture, Inbound, Outbound, Role, Side, Subscription};
 use crate::connect::kafka::{KafkaSasl, SaslMechanism};
 use crate::connect::{self, Health};
 use crate::tls::TlsVersion;

@@ -16,7 +16,6 @@ pub mod config;
 pub mod http;
 pub mod kafka;
 pub mod mqtt;
-pub mod mqtt5;
 pub mod nats;
 pub mod side;
 pub mod spool;
@@ -37,8 +36,8 @@ use futures::FutureExt;
 use tokio::sync::mpsc;
 
 use crate::connect::Health;
-use config::BridgeConfig;
-use side::{AckFuture, Connect, Inbound, Outbound, Role, Side, SourceAck, Subscription};
+use config::{BridgeConfig, EndpointConfig};
+use side::{AckFuture, Inbound, Outbound, Role, Side, SourceAck, Subscription};
 use spool::{Incoming, Record, SpoolOptions};
 
 /// Command-line interface of `edgewire-agent bridge` (the contract with the operator).
@@ -110,6 +109,45 @@ pub struct Runtime {
     pub cloud: Arc<Health>,
 }
 
+/// Everything a protocol module needs to connect one side.
+pub struct Connect<'a> {
+    pub endpoint: &'a EndpointConfig,
+    pub cfg: &'a BridgeConfig,
+    pub role: Role,
+    pub subscriptions: Vec<Subscription>,
+    /// Where received messages go. A module stops reading from its broker while this is full.
+    pub inbound: mpsc::Sender<Inbound>,
+}
+
+impl Connect<'_> {
+    /// A client id / name stable per BridgeLink and role (an MQTT persistent session and a JetStream
+    /// durable consumer survive restarts under it).
+    pub fn client_id(&self) -> String {
+        format!(
+            "edgewire-bridge-{}-{}-{}",
+            self.cfg.namespace,
+            self.cfg.name,
+            self.role.as_str()
+        )
+    }
+}
+
+/// Connects the side described by `c.endpoint` with its protocol's module.
+pub async fn connect(c: Connect<'_>) -> anyhow::Result<Arc<dyn Side>> {
+    match c.endpoint.protocol {
+        Protocol::Mqtt => mqtt::connect(c).await,
+        Protocol::Nats => nats::connect(c).await,
+        Protocol::Amqp091 => amqp::connect(c).await,
+        Protocol::Kafka => kafka::connect(c).await,
+    }
+}
+
+/// The topic separator of a protocol: `/` for MQTT, `.` for NATS subjects, AMQP routing keys and Kafka
+/// topic names.
+pub fn separator(p: Protocol) -> char {
+    if p == Protocol::Mqtt { '/' } else { '.' }
+}
+
 /// The first rule of `dir` whose `from` matches `topic` (in `source` syntax), and the mapped topic in
 /// `target` syntax.
 pub fn map_topic(
@@ -119,7 +157,7 @@ pub fn map_topic(
     source: Protocol,
     target: Protocol,
 ) -> Option<(usize, String)> {
-    let tokens: Vec<&str> = topic.split(side::separator(source)).collect();
+    let tokens: Vec<&str> = topic.split(separator(source)).collect();
     rules
         .iter()
         .enumerate()
@@ -127,7 +165,7 @@ pub fn map_topic(
         .find_map(|(i, r)| {
             let caps = r.from.captures(&tokens)?;
             let out = r.to.substitute(&caps)?;
-            Some((i, out.join(&side::separator(target).to_string())))
+            Some((i, out.join(&separator(target).to_string())))
         })
 }
 
@@ -167,7 +205,7 @@ pub async fn run(args: BridgeArgs) -> anyhow::Result<()> {
     let (edge_tx, edge_in) = mpsc::channel::<Inbound>(8192);
     let (cloud_tx, cloud_in) = mpsc::channel::<Inbound>(8192);
     let _open = (edge_tx.clone(), cloud_tx.clone());
-    let edge = side::connect(Connect {
+    let edge = connect(Connect {
         endpoint: &cfg.edge,
         cfg: &cfg,
         role: Role::Edge,
@@ -176,7 +214,7 @@ pub async fn run(args: BridgeArgs) -> anyhow::Result<()> {
     })
     .await
     .context("edge")?;
-    let cloud = side::connect(Connect {
+    let cloud = connect(Connect {
         endpoint: &cfg.cloud,
         cfg: &cfg,
         role: Role::Cloud,

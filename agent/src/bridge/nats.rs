@@ -23,8 +23,9 @@ use futures::StreamExt;
 use futures::future::BoxFuture;
 use tokio::sync::{mpsc, watch};
 
+use super::Connect;
 use super::config::{Auth, BridgeConfigError, EndpointConfig};
-use super::side::{AckFuture, Connect, Inbound, Outbound, Role, Side, Subscription};
+use super::side::{AckFuture, Inbound, Outbound, Role, Side, Subscription};
 use crate::connect::nats::NatsAuth;
 use crate::connect::{self, Health};
 

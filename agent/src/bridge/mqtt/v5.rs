@@ -1,7 +1,7 @@
 //! MQTT 5 side of the bridge (`rumqttc::v5`), for endpoints with `mqttVersion: "5"`.
 //!
-//! Like the MQTT 3.1.1 side ([`super::mqtt`]): one connection per side, incoming publishes handed to the
-//! bridge with their PUBACK as the [`SourceAck`](super::side::SourceAck) (manual acks: on the edge the
+//! Like the MQTT 3.1.1 side ([`super::v311`]): one connection per side, incoming publishes handed to the
+//! bridge with their PUBACK as the [`SourceAck`](crate::bridge::side::SourceAck) (manual acks: on the edge the
 //! PUBACK goes out only once the spool's fsync covered the message), pipelined sends whose
 //! [`AckFuture`] resolves on the broker's acknowledgement. What MQTT 5 adds:
 //!
@@ -27,7 +27,7 @@
 //!   forwarder retries it (with backoff, counted in `cloud_errors`) until the limit allows it again.
 //!
 //! Acknowledgements are matched by packet id with the tracker shared with the MQTT 3.1.1 side
-//! ([`super::mqtt::Tracker`]); what MQTT 5 adds is the reason code: a failure reason fails exactly its
+//! ([`super::Tracker`]); what MQTT 5 adds is the reason code: a failure reason fails exactly its
 //! own message.
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -44,12 +44,13 @@ use rumqttc::v5::mqttbytes::v5::{
 use rumqttc::v5::{AsyncClient, Event, EventLoop, MqttOptions, Request};
 use rumqttc::{NetworkOptions, Outgoing};
 
-use super::config::{BridgeConfigError, EndpointConfig};
-use super::mqtt::{
+use super::{
     Acks, MAX_PACKET, Tracker, check_packet, check_topic, credentials, lock, properties_size,
     publish_size, transport,
 };
-use super::side::{AckFuture, Connect, Inbound, Outbound, Role, Side};
+use crate::bridge::Connect;
+use crate::bridge::config::{BridgeConfigError, EndpointConfig};
+use crate::bridge::side::{AckFuture, Inbound, Outbound, Role, Side};
 use crate::connect::mqtt::qos_v5 as qos;
 use crate::connect::{self, Health};
 
