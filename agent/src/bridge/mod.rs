@@ -7,7 +7,7 @@
 //!   them (NATS flush / JetStream PubAck / MQTT PUBACK). Delivery is at least once: after a cloud error
 //!   or a crash, records not yet acknowledged are sent again (duplicates, never loss).
 //! - Cloud→edge: delivered directly (no spool) at the rule's QoS.
-//! - `/metrics` (prefix `edgewire_bridge_`), `/healthz`, `/readyz` (ready while the edge is connected:
+//! - `/metrics` (prefix `edgewire_bridge_`, [`metrics`]), `/healthz`, `/readyz` (ready while the edge is connected:
 //!   a cloud outage is what the spool is for; the cloud state is in the metrics and `status.runtime`).
 //! - `--report-status`: server-side apply of `status.runtime` every 5 s (see [`status`]).
 
@@ -15,6 +15,7 @@ pub mod amqp;
 pub mod config;
 pub mod http;
 pub mod kafka;
+pub mod metrics;
 pub mod mqtt;
 pub mod nats;
 pub mod side;
@@ -107,6 +108,17 @@ pub struct Runtime {
     pub counters: Arc<Counters>,
     pub edge: Arc<Health>,
     pub cloud: Arc<Health>,
+}
+
+impl Runtime {
+    /// Age of the oldest waiting message in seconds, if any is waiting.
+    pub fn oldest_age_seconds(&self) -> Option<u64> {
+        if self.spool.messages() == 0 {
+            return None;
+        }
+        let ms = self.spool.oldest_ms.load(Ordering::SeqCst);
+        (ms > 0).then(|| spool::now_ms().saturating_sub(ms) / 1000)
+    }
 }
 
 /// Everything a protocol module needs to connect one side.
