@@ -4,6 +4,7 @@
 use std::collections::VecDeque;
 use std::fs::{self, OpenOptions};
 use std::io;
+use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
@@ -13,12 +14,22 @@ use super::syncer::Syncer;
 use super::writer::Writer;
 use super::{Appender, Replayer, SegMeta, Shared, SpoolOptions, Stats, cursor, segment};
 
-/// Opens (and recovers) the spool in `opts.dir` and starts its writer task.
-pub fn open(opts: SpoolOptions) -> io::Result<(Appender, Replayer, Arc<Stats>)> {
-    fs::create_dir_all(&opts.dir)?;
-    let (cursor_seq, cursor_pos) = cursor::read(&opts.dir)?;
+/// What recovery found on disk.
+struct Recovered {
+    /// The segments holding unacknowledged records, oldest first.
+    segments: VecDeque<SegMeta>,
+    /// Every record up to this (sequence number, byte position) is acknowledged or dropped.
+    cursor: (u64, u64),
+    /// The last record written (sequence number, byte position after it).
+    written: (u64, u64),
+}
+
+/// Reads the cursor and scans every segment in `dir`: a torn tail (a short frame or a bad CRC, the last
+/// batch before a crash) is truncated, segments entirely at or below the cursor are deleted.
+fn recover(dir: &Path) -> io::Result<Recovered> {
+    let (cursor_seq, cursor_pos) = cursor::read(dir)?;
     let mut metas = Vec::new();
-    for entry in fs::read_dir(&opts.dir)? {
+    for entry in fs::read_dir(dir)? {
         let entry = entry?;
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
@@ -60,8 +71,21 @@ pub fn open(opts: SpoolOptions) -> io::Result<(Appender, Replayer, Arc<Stats>)> 
         .map(|m| (m.last_seq, m.base_pos + m.len))
         .unwrap_or((0, 0));
     // The cursor may be ahead of what reached the disk (forwarded before the fsync, then a crash).
-    let written_seq = last_seq.max(cursor_seq);
-    let written_pos = end_pos.max(cursor_pos);
+    Ok(Recovered {
+        segments,
+        cursor: (cursor_seq, cursor_pos),
+        written: (last_seq.max(cursor_seq), end_pos.max(cursor_pos)),
+    })
+}
+
+/// Opens (and recovers) the spool in `opts.dir` and starts its writer task.
+pub fn open(opts: SpoolOptions) -> io::Result<(Appender, Replayer, Arc<Stats>)> {
+    fs::create_dir_all(&opts.dir)?;
+    let Recovered {
+        segments,
+        cursor: (cursor_seq, cursor_pos),
+        written: (written_seq, written_pos),
+    } = recover(&opts.dir)?;
     let stats = Arc::new(Stats::default());
     stats.written_seq.store(written_seq, Ordering::SeqCst);
     stats.written_pos.store(written_pos, Ordering::SeqCst);
