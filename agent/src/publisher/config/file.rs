@@ -121,17 +121,6 @@ impl Secrets<'_> {
 }
 
 /// Converts an EventBroker spec (a file, or what the operator renders) to the publisher configuration.
-fn endpoint(field: &str, e: &Option<String>) -> Result<Option<String>, ConfigError> {
-    match e.as_deref().map(str::trim).filter(|e| !e.is_empty()) {
-        None => Ok(None),
-        Some(e) if super::env::endpoint_ok(e) => Ok(Some(e.trim_end_matches('/').to_string())),
-        Some(e) => Err(ConfigError::new(
-            field,
-            format!("must be an http:// or https:// URL, got {e:?}"),
-        )),
-    }
-}
-
 pub fn from_spec(
     spec: &EventBrokerSpec,
     secrets_dir: Option<&Path>,
@@ -226,13 +215,7 @@ pub fn from_spec(
                 .ok_or_else(|| missing("spec.amqp091"))?;
             let r = a.url.as_ref().ok_or_else(|| missing("spec.amqp091.url"))?;
             let url = s.value("spec.amqp091.url", r)?;
-            let implied = url.expose().starts_with("amqps://");
-            if !implied && !url.expose().starts_with("amqp://") {
-                return Err(ConfigError::new(
-                    "spec.amqp091.url",
-                    "must be an amqp:// or amqps:// URL",
-                ));
-            }
+            let implied = check_scheme("spec.amqp091.url", url.expose(), "amqp", "amqps")?;
             BrokerConfig::Amqp(AmqpConfig {
                 url,
                 tls: s.tls("spec.amqp091.tls", &a.tls, implied)?,
@@ -242,13 +225,7 @@ pub fn from_spec(
             let r = spec.redis.as_ref().ok_or_else(|| missing("spec.redis"))?;
             let u = r.url.as_ref().ok_or_else(|| missing("spec.redis.url"))?;
             let url = s.value("spec.redis.url", u)?;
-            let implied = url.expose().starts_with("rediss://");
-            if !implied && !url.expose().starts_with("redis://") {
-                return Err(ConfigError::new(
-                    "spec.redis.url",
-                    "must be a redis:// or rediss:// URL",
-                ));
-            }
+            let implied = check_scheme("spec.redis.url", url.expose(), "redis", "rediss")?;
             BrokerConfig::Redis(RedisConfig {
                 url,
                 tls: s.tls("spec.redis.tls", &r.tls, implied)?,
@@ -310,7 +287,7 @@ pub fn from_spec(
                 .ok_or_else(|| missing("spec.awsSns.topicArnPrefix"))?;
             sns_arn_prefix_region(&topic_arn_prefix)
                 .map_err(|m| ConfigError::new("spec.awsSns.topicArnPrefix", m))?;
-            let endpoint = endpoint("spec.awsSns.endpoint", &a.endpoint)?;
+            let endpoint = endpoint_override("spec.awsSns.endpoint", a.endpoint.as_deref())?;
             let static_credentials = match &a.credentials {
                 None => None,
                 Some(r) => {
@@ -350,7 +327,7 @@ pub fn from_spec(
             BrokerConfig::PubSub(PubSubConfig {
                 project: g.project.clone(),
                 topic_id_prefix,
-                endpoint: endpoint("spec.googlePubsub.endpoint", &g.endpoint)?,
+                endpoint: endpoint_override("spec.googlePubsub.endpoint", g.endpoint.as_deref())?,
                 credentials_file,
             })
         }

@@ -185,6 +185,40 @@ impl PubSubConfig {
     }
 }
 
+/// Checks a URL's scheme without ever echoing the URL (it holds credentials); true for the TLS scheme.
+pub fn check_scheme(field: &str, url: &str, plain: &str, tls: &str) -> Result<bool, ConfigError> {
+    match url.split_once("://") {
+        Some((s, rest)) if s == plain && !rest.is_empty() => Ok(false),
+        Some((s, rest)) if s == tls && !rest.is_empty() => Ok(true),
+        _ => Err(ConfigError::new(
+            field,
+            format!("must be a {plain}:// or {tls}:// URL"),
+        )),
+    }
+}
+
+/// An endpoint override (`field`): an `http://` or `https://` URL with a host and no credentials, returned
+/// without a trailing `/`; empty or absent is none.
+pub fn endpoint_override(field: &str, value: Option<&str>) -> Result<Option<String>, ConfigError> {
+    let ok = |e: &str| match url::Url::parse(e) {
+        Ok(u) => {
+            matches!(u.scheme(), "http" | "https")
+                && u.host_str().is_some_and(|h| !h.is_empty())
+                && u.username().is_empty()
+                && u.password().is_none()
+        }
+        Err(_) => false,
+    };
+    match value.map(str::trim).filter(|e| !e.is_empty()) {
+        None => Ok(None),
+        Some(e) if ok(e) => Ok(Some(e.trim_end_matches('/').to_string())),
+        Some(e) => Err(ConfigError::new(
+            field,
+            format!("must be an http:// or https:// URL, got {e:?}"),
+        )),
+    }
+}
+
 /// Checks an SNS topic ARN prefix (`arn:<partition>:sns:<region>:<account>:<name prefix>`) and returns
 /// its region.
 pub fn sns_arn_prefix_region(prefix: &str) -> Result<String, String> {

@@ -25,18 +25,6 @@ impl<F: Fn(&str) -> Option<String>> Env<F> {
     }
 }
 
-/// Checks a URL's scheme without ever echoing the URL (it holds credentials); true for the TLS scheme.
-fn check_scheme(var: &str, url: &str, plain: &str, tls: &str) -> Result<bool, ConfigError> {
-    match url.split_once("://") {
-        Some((s, rest)) if s == plain && !rest.is_empty() => Ok(false),
-        Some((s, rest)) if s == tls && !rest.is_empty() => Ok(true),
-        _ => Err(ConfigError::new(
-            var,
-            format!("must be a {plain}:// or {tls}:// URL"),
-        )),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::super::test_support::*;

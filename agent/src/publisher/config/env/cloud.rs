@@ -63,14 +63,7 @@ impl<F: Fn(&str) -> Option<String>> Env<F> {
 
     /// An endpoint override: an `http://` or `https://` URL.
     fn endpoint(&self, name: &str) -> Result<Option<String>, ConfigError> {
-        match self.get(name) {
-            None => Ok(None),
-            Some(e) if endpoint_ok(&e) => Ok(Some(e.trim_end_matches('/').to_string())),
-            Some(e) => Err(ConfigError::new(
-                name,
-                format!("must be an http:// or https:// URL, got {e:?}"),
-            )),
-        }
+        endpoint_override(name, self.get(name).as_deref())
     }
 }
 

@@ -50,19 +50,6 @@ pub fn listen_addr(lookup: impl Fn(&str) -> Option<String>) -> Result<SocketAddr
     }
 }
 
-/// Whether `e` is an `http://` or `https://` URL with a host (and no credentials).
-pub(crate) fn endpoint_ok(e: &str) -> bool {
-    match url::Url::parse(e) {
-        Ok(u) => {
-            matches!(u.scheme(), "http" | "https")
-                && u.host_str().is_some_and(|h| !h.is_empty())
-                && u.username().is_empty()
-                && u.password().is_none()
-        }
-        Err(_) => false,
-    }
-}
-
 impl<F: Fn(&str) -> Option<String>> Env<F> {
     fn get(&self, name: &str) -> Option<String> {
         (self.lookup)(name)
