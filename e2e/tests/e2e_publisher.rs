@@ -15,7 +15,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 use support::{Cluster, Operator, at, str_at, wait_for};
 
-/// Every variable `edgewire-agent publisher` reads (agent/src/config/env.rs).
+/// Every variable `edgewire-agent publisher` reads (agent/src/publisher/config/env/).
 const AGENT_READS: &[&str] = &[
     "EVENT_BROKER_ENABLED",
     "EVENT_BROKER_ADAPTER",
