@@ -1,6 +1,7 @@
-//! One module per broker protocol. Each adapter connects in the background (a broker that is down at
-//! startup, or goes away later, is picked up again without a restart), reports its connection state for
-//! `/readyz`, and publishes one event with the strongest acknowledgement its protocol offers.
+//! The publisher's adapters, one module per broker protocol. Each adapter connects in the background
+//! through [`crate::connect`] (a broker that is down at startup, or goes away later, is picked up again
+//! without a restart), reports its connection state for `/readyz`, and publishes one event with the
+//! strongest acknowledgement its protocol offers.
 
 pub mod amqp;
 pub mod kafka;

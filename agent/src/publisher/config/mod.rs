@@ -7,6 +7,7 @@ pub mod file;
 use std::path::PathBuf;
 use std::time::Duration;
 
+// Connection settings the publisher shares with the bridge and `tail`.
 pub use crate::connect::kafka::{KafkaSasl, SaslMechanism};
 pub use crate::connect::nats::NatsAuth;
 pub use crate::secret::Secret;
