@@ -101,7 +101,7 @@ pub async fn run_until(
         port,
         args.username.as_deref(),
         args.password.as_deref(),
-    );
+    )?;
     let (client, eventloop) = rumqttc::AsyncClient::new(options, 16);
     let watcher = reload::Watcher::new(
         args.config_dir.clone(),

@@ -8,6 +8,7 @@ mod common;
 mod kafka;
 mod mqtt5;
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use common::*;
@@ -158,6 +159,38 @@ async fn mqtt_edge_to_nats_cloud_maps_topics_adds_site_header_and_delivers_comma
     assert_eq!(&p.payload[..], b"1");
     assert!(bridge.metric("delivered_to_edge_total").await.unwrap() >= 1.0);
     bridge.wait_metric("spool_messages", 10, |v| v == 0.0).await;
+}
+
+/// A scrape of the running bridge exports exactly the metrics the README's table lists.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_metrics_exported_are_the_ones_the_readme_lists() {
+    let edge = edge_mosquitto();
+    let cloud = nats();
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = config(
+        &mqtt_ep(edge.port()),
+        &nats_ep(cloud.port(), false),
+        E2C_TELEMETRY,
+        SPOOL,
+    );
+    let bridge = Bridge::start(dir.path(), &yaml, &[]);
+    bridge.wait_metric("edge_connected", 30, |v| v == 1.0).await;
+    let url = format!("http://127.0.0.1:{}/metrics", bridge.http_port);
+    let text = reqwest::get(&url).await.unwrap().text().await.unwrap();
+    let exported: BTreeSet<&str> = text
+        .lines()
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .filter_map(|l| l.split([' ', '{']).next())
+        .collect();
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+    let listed: BTreeSet<&str> = readme
+        .lines()
+        .filter(|l| l.starts_with('|'))
+        .flat_map(|l| l.split('`'))
+        .filter(|w| w.starts_with("edgewire_bridge_"))
+        .collect();
+    assert_eq!(exported, listed, "{text}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

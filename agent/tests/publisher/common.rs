@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use edgewire_agent::config::{PublisherConfig, env};
+use edgewire_agent::publisher::config::{PublisherConfig, env};
 use edgewire_agent::publisher::{Publisher, router};
 use serde_json::{Value, json};
 

@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use aws_credential_types::Credentials;
 use aws_sdk_sns::Client as Sns;
 use aws_sdk_sqs::Client as Sqs;
-use edgewire_agent::config::{AwsStaticCredentials, BrokerConfig, Secret};
+use edgewire_agent::publisher::config::{AwsStaticCredentials, BrokerConfig, Secret};
 use edgewire_e2e::brokers::{BrokerProcess, Kind};
 use serde_json::{Value, json};
 
@@ -36,7 +36,7 @@ async fn sdk_config(endpoint: &str) -> aws_config::SdkConfig {
 }
 
 /// The publisher's config for moto at `endpoint`, from the seed's variables plus static test keys.
-fn sns_config(endpoint: &str, core: &str) -> edgewire_agent::config::PublisherConfig {
+fn sns_config(endpoint: &str, core: &str) -> edgewire_agent::publisher::config::PublisherConfig {
     let mut c = env_config(&[
         ("EVENT_BROKER_ENABLED", "true"),
         ("EVENT_BROKER_ADAPTER", "aws_sns"),

@@ -1,0 +1,123 @@
+//! Broker connections, one module per protocol, shared by the publisher's adapters, the bridge's sides and
+//! `tail`: how a client for that protocol is set up (options, credentials, TLS, URL rules), so each rule is
+//! written once. What a connection is used for (publishing events, bridging, printing) stays with its user.
+//!
+//! Every connection reports its state in a [`Health`], which `/readyz` and the bridge's metrics read.
+
+pub mod amqp;
+pub mod kafka;
+pub mod mqtt;
+pub mod nats;
+pub mod redis;
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Why a connection cannot be set up at all (bad TLS material, a bad key or URL): a retry cannot fix it,
+/// so the process stops at startup. Names files and fields, never a secret.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error("{0}")]
+    Tls(#[from] crate::tls::TlsError),
+    #[error("{0}")]
+    Config(String),
+}
+
+/// What `/readyz` reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Readiness {
+    pub connected: bool,
+    /// Why not connected (last connection error), never secret.
+    pub detail: Option<String>,
+}
+
+/// Not connected to the broker, with the reason ([`Health::require`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("broker unavailable: {0}")]
+pub struct Unavailable(pub String);
+
+/// Connection state shared between a connection's background task and its readers.
+#[derive(Debug, Default)]
+pub struct Health {
+    connected: AtomicBool,
+    detail: Mutex<Option<String>>,
+}
+
+impl Health {
+    pub fn set_connected(&self) {
+        self.connected.store(true, Ordering::SeqCst);
+        if let Ok(mut d) = self.detail.lock() {
+            *d = None;
+        }
+    }
+
+    pub fn set_down(&self, why: impl Into<String>) {
+        let why = why.into();
+        let was = self.connected.swap(false, Ordering::SeqCst);
+        if let Ok(mut d) = self.detail.lock() {
+            if was || d.as_deref() != Some(why.as_str()) {
+                tracing::warn!(reason = %why, "broker connection down");
+            }
+            *d = Some(why);
+        }
+    }
+
+    /// Records an error without changing the connection state (it may be transient).
+    pub fn note(&self, why: impl Into<String>) {
+        if let Ok(mut d) = self.detail.lock() {
+            *d = Some(why.into());
+        }
+    }
+
+    pub fn is_connected(&self) -> bool {
+        self.connected.load(Ordering::SeqCst)
+    }
+
+    pub fn readiness(&self) -> Readiness {
+        let connected = self.is_connected();
+        let detail = self.detail.lock().ok().and_then(|d| d.clone());
+        Readiness {
+            connected,
+            detail: if connected {
+                None
+            } else {
+                detail.or_else(|| Some("connecting".into()))
+            },
+        }
+    }
+
+    /// `Err(Unavailable)` while down, for the top of every publish or send.
+    pub fn require(&self) -> Result<(), Unavailable> {
+        if self.is_connected() {
+            Ok(())
+        } else {
+            Err(Unavailable(
+                self.readiness()
+                    .detail
+                    .unwrap_or_else(|| "not connected".into()),
+            ))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn health_transitions() {
+        let h = Health::default();
+        assert_eq!(
+            h.readiness(),
+            Readiness {
+                connected: false,
+                detail: Some("connecting".into())
+            }
+        );
+        assert!(matches!(h.require(), Err(Unavailable(_))));
+        h.set_connected();
+        assert!(h.require().is_ok());
+        h.set_down("connection refused");
+        assert_eq!(h.readiness().detail.as_deref(), Some("connection refused"));
+    }
+}
