@@ -117,11 +117,14 @@ async fn supervise(
     }
 }
 
-/// Redis errors without anything that may quote credentials.
+/// Redis errors without anything that may quote credentials: the server's error code and detail, or for
+/// an I/O error (refused, reset, a TLS verdict on the server's certificate) the I/O error, which never
+/// holds the URL.
 fn describe(e: &redis::RedisError) -> String {
-    match e.code() {
-        Some(code) => format!("{code} {}", e.detail().unwrap_or_default()),
-        None => format!("{:?}", e.kind()),
+    match (e.code(), std::error::Error::source(e)) {
+        (Some(code), _) => format!("{code} {}", e.detail().unwrap_or_default()),
+        (None, Some(io)) if e.is_io_error() => format!("{:?}: {io}", e.kind()),
+        (None, _) => format!("{:?}", e.kind()),
     }
 }
 
