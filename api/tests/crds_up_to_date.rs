@@ -133,7 +133,11 @@ fn every_schema_field_has_a_description() {
                 "{}: no {part} schema to walk",
                 crd.spec.names.kind
             );
-            walk(&format!("{}.{part}", crd.spec.names.kind), &root[part], &mut missing);
+            walk(
+                &format!("{}.{part}", crd.spec.names.kind),
+                &root[part],
+                &mut missing,
+            );
         }
     }
     // resource requirements come from k8s-openapi with their own docs; anything of ours must be explained

@@ -899,26 +899,78 @@ async fn refusal_checks_fail_against_stopped_brokers() {
     );
 }
 
-/// Control for the ACL check above: the same config whose ACL names another user lets nothing through, so
-/// the delivery above is the rendered ACL at work (Mosquitto denies what an `acl_file` does not grant).
+/// Control for the ACL check above: the same config whose ACL gives the rendered entries to another user
+/// lets nothing through, so the delivery above is the rendered ACL at work (Mosquitto denies what an
+/// `acl_file` does not grant). The user keeps one grant, `probe/#`, as the proof that the path is live: a
+/// probe published after the denied message arrives, and the denied one (which Mosquitto would have
+/// delivered first, in order) never did.
 #[tokio::test]
 async fn mosquitto_acl_file_is_enforced() {
+    use rumqttc::{Event, Packet, QoS};
     let (_, c) = Case::new(BrokerKind::Mosquitto)
         .auth(user_password(USERNAME, BOOT_PASSWORD))
         .build();
     let passwd = file(&c.config, "passwd");
-    let acl = localize(
-        &file(&c.config, "acl"),
-        &[(&format!("user {USERNAME}\n"), "user somebody-else\n")],
+    let acl = format!(
+        "{}\nuser {USERNAME}\ntopic readwrite probe/#\n",
+        localize(
+            &file(&c.config, "acl"),
+            &[(&format!("user {USERNAME}\n"), "user somebody-else\n")],
+        )
     );
     let broker = start(
         Kind::Mosquitto,
         &mosquitto_conf(&c),
         &[("passwd", passwd.as_bytes()), ("acl", acl.as_bytes())],
     );
-    let (received, code) = mqtt_pubsub(broker.port(), Duration::from_secs(2)).await;
-    assert!(
-        !received,
-        "without an ACL entry nothing may flow (SUBACK {code:?})"
+    let (sub, mut sub_ev) = mqtt("edgewire-sub", broker.port(), BOOT_PASSWORD);
+    mqtt_connack(&mut sub_ev)
+        .await
+        .expect("subscriber connects");
+    sub.subscribe("edge/#", QoS::AtLeastOnce).await.unwrap();
+    sub.subscribe("probe/#", QoS::AtLeastOnce).await.unwrap();
+    let mut subacks = 0;
+    timeout(STEP, async {
+        while subacks < 2 {
+            if let Event::Incoming(Packet::SubAck(_)) = sub_ev.poll().await.unwrap() {
+                subacks += 1;
+            }
+        }
+    })
+    .await
+    .expect("two SUBACKs");
+
+    let (publisher, mut pub_ev) = mqtt("edgewire-pub", broker.port(), BOOT_PASSWORD);
+    mqtt_connack(&mut pub_ev).await.expect("publisher connects");
+    for topic in ["edge/node/registered", "probe/after"] {
+        publisher
+            .publish(topic, QoS::AtLeastOnce, false, "hello")
+            .await
+            .unwrap();
+    }
+    let mut acked = 0;
+    timeout(STEP, async {
+        while acked < 2 {
+            if let Event::Incoming(Packet::PubAck(_)) = pub_ev.poll().await.unwrap() {
+                acked += 1;
+            }
+        }
+    })
+    .await
+    .expect("both publishes acknowledged");
+    let first = timeout(STEP, async {
+        loop {
+            if let Event::Incoming(Packet::Publish(p)) = sub_ev.poll().await.unwrap() {
+                return p.topic;
+            }
+        }
+    })
+    .await
+    .expect("the probe arrives");
+    assert_eq!(
+        first,
+        "probe/after",
+        "without an ACL entry for edge/# nothing may flow there\n{}",
+        broker.log()
     );
 }

@@ -86,6 +86,7 @@ impl Ingress {
         loop {
             let (status, body) = self.readyz().await;
             if shows_refusal(status, &body, answer) {
+                eprintln!("refused ({answer}): {}", readyz_detail(&body));
                 break;
             }
             if tokio::time::Instant::now() > deadline {
@@ -180,6 +181,7 @@ pub fn shows_refusal(status: u16, body: &str, answer: &str) -> bool {
 pub async fn refusal_not_shown(config: PublisherConfig, answer: &str) {
     let ingress = serve(config).await;
     let (status, body) = ingress.wait_failed_attempt().await;
+    eprintln!("stopped broker ({answer}?): {}", readyz_detail(&body));
     assert!(
         !shows_refusal(status, &body, answer),
         "the refusal check for {answer:?} passes against a stopped broker: {status} {body}"

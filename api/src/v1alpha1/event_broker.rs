@@ -585,7 +585,11 @@ mod tests {
                 m
             );
         }
-        assert_eq!(SaslMechanism::default(), SaslMechanism::Plain, "plain (default)");
+        assert_eq!(
+            SaslMechanism::default(),
+            SaslMechanism::Plain,
+            "plain (default)"
+        );
         for other in ["PLAIN", "scram-sha-256", "SCRAM-SHA-512", "scramsha256"] {
             assert!(
                 serde_json::from_value::<SaslMechanism>(other.into()).is_err(),
