@@ -7,7 +7,11 @@
 #             (agent/src/bridge/spool/segment.rs, crc.rs), the agent's unit tests
 #   operator  the three controllers' `validate` modules, the operator's unit and controller tests
 #
-# MUTANTS_PARTS picks parts (default: all three); MUTANTS_TIMEOUT caps one build or test run (s).
+# MUTANTS_PARTS picks parts (default: all three). A mutant's tests time out at 5x the unmutated run,
+# at least MUTANTS_MIN_TIMEOUT s (60): a mutant that loops forever counts as caught, after that wait.
+# The mutated copies build in their own target dir (MUTANTS_TARGET_DIR, default target/mutants/build):
+# cargo names a workspace crate's artifacts by its path relative to the workspace, so a copy sharing a
+# target dir with the source tree (a global CARGO_TARGET_DIR) can run the other tree's build.
 # Reports: target/mutants/<part>/mutants.out/{caught,missed,timeout,unviable}.txt. Prints per part
 # and in total: caught, missed, timeouts, unviable and the score caught+timeout / (caught+timeout+missed).
 # Exits 1 when a mutant survived or a part could not run.
@@ -16,9 +20,10 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 TOOLS="${EDGEWIRE_TOOLS:-$HOME/.cache/edgewire/bin}"
 VERSION="${MUTANTS_VERSION:-27.1.0}"
-TIMEOUT="${MUTANTS_TIMEOUT:-600}"
+MIN_TIMEOUT="${MUTANTS_MIN_TIMEOUT:-60}"
 PARTS="${MUTANTS_PARTS:-api agent operator}"
 OUT="$ROOT/target/mutants"
+export CARGO_TARGET_DIR="${MUTANTS_TARGET_DIR:-$OUT/build}"
 
 if ! "$TOOLS/cargo-mutants" mutants --version 2>/dev/null | grep -qx "cargo-mutants $VERSION"; then
   cargo install --locked --root "$TOOLS/.." cargo-mutants --version "$VERSION"
@@ -46,7 +51,7 @@ for part in $PARTS; do
   echo "=== mutants: $part ($args)"
   set +e
   # shellcheck disable=SC2086 # the globs are cargo-mutants' own, expanded by it
-  (cd "$ROOT" && set -f && "$TOOLS/cargo-mutants" mutants --jobs 1 --timeout "$TIMEOUT" --no-shuffle \
+  (cd "$ROOT" && set -f && "$TOOLS/cargo-mutants" mutants --jobs 1 --minimum-test-timeout "$MIN_TIMEOUT" --no-shuffle \
     -o "$OUT/$part" $args)
   rc=$?
   set -e
