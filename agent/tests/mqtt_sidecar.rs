@@ -1033,7 +1033,7 @@ fn the_operator_arguments_parse() {
         MqttSidecar(SidecarArgs),
     }
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
-    let images = edgewire_operator::controller::event_broker::Images::default();
+    let settings = edgewire_operator::context::Settings::default();
     let arg_env = |id: &str| {
         SidecarArgs::augment_args(clap::Command::new("mqtt-sidecar"))
             .get_arguments()
@@ -1042,20 +1042,20 @@ fn the_operator_arguments_parse() {
     };
     for sample in ["mqttbroker-builtin.yaml", "mqttbroker-builtin-tls.yaml"] {
         let yaml = std::fs::read_to_string(root.join("config/samples").join(sample)).unwrap();
-        let rendered = edgewire_operator::render::render(&yaml, &images)
+        let rendered = edgewire_operator::render::render(&yaml, &settings)
             .unwrap_or_else(|e| panic!("{sample}: {e:#}"));
-        let docs: Vec<serde_yaml::Value> = serde_yaml::Deserializer::from_str(&rendered)
-            .map(|d| <serde_yaml::Value as serde::Deserialize>::deserialize(d).unwrap())
+        let docs: Vec<serde_norway::Value> = serde_norway::Deserializer::from_str(&rendered)
+            .map(|d| <serde_norway::Value as serde::Deserialize>::deserialize(d).unwrap())
             .collect();
         let sts: StatefulSet = docs
             .iter()
             .find(|v| v["kind"] == "StatefulSet")
-            .map(|v| serde_yaml::from_value(v.clone()).unwrap())
+            .map(|v| serde_norway::from_value(v.clone()).unwrap())
             .unwrap_or_else(|| panic!("{sample}: no StatefulSet in\n{rendered}"));
         let mosquitto_conf: String = docs
             .iter()
             .filter(|v| v["kind"] == "Secret")
-            .map(|v| serde_yaml::from_value::<Secret>(v.clone()).unwrap())
+            .map(|v| serde_norway::from_value::<Secret>(v.clone()).unwrap())
             .find_map(|s| s.data?.remove("mosquitto.conf"))
             .map(|b| String::from_utf8(b.0).unwrap())
             .unwrap_or_else(|| panic!("{sample}: no mosquitto.conf in\n{rendered}"));
