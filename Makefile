@@ -8,7 +8,7 @@ CARGO ?= cargo
 # machines.
 TEST_THREADS ?= 2
 
-.PHONY: help deps build test unit e2e crds render run demo bench lint fmt image image-test clean
+.PHONY: help deps build test unit e2e crds render run demo bench mutants lint fmt image image-test clean
 
 help: ## this list
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -50,6 +50,9 @@ bench: deps ## performance figures, each a ratio taken in this run (loopback onl
 	$(CARGO) bench -q -p edgewire-agent --bench spool_stores
 	$(CARGO) build --release -q -p edgewire-agent --bin edgewire-agent
 	$(CARGO) bench -q -p edgewire-e2e --bench bridge
+
+mutants: ## mutation score (slow, not in CI): api crate, validate modules, event decoding, spool framing (hack/mutants.sh)
+	@bash hack/mutants.sh
 
 # Images: PROFILE=release (default) or debug (the binaries of `make build`, built the same way so that nothing
 # recompiles: features unify per build, so `-p` would give other binaries; what `make test` uses).

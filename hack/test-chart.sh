@@ -70,18 +70,24 @@ def of_kind(docs, kind):
 
 def one(docs, kind):
     found = of_kind(docs, kind)
-    assert len(found) == 1, f"expected exactly one {kind}, found {len(found)}"
+    ensure(len(found) == 1, f"expected exactly one {kind}, found {len(found)}")
     return found[0]
 
 def operator_container(docs):
     dep = one(docs, "Deployment")
     containers = dep["spec"]["template"]["spec"]["containers"]
-    assert [c["name"] for c in containers] == ["operator"], containers
+    ensure([c["name"] for c in containers] == ["operator"], containers)
     return dep, containers[0]
 
 def fail(msg):
     print(msg)
     sys.exit(1)
+
+# An explicit check, not `assert`: Python drops asserts under PYTHONOPTIMIZE (-O), and a check that
+# vanishes passes everything.
+def ensure(cond, msg):
+    if not cond:
+        fail(msg)
 
 EXPECTED_CLUSTER_RULES = [
     (["edgewire.dev"], ["eventbrokers", "mqttbrokers", "bridgelinks"], ["get", "list", "watch", "patch", "update"]),
@@ -103,7 +109,7 @@ def triples(rules):
     out = set()
     for r in rules:
         extra = set(r) - {"apiGroups", "resources", "verbs"}
-        assert not extra, f"unexpected rule keys {extra} in {r}"
+        ensure(not extra, f"unexpected rule keys {extra} in {r}")
         for g in r["apiGroups"]:
             for res in r["resources"]:
                 for v in r["verbs"]:
@@ -145,28 +151,28 @@ def cmd_rbac(path, namespace, sa):
     if any(("coordination.k8s.io", "leases", v) in got for v in ("get", "create", "update")):
         fail("leases must not be granted cluster-wide")
     crb = one(docs, "ClusterRoleBinding")
-    assert crb["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": cr["metadata"]["name"]}, crb["roleRef"]
-    assert crb["subjects"] == [{"kind": "ServiceAccount", "name": sa, "namespace": namespace}], crb["subjects"]
+    ensure(crb["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": cr["metadata"]["name"]}, crb["roleRef"])
+    ensure(crb["subjects"] == [{"kind": "ServiceAccount", "name": sa, "namespace": namespace}], crb["subjects"])
     role = one(docs, "Role")
-    assert role["metadata"]["namespace"] == namespace, role["metadata"]
+    ensure(role["metadata"]["namespace"] == namespace, role["metadata"])
     got = triples(role["rules"])
     want = expected_triples(EXPECTED_LEASE_RULES)
     if got != want:
         fail(f"leader-election Role rules differ\n  missing: {sorted(want - got)}\n  extra:   {sorted(got - want)}")
     rb = one(docs, "RoleBinding")
-    assert rb["metadata"]["namespace"] == namespace, rb["metadata"]
-    assert rb["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": role["metadata"]["name"]}, rb["roleRef"]
-    assert rb["subjects"] == [{"kind": "ServiceAccount", "name": sa, "namespace": namespace}], rb["subjects"]
+    ensure(rb["metadata"]["namespace"] == namespace, rb["metadata"])
+    ensure(rb["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": role["metadata"]["name"]}, rb["roleRef"])
+    ensure(rb["subjects"] == [{"kind": "ServiceAccount", "name": sa, "namespace": namespace}], rb["subjects"])
     dep, _ = operator_container(docs)
-    assert dep["spec"]["template"]["spec"]["serviceAccountName"] == sa, dep["spec"]["template"]["spec"].get("serviceAccountName")
+    ensure(dep["spec"]["template"]["spec"]["serviceAccountName"] == sa, dep["spec"]["template"]["spec"].get("serviceAccountName"))
 
 def cmd_security(path):
     docs = load(path)
     dep, c = operator_container(docs)
     pod = dep["spec"]["template"]["spec"]
     psc = pod.get("securityContext") or {}
-    assert psc.get("runAsNonRoot") is True, psc
-    assert psc.get("seccompProfile") == {"type": "RuntimeDefault"}, psc
+    ensure(psc.get("runAsNonRoot") is True, psc)
+    ensure(psc.get("seccompProfile") == {"type": "RuntimeDefault"}, psc)
     sc = c.get("securityContext") or {}
     want = {
         "runAsNonRoot": True,
@@ -205,30 +211,30 @@ def cmd_agent_image(path, image, policy):
 
 def cmd_operator_image(path, image, policy):
     _, c = operator_container(load(path))
-    assert c["image"] == image, c["image"]
-    assert c["imagePullPolicy"] == policy, c["imagePullPolicy"]
+    ensure(c["image"] == image, c["image"])
+    ensure(c["imagePullPolicy"] == policy, c["imagePullPolicy"])
 
 def cmd_env_probes(path, rust_log):
     dep, c = operator_container(load(path))
     env = {e["name"]: e for e in c.get("env", [])}
-    assert env["POD_NAME"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}, env.get("POD_NAME")
-    assert env["POD_NAMESPACE"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}, env.get("POD_NAMESPACE")
-    assert env["RUST_LOG"]["value"] == rust_log, env.get("RUST_LOG")
-    assert c["ports"] == [{"name": "http", "containerPort": 8080, "protocol": "TCP"}], c["ports"]
-    assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}, c["livenessProbe"]
-    assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}, c["readinessProbe"]
+    ensure(env["POD_NAME"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}, env.get("POD_NAME"))
+    ensure(env["POD_NAMESPACE"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}, env.get("POD_NAMESPACE"))
+    ensure(env["RUST_LOG"]["value"] == rust_log, env.get("RUST_LOG"))
+    ensure(c["ports"] == [{"name": "http", "containerPort": 8080, "protocol": "TCP"}], c["ports"])
+    ensure(c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}, c["livenessProbe"])
+    ensure(c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}, c["readinessProbe"])
     r = c.get("resources") or {}
-    assert r.get("requests") and r.get("limits"), f"resources: {r}"
+    ensure(r.get("requests") and r.get("limits"), f"resources: {r}")
 
 def cmd_service(path):
     docs = load(path)
     dep, _ = operator_container(docs)
     svc = one(docs, "Service")
-    assert svc["spec"]["ports"] == [{"name": "http", "port": 8080, "targetPort": "http", "protocol": "TCP"}], svc["spec"]["ports"]
+    ensure(svc["spec"]["ports"] == [{"name": "http", "port": 8080, "targetPort": "http", "protocol": "TCP"}], svc["spec"]["ports"])
     pod_labels = dep["spec"]["template"]["metadata"]["labels"]
     sel = svc["spec"]["selector"]
-    assert all(pod_labels.get(k) == v for k, v in sel.items()), f"Service selector {sel} does not match pod labels {pod_labels}"
-    assert dep["spec"]["selector"]["matchLabels"] == sel, (dep["spec"]["selector"], sel)
+    ensure(all(pod_labels.get(k) == v for k, v in sel.items()), f"Service selector {sel} does not match pod labels {pod_labels}")
+    ensure(dep["spec"]["selector"]["matchLabels"] == sel, (dep["spec"]["selector"], sel))
     for d in docs:
         labels = d["metadata"].get("labels") or {}
         for k in ("app.kubernetes.io/name", "app.kubernetes.io/instance", "app.kubernetes.io/version", "app.kubernetes.io/managed-by"):
@@ -238,15 +244,15 @@ def cmd_service(path):
 def cmd_pdb(path, replicas):
     docs = load(path)
     dep, _ = operator_container(docs)
-    assert dep["spec"]["replicas"] == int(replicas), dep["spec"]["replicas"]
+    ensure(dep["spec"]["replicas"] == int(replicas), dep["spec"]["replicas"])
     pdbs = of_kind(docs, "PodDisruptionBudget")
     if int(replicas) > 1:
-        assert len(pdbs) == 1, f"want one PodDisruptionBudget with {replicas} replicas, got {len(pdbs)}"
+        ensure(len(pdbs) == 1, f"want one PodDisruptionBudget with {replicas} replicas, got {len(pdbs)}")
         spec = pdbs[0]["spec"]
-        assert spec.get("maxUnavailable") == 1 and "minAvailable" not in spec, spec
-        assert spec["selector"]["matchLabels"] == dep["spec"]["selector"]["matchLabels"], spec["selector"]
+        ensure(spec.get("maxUnavailable") == 1 and "minAvailable" not in spec, spec)
+        ensure(spec["selector"]["matchLabels"] == dep["spec"]["selector"]["matchLabels"], spec["selector"])
     else:
-        assert not pdbs, f"want no PodDisruptionBudget with 1 replica, got {len(pdbs)}"
+        ensure(not pdbs, f"want no PodDisruptionBudget with 1 replica, got {len(pdbs)}")
 
 def cmd_no_servicemonitor(path):
     if of_kind(load(path), "ServiceMonitor"):
@@ -255,47 +261,47 @@ def cmd_no_servicemonitor(path):
 def cmd_servicemonitor(path):
     docs = load(path)
     sm = one(docs, "ServiceMonitor")
-    assert sm["apiVersion"] == "monitoring.coreos.com/v1", sm["apiVersion"]
+    ensure(sm["apiVersion"] == "monitoring.coreos.com/v1", sm["apiVersion"])
     svc = one(docs, "Service")
     labels = svc["metadata"]["labels"]
     sel = sm["spec"]["selector"]["matchLabels"]
-    assert all(labels.get(k) == v for k, v in sel.items()), f"ServiceMonitor selector {sel} does not match Service labels {labels}"
+    ensure(all(labels.get(k) == v for k, v in sel.items()), f"ServiceMonitor selector {sel} does not match Service labels {labels}")
     ep = sm["spec"]["endpoints"]
-    assert len(ep) == 1 and ep[0]["port"] == "http" and ep[0]["path"] == "/metrics", ep
-    assert sm["metadata"]["labels"].get("release") == "kube-prometheus-stack", sm["metadata"]["labels"]
+    ensure(len(ep) == 1 and ep[0]["port"] == "http" and ep[0]["path"] == "/metrics", ep)
+    ensure(sm["metadata"]["labels"].get("release") == "kube-prometheus-stack", sm["metadata"]["labels"])
 
 def cmd_all_options(path):
     docs = load(path)
     dep, c = operator_container(docs)
     pod = dep["spec"]["template"]["spec"]
-    assert pod["imagePullSecrets"] == [{"name": "registry-creds"}], pod.get("imagePullSecrets")
-    assert pod["nodeSelector"] == {"kubernetes.io/os": "linux", "node-role.example.com/control": "true"}, pod.get("nodeSelector")
-    assert pod["tolerations"] == [{"key": "dedicated", "operator": "Equal", "value": "control", "effect": "NoSchedule"}], pod.get("tolerations")
-    assert pod["priorityClassName"] == "system-cluster-critical", pod.get("priorityClassName")
-    assert "podAntiAffinity" in pod["affinity"], pod.get("affinity")
+    ensure(pod["imagePullSecrets"] == [{"name": "registry-creds"}], pod.get("imagePullSecrets"))
+    ensure(pod["nodeSelector"] == {"kubernetes.io/os": "linux", "node-role.example.com/control": "true"}, pod.get("nodeSelector"))
+    ensure(pod["tolerations"] == [{"key": "dedicated", "operator": "Equal", "value": "control", "effect": "NoSchedule"}], pod.get("tolerations"))
+    ensure(pod["priorityClassName"] == "system-cluster-critical", pod.get("priorityClassName"))
+    ensure("podAntiAffinity" in pod["affinity"], pod.get("affinity"))
     meta = dep["spec"]["template"]["metadata"]
-    assert meta["annotations"] == {"example.com/team": "platform"}, meta.get("annotations")
-    assert meta["labels"]["example.com/cost-center"] == "edge", meta["labels"]
-    assert c["resources"] == {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"cpu": "1", "memory": "512Mi"}}, c["resources"]
+    ensure(meta["annotations"] == {"example.com/team": "platform"}, meta.get("annotations"))
+    ensure(meta["labels"]["example.com/cost-center"] == "edge", meta["labels"])
+    ensure(c["resources"] == {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"cpu": "1", "memory": "512Mi"}}, c["resources"])
     sa = one(docs, "ServiceAccount")
-    assert sa["metadata"]["name"] == "edgewire-operator", sa["metadata"]["name"]
-    assert sa["metadata"]["annotations"] == {"eks.amazonaws.com/role-arn": "arn:aws:iam::123456789012:role/edgewire-operator"}, sa["metadata"].get("annotations")
-    assert dep["metadata"]["name"] == "edgewire-ctl", dep["metadata"]["name"]
-    assert dep["spec"]["selector"]["matchLabels"]["app.kubernetes.io/name"] == "ew", dep["spec"]["selector"]
+    ensure(sa["metadata"]["name"] == "edgewire-operator", sa["metadata"]["name"])
+    ensure(sa["metadata"]["annotations"] == {"eks.amazonaws.com/role-arn": "arn:aws:iam::123456789012:role/edgewire-operator"}, sa["metadata"].get("annotations"))
+    ensure(dep["metadata"]["name"] == "edgewire-ctl", dep["metadata"]["name"])
+    ensure(dep["spec"]["selector"]["matchLabels"]["app.kubernetes.io/name"] == "ew", dep["spec"]["selector"])
 
 def cmd_no_serviceaccount(path, name):
     docs = load(path)
     if of_kind(docs, "ServiceAccount"):
         fail("ServiceAccount rendered although serviceAccount.create is false")
     dep, _ = operator_container(docs)
-    assert dep["spec"]["template"]["spec"]["serviceAccountName"] == name, dep["spec"]["template"]["spec"]
+    ensure(dep["spec"]["template"]["spec"]["serviceAccountName"] == name, dep["spec"]["template"]["spec"])
 
 def cmd_namespaced(path, namespace):
     for d in load(path):
         if d["kind"] in ("CustomResourceDefinition", "ClusterRole", "ClusterRoleBinding"):
-            assert "namespace" not in d["metadata"], d["metadata"]
+            ensure("namespace" not in d["metadata"], d["metadata"])
         else:
-            assert d["metadata"].get("namespace") == namespace, f"{d['kind']}/{d['metadata']['name']} namespace {d['metadata'].get('namespace')!r}"
+            ensure(d["metadata"].get("namespace") == namespace, f"{d['kind']}/{d['metadata']['name']} namespace {d['metadata'].get('namespace')!r}")
 
 # kubernetes-validate has no option to skip unknown kinds: for a kind without an upstream schema it
 # prints `WARN ... Couldn't find schema for kind K` and still exits 0. So run it with --strict for
@@ -444,8 +450,8 @@ def cmd_samples_cover(sample_dir):
         if f.endswith("-deployed.yaml"):
             kinds[eb["spec"]["deployBroker"]["kind"]] = f
         else:
-            assert "deployBroker" not in eb["spec"], f
-    assert sorted(kinds) == sorted(["nats", "rabbitmq", "redis", "mosquitto", "emqx", "redpanda", "kafka"]), kinds
+            ensure("deployBroker" not in eb["spec"], f)
+    ensure(sorted(kinds) == sorted(["nats", "rabbitmq", "redis", "mosquitto", "emqx", "redpanda", "kafka"]), kinds)
 
 def cmd_versions(cargo_toml, chart_yaml, values_yaml, rendered, images_rs, build_sh):
     """One version everywhere: the workspace's, the chart's appVersion, the default image tags."""
@@ -509,13 +515,28 @@ fails_with() { # fails_with MESSAGE ARGS...: helm template with ARGS must fail, 
   grep -qF -- "$msg" <<<"$out"
 }
 
+# expect_failure_naming NEEDLE CMD...: CMD must fail, and its output must name NEEDLE (the defect planted
+# for a self-test) without a Python traceback: a check that fails for another reason proves nothing.
+expect_failure_naming() {
+  local needle="$1" out
+  shift
+  if out="$("$@" 2>&1)"; then
+    echo "$out"
+    echo "passed, want a failure naming $needle"
+    return 1
+  fi
+  echo "$out"
+  if grep -q '^Traceback' <<<"$out"; then
+    echo "failed with a Python exception, not on $needle"
+    return 1
+  fi
+  grep -qF -- "$needle" <<<"$out" || { echo "the failure does not name $needle"; return 1; }
+}
+
 validator_catches_typo() {
   sed 's/^      serviceAccountName:/      serviceAcountName:/' "$WORK/default.yaml" >"$WORK/broken.yaml"
   grep -q serviceAcountName "$WORK/broken.yaml"
-  if py validate "$WORK/broken.yaml" "$K8S_VERSION" ""; then
-    echo "a Deployment with an unknown field passed"
-    return 1
-  fi
+  expect_failure_naming "'serviceAcountName'" py validate "$WORK/broken.yaml" "$K8S_VERSION" ""
 }
 
 sample_validator_catches_typos() {
@@ -526,11 +547,20 @@ sample_validator_catches_typos() {
   local f
   for f in typo1 typo2 typo3; do
     ! cmp -s "$src" "$WORK/$f.yaml" || { echo "$f: sed changed nothing"; return 1; }
-    if py sample "$WORK/$f.yaml" "$CHART/templates/crds" factory; then
-      echo "$f passed the sample check"
-      return 1
-    fi
   done
+  expect_failure_naming "'replica' was unexpected" py sample "$WORK/typo1.yaml" "$CHART/templates/crds" factory
+  expect_failure_naming "'natz' is not one of" py sample "$WORK/typo2.yaml" "$CHART/templates/crds" factory
+  expect_failure_naming "references Secret nats-deployed-auth, which the file does not hold" \
+    py sample "$WORK/typo3.yaml" "$CHART/templates/crds" factory
+}
+
+# The checks are explicit `ensure` calls, not `assert`s: they still fail under PYTHONOPTIMIZE.
+checks_survive_pythonoptimize() {
+  # One replica, yet the PodDisruptionBudget of the default values: the pdb check must say so.
+  sed 's/^  replicas: 2$/  replicas: 1/' "$WORK/default.yaml" >"$WORK/pdb-left.yaml"
+  ! cmp -s "$WORK/default.yaml" "$WORK/pdb-left.yaml" || { echo "sed changed nothing"; return 1; }
+  expect_failure_naming "want no PodDisruptionBudget with 1 replica" \
+    env PYTHONOPTIMIZE=2 python3 -c "$PY" pdb "$WORK/pdb-left.yaml" 1
 }
 
 # --- lint ---------------------------------------------------------------------------------------
@@ -564,7 +594,7 @@ check "kubernetes-validate $K8S_VERSION --strict (all options + CRDs)" py valida
 check "kubernetes-validate $K8S_VERSION --strict (replicaCount=1)" py validate "$WORK/one-replica.yaml" "$K8S_VERSION" ""
 check "kubernetes-validate $K8S_VERSION --strict (no ServiceAccount)" py validate "$WORK/no-sa.yaml" "$K8S_VERSION" ""
 # The validator must catch a wrong field, or the checks above prove nothing.
-check "kubernetes-validate rejects an unknown field (self-test)" validator_catches_typo
+check "kubernetes-validate rejects an unknown field, naming it (self-test)" validator_catches_typo
 
 # --- assertions on what the chart renders -------------------------------------------------------
 check "crds.install=false renders no CustomResourceDefinition" py no_crds "$WORK/no-crds.yaml"
@@ -613,7 +643,8 @@ check "all-options values reach the Deployment and ServiceAccount" py all_option
 
 # --- samples ------------------------------------------------------------------------------------
 check "samples: one per self-hosted family and per external adapter" py samples_cover "$SAMPLES"
-check "sample check rejects an unknown field, a bad enum value, a missing Secret (self-test)" sample_validator_catches_typos
+check "sample check rejects an unknown field, a bad enum value, a missing Secret, naming each (self-test)" sample_validator_catches_typos
+check "checks fail under PYTHONOPTIMIZE=2 too (self-test)" checks_survive_pythonoptimize
 for f in "$SAMPLES"/*.yaml; do
   b="$(basename "$f")"
   check "sample $b: namespace factory, CRD schema, referenced Secrets present" \

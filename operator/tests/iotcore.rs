@@ -344,13 +344,9 @@ async fn retain_leaves_the_rule_and_adds_no_finalizer() {
 
 #[tokio::test]
 async fn an_unreachable_aws_endpoint_is_a_false_condition_naming_the_action() {
-    // A port nothing listens on (bound, then released).
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let url = format!("http://127.0.0.1:{port}");
+    // A port nothing can listen on while the test runs (bound, never listening).
+    let closed = edgewire_e2e::brokers::ClosedPort::new().unwrap();
+    let url = format!("http://127.0.0.1:{}", closed.port());
     let (client, mock) = MockApi::start();
     let mqb = iotcore(
         "offline",

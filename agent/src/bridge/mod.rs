@@ -247,6 +247,10 @@ pub async fn run(args: BridgeArgs) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(args.http_addr)
         .await
         .with_context(|| format!("binding {}", args.http_addr))?;
+    // The bound address, for an `--http-addr` with port 0.
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(http_addr = %addr, "serving /metrics and /healthz");
+    }
     tokio::spawn(http::serve(listener, rt.clone()));
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(ingest(

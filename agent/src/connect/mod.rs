@@ -41,6 +41,9 @@ pub struct Unavailable(pub String);
 pub struct Health {
     connected: AtomicBool,
     detail: Mutex<Option<String>>,
+    /// Why the last connection attempt failed, in the client library's full words (the server's refusal,
+    /// the TLS verdict), where its events carry less.
+    attempt: Mutex<Option<String>>,
 }
 
 impl Health {
@@ -48,6 +51,16 @@ impl Health {
         self.connected.store(true, Ordering::SeqCst);
         if let Ok(mut d) = self.detail.lock() {
             *d = None;
+        }
+        if let Ok(mut a) = self.attempt.lock() {
+            *a = None;
+        }
+    }
+
+    /// Records why the last connection attempt failed; `/readyz` shows it next to the detail.
+    pub fn note_attempt(&self, why: impl Into<String>) {
+        if let Ok(mut a) = self.attempt.lock() {
+            *a = Some(why.into());
         }
     }
 
@@ -75,14 +88,25 @@ impl Health {
 
     pub fn readiness(&self) -> Readiness {
         let connected = self.is_connected();
-        let detail = self.detail.lock().ok().and_then(|d| d.clone());
+        if connected {
+            return Readiness {
+                connected,
+                detail: None,
+            };
+        }
+        let detail = self
+            .detail
+            .lock()
+            .ok()
+            .and_then(|d| d.clone())
+            .unwrap_or_else(|| "connecting".into());
+        let attempt = self.attempt.lock().ok().and_then(|a| a.clone());
         Readiness {
             connected,
-            detail: if connected {
-                None
-            } else {
-                detail.or_else(|| Some("connecting".into()))
-            },
+            detail: Some(match attempt {
+                Some(a) if !detail.contains(&a) => format!("{detail} (last attempt: {a})"),
+                _ => detail,
+            }),
         }
     }
 
@@ -119,5 +143,20 @@ mod tests {
         assert!(h.require().is_ok());
         h.set_down("connection refused");
         assert_eq!(h.readiness().detail.as_deref(), Some("connection refused"));
+        h.note_attempt("IO error: invalid peer certificate: UnknownIssuer");
+        assert_eq!(
+            h.readiness().detail.as_deref(),
+            Some(
+                "connection refused (last attempt: IO error: invalid peer certificate: UnknownIssuer)"
+            )
+        );
+        h.set_connected();
+        assert_eq!(h.readiness().detail, None);
+        h.set_down("disconnected");
+        assert_eq!(
+            h.readiness().detail.as_deref(),
+            Some("disconnected"),
+            "a connection clears the last attempt"
+        );
     }
 }

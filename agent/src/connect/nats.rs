@@ -51,6 +51,18 @@ pub fn options(
         .max_reconnects(None)
         .connection_timeout(CONNECT_TIMEOUT)
         .reconnect_delay_callback(move |n| policy.delay(n))
+        .reconnect_to_server_callback({
+            // The client's events name only the kind of a failed attempt ("IO error"); the server pool
+            // keeps it whole (the TLS verdict, the server's -ERR). Never a URL: no credentials in it.
+            let health = health.clone();
+            move |servers, _| {
+                if let Some(e) = servers.iter().find_map(|s| s.last_error.clone()) {
+                    health.note_attempt(e);
+                }
+                // Keep the client's own choice of server.
+                std::future::ready(None)
+            }
+        })
         .event_callback(move |ev| {
             let health = health.clone();
             async move {

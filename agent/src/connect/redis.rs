@@ -50,8 +50,9 @@ pub fn client(url: &Secret, tls: &TlsSettings) -> Result<redis::Client, SetupErr
 
 /// A Redis error without anything that may quote credentials.
 pub fn describe(e: &redis::RedisError) -> String {
-    match e.code() {
-        Some(code) => format!("{code} {}", e.detail().unwrap_or_default()),
-        None => format!("{:?}", e.kind()),
+    match (e.code(), std::error::Error::source(e)) {
+        (Some(code), _) => format!("{code} {}", e.detail().unwrap_or_default()),
+        (None, Some(io)) if e.is_io_error() => format!("{:?}: {io}", e.kind()),
+        (None, _) => format!("{:?}", e.kind()),
     }
 }

@@ -246,8 +246,12 @@ mod tests {
             }
             assert_eq!(stats.messages(), 600);
             assert!(stats.commits.load(Ordering::SeqCst) >= 1);
-            drop(a); // final cursor write
-            tokio::time::sleep(Duration::from_millis(300)).await;
+            // The writer writes the final cursor once the appender is gone, then stops.
+            drop(a);
+            until("the final cursor", || {
+                read_cursor(d.path()).is_ok_and(|(seq, _)| seq == 400)
+            })
+            .await;
         }
         let segs = fs::read_dir(d.path()).unwrap().count();
         let (_a, mut r, stats) = open(opts(d.path(), 1 << 30, Overflow::RejectNew, 4096)).unwrap();
@@ -256,11 +260,19 @@ mod tests {
         assert_eq!(rest.first().unwrap().seq, 401);
         assert_eq!(rest.last().unwrap().seq, 1000);
         assert!(rest.windows(2).all(|w| w[1].seq == w[0].seq + 1));
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        assert!(
-            fs::read_dir(d.path()).unwrap().count() < segs,
-            "acknowledged segments are deleted"
-        );
+        until("acknowledged segments are deleted", || {
+            fs::read_dir(d.path()).unwrap().count() < segs
+        })
+        .await;
+    }
+
+    /// Polls `done` every 10 ms; panics naming `what` after 10 s.
+    async fn until(what: &str, done: impl Fn() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !done() {
+            assert!(Instant::now() < deadline, "not within 10 s: {what}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     /// `testdata/v1`: a segment and a cursor written by the spool before `crc32fast` (its own table-driven
@@ -353,9 +365,11 @@ mod tests {
         let writer = tokio::spawn(async move {
             fill(&mut a, 0, 1000).await;
         });
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        // Full: less than one record below the limit (1000 records cannot fit), and the appender waits.
+        let record = segment::frame_len(&msg(999)) as u64;
+        until("the spool fills up", || stats.bytes() + record > max).await;
         assert!(!writer.is_finished(), "the appender must be held back");
-        assert!(stats.bytes() <= max);
+        assert!(stats.bytes() <= max, "{} > {max}", stats.bytes());
         let got = drain(&mut r, 1000).await;
         writer.await.unwrap();
         assert_eq!(got.len(), 1000);
