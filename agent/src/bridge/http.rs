@@ -1,6 +1,7 @@
 //! `/metrics`, `/healthz`, `/readyz` of the bridge.
 //!
-//! Metrics (prefix `edgewire_bridge_`): `spool_messages`, `spool_bytes`, `spool_oldest_age_seconds`
+//! Metrics (prefix `edgewire_bridge_`): `spool_messages`, `spool_bytes`, `spool_max_bytes` (the
+//! configured `spool.maxBytes`, what the spool-filling alerts compare `spool_bytes` with), `spool_oldest_age_seconds`
 //! (replay lag: how long the oldest waiting message has been waiting), `spool_commits_total` (group
 //! commits, one fsync each), `spool_dropped_total` (DropOldest), `forwarded_total` (acknowledged by the
 //! cloud), `received_total` (taken from the edge), `unmatched_total`, `delivered_to_edge_total`,
@@ -33,7 +34,7 @@ pub fn render(rt: &Runtime) -> String {
     let s = &rt.spool;
     let c = &rt.counters;
     let ld = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::SeqCst);
-    let rows: [(&str, &str, &str, f64); 14] = [
+    let rows: [(&str, &str, &str, f64); 15] = [
         (
             "spool_messages",
             "gauge",
@@ -45,6 +46,12 @@ pub fn render(rt: &Runtime) -> String {
             "gauge",
             "Bytes waiting in the spool (framing included)",
             s.bytes() as f64,
+        ),
+        (
+            "spool_max_bytes",
+            "gauge",
+            "The spool's bound in bytes (spool.maxBytes): RejectNew holds the edge back and DropOldest drops the oldest there",
+            rt.spool_max_bytes as f64,
         ),
         (
             "spool_oldest_age_seconds",
