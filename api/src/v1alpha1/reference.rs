@@ -51,15 +51,9 @@ pub fn crd_reference(crd: &CustomResourceDefinition) -> String {
     );
     if let Some(cols) = &version.additional_printer_columns {
         let _ = writeln!(out, "`kubectl get {}` shows:\n", names.plural);
-        let _ = writeln!(out, "| column | value | |\n|---|---|---|");
+        let _ = writeln!(out, "| column | value |\n|---|---|");
         for c in cols {
-            let _ = writeln!(
-                out,
-                "| {} | `{}` | {} |",
-                c.name,
-                c.json_path,
-                cell(c.description.as_deref().unwrap_or(""))
-            );
+            let _ = writeln!(out, "| {} | `{}` |", c.name, c.json_path);
         }
         out.push('\n');
     }
@@ -70,9 +64,6 @@ pub fn crd_reference(crd: &CustomResourceDefinition) -> String {
     else {
         return out;
     };
-    if let Some(d) = &root.description {
-        let _ = writeln!(out, "{}\n", paragraph(d));
-    }
     for section in ["spec", "status"] {
         let Some(schema) = root.properties.as_ref().and_then(|p| p.get(section)) else {
             continue;
