@@ -219,7 +219,9 @@ fn operator(work: &Path) -> anyhow::Result<Proc> {
             .env("KUBECONFIG", &kubeconfig),
         port,
     )?;
-    p.wait_for("/healthz answers 200", |p| Ok(p.get("/healthz")?.status == 200))?;
+    p.wait_for("/healthz answers 200", |p| {
+        Ok(p.get("/healthz")?.status == 200)
+    })?;
     Ok(p)
 }
 
@@ -278,7 +280,12 @@ struct Response {
 }
 
 impl Proc {
-    fn spawn(name: &'static str, work: &Path, cmd: &mut Command, port: u16) -> anyhow::Result<Proc> {
+    fn spawn(
+        name: &'static str,
+        work: &Path,
+        cmd: &mut Command,
+        port: u16,
+    ) -> anyhow::Result<Proc> {
         let log = work.join(format!("{name}.log"));
         let file = std::fs::File::create(&log)?;
         let child = cmd
@@ -368,7 +375,9 @@ impl Proc {
             .find(|(k, _)| k.eq_ignore_ascii_case("content-type"))
             .map(|(_, v)| v.trim().to_string())
             .unwrap_or_default();
-        let chunked = head.to_ascii_lowercase().contains("transfer-encoding: chunked");
+        let chunked = head
+            .to_ascii_lowercase()
+            .contains("transfer-encoding: chunked");
         let body = if chunked {
             dechunk(body)?
         } else {

@@ -74,12 +74,18 @@ async fn two_namespaces_get_one_controller_set_each_and_nothing_cluster_wide() {
         .collect();
     let gets = gets_while_starting(&watch, &want).await;
     let missing: Vec<_> = want.difference(&gets).collect();
-    assert!(missing.is_empty(), "never listed: {missing:?}\nall GETs: {gets:#?}");
+    assert!(
+        missing.is_empty(),
+        "never listed: {missing:?}\nall GETs: {gets:#?}"
+    );
     let outside: Vec<_> = gets
         .iter()
         .filter(|p| !p.contains("/namespaces/factory/") && !p.contains("/namespaces/site-a/"))
         .collect();
-    assert!(outside.is_empty(), "requests outside the two namespaces: {outside:?}");
+    assert!(
+        outside.is_empty(),
+        "requests outside the two namespaces: {outside:?}"
+    );
 }
 
 #[tokio::test]
@@ -87,7 +93,10 @@ async fn no_namespace_watches_the_whole_cluster() {
     let want = lists(None);
     let gets = gets_while_starting(&[], &want).await;
     let missing: Vec<_> = want.difference(&gets).collect();
-    assert!(missing.is_empty(), "never listed: {missing:?}\nall GETs: {gets:#?}");
+    assert!(
+        missing.is_empty(),
+        "never listed: {missing:?}\nall GETs: {gets:#?}"
+    );
 }
 
 #[test]

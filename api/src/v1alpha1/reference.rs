@@ -46,7 +46,11 @@ pub fn crd_reference(crd: &CustomResourceDefinition) -> String {
         names
             .categories
             .as_ref()
-            .map(|c| format!(", categor{} {}", if c.len() == 1 { "y" } else { "ies" }, code_list(c)))
+            .map(|c| format!(
+                ", categor{} {}",
+                if c.len() == 1 { "y" } else { "ies" },
+                code_list(c)
+            ))
             .unwrap_or_default(),
     );
     if let Some(cols) = &version.additional_printer_columns {
@@ -159,7 +163,9 @@ fn type_of(s: &JSONSchemaProps) -> String {
         },
         "object" => match &s.additional_properties {
             Some(JSONSchemaPropsOrBool::Schema(v)) => format!("map of {}", type_of(v)),
-            _ if s.x_kubernetes_preserve_unknown_fields == Some(true) => "object (any fields)".into(),
+            _ if s.x_kubernetes_preserve_unknown_fields == Some(true) => {
+                "object (any fields)".into()
+            }
             _ => "object".into(),
         },
         _ => match &s.format {
@@ -175,13 +181,18 @@ fn validation(s: &JSONSchemaProps, required: bool) -> String {
         v.push("**required**".to_string());
     }
     if let Some(e) = &s.enum_ {
-        let values: Vec<String> = e.iter().map(|x| format!("`{}`", cell(&x.0.to_string()))).collect();
+        let values: Vec<String> = e
+            .iter()
+            .map(|x| format!("`{}`", cell(&x.0.to_string())))
+            .collect();
         v.push(format!("one of {}", values.join(", ")));
     }
     if let Some(p) = &s.pattern {
         v.push(format!("pattern `{}`", cell(p)));
     }
-    let bound = |v: &mut Vec<String>, what: &str, min: Option<String>, max: Option<String>| match (min, max) {
+    let bound = |v: &mut Vec<String>, what: &str, min: Option<String>, max: Option<String>| match (
+        min, max,
+    ) {
         (Some(a), Some(b)) => v.push(format!("{what} {a}–{b}")),
         (Some(a), None) => v.push(format!("{what} ≥ {a}")),
         (None, Some(b)) => v.push(format!("{what} ≤ {b}")),
@@ -194,19 +205,32 @@ fn validation(s: &JSONSchemaProps, required: bool) -> String {
             format!("{x}")
         }
     };
-    match (s.minimum, s.maximum, s.exclusive_minimum, s.exclusive_maximum) {
+    match (
+        s.minimum,
+        s.maximum,
+        s.exclusive_minimum,
+        s.exclusive_maximum,
+    ) {
         (min, max, Some(true), _) | (min, max, _, Some(true)) => {
             if let Some(m) = min {
                 v.push(format!(
                     "{} {}",
-                    if s.exclusive_minimum == Some(true) { ">" } else { "≥" },
+                    if s.exclusive_minimum == Some(true) {
+                        ">"
+                    } else {
+                        "≥"
+                    },
                     number(m)
                 ));
             }
             if let Some(m) = max {
                 v.push(format!(
                     "{} {}",
-                    if s.exclusive_maximum == Some(true) { "<" } else { "≤" },
+                    if s.exclusive_maximum == Some(true) {
+                        "<"
+                    } else {
+                        "≤"
+                    },
                     number(m)
                 ));
             }
@@ -295,7 +319,12 @@ mod tests {
                 .as_ref()
                 .unwrap();
             let mut rows = Vec::new();
-            walk("spec", &root.properties.as_ref().unwrap()["spec"], true, &mut rows);
+            walk(
+                "spec",
+                &root.properties.as_ref().unwrap()["spec"],
+                true,
+                &mut rows,
+            );
             assert!(rows.len() > 10, "{}", crd.spec.names.kind);
             for r in rows {
                 assert!(
@@ -314,7 +343,10 @@ mod tests {
         // An enum, a default, a CEL rule with its message, a required field.
         assert!(eb.contains("| `spec.adapter` | string |"), "{eb}");
         assert!(eb.contains("one of `\"nats\"`"), "{eb}");
-        assert!(eb.contains("| `spec.coreName` | string | `\"default\"` |"), "{eb}");
+        assert!(
+            eb.contains("| `spec.coreName` | string | `\"default\"` |"),
+            "{eb}"
+        );
         assert!(eb.contains("rule `"), "{eb}");
         assert!(eb.contains("**required**"), "{eb}");
         let bl = page("BridgeLink");
