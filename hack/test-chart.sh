@@ -493,6 +493,153 @@ def cmd_versions(cargo_toml, chart_yaml, values_yaml, rendered, images_rs, build
             fail(f"{build_sh}: default repository prefix is not ghcr.io/edgewire")
     print(f"version {version} everywhere")
 
+def cmd_namespaced_rbac(path, namespace, sa, namespaces_json):
+    """watchNamespaces: the ClusterRole only reads CRDs; each watched namespace has a Role with the
+    controllers' rules, bound to the operator's ServiceAccount; nothing else grants Secrets."""
+    docs = load(path)
+    watched = json.loads(namespaces_json)
+    cr = one(docs, "ClusterRole")
+    crd_rule = [r for r in EXPECTED_CLUSTER_RULES if r[0] == ["apiextensions.k8s.io"]]
+    controller_rules = [r for r in EXPECTED_CLUSTER_RULES if r[0] != ["apiextensions.k8s.io"]]
+    got = triples(cr["rules"])
+    if got != expected_triples(crd_rule):
+        fail(f"ClusterRole with watchNamespaces grants more than reading CRDs: {sorted(got - expected_triples(crd_rule))}")
+    roles = {(r["metadata"]["namespace"], r["metadata"]["name"]): r for r in of_kind(docs, "Role")}
+    bindings = {(b["metadata"]["namespace"], b["metadata"]["name"]): b for b in of_kind(docs, "RoleBinding")}
+    controller_roles = {k: r for k, r in roles.items() if not k[1].endswith("-leader-election")}
+    if sorted(ns for ns, _ in controller_roles) != sorted(watched):
+        fail(f"controller Roles in {sorted(ns for ns, _ in controller_roles)}, want {sorted(watched)}")
+    for (ns, name), role in controller_roles.items():
+        got = triples(role["rules"])
+        want = expected_triples(controller_rules)
+        if got != want:
+            fail(f"Role {ns}/{name} differs\n  missing: {sorted(want - got)}\n  extra:   {sorted(got - want)}")
+        rb = bindings.get((ns, name))
+        if not rb:
+            fail(f"no RoleBinding {ns}/{name}")
+        if rb["roleRef"] != {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name}:
+            fail(f"RoleBinding {ns}/{name} roleRef {rb['roleRef']}")
+        if rb["subjects"] != [{"kind": "ServiceAccount", "name": sa, "namespace": namespace}]:
+            fail(f"RoleBinding {ns}/{name} subjects {rb['subjects']}")
+    _, c = operator_container(docs)
+    want_arg = "--watch-namespace=" + ",".join(watched)
+    if want_arg not in c["args"]:
+        fail(f"{want_arg} not in {c['args']}")
+
+def cmd_network_policy(path, cidrs_json, extra_port):
+    docs = load(path)
+    np = one(docs, "NetworkPolicy")
+    dep, _ = operator_container(docs)
+    spec = np["spec"]
+    if spec["podSelector"]["matchLabels"] != dep["spec"]["selector"]["matchLabels"]:
+        fail(f"podSelector {spec['podSelector']} does not select the operator pods")
+    if sorted(spec["policyTypes"]) != ["Egress", "Ingress"]:
+        fail(f"policyTypes {spec['policyTypes']}")
+    if spec["ingress"] != [{"ports": [{"port": "http", "protocol": "TCP"}]}]:
+        fail(f"ingress {spec['ingress']}: want only the http (metrics) port")
+    egress = spec["egress"]
+    dns = {"ports": [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}]}
+    if egress[0] != dns:
+        fail(f"first egress rule {egress[0]}, want DNS")
+    api = egress[1]
+    if [p["port"] for p in api["ports"]] != [443, 6443]:
+        fail(f"API server ports {api['ports']}")
+    cidrs = json.loads(cidrs_json)
+    got = [t["ipBlock"]["cidr"] for t in api.get("to", [])]
+    if got != cidrs:
+        fail(f"API server CIDRs {got}, want {cidrs}")
+    extra = egress[2:]
+    if extra_port:
+        if len(extra) != 1 or extra[0]["ports"][0]["port"] != int(extra_port):
+            fail(f"extraEgress not rendered: {extra}")
+    elif extra:
+        fail(f"unexpected egress rules {extra}")
+
+ALERTS = ["EdgewireBridgeCloudDisconnected", "EdgewireBridgeEdgeDisconnected", "EdgewireBridgeSpoolFilling",
+          "EdgewireBridgeSpoolFull", "EdgewireBridgeSpoolOldMessages", "EdgewireBridgeSpoolDropping",
+          "EdgewireBridgeCloudErrors", "EdgewirePublisherBrokerDown", "EdgewirePublisherPublishFailing",
+          "EdgewireMqttBrokerDown", "EdgewireOperatorReconcileErrors", "EdgewireOperatorNoLeader"]
+
+def cmd_monitoring(path, chart_dir, disabled, alert_labels_json, object_labels_json):
+    docs = load(path)
+    pr = one(docs, "PrometheusRule")
+    if pr["apiVersion"] != "monitoring.coreos.com/v1":
+        fail(f"PrometheusRule apiVersion {pr['apiVersion']}")
+    for k, v in json.loads(object_labels_json).items():
+        if pr["metadata"]["labels"].get(k) != v:
+            fail(f"PrometheusRule label {k}={pr['metadata']['labels'].get(k)!r}, want {v!r}")
+    rules = [r for g in pr["spec"]["groups"] for r in g["rules"]]
+    names = [r["alert"] for r in rules]
+    want = [a for a in ALERTS if a != disabled]
+    if names != want:
+        fail(f"alerts {names}, want {want}")
+    extra = json.loads(alert_labels_json)
+    for r in rules:
+        if r["annotations"]["runbook_url"] != "https://github.com/edgewire/edgewire/blob/main/docs/runbooks.md#" + r["alert"].lower():
+            fail(f"{r['alert']}: runbook_url {r['annotations']['runbook_url']}")
+        if r["labels"].get("severity") not in ("warning", "critical"):
+            fail(f"{r['alert']}: severity {r['labels'].get('severity')}")
+        for k, v in extra.items():
+            if r["labels"].get(k) != v:
+                fail(f"{r['alert']}: label {k}={r['labels'].get(k)!r}, want {v!r}")
+    cms = [d for d in of_kind(docs, "ConfigMap") if d["metadata"]["labels"].get("grafana_dashboard") == "1"]
+    if len(cms) != 1:
+        fail(f"want one ConfigMap labelled grafana_dashboard: \"1\", got {len(cms)}")
+    with open(f"{chart_dir}/dashboards/edgewire.json") as f:
+        if json.loads(cms[0]["data"]["edgewire.json"]) != json.load(f):
+            fail("the dashboard ConfigMap does not hold dashboards/edgewire.json")
+    pm = one(docs, "PodMonitor")
+    sel = pm["spec"]["selector"]["matchExpressions"]
+    if {"key": "app.kubernetes.io/managed-by", "operator": "In", "values": ["edgewire-operator"]} not in sel:
+        fail(f"PodMonitor does not select the operator's workloads: {sel}")
+    if [e["port"] for e in pm["spec"]["podMetricsEndpoints"]] != ["metrics", "http"]:
+        fail(f"PodMonitor endpoints {pm['spec']['podMetricsEndpoints']}")
+
+def cmd_no_monitoring(path):
+    for kind in ("PrometheusRule", "PodMonitor", "NetworkPolicy"):
+        if of_kind(load(path), kind):
+            fail(f"{kind} rendered by default")
+    if [d for d in of_kind(load(path), "ConfigMap") if d["metadata"].get("labels", {}).get("grafana_dashboard")]:
+        fail("dashboard ConfigMap rendered by default")
+
+def cmd_gitops_blocks(md, out_dir):
+    """Every ```yaml block of docs/gitops.md parses; writes the Helm values of each HelmRelease and
+    Application to out_dir/values-N.yaml (rendered against the chart by the caller)."""
+    import os
+    text = open(md).read()
+    blocks = re.findall(r"```yaml\n(.*?)```", text, re.S)
+    if not blocks:
+        fail(f"{md}: no yaml block")
+    kinds = []
+    n = 0
+    for b in blocks:
+        for d in yaml.safe_load_all(b):
+            if not d:
+                continue
+            for k in ("apiVersion", "kind", "metadata", "spec"):
+                if k not in d:
+                    fail(f"{md}: a {d.get('kind')} without {k}")
+            kinds.append((d["apiVersion"], d["kind"]))
+            values = None
+            if d["kind"] == "HelmRelease":
+                values = d["spec"]["values"]
+                if d["spec"]["chart"]["spec"]["chart"] != "charts/edgewire":
+                    fail(f"HelmRelease chart {d['spec']['chart']['spec']['chart']}")
+            if d["kind"] == "Application":
+                values = d["spec"]["source"]["helm"]["valuesObject"]
+                if d["spec"]["source"]["path"] != "charts/edgewire":
+                    fail(f"Application path {d['spec']['source']['path']}")
+            if values is not None:
+                n += 1
+                with open(os.path.join(out_dir, f"values-{n}.yaml"), "w") as f:
+                    yaml.safe_dump(values, f)
+    want = [("helm.toolkit.fluxcd.io/v2", "HelmRelease"), ("kustomize.toolkit.fluxcd.io/v1", "Kustomization"),
+            ("argoproj.io/v1alpha1", "Application"), ("source.toolkit.fluxcd.io/v1", "GitRepository")]
+    for w in want:
+        if w not in kinds:
+            fail(f"{md}: no {w[1]} ({w[0]})")
+    print(f"{len(kinds)} objects, {n} values blocks")
+
 globals()["cmd_" + sys.argv[1].replace("-", "_")](*sys.argv[2:])
 PYEOF
 
@@ -640,6 +787,60 @@ check "no PodDisruptionBudget with replicaCount 1" py pdb "$WORK/one-replica.yam
 check "no ServiceMonitor by default" py no_servicemonitor "$WORK/default.yaml"
 check "ServiceMonitor (monitoring.coreos.com/v1) selects the metrics Service when enabled" py servicemonitor "$WORK/all.yaml"
 check "all-options values reach the Deployment and ServiceAccount" py all_options "$WORK/all.yaml"
+
+# --- watchNamespaces, NetworkPolicy, monitoring (issue 13) ----------------------------------------
+check "helm template (watchNamespaces factory, site-a with watchNamespace factory; NetworkPolicy)" \
+  tmpl namespaced.yaml --set 'watchNamespaces={factory,site-a}' --set watchNamespace=factory \
+  --set networkPolicy.enabled=true --set 'networkPolicy.apiServerCIDRs={10.96.0.1/32,192.168.1.10/32}'
+check "watchNamespaces: ClusterRole only reads CRDs; a Role per namespace with the controllers' rules" \
+  py namespaced_rbac "$WORK/namespaced.yaml" "$NAMESPACE" "$RELEASE" '["factory", "site-a"]'
+check "NetworkPolicy: ingress only to the metrics port, egress only DNS and the API server CIDRs" \
+  py network_policy "$WORK/namespaced.yaml" '["10.96.0.1/32", "192.168.1.10/32"]' ""
+check "helm template (NetworkPolicy with extraEgress, no CIDRs)" tmpl netpol-extra.yaml --set networkPolicy.enabled=true \
+  --set 'networkPolicy.extraEgress[0].ports[0].port=8443'
+check "NetworkPolicy: API server ports to any address without CIDRs; extraEgress appended" \
+  py network_policy "$WORK/netpol-extra.yaml" '[]' 8443
+check "kubernetes-validate $K8S_VERSION --strict (watchNamespaces, NetworkPolicy)" \
+  py validate "$WORK/namespaced.yaml" "$K8S_VERSION" ""
+check "helm template (PrometheusRule, dashboard, PodMonitor; alert labels; one alert disabled)" \
+  tmpl monitoring.yaml --set metrics.prometheusRule.enabled=true --set metrics.dashboard.enabled=true \
+  --set metrics.podMonitor.enabled=true --set metrics.prometheusRule.alertLabels.team=platform \
+  --set metrics.prometheusRule.labels.release=kube-prometheus-stack \
+  --set 'metrics.prometheusRule.disabled={EdgewireBridgeEdgeDisconnected}'
+check "PrometheusRule: the alerts with runbook_url and severity, alertLabels, disabled left out; dashboard ConfigMap; PodMonitor" \
+  py monitoring "$WORK/monitoring.yaml" "$CHART" EdgewireBridgeEdgeDisconnected '{"team": "platform"}' '{"release": "kube-prometheus-stack"}'
+check "kubernetes-validate $K8S_VERSION --strict (monitoring)" \
+  py validate "$WORK/monitoring.yaml" "$K8S_VERSION" "PrometheusRule,PodMonitor"
+check "no PrometheusRule, PodMonitor, dashboard or NetworkPolicy by default" py no_monitoring "$WORK/default.yaml"
+check "values schema names a misspelled nested key (metrics.prometheusRule.enabeld)" \
+  fails_with "additional properties 'enabeld' not allowed" --set metrics.prometheusRule.enabeld=true
+check "values schema names a misspelled key (networkPolicy.enable)" \
+  fails_with "additional properties 'enable' not allowed" --set networkPolicy.enable=true
+check "values schema rejects a namespace name that is not a DNS label in watchNamespaces" \
+  fails_with "watchNamespaces" --set 'watchNamespaces={Factory_1}'
+check "values schema rejects an unknown alert in metrics.prometheusRule.disabled" \
+  fails_with "disabled" --set 'metrics.prometheusRule.disabled={EdgewireNoSuchAlert}'
+gitops_docs() { # the yaml blocks of docs/gitops.md parse and their Helm values render the chart
+  mkdir -p "$WORK/gitops"
+  py gitops_blocks "$1" "$WORK/gitops" || return 1
+  local f
+  for f in "$WORK/gitops"/values-*.yaml; do
+    "$HELM" template "$RELEASE" "$CHART" --namespace "$NAMESPACE" --kube-version "$K8S_VERSION" -f "$f" >/dev/null \
+      || return 1
+  done
+}
+check "docs/gitops.md: Flux HelmRelease, Kustomization, Argo CD Application parse; their values render the chart" \
+  gitops_docs "$ROOT/docs/gitops.md"
+gitops_docs_catch_a_typo() {
+  sed 's/^    replicaCount: 2$/    replicaCuont: 2/' "$ROOT/docs/gitops.md" >"$WORK/gitops-typo.md"
+  ! cmp -s "$ROOT/docs/gitops.md" "$WORK/gitops-typo.md" || { echo "sed changed nothing"; return 1; }
+  rm -rf "$WORK/gitops"
+  if gitops_docs "$WORK/gitops-typo.md" 2>&1; then
+    echo "a HelmRelease with replicaCuont passed"
+    return 1
+  fi
+}
+check "docs/gitops.md check fails on a misspelled values key (self-test)" gitops_docs_catch_a_typo
 
 # --- samples ------------------------------------------------------------------------------------
 check "samples: one per self-hosted family and per external adapter" py samples_cover "$SAMPLES"

@@ -26,6 +26,25 @@ fn checked_in_crds_match_the_code() {
     }
 }
 
+/// The reference pages under docs/reference/ are generated from the same CRDs.
+#[test]
+fn checked_in_reference_pages_match_the_code() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let mut names = Vec::new();
+    for crd in edgewire_api::crds() {
+        let name = edgewire_api::reference_file_name(&crd);
+        let file = root.join("docs/reference").join(&name);
+        let on_disk = std::fs::read_to_string(&file).unwrap_or_default();
+        assert!(
+            on_disk == edgewire_api::crd_reference(&crd),
+            "{} is out of date: run `make crds`",
+            file.display()
+        );
+        names.push(name);
+    }
+    assert_eq!(names, ["eventbroker.md", "mqttbroker.md", "bridgelink.md"]);
+}
+
 #[test]
 fn crds_carry_names_categories_and_status_subresource() {
     let crds = edgewire_api::crds();

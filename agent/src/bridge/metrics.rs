@@ -5,6 +5,8 @@
 //!
 //! Exported (the README's table lists the same, checked by the bridge test
 //! `the_metrics_exported_are_the_ones_the_readme_lists`): `spool_messages`, `spool_bytes`,
+//! `spool_max_bytes` (the configured `spool.maxBytes`, what the spool-filling alerts compare
+//! `spool_bytes` with),
 //! `spool_oldest_age_seconds` (replay lag: how long the oldest waiting message has been waiting),
 //! `spool_commits_total` (group commits, one fsync each), `spool_dropped_total` (DropOldest),
 //! `forwarded_total` (acknowledged by the cloud), `received_total` (taken from the edge),
@@ -92,6 +94,12 @@ impl Collector for RuntimeCollector {
             "spool_bytes",
             "Bytes waiting in the spool (framing included).",
             count(s.bytes()),
+        )?;
+        gauge(
+            e,
+            "spool_max_bytes",
+            "The spool's bound in bytes (spool.maxBytes): RejectNew holds the edge back and DropOldest drops the oldest there.",
+            count(rt.spool_max_bytes),
         )?;
         gauge(
             e,

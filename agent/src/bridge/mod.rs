@@ -105,6 +105,8 @@ pub struct Counters {
 /// Everything `/metrics` and the status reporter read.
 pub struct Runtime {
     pub spool: Arc<spool::Stats>,
+    /// The spool's bound in bytes (`spool.maxBytes`), exported so that alerts can compare the fill with it.
+    pub spool_max_bytes: u64,
     pub counters: Arc<Counters>,
     pub edge: Arc<Health>,
     pub cloud: Arc<Health>,
@@ -238,6 +240,7 @@ pub async fn run(args: BridgeArgs) -> anyhow::Result<()> {
     let counters = Arc::new(Counters::default());
     let rt = Arc::new(Runtime {
         spool: spool_stats,
+        spool_max_bytes: cfg.spool_max_bytes,
         counters: counters.clone(),
         edge: edge.health(),
         cloud: cloud.health(),

@@ -423,6 +423,8 @@ async fn full_spool_reject_new_holds_back_the_edge_and_loses_nothing() {
     let bridge = Bridge::start(dir.path(), &yaml, &[]);
     bridge.wait_metric("edge_connected", 30, |v| v == 1.0).await;
     wait_subscribed(&edge, "local/telemetry/#").await;
+    // The bound is exported for the spool-filling alerts (spool_bytes / spool_max_bytes).
+    assert_eq!(bridge.metric("spool_max_bytes").await, Some(max as f64));
     mqtt_publish(edge.port(), "local/telemetry/line1/seq", 0, SMALL).await;
     // The spool fills up to the limit (less than one ~300-byte record below it) while Mosquitto has
     // acknowledged all SMALL to the publisher: the rest waits at the edge, not in the bridge.
