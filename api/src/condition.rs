@@ -46,6 +46,9 @@ pub mod reasons {
     pub const TOPIC_RULE_APPLIED: &str = "TopicRuleApplied";
     pub const SPOOL_OVERFLOW: &str = "SpoolOverflow";
     pub const CLEANUP_FAILED: &str = "CleanupFailed";
+    /// The cleanup a finalizer waited for cannot ever run (its credentials are gone): the finalizer went and the
+    /// Event names what was left behind.
+    pub const CLEANUP_ABANDONED: &str = "CleanupAbandoned";
 }
 
 /// `"True"`, `"False"` or `"Unknown"`.

@@ -203,12 +203,15 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<()> {
     let (mut leader, lease_task) = manager.watch().await;
     info!(identity = %cfg.identity, lease = %cfg.lease_name, "waiting for leadership");
 
-    let ctx = Arc::new(Context::new(
-        client.clone(),
-        cfg.settings.clone(),
-        metrics.clone(),
-        Some(cfg.identity.clone()),
-    ));
+    let ctx = Arc::new(
+        Context::new(
+            client.clone(),
+            cfg.settings.clone(),
+            metrics.clone(),
+            Some(cfg.identity.clone()),
+        )
+        .with_home_namespace(&cfg.lease_namespace),
+    );
     let mut stop = stop_rx.clone();
     loop {
         tokio::select! {
