@@ -46,7 +46,7 @@ render: ## print what the operator would apply for a file: make render F=config/
 run: ## run the operator against the cluster in KUBECONFIG (text logs)
 	$(CARGO) run -p edgewire-operator -- --log-format text run --http-addr 127.0.0.1:8081
 
-demo: deps build ## a guided tour on a real control plane: apply a sample, watch it become Ready, publish an event
+demo: deps build ## a guided tour on a real control plane: an EventBroker, a BridgeLink through a cloud outage, a tally of what arrived
 	@bash hack/demo.sh
 
 bench: deps ## performance figures, each a ratio taken in this run (loopback only, bounded)
