@@ -11,7 +11,7 @@ pub mod mqtt_broker;
 use crate::context::Context;
 use crate::reconcile::{Error, Reconciled};
 use backoff::Backoff;
-use futures::{Stream, StreamExt};
+use futures::{FutureExt, Stream, StreamExt};
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{Secret, Service};
@@ -166,6 +166,24 @@ pub async fn run<K: Controlled>(
     let client = ctx.client.clone();
     let ns = namespace.as_deref();
     let (stream, reader) = root::<K>(&client, ns);
+    let shutdown = shutdown.shared();
+    // kube's applier holds its runner until the root store has listed once, and does not see the shutdown
+    // meanwhile: with the kind's list refused (CRD not installed, RBAC) it would never stop. Nothing has
+    // been reconciled then, so stopping at once is the graceful stop.
+    let stopped_before_ready = {
+        let (shutdown, reader) = (shutdown.clone(), reader.clone());
+        async move {
+            shutdown.await;
+            if reader.wait_until_ready().now_or_never().is_none() {
+                debug!(
+                    kind = K::KIND_LABEL,
+                    "stopping before the first list completed"
+                );
+                return;
+            }
+            std::future::pending::<()>().await
+        }
+    };
     let controller = K::owns(
         Controller::for_stream(stream, reader.clone()),
         &client,
@@ -181,7 +199,7 @@ pub async fn run<K: Controlled>(
     let backoff = Arc::new(Backoff::default());
     let policy_backoff = backoff.clone();
     let policy_ctx = ctx.clone();
-    controller
+    let running = controller
         .graceful_shutdown_on(shutdown)
         .run(
             move |obj, ctx| {
@@ -207,8 +225,11 @@ pub async fn run<K: Controlled>(
             if let Err(e) = res {
                 debug!(error = %e, "controller event");
             }
-        })
-        .await;
+        });
+    tokio::select! {
+        () = running => {}
+        () = stopped_before_ready => {}
+    }
 }
 
 #[cfg(test)]
