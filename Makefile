@@ -8,7 +8,7 @@ CARGO ?= cargo
 # machines.
 TEST_THREADS ?= 2
 
-.PHONY: help deps build test unit e2e crds render run demo bench lint fmt image image-test clean
+.PHONY: help deps build test unit e2e crds render run demo bench mutants lint fmt image image-test observability-test clean
 
 help: ## this list
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -28,11 +28,14 @@ test: deps lint build ## everything CI runs: lint, unit, controller, broker, cha
 	bash hack/test-chart.sh
 	$(MAKE) image-test PROFILE=debug
 
+observability-test: deps ## the chart's alerts (promtool test rules) and dashboard against the metrics the binaries really serve
+	bash hack/observability/test.sh
+
 e2e: deps build ## end-to-end suite on the control plane it starts (etcd, kube-apiserver, KCM, scheduler, kwok), or on the cluster in KUBECONFIG
 	bash hack/e2e.sh --test-threads=$(TEST_THREADS)
 
-crds: ## regenerate crds/ and the chart's CRD templates from the api crate
-	$(CARGO) run -q -p edgewire-api --bin crdgen -- --out crds --chart charts/edgewire/templates/crds
+crds: ## regenerate crds/, the chart's CRD templates and docs/reference/ from the api crate
+	$(CARGO) run -q -p edgewire-api --bin crdgen -- --out crds --chart charts/edgewire/templates/crds --docs docs/reference
 
 render: ## print what the operator would apply for a file: make render F=config/samples/eventbroker-nats-deployed.yaml
 	@$(CARGO) run -q -p edgewire-operator -- render -f $(or $(F),config/samples/eventbroker-nats-deployed.yaml)
@@ -50,6 +53,9 @@ bench: deps ## performance figures, each a ratio taken in this run (loopback onl
 	$(CARGO) bench -q -p edgewire-agent --bench spool_stores
 	$(CARGO) build --release -q -p edgewire-agent --bin edgewire-agent
 	$(CARGO) bench -q -p edgewire-e2e --bench bridge
+
+mutants: ## mutation score (slow, not in CI): api crate, validate modules, event decoding, spool framing (hack/mutants.sh)
+	@bash hack/mutants.sh
 
 # Images: PROFILE=release (default) or debug (the binaries of `make build`, built the same way so that nothing
 # recompiles: features unify per build, so `-p` would give other binaries; what `make test` uses).

@@ -70,18 +70,24 @@ def of_kind(docs, kind):
 
 def one(docs, kind):
     found = of_kind(docs, kind)
-    assert len(found) == 1, f"expected exactly one {kind}, found {len(found)}"
+    ensure(len(found) == 1, f"expected exactly one {kind}, found {len(found)}")
     return found[0]
 
 def operator_container(docs):
     dep = one(docs, "Deployment")
     containers = dep["spec"]["template"]["spec"]["containers"]
-    assert [c["name"] for c in containers] == ["operator"], containers
+    ensure([c["name"] for c in containers] == ["operator"], containers)
     return dep, containers[0]
 
 def fail(msg):
     print(msg)
     sys.exit(1)
+
+# An explicit check, not `assert`: Python drops asserts under PYTHONOPTIMIZE (-O), and a check that
+# vanishes passes everything.
+def ensure(cond, msg):
+    if not cond:
+        fail(msg)
 
 EXPECTED_CLUSTER_RULES = [
     (["edgewire.dev"], ["eventbrokers", "mqttbrokers", "bridgelinks"], ["get", "list", "watch", "patch", "update"]),
@@ -103,7 +109,7 @@ def triples(rules):
     out = set()
     for r in rules:
         extra = set(r) - {"apiGroups", "resources", "verbs"}
-        assert not extra, f"unexpected rule keys {extra} in {r}"
+        ensure(not extra, f"unexpected rule keys {extra} in {r}")
         for g in r["apiGroups"]:
             for res in r["resources"]:
                 for v in r["verbs"]:
@@ -145,28 +151,28 @@ def cmd_rbac(path, namespace, sa):
     if any(("coordination.k8s.io", "leases", v) in got for v in ("get", "create", "update")):
         fail("leases must not be granted cluster-wide")
     crb = one(docs, "ClusterRoleBinding")
-    assert crb["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": cr["metadata"]["name"]}, crb["roleRef"]
-    assert crb["subjects"] == [{"kind": "ServiceAccount", "name": sa, "namespace": namespace}], crb["subjects"]
+    ensure(crb["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": cr["metadata"]["name"]}, crb["roleRef"])
+    ensure(crb["subjects"] == [{"kind": "ServiceAccount", "name": sa, "namespace": namespace}], crb["subjects"])
     role = one(docs, "Role")
-    assert role["metadata"]["namespace"] == namespace, role["metadata"]
+    ensure(role["metadata"]["namespace"] == namespace, role["metadata"])
     got = triples(role["rules"])
     want = expected_triples(EXPECTED_LEASE_RULES)
     if got != want:
         fail(f"leader-election Role rules differ\n  missing: {sorted(want - got)}\n  extra:   {sorted(got - want)}")
     rb = one(docs, "RoleBinding")
-    assert rb["metadata"]["namespace"] == namespace, rb["metadata"]
-    assert rb["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": role["metadata"]["name"]}, rb["roleRef"]
-    assert rb["subjects"] == [{"kind": "ServiceAccount", "name": sa, "namespace": namespace}], rb["subjects"]
+    ensure(rb["metadata"]["namespace"] == namespace, rb["metadata"])
+    ensure(rb["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": role["metadata"]["name"]}, rb["roleRef"])
+    ensure(rb["subjects"] == [{"kind": "ServiceAccount", "name": sa, "namespace": namespace}], rb["subjects"])
     dep, _ = operator_container(docs)
-    assert dep["spec"]["template"]["spec"]["serviceAccountName"] == sa, dep["spec"]["template"]["spec"].get("serviceAccountName")
+    ensure(dep["spec"]["template"]["spec"]["serviceAccountName"] == sa, dep["spec"]["template"]["spec"].get("serviceAccountName"))
 
 def cmd_security(path):
     docs = load(path)
     dep, c = operator_container(docs)
     pod = dep["spec"]["template"]["spec"]
     psc = pod.get("securityContext") or {}
-    assert psc.get("runAsNonRoot") is True, psc
-    assert psc.get("seccompProfile") == {"type": "RuntimeDefault"}, psc
+    ensure(psc.get("runAsNonRoot") is True, psc)
+    ensure(psc.get("seccompProfile") == {"type": "RuntimeDefault"}, psc)
     sc = c.get("securityContext") or {}
     want = {
         "runAsNonRoot": True,
@@ -205,30 +211,30 @@ def cmd_agent_image(path, image, policy):
 
 def cmd_operator_image(path, image, policy):
     _, c = operator_container(load(path))
-    assert c["image"] == image, c["image"]
-    assert c["imagePullPolicy"] == policy, c["imagePullPolicy"]
+    ensure(c["image"] == image, c["image"])
+    ensure(c["imagePullPolicy"] == policy, c["imagePullPolicy"])
 
 def cmd_env_probes(path, rust_log):
     dep, c = operator_container(load(path))
     env = {e["name"]: e for e in c.get("env", [])}
-    assert env["POD_NAME"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}, env.get("POD_NAME")
-    assert env["POD_NAMESPACE"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}, env.get("POD_NAMESPACE")
-    assert env["RUST_LOG"]["value"] == rust_log, env.get("RUST_LOG")
-    assert c["ports"] == [{"name": "http", "containerPort": 8080, "protocol": "TCP"}], c["ports"]
-    assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}, c["livenessProbe"]
-    assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}, c["readinessProbe"]
+    ensure(env["POD_NAME"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}, env.get("POD_NAME"))
+    ensure(env["POD_NAMESPACE"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}, env.get("POD_NAMESPACE"))
+    ensure(env["RUST_LOG"]["value"] == rust_log, env.get("RUST_LOG"))
+    ensure(c["ports"] == [{"name": "http", "containerPort": 8080, "protocol": "TCP"}], c["ports"])
+    ensure(c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}, c["livenessProbe"])
+    ensure(c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}, c["readinessProbe"])
     r = c.get("resources") or {}
-    assert r.get("requests") and r.get("limits"), f"resources: {r}"
+    ensure(r.get("requests") and r.get("limits"), f"resources: {r}")
 
 def cmd_service(path):
     docs = load(path)
     dep, _ = operator_container(docs)
     svc = one(docs, "Service")
-    assert svc["spec"]["ports"] == [{"name": "http", "port": 8080, "targetPort": "http", "protocol": "TCP"}], svc["spec"]["ports"]
+    ensure(svc["spec"]["ports"] == [{"name": "http", "port": 8080, "targetPort": "http", "protocol": "TCP"}], svc["spec"]["ports"])
     pod_labels = dep["spec"]["template"]["metadata"]["labels"]
     sel = svc["spec"]["selector"]
-    assert all(pod_labels.get(k) == v for k, v in sel.items()), f"Service selector {sel} does not match pod labels {pod_labels}"
-    assert dep["spec"]["selector"]["matchLabels"] == sel, (dep["spec"]["selector"], sel)
+    ensure(all(pod_labels.get(k) == v for k, v in sel.items()), f"Service selector {sel} does not match pod labels {pod_labels}")
+    ensure(dep["spec"]["selector"]["matchLabels"] == sel, (dep["spec"]["selector"], sel))
     for d in docs:
         labels = d["metadata"].get("labels") or {}
         for k in ("app.kubernetes.io/name", "app.kubernetes.io/instance", "app.kubernetes.io/version", "app.kubernetes.io/managed-by"):
@@ -238,15 +244,15 @@ def cmd_service(path):
 def cmd_pdb(path, replicas):
     docs = load(path)
     dep, _ = operator_container(docs)
-    assert dep["spec"]["replicas"] == int(replicas), dep["spec"]["replicas"]
+    ensure(dep["spec"]["replicas"] == int(replicas), dep["spec"]["replicas"])
     pdbs = of_kind(docs, "PodDisruptionBudget")
     if int(replicas) > 1:
-        assert len(pdbs) == 1, f"want one PodDisruptionBudget with {replicas} replicas, got {len(pdbs)}"
+        ensure(len(pdbs) == 1, f"want one PodDisruptionBudget with {replicas} replicas, got {len(pdbs)}")
         spec = pdbs[0]["spec"]
-        assert spec.get("maxUnavailable") == 1 and "minAvailable" not in spec, spec
-        assert spec["selector"]["matchLabels"] == dep["spec"]["selector"]["matchLabels"], spec["selector"]
+        ensure(spec.get("maxUnavailable") == 1 and "minAvailable" not in spec, spec)
+        ensure(spec["selector"]["matchLabels"] == dep["spec"]["selector"]["matchLabels"], spec["selector"])
     else:
-        assert not pdbs, f"want no PodDisruptionBudget with 1 replica, got {len(pdbs)}"
+        ensure(not pdbs, f"want no PodDisruptionBudget with 1 replica, got {len(pdbs)}")
 
 def cmd_no_servicemonitor(path):
     if of_kind(load(path), "ServiceMonitor"):
@@ -255,47 +261,47 @@ def cmd_no_servicemonitor(path):
 def cmd_servicemonitor(path):
     docs = load(path)
     sm = one(docs, "ServiceMonitor")
-    assert sm["apiVersion"] == "monitoring.coreos.com/v1", sm["apiVersion"]
+    ensure(sm["apiVersion"] == "monitoring.coreos.com/v1", sm["apiVersion"])
     svc = one(docs, "Service")
     labels = svc["metadata"]["labels"]
     sel = sm["spec"]["selector"]["matchLabels"]
-    assert all(labels.get(k) == v for k, v in sel.items()), f"ServiceMonitor selector {sel} does not match Service labels {labels}"
+    ensure(all(labels.get(k) == v for k, v in sel.items()), f"ServiceMonitor selector {sel} does not match Service labels {labels}")
     ep = sm["spec"]["endpoints"]
-    assert len(ep) == 1 and ep[0]["port"] == "http" and ep[0]["path"] == "/metrics", ep
-    assert sm["metadata"]["labels"].get("release") == "kube-prometheus-stack", sm["metadata"]["labels"]
+    ensure(len(ep) == 1 and ep[0]["port"] == "http" and ep[0]["path"] == "/metrics", ep)
+    ensure(sm["metadata"]["labels"].get("release") == "kube-prometheus-stack", sm["metadata"]["labels"])
 
 def cmd_all_options(path):
     docs = load(path)
     dep, c = operator_container(docs)
     pod = dep["spec"]["template"]["spec"]
-    assert pod["imagePullSecrets"] == [{"name": "registry-creds"}], pod.get("imagePullSecrets")
-    assert pod["nodeSelector"] == {"kubernetes.io/os": "linux", "node-role.example.com/control": "true"}, pod.get("nodeSelector")
-    assert pod["tolerations"] == [{"key": "dedicated", "operator": "Equal", "value": "control", "effect": "NoSchedule"}], pod.get("tolerations")
-    assert pod["priorityClassName"] == "system-cluster-critical", pod.get("priorityClassName")
-    assert "podAntiAffinity" in pod["affinity"], pod.get("affinity")
+    ensure(pod["imagePullSecrets"] == [{"name": "registry-creds"}], pod.get("imagePullSecrets"))
+    ensure(pod["nodeSelector"] == {"kubernetes.io/os": "linux", "node-role.example.com/control": "true"}, pod.get("nodeSelector"))
+    ensure(pod["tolerations"] == [{"key": "dedicated", "operator": "Equal", "value": "control", "effect": "NoSchedule"}], pod.get("tolerations"))
+    ensure(pod["priorityClassName"] == "system-cluster-critical", pod.get("priorityClassName"))
+    ensure("podAntiAffinity" in pod["affinity"], pod.get("affinity"))
     meta = dep["spec"]["template"]["metadata"]
-    assert meta["annotations"] == {"example.com/team": "platform"}, meta.get("annotations")
-    assert meta["labels"]["example.com/cost-center"] == "edge", meta["labels"]
-    assert c["resources"] == {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"cpu": "1", "memory": "512Mi"}}, c["resources"]
+    ensure(meta["annotations"] == {"example.com/team": "platform"}, meta.get("annotations"))
+    ensure(meta["labels"]["example.com/cost-center"] == "edge", meta["labels"])
+    ensure(c["resources"] == {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"cpu": "1", "memory": "512Mi"}}, c["resources"])
     sa = one(docs, "ServiceAccount")
-    assert sa["metadata"]["name"] == "edgewire-operator", sa["metadata"]["name"]
-    assert sa["metadata"]["annotations"] == {"eks.amazonaws.com/role-arn": "arn:aws:iam::123456789012:role/edgewire-operator"}, sa["metadata"].get("annotations")
-    assert dep["metadata"]["name"] == "edgewire-ctl", dep["metadata"]["name"]
-    assert dep["spec"]["selector"]["matchLabels"]["app.kubernetes.io/name"] == "ew", dep["spec"]["selector"]
+    ensure(sa["metadata"]["name"] == "edgewire-operator", sa["metadata"]["name"])
+    ensure(sa["metadata"]["annotations"] == {"eks.amazonaws.com/role-arn": "arn:aws:iam::123456789012:role/edgewire-operator"}, sa["metadata"].get("annotations"))
+    ensure(dep["metadata"]["name"] == "edgewire-ctl", dep["metadata"]["name"])
+    ensure(dep["spec"]["selector"]["matchLabels"]["app.kubernetes.io/name"] == "ew", dep["spec"]["selector"])
 
 def cmd_no_serviceaccount(path, name):
     docs = load(path)
     if of_kind(docs, "ServiceAccount"):
         fail("ServiceAccount rendered although serviceAccount.create is false")
     dep, _ = operator_container(docs)
-    assert dep["spec"]["template"]["spec"]["serviceAccountName"] == name, dep["spec"]["template"]["spec"]
+    ensure(dep["spec"]["template"]["spec"]["serviceAccountName"] == name, dep["spec"]["template"]["spec"])
 
 def cmd_namespaced(path, namespace):
     for d in load(path):
         if d["kind"] in ("CustomResourceDefinition", "ClusterRole", "ClusterRoleBinding"):
-            assert "namespace" not in d["metadata"], d["metadata"]
+            ensure("namespace" not in d["metadata"], d["metadata"])
         else:
-            assert d["metadata"].get("namespace") == namespace, f"{d['kind']}/{d['metadata']['name']} namespace {d['metadata'].get('namespace')!r}"
+            ensure(d["metadata"].get("namespace") == namespace, f"{d['kind']}/{d['metadata']['name']} namespace {d['metadata'].get('namespace')!r}")
 
 # kubernetes-validate has no option to skip unknown kinds: for a kind without an upstream schema it
 # prints `WARN ... Couldn't find schema for kind K` and still exits 0. So run it with --strict for
@@ -444,8 +450,8 @@ def cmd_samples_cover(sample_dir):
         if f.endswith("-deployed.yaml"):
             kinds[eb["spec"]["deployBroker"]["kind"]] = f
         else:
-            assert "deployBroker" not in eb["spec"], f
-    assert sorted(kinds) == sorted(["nats", "rabbitmq", "redis", "mosquitto", "emqx", "redpanda", "kafka"]), kinds
+            ensure("deployBroker" not in eb["spec"], f)
+    ensure(sorted(kinds) == sorted(["nats", "rabbitmq", "redis", "mosquitto", "emqx", "redpanda", "kafka"]), kinds)
 
 def cmd_versions(cargo_toml, chart_yaml, values_yaml, rendered, images_rs, build_sh):
     """One version everywhere: the workspace's, the chart's appVersion, the default image tags."""
@@ -487,6 +493,153 @@ def cmd_versions(cargo_toml, chart_yaml, values_yaml, rendered, images_rs, build
             fail(f"{build_sh}: default repository prefix is not ghcr.io/edgewire")
     print(f"version {version} everywhere")
 
+def cmd_namespaced_rbac(path, namespace, sa, namespaces_json):
+    """watchNamespaces: the ClusterRole only reads CRDs; each watched namespace has a Role with the
+    controllers' rules, bound to the operator's ServiceAccount; nothing else grants Secrets."""
+    docs = load(path)
+    watched = json.loads(namespaces_json)
+    cr = one(docs, "ClusterRole")
+    crd_rule = [r for r in EXPECTED_CLUSTER_RULES if r[0] == ["apiextensions.k8s.io"]]
+    controller_rules = [r for r in EXPECTED_CLUSTER_RULES if r[0] != ["apiextensions.k8s.io"]]
+    got = triples(cr["rules"])
+    if got != expected_triples(crd_rule):
+        fail(f"ClusterRole with watchNamespaces grants more than reading CRDs: {sorted(got - expected_triples(crd_rule))}")
+    roles = {(r["metadata"]["namespace"], r["metadata"]["name"]): r for r in of_kind(docs, "Role")}
+    bindings = {(b["metadata"]["namespace"], b["metadata"]["name"]): b for b in of_kind(docs, "RoleBinding")}
+    controller_roles = {k: r for k, r in roles.items() if not k[1].endswith("-leader-election")}
+    if sorted(ns for ns, _ in controller_roles) != sorted(watched):
+        fail(f"controller Roles in {sorted(ns for ns, _ in controller_roles)}, want {sorted(watched)}")
+    for (ns, name), role in controller_roles.items():
+        got = triples(role["rules"])
+        want = expected_triples(controller_rules)
+        if got != want:
+            fail(f"Role {ns}/{name} differs\n  missing: {sorted(want - got)}\n  extra:   {sorted(got - want)}")
+        rb = bindings.get((ns, name))
+        if not rb:
+            fail(f"no RoleBinding {ns}/{name}")
+        if rb["roleRef"] != {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name}:
+            fail(f"RoleBinding {ns}/{name} roleRef {rb['roleRef']}")
+        if rb["subjects"] != [{"kind": "ServiceAccount", "name": sa, "namespace": namespace}]:
+            fail(f"RoleBinding {ns}/{name} subjects {rb['subjects']}")
+    _, c = operator_container(docs)
+    want_arg = "--watch-namespace=" + ",".join(watched)
+    if want_arg not in c["args"]:
+        fail(f"{want_arg} not in {c['args']}")
+
+def cmd_network_policy(path, cidrs_json, extra_port):
+    docs = load(path)
+    np = one(docs, "NetworkPolicy")
+    dep, _ = operator_container(docs)
+    spec = np["spec"]
+    if spec["podSelector"]["matchLabels"] != dep["spec"]["selector"]["matchLabels"]:
+        fail(f"podSelector {spec['podSelector']} does not select the operator pods")
+    if sorted(spec["policyTypes"]) != ["Egress", "Ingress"]:
+        fail(f"policyTypes {spec['policyTypes']}")
+    if spec["ingress"] != [{"ports": [{"port": "http", "protocol": "TCP"}]}]:
+        fail(f"ingress {spec['ingress']}: want only the http (metrics) port")
+    egress = spec["egress"]
+    dns = {"ports": [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}]}
+    if egress[0] != dns:
+        fail(f"first egress rule {egress[0]}, want DNS")
+    api = egress[1]
+    if [p["port"] for p in api["ports"]] != [443, 6443]:
+        fail(f"API server ports {api['ports']}")
+    cidrs = json.loads(cidrs_json)
+    got = [t["ipBlock"]["cidr"] for t in api.get("to", [])]
+    if got != cidrs:
+        fail(f"API server CIDRs {got}, want {cidrs}")
+    extra = egress[2:]
+    if extra_port:
+        if len(extra) != 1 or extra[0]["ports"][0]["port"] != int(extra_port):
+            fail(f"extraEgress not rendered: {extra}")
+    elif extra:
+        fail(f"unexpected egress rules {extra}")
+
+ALERTS = ["EdgewireBridgeCloudDisconnected", "EdgewireBridgeEdgeDisconnected", "EdgewireBridgeSpoolFilling",
+          "EdgewireBridgeSpoolFull", "EdgewireBridgeSpoolOldMessages", "EdgewireBridgeSpoolDropping",
+          "EdgewireBridgeCloudErrors", "EdgewirePublisherBrokerDown", "EdgewirePublisherPublishFailing",
+          "EdgewireMqttBrokerDown", "EdgewireOperatorReconcileErrors", "EdgewireOperatorNoLeader"]
+
+def cmd_monitoring(path, chart_dir, disabled, alert_labels_json, object_labels_json):
+    docs = load(path)
+    pr = one(docs, "PrometheusRule")
+    if pr["apiVersion"] != "monitoring.coreos.com/v1":
+        fail(f"PrometheusRule apiVersion {pr['apiVersion']}")
+    for k, v in json.loads(object_labels_json).items():
+        if pr["metadata"]["labels"].get(k) != v:
+            fail(f"PrometheusRule label {k}={pr['metadata']['labels'].get(k)!r}, want {v!r}")
+    rules = [r for g in pr["spec"]["groups"] for r in g["rules"]]
+    names = [r["alert"] for r in rules]
+    want = [a for a in ALERTS if a != disabled]
+    if names != want:
+        fail(f"alerts {names}, want {want}")
+    extra = json.loads(alert_labels_json)
+    for r in rules:
+        if r["annotations"]["runbook_url"] != "https://github.com/edgewire/edgewire/blob/main/docs/runbooks.md#" + r["alert"].lower():
+            fail(f"{r['alert']}: runbook_url {r['annotations']['runbook_url']}")
+        if r["labels"].get("severity") not in ("warning", "critical"):
+            fail(f"{r['alert']}: severity {r['labels'].get('severity')}")
+        for k, v in extra.items():
+            if r["labels"].get(k) != v:
+                fail(f"{r['alert']}: label {k}={r['labels'].get(k)!r}, want {v!r}")
+    cms = [d for d in of_kind(docs, "ConfigMap") if d["metadata"]["labels"].get("grafana_dashboard") == "1"]
+    if len(cms) != 1:
+        fail(f"want one ConfigMap labelled grafana_dashboard: \"1\", got {len(cms)}")
+    with open(f"{chart_dir}/dashboards/edgewire.json") as f:
+        if json.loads(cms[0]["data"]["edgewire.json"]) != json.load(f):
+            fail("the dashboard ConfigMap does not hold dashboards/edgewire.json")
+    pm = one(docs, "PodMonitor")
+    sel = pm["spec"]["selector"]["matchExpressions"]
+    if {"key": "app.kubernetes.io/managed-by", "operator": "In", "values": ["edgewire-operator"]} not in sel:
+        fail(f"PodMonitor does not select the operator's workloads: {sel}")
+    if [e["port"] for e in pm["spec"]["podMetricsEndpoints"]] != ["metrics", "http"]:
+        fail(f"PodMonitor endpoints {pm['spec']['podMetricsEndpoints']}")
+
+def cmd_no_monitoring(path):
+    for kind in ("PrometheusRule", "PodMonitor", "NetworkPolicy"):
+        if of_kind(load(path), kind):
+            fail(f"{kind} rendered by default")
+    if [d for d in of_kind(load(path), "ConfigMap") if d["metadata"].get("labels", {}).get("grafana_dashboard")]:
+        fail("dashboard ConfigMap rendered by default")
+
+def cmd_gitops_blocks(md, out_dir):
+    """Every ```yaml block of docs/gitops.md parses; writes the Helm values of each HelmRelease and
+    Application to out_dir/values-N.yaml (rendered against the chart by the caller)."""
+    import os
+    text = open(md).read()
+    blocks = re.findall(r"```yaml\n(.*?)```", text, re.S)
+    if not blocks:
+        fail(f"{md}: no yaml block")
+    kinds = []
+    n = 0
+    for b in blocks:
+        for d in yaml.safe_load_all(b):
+            if not d:
+                continue
+            for k in ("apiVersion", "kind", "metadata", "spec"):
+                if k not in d:
+                    fail(f"{md}: a {d.get('kind')} without {k}")
+            kinds.append((d["apiVersion"], d["kind"]))
+            values = None
+            if d["kind"] == "HelmRelease":
+                values = d["spec"]["values"]
+                if d["spec"]["chart"]["spec"]["chart"] != "charts/edgewire":
+                    fail(f"HelmRelease chart {d['spec']['chart']['spec']['chart']}")
+            if d["kind"] == "Application":
+                values = d["spec"]["source"]["helm"]["valuesObject"]
+                if d["spec"]["source"]["path"] != "charts/edgewire":
+                    fail(f"Application path {d['spec']['source']['path']}")
+            if values is not None:
+                n += 1
+                with open(os.path.join(out_dir, f"values-{n}.yaml"), "w") as f:
+                    yaml.safe_dump(values, f)
+    want = [("helm.toolkit.fluxcd.io/v2", "HelmRelease"), ("kustomize.toolkit.fluxcd.io/v1", "Kustomization"),
+            ("argoproj.io/v1alpha1", "Application"), ("source.toolkit.fluxcd.io/v1", "GitRepository")]
+    for w in want:
+        if w not in kinds:
+            fail(f"{md}: no {w[1]} ({w[0]})")
+    print(f"{len(kinds)} objects, {n} values blocks")
+
 globals()["cmd_" + sys.argv[1].replace("-", "_")](*sys.argv[2:])
 PYEOF
 
@@ -509,13 +662,28 @@ fails_with() { # fails_with MESSAGE ARGS...: helm template with ARGS must fail, 
   grep -qF -- "$msg" <<<"$out"
 }
 
+# expect_failure_naming NEEDLE CMD...: CMD must fail, and its output must name NEEDLE (the defect planted
+# for a self-test) without a Python traceback: a check that fails for another reason proves nothing.
+expect_failure_naming() {
+  local needle="$1" out
+  shift
+  if out="$("$@" 2>&1)"; then
+    echo "$out"
+    echo "passed, want a failure naming $needle"
+    return 1
+  fi
+  echo "$out"
+  if grep -q '^Traceback' <<<"$out"; then
+    echo "failed with a Python exception, not on $needle"
+    return 1
+  fi
+  grep -qF -- "$needle" <<<"$out" || { echo "the failure does not name $needle"; return 1; }
+}
+
 validator_catches_typo() {
   sed 's/^      serviceAccountName:/      serviceAcountName:/' "$WORK/default.yaml" >"$WORK/broken.yaml"
   grep -q serviceAcountName "$WORK/broken.yaml"
-  if py validate "$WORK/broken.yaml" "$K8S_VERSION" ""; then
-    echo "a Deployment with an unknown field passed"
-    return 1
-  fi
+  expect_failure_naming "'serviceAcountName'" py validate "$WORK/broken.yaml" "$K8S_VERSION" ""
 }
 
 sample_validator_catches_typos() {
@@ -526,11 +694,20 @@ sample_validator_catches_typos() {
   local f
   for f in typo1 typo2 typo3; do
     ! cmp -s "$src" "$WORK/$f.yaml" || { echo "$f: sed changed nothing"; return 1; }
-    if py sample "$WORK/$f.yaml" "$CHART/templates/crds" factory; then
-      echo "$f passed the sample check"
-      return 1
-    fi
   done
+  expect_failure_naming "'replica' was unexpected" py sample "$WORK/typo1.yaml" "$CHART/templates/crds" factory
+  expect_failure_naming "'natz' is not one of" py sample "$WORK/typo2.yaml" "$CHART/templates/crds" factory
+  expect_failure_naming "references Secret nats-deployed-auth, which the file does not hold" \
+    py sample "$WORK/typo3.yaml" "$CHART/templates/crds" factory
+}
+
+# The checks are explicit `ensure` calls, not `assert`s: they still fail under PYTHONOPTIMIZE.
+checks_survive_pythonoptimize() {
+  # One replica, yet the PodDisruptionBudget of the default values: the pdb check must say so.
+  sed 's/^  replicas: 2$/  replicas: 1/' "$WORK/default.yaml" >"$WORK/pdb-left.yaml"
+  ! cmp -s "$WORK/default.yaml" "$WORK/pdb-left.yaml" || { echo "sed changed nothing"; return 1; }
+  expect_failure_naming "want no PodDisruptionBudget with 1 replica" \
+    env PYTHONOPTIMIZE=2 python3 -c "$PY" pdb "$WORK/pdb-left.yaml" 1
 }
 
 # --- lint ---------------------------------------------------------------------------------------
@@ -564,7 +741,7 @@ check "kubernetes-validate $K8S_VERSION --strict (all options + CRDs)" py valida
 check "kubernetes-validate $K8S_VERSION --strict (replicaCount=1)" py validate "$WORK/one-replica.yaml" "$K8S_VERSION" ""
 check "kubernetes-validate $K8S_VERSION --strict (no ServiceAccount)" py validate "$WORK/no-sa.yaml" "$K8S_VERSION" ""
 # The validator must catch a wrong field, or the checks above prove nothing.
-check "kubernetes-validate rejects an unknown field (self-test)" validator_catches_typo
+check "kubernetes-validate rejects an unknown field, naming it (self-test)" validator_catches_typo
 
 # --- assertions on what the chart renders -------------------------------------------------------
 check "crds.install=false renders no CustomResourceDefinition" py no_crds "$WORK/no-crds.yaml"
@@ -611,9 +788,64 @@ check "no ServiceMonitor by default" py no_servicemonitor "$WORK/default.yaml"
 check "ServiceMonitor (monitoring.coreos.com/v1) selects the metrics Service when enabled" py servicemonitor "$WORK/all.yaml"
 check "all-options values reach the Deployment and ServiceAccount" py all_options "$WORK/all.yaml"
 
+# --- watchNamespaces, NetworkPolicy, monitoring (issue 13) ----------------------------------------
+check "helm template (watchNamespaces factory, site-a with watchNamespace factory; NetworkPolicy)" \
+  tmpl namespaced.yaml --set 'watchNamespaces={factory,site-a}' --set watchNamespace=factory \
+  --set networkPolicy.enabled=true --set 'networkPolicy.apiServerCIDRs={10.96.0.1/32,192.168.1.10/32}'
+check "watchNamespaces: ClusterRole only reads CRDs; a Role per namespace with the controllers' rules" \
+  py namespaced_rbac "$WORK/namespaced.yaml" "$NAMESPACE" "$RELEASE" '["factory", "site-a"]'
+check "NetworkPolicy: ingress only to the metrics port, egress only DNS and the API server CIDRs" \
+  py network_policy "$WORK/namespaced.yaml" '["10.96.0.1/32", "192.168.1.10/32"]' ""
+check "helm template (NetworkPolicy with extraEgress, no CIDRs)" tmpl netpol-extra.yaml --set networkPolicy.enabled=true \
+  --set 'networkPolicy.extraEgress[0].ports[0].port=8443'
+check "NetworkPolicy: API server ports to any address without CIDRs; extraEgress appended" \
+  py network_policy "$WORK/netpol-extra.yaml" '[]' 8443
+check "kubernetes-validate $K8S_VERSION --strict (watchNamespaces, NetworkPolicy)" \
+  py validate "$WORK/namespaced.yaml" "$K8S_VERSION" ""
+check "helm template (PrometheusRule, dashboard, PodMonitor; alert labels; one alert disabled)" \
+  tmpl monitoring.yaml --set metrics.prometheusRule.enabled=true --set metrics.dashboard.enabled=true \
+  --set metrics.podMonitor.enabled=true --set metrics.prometheusRule.alertLabels.team=platform \
+  --set metrics.prometheusRule.labels.release=kube-prometheus-stack \
+  --set 'metrics.prometheusRule.disabled={EdgewireBridgeEdgeDisconnected}'
+check "PrometheusRule: the alerts with runbook_url and severity, alertLabels, disabled left out; dashboard ConfigMap; PodMonitor" \
+  py monitoring "$WORK/monitoring.yaml" "$CHART" EdgewireBridgeEdgeDisconnected '{"team": "platform"}' '{"release": "kube-prometheus-stack"}'
+check "kubernetes-validate $K8S_VERSION --strict (monitoring)" \
+  py validate "$WORK/monitoring.yaml" "$K8S_VERSION" "PrometheusRule,PodMonitor"
+check "no PrometheusRule, PodMonitor, dashboard or NetworkPolicy by default" py no_monitoring "$WORK/default.yaml"
+check "values schema names a misspelled nested key (metrics.prometheusRule.enabeld)" \
+  fails_with "additional properties 'enabeld' not allowed" --set metrics.prometheusRule.enabeld=true
+check "values schema names a misspelled key (networkPolicy.enable)" \
+  fails_with "additional properties 'enable' not allowed" --set networkPolicy.enable=true
+check "values schema rejects a namespace name that is not a DNS label in watchNamespaces" \
+  fails_with "watchNamespaces" --set 'watchNamespaces={Factory_1}'
+check "values schema rejects an unknown alert in metrics.prometheusRule.disabled" \
+  fails_with "disabled" --set 'metrics.prometheusRule.disabled={EdgewireNoSuchAlert}'
+gitops_docs() { # the yaml blocks of docs/gitops.md parse and their Helm values render the chart
+  mkdir -p "$WORK/gitops"
+  py gitops_blocks "$1" "$WORK/gitops" || return 1
+  local f
+  for f in "$WORK/gitops"/values-*.yaml; do
+    "$HELM" template "$RELEASE" "$CHART" --namespace "$NAMESPACE" --kube-version "$K8S_VERSION" -f "$f" >/dev/null \
+      || return 1
+  done
+}
+check "docs/gitops.md: Flux HelmRelease, Kustomization, Argo CD Application parse; their values render the chart" \
+  gitops_docs "$ROOT/docs/gitops.md"
+gitops_docs_catch_a_typo() {
+  sed 's/^    replicaCount: 2$/    replicaCuont: 2/' "$ROOT/docs/gitops.md" >"$WORK/gitops-typo.md"
+  ! cmp -s "$ROOT/docs/gitops.md" "$WORK/gitops-typo.md" || { echo "sed changed nothing"; return 1; }
+  rm -rf "$WORK/gitops"
+  if gitops_docs "$WORK/gitops-typo.md" 2>&1; then
+    echo "a HelmRelease with replicaCuont passed"
+    return 1
+  fi
+}
+check "docs/gitops.md check fails on a misspelled values key (self-test)" gitops_docs_catch_a_typo
+
 # --- samples ------------------------------------------------------------------------------------
 check "samples: one per self-hosted family and per external adapter" py samples_cover "$SAMPLES"
-check "sample check rejects an unknown field, a bad enum value, a missing Secret (self-test)" sample_validator_catches_typos
+check "sample check rejects an unknown field, a bad enum value, a missing Secret, naming each (self-test)" sample_validator_catches_typos
+check "checks fail under PYTHONOPTIMIZE=2 too (self-test)" checks_survive_pythonoptimize
 for f in "$SAMPLES"/*.yaml; do
   b="$(basename "$f")"
   check "sample $b: namespace factory, CRD schema, referenced Secrets present" \

@@ -13,7 +13,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use edgewire_agent::config::{PublisherConfig, env};
+use edgewire_agent::publisher::config::{PublisherConfig, env};
 use edgewire_agent::publisher::{Publisher, router};
 use edgewire_e2e::brokers::{BrokerProcess, Kind};
 use futures::StreamExt;
@@ -491,7 +491,7 @@ fn print_sns(f: Option<SnsFigures>) {
 /// `EDGEWIRE_BENCH_SNS_EVENTS` events per run (default 1,000: moto is slow).
 async fn sns_bench() -> SnsFigures {
     use aws_sdk_sns::types::MessageAttributeValue;
-    use edgewire_agent::config::{AwsStaticCredentials, BrokerConfig, Secret};
+    use edgewire_agent::publisher::config::{AwsStaticCredentials, BrokerConfig, Secret};
     let n: usize = std::env::var("EDGEWIRE_BENCH_SNS_EVENTS")
         .ok()
         .and_then(|v| v.parse().ok())

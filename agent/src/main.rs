@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
-use edgewire_agent::config::{self, PublisherConfig};
+use edgewire_agent::publisher::config::{self, PublisherConfig};
 
 #[derive(Parser)]
 #[command(

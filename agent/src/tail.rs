@@ -13,8 +13,9 @@ use base64::Engine;
 use futures::StreamExt;
 use serde_json::{Map, Value};
 
-use crate::adapters::{self, Health};
-use crate::config::{AMQP_EXCHANGE, BrokerConfig, JETSTREAM_SUBJECTS, PublisherConfig};
+use crate::adapters;
+use crate::connect::{self, Health};
+use crate::publisher::config::{AMQP_EXCHANGE, BrokerConfig, JETSTREAM_SUBJECTS, PublisherConfig};
 
 /// A received message, normalised to structured-mode JSON.
 fn from_binary(
@@ -132,7 +133,13 @@ pub async fn run(config: PublisherConfig, json: bool, count: Option<usize>) -> a
             ));
         }
         BrokerConfig::Nats(c) => {
-            let opts = adapters::nats::connect_options(&c, std::sync::Arc::new(Health::default()))?;
+            let opts = connect::nats::options(
+                "edgewire-agent",
+                &c.auth,
+                &c.tls,
+                crate::retry::PUBLISHER,
+                std::sync::Arc::new(Health::default()),
+            )?;
             let client = opts
                 .connect(c.urls.clone())
                 .await
@@ -161,7 +168,7 @@ pub async fn run(config: PublisherConfig, json: bool, count: Option<usize>) -> a
             use rdkafka::consumer::{Consumer, StreamConsumer};
             use rdkafka::message::Headers;
             let mut cc = adapters::kafka::client_config(&c);
-            cc.set("group.id", adapters::mqtt::client_id("tail"))
+            cc.set("group.id", connect::mqtt::client_id("tail"))
                 .set("auto.offset.reset", "latest")
                 .set("enable.auto.commit", "false");
             let consumer: StreamConsumer = cc.create().context("creating the Kafka consumer")?;
@@ -204,7 +211,8 @@ pub async fn run(config: PublisherConfig, json: bool, count: Option<usize>) -> a
                 BasicConsumeOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
             };
             use lapin::types::{AMQPValue, FieldTable};
-            let conn = adapters::amqp::connect_once(&c)
+            let conn = adapters::amqp::connector(&c)?
+                .open()
                 .await
                 .map_err(|e| anyhow!(e))?;
             let ch = conn.create_channel().await?;
@@ -277,7 +285,7 @@ pub async fn run(config: PublisherConfig, json: bool, count: Option<usize>) -> a
             }
         }
         BrokerConfig::Redis(c) => {
-            let client = adapters::redis::client(&c)?;
+            let client = connect::redis::client(&c.url, &c.tls)?;
             let mut pubsub = client
                 .get_async_pubsub()
                 .await
@@ -295,10 +303,10 @@ pub async fn run(config: PublisherConfig, json: bool, count: Option<usize>) -> a
             }
         }
         BrokerConfig::Mqtt(c) => {
-            let opts = adapters::mqtt::options(&c, &adapters::mqtt::client_id("tail"))?;
+            let opts = adapters::mqtt::options(&c, &connect::mqtt::client_id("tail"))?;
             let (client, mut el) = rumqttc::AsyncClient::new(opts, 64);
             client
-                .subscribe("edge/#", adapters::mqtt::qos(c.qos))
+                .subscribe("edge/#", connect::mqtt::qos(c.qos))
                 .await?;
             eprintln!("tailing MQTT topic edge/#");
             loop {
@@ -309,7 +317,7 @@ pub async fn run(config: PublisherConfig, json: bool, count: Option<usize>) -> a
                         }
                     }
                     Ok(_) => {}
-                    Err(e) => return Err(anyhow!(adapters::mqtt::describe(&e))),
+                    Err(e) => return Err(anyhow!(connect::mqtt::describe(&e))),
                 }
             }
         }

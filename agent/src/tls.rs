@@ -1,6 +1,8 @@
-//! One rustls client configuration for every broker connection that speaks rustls (NATS, MQTT, Redis;
-//! AMQP goes through lapin's own connector with the same files; Kafka through librdkafka's OpenSSL).
+//! TLS of a broker connection, as the publisher and the bridge configure it ([`TlsSettings`]), and one
+//! rustls client configuration from it for every connection that speaks rustls (NATS, MQTT, AMQP through
+//! lapin's connector; Redis takes the same files; Kafka goes through librdkafka's OpenSSL).
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use rustls::client::WebPkiServerVerifier;
@@ -9,7 +11,26 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 
-use crate::config::{TlsSettings, TlsVersion};
+pub use edgewire_api::TlsVersion;
+
+/// TLS of one connection. Paths point at PEM files (mounted Secrets).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct TlsSettings {
+    pub enabled: bool,
+    /// CA bundle verifying the server; the system roots when absent.
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate and key (mTLS).
+    pub client_cert: Option<ClientCert>,
+    pub min_version: TlsVersion,
+    /// Name to verify in the server certificate when it differs from the host connected to.
+    pub server_name: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClientCert {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+}
 
 /// Why a TLS configuration cannot be built. Names the file, never its content.
 #[derive(Debug, thiserror::Error)]
@@ -138,5 +159,50 @@ impl ServerCertVerifier for FixedServerName {
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.inner.supported_verify_schemes()
+    }
+}
+
+/// A TLS server for tests of what a client negotiates.
+#[cfg(test)]
+pub(crate) mod testing {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    /// Accepts one TLS connection speaking only `versions` with the test PKI's server certificate
+    /// (`localhost`) and returns the negotiated version, or the handshake error.
+    pub(crate) fn tls_server(
+        pki: &edgewire_e2e::pki::TestPki,
+        versions: &[&'static rustls::SupportedProtocolVersion],
+    ) -> (
+        u16,
+        std::sync::mpsc::Receiver<Result<rustls::ProtocolVersion, String>>,
+    ) {
+        super::install_crypto_provider();
+        let cfg = rustls::ServerConfig::builder_with_protocol_versions(versions)
+            .with_no_client_auth()
+            .with_single_cert(
+                super::read_certs(&pki.server_cert_path()).unwrap(),
+                super::read_key(&pki.server_key_path()).unwrap(),
+            )
+            .unwrap();
+        let cfg = Arc::new(cfg);
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let (mut sock, _) = listener.accept().unwrap();
+            sock.set_read_timeout(Some(Duration::from_secs(20)))
+                .unwrap();
+            let mut conn = rustls::ServerConnection::new(cfg).unwrap();
+            let mut result = Ok(());
+            while conn.is_handshaking() {
+                if let Err(e) = conn.complete_io(&mut sock) {
+                    result = Err(e.to_string());
+                    break;
+                }
+            }
+            let _ = tx.send(result.map(|()| conn.protocol_version().expect("negotiated")));
+        });
+        (port, rx)
     }
 }

@@ -11,8 +11,8 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use edgewire_agent::mqtt_sidecar::{SidecarArgs, run_until};
-use edgewire_e2e::brokers::{BrokerProcess, Kind, free_port};
+use edgewire_agent::mqtt_sidecar::{SidecarArgs, run_on, run_until};
+use edgewire_e2e::brokers::{BrokerProcess, Kind};
 use rumqttc::{AsyncClient, ConnectReturnCode, ConnectionError, Event, MqttOptions, Packet, QoS};
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
@@ -125,7 +125,8 @@ fn rotate_password(dir: &Path, user: &str, password: &str) {
 fn sidecar_args(broker: &BrokerProcess) -> SidecarArgs {
     SidecarArgs {
         config_dir: broker.dir().to_path_buf(),
-        metrics_port: free_port(),
+        // Not used: `Sidecar::start` hands the sidecar a listener on port 0.
+        metrics_port: 0,
         broker: format!("127.0.0.1:{}", broker.port()),
         username: Some(SIDECAR_USER.into()),
         password: Some(SIDECAR_PASSWORD.into()),
@@ -144,9 +145,12 @@ struct Sidecar {
 
 impl Sidecar {
     fn start(args: SidecarArgs) -> Self {
-        let port = args.metrics_port;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        listener.set_nonblocking(true).unwrap();
+        let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+        let port = listener.local_addr().unwrap().port();
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(run_until(args, async move {
+        let task = tokio::spawn(run_on(listener, args, async move {
             let _ = stopped.await;
         }));
         Sidecar {
@@ -190,6 +194,17 @@ impl Sidecar {
         serde_json::from_str(&body).unwrap()
     }
 
+    /// Waits until the sidecar completed two more polls of the config dir than when called: one of them
+    /// started after the call, so it saw whatever the files were at the call.
+    async fn two_more_rounds(&self) {
+        let rounds = |h: &Value| h["reload"]["rounds"].as_u64().expect("reload.rounds");
+        let first = rounds(&self.health().await);
+        eventually("two more polls of the config dir", WAIT, async || {
+            (rounds(&self.health().await) >= first + 2).then_some(())
+        })
+        .await;
+    }
+
     /// Stops it; what `run_until` returned.
     async fn stop(self) -> anyhow::Result<()> {
         assert!(
@@ -202,6 +217,29 @@ impl Sidecar {
             .await
             .expect("the sidecar stops when told")
             .expect("the sidecar task did not panic")
+    }
+}
+
+/// The reload-at-start rule is a time rule: files written more than 500 ms after Mosquitto started are
+/// newer than what it loaded. Waits until Mosquitto is `age` old, from its start time in `/proc` (no wait
+/// at all when it already is).
+async fn mosquitto_older_than(broker: &BrokerProcess, age: Duration) {
+    let pid = broker.pid().expect("mosquitto runs");
+    loop {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        let started = edgewire_agent::mqtt_sidecar::reload::started_after_boot(&stat).unwrap();
+        let uptime: f64 = std::fs::read_to_string("/proc/uptime")
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let missing = age.as_secs_f64() - (uptime - started);
+        if missing <= 0.0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_secs_f64(missing)).await;
     }
 }
 
@@ -233,6 +271,8 @@ fn sample(text: &str, series: &str) -> Option<f64> {
 enum Seen {
     SubAck,
     PubAck,
+    /// A keep-alive round trip on the connection.
+    PingResp,
     Publish(String, String),
     /// The connection ended (the client does not reconnect).
     Error(String),
@@ -278,6 +318,7 @@ async fn connect(
             let seen = match el.poll().await {
                 Ok(Event::Incoming(Packet::SubAck(_))) => Seen::SubAck,
                 Ok(Event::Incoming(Packet::PubAck(_))) => Seen::PubAck,
+                Ok(Event::Incoming(Packet::PingResp)) => Seen::PingResp,
                 Ok(Event::Incoming(Packet::Publish(p))) => Seen::Publish(
                     p.topic.clone(),
                     String::from_utf8_lossy(&p.payload).into_owned(),
@@ -485,8 +526,11 @@ async fn rotating_one_password_reloads_mosquitto_and_keeps_the_others_connected(
         |e| matches!(e, Seen::Publish(_, p) if p == "after"),
     )
     .await;
-    // Two more keep-alive periods: Bob's connection is still the first one.
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    // Two more keep-alive round trips on Bob's connection: it is still the first one.
+    for _ in 0..2 {
+        bob.wait_for("a keep-alive round trip", |e| *e == Seen::PingResp)
+            .await;
+    }
     bob.drain();
     assert!(
         bob.errors().is_empty(),
@@ -549,7 +593,7 @@ async fn a_password_changed_while_no_sidecar_watched_is_reloaded_at_start() {
     let broker = start_broker();
     let port = broker.port();
     // The Secret changes after Mosquitto started, while the sidecar is not running (a sidecar restart).
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    mosquitto_older_than(&broker, Duration::from_millis(600)).await;
     rotate_password(broker.dir(), "alice", ALICE_NEW);
     assert!(
         connect(port, "alice-1", "alice", ALICE_NEW).await.is_err(),
@@ -570,8 +614,8 @@ async fn a_password_changed_while_no_sidecar_watched_is_reloaded_at_start() {
         .await
         .expect("alice's new password works");
     assert!(connect(port, "alice-3", "alice", ALICE_OLD).await.is_err());
-    // And only once.
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // And only once: two more polls saw the same files.
+    sidecar.two_more_rounds().await;
     let m = sidecar.metrics().await;
     assert_eq!(sample(&m, "edgewire_mqtt_reloads_total"), Some(1.0), "{m}");
     assert_eq!(broker_log_count(&broker, "Reloading config"), 1);
@@ -755,9 +799,14 @@ async fn metrics_match_what_the_test_did_and_what_sys_says() {
 async fn an_unreachable_broker_is_reported_not_fatal() {
     init_logs();
     let config_dir = tempfile::tempdir().unwrap();
+    // The broker of the wrong-credentials test below, stopped; the sidecar has the wrong password too, so
+    // this is also that test's refusal check against a stopped broker, which must fail.
+    let mut broker = start_broker();
+    broker.stop();
     let mut args = SidecarArgs::new(config_dir.path());
-    args.metrics_port = free_port();
-    args.broker = format!("127.0.0.1:{}", free_port());
+    args.broker = format!("127.0.0.1:{}", broker.port());
+    args.username = Some(SIDECAR_USER.into());
+    args.password = Some("not-the-password".into());
     args.poll_interval_ms = 100;
     let sidecar = Sidecar::start(args);
     let health = eventually(
@@ -765,10 +814,17 @@ async fn an_unreachable_broker_is_reported_not_fatal() {
         WAIT,
         async || {
             let h = sidecar.health().await;
-            (h["broker"]["detail"].as_str()?.contains("refused")).then_some(h)
+            (h["broker"]["detail"]
+                .as_str()?
+                .contains("Connection refused"))
+            .then_some(h)
         },
     )
     .await;
+    assert!(
+        !connack_refusal(&health["broker"]["detail"]),
+        "the refusal check passes against a stopped broker: {health}"
+    );
     assert_eq!(health["status"], "ok");
     assert_eq!(health["broker"]["connected"], false, "{health}");
     assert_eq!(
@@ -785,10 +841,18 @@ async fn an_unreachable_broker_is_reported_not_fatal() {
 
     // A malformed address is a start-up error, not a panic.
     let mut args = SidecarArgs::new(config_dir.path());
-    args.metrics_port = free_port();
+    args.metrics_port = 0;
     args.broker = "127.0.0.1:notaport".into();
     let err = run_until(args, std::future::pending()).await.unwrap_err();
     assert!(err.to_string().contains("--broker"), "{err}");
+}
+
+/// Mosquitto's CONNACK refusing a login, as the sidecar's `/healthz` detail reports it.
+fn connack_refusal(detail: &Value) -> bool {
+    detail.as_str().is_some_and(|d| {
+        d.contains("refused the connection: NotAuthorized")
+            || d.contains("refused the connection: BadUserNamePassword")
+    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -802,10 +866,7 @@ async fn wrong_credentials_or_no_sys_acl_are_reported_not_fatal() {
     let wrong = Sidecar::start(args);
     let health = eventually("/healthz says the login was refused", WAIT, async || {
         let h = wrong.health().await;
-        (h["broker"]["detail"]
-            .as_str()?
-            .contains("refused the connection"))
-        .then_some(h)
+        connack_refusal(&h["broker"]["detail"]).then_some(h)
     })
     .await;
     assert_eq!(health["broker"]["connected"], false, "{health}");
@@ -828,8 +889,21 @@ async fn wrong_credentials_or_no_sys_acl_are_reported_not_fatal() {
         },
     )
     .await;
-    // $SYS comes every second; wait a few.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // $SYS flows: a client of the sidecar's user (which may read it) gets three updates after the sidecar
+    // without the ACL subscribed (the first may be the retained one; the others are sent to every
+    // subscription at once, a second apart), and by then that sidecar has seen none.
+    let mut probe = connect(broker.port(), "sys-probe", SIDECAR_USER, SIDECAR_PASSWORD)
+        .await
+        .unwrap();
+    probe.subscribe("$SYS/broker/uptime").await;
+    for _ in 0..3 {
+        probe
+            .wait_for(
+                "a $SYS update",
+                |e| matches!(e, Seen::Publish(t, _) if t == "$SYS/broker/uptime"),
+            )
+            .await;
+    }
     let health = no_acl.health().await;
     assert_eq!(health["broker"]["connected"], true, "{health}");
     assert_eq!(health["broker"]["receiving"], false, "{health}");
@@ -895,7 +969,7 @@ async fn a_kubelet_secret_swap_reloads_mosquitto() {
         std::os::unix::fs::symlink(format!("..data/{file}"), &tmp).unwrap();
         std::fs::rename(&tmp, secret.join(file)).unwrap();
     }
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    sidecar.two_more_rounds().await;
     let m = sidecar.metrics().await;
     assert_eq!(sample(&m, "edgewire_mqtt_reloads_total"), Some(0.0), "{m}");
 
@@ -939,36 +1013,122 @@ async fn a_kubelet_secret_swap_reloads_mosquitto() {
     sidecar.stop().await.unwrap();
 }
 
-/// The arguments the operator gives the sidecar container parse (the subcommand main.rs adds).
+/// What the operator renders for the sidecar container of the builtin samples (`render`, as
+/// `edgewire-operator render -f` prints it) parses as the agent's `mqtt-sidecar` subcommand (the image's
+/// entrypoint is the agent binary), and means what the pod needs: the mounted config dir, the declared
+/// metrics port, Mosquitto's loopback listener, and credentials from the two env vars the args read.
 #[test]
 fn the_operator_arguments_parse() {
-    use clap::Parser;
+    use clap::{Args, Parser};
+    use k8s_openapi::api::apps::v1::StatefulSet;
+    use k8s_openapi::api::core::v1::Secret;
     #[derive(clap::Parser)]
     struct Cli {
         #[command(subcommand)]
         command: Cmd,
     }
+    // As `edgewire-agent`'s main.rs names it.
     #[derive(clap::Subcommand)]
     enum Cmd {
         MqttSidecar(SidecarArgs),
     }
-    let Cmd::MqttSidecar(a) = Cli::try_parse_from([
-        "edgewire-agent",
-        "mqtt-sidecar",
-        "--config-dir",
-        "/mosquitto/config",
-        "--metrics-port",
-        "9432",
-        "--broker",
-        "127.0.0.1:1883",
-    ])
-    .unwrap()
-    .command;
-    assert_eq!(a.config_dir, Path::new("/mosquitto/config"));
-    assert_eq!(a.metrics_port, 9432);
-    assert_eq!(a.broker, "127.0.0.1:1883");
-    assert_eq!(a.mosquitto_pid, None);
-    assert_eq!(a.poll_interval_ms, 2000);
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let settings = edgewire_operator::context::Settings::default();
+    let arg_env = |id: &str| {
+        SidecarArgs::augment_args(clap::Command::new("mqtt-sidecar"))
+            .get_arguments()
+            .find(|a| a.get_id() == id)
+            .and_then(|a| a.get_env().map(|e| e.to_string_lossy().into_owned()))
+    };
+    for sample in ["mqttbroker-builtin.yaml", "mqttbroker-builtin-tls.yaml"] {
+        let yaml = std::fs::read_to_string(root.join("config/samples").join(sample)).unwrap();
+        let rendered = edgewire_operator::render::render(&yaml, &settings)
+            .unwrap_or_else(|e| panic!("{sample}: {e:#}"));
+        let docs: Vec<serde_norway::Value> = serde_norway::Deserializer::from_str(&rendered)
+            .map(|d| <serde_norway::Value as serde::Deserialize>::deserialize(d).unwrap())
+            .collect();
+        let sts: StatefulSet = docs
+            .iter()
+            .find(|v| v["kind"] == "StatefulSet")
+            .map(|v| serde_norway::from_value(v.clone()).unwrap())
+            .unwrap_or_else(|| panic!("{sample}: no StatefulSet in\n{rendered}"));
+        let mosquitto_conf: String = docs
+            .iter()
+            .filter(|v| v["kind"] == "Secret")
+            .map(|v| serde_norway::from_value::<Secret>(v.clone()).unwrap())
+            .find_map(|s| s.data?.remove("mosquitto.conf"))
+            .map(|b| String::from_utf8(b.0).unwrap())
+            .unwrap_or_else(|| panic!("{sample}: no mosquitto.conf in\n{rendered}"));
+        let pod = sts.spec.unwrap().template.spec.unwrap();
+        let container = |name: &str| {
+            pod.containers
+                .iter()
+                .find(|c| c.name == name)
+                .unwrap_or_else(|| panic!("{sample}: no container {name}"))
+                .clone()
+        };
+        let sidecar = container("mqtt-sidecar");
+        assert_eq!(
+            sidecar.command, None,
+            "{sample}: the image's entrypoint runs"
+        );
+        let args = sidecar.args.clone().unwrap();
+        let Cmd::MqttSidecar(a) =
+            Cli::try_parse_from(std::iter::once("edgewire-agent".to_string()).chain(args.clone()))
+                .unwrap_or_else(|e| panic!("{sample}: {args:?} do not parse: {e}"))
+                .command;
+        let metrics = sidecar
+            .ports
+            .iter()
+            .flatten()
+            .find(|p| p.name.as_deref() == Some("metrics"))
+            .expect("a metrics port");
+        assert_eq!(
+            i32::from(a.metrics_port),
+            metrics.container_port,
+            "{sample}"
+        );
+        let config_mount = sidecar
+            .volume_mounts
+            .iter()
+            .flatten()
+            .next()
+            .expect("a mount");
+        assert_eq!(
+            a.config_dir,
+            Path::new(&config_mount.mount_path),
+            "{sample}"
+        );
+        let (host, port) = a.broker.rsplit_once(':').expect("host:port");
+        assert_eq!(host, "127.0.0.1", "{sample}: the pod's loopback");
+        assert!(
+            mosquitto_conf
+                .lines()
+                .any(|l| l == format!("listener {port}")
+                    || l == format!("listener {port} 127.0.0.1")),
+            "{sample}: no Mosquitto listener reachable on 127.0.0.1:{port} in\n{mosquitto_conf}"
+        );
+        let env: Vec<String> = sidecar
+            .env
+            .iter()
+            .flatten()
+            .map(|e| e.name.clone())
+            .collect();
+        assert_eq!(
+            env,
+            [
+                arg_env("username").expect("--username reads an env var"),
+                arg_env("password").expect("--password reads an env var"),
+            ],
+            "{sample}: the container sets exactly the variables the args read"
+        );
+        assert_eq!(
+            a.mosquitto_pid, None,
+            "{sample}: found in the shared process namespace"
+        );
+        assert_eq!(pod.share_process_namespace, Some(true), "{sample}");
+    }
+    // Defaults, and what clap refuses.
     let Cmd::MqttSidecar(d) = Cli::try_parse_from([
         "edgewire-agent",
         "mqtt-sidecar",

@@ -64,6 +64,9 @@ pub mod reasons {
     pub const NOT_RECONCILING: &str = "NotReconciling";
     /// `Stalled=False`.
     pub const NOT_STALLED: &str = "NotStalled";
+    /// The cleanup a finalizer waited for cannot ever run (its credentials are gone): the finalizer went and the
+    /// Event names what was left behind.
+    pub const CLEANUP_ABANDONED: &str = "CleanupAbandoned";
 }
 
 /// Where a reconciled object stands; [`summary`] turns it into `Ready`, `Reconciling` and `Stalled`.

@@ -26,6 +26,25 @@ fn checked_in_crds_match_the_code() {
     }
 }
 
+/// The reference pages under docs/reference/ are generated from the same CRDs.
+#[test]
+fn checked_in_reference_pages_match_the_code() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let mut names = Vec::new();
+    for crd in edgewire_api::crds() {
+        let name = edgewire_api::reference_file_name(&crd);
+        let file = root.join("docs/reference").join(&name);
+        let on_disk = std::fs::read_to_string(&file).unwrap_or_default();
+        assert!(
+            on_disk == edgewire_api::crd_reference(&crd),
+            "{} is out of date: run `make crds`",
+            file.display()
+        );
+        names.push(name);
+    }
+    assert_eq!(names, ["eventbroker.md", "mqttbroker.md", "bridgelink.md"]);
+}
+
 #[test]
 fn crds_carry_names_categories_and_status_subresource() {
     let crds = edgewire_api::crds();
@@ -71,34 +90,74 @@ fn crds_carry_names_categories_and_status_subresource() {
     }
 }
 
-#[test]
-fn every_schema_field_has_a_description() {
-    fn walk(path: &str, v: &serde_json::Value, missing: &mut Vec<String>) {
-        if let Some(props) = v.get("properties").and_then(|p| p.as_object()) {
-            for (k, p) in props {
-                let here = format!("{path}.{k}");
-                if p.get("description").is_none()
-                    && !matches!(k.as_str(), "apiVersion" | "kind" | "metadata")
-                {
-                    missing.push(here.clone());
-                }
-                walk(&here, p, missing);
+/// Every property under `v` without a `description`, as `path.field` (`[]` for list items), through
+/// nested objects, list items, map values and `anyOf`/`oneOf`/`allOf`.
+fn walk(path: &str, v: &serde_json::Value, missing: &mut Vec<String>) {
+    if let Some(props) = v.get("properties").and_then(|p| p.as_object()) {
+        for (k, p) in props {
+            let here = format!("{path}.{k}");
+            if p.get("description").is_none()
+                && !matches!(k.as_str(), "apiVersion" | "kind" | "metadata")
+            {
+                missing.push(here.clone());
             }
-        }
-        if let Some(items) = v.get("items") {
-            walk(&format!("{path}[]"), items, missing);
-        }
-        for key in ["anyOf", "oneOf", "allOf"] {
-            for s in v.get(key).and_then(|a| a.as_array()).into_iter().flatten() {
-                walk(path, s, missing);
-            }
+            walk(&here, p, missing);
         }
     }
+    if let Some(items) = v.get("items") {
+        walk(&format!("{path}[]"), items, missing);
+    }
+    if let Some(values) = v.get("additionalProperties").filter(|a| a.is_object()) {
+        walk(&format!("{path}{{}}"), values, missing);
+    }
+    for key in ["anyOf", "oneOf", "allOf"] {
+        for s in v.get(key).and_then(|a| a.as_array()).into_iter().flatten() {
+            walk(path, s, missing);
+        }
+    }
+}
+
+#[test]
+fn the_description_walk_finds_undocumented_fields_at_any_depth() {
+    let schema = serde_json::json!({"properties": {
+        "documented": {"description": "d", "type": "string"},
+        "bare": {"type": "string"},
+        "list": {"description": "d", "type": "array", "items": {"properties": {"inner": {"type": "string"}}}},
+        "map": {"description": "d", "type": "object", "additionalProperties": {"properties": {"v": {"type": "string"}}}},
+        "either": {"description": "d", "anyOf": [{"properties": {"alt": {"type": "string"}}}]}
+    }});
+    let mut missing = Vec::new();
+    walk("X.status", &schema, &mut missing);
+    missing.sort();
+    assert_eq!(
+        missing,
+        [
+            "X.status.bare",
+            "X.status.either.alt",
+            "X.status.list[].inner",
+            "X.status.map{}.v"
+        ]
+    );
+}
+
+#[test]
+fn every_schema_field_has_a_description() {
     let mut missing = Vec::new();
     for crd in edgewire_api::crds() {
         let v = serde_json::to_value(crd.spec.versions[0].schema.as_ref().unwrap()).unwrap();
-        let spec = &v["openAPIV3Schema"]["properties"]["spec"];
-        walk(&crd.spec.names.kind, spec, &mut missing);
+        let root = &v["openAPIV3Schema"]["properties"];
+        for part in ["spec", "status"] {
+            assert!(
+                root[part].get("properties").is_some(),
+                "{}: no {part} schema to walk",
+                crd.spec.names.kind
+            );
+            walk(
+                &format!("{}.{part}", crd.spec.names.kind),
+                &root[part],
+                &mut missing,
+            );
+        }
     }
     // resource requirements come from k8s-openapi with their own docs; anything of ours must be explained
     missing.retain(|m| !m.contains("resources."));

@@ -42,6 +42,11 @@ pub struct Context {
     pub settings: Settings,
     pub metrics: Arc<Metrics>,
     pub recorder: Recorder,
+    /// Who records the Events (controller and instance), also for those written without the recorder.
+    pub reporter: Reporter,
+    /// The operator's own namespace (its Lease's): where an Event goes that its object's namespace refuses
+    /// because that namespace is being deleted (see [`crate::status::publish`]).
+    pub home_namespace: Option<String>,
 }
 
 impl Context {
@@ -55,12 +60,20 @@ impl Context {
             controller: edgewire_api::FIELD_MANAGER.into(),
             instance,
         };
-        let recorder = Recorder::new(client.clone(), reporter);
+        let recorder = Recorder::new(client.clone(), reporter.clone());
         Self {
             client,
             settings,
             metrics,
             recorder,
+            reporter,
+            home_namespace: None,
         }
+    }
+
+    /// The operator's own namespace, for Events its objects' namespaces refuse (being deleted).
+    pub fn with_home_namespace(mut self, namespace: impl Into<String>) -> Self {
+        self.home_namespace = Some(namespace.into());
+        self
     }
 }

@@ -50,9 +50,9 @@ enum Command {
         /// This replica's identity in the Lease (the pod name).
         #[arg(long, env = "POD_NAME")]
         identity: Option<String>,
-        /// Watch one namespace only (all when empty).
-        #[arg(long, env = "WATCH_NAMESPACE")]
-        watch_namespace: Option<String>,
+        /// Watch only these namespaces, comma-separated (`factory` or `factory,site-a`); all when empty.
+        #[arg(long, env = "WATCH_NAMESPACE", value_delimiter = ',')]
+        watch_namespace: Vec<String>,
     },
     /// Print, as multi-document YAML, every object the operator would apply for the resources in FILE
     /// (Secrets they reference are taken from the same file). Needs no cluster.
@@ -116,7 +116,7 @@ async fn main() -> std::process::ExitCode {
                 lease_namespace,
                 lease_duration_seconds: lease_duration_seconds.max(2),
                 identity,
-                watch_namespace: watch_namespace.filter(|s| !s.is_empty()),
+                watch_namespaces: runtime::namespaces(watch_namespace),
             })
             .await
         }

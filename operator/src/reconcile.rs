@@ -331,6 +331,34 @@ where
     Ok(true)
 }
 
+/// The end of a deletion whose cleanup can never run: the credentials it needs are gone (their Secret or key
+/// no longer exists, as when a namespace is deleted and its Secrets go first; in a namespace being deleted
+/// nothing can bring them back). Waiting would keep the object, and its namespace, forever; so the operator
+/// records what it leaves behind — `left`, e.g. the topic ARNs or the rule, and `why` — in a Warning Event
+/// `CleanupAbandoned` (and a log line and the error metric with that reason), and removes the finalizer.
+/// Cloud errors with the credentials present are not this: they are retried.
+pub async fn abandon_cleanup<K: Reconciled>(
+    ctx: &Context,
+    obj: &K,
+    left: &str,
+    why: &str,
+) -> Result<Action, Error> {
+    warn!(left, why, "cleanup abandoned: its credentials are gone");
+    ctx.metrics.error(K::KIND_LABEL, reasons::CLEANUP_ABANDONED);
+    crate::status::publish(
+        ctx,
+        obj,
+        EventType::Warning,
+        reasons::CLEANUP_ABANDONED,
+        format!("left behind: {left}; the cleanup cannot run: {why}"),
+    )
+    .await;
+    set_finalizer(&ctx.client, obj, false)
+        .await
+        .map_err(Error::Finalizer)?;
+    Ok(Action::await_change())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -15,6 +15,7 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::runtime::wait::{await_condition, conditions};
 use kube::{Api, Client};
 use kube_lease_manager::LeaseManagerBuilder;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -31,7 +32,51 @@ pub struct RunConfig {
     pub lease_namespace: String,
     pub lease_duration_seconds: u64,
     pub identity: String,
-    pub watch_namespace: Option<String>,
+    /// The namespaces whose resources are reconciled; empty: every namespace.
+    pub watch_namespaces: Vec<String>,
+}
+
+/// The namespaces of `--watch-namespace` (comma-separated, possibly repeated): trimmed, empty ones and
+/// repeats dropped, in the order given. Empty means every namespace.
+pub fn namespaces(values: Vec<String>) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for ns in values
+        .iter()
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+    {
+        if !out.iter().any(|o| o == ns) {
+            out.push(ns.to_string());
+        }
+    }
+    out
+}
+
+/// Runs the three controllers until `until` resolves: once for every namespace (`Api::all`) when
+/// `namespaces` is empty, else one set per namespace, each watching only its namespace (so the operator
+/// needs no cluster-wide access to Secrets and workloads: the chart's `watchNamespaces` gives it Roles in
+/// those namespaces only).
+pub async fn run_controllers<F>(ctx: Arc<Context>, namespaces: &[String], until: F)
+where
+    F: Future<Output = ()> + Clone + Send + Sync + 'static,
+{
+    let scopes: Vec<Option<String>> = if namespaces.is_empty() {
+        vec![None]
+    } else {
+        namespaces.iter().cloned().map(Some).collect()
+    };
+    futures::future::join_all(scopes.into_iter().map(|ns| {
+        let (ctx, until) = (ctx.clone(), until.clone());
+        async move {
+            tokio::join!(
+                controller::run::<EventBroker>(ctx.clone(), ns.clone(), until.clone()),
+                controller::run::<MqttBroker>(ctx.clone(), ns.clone(), until.clone()),
+                controller::run::<BridgeLink>(ctx, ns, until),
+            );
+        }
+    }))
+    .await;
 }
 
 #[derive(Clone)]
@@ -158,12 +203,15 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<()> {
     let (mut leader, lease_task) = manager.watch().await;
     info!(identity = %cfg.identity, lease = %cfg.lease_name, "waiting for leadership");
 
-    let ctx = Arc::new(Context::new(
-        client.clone(),
-        cfg.settings.clone(),
-        metrics.clone(),
-        Some(cfg.identity.clone()),
-    ));
+    let ctx = Arc::new(
+        Context::new(
+            client.clone(),
+            cfg.settings.clone(),
+            metrics.clone(),
+            Some(cfg.identity.clone()),
+        )
+        .with_home_namespace(&cfg.lease_namespace),
+    );
     let mut stop = stop_rx.clone();
     loop {
         tokio::select! {
@@ -182,11 +230,7 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<()> {
                     }
                 };
                 let until = until.shared();
-                tokio::join!(
-                    controller::run::<EventBroker>(ctx.clone(), cfg.watch_namespace.clone(), until.clone()),
-                    controller::run::<MqttBroker>(ctx.clone(), cfg.watch_namespace.clone(), until.clone()),
-                    controller::run::<BridgeLink>(ctx.clone(), cfg.watch_namespace.clone(), until),
-                );
+                run_controllers(ctx.clone(), &cfg.watch_namespaces, until).await;
                 metrics.leader.set(0);
                 if !*stop_rx.borrow() {
                     // Another replica leads now; exit so that the pod restarts fresh as a standby.

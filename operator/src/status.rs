@@ -9,7 +9,11 @@ use edgewire_api::FIELD_MANAGER;
 use edgewire_api::condition::{Progress, reasons};
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::StatefulSet;
-use kube::api::{Patch, PatchParams};
+use k8s_openapi::api::core::v1::ObjectReference;
+use k8s_openapi::api::events;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Patch, PatchParams, PostParams};
 use kube::runtime::events::{Event, EventType};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::Serialize;
@@ -49,7 +53,14 @@ where
     Ok(true)
 }
 
-/// Records a Kubernetes Event about `obj`; failing to record one never fails the reconcile.
+/// The longest Event note the API server accepts (bytes).
+pub const NOTE_LIMIT: usize = 1024;
+
+/// Records a Kubernetes Event about `obj` in its namespace; failing to record one never fails the reconcile.
+///
+/// A namespace being deleted refuses new objects, Events included; the Event then goes to the operator's own
+/// namespace ([`Context::home_namespace`]), still regarding `obj`, so that what happened while a namespace
+/// was deleted (a cleanup that could not run) outlives it: `kubectl events -n <operator namespace>`.
 pub async fn publish<K: Resource<DynamicType = ()>>(
     ctx: &Context,
     obj: &K,
@@ -60,13 +71,86 @@ pub async fn publish<K: Resource<DynamicType = ()>>(
     let ev = Event {
         type_,
         reason: reason.into(),
-        note: Some(note),
+        note: Some(truncate(note, NOTE_LIMIT)),
         action: "Reconcile".into(),
         secondary: None,
     };
-    if let Err(e) = ctx.recorder.publish(&ev, &obj.object_ref(&())).await {
-        warn!(error = %e, "could not record event");
+    let regarding = obj.object_ref(&());
+    let Err(e) = ctx.recorder.publish(&ev, &regarding).await else {
+        return;
+    };
+    let home = ctx.home_namespace.as_deref();
+    match home.filter(|h| namespace_terminating(&e) && regarding.namespace.as_deref() != Some(h)) {
+        Some(home) => match publish_in(ctx, home, &ev, regarding).await {
+            Ok(()) => {}
+            Err(e) => warn!(error = %e, namespace = home, "could not record event"),
+        },
+        None => warn!(error = %e, "could not record event"),
     }
+}
+
+/// Whether the API server refused a create because the namespace is being deleted.
+fn namespace_terminating(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.is_forbidden()
+        && s.details.as_ref().is_some_and(|d| d.causes.iter().any(|c| c.reason == "NamespaceTerminating")))
+}
+
+/// Creates `ev` (about `regarding`, in another namespace) in `namespace` as the recorder would have.
+async fn publish_in(
+    ctx: &Context,
+    namespace: &str,
+    ev: &Event,
+    regarding: ObjectReference,
+) -> Result<(), kube::Error> {
+    let now = MicroTime(Timestamp::now());
+    let name = format!(
+        "{}.{:x}",
+        regarding.name.as_deref().unwrap_or("edgewire"),
+        now.0.as_nanosecond()
+    );
+    let event = events::v1::Event {
+        metadata: ObjectMeta {
+            name: Some(name),
+            namespace: Some(namespace.into()),
+            ..Default::default()
+        },
+        event_time: Some(now),
+        action: Some(ev.action.clone()),
+        reason: Some(ev.reason.clone()),
+        note: ev.note.clone(),
+        type_: Some(
+            match ev.type_ {
+                EventType::Normal => "Normal",
+                EventType::Warning => "Warning",
+            }
+            .into(),
+        ),
+        regarding: Some(regarding),
+        reporting_controller: Some(ctx.reporter.controller.clone()),
+        reporting_instance: Some(
+            ctx.reporter
+                .instance
+                .clone()
+                .unwrap_or_else(|| ctx.reporter.controller.clone()),
+        ),
+        ..Default::default()
+    };
+    Api::<events::v1::Event>::namespaced(ctx.client.clone(), namespace)
+        .create(&PostParams::default(), &event)
+        .await
+        .map(drop)
+}
+
+/// `s` cut to at most `limit` bytes on a character boundary.
+fn truncate(mut s: String, limit: usize) -> String {
+    if s.len() > limit {
+        let mut end = limit;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+    }
+    s
 }
 
 /// (ready, message) of a broker's (or the bridge's) StatefulSet: its controller saw the current generation and

@@ -15,7 +15,7 @@ mod fixtures;
 
 use base64::Engine;
 use edgewire_api::BrokerKind;
-use edgewire_e2e::brokers::{BrokerProcess, Kind, free_port};
+use edgewire_e2e::brokers::{BrokerProcess, Kind, RabbitCluster, free_port};
 use edgewire_operator::controller::event_broker::BrokerAuth;
 use edgewire_operator::controller::event_broker::build::broker::BrokerChildren;
 use edgewire_operator::secret::SecretString;
@@ -30,6 +30,31 @@ use tokio::time::timeout;
 const BOOT_PASSWORD: &str = r#"Pw "q" \b $HOME #c {x},y:z"#;
 const WRONG: &str = "not-the-password";
 const STEP: Duration = Duration::from_secs(30);
+
+// The servers' own answers to wrong credentials. A stopped server answers none of them ("Connection
+// refused"), so a refusal check built on these cannot pass against a dead broker:
+// `refusal_checks_fail_against_stopped_brokers` shows it.
+
+/// nats-server: `-ERR 'Authorization Violation'`.
+fn nats_refused(err: &str) -> bool {
+    err.to_lowercase().contains("authorization violation")
+}
+
+/// RabbitMQ: `connection.close` 403 `ACCESS_REFUSED`.
+fn amqp_refused(err: &str) -> bool {
+    err.contains("ACCESS_REFUSED")
+}
+
+/// Redis: `-WRONGPASS` to AUTH, which redis-rs (and only for a server's error reply to AUTH) reports as
+/// `AuthenticationFailed`.
+fn redis_refused(err: &redis::RedisError) -> bool {
+    err.kind() == redis::ErrorKind::AuthenticationFailed
+}
+
+/// Mosquitto: a CONNACK refusing the login.
+fn mqtt_refused(err: &str) -> bool {
+    err.contains("BadUserNamePassword") || err.contains("NotAuthorized")
+}
 
 /// Applies each substitution; each must match at least once.
 fn localize(config: &str, subs: &[(&str, &str)]) -> String {
@@ -205,9 +230,11 @@ async fn nats_user_password_config_boots_with_jetstream_and_auth() {
     let err = nats_connect(bad, nats.port())
         .await
         .expect_err("a wrong password is refused");
-    assert!(err.to_lowercase().contains("authoriz"), "{err}");
-    let anonymous = nats_connect(async_nats::ConnectOptions::new(), nats.port()).await;
-    assert!(anonymous.is_err(), "no credentials are refused");
+    assert!(nats_refused(&err), "{err}");
+    let anonymous = nats_connect(async_nats::ConnectOptions::new(), nats.port())
+        .await
+        .expect_err("no credentials are refused");
+    assert!(nats_refused(&anonymous), "{anonymous}");
 
     // The readiness/liveness probe path of the StatefulSet answers 200 on the monitoring port.
     assert_eq!(
@@ -234,14 +261,13 @@ async fn nats_token_config_boots_and_checks_the_token() {
         .await
         .unwrap();
     client.flush().await.unwrap();
-    assert!(
-        nats_connect(
-            async_nats::ConnectOptions::with_token(WRONG.into()),
-            nats.port()
-        )
-        .await
-        .is_err()
-    );
+    let err = nats_connect(
+        async_nats::ConnectOptions::with_token(WRONG.into()),
+        nats.port(),
+    )
+    .await
+    .expect_err("a wrong token is refused");
+    assert!(nats_refused(&err), "{err}");
 }
 
 #[tokio::test]
@@ -263,11 +289,10 @@ async fn nats_nkey_config_boots_and_checks_the_signature() {
         .unwrap();
     client.flush().await.unwrap();
     let stranger = nkeys::KeyPair::new_user().seed().unwrap();
-    assert!(
-        nats_connect(async_nats::ConnectOptions::with_nkey(stranger), nats.port())
-            .await
-            .is_err()
-    );
+    let err = nats_connect(async_nats::ConnectOptions::with_nkey(stranger), nats.port())
+        .await
+        .expect_err("an unknown NKEY is refused");
+    assert!(nats_refused(&err), "{err}");
 }
 
 /// The three-replica config forms a real cluster: each server gets its own rendered file with the routes'
@@ -429,15 +454,15 @@ async fn rabbitmq_config_boots_with_definitions_management_and_rotation() {
         .await
         .unwrap_or_else(|e| panic!("{e}\n{}", rabbit.log()));
     drop(conn);
-    assert!(
-        amqp_connect(rabbit.port(), USERNAME, WRONG).await.is_err(),
-        "a wrong password is refused"
-    );
+    let err = amqp_connect(rabbit.port(), USERNAME, WRONG)
+        .await
+        .expect_err("a wrong password is refused");
+    assert!(amqp_refused(&err), "{err}");
     // Definitions replace the default data: there is no guest user to fall back on.
-    assert!(
-        amqp_connect(rabbit.port(), "guest", "guest").await.is_err(),
-        "guest must not exist"
-    );
+    let err = amqp_connect(rabbit.port(), "guest", "guest")
+        .await
+        .expect_err("guest must not exist");
+    assert!(amqp_refused(&err), "{err}");
 
     // The management plugin (ui) listens where configured and the user is an administrator.
     assert_eq!(
@@ -475,58 +500,146 @@ async fn rabbitmq_config_boots_with_definitions_management_and_rotation() {
     amqp_publish(&conn)
         .await
         .unwrap_or_else(|e| panic!("{e}\n{}", rabbit.log()));
+    let err = amqp_connect(rabbit.port(), USERNAME, BOOT_PASSWORD)
+        .await
+        .expect_err("the old password is gone");
+    assert!(amqp_refused(&err), "{err}");
+
+    // The same checks against the same broker stopped: they fail.
+    rabbit.stop();
+    let err = amqp_connect(rabbit.port(), USERNAME, BOOT_PASSWORD)
+        .await
+        .expect_err("nothing listens");
     assert!(
-        amqp_connect(rabbit.port(), USERNAME, BOOT_PASSWORD)
-            .await
-            .is_err(),
-        "the old password is gone"
+        !amqp_refused(&err),
+        "the refusal check passes against a stopped RabbitMQ: {err}"
     );
 }
 
-/// The clustered config (classic-config peer discovery, partition handling) is accepted by RabbitMQ; its
-/// peers' pod DNS names do not resolve here, so the node proves it parses the cluster settings and starts
-/// standalone after discovery gives up (a real three-node cluster needs the pods' DNS names).
+/// The three-replica config forms a cluster: two nodes boot the rendered `rabbitmq.conf`, with the peer
+/// discovery list (`classic_config`, the StatefulSet pods' node names) mapped to loopback node names that
+/// share one epmd and one cookie. The second node joins the first through that list: a queue declared on
+/// the first is there on the second, and a message published on the second is consumed on the first.
+/// (The third pod is not started: classic_config joins whichever listed node answers.)
 #[tokio::test]
-async fn rabbitmq_three_replica_config_is_accepted() {
+async fn rabbitmq_three_replica_config_forms_a_cluster() {
+    use lapin::options::{BasicConsumeOptions, BasicPublishOptions, QueueDeclareOptions};
     let (_, c) = Case::new(BrokerKind::Rabbitmq)
         .replicas(3)
         .auth(user_password(USERNAME, BOOT_PASSWORD))
         .build();
-    let conf = localize(
-        &file(&c.config, "rabbitmq.conf"),
-        &[
-            (
-                "listeners.tcp.default = 5672",
-                "listeners.tcp.default = {port}",
-            ),
-            (
-                "prometheus.tcp.port = 15692",
-                "prometheus.tcp.port = {port3}",
-            ),
-            (
-                "load_definitions = /etc/rabbitmq/",
-                "load_definitions = {dir}/",
-            ),
-        ],
+    let rendered = file(&c.config, "rabbitmq.conf");
+    let peers: Vec<String> = rendered
+        .lines()
+        .filter_map(|l| l.strip_prefix("cluster_formation.classic_config.nodes."))
+        .map(|l| l.split_once(" = ").expect("nodes.N = name").1.to_string())
+        .collect();
+    assert_eq!(peers.len(), 3, "one peer per replica:\n{rendered}");
+    assert!(
+        rendered.contains("cluster_formation.peer_discovery_backend = classic_config\n"),
+        "{rendered}"
     );
+    let cluster = RabbitCluster::new();
+    let mut subs: Vec<(String, String)> = vec![
+        (
+            "listeners.tcp.default = 5672".into(),
+            "listeners.tcp.default = {port}".into(),
+        ),
+        (
+            "prometheus.tcp.port = 15692".into(),
+            "prometheus.tcp.port = {port3}".into(),
+        ),
+        (
+            "load_definitions = /etc/rabbitmq/".into(),
+            "load_definitions = {dir}/".into(),
+        ),
+    ];
+    for (i, peer) in peers.iter().enumerate() {
+        subs.push((
+            format!(" = {peer}\n"),
+            format!(" = {}\n", cluster.node_name(i)),
+        ));
+    }
+    let subs: Vec<(&str, &str)> = subs.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+    let conf = localize(&rendered, &subs);
     let (plugins, definitions) = (
         file(&c.config, "enabled_plugins"),
         file(&c.config, "definitions.json"),
     );
-    let rabbit = start(
-        Kind::RabbitMq,
-        &conf,
-        &[
-            ("enabled_plugins", plugins.as_bytes()),
-            ("definitions.json", definitions.as_bytes()),
-        ],
+    let files = [
+        ("enabled_plugins", plugins.as_bytes()),
+        ("definitions.json", definitions.as_bytes()),
+    ];
+    let first = cluster
+        .start_node(0, &conf, &files)
+        .unwrap_or_else(|e| panic!("node 0 did not boot the rendered config: {e:#}"));
+    let second = cluster
+        .start_node(1, &conf, &files)
+        .unwrap_or_else(|e| panic!("node 1 did not boot the rendered config: {e:#}"));
+
+    let on_first = amqp_connect(first.port(), USERNAME, BOOT_PASSWORD)
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", first.log()));
+    let on_second = amqp_connect(second.port(), USERNAME, BOOT_PASSWORD)
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", second.log()));
+    let (ch1, ch2) = (
+        on_first.create_channel().await.unwrap(),
+        on_second.create_channel().await.unwrap(),
     );
-    let conn = amqp_connect(rabbit.port(), USERNAME, BOOT_PASSWORD)
+    let durable = QueueDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
+    ch1.queue_declare("clustered".into(), durable, Default::default())
         .await
-        .unwrap_or_else(|e| panic!("{e}\n{}", rabbit.log()));
-    amqp_publish(&conn)
+        .unwrap();
+    let passive = QueueDeclareOptions {
+        passive: true,
+        ..durable
+    };
+    ch2.queue_declare("clustered".into(), passive, Default::default())
         .await
-        .unwrap_or_else(|e| panic!("{e}\n{}", rabbit.log()));
+        .unwrap_or_else(|e| {
+            panic!(
+                "the queue declared on node 0 is unknown to node 1: not one cluster: {e}\n{}",
+                second.log()
+            )
+        });
+    ch2.basic_publish(
+        "".into(),
+        "clustered".into(),
+        BasicPublishOptions::default(),
+        b"across",
+        lapin::BasicProperties::default(),
+    )
+    .await
+    .unwrap()
+    .await
+    .unwrap();
+    let mut consumer = ch1
+        .basic_consume(
+            "clustered".into(),
+            "test".into(),
+            BasicConsumeOptions {
+                no_ack: true,
+                ..Default::default()
+            },
+            Default::default(),
+        )
+        .await
+        .unwrap();
+    let got = timeout(STEP, futures::StreamExt::next(&mut consumer))
+        .await
+        .expect("the message published on node 1 reaches the consumer on node 0")
+        .expect("consumer open")
+        .unwrap();
+    assert_eq!(got.data, b"across");
+    assert!(
+        second.log().contains(&cluster.node_name(0)),
+        "node 1 names node 0 in its log (joined it):\n{}",
+        second.log()
+    );
 }
 
 // --------------------------------------------------------------------------------------------- Redis
@@ -566,12 +679,12 @@ async fn redis_config_boots_with_acl_user_and_probe() {
     );
 
     let wrong = format!("redis://{}:{WRONG}@127.0.0.1:{port}/", pct(USERNAME));
-    assert!(
-        redis::Client::open(wrong.as_str())
-            .unwrap()
-            .get_connection_with_timeout(Duration::from_secs(5))
-            .is_err()
-    );
+    let err = redis::Client::open(wrong.as_str())
+        .unwrap()
+        .get_connection_with_timeout(Duration::from_secs(5))
+        .err()
+        .expect("a wrong password is refused");
+    assert!(redis_refused(&err), "{err}");
     // The default user is off: an unauthenticated client can do nothing.
     let mut anon = redis::Client::open(format!("redis://127.0.0.1:{port}/").as_str())
         .unwrap()
@@ -604,20 +717,27 @@ async fn redis_config_boots_with_acl_user_and_probe() {
         .unwrap();
     let script = localize(&probe[2], &[("-p 6379", &format!("-p {port}"))]);
     let run = |password: &str| {
-        std::process::Command::new(&probe[0])
+        let out = std::process::Command::new(&probe[0])
             .arg(&probe[1])
             .arg(&script)
             .env("REDIS_USERNAME", file(&c.config, "username"))
             .env("REDISCLI_AUTH", password)
-            .status()
-            .expect("sh runs")
-            .success()
+            .output()
+            .expect("sh runs");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
     };
+    let (ok, stderr) = run(&file(&c.config, "password"));
     assert!(
-        run(&file(&c.config, "password")),
-        "the probe passes with the Secret's credentials"
+        ok,
+        "the probe passes with the Secret's credentials: {stderr}"
     );
-    assert!(!run(WRONG), "the probe fails with a wrong password");
+    let (ok, stderr) = run(WRONG);
+    assert!(!ok, "the probe fails with a wrong password");
+    // redis-cli prints the server's refusal of AUTH.
+    assert!(stderr.contains("WRONGPASS"), "{stderr}");
 }
 
 // ----------------------------------------------------------------------------------------- Mosquitto
@@ -737,32 +857,120 @@ async fn mosquitto_config_boots_with_password_file_and_acl() {
     let refused = mqtt_connack(&mut ev)
         .await
         .expect_err("a wrong password is refused");
+    assert!(mqtt_refused(&refused), "{refused}");
+}
+
+/// The refusal checks of the NATS, Redis and Mosquitto tests above, against the brokers stopped (the
+/// RabbitMQ test does the same at its end): each one fails, so each needs the server's answer.
+#[tokio::test]
+async fn refusal_checks_fail_against_stopped_brokers() {
+    let mut nats = start(Kind::Nats, Kind::Nats.default_config(), &[]);
+    nats.stop();
+    let opts = async_nats::ConnectOptions::with_user_and_password(USERNAME.into(), WRONG.into());
+    let err = nats_connect(opts, nats.port())
+        .await
+        .expect_err("nothing listens");
+    assert!(!nats_refused(&err), "passes against a stopped NATS: {err}");
+
+    let mut redis_server = start(Kind::Redis, Kind::Redis.default_config(), &[]);
+    redis_server.stop();
+    let wrong = format!(
+        "redis://{}:{WRONG}@127.0.0.1:{}/",
+        pct(USERNAME),
+        redis_server.port()
+    );
+    let err = redis::Client::open(wrong.as_str())
+        .unwrap()
+        .get_connection_with_timeout(Duration::from_secs(5))
+        .err()
+        .expect("nothing listens");
     assert!(
-        refused.contains("BadUserNamePassword") || refused.contains("NotAuthorized"),
-        "{refused}"
+        !redis_refused(&err),
+        "passes against a stopped Redis: {err}"
+    );
+
+    let mut mosquitto = start(Kind::Mosquitto, Kind::Mosquitto.default_config(), &[]);
+    mosquitto.stop();
+    let (_client, mut ev) = mqtt("edgewire-wrong", mosquitto.port(), WRONG);
+    let err = mqtt_connack(&mut ev).await.expect_err("nothing listens");
+    assert!(
+        !mqtt_refused(&err),
+        "passes against a stopped Mosquitto: {err}"
     );
 }
 
-/// Control for the ACL check above: the same config whose ACL names another user lets nothing through, so
-/// the delivery above is the rendered ACL at work (Mosquitto denies what an `acl_file` does not grant).
+/// Control for the ACL check above: the same config whose ACL gives the rendered entries to another user
+/// lets nothing through, so the delivery above is the rendered ACL at work (Mosquitto denies what an
+/// `acl_file` does not grant). The user keeps one grant, `probe/#`, as the proof that the path is live: a
+/// probe published after the denied message arrives, and the denied one (which Mosquitto would have
+/// delivered first, in order) never did.
 #[tokio::test]
 async fn mosquitto_acl_file_is_enforced() {
+    use rumqttc::{Event, Packet, QoS};
     let (_, c) = Case::new(BrokerKind::Mosquitto)
         .auth(user_password(USERNAME, BOOT_PASSWORD))
         .build();
     let passwd = file(&c.config, "passwd");
-    let acl = localize(
-        &file(&c.config, "acl"),
-        &[(&format!("user {USERNAME}\n"), "user somebody-else\n")],
+    let acl = format!(
+        "{}\nuser {USERNAME}\ntopic readwrite probe/#\n",
+        localize(
+            &file(&c.config, "acl"),
+            &[(&format!("user {USERNAME}\n"), "user somebody-else\n")],
+        )
     );
     let broker = start(
         Kind::Mosquitto,
         &mosquitto_conf(&c),
         &[("passwd", passwd.as_bytes()), ("acl", acl.as_bytes())],
     );
-    let (received, code) = mqtt_pubsub(broker.port(), Duration::from_secs(2)).await;
-    assert!(
-        !received,
-        "without an ACL entry nothing may flow (SUBACK {code:?})"
+    let (sub, mut sub_ev) = mqtt("edgewire-sub", broker.port(), BOOT_PASSWORD);
+    mqtt_connack(&mut sub_ev)
+        .await
+        .expect("subscriber connects");
+    sub.subscribe("edge/#", QoS::AtLeastOnce).await.unwrap();
+    sub.subscribe("probe/#", QoS::AtLeastOnce).await.unwrap();
+    let mut subacks = 0;
+    timeout(STEP, async {
+        while subacks < 2 {
+            if let Event::Incoming(Packet::SubAck(_)) = sub_ev.poll().await.unwrap() {
+                subacks += 1;
+            }
+        }
+    })
+    .await
+    .expect("two SUBACKs");
+
+    let (publisher, mut pub_ev) = mqtt("edgewire-pub", broker.port(), BOOT_PASSWORD);
+    mqtt_connack(&mut pub_ev).await.expect("publisher connects");
+    for topic in ["edge/node/registered", "probe/after"] {
+        publisher
+            .publish(topic, QoS::AtLeastOnce, false, "hello")
+            .await
+            .unwrap();
+    }
+    let mut acked = 0;
+    timeout(STEP, async {
+        while acked < 2 {
+            if let Event::Incoming(Packet::PubAck(_)) = pub_ev.poll().await.unwrap() {
+                acked += 1;
+            }
+        }
+    })
+    .await
+    .expect("both publishes acknowledged");
+    let first = timeout(STEP, async {
+        loop {
+            if let Event::Incoming(Packet::Publish(p)) = sub_ev.poll().await.unwrap() {
+                return p.topic;
+            }
+        }
+    })
+    .await
+    .expect("the probe arrives");
+    assert_eq!(
+        first,
+        "probe/after",
+        "without an ACL entry for edge/# nothing may flow there\n{}",
+        broker.log()
     );
 }

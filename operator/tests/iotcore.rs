@@ -344,13 +344,9 @@ async fn retain_leaves_the_rule_and_adds_no_finalizer() {
 
 #[tokio::test]
 async fn an_unreachable_aws_endpoint_is_a_false_condition_naming_the_action() {
-    // A port nothing listens on (bound, then released).
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let url = format!("http://127.0.0.1:{port}");
+    // A port nothing can listen on while the test runs (bound, never listening).
+    let closed = edgewire_e2e::brokers::ClosedPort::new().unwrap();
+    let url = format!("http://127.0.0.1:{}", closed.port());
     let (client, mock) = MockApi::start();
     let mqb = iotcore(
         "offline",
@@ -422,5 +418,67 @@ async fn a_missing_credentials_secret_is_credentials_ready_false() {
             .any(|r| r.method == "PATCH" && !r.path.ends_with("/status")),
         "{:?}",
         reqs.iter().map(|r| r.line()).collect::<Vec<_>>()
+    );
+}
+
+/// The credentials Secret is gone when the MqttBroker is deleted (deleted first, by hand or with its
+/// namespace): the rule cannot be deleted and never will be. It stays in IoT Core, a Warning Event
+/// `CleanupAbandoned` in the MqttBroker's namespace names it and the Secret, and the finalizer goes instead of
+/// the deletion waiting forever.
+#[tokio::test]
+async fn a_deletion_without_its_credentials_names_the_rule_left_and_ends() {
+    let moto = BrokerProcess::start_default(Kind::Moto).expect("moto_server starts");
+    let url = moto.url();
+    let conf = sdk(&url).await;
+    let iot = aws_sdk_iot::Client::new(&conf);
+    let sqs = aws_sdk_sqs::Client::new(&conf);
+    let q = queue(&sqs, "workers-in").await;
+    let (client, mock) = MockApi::start();
+    let mqb = iotcore(
+        "workers",
+        &url,
+        "workers_to_sqs",
+        &q,
+        DeletionPolicy::Delete,
+    );
+    mock.insert(&mqb);
+    mock.insert(&aws_secret());
+    run(&mock, &client, &mqb).await;
+    assert!(rule(&iot, "workers_to_sqs").await.is_some());
+    assert_eq!(finalizers(&stored(&mock, &mqb).unwrap()), [FINALIZER]);
+
+    mock.remove("/api/v1/namespaces/factory/secrets/aws-creds")
+        .expect("the Secret was there");
+    let api: Api<MqttBroker> = Api::namespaced(client.clone(), NAMESPACE);
+    api.delete("workers", &DeleteParams::default())
+        .await
+        .unwrap();
+    let reqs = run(&mock, &client, &mqb).await;
+    assert!(
+        stored(&mock, &mqb).is_none(),
+        "finalizer removed, object gone: {:?}",
+        reqs.iter().map(|r| r.line()).collect::<Vec<_>>()
+    );
+    assert!(
+        rule(&iot, "workers_to_sqs").await.is_some(),
+        "nothing can be deleted without the credentials"
+    );
+    let events: Vec<&Value> = reqs
+        .iter()
+        .filter(|r| r.method == "POST" && r.path.ends_with("/events"))
+        .map(|r| r.body.as_ref().unwrap())
+        .collect();
+    assert_eq!(events.len(), 1, "{events:?}");
+    let ev = events[0];
+    assert_eq!(ev["metadata"]["namespace"], NAMESPACE);
+    assert_eq!(ev["type"], "Warning");
+    assert_eq!(ev["reason"], "CleanupAbandoned");
+    assert_eq!(ev["regarding"]["kind"], "MqttBroker");
+    assert_eq!(ev["regarding"]["name"], "workers");
+    let note = ev["note"].as_str().unwrap();
+    assert!(note.contains("IoT topic rule workers_to_sqs"), "{note}");
+    assert!(
+        note.contains("Secret aws-creds (spec.iotcore.credentials.secretName) not found"),
+        "{note}"
     );
 }

@@ -29,6 +29,17 @@ use tokio::time::timeout;
 
 const STEP: Duration = Duration::from_secs(20);
 
+// What Mosquitto answers, as the client reports it. A stopped broker answers none of these ("Connection
+// refused"): `refusal_checks_fail_against_a_stopped_broker` shows it.
+/// The CONNACK for every failed login (MQTT 3.1.1 return code 5).
+const NOT_AUTHORIZED: &str = "NotAuthorized";
+/// rustls's verdict on the server certificate when the client trusts another CA.
+const UNTRUSTED_SERVER: &str = "UnknownIssuer";
+/// The TLS 1.3 alert of `require_certificate true` when the client sends no certificate.
+const NO_CLIENT_CERT: &str = "CertificateRequired";
+/// The TLS alert (OpenSSL) for a client certificate from a CA the listener does not know.
+const UNKNOWN_CLIENT_CA: &str = "UnknownCA";
+
 /// Applies each substitution; each must match at least once.
 fn localize(config: &str, subs: &[(&str, &str)]) -> String {
     let mut out = config.to_string();
@@ -345,7 +356,7 @@ async fn the_tls_listener_works_with_the_test_ca() {
     .await
     .err()
     .expect("a wrong password over TLS is refused");
-    assert!(refused.contains("NotAuthorized"), "{refused}");
+    assert!(refused.contains(NOT_AUTHORIZED), "{refused}");
     // A client that trusts another CA does not accept the server.
     let other = TestPki::other_ca().unwrap();
     let err = Client::connect(
@@ -357,7 +368,7 @@ async fn the_tls_listener_works_with_the_test_ca() {
     .await
     .err()
     .expect("a server certificate from an untrusted CA is rejected");
-    assert!(err.contains("failed"), "{err}");
+    assert!(err.contains(UNTRUSTED_SERVER), "{err}");
     // Plain MQTT to the TLS port gets no CONNACK.
     let err = Client::connect("a-plain-to-tls", tls_port, login, Transport::Tcp)
         .await
@@ -403,13 +414,10 @@ async fn required_client_certificates_are_enforced_and_the_password_still_counts
         .await
         .err()
         .expect("no client certificate is refused");
-    assert!(
-        !err.contains("refused"),
-        "the TLS handshake fails, got {err}"
-    );
+    assert!(err.contains(NO_CLIENT_CERT), "{err}");
     let other = TestPki::other_ca().unwrap();
     let intruder = Some((other.client_cert_pem.clone(), other.client_key_pem.clone()));
-    Client::connect(
+    let err = Client::connect(
         "intruder",
         port,
         login,
@@ -418,12 +426,73 @@ async fn required_client_certificates_are_enforced_and_the_password_still_counts
     .await
     .err()
     .expect("a client certificate from another CA is refused");
+    assert!(err.contains(UNKNOWN_CLIENT_CA), "{err}");
     // use_identity_as_username is off: the certificate alone does not log anyone in.
     let refused = Client::connect("cert-only", port, None, tls_transport(&pki.ca_pem, cert))
         .await
         .err()
         .expect("a certificate without a password is refused");
-    assert!(refused.contains("NotAuthorized"), "{refused}");
+    assert!(refused.contains(NOT_AUTHORIZED), "{refused}");
+}
+
+/// The refusal checks above against the broker stopped: each one fails, so each one needs Mosquitto's
+/// own answer (CONNACK, certificate, TLS alert).
+#[tokio::test]
+async fn refusal_checks_fail_against_a_stopped_broker() {
+    let pki = TestPki::new("worker-1").unwrap();
+    let other = TestPki::other_ca().unwrap();
+    let (_, c) = three_users()
+        .tls(
+            "workers-tls",
+            &pki.server_cert_pem,
+            &pki.server_key_pem,
+            Some(&pki.ca_pem),
+        )
+        .require_client_cert()
+        .build();
+    let mut broker = start(
+        &c,
+        &[PLAIN, TLS, CERTS],
+        &[
+            ("certs/tls.crt", pki.server_cert_pem.as_bytes()),
+            ("certs/tls.key", pki.server_key_pem.as_bytes()),
+            ("certs/ca.crt", pki.ca_pem.as_bytes()),
+        ],
+    );
+    let (port, tls_port) = (broker.port(), broker.port2());
+    broker.stop();
+    let login = Some(("pool-a", "not-the-password"));
+    let intruder = Some((other.client_cert_pem.clone(), other.client_key_pem.clone()));
+    for (what, port, transport, answer) in [
+        ("a wrong password", port, Transport::Tcp, NOT_AUTHORIZED),
+        (
+            "another CA's server",
+            tls_port,
+            tls_transport(&other.ca_pem, None),
+            UNTRUSTED_SERVER,
+        ),
+        (
+            "no client certificate",
+            tls_port,
+            tls_transport(&pki.ca_pem, None),
+            NO_CLIENT_CERT,
+        ),
+        (
+            "another CA's client certificate",
+            tls_port,
+            tls_transport(&pki.ca_pem, intruder),
+            UNKNOWN_CLIENT_CA,
+        ),
+    ] {
+        let err = Client::connect("stopped", port, login, transport)
+            .await
+            .err()
+            .unwrap_or_else(|| panic!("{what}: accepted by a stopped broker"));
+        assert!(
+            !err.contains(answer),
+            "{what}: the refusal check passes against a stopped broker: {err}"
+        );
+    }
 }
 
 /// One WebSocket handshake (`Sec-WebSocket-Protocol: mqtt`) and an MQTT 3.1.1 CONNECT in a masked binary

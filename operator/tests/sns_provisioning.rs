@@ -409,3 +409,81 @@ async fn denied_permissions_surface_in_topics_ready() {
             .any(|(n, _)| n == "EVENT_BROKER_AWS_SNS_TOPIC_ARN_PREFIX")
     );
 }
+
+/// The credentials Secret is gone when the EventBroker is deleted — a namespace deletion, where the Secrets may
+/// go first and nothing can be created any more: the cleanup can never run. The topics stay in SNS (nothing
+/// pretends otherwise), a Warning Event `CleanupAbandoned` names each of them and the Secret — in the
+/// operator's own namespace, since the EventBroker's refuses new objects — and the finalizer goes, so the
+/// deletion (and the namespace's) ends.
+#[tokio::test]
+async fn a_deletion_without_its_credentials_names_the_topics_left_and_ends() {
+    let moto = BrokerProcess::start_default(Kind::Moto).expect("moto_server starts");
+    let url = moto.url();
+    let aws = sns(&url).await;
+    let (client, mock) = MockApi::start();
+    let eb = sns_broker("events", &url, None, DeletionPolicy::Delete);
+    mock.insert(&eb);
+    mock.insert(&aws_secret());
+    run(&mock, &client, &eb).await;
+    let expected = arns(ACCOUNT_ARN);
+    assert_eq!(topic_arns(&aws).await, expected);
+    assert_eq!(finalizers(&stored(&mock, &eb).unwrap()), [FINALIZER]);
+
+    // The namespace is deleted: its Secret goes first, then the EventBroker is marked.
+    mock.terminate_namespace(NAMESPACE);
+    mock.remove("/api/v1/namespaces/factory/secrets/aws-creds")
+        .expect("the Secret was there");
+    let api: Api<EventBroker> = Api::namespaced(client.clone(), NAMESPACE);
+    api.delete("events", &DeleteParams::default())
+        .await
+        .unwrap();
+    let reqs = run(&mock, &client, &eb).await;
+    assert!(
+        stored(&mock, &eb).is_none(),
+        "finalizer removed, object gone: {:?}",
+        reqs.iter().map(|r| r.line()).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        topic_arns(&aws).await,
+        expected,
+        "nothing can be deleted without the credentials"
+    );
+    let events: Vec<&Recorded> = reqs
+        .iter()
+        .filter(|r| r.method == "POST" && r.path.ends_with("/events"))
+        .collect();
+    assert_eq!(
+        events.iter().map(|r| r.path.as_str()).collect::<Vec<_>>(),
+        [
+            "/apis/events.k8s.io/v1/namespaces/factory/events",
+            "/apis/events.k8s.io/v1/namespaces/edgewire-system/events"
+        ],
+        "refused in the namespace being deleted, then recorded in the operator's"
+    );
+    let ev = events[1].body.as_ref().unwrap();
+    assert_eq!(ev["type"], "Warning");
+    assert_eq!(ev["reason"], "CleanupAbandoned");
+    assert_eq!(ev["reportingController"], "edgewire-operator");
+    assert_eq!(ev["reportingInstance"], "test");
+    assert_eq!(ev["regarding"]["kind"], "EventBroker");
+    assert_eq!(ev["regarding"]["namespace"], NAMESPACE);
+    assert_eq!(ev["regarding"]["name"], "events");
+    let note = ev["note"].as_str().unwrap();
+    for arn in &expected {
+        assert!(note.contains(arn.as_str()), "{arn} not named: {note}");
+    }
+    assert!(
+        note.contains("Secret aws-creds (spec.awsSns.credentials) not found"),
+        "{note}"
+    );
+    // The finalizer went after the Event.
+    let last = reqs.last().unwrap();
+    assert_eq!(
+        last.line(),
+        "PATCH /apis/edgewire.dev/v1alpha1/namespaces/factory/eventbrokers/events"
+    );
+    assert_eq!(
+        last.body.as_ref().unwrap()["metadata"]["finalizers"],
+        serde_json::json!([])
+    );
+}

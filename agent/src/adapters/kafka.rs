@@ -13,9 +13,10 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 
-use super::{Adapter, AdapterError, Health, PUBLISH_TIMEOUT, PublishError, Readiness};
-use crate::config::{KafkaConfig, SaslMechanism};
+use super::{Adapter, PUBLISH_TIMEOUT, PublishError};
+use crate::connect::{self, Health, Readiness, SetupError};
 use crate::event;
+use crate::publisher::config::KafkaConfig;
 
 pub struct KafkaAdapter {
     producer: FutureProducer,
@@ -25,45 +26,11 @@ pub struct KafkaAdapter {
 
 /// librdkafka settings for `c` (shared with `tail`, which adds consumer settings).
 pub fn client_config(c: &KafkaConfig) -> ClientConfig {
-    let mut cc = ClientConfig::new();
-    cc.set("bootstrap.servers", c.brokers.join(","))
-        .set("client.id", "edgewire-agent")
-        .set("reconnect.backoff.ms", "250")
-        .set("reconnect.backoff.max.ms", "5000");
-    let protocol = match (&c.sasl, c.tls.enabled) {
-        (Some(_), true) => "SASL_SSL",
-        (Some(_), false) => "SASL_PLAINTEXT",
-        (None, true) => "SSL",
-        (None, false) => "PLAINTEXT",
-    };
-    cc.set("security.protocol", protocol);
-    if let Some(s) = &c.sasl {
-        let mech = match s.mechanism {
-            SaslMechanism::Plain => "PLAIN",
-            SaslMechanism::ScramSha256 => "SCRAM-SHA-256",
-            SaslMechanism::ScramSha512 => "SCRAM-SHA-512",
-        };
-        cc.set("sasl.mechanism", mech)
-            .set("sasl.username", &s.username)
-            .set("sasl.password", s.password.expose());
-    }
-    if c.tls.enabled {
-        if let Some(ca) = &c.tls.ca_file {
-            cc.set("ssl.ca.location", ca.display().to_string());
-        }
-        if let Some(cc_files) = &c.tls.client_cert {
-            cc.set(
-                "ssl.certificate.location",
-                cc_files.cert_file.display().to_string(),
-            )
-            .set("ssl.key.location", cc_files.key_file.display().to_string());
-        }
-    }
-    cc
+    connect::kafka::client_config(&c.brokers, c.sasl.as_ref(), &c.tls)
 }
 
 impl KafkaAdapter {
-    pub fn connect(c: KafkaConfig) -> Result<Self, AdapterError> {
+    pub fn connect(c: KafkaConfig) -> Result<Self, SetupError> {
         let mut cc = client_config(&c);
         cc.set("acks", "all")
             .set(
@@ -73,7 +40,7 @@ impl KafkaAdapter {
             .set("linger.ms", "1");
         let producer: FutureProducer = cc
             .create()
-            .map_err(|e| AdapterError::Config(format!("kafka producer: {e}")))?;
+            .map_err(|e| SetupError::Config(format!("kafka producer: {e}")))?;
         let health = Arc::new(Health::default());
         let probe = producer.clone();
         let h = health.clone();
@@ -168,7 +135,7 @@ mod tests {
     //! librdkafka's mock cluster has no SASL or TLS listeners, so these modes are proven here at the level
     //! of the settings handed to librdkafka; arrival, keys and headers are proven against the mock cluster.
     use super::*;
-    use crate::config::{ClientCert, KafkaSasl, Secret, TlsSettings};
+    use crate::publisher::config::{ClientCert, KafkaSasl, SaslMechanism, Secret, TlsSettings};
 
     fn get(cc: &ClientConfig, key: &str) -> Option<String> {
         cc.get(key).map(str::to_string)

@@ -1,6 +1,7 @@
-//! One module per broker protocol. Each adapter connects in the background (a broker that is down at
-//! startup, or goes away later, is picked up again without a restart), reports its connection state for
-//! `/readyz`, and publishes one event with the strongest acknowledgement its protocol offers.
+//! The publisher's adapters, one module per broker protocol. Each adapter connects in the background
+//! through [`crate::connect`] (a broker that is down at startup, or goes away later, is picked up again
+//! without a restart), reports its connection state for `/readyz`, and publishes one event with the
+//! strongest acknowledgement its protocol offers.
 
 pub mod amqp;
 pub mod kafka;
@@ -10,8 +11,7 @@ pub mod pubsub;
 pub mod redis;
 pub mod sns;
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use cloudevents::Event;
@@ -20,7 +20,8 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 
-use crate::config::BrokerConfig;
+use crate::connect::{Readiness, SetupError, Unavailable};
+use crate::publisher::config::BrokerConfig;
 
 /// How long a publish may wait for the broker's acknowledgement before the ingress answers 503.
 pub const PUBLISH_TIMEOUT: Duration = Duration::from_secs(10);
@@ -50,21 +51,10 @@ impl PublishError {
     }
 }
 
-/// An error that stops the adapter from being built at all (bad TLS material, bad key): exits at startup.
-#[derive(Debug, thiserror::Error)]
-pub enum AdapterError {
-    #[error("{0}")]
-    Tls(#[from] crate::tls::TlsError),
-    #[error("{0}")]
-    Config(String),
-}
-
-/// What `/readyz` reports.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Readiness {
-    pub connected: bool,
-    /// Why not connected (last connection error), never secret.
-    pub detail: Option<String>,
+impl From<Unavailable> for PublishError {
+    fn from(u: Unavailable) -> Self {
+        PublishError::Unavailable(u.0)
+    }
 }
 
 /// A broker adapter.
@@ -105,7 +95,7 @@ pub struct CallLabels {
 pub type BrokerCalls = Family<CallLabels, Counter>;
 
 /// Builds the adapter for `config`; connecting happens in the background.
-pub async fn connect(config: &BrokerConfig) -> Result<Arc<dyn Adapter>, AdapterError> {
+pub async fn connect(config: &BrokerConfig) -> Result<Arc<dyn Adapter>, SetupError> {
     crate::tls::install_crypto_provider();
     Ok(match config {
         BrokerConfig::Nats(c) => Arc::new(nats::NatsAdapter::connect(c.clone()).await?),
@@ -116,102 +106,4 @@ pub async fn connect(config: &BrokerConfig) -> Result<Arc<dyn Adapter>, AdapterE
         BrokerConfig::Sns(c) => Arc::new(sns::SnsAdapter::connect(c.clone()).await?),
         BrokerConfig::PubSub(c) => Arc::new(pubsub::PubSubAdapter::connect(c.clone()).await?),
     })
-}
-
-/// Connection state shared between an adapter's background task and `/readyz`.
-#[derive(Debug, Default)]
-pub struct Health {
-    connected: AtomicBool,
-    detail: Mutex<Option<String>>,
-}
-
-impl Health {
-    pub fn set_connected(&self) {
-        self.connected.store(true, Ordering::SeqCst);
-        if let Ok(mut d) = self.detail.lock() {
-            *d = None;
-        }
-    }
-
-    pub fn set_down(&self, why: impl Into<String>) {
-        let why = why.into();
-        let was = self.connected.swap(false, Ordering::SeqCst);
-        if let Ok(mut d) = self.detail.lock() {
-            if was || d.as_deref() != Some(why.as_str()) {
-                tracing::warn!(reason = %why, "broker connection down");
-            }
-            *d = Some(why);
-        }
-    }
-
-    /// Records an error without changing the connection state (it may be transient).
-    pub fn note(&self, why: impl Into<String>) {
-        if let Ok(mut d) = self.detail.lock() {
-            *d = Some(why.into());
-        }
-    }
-
-    pub fn is_connected(&self) -> bool {
-        self.connected.load(Ordering::SeqCst)
-    }
-
-    pub fn readiness(&self) -> Readiness {
-        let connected = self.is_connected();
-        let detail = self.detail.lock().ok().and_then(|d| d.clone());
-        Readiness {
-            connected,
-            detail: if connected {
-                None
-            } else {
-                detail.or_else(|| Some("connecting".into()))
-            },
-        }
-    }
-
-    /// `Err(Unavailable)` while down, for the top of every publish.
-    pub fn require(&self) -> Result<(), PublishError> {
-        if self.is_connected() {
-            Ok(())
-        } else {
-            Err(PublishError::Unavailable(
-                self.readiness()
-                    .detail
-                    .unwrap_or_else(|| "not connected".into()),
-            ))
-        }
-    }
-}
-
-/// Delay before reconnect attempt `n` (0-based): 250 ms doubling to 5 s.
-pub fn backoff(n: u32) -> Duration {
-    Duration::from_millis(250u64.saturating_mul(1u64 << n.min(5))).min(Duration::from_secs(5))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn health_transitions() {
-        let h = Health::default();
-        assert_eq!(
-            h.readiness(),
-            Readiness {
-                connected: false,
-                detail: Some("connecting".into())
-            }
-        );
-        assert!(matches!(h.require(), Err(PublishError::Unavailable(_))));
-        h.set_connected();
-        assert!(h.require().is_ok());
-        h.set_down("connection refused");
-        assert_eq!(h.readiness().detail.as_deref(), Some("connection refused"));
-    }
-
-    #[test]
-    fn backoff_is_bounded() {
-        assert_eq!(backoff(0), Duration::from_millis(250));
-        assert_eq!(backoff(2), Duration::from_secs(1));
-        assert_eq!(backoff(40), Duration::from_secs(5));
-    }
 }

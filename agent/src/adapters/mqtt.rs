@@ -9,22 +9,17 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use cloudevents::{AttributesReader, Event};
 use futures::FutureExt;
 use futures::future::BoxFuture;
-use rumqttc::{
-    AsyncClient, EventLoop, MqttOptions, Outgoing, Packet, QoS, TlsConfiguration, Transport,
-};
+use rumqttc::{AsyncClient, EventLoop, MqttOptions, Outgoing, Packet, QoS};
 use tokio::sync::oneshot;
 
-use super::{Adapter, AdapterError, Health, PUBLISH_TIMEOUT, PublishError, Readiness};
-use crate::config::{MqttAuth, MqttConfig};
+use super::{Adapter, PUBLISH_TIMEOUT, PublishError};
+use crate::connect::{self, Health, Readiness, SetupError};
 use crate::event;
-
-/// Largest packet sent or received.
-const MAX_PACKET: usize = 4 * 1024 * 1024;
+use crate::publisher::config::{MqttAuth, MqttConfig};
 
 type Waiter = oneshot::Sender<Result<(), PublishError>>;
 
@@ -55,67 +50,34 @@ pub struct MqttAdapter {
     health: Arc<Health>,
 }
 
-pub fn qos(q: u8) -> QoS {
-    match q {
-        0 => QoS::AtMostOnce,
-        2 => QoS::ExactlyOnce,
-        _ => QoS::AtLeastOnce,
-    }
-}
-
 /// MQTT options for `c`: 3.1.1, clean session, credentials, TLS. Shared with `tail`.
-pub fn options(c: &MqttConfig, client_id: &str) -> Result<MqttOptions, AdapterError> {
-    let mut o = MqttOptions::new(client_id, c.host.clone(), c.port);
-    o.set_keep_alive(Duration::from_secs(15))
-        .set_clean_session(true)
-        .set_max_packet_size(MAX_PACKET, MAX_PACKET);
-    match &c.auth {
-        MqttAuth::None => {}
-        MqttAuth::Jwt { username, token } => {
-            o.set_credentials(username.clone().unwrap_or_default(), token.expose());
-        }
-        MqttAuth::UserPassword { username, password } => {
-            o.set_credentials(
-                username.clone(),
-                password.as_ref().map(|p| p.expose()).unwrap_or_default(),
-            );
-        }
-    }
-    if c.tls.enabled {
-        let cfg = crate::tls::client_config(&c.tls)?;
-        o.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
-            Arc::new(cfg),
-        )));
-    }
+pub fn options(c: &MqttConfig, client_id: &str) -> Result<MqttOptions, SetupError> {
+    let credentials = match &c.auth {
+        MqttAuth::None => None,
+        MqttAuth::Jwt { username, token } => Some((
+            username.clone().unwrap_or_default(),
+            token.expose().to_string(),
+        )),
+        MqttAuth::UserPassword { username, password } => Some((
+            username.clone(),
+            password
+                .as_ref()
+                .map(|p| p.expose().to_string())
+                .unwrap_or_default(),
+        )),
+    };
+    let mut o = connect::mqtt::options(client_id, c.host.clone(), c.port, credentials, &c.tls)?;
+    o.set_clean_session(true);
     Ok(o)
 }
 
-/// A client id unique per process (two publisher replicas must not kick each other off).
-pub fn client_id(role: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    format!("edgewire-{role}-{}-{nanos:08x}", std::process::id())
-}
-
-/// Describes a connection error without secrets.
-pub fn describe(e: &rumqttc::ConnectionError) -> String {
-    match e {
-        rumqttc::ConnectionError::ConnectionRefused(code) => {
-            format!("the MQTT broker refused the connection: {code:?}")
-        }
-        other => format!("MQTT connection error: {other}"),
-    }
-}
-
 impl MqttAdapter {
-    pub fn connect(c: MqttConfig) -> Result<Self, AdapterError> {
-        let opts = options(&c, &client_id("publisher"))?;
+    pub fn connect(c: MqttConfig) -> Result<Self, SetupError> {
+        let opts = options(&c, &connect::mqtt::client_id("publisher"))?;
         let (client, eventloop) = AsyncClient::new(opts, 1024);
         let waiters = Arc::new(Mutex::new(Waiters::default()));
         let health = Arc::new(Health::default());
-        let q = qos(c.qos);
+        let q = connect::mqtt::qos(c.qos);
         tokio::spawn(drive(eventloop, q, waiters.clone(), health.clone()));
         Ok(Self {
             client,
@@ -131,12 +93,12 @@ fn lock(w: &Mutex<Waiters>) -> std::sync::MutexGuard<'_, Waiters> {
 }
 
 async fn drive(mut el: EventLoop, qos: QoS, waiters: Arc<Mutex<Waiters>>, health: Arc<Health>) {
-    let mut attempt = 0u32;
+    let mut backoff = crate::retry::PUBLISHER.backoff();
     loop {
         match el.poll().await {
             Ok(rumqttc::Event::Incoming(Packet::ConnAck(ack))) => {
                 if ack.code == rumqttc::ConnectReturnCode::Success {
-                    attempt = 0;
+                    backoff.reset();
                     health.set_connected();
                 }
             }
@@ -162,7 +124,7 @@ async fn drive(mut el: EventLoop, qos: QoS, waiters: Arc<Mutex<Waiters>>, health
             }
             Ok(_) => {}
             Err(e) => {
-                let why = describe(&e);
+                let why = connect::mqtt::describe(&e);
                 health.set_down(why.clone());
                 {
                     // Under the lock no publish can be queued: drop everything unsent or unacked and
@@ -172,8 +134,7 @@ async fn drive(mut el: EventLoop, qos: QoS, waiters: Arc<Mutex<Waiters>>, health
                     el.pending.clear();
                     w.fail_all(&why);
                 }
-                tokio::time::sleep(super::backoff(attempt)).await;
-                attempt = attempt.saturating_add(1);
+                backoff.wait().await;
             }
         }
     }

@@ -12,9 +12,10 @@ use cloudevents::{AttributesReader, Event};
 use futures::FutureExt;
 use futures::future::BoxFuture;
 
-use super::{Adapter, AdapterError, Health, PUBLISH_TIMEOUT, PublishError, Readiness};
-use crate::config::{JETSTREAM_SUBJECTS, JetStreamConfig, NatsAuth, NatsConfig};
+use super::{Adapter, PUBLISH_TIMEOUT, PublishError};
+use crate::connect::{self, Health, Readiness, SetupError};
 use crate::event;
+use crate::publisher::config::{JETSTREAM_SUBJECTS, JetStreamConfig, NatsConfig};
 
 pub struct NatsAdapter {
     client: async_nats::Client,
@@ -69,77 +70,21 @@ impl Flusher {
     }
 }
 
-/// Connect options for `c` (auth, TLS, endless reconnects). Shared with `tail`.
-pub fn connect_options(
-    c: &NatsConfig,
-    health: Arc<Health>,
-) -> Result<async_nats::ConnectOptions, AdapterError> {
-    let mut opts = async_nats::ConnectOptions::new()
-        .name("edgewire-agent")
-        .retry_on_initial_connect()
-        .max_reconnects(None)
-        .connection_timeout(Duration::from_secs(5))
-        .reconnect_delay_callback(|n| super::backoff(n.min(32) as u32))
-        .event_callback(move |ev| {
-            let health = health.clone();
-            async move {
-                match ev {
-                    async_nats::Event::Connected => health.set_connected(),
-                    async_nats::Event::Disconnected => {
-                        health.set_down("disconnected from the NATS server")
-                    }
-                    async_nats::Event::ServerError(e) => {
-                        health.note(format!("NATS server error: {e}"))
-                    }
-                    async_nats::Event::ClientError(e) => {
-                        health.note(format!("NATS client error: {e}"))
-                    }
-                    _ => {}
-                }
-            }
-        });
-    opts = match &c.auth {
-        NatsAuth::None => opts,
-        NatsAuth::Token(t) => opts.token(t.expose().to_string()),
-        NatsAuth::UserPassword { username, password } => {
-            opts.user_and_password(username.clone(), password.expose().to_string())
-        }
-        NatsAuth::Nkey { seed, jwt: None } => {
-            nkeys::KeyPair::from_seed(seed.expose()).map_err(|_| {
-                AdapterError::Config("EVENT_BROKER_NATS_NKEY_SEED: not a valid NKEY seed".into())
-            })?;
-            opts.nkey(seed.expose().to_string())
-        }
-        NatsAuth::Nkey {
-            seed,
-            jwt: Some(jwt),
-        } => {
-            let kp = Arc::new(nkeys::KeyPair::from_seed(seed.expose()).map_err(|_| {
-                AdapterError::Config("EVENT_BROKER_NATS_NKEY_SEED: not a valid NKEY seed".into())
-            })?);
-            opts.jwt(jwt.expose().to_string(), move |nonce| {
-                let kp = kp.clone();
-                async move { kp.sign(&nonce).map_err(async_nats::AuthError::new) }
-            })
-        }
-    };
-    if c.tls.enabled {
-        opts = opts
-            .require_tls(true)
-            .tls_client_config(crate::tls::client_config(&c.tls)?);
-    }
-    Ok(opts)
-}
-
 impl NatsAdapter {
-    pub async fn connect(c: NatsConfig) -> Result<Self, AdapterError> {
+    pub async fn connect(c: NatsConfig) -> Result<Self, SetupError> {
         let health = Arc::new(Health::default());
-        let opts = connect_options(&c, health.clone())?;
+        let opts = connect::nats::options(
+            "edgewire-agent",
+            &c.auth,
+            &c.tls,
+            crate::retry::PUBLISHER,
+            health.clone(),
+        )?;
         // With retry_on_initial_connect this returns at once and connects in the background.
         let client = opts
             .connect(c.urls.clone())
             .await
-            .map_err(|e| AdapterError::Config(format!("EVENT_BROKER_NATS_URLS: {e}")))?;
+            .map_err(|e| SetupError::Config(format!("EVENT_BROKER_NATS_URLS: {e}")))?;
         let stream_problem = Arc::new(Mutex::new(None));
         let js = match &c.jetstream {
             Some(jsc) => {

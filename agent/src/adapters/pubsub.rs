@@ -26,9 +26,10 @@ use google_cloud_gax::retry_policy::RetryPolicyExt;
 use google_cloud_pubsub::client::{BasePublisher, Publisher};
 use google_cloud_pubsub::model::Message;
 
-use super::{Adapter, AdapterError, Health, PUBLISH_TIMEOUT, PublishError, Readiness};
-use crate::config::PubSubConfig;
+use super::{Adapter, PUBLISH_TIMEOUT, PublishError};
+use crate::connect::{Health, Readiness, SetupError};
 use crate::event;
+use crate::publisher::config::PubSubConfig;
 
 /// Most messages per `Publish` call (the service's limit).
 const MAX_MESSAGES: u32 = 1000;
@@ -53,7 +54,7 @@ pub fn topic_name(project: &str, prefix: &str, event_type: &str) -> Result<Strin
 }
 
 impl PubSubAdapter {
-    pub async fn connect(c: PubSubConfig) -> Result<Self, AdapterError> {
+    pub async fn connect(c: PubSubConfig) -> Result<Self, SetupError> {
         crate::tls::install_crypto_provider();
         let mut b = BasePublisher::builder().with_retry_policy(
             google_cloud_pubsub::retry_policy::RetryableErrors
@@ -69,10 +70,10 @@ impl PubSubAdapter {
             );
         } else if let Some(path) = &c.credentials_file {
             let text = std::fs::read_to_string(path).map_err(|e| {
-                AdapterError::Config(format!("cannot read {}: {}", path.display(), e.kind()))
+                SetupError::Config(format!("cannot read {}: {}", path.display(), e.kind()))
             })?;
             let json: serde_json::Value = serde_json::from_str(&text).map_err(|_| {
-                AdapterError::Config(format!(
+                SetupError::Config(format!(
                     "{} is not a service-account JSON key",
                     path.display()
                 ))
@@ -80,7 +81,7 @@ impl PubSubAdapter {
             let creds = google_cloud_auth::credentials::service_account::Builder::new(json)
                 .build()
                 .map_err(|e| {
-                    AdapterError::Config(format!(
+                    SetupError::Config(format!(
                         "{}: not a usable service-account key: {e}",
                         path.display()
                     ))
@@ -90,7 +91,7 @@ impl PubSubAdapter {
         let base = b
             .build()
             .await
-            .map_err(|e| AdapterError::Config(format!("cannot build the Pub/Sub client: {e}")))?;
+            .map_err(|e| SetupError::Config(format!("cannot build the Pub/Sub client: {e}")))?;
         let health = Arc::new(Health::default());
         health.set_connected();
         Ok(Self {

@@ -10,70 +10,21 @@ use futures::FutureExt;
 use futures::future::BoxFuture;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
-use super::{Adapter, AdapterError, Health, PUBLISH_TIMEOUT, PublishError, Readiness};
-use crate::config::RedisConfig;
+use super::{Adapter, PUBLISH_TIMEOUT, PublishError};
+use crate::connect::redis::describe;
+use crate::connect::{self, Health, Readiness, SetupError};
 use crate::event;
+use crate::publisher::config::RedisConfig;
 
 pub struct RedisAdapter {
     conn: Arc<RwLock<Option<ConnectionManager>>>,
     health: Arc<Health>,
 }
 
-/// A redis client for `c`: `rediss://` when TLS is on, with the CA and client certificate when given.
-pub fn client(c: &RedisConfig) -> Result<redis::Client, AdapterError> {
-    let raw = c.url.expose();
-    let url = match raw.strip_prefix("redis://") {
-        Some(rest) if c.tls.enabled => format!("rediss://{rest}"),
-        _ => raw.to_string(),
-    };
-    let bad_url = |e: redis::RedisError| {
-        AdapterError::Config(format!("EVENT_BROKER_REDIS_URL: {}", e.kind_name()))
-    };
-    if c.tls.enabled && (c.tls.ca_file.is_some() || c.tls.client_cert.is_some()) {
-        let read = |p: &std::path::Path| {
-            std::fs::read(p).map_err(|e| {
-                AdapterError::Config(format!("cannot read {}: {}", p.display(), e.kind()))
-            })
-        };
-        let root_cert = match &c.tls.ca_file {
-            Some(p) => Some(read(p)?),
-            None => None,
-        };
-        let client_tls = match &c.tls.client_cert {
-            Some(cc) => Some(redis::ClientTlsConfig {
-                client_cert: read(&cc.cert_file)?,
-                client_key: read(&cc.key_file)?,
-            }),
-            None => None,
-        };
-        redis::Client::build_with_tls(
-            url.as_str(),
-            redis::TlsCertificates {
-                client_tls,
-                root_cert,
-            },
-        )
-        .map_err(bad_url)
-    } else {
-        redis::Client::open(url.as_str()).map_err(bad_url)
-    }
-}
-
-trait KindName {
-    fn kind_name(&self) -> String;
-}
-
-impl KindName for redis::RedisError {
-    /// The error without its detail, which may quote the URL.
-    fn kind_name(&self) -> String {
-        format!("invalid URL ({:?})", self.kind())
-    }
-}
-
 impl RedisAdapter {
-    pub fn connect(c: RedisConfig) -> Result<Self, AdapterError> {
+    pub fn connect(c: RedisConfig) -> Result<Self, SetupError> {
         crate::tls::install_crypto_provider();
-        let client = client(&c)?;
+        let client = connect::redis::client(&c.url, &c.tls)?;
         let conn = Arc::new(RwLock::new(None));
         let health = Arc::new(Health::default());
         tokio::spawn(supervise(client, conn.clone(), health.clone()));
@@ -91,7 +42,7 @@ async fn supervise(
         .set_response_timeout(Some(Duration::from_secs(3)))
         .set_number_of_retries(2)
         .set_max_delay(Duration::from_secs(2));
-    let mut attempt = 0u32;
+    let mut backoff = crate::retry::PUBLISHER.backoff();
     let mut cm = loop {
         match client
             .get_connection_manager_with_config(config.clone())
@@ -100,8 +51,7 @@ async fn supervise(
             Ok(cm) => break cm,
             Err(e) => {
                 health.set_down(format!("cannot connect to Redis: {}", describe(&e)));
-                tokio::time::sleep(super::backoff(attempt)).await;
-                attempt = attempt.saturating_add(1);
+                backoff.wait().await;
             }
         }
     };
@@ -114,14 +64,6 @@ async fn supervise(
             Err(e) => health.set_down(format!("Redis unreachable: {}", describe(&e))),
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-}
-
-/// Redis errors without anything that may quote credentials.
-fn describe(e: &redis::RedisError) -> String {
-    match e.code() {
-        Some(code) => format!("{code} {}", e.detail().unwrap_or_default()),
-        None => format!("{:?}", e.kind()),
     }
 }
 

@@ -22,12 +22,10 @@ use futures::FutureExt;
 use futures::future::BoxFuture;
 use prometheus_client::metrics::counter::Counter;
 
-use super::{
-    Adapter, AdapterError, BrokerCalls, CallLabels, Health, PUBLISH_TIMEOUT, PublishError,
-    Readiness,
-};
-use crate::config::SnsConfig;
+use super::{Adapter, BrokerCalls, CallLabels, PUBLISH_TIMEOUT, PublishError};
+use crate::connect::{Health, Readiness, SetupError};
 use crate::event;
+use crate::publisher::config::SnsConfig;
 
 /// At most this many entries per `PublishBatch` call (the SNS limit).
 pub const MAX_BATCH: usize = 10;
@@ -167,7 +165,7 @@ fn source_text(e: &dyn std::error::Error) -> String {
 }
 
 impl SnsAdapter {
-    pub async fn connect(c: SnsConfig) -> Result<Self, AdapterError> {
+    pub async fn connect(c: SnsConfig) -> Result<Self, SetupError> {
         crate::tls::install_crypto_provider();
         sns_prefix_ok(&c.topic_arn_prefix)?;
         let client = client(&c).await;
@@ -275,10 +273,10 @@ impl SnsAdapter {
     }
 }
 
-fn sns_prefix_ok(prefix: &str) -> Result<(), AdapterError> {
-    crate::config::sns_arn_prefix_region(prefix)
+fn sns_prefix_ok(prefix: &str) -> Result<(), SetupError> {
+    crate::publisher::config::sns_arn_prefix_region(prefix)
         .map(|_| ())
-        .map_err(|m| AdapterError::Config(format!("EVENT_BROKER_AWS_SNS_TOPIC_ARN_PREFIX: {m}")))
+        .map_err(|m| SetupError::Config(format!("EVENT_BROKER_AWS_SNS_TOPIC_ARN_PREFIX: {m}")))
 }
 
 fn counter(calls: &BrokerCalls, operation: &str) -> Counter {
@@ -306,7 +304,7 @@ fn entry_index(id: &str) -> Option<usize> {
 }
 
 async fn probe(client: Client, arn: String, health: Arc<Health>, calls: Counter) {
-    let mut attempt = 0u32;
+    let mut backoff = crate::retry::PUBLISHER.backoff();
     loop {
         calls.inc();
         let r = client.get_topic_attributes().topic_arn(&arn).send().await;
@@ -340,11 +338,10 @@ async fn probe(client: Client, arn: String, health: Arc<Health>, calls: Counter)
         };
         if up {
             health.set_connected();
-            attempt = 0;
+            backoff.reset();
             tokio::time::sleep(PROBE_EVERY).await;
         } else {
-            tokio::time::sleep(super::backoff(attempt)).await;
-            attempt = attempt.saturating_add(1);
+            backoff.wait().await;
         }
     }
 }

@@ -16,10 +16,9 @@
 //! acknowledged (`basic.ack`) once the edge acknowledged its delivery, otherwise the broker delivers it
 //! again after a reconnect. The queue, its bindings and the consumer are declared again on every connect.
 //!
-//! lapin's own recovery is off: a supervisor task reconnects with [`super::backoff`].
+//! lapin's own recovery is off: a supervisor task reconnects with [`crate::retry::BRIDGE`].
 
 use std::collections::VecDeque;
-use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -33,19 +32,16 @@ use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
     ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
 };
-use lapin::tcp::{AsyncTcpStream, RustlsConnector};
 use lapin::types::{AMQPValue, FieldTable};
-use lapin::uri::{AMQPScheme, AMQPUri, AMQPUserInfo};
-use lapin::{
-    BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, ExchangeKind,
-    PublisherConfirm,
-};
+use lapin::uri::{AMQPUri, AMQPUserInfo};
+use lapin::{BasicProperties, Channel, Confirmation, Connection, ExchangeKind, PublisherConfirm};
 use tokio::sync::{mpsc, oneshot, watch};
 
+use super::Connect;
 use super::config::{Auth, BridgeConfigError, EndpointConfig};
-use super::side::{AckFuture, Connect, Inbound, Outbound, Side, Subscription};
-use crate::adapters::Health;
-use crate::config::TlsSettings;
+use super::side::{AckFuture, Inbound, Outbound, Side, Subscription};
+use crate::connect::amqp::Connector;
+use crate::connect::{self, Health};
 
 /// The exchange when the endpoint names none.
 pub const DEFAULT_EXCHANGE: &str = "amq.topic";
@@ -54,7 +50,6 @@ pub const DEFAULT_EXCHANGE: &str = "amq.topic";
 pub const MAX_ROUTING_KEY: usize = 255;
 
 const ACK_TIMEOUT: Duration = Duration::from_secs(30);
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Heartbeat asked for unless the URL sets `?heartbeat=`: a silent network failure is noticed within
 /// about twice this.
 const HEARTBEAT_SECS: u16 = 15;
@@ -77,14 +72,10 @@ pub(crate) fn check_routing_key(key: &str) -> Result<(), String> {
 
 /// Everything needed to (re)connect.
 struct Target {
-    uri: AMQPUri,
-    tls: Option<Arc<RustlsConnector>>,
-    /// Connection name, queue name and consumer tag.
-    name: String,
+    /// The connection, named [`Connect::client_id`] (also the queue name and consumer tag).
+    conn: Connector,
     exchange: String,
     subscriptions: Vec<Subscription>,
-    /// Values to remove from error texts (the passwords).
-    secrets: Vec<String>,
     /// Set when the broker returned a message, cleared when a message was routed again.
     returning: Arc<AtomicBool>,
 }
@@ -93,65 +84,37 @@ impl Target {
     fn new(c: &Connect<'_>) -> Result<Self, BridgeConfigError> {
         let e: &EndpointConfig = c.endpoint;
         let (uri, secrets) = uri(e, &c.cfg.site_id)?;
-        let tls = if uri.scheme == AMQPScheme::AMQPS {
-            let settings = if e.tls.enabled {
-                e.tls.clone()
-            } else {
-                // amqps:// without a tls block: system roots, TLS 1.2 or later.
-                TlsSettings {
-                    enabled: true,
-                    ..Default::default()
-                }
-            };
-            let cfg = crate::tls::client_config(&settings)
-                .map_err(|err| BridgeConfigError(format!("TLS: {err}")))?;
-            Some(Arc::new(RustlsConnector::from(cfg)))
-        } else {
-            None
-        };
+        let conn = Connector::new(uri, &e.tls, c.client_id(), secrets)
+            .map_err(|err| BridgeConfigError(format!("TLS: {err}")))?;
         Ok(Target {
-            uri,
-            tls,
-            name: c.client_id(),
+            conn,
             exchange: e
                 .exchange
                 .clone()
                 .unwrap_or_else(|| DEFAULT_EXCHANGE.to_string()),
             subscriptions: c.subscriptions.clone(),
-            secrets,
             returning: Arc::new(AtomicBool::new(false)),
         })
     }
 
+    /// Connection name, queue name and consumer tag.
+    fn name(&self) -> &str {
+        self.conn.name()
+    }
+
     fn redact(&self, msg: &str) -> String {
-        redact(msg, &self.secrets)
+        self.conn.redact(msg)
     }
 
-    /// `host:port/vhost`, for messages (never the credentials).
     fn describe(&self) -> String {
-        format!(
-            "{}:{} (vhost {:?})",
-            self.uri.authority.host, self.uri.authority.port, self.uri.vhost
-        )
+        self.conn.describe()
     }
-}
-
-fn redact(msg: &str, secrets: &[String]) -> String {
-    secrets
-        .iter()
-        .filter(|s| !s.is_empty())
-        .fold(msg.to_string(), |m, s| m.replace(s.as_str(), "***"))
 }
 
 /// The URL with the endpoint's credentials (`auth` wins over credentials in the URL), `amqps` when TLS
 /// is on, and a heartbeat; plus the passwords to keep out of error texts.
 fn uri(e: &EndpointConfig, site_id: &str) -> Result<(AMQPUri, Vec<String>), BridgeConfigError> {
-    let raw = e.url.trim();
-    let raw = match raw.strip_prefix("amqp://") {
-        Some(rest) if e.tls.enabled => format!("amqps://{rest}"),
-        _ => raw.to_string(),
-    };
-    let mut uri: AMQPUri = crate::adapters::amqp::parse_uri(&raw)
+    let mut uri = connect::amqp::uri(&e.url, e.tls.enabled)
         .map_err(|m| BridgeConfigError(format!("endpoint url is {m}")))?;
     let mut secrets = vec![uri.authority.userinfo.password.clone()];
     match &e.auth {
@@ -222,35 +185,6 @@ pub async fn connect(c: Connect<'_>) -> anyhow::Result<Arc<dyn Side>> {
     }))
 }
 
-/// One TCP (and TLS) connection, by lapin's connector: our rustls configuration (CA, client certificate,
-/// minimum version, server name) instead of lapin's own.
-async fn open_connection(t: &Target) -> Result<Connection, String> {
-    let runtime = lapin::runtime::default_runtime().map_err(|e| e.to_string())?;
-    let props = ConnectionProperties::default().with_connection_name(t.name.as_str().into());
-    let tls = t.tls.clone();
-    let connecting = Connection::connector(
-        t.uri.clone(),
-        runtime,
-        async move |uri: AMQPUri, rt| {
-            // Runs on lapin's I/O thread, where blocking name resolution is harmless.
-            let addrs: Vec<SocketAddr> = (uri.authority.host.as_str(), uri.authority.port)
-                .to_socket_addrs()?
-                .collect();
-            let stream = AsyncTcpStream::connect(&rt, addrs).await?;
-            match &tls {
-                Some(c) => Ok(stream.into_rustls(c, &uri.authority.host).await?),
-                None => Ok(stream),
-            }
-        },
-        props,
-    );
-    match tokio::time::timeout(CONNECT_TIMEOUT, connecting).await {
-        Err(_) => Err(format!("no connection within {CONNECT_TIMEOUT:?}")),
-        Ok(Err(e)) => Err(t.redact(&e.to_string())),
-        Ok(Ok(conn)) => Ok(conn),
-    }
-}
-
 /// Keeps a connection up: connect, declare, publish channel in confirm mode, consumer; on loss, again.
 async fn supervise(
     t: Target,
@@ -258,16 +192,15 @@ async fn supervise(
     health: Arc<Health>,
     inbound: mpsc::Sender<Inbound>,
 ) {
-    let mut attempt = 0u32;
+    let mut backoff = crate::retry::BRIDGE.backoff();
     loop {
         let (was_up, why) = session(&t, &link, &health, &inbound).await;
         link.send_replace(None);
         health.set_down(why);
         if was_up {
-            attempt = 0;
+            backoff.reset();
         }
-        tokio::time::sleep(super::backoff(attempt)).await;
-        attempt = attempt.saturating_add(1);
+        backoff.wait().await;
     }
 }
 
@@ -278,7 +211,7 @@ async fn session(
     health: &Health,
     inbound: &mpsc::Sender<Inbound>,
 ) -> (bool, String) {
-    let conn = match open_connection(t).await {
+    let conn = match t.conn.open().await {
         Ok(c) => c,
         Err(e) => {
             return (
@@ -388,7 +321,7 @@ async fn consume(
         .await
         .map_err(|e| format!("basic.qos: {e}"))?;
     ch.queue_declare(
-        t.name.as_str().into(),
+        t.name().into(),
         QueueDeclareOptions {
             durable: true,
             ..Default::default()
@@ -396,11 +329,11 @@ async fn consume(
         FieldTable::default(),
     )
     .await
-    .map_err(|e| format!("declaring queue {}: {e}", t.name))?;
+    .map_err(|e| format!("declaring queue {}: {e}", t.name()))?;
     for s in &t.subscriptions {
         let key = s.pattern.to_amqp();
         ch.queue_bind(
-            t.name.as_str().into(),
+            t.name().into(),
             t.exchange.as_str().into(),
             key.as_str().into(),
             QueueBindOptions::default(),
@@ -410,19 +343,20 @@ async fn consume(
         .map_err(|e| {
             format!(
                 "binding queue {} to exchange {:?} with {key:?}: {e}",
-                t.name, t.exchange
+                t.name(),
+                t.exchange
             )
         })?;
     }
     let mut consumer = ch
         .basic_consume(
-            t.name.as_str().into(),
-            t.name.as_str().into(),
+            t.name().into(),
+            t.name().into(),
             BasicConsumeOptions::default(),
             FieldTable::default(),
         )
         .await
-        .map_err(|e| format!("consuming from queue {}: {e}", t.name))?;
+        .map_err(|e| format!("consuming from queue {}: {e}", t.name()))?;
     let task = tokio::spawn(async move {
         while let Some(d) = consumer.next().await {
             let d = match d {
@@ -594,7 +528,10 @@ impl Side for AmqpSide {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Secret;
+    use crate::connect::amqp::redact;
+    use crate::secret::Secret;
+    use crate::tls::TlsSettings;
+    use lapin::uri::AMQPScheme;
 
     fn endpoint(url: &str, auth: Auth, tls: bool) -> EndpointConfig {
         EndpointConfig {

@@ -10,8 +10,8 @@ use edgewire_api::v1alpha1::{
     Endpoint, MqttVersion, PASSWORD_KEY, Protocol, SecretKeyRef, USERNAME_KEY,
 };
 
-use crate::config::Secret;
-use crate::config::{ClientCert, TlsSettings};
+use crate::secret::{self, Secret};
+use crate::tls::TlsSettings;
 
 /// Header carrying the site id on every edge→cloud message.
 pub const SITE_HEADER: &str = "edge-site-id";
@@ -93,7 +93,7 @@ pub fn from_file(path: &Path, secrets_dir: &Path) -> Result<BridgeConfig, Bridge
 
 /// Parses and validates a BridgeLink document.
 pub fn from_yaml(text: &str, secrets_dir: &Path) -> Result<BridgeConfig, BridgeConfigError> {
-    let bl: BridgeLink = serde_yaml::from_str(text)
+    let bl: BridgeLink = serde_norway::from_str(text)
         .map_err(|e| err(format!("not a valid BridgeLink document: {e}")))?;
     let name = bl
         .metadata
@@ -158,7 +158,7 @@ fn side(s: &BridgeSide, field: &str, dir: &Path) -> Result<EndpointConfig, Bridg
             tls.ca_file = Some(key_path(dir, ca));
         }
         if let Some(cc) = &t.client_cert_secret_ref {
-            tls.client_cert = Some(client_cert(dir, &cc.secret_name));
+            tls.client_cert = Some(secret::client_cert(dir, &cc.secret_name));
         }
     }
     let mut auth = Auth::None;
@@ -198,7 +198,7 @@ fn side(s: &BridgeSide, field: &str, dir: &Path) -> Result<EndpointConfig, Bridg
                     "{f}.auth.clientCert requires tls.enabled: true"
                 )));
             }
-            tls.client_cert = Some(client_cert(dir, &cc.secret_name));
+            tls.client_cert = Some(secret::client_cert(dir, &cc.secret_name));
         }
     }
     for p in [
@@ -239,27 +239,19 @@ fn side(s: &BridgeSide, field: &str, dir: &Path) -> Result<EndpointConfig, Bridg
 }
 
 fn key_path(dir: &Path, r: &SecretKeyRef) -> PathBuf {
-    dir.join(&r.name).join(&r.key)
-}
-
-fn client_cert(dir: &Path, secret: &str) -> ClientCert {
-    ClientCert {
-        cert_file: dir.join(secret).join("tls.crt"),
-        key_file: dir.join(secret).join("tls.key"),
-    }
+    secret::key_path(dir, &r.name, &r.key)
 }
 
 fn read_secret(dir: &Path, r: &SecretKeyRef, field: &str) -> Result<Secret, BridgeConfigError> {
     let p = key_path(dir, r);
-    let v = std::fs::read_to_string(&p).map_err(|e| {
+    secret::read_file(&p).map_err(|e| {
         err(format!(
             "{field}: cannot read Secret {}/{} from {}: {e}",
             r.name,
             r.key,
             p.display()
         ))
-    })?;
-    Ok(Secret::new(v.trim_end_matches(['\r', '\n'])))
+    })
 }
 
 /// A Kubernetes quantity in bytes: `4Gi`, `500Mi`, `1G`, `1024`.

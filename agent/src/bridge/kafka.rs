@@ -2,8 +2,8 @@
 //!
 //! - `url` is the bootstrap list (`host:port,host:port`). `tls.enabled` → SSL with the CA and the client
 //!   certificate of the endpoint; `auth.userPassword` → SASL/SCRAM-SHA-512 (over SSL when TLS is on);
-//!   `auth.token` is refused (SASL/OAUTHBEARER is not supported). The settings come from the publisher's
-//!   [`crate::adapters::kafka::client_config`].
+//!   `auth.token` is refused (SASL/OAUTHBEARER is not supported). The settings start from the
+//!   Kafka client settings every Edgewire client uses ([`crate::connect::kafka::client_config`]).
 //! - TLS `minVersion: "1.3"`: librdkafka has no minimum-version setting, only `ssl.cipher.suites` (the
 //!   OpenSSL cipher list for TLS ≤ 1.2; TLS 1.3 suites are configured separately and stay enabled). It is
 //!   set to `PSK`: suites that need a pre-shared key the client never has, so OpenSSL offers no TLS 1.2
@@ -41,10 +41,12 @@ use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::statistics::Statistics;
 use tokio::sync::mpsc;
 
+use super::Connect;
 use super::config::{Auth, BridgeConfigError, EndpointConfig};
-use super::side::{AckFuture, Connect, Inbound, Outbound, Role, Side, Subscription};
-use crate::adapters::Health;
-use crate::config::{KafkaConfig, KafkaSasl, SaslMechanism, TlsVersion};
+use super::side::{AckFuture, Inbound, Outbound, Role, Side, Subscription};
+use crate::connect::kafka::{KafkaSasl, SaslMechanism};
+use crate::connect::{self, Health};
+use crate::tls::TlsVersion;
 
 /// `linger.ms` of the producer: how long librdkafka waits to fill a batch. 0: a record goes out at once;
 /// under load librdkafka still batches what accumulates while earlier requests are in flight (up to 5 with
@@ -198,12 +200,7 @@ pub(crate) fn base_config(
             "{field}.url: a comma-separated list of bootstrap servers (host:port) is required"
         )));
     }
-    let mut cc = crate::adapters::kafka::client_config(&KafkaConfig {
-        brokers,
-        topic: None,
-        sasl,
-        tls: e.tls.clone(),
-    });
+    let mut cc = connect::kafka::client_config(&brokers, sasl.as_ref(), &e.tls);
     cc.set("client.id", client_id)
         .set("statistics.interval.ms", "1000");
     if e.tls.enabled && e.tls.min_version == TlsVersion::V1_3 {
@@ -327,7 +324,9 @@ async fn consume(
     health: Arc<Health>,
     stored: Arc<AtomicBool>,
 ) {
-    let mut attempt = 0u32;
+    // librdkafka reconnects by itself: after an error pause briefly (at most about a second), not longer.
+    let mut backoff =
+        crate::retry::Policy::new(Duration::from_millis(250), Duration::from_secs(1)).backoff();
     loop {
         let (topic, partition, offset, payload) = match consumer.recv().await {
             Ok(m) => (
@@ -339,13 +338,11 @@ async fn consume(
             Err(e) => {
                 health.note(format!("Kafka consumer: {e}"));
                 tracing::warn!(error = %e, "Kafka consumer");
-                // librdkafka reconnects by itself: pause briefly (at most about a second), not longer.
-                tokio::time::sleep(super::backoff(attempt.min(2))).await;
-                attempt = attempt.saturating_add(1);
+                backoff.wait().await;
                 continue;
             }
         };
-        attempt = 0;
+        backoff.reset();
         let (c, t, s) = (consumer.clone(), topic.clone(), stored.clone());
         let ack = Box::pin(async move {
             // Stores offset + 1: the next record to read after a restart or a rebalance.
@@ -488,7 +485,7 @@ mod tests {
     #[test]
     fn token_auth_and_server_name_are_refused_naming_the_field() {
         let mut e = endpoint("k:9092");
-        e.auth = Auth::Token(crate::config::Secret::new("t"));
+        e.auth = Auth::Token(crate::secret::Secret::new("t"));
         let err = base_config(&e, Role::Cloud, "id").unwrap_err().0;
         assert!(
             err.contains("spec.cloud.endpoint.auth.token") && err.contains("OAUTHBEARER"),
@@ -510,7 +507,7 @@ mod tests {
         let mut e = endpoint("a:9092, b:9092");
         e.auth = Auth::UserPassword {
             username: "site".into(),
-            password: crate::config::Secret::new("pw"),
+            password: crate::secret::Secret::new("pw"),
         };
         let pc = producer_config(&base_config(&e, Role::Cloud, "bridge-x").unwrap());
         let get = |k: &str| pc.get(k).map(str::to_string);
@@ -532,51 +529,13 @@ mod tests {
         }
     }
 
-    /// Accepts one TLS connection speaking only `versions` and returns the negotiated version, or the
-    /// handshake error.
-    fn tls_server(
-        pki: &edgewire_e2e::pki::TestPki,
-        versions: &[&'static rustls::SupportedProtocolVersion],
-    ) -> (
-        u16,
-        std::sync::mpsc::Receiver<Result<rustls::ProtocolVersion, String>>,
-    ) {
-        crate::tls::install_crypto_provider();
-        let cfg = rustls::ServerConfig::builder_with_protocol_versions(versions)
-            .with_no_client_auth()
-            .with_single_cert(
-                crate::tls::read_certs(&pki.server_cert_path()).unwrap(),
-                crate::tls::read_key(&pki.server_key_path()).unwrap(),
-            )
-            .unwrap();
-        let cfg = Arc::new(cfg);
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let (mut sock, _) = listener.accept().unwrap();
-            sock.set_read_timeout(Some(Duration::from_secs(20)))
-                .unwrap();
-            let mut conn = rustls::ServerConnection::new(cfg).unwrap();
-            let mut result = Ok(());
-            while conn.is_handshaking() {
-                if let Err(e) = conn.complete_io(&mut sock) {
-                    result = Err(e.to_string());
-                    break;
-                }
-            }
-            let _ = tx.send(result.map(|()| conn.protocol_version().expect("negotiated")));
-        });
-        (port, rx)
-    }
-
     /// What librdkafka negotiates with a broker speaking only `versions`, under `min`.
     fn librdkafka_against(
         versions: &[&'static rustls::SupportedProtocolVersion],
         min: TlsVersion,
     ) -> Result<rustls::ProtocolVersion, String> {
         let pki = edgewire_e2e::pki::TestPki::new("bridge").unwrap();
-        let (port, rx) = tls_server(&pki, versions);
+        let (port, rx) = crate::tls::testing::tls_server(&pki, versions);
         let mut e = endpoint(&format!("localhost:{port}"));
         e.tls.enabled = true;
         e.tls.ca_file = Some(pki.ca_path());

@@ -7,7 +7,7 @@
 //!   them (NATS flush / JetStream PubAck / MQTT PUBACK). Delivery is at least once: after a cloud error
 //!   or a crash, records not yet acknowledged are sent again (duplicates, never loss).
 //! - Cloud→edge: delivered directly (no spool) at the rule's QoS.
-//! - `/metrics` (prefix `edgewire_bridge_`), `/healthz`, `/readyz` (ready while the edge is connected:
+//! - `/metrics` (prefix `edgewire_bridge_`, [`metrics`]), `/healthz`, `/readyz` (ready while the edge is connected:
 //!   a cloud outage is what the spool is for; the cloud state is in the metrics and `status.runtime`).
 //! - `--report-status`: server-side apply of `status.runtime` every 5 s (see [`status`]).
 
@@ -15,8 +15,8 @@ pub mod amqp;
 pub mod config;
 pub mod http;
 pub mod kafka;
+pub mod metrics;
 pub mod mqtt;
-pub mod mqtt5;
 pub mod nats;
 pub mod side;
 pub mod spool;
@@ -36,9 +36,9 @@ use edgewire_api::v1alpha1::{BridgeRule, Direction};
 use futures::FutureExt;
 use tokio::sync::mpsc;
 
-use crate::adapters::Health;
-use config::BridgeConfig;
-use side::{AckFuture, Connect, Inbound, Outbound, Role, Side, SourceAck, Subscription};
+use crate::connect::Health;
+use config::{BridgeConfig, EndpointConfig};
+use side::{AckFuture, Inbound, Outbound, Role, Side, SourceAck, Subscription};
 use spool::{Incoming, Record, SpoolOptions};
 
 /// Command-line interface of `edgewire-agent bridge` (the contract with the operator).
@@ -85,16 +85,6 @@ pub struct BridgeArgs {
     pub segment_bytes: u64,
 }
 
-/// Delay before reconnect or retry attempt `n`: 250 ms doubling up to 10 s, with up to 25 % jitter.
-pub fn backoff(n: u32) -> Duration {
-    let base = 250u64.saturating_mul(1u64 << n.min(6)).min(10_000);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos() as u64)
-        .unwrap_or(0);
-    Duration::from_millis(base + (nanos % (base / 4 + 1)))
-}
-
 /// Counters beyond the spool's own.
 #[derive(Debug, Default)]
 pub struct Counters {
@@ -115,9 +105,61 @@ pub struct Counters {
 /// Everything `/metrics` and the status reporter read.
 pub struct Runtime {
     pub spool: Arc<spool::Stats>,
+    /// The spool's bound in bytes (`spool.maxBytes`), exported so that alerts can compare the fill with it.
+    pub spool_max_bytes: u64,
     pub counters: Arc<Counters>,
     pub edge: Arc<Health>,
     pub cloud: Arc<Health>,
+}
+
+impl Runtime {
+    /// Age of the oldest waiting message in seconds, if any is waiting.
+    pub fn oldest_age_seconds(&self) -> Option<u64> {
+        if self.spool.messages() == 0 {
+            return None;
+        }
+        let ms = self.spool.oldest_ms.load(Ordering::SeqCst);
+        (ms > 0).then(|| spool::now_ms().saturating_sub(ms) / 1000)
+    }
+}
+
+/// Everything a protocol module needs to connect one side.
+pub struct Connect<'a> {
+    pub endpoint: &'a EndpointConfig,
+    pub cfg: &'a BridgeConfig,
+    pub role: Role,
+    pub subscriptions: Vec<Subscription>,
+    /// Where received messages go. A module stops reading from its broker while this is full.
+    pub inbound: mpsc::Sender<Inbound>,
+}
+
+impl Connect<'_> {
+    /// A client id / name stable per BridgeLink and role (an MQTT persistent session and a JetStream
+    /// durable consumer survive restarts under it).
+    pub fn client_id(&self) -> String {
+        format!(
+            "edgewire-bridge-{}-{}-{}",
+            self.cfg.namespace,
+            self.cfg.name,
+            self.role.as_str()
+        )
+    }
+}
+
+/// Connects the side described by `c.endpoint` with its protocol's module.
+pub async fn connect(c: Connect<'_>) -> anyhow::Result<Arc<dyn Side>> {
+    match c.endpoint.protocol {
+        Protocol::Mqtt => mqtt::connect(c).await,
+        Protocol::Nats => nats::connect(c).await,
+        Protocol::Amqp091 => amqp::connect(c).await,
+        Protocol::Kafka => kafka::connect(c).await,
+    }
+}
+
+/// The topic separator of a protocol: `/` for MQTT, `.` for NATS subjects, AMQP routing keys and Kafka
+/// topic names.
+pub fn separator(p: Protocol) -> char {
+    if p == Protocol::Mqtt { '/' } else { '.' }
 }
 
 /// The first rule of `dir` whose `from` matches `topic` (in `source` syntax), and the mapped topic in
@@ -129,7 +171,7 @@ pub fn map_topic(
     source: Protocol,
     target: Protocol,
 ) -> Option<(usize, String)> {
-    let tokens: Vec<&str> = topic.split(side::separator(source)).collect();
+    let tokens: Vec<&str> = topic.split(separator(source)).collect();
     rules
         .iter()
         .enumerate()
@@ -137,7 +179,7 @@ pub fn map_topic(
         .find_map(|(i, r)| {
             let caps = r.from.captures(&tokens)?;
             let out = r.to.substitute(&caps)?;
-            Some((i, out.join(&side::separator(target).to_string())))
+            Some((i, out.join(&separator(target).to_string())))
         })
 }
 
@@ -177,7 +219,7 @@ pub async fn run(args: BridgeArgs) -> anyhow::Result<()> {
     let (edge_tx, edge_in) = mpsc::channel::<Inbound>(8192);
     let (cloud_tx, cloud_in) = mpsc::channel::<Inbound>(8192);
     let _open = (edge_tx.clone(), cloud_tx.clone());
-    let edge = side::connect(Connect {
+    let edge = connect(Connect {
         endpoint: &cfg.edge,
         cfg: &cfg,
         role: Role::Edge,
@@ -186,7 +228,7 @@ pub async fn run(args: BridgeArgs) -> anyhow::Result<()> {
     })
     .await
     .context("edge")?;
-    let cloud = side::connect(Connect {
+    let cloud = connect(Connect {
         endpoint: &cfg.cloud,
         cfg: &cfg,
         role: Role::Cloud,
@@ -198,6 +240,7 @@ pub async fn run(args: BridgeArgs) -> anyhow::Result<()> {
     let counters = Arc::new(Counters::default());
     let rt = Arc::new(Runtime {
         spool: spool_stats,
+        spool_max_bytes: cfg.spool_max_bytes,
         counters: counters.clone(),
         edge: edge.health(),
         cloud: cloud.health(),
@@ -207,6 +250,10 @@ pub async fn run(args: BridgeArgs) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(args.http_addr)
         .await
         .with_context(|| format!("binding {}", args.http_addr))?;
+    // The bound address, for an `--http-addr` with port 0.
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(http_addr = %addr, "serving /metrics and /healthz");
+    }
     tokio::spawn(http::serve(listener, rt.clone()));
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(ingest(
@@ -339,7 +386,7 @@ async fn forward(
     counters: Arc<Counters>,
 ) -> anyhow::Result<()> {
     let health = cloud.health();
-    let mut attempt = 0u32;
+    let mut backoff = crate::retry::BRIDGE.backoff();
     let mut pending: VecDeque<(Record, AckFuture)> = VecDeque::with_capacity(WINDOW);
     loop {
         let room = WINDOW - pending.len();
@@ -368,7 +415,7 @@ async fn forward(
                         }
                         replayer.ack(&last, n, pending.front().map(|(r, _)| r.ts_ms));
                         counters.last_forward_ms.store(spool::now_ms(), Ordering::Relaxed);
-                        attempt = 0;
+                        backoff.reset();
                         match failed {
                             None => continue,
                             Some(e) => e,
@@ -395,8 +442,7 @@ async fn forward(
         tracing::warn!(error = %format!("{failure:#}"), "cloud publish failed; resending from the spool");
         pending.clear();
         replayer.rewind();
-        tokio::time::sleep(backoff(attempt)).await;
-        attempt = attempt.saturating_add(1);
+        backoff.wait().await;
     }
 }
 

@@ -23,9 +23,11 @@ use futures::StreamExt;
 use futures::future::BoxFuture;
 use tokio::sync::{mpsc, watch};
 
+use super::Connect;
 use super::config::{Auth, BridgeConfigError, EndpointConfig};
-use super::side::{AckFuture, Connect, Inbound, Outbound, Role, Side, Subscription};
-use crate::adapters::Health;
+use super::side::{AckFuture, Inbound, Outbound, Role, Side, Subscription};
+use crate::connect::nats::NatsAuth;
+use crate::connect::{self, Health};
 
 const ACK_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -39,46 +41,22 @@ pub struct NatsSide {
     flushed: watch::Sender<u64>,
 }
 
-/// Connects (in the background: a server that is down is retried forever with capped backoff).
+/// Connects (in the background: a server that is down is retried forever with [`crate::retry::BRIDGE`]).
 async fn client(
     c: &EndpointConfig,
     name: &str,
 ) -> Result<(async_nats::Client, Arc<Health>), BridgeConfigError> {
     let health = Arc::new(Health::default());
-    let h = health.clone();
-    let mut opts = async_nats::ConnectOptions::new()
-        .name(name)
-        .retry_on_initial_connect()
-        .max_reconnects(None)
-        .connection_timeout(Duration::from_secs(5))
-        .reconnect_delay_callback(|n| super::backoff(n.min(32) as u32))
-        .event_callback(move |ev| {
-            let h = h.clone();
-            async move {
-                match ev {
-                    async_nats::Event::Connected => h.set_connected(),
-                    async_nats::Event::Disconnected => {
-                        h.set_down("disconnected from the NATS server")
-                    }
-                    async_nats::Event::ServerError(e) => h.note(format!("NATS server error: {e}")),
-                    async_nats::Event::ClientError(e) => h.note(format!("NATS client error: {e}")),
-                    _ => {}
-                }
-            }
-        });
-    opts = match &c.auth {
-        Auth::None => opts,
-        Auth::Token(t) => opts.token(t.expose().to_string()),
-        Auth::UserPassword { username, password } => {
-            opts.user_and_password(username.clone(), password.expose().to_string())
-        }
+    let auth = match &c.auth {
+        Auth::None => NatsAuth::None,
+        Auth::Token(t) => NatsAuth::Token(t.clone()),
+        Auth::UserPassword { username, password } => NatsAuth::UserPassword {
+            username: username.clone(),
+            password: password.clone(),
+        },
     };
-    if c.tls.enabled {
-        opts = opts.require_tls(true).tls_client_config(
-            crate::tls::client_config(&c.tls)
-                .map_err(|e| BridgeConfigError(format!("TLS: {e}")))?,
-        );
-    }
+    let opts = connect::nats::options(name, &auth, &c.tls, crate::retry::BRIDGE, health.clone())
+        .map_err(|e| BridgeConfigError(format!("TLS: {e}")))?;
     let urls: Vec<String> = c.url.split(',').map(|u| u.trim().to_string()).collect();
     let client = opts
         .connect(urls)
@@ -163,7 +141,7 @@ pub async fn connect(c: Connect<'_>) -> anyhow::Result<Arc<dyn Side>> {
 /// reordering rules does not start a consumer from the beginning of the stream again).
 fn durable_name(c: &Connect<'_>, s: &Subscription) -> String {
     let subject = s.pattern.to_nats();
-    let h = super::spool::crc::crc32(subject.as_bytes());
+    let h = crc32fast::hash(subject.as_bytes());
     format!("{}-{h:08x}", c.client_id())
 }
 
@@ -176,15 +154,14 @@ async fn consume(
     health: Arc<Health>,
 ) {
     let subject = s.pattern.to_nats();
-    let mut attempt = 0u32;
+    let mut backoff = crate::retry::BRIDGE.backoff();
     loop {
-        match pull(&js, &durable, &subject, &tx, &mut attempt).await {
+        match pull(&js, &durable, &subject, &tx, &mut backoff).await {
             Ok(()) => return, // the bridge is stopping
             Err(e) => {
                 health.note(format!("JetStream consumer for {subject}: {e:#}"));
                 tracing::warn!(subject = %subject, error = %format!("{e:#}"), "edge JetStream consumer; retrying");
-                tokio::time::sleep(super::backoff(attempt)).await;
-                attempt = attempt.saturating_add(1);
+                backoff.wait().await;
             }
         }
     }
@@ -195,7 +172,7 @@ async fn pull(
     durable: &str,
     subject: &str,
     tx: &mpsc::Sender<Inbound>,
-    attempt: &mut u32,
+    backoff: &mut crate::retry::Backoff,
 ) -> anyhow::Result<()> {
     let stream_name = js
         .stream_by_subject(subject)
@@ -223,7 +200,7 @@ async fn pull(
         .max_messages_per_batch(1000)
         .messages()
         .await?;
-    *attempt = 0;
+    backoff.reset();
     while let Some(m) = messages.next().await {
         let m = m?;
         let (m, acker) = m.split();

@@ -1,6 +1,6 @@
 //! What the bridge needs from one side, whatever its protocol.
 //!
-//! A side is connected once ([`connect`]) and then:
+//! A side is connected once ([`super::connect`]) and then:
 //! - delivers what arrives on its subscriptions (the `from` patterns of the rules whose source it is) as
 //!   [`Inbound`] messages, each with the acknowledgement the broker expects (MQTT PUBACK, JetStream ack,
 //!   AMQP `basic.ack`, Kafka offset commit), run by the bridge only once the message is safe (spooled
@@ -9,20 +9,18 @@
 //!   that resolves once the broker acknowledged that message, so the forwarder can keep many messages in
 //!   flight and remove records from the spool as their acknowledgements come back, in order.
 //!
-//! Every protocol module (`mqtt`, `mqtt5`, `nats`, `amqp`, `kafka`) implements [`Side`] and has a
-//! `connect(Connect) -> anyhow::Result<Arc<dyn Side>>`. Connecting never fails because the broker is down:
-//! the side reconnects in the background with [`super::backoff`] and reports its state in
+//! Every protocol module (`mqtt` with `mqtt::v311` and `mqtt::v5`, `nats`, `amqp`, `kafka`) implements
+//! [`Side`] and has a `connect(Connect) -> anyhow::Result<Arc<dyn Side>>`; [`super::connect`] picks it. Connecting never fails because the broker is down:
+//! the side reconnects in the background with [`crate::retry::BRIDGE`] and reports its state in
 //! [`Side::health`]; it fails only on configuration a retry cannot fix.
 
 use std::sync::Arc;
 
 use bytes::Bytes;
-use edgewire_api::v1alpha1::{MqttVersion, Protocol, TopicPattern};
+use edgewire_api::v1alpha1::TopicPattern;
 use futures::future::BoxFuture;
-use tokio::sync::mpsc;
 
-use super::config::{BridgeConfig, EndpointConfig};
-use crate::adapters::Health;
+use crate::connect::Health;
 
 /// Resolves once the broker acknowledged one sent message (or failed: connection lost, timeout, refused).
 pub type AckFuture = BoxFuture<'static, anyhow::Result<()>>;
@@ -82,29 +80,6 @@ pub struct Subscription {
     pub qos: u8,
 }
 
-/// Everything a protocol module needs to connect one side.
-pub struct Connect<'a> {
-    pub endpoint: &'a EndpointConfig,
-    pub cfg: &'a BridgeConfig,
-    pub role: Role,
-    pub subscriptions: Vec<Subscription>,
-    /// Where received messages go. A module stops reading from its broker while this is full.
-    pub inbound: mpsc::Sender<Inbound>,
-}
-
-impl Connect<'_> {
-    /// A client id / name stable per BridgeLink and role (an MQTT persistent session and a JetStream
-    /// durable consumer survive restarts under it).
-    pub fn client_id(&self) -> String {
-        format!(
-            "edgewire-bridge-{}-{}-{}",
-            self.cfg.namespace,
-            self.cfg.name,
-            self.role.as_str()
-        )
-    }
-}
-
 /// One connected side.
 pub trait Side: Send + Sync + 'static {
     /// Connection state (connected / down with the reason).
@@ -134,22 +109,5 @@ pub trait Side: Send + Sync + 'static {
     /// the server's PONG after a flush) resolve the group's ack futures here; others do nothing.
     fn flush(&self) -> BoxFuture<'_, anyhow::Result<()>> {
         Box::pin(async { Ok(()) })
-    }
-}
-
-/// The topic separator of a protocol: `/` for MQTT, `.` for NATS subjects, AMQP routing keys and Kafka
-/// topic names.
-pub fn separator(p: Protocol) -> char {
-    if p == Protocol::Mqtt { '/' } else { '.' }
-}
-
-/// Connects the side described by `c.endpoint`.
-pub async fn connect(c: Connect<'_>) -> anyhow::Result<Arc<dyn Side>> {
-    match (c.endpoint.protocol, c.endpoint.mqtt_version) {
-        (Protocol::Mqtt, MqttVersion::V311) => super::mqtt::connect(c).await,
-        (Protocol::Mqtt, MqttVersion::V5) => super::mqtt5::connect(c).await,
-        (Protocol::Nats, _) => super::nats::connect(c).await,
-        (Protocol::Amqp091, _) => super::amqp::connect(c).await,
-        (Protocol::Kafka, _) => super::kafka::connect(c).await,
     }
 }

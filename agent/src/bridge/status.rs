@@ -27,7 +27,7 @@ pub fn runtime(rt: &Runtime) -> BridgeRuntime {
     BridgeRuntime {
         spool_messages: rt.spool.messages(),
         spool_bytes: rt.spool.bytes(),
-        oldest_spooled_age_seconds: super::http::oldest_age_seconds(rt),
+        oldest_spooled_age_seconds: rt.oldest_age_seconds(),
         forwarded: rt.spool.forwarded.load(Ordering::SeqCst),
         dropped: rt.spool.dropped.load(Ordering::SeqCst),
         edge_connected: rt.edge.is_connected(),

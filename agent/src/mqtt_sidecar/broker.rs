@@ -1,25 +1,19 @@
 //! The sidecar's own MQTT connection to Mosquitto: subscribe to `$SYS/#`, feed [`super::sys::SysState`],
-//! reconnect with exponential backoff.
+//! reconnect with [`crate::retry::SIDECAR`].
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::Duration;
 
 use anyhow::{Context, bail};
-use rumqttc::{
-    AsyncClient, ConnectionError, Event, EventLoop, MqttOptions, Packet, QoS, SubscribeReasonCode,
-};
+use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS, SubscribeReasonCode};
 
 use super::Shared;
 use super::sys::{SYS_FILTER, Update};
+use crate::connect;
+use crate::tls::{TlsError, TlsSettings};
 
 /// Port when `--broker` names none.
 pub const DEFAULT_PORT: u16 = 1883;
-/// Keep-alive of the sidecar's connection: how soon a dead broker is noticed.
-const KEEP_ALIVE: Duration = Duration::from_secs(15);
-/// First and longest wait between connection attempts.
-const BACKOFF_MIN: Duration = Duration::from_millis(500);
-const BACKOFF_MAX: Duration = Duration::from_secs(30);
 
 /// `host:port`, `[v6]:port` or `host` (port 1883) → (host, port).
 pub fn parse_address(address: &str) -> anyhow::Result<(String, u16)> {
@@ -67,40 +61,35 @@ fn client_id() -> String {
     )
 }
 
-/// Connection options: clean session (the subscription is renewed on every connect), the sidecar's login.
+/// Connection options: clean session (the subscription is renewed on every connect), the sidecar's login,
+/// plain TCP (Mosquitto in the same pod).
 pub fn options(
     host: &str,
     port: u16,
     username: Option<&str>,
     password: Option<&str>,
-) -> MqttOptions {
-    let mut o = MqttOptions::new(client_id(), host, port);
-    o.set_keep_alive(KEEP_ALIVE).set_clean_session(true);
-    if username.is_some() || password.is_some() {
-        o.set_credentials(username.unwrap_or_default(), password.unwrap_or_default());
-    }
-    o
-}
-
-/// A connection error in words, without secrets.
-pub fn describe(e: &ConnectionError) -> String {
-    match e {
-        ConnectionError::ConnectionRefused(code) => {
-            format!("the broker refused the connection: {code:?}")
-        }
-        other => format!("MQTT connection error: {other}"),
-    }
-}
-
-/// How long to wait after the `failures`-th failed attempt in a row.
-pub fn backoff(failures: u32) -> Duration {
-    let exp = failures.saturating_sub(1).min(16);
-    BACKOFF_MIN.saturating_mul(1 << exp).min(BACKOFF_MAX)
+) -> Result<MqttOptions, TlsError> {
+    let credentials = (username.is_some() || password.is_some()).then(|| {
+        (
+            username.unwrap_or_default().to_string(),
+            password.unwrap_or_default().to_string(),
+        )
+    });
+    let mut o = connect::mqtt::options(
+        client_id(),
+        host,
+        port,
+        credentials,
+        &TlsSettings::default(),
+    )?;
+    o.set_clean_session(true);
+    Ok(o)
 }
 
 /// Drives the connection forever: (re)connect, subscribe to `$SYS/#`, store what arrives.
 pub(super) async fn watch(shared: Arc<Shared>, client: AsyncClient, mut el: EventLoop) {
     let mut failures = 0u32;
+    let mut backoff = crate::retry::SIDECAR.backoff();
     let mut last_error: Option<String> = None;
     loop {
         match el.poll().await {
@@ -111,6 +100,7 @@ pub(super) async fn watch(shared: Arc<Shared>, client: AsyncClient, mut el: Even
                     tracing::info!(broker = %shared.broker_address, "connected to the broker again");
                 }
                 failures = 0;
+                backoff.reset();
                 last_error = None;
                 if let Err(e) = client.try_subscribe(SYS_FILTER, QoS::AtMostOnce) {
                     tracing::warn!(error = %e, "cannot queue the $SYS/# subscription");
@@ -139,10 +129,10 @@ pub(super) async fn watch(shared: Arc<Shared>, client: AsyncClient, mut el: Even
             }
             Ok(_) => {}
             Err(e) => {
-                let why = describe(&e);
+                let why = connect::mqtt::describe(&e);
                 shared.broker_down(why.clone());
                 failures = failures.saturating_add(1);
-                let delay = backoff(failures);
+                let delay = backoff.next_delay();
                 // Once per distinct problem, then quietly: a broker that stays away must not flood the log.
                 if last_error.as_deref() != Some(why.as_str()) {
                     tracing::warn!(broker = %shared.broker_address, error = %why, retry_in = ?delay, "not connected to the broker");
@@ -181,14 +171,5 @@ mod tests {
         ] {
             assert!(parse_address(bad).is_err(), "{bad:?}");
         }
-    }
-
-    #[test]
-    fn backoff_doubles_up_to_a_cap() {
-        assert_eq!(backoff(1), Duration::from_millis(500));
-        assert_eq!(backoff(2), Duration::from_secs(1));
-        assert_eq!(backoff(4), Duration::from_secs(4));
-        assert_eq!(backoff(7), Duration::from_secs(30));
-        assert_eq!(backoff(u32::MAX), Duration::from_secs(30));
     }
 }

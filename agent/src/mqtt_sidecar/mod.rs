@@ -90,18 +90,30 @@ pub async fn run_until(
     args: SidecarArgs,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    let (host, port) = broker::parse_address(&args.broker)?;
+    broker::parse_address(&args.broker)?;
     let listen = SocketAddr::from((Ipv4Addr::UNSPECIFIED, args.metrics_port));
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("--metrics-port: cannot listen on {listen}"))?;
+    run_on(listener, args, shutdown).await
+}
+
+/// [`run_until`] serving `/metrics` and `/healthz` on `listener` (bound by the caller; `metrics_port` is
+/// not used).
+pub async fn run_on(
+    listener: tokio::net::TcpListener,
+    args: SidecarArgs,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let (host, port) = broker::parse_address(&args.broker)?;
+    let listen = listener.local_addr().context("the metrics listener")?;
     let shared = Arc::new(Shared::new(args.broker.clone(), args.config_dir.clone()));
     let options = broker::options(
         &host,
         port,
         args.username.as_deref(),
         args.password.as_deref(),
-    );
+    )?;
     let (client, eventloop) = rumqttc::AsyncClient::new(options, 16);
     let watcher = reload::Watcher::new(
         args.config_dir.clone(),
@@ -201,6 +213,8 @@ struct ReloadHealth {
     last_error: Option<String>,
     /// `mosquitto.conf` changed since the sidecar started: Mosquitto needs a restart to apply it.
     restart_required: bool,
+    /// Polls of the config dir completed so far (what a change is noticed by).
+    rounds: u64,
 }
 
 /// State shared by the broker loop, the reload loop and the HTTP handlers.
@@ -369,6 +383,8 @@ impl Shared {
                 r.last_error = Some(error.clone());
             }
         }
-        lock(&self.reload).watching = watching;
+        let mut r = lock(&self.reload);
+        r.watching = watching;
+        r.rounds += 1;
     }
 }

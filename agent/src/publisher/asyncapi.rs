@@ -3,7 +3,7 @@
 
 use serde_json::{Value, json};
 
-use crate::config::{AMQP_EXCHANGE, BrokerConfig, JETSTREAM_SUBJECTS, PublisherConfig};
+use crate::publisher::config::{AMQP_EXCHANGE, BrokerConfig, JETSTREAM_SUBJECTS, PublisherConfig};
 use edgewire_api::domain::DOMAINS;
 
 fn host_of_url(url: &str) -> String {
@@ -290,7 +290,9 @@ pub fn document(config: &PublisherConfig) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{AmqpConfig, KafkaConfig, MqttAuth, MqttConfig, Secret, TlsSettings};
+    use crate::publisher::config::{
+        AmqpConfig, KafkaConfig, MqttAuth, MqttConfig, Secret, TlsSettings,
+    };
 
     fn cfg(b: BrokerConfig) -> PublisherConfig {
         PublisherConfig {

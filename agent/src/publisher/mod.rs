@@ -7,6 +7,7 @@
 //! `Retry-After`: retrying will not help until the configuration changes.
 
 pub mod asyncapi;
+pub mod config;
 mod http;
 pub mod metrics;
 pub mod problem;
@@ -14,8 +15,9 @@ pub mod problem;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use crate::adapters::{self, Adapter, AdapterError};
-use crate::config::PublisherConfig;
+use crate::adapters::{self, Adapter};
+use crate::connect::SetupError;
+use config::PublisherConfig;
 
 pub use http::router;
 
@@ -30,7 +32,7 @@ pub struct Publisher {
 
 impl Publisher {
     /// Builds the adapter for `config` (it connects in the background) and the shared state.
-    pub async fn new(config: &PublisherConfig) -> Result<Arc<Self>, AdapterError> {
+    pub async fn new(config: &PublisherConfig) -> Result<Arc<Self>, SetupError> {
         let adapter = match (&config.broker, config.enabled) {
             (Some(b), true) => Some(adapters::connect(b).await?),
             _ => None,

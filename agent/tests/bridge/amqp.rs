@@ -144,7 +144,7 @@ async fn start_bridge(dir: &Path, edge_port: u16, cloud: &str, rules: &str) -> B
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn amqp_cloud_gets_routing_key_headers_persistent_in_order() {
     let edge = edge_mosquitto();
-    let cloud = rabbit();
+    let mut cloud = rabbit();
     let (_conn, ch) = channel(&cloud.url()).await;
     bind(&ch, "cloud-telemetry", "amq.topic", "edge.site-a.#").await;
     let dir = tempfile::tempdir().unwrap();
@@ -159,7 +159,7 @@ async fn amqp_cloud_gets_routing_key_headers_persistent_in_order() {
     bridge
         .wait_metric("cloud_connected", 60, |v| v == 1.0)
         .await;
-    tokio::time::sleep(Duration::from_millis(500)).await; // SUBACK
+    wait_subscribed(&edge, "local/telemetry/#").await;
     const N: u64 = 200;
     mqtt_publish(edge.port(), "local/telemetry/line1/temp", 0, N).await;
     let (deliveries, order) = read_queue(&ch, "cloud-telemetry", N, 60).await;
@@ -194,14 +194,39 @@ async fn amqp_cloud_gets_routing_key_headers_persistent_in_order() {
         &bridge_yaml(edge.port(), &amqp_ep(cloud.port(), ""), TELEMETRY),
         &[],
     );
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !refused.log().contains("ACCESS_REFUSED") {
-        assert!(Instant::now() < deadline, "{}", refused.log());
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    refused.wait_log(ACCESS_REFUSED, 30).await;
     assert_eq!(refused.metric("cloud_connected").await, Some(0.0));
     assert!(!refused.log().contains("not-the-pw-7731"));
+
+    // The same check against the same RabbitMQ stopped: the bridge fails to connect, and says nothing
+    // of a refusal.
+    drop(refused);
+    cloud.stop();
+    let dir3 = tempfile::tempdir().unwrap();
+    write_secrets(dir3.path());
+    std::fs::write(
+        dir3.path().join("secrets/rabbit/password"),
+        "not-the-pw-7731\n",
+    )
+    .unwrap();
+    let facing_nothing = Bridge::start(
+        dir3.path(),
+        &bridge_yaml(edge.port(), &amqp_ep(cloud.port(), ""), TELEMETRY),
+        &[],
+    );
+    let log = facing_nothing
+        .wait_log("cannot connect to the AMQP broker", 30)
+        .await;
+    assert!(
+        !log.contains(ACCESS_REFUSED),
+        "the refusal check passes against a stopped RabbitMQ:\n{log}"
+    );
 }
+
+/// RabbitMQ's answer to a login with a wrong password (connection.close 403).
+const ACCESS_REFUSED: &str = "ACCESS_REFUSED";
+/// rustls's verdict on a server certificate from a CA the bridge does not trust.
+const UNTRUSTED_SERVER: &str = "invalid peer certificate";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn amqp_cloud_commands_reach_the_edge_and_are_acknowledged_once_delivered() {
@@ -294,7 +319,7 @@ async fn amqp_outage_all_messages_arrive_in_order_after_rabbitmq_returns() {
     )
     .await;
     bridge.wait_metric("edge_connected", 30, |v| v == 1.0).await;
-    tokio::time::sleep(Duration::from_millis(500)).await; // SUBACK
+    wait_subscribed(&edge, "local/telemetry/#").await;
     let t = Instant::now();
     mqtt_publish(edge.port(), "local/telemetry/line1/seq", 0, OUTAGE_N).await;
     bridge
@@ -331,18 +356,9 @@ async fn amqp_unroutable_messages_stay_spooled_until_a_queue_is_bound() {
     let bridge = start_bridge(dir.path(), edge.port(), &ep, TELEMETRY).await;
     bridge.wait_metric("edge_connected", 30, |v| v == 1.0).await;
     // No exchange `telemetry` yet: the side stays down and says why.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !bridge
-        .log()
-        .contains("exchange \\\"telemetry\\\" is not usable")
-    {
-        assert!(
-            Instant::now() < deadline,
-            "no missing-exchange report:\n{}",
-            bridge.log()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    bridge
+        .wait_log("exchange \\\"telemetry\\\" is not usable", 30)
+        .await;
     assert_eq!(bridge.metric("cloud_connected").await, Some(0.0));
     ch.exchange_declare(
         "telemetry".into(),
@@ -358,7 +374,7 @@ async fn amqp_unroutable_messages_stay_spooled_until_a_queue_is_bound() {
     bridge
         .wait_metric("cloud_connected", 60, |v| v == 1.0)
         .await;
-    tokio::time::sleep(Duration::from_millis(500)).await; // SUBACK
+    wait_subscribed(&edge, "local/telemetry/#").await;
     const N: u64 = 20;
     mqtt_publish(edge.port(), "local/telemetry/line1/seq", 0, N).await;
     // Every round is refused: nothing leaves the spool.
@@ -385,7 +401,7 @@ async fn amqp_unroutable_messages_stay_spooled_until_a_queue_is_bound() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn amqp_cloud_over_mutual_tls_1_3() {
     let pki = TestPki::new("bridge").unwrap();
-    let cloud = BrokerProcess::start(
+    let mut cloud = BrokerProcess::start(
         Kind::RabbitMq,
         "disk_free_limit.absolute = 1MB\n\
          listeners.ssl.default = {port2}\n\
@@ -419,7 +435,7 @@ async fn amqp_cloud_over_mutual_tls_1_3() {
     bridge
         .wait_metric("cloud_connected", 60, |v| v == 1.0)
         .await;
-    tokio::time::sleep(Duration::from_millis(500)).await; // SUBACK
+    wait_subscribed(&edge, "local/telemetry/#").await;
     mqtt_publish(edge.port(), "local/telemetry/line1/temp", 0, 10).await;
     let (deliveries, order) = read_queue(&ch, "cloud-telemetry", 10, 60).await;
     assert_complete_in_order(&order, 10);
@@ -435,15 +451,22 @@ async fn amqp_cloud_over_mutual_tls_1_3() {
     write_tls(dir2.path(), &other.ca_pem);
     let untrusting =
         start_bridge(dir2.path(), edge.port(), &tls_ep(cloud.port2()), TELEMETRY).await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !untrusting
-        .log()
-        .contains("cannot connect to the AMQP broker")
-    {
-        assert!(Instant::now() < deadline, "{}", untrusting.log());
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let log = untrusting.wait_log(UNTRUSTED_SERVER, 30).await;
+    assert!(log.contains("cannot connect to the AMQP broker"), "{log}");
     assert_eq!(untrusting.metric("cloud_connected").await, Some(0.0));
-    let log = untrusting.log();
-    assert!(log.contains("invalid peer certificate"), "{log}");
+
+    // The same check against the same RabbitMQ stopped: no certificate, no verdict on one.
+    drop(untrusting);
+    cloud.stop();
+    let dir3 = tempfile::tempdir().unwrap();
+    write_tls(dir3.path(), &other.ca_pem);
+    let facing_nothing =
+        start_bridge(dir3.path(), edge.port(), &tls_ep(cloud.port2()), TELEMETRY).await;
+    let log = facing_nothing
+        .wait_log("cannot connect to the AMQP broker", 30)
+        .await;
+    assert!(
+        !log.contains(UNTRUSTED_SERVER),
+        "the refusal check passes against a stopped RabbitMQ:\n{log}"
+    );
 }

@@ -5,19 +5,43 @@ use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
-use edgewire_e2e::brokers::{BrokerProcess, Kind, free_port};
+use edgewire_e2e::brokers::{BrokerProcess, Kind};
 use futures::StreamExt;
 use rumqttc::{AsyncClient, Event, MqttOptions, Outgoing, Packet, QoS};
 
 /// Mosquitto as an edge broker for a bridge: persistent sessions, no cap on the bridge's queue (the
 /// default 1000 would make Mosquitto drop what the bridge has not taken yet), and a window of 1000
-/// unacknowledged QoS 1 messages towards the bridge (the default 20 would allow 20 per fsync).
+/// unacknowledged QoS 1 messages towards the bridge (the default 20 would allow 20 per fsync). It logs
+/// every subscription ([`wait_subscribed`]) besides its default log types.
 pub fn edge_mosquitto() -> BrokerProcess {
     let conf = format!(
-        "{}max_inflight_messages 1000\nmax_queued_messages 0\n",
+        "{}max_inflight_messages 1000\nmax_queued_messages 0\n\
+         log_type error\nlog_type warning\nlog_type notice\nlog_type information\nlog_type subscribe\n",
         Kind::Mosquitto.default_config()
     );
     BrokerProcess::start(Kind::Mosquitto, &conf, &[]).expect("mosquitto")
+}
+
+/// Waits (30 s) until Mosquitto `broker` (started by [`edge_mosquitto`]) logged the bridge's subscription
+/// to `filter`: the SUBSCRIBE is processed, so everything published from now on is routed to the bridge.
+/// (Mosquitto logs `<time>: <client id> <qos> <filter>` after adding the subscription, before the SUBACK.)
+pub async fn wait_subscribed(broker: &BrokerProcess, filter: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let tail = format!(" {filter}");
+    loop {
+        let log = broker.log();
+        if log
+            .lines()
+            .any(|l| l.contains(": edgewire-bridge-") && l.ends_with(&tail))
+        {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no subscription of the bridge to {filter} in the broker log:\n{log}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 pub fn nats() -> BrokerProcess {
@@ -28,7 +52,9 @@ pub struct Bridge {
     pub child: Option<Child>,
     pub config: PathBuf,
     pub spool: PathBuf,
-    pub http_port: u16,
+    /// The port of `/metrics`: the bridge binds port 0 at its first start and logs what it got; a
+    /// restart binds that port again.
+    http_port: std::sync::OnceLock<u16>,
     pub log: PathBuf,
     extra: Vec<String>,
 }
@@ -42,7 +68,7 @@ impl Bridge {
             child: None,
             config,
             spool: dir.join("spool"),
-            http_port: free_port(),
+            http_port: std::sync::OnceLock::new(),
             log: dir.join("bridge.log"),
             extra: extra.iter().map(|s| s.to_string()).collect(),
         };
@@ -65,7 +91,7 @@ impl Bridge {
             .arg("--secrets-dir")
             .arg(self.config.parent().unwrap().join("secrets"))
             .arg("--http-addr")
-            .arg(format!("127.0.0.1:{}", self.http_port))
+            .arg(format!("127.0.0.1:{}", self.http_port().unwrap_or(0)))
             .args(&self.extra)
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -85,14 +111,41 @@ impl Bridge {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// The `/metrics` port, once the bridge logged it (its first `"http_addr"` log field).
+    pub fn http_port(&self) -> Option<u16> {
+        if let Some(port) = self.http_port.get() {
+            return Some(*port);
+        }
+        let log = self.log();
+        let (_, rest) = log.split_once("\"http_addr\":\"127.0.0.1:")?;
+        let port = rest.split('"').next()?.parse().ok()?;
+        Some(*self.http_port.get_or_init(|| port))
+    }
+
     /// One metric from /metrics (`edgewire_bridge_<name>`); None while not reachable.
     pub async fn metric(&self, name: &str) -> Option<f64> {
-        let url = format!("http://127.0.0.1:{}/metrics", self.http_port);
+        let url = format!("http://127.0.0.1:{}/metrics", self.http_port()?);
         let text = reqwest::get(&url).await.ok()?.text().await.ok()?;
         let key = format!("edgewire_bridge_{name} ");
         text.lines()
             .find_map(|l| l.strip_prefix(&key))
             .and_then(|v| v.trim().parse().ok())
+    }
+
+    /// Waits until the bridge's log contains `needle`; panics with the log after `secs`.
+    pub async fn wait_log(&self, needle: &str, secs: u64) -> String {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let log = self.log();
+            if log.contains(needle) {
+                return log;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{needle:?} not in the bridge log after {secs} s:\n{log}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// Waits until `pred(metric)` holds; panics with the bridge log after `secs`.

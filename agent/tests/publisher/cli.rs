@@ -69,7 +69,13 @@ fn bad_qos_and_secrets_never_printed() {
 #[tokio::test]
 async fn tail_prints_what_the_publisher_sent() {
     use edgewire_e2e::brokers::{BrokerProcess, Kind};
-    let nats = BrokerProcess::start_default(Kind::Nats).expect("nats-server");
+    // With the monitoring port: the server says when tail's subscription is in place.
+    let nats = BrokerProcess::start(
+        Kind::Nats,
+        "listen: 127.0.0.1:{port}\nhttp: 127.0.0.1:{port2}\n",
+        &[],
+    )
+    .expect("nats-server");
     let url = nats.url();
     let vars = [
         ("EVENT_BROKER_ENABLED", "true"),
@@ -86,20 +92,41 @@ async fn tail_prints_what_the_publisher_sent() {
     let child = cmd.spawn().expect("spawn tail");
     let ingress = crate::common::serve(crate::common::env_config(&vars)).await;
     ingress.wait_ready().await;
-    // Publish until tail has subscribed and printed (it exits after one event).
-    let out = {
-        let wait = child.wait_with_output();
-        tokio::pin!(wait);
-        loop {
-            tokio::select! {
-                out = &mut wait => break out.expect("tail output"),
-                _ = tokio::time::sleep(std::time::Duration::from_millis(300)) => {
-                    let r = ingress.post_binary("edge.node.registered", "tail-1", "{}").await;
-                    assert_eq!(r.status().as_u16(), 202);
-                }
-            }
+    // tail's SUB is processed by the server: one publish is enough (it exits after one event).
+    let subsz = format!("http://127.0.0.1:{}/subsz?subs=1", nats.port2());
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let subs: serde_json::Value = ingress
+            .http
+            .get(&subsz)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let on_edge = subs["subscriptions_list"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|s| s["subject"] == "edge.>");
+        if on_edge {
+            break;
         }
-    };
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "tail never subscribed: {subs}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let r = ingress
+        .post_binary("edge.node.registered", "tail-1", "{}")
+        .await;
+    assert_eq!(r.status().as_u16(), 202);
+    let out = tokio::time::timeout(std::time::Duration::from_secs(30), child.wait_with_output())
+        .await
+        .expect("tail exits after one event")
+        .expect("tail output");
     assert!(
         out.status.success(),
         "{}",

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use edgewire_agent::config::{PublisherConfig, env};
+use edgewire_agent::publisher::config::{PublisherConfig, env};
 use edgewire_agent::publisher::{Publisher, router};
 use serde_json::{Value, json};
 
@@ -78,6 +78,51 @@ impl Ingress {
         self.wait_ready_status(200, 30).await;
     }
 
+    /// Waits (30 s) until `/readyz` shows the broker's refusal: 503 with `answer`, the broker's own words
+    /// (or its certificate's verdict), in the detail; then checks that a POST is 503 too. A publisher still
+    /// connecting, or one facing a dead broker, never shows them: see [`refusal_not_shown`].
+    pub async fn expect_refused(&self, answer: &str) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let (status, body) = self.readyz().await;
+            if shows_refusal(status, &body, answer) {
+                eprintln!("refused ({answer}): {}", readyz_detail(&body));
+                break;
+            }
+            if tokio::time::Instant::now() > deadline {
+                panic!(
+                    "/readyz never showed the broker's refusal {answer:?}: last {status} {body}"
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let r = self
+            .post_binary("edge.node.registered", "refused", "{}")
+            .await;
+        assert_eq!(
+            r.status().as_u16(),
+            503,
+            "a refused publisher takes no event"
+        );
+    }
+
+    /// Waits (30 s) until `/readyz` reports a failed connection attempt (503 with a detail other than the
+    /// initial "connecting"); returns that answer.
+    pub async fn wait_failed_attempt(&self) -> (u16, String) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let (status, body) = self.readyz().await;
+            let detail = readyz_detail(&body);
+            if status == 503 && !detail.is_empty() && detail != "connecting" {
+                return (status, body);
+            }
+            if tokio::time::Instant::now() > deadline {
+                panic!("/readyz never reported a failed attempt: last {status} {body}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// Binary mode: ce-* headers, body = data.
     pub async fn post_binary(&self, ty: &str, id: &str, data: &str) -> reqwest::Response {
         self.http
@@ -113,6 +158,34 @@ impl Ingress {
             .await
             .expect("POST batch")
     }
+}
+
+/// The `detail` of a `/readyz` problem body; empty for a body that is not one.
+pub fn readyz_detail(body: &str) -> String {
+    serde_json::from_str::<Value>(body)
+        .ok()
+        .and_then(|v| v["detail"].as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+/// Whether a `/readyz` answer shows the broker's refusal `answer` (case-insensitive) in its detail.
+pub fn shows_refusal(status: u16, body: &str, answer: &str) -> bool {
+    status == 503
+        && readyz_detail(body)
+            .to_lowercase()
+            .contains(&answer.to_lowercase())
+}
+
+/// The meta-test of a refusal check: a publisher configured as the check configures it, facing the
+/// check's broker **stopped**, reports its failed attempt, and that answer does not pass the check.
+pub async fn refusal_not_shown(config: PublisherConfig, answer: &str) {
+    let ingress = serve(config).await;
+    let (status, body) = ingress.wait_failed_attempt().await;
+    eprintln!("stopped broker ({answer}?): {}", readyz_detail(&body));
+    assert!(
+        !shows_refusal(status, &body, answer),
+        "the refusal check for {answer:?} passes against a stopped broker: {status} {body}"
+    );
 }
 
 /// A structured-mode event with JSON data.

@@ -170,17 +170,7 @@ async fn mqtt_user_password_accepted_and_refused() {
         ],
     )))
     .await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let (status, body) = bad.readyz().await;
-    assert_eq!(status, 503);
-    assert!(body.contains("refused"), "{body}");
-    assert_eq!(
-        bad.post_binary("edge.node.registered", "up-2", "{}")
-            .await
-            .status()
-            .as_u16(),
-        503
-    );
+    bad.expect_refused(NOT_AUTHORIZED).await;
     // JWT goes in the password slot (and wins over user/password): a "JWT" equal to the password is accepted.
     let jwt = serve(env_config(&mqtt_env(
         &url,
@@ -245,8 +235,7 @@ async fn mqtt_mtls_with_require_certificate() {
         ],
     )))
     .await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(bad.readyz().await.0, 503);
+    bad.expect_refused(UNKNOWN_CA).await;
     // TLS without a client certificate is refused too (require_certificate).
     let none = serve(env_config(&mqtt_env(
         &url,
@@ -256,6 +245,63 @@ async fn mqtt_mtls_with_require_certificate() {
         ],
     )))
     .await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(none.readyz().await.0, 503);
+    none.expect_refused(CERTIFICATE_REQUIRED).await;
+}
+
+/// Mosquitto's CONNACK for a wrong password (MQTT 3.1.1 return code 5).
+const NOT_AUTHORIZED: &str = "NotAuthorized";
+/// The TLS alert Mosquitto (OpenSSL) sends for a client certificate from a CA it does not know.
+const UNKNOWN_CA: &str = "UnknownCA";
+/// The TLS 1.3 alert Mosquitto sends when `require_certificate` finds none.
+const CERTIFICATE_REQUIRED: &str = "CertificateRequired";
+
+/// The three refusal checks above, against their brokers stopped: none passes.
+#[tokio::test]
+async fn the_refusal_checks_fail_against_a_stopped_broker() {
+    let pki = TestPki::new("publisher").unwrap();
+    let other = TestPki::other_ca().unwrap();
+    let mut mosq = BrokerProcess::start_default(Kind::Mosquitto).expect("mosquitto");
+    let url = mosq.url();
+    let tls_url = format!("localhost:{}", mosq.port());
+    mosq.stop();
+    let ca = pki.ca_path().display().to_string();
+    let (ocert, okey) = (
+        other.client_cert_path().display().to_string(),
+        other.client_key_path().display().to_string(),
+    );
+    refusal_not_shown(
+        env_config(&mqtt_env(
+            &url,
+            &[
+                ("EVENT_BROKER_MQTT_USERNAME", "alice"),
+                ("EVENT_BROKER_MQTT_PASSWORD", "pw-wrong"),
+            ],
+        )),
+        NOT_AUTHORIZED,
+    )
+    .await;
+    refusal_not_shown(
+        env_config(&mqtt_env(
+            &tls_url,
+            &[
+                ("EVENT_BROKER_MQTT_SSL", "true"),
+                ("EVENT_BROKER_MQTT_CACERT_FILE", &ca),
+                ("EVENT_BROKER_MQTT_CLIENT_CERT_FILE", &ocert),
+                ("EVENT_BROKER_MQTT_CLIENT_KEY_FILE", &okey),
+            ],
+        )),
+        UNKNOWN_CA,
+    )
+    .await;
+    refusal_not_shown(
+        env_config(&mqtt_env(
+            &tls_url,
+            &[
+                ("EVENT_BROKER_MQTT_SSL", "true"),
+                ("EVENT_BROKER_MQTT_CACERT_FILE", &ca),
+            ],
+        )),
+        CERTIFICATE_REQUIRED,
+    )
+    .await;
 }

@@ -1,5 +1,3 @@
-use std::time::Duration;
-
 use edgewire_e2e::brokers::{BrokerProcess, Kind};
 use edgewire_e2e::pki::TestPki;
 use futures::StreamExt;
@@ -200,12 +198,8 @@ async fn jetstream_stream_not_covering_edge_is_a_readiness_error() {
         &[("EVENT_BROKER_NATS_JETSTREAM", "true")],
     )))
     .await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let (status, body) = ingress.readyz().await;
-    assert_eq!(status, 503);
-    assert!(body.contains("do not cover edge.>"), "{body}");
-    let r = ingress.post_binary("edge.node.registered", "x", "{}").await;
-    assert_eq!(r.status().as_u16(), 503);
+    // The stream's own subjects, read from the server, are the answer; then every POST is 503.
+    ingress.expect_refused("do not cover edge.>").await;
 }
 
 /// Starts nats-server with `auth` as its authorization block.
@@ -227,15 +221,16 @@ async fn accepted(vars: Vec<(&str, &str)>) {
     assert_eq!(r.status().as_u16(), 202);
 }
 
-async fn refused(vars: Vec<(&str, &str)>) {
-    let ingress = serve(env_config(&vars)).await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let (status, body) = ingress.readyz().await;
-    assert_eq!(status, 503, "wrong credentials must not be ready: {body}");
-    let r = ingress
-        .post_binary("edge.node.registered", "auth-bad", "{}")
-        .await;
-    assert_eq!(r.status().as_u16(), 503);
+/// What nats-server answers a CONNECT with wrong credentials (`-ERR 'Authorization Violation'`).
+const AUTH_VIOLATION: &str = "authorization violation";
+/// rustls's verdict on a server certificate from a CA the publisher does not trust.
+const UNTRUSTED_SERVER: &str = "UnknownIssuer";
+/// The TLS alert nats-server (Go, `verify: true`) sends for a client certificate from another CA.
+const BAD_CLIENT_CERT: &str = "BadCertificate";
+
+/// The broker's refusal shows in `/readyz` (see [`Ingress::expect_refused`]).
+async fn refused(vars: Vec<(&str, &str)>, answer: &str) {
+    serve(env_config(&vars)).await.expect_refused(answer).await;
 }
 
 #[tokio::test]
@@ -257,10 +252,10 @@ async fn nats_token_auth() {
         ],
     ))
     .await;
-    refused(nats_env(
-        &url,
-        &[("EVENT_BROKER_NATS_TOKEN", "t0ken-wrong")],
-    ))
+    refused(
+        nats_env(&url, &[("EVENT_BROKER_NATS_TOKEN", "t0ken-wrong")]),
+        AUTH_VIOLATION,
+    )
     .await;
 }
 
@@ -276,13 +271,16 @@ async fn nats_user_password_auth() {
         ],
     ))
     .await;
-    refused(nats_env(
-        &url,
-        &[
-            ("EVENT_BROKER_NATS_USERNAME", "alice"),
-            ("EVENT_BROKER_NATS_PASSWORD", "pw-wrong"),
-        ],
-    ))
+    refused(
+        nats_env(
+            &url,
+            &[
+                ("EVENT_BROKER_NATS_USERNAME", "alice"),
+                ("EVENT_BROKER_NATS_PASSWORD", "pw-wrong"),
+            ],
+        ),
+        AUTH_VIOLATION,
+    )
     .await;
 }
 
@@ -298,7 +296,11 @@ async fn nats_nkey_auth() {
     let seed = user.seed().unwrap();
     let wrong = other.seed().unwrap();
     accepted(nats_env(&url, &[("EVENT_BROKER_NATS_NKEY_SEED", &seed)])).await;
-    refused(nats_env(&url, &[("EVENT_BROKER_NATS_NKEY_SEED", &wrong)])).await;
+    refused(
+        nats_env(&url, &[("EVENT_BROKER_NATS_NKEY_SEED", &wrong)]),
+        AUTH_VIOLATION,
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -325,27 +327,96 @@ async fn nats_tls_with_the_test_ca() {
     ))
     .await;
     // Without the test CA the server certificate is not trusted.
-    refused(nats_env(
-        &url,
-        &[
-            ("EVENT_BROKER_NATS_CLIENT_CERT_FILE", &cert),
-            ("EVENT_BROKER_NATS_CLIENT_KEY_FILE", &key),
-            ("EVENT_BROKER_NATS_SSL", "true"),
-        ],
-    ))
+    refused(
+        nats_env(
+            &url,
+            &[
+                ("EVENT_BROKER_NATS_CLIENT_CERT_FILE", &cert),
+                ("EVENT_BROKER_NATS_CLIENT_KEY_FILE", &key),
+                ("EVENT_BROKER_NATS_SSL", "true"),
+            ],
+        ),
+        UNTRUSTED_SERVER,
+    )
     .await;
     // A client certificate from another CA is refused by the server (verify: true).
     let other = TestPki::other_ca().unwrap();
     let ocert = other.client_cert_path().display().to_string();
     let okey = other.client_key_path().display().to_string();
-    refused(nats_env(
-        &url,
-        &[
-            ("EVENT_BROKER_NATS_SSL", "true"),
-            ("EVENT_BROKER_NATS_CACERT_FILE", &ca),
-            ("EVENT_BROKER_NATS_CLIENT_CERT_FILE", &ocert),
-            ("EVENT_BROKER_NATS_CLIENT_KEY_FILE", &okey),
-        ],
-    ))
+    refused(
+        nats_env(
+            &url,
+            &[
+                ("EVENT_BROKER_NATS_SSL", "true"),
+                ("EVENT_BROKER_NATS_CACERT_FILE", &ca),
+                ("EVENT_BROKER_NATS_CLIENT_CERT_FILE", &ocert),
+                ("EVENT_BROKER_NATS_CLIENT_KEY_FILE", &okey),
+            ],
+        ),
+        BAD_CLIENT_CERT,
+    )
     .await;
+}
+
+/// Each refusal check above, run against its broker stopped instead: none passes, so each one needs the
+/// server's answer and not just a publisher that is not connected.
+#[tokio::test]
+async fn the_refusal_checks_fail_against_a_stopped_broker() {
+    let pki = TestPki::new("publisher").unwrap();
+    let other = TestPki::other_ca().unwrap();
+    let mut nats = nats_with("authorization { token: \"t0ken-right\" }");
+    let (url, tls_url) = (nats.url(), format!("tls://127.0.0.1:{}", nats.port()));
+    nats.stop();
+    let wrong_seed = nkeys::KeyPair::new_user().seed().unwrap();
+    let ca = pki.ca_path().display().to_string();
+    let cert = pki.client_cert_path().display().to_string();
+    let key = pki.client_key_path().display().to_string();
+    let ocert = other.client_cert_path().display().to_string();
+    let okey = other.client_key_path().display().to_string();
+    let cases: Vec<(Vec<(&str, &str)>, &str)> = vec![
+        (
+            nats_env(&url, &[("EVENT_BROKER_NATS_TOKEN", "t0ken-wrong")]),
+            AUTH_VIOLATION,
+        ),
+        (
+            nats_env(
+                &url,
+                &[
+                    ("EVENT_BROKER_NATS_USERNAME", "alice"),
+                    ("EVENT_BROKER_NATS_PASSWORD", "pw-wrong"),
+                ],
+            ),
+            AUTH_VIOLATION,
+        ),
+        (
+            nats_env(&url, &[("EVENT_BROKER_NATS_NKEY_SEED", &wrong_seed)]),
+            AUTH_VIOLATION,
+        ),
+        (
+            nats_env(
+                &tls_url,
+                &[
+                    ("EVENT_BROKER_NATS_CLIENT_CERT_FILE", &cert),
+                    ("EVENT_BROKER_NATS_CLIENT_KEY_FILE", &key),
+                    ("EVENT_BROKER_NATS_SSL", "true"),
+                ],
+            ),
+            UNTRUSTED_SERVER,
+        ),
+        (
+            nats_env(
+                &tls_url,
+                &[
+                    ("EVENT_BROKER_NATS_SSL", "true"),
+                    ("EVENT_BROKER_NATS_CACERT_FILE", &ca),
+                    ("EVENT_BROKER_NATS_CLIENT_CERT_FILE", &ocert),
+                    ("EVENT_BROKER_NATS_CLIENT_KEY_FILE", &okey),
+                ],
+            ),
+            BAD_CLIENT_CERT,
+        ),
+    ];
+    for (vars, answer) in cases {
+        refusal_not_shown(env_config(&vars), answer).await;
+    }
 }

@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use aws_credential_types::Credentials;
 use aws_sdk_sns::Client as Sns;
 use aws_sdk_sqs::Client as Sqs;
-use edgewire_agent::config::{AwsStaticCredentials, BrokerConfig, Secret};
+use edgewire_agent::publisher::config::{AwsStaticCredentials, BrokerConfig, Secret};
 use edgewire_e2e::brokers::{BrokerProcess, Kind};
 use serde_json::{Value, json};
 
@@ -36,7 +36,7 @@ async fn sdk_config(endpoint: &str) -> aws_config::SdkConfig {
 }
 
 /// The publisher's config for moto at `endpoint`, from the seed's variables plus static test keys.
-fn sns_config(endpoint: &str, core: &str) -> edgewire_agent::config::PublisherConfig {
+fn sns_config(endpoint: &str, core: &str) -> edgewire_agent::publisher::config::PublisherConfig {
     let mut c = env_config(&[
         ("EVENT_BROKER_ENABLED", "true"),
         ("EVENT_BROKER_ADAPTER", "aws_sns"),
@@ -218,6 +218,57 @@ async fn calls(ingress: &Ingress, op: &str) -> u64 {
         .sum()
 }
 
+/// Starts moto's request recorder afresh: from now on moto writes down every request it receives.
+async fn record(moto: &BrokerProcess) {
+    let http = reqwest::Client::new();
+    for step in ["reset-recording", "start-recording"] {
+        let r = http
+            .post(format!("{}/moto-api/recorder/{step}", moto.url()))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "{step}: {}", r.status());
+    }
+}
+
+/// The `PublishBatch` calls moto received since [`record`], in order: the number of entries in each, as
+/// moto read them off the wire (AWS query protocol, `PublishBatchRequestEntries.member.N.Id`).
+async fn publish_batches_received(moto: &BrokerProcess) -> Vec<usize> {
+    use base64::Engine;
+    let text = reqwest::get(format!(
+        "{}/moto-api/recorder/download-recording",
+        moto.url()
+    ))
+    .await
+    .unwrap()
+    .text()
+    .await
+    .unwrap();
+    text.lines()
+        .map(|l| serde_json::from_str::<Value>(l).expect("a recorded request"))
+        .filter_map(|r| {
+            let body = r["body"].as_str().unwrap_or_default();
+            let body = if r["body_encoded"] == true {
+                let bytes = base64::engine::general_purpose::STANDARD
+                    .decode(body)
+                    .unwrap();
+                String::from_utf8(bytes).unwrap()
+            } else {
+                body.to_string()
+            };
+            let params: Vec<&str> = body.split('&').collect();
+            params.contains(&"Action=PublishBatch").then(|| {
+                params
+                    .iter()
+                    .filter(|p| {
+                        p.starts_with("PublishBatchRequestEntries.member.") && p.contains(".Id=")
+                    })
+                    .count()
+            })
+        })
+        .collect()
+}
+
 #[tokio::test]
 async fn sns_batch_of_25_goes_out_in_3_publish_batch_calls() {
     let moto = BrokerProcess::start_default(Kind::Moto).expect("moto_server");
@@ -234,13 +285,18 @@ async fn sns_batch_of_25_goes_out_in_3_publish_batch_calls() {
     .await;
     let ingress = serve(sns_config(&moto.url(), CORE)).await;
     ingress.wait_ready().await;
-    assert_eq!(calls(&ingress, "PublishBatch").await, 0);
+    record(&moto).await;
     let batch: Vec<Value> = (0..25)
         .map(|i| event("edge.node.heartbeat", &format!("hb-{i}"), json!({"i": i})))
         .collect();
     let r = ingress.post_batch(&batch).await;
     assert_eq!(r.status().as_u16(), 202, "{}", r.text().await.unwrap());
-    assert_eq!(calls(&ingress, "PublishBatch").await, 3, "10 + 10 + 5");
+    // Counted by moto, on the server side.
+    let mut received = publish_batches_received(&moto).await;
+    received.sort_unstable();
+    assert_eq!(received, [5, 10, 10], "25 entries in 3 calls of at most 10");
+    // Our own counters agree with what moto received.
+    assert_eq!(calls(&ingress, "PublishBatch").await, 3);
     assert_eq!(calls(&ingress, "Publish").await, 0);
     let got = drain(&sqs, &all_q, 25).await;
     assert_eq!(ids(&got), (0..25).map(|i| format!("hb-{i}")).collect());
@@ -250,8 +306,12 @@ async fn sns_batch_of_25_goes_out_in_3_publish_batch_calls() {
         event("edge.ssh.opened", "m-2", json!(2)),
         event("edge.node.removed", "m-3", json!(3)),
     ];
+    record(&moto).await;
     let r = ingress.post_batch(&mixed).await;
     assert_eq!(r.status().as_u16(), 202, "{}", r.text().await.unwrap());
+    let mut received = publish_batches_received(&moto).await;
+    received.sort_unstable();
+    assert_eq!(received, [1, 2], "one call per topic");
     assert_eq!(calls(&ingress, "PublishBatch").await, 5);
 }
 
@@ -273,7 +333,9 @@ async fn sns_out_of_domain_is_400_and_moto_down_is_503() {
     for t in TOPICS {
         assert!(detail.contains(t), "{detail}");
     }
-    // A batch with one unroutable event publishes nothing.
+    // A batch with one unroutable event publishes nothing: the 400 comes before any call, and moto
+    // received none.
+    record(&moto).await;
     let r = ingress
         .post_batch(&[
             event("edge.node.registered", "ok-1", json!({})),
@@ -281,6 +343,7 @@ async fn sns_out_of_domain_is_400_and_moto_down_is_503() {
         ])
         .await;
     assert_eq!(r.status().as_u16(), 400);
+    assert_eq!(publish_batches_received(&moto).await, Vec::<usize>::new());
     assert_eq!(calls(&ingress, "PublishBatch").await, 0);
 
     let r = ingress

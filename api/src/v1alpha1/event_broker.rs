@@ -570,14 +570,31 @@ pub struct TopicStatus {
 mod tests {
     use super::*;
 
+    /// The seed: `EVENT_BROKER_KAFKA_SASL_MECHANISM=plain # plain (default) | scram_sha_256 | scram_sha_512`.
     #[test]
     fn sasl_mechanisms_are_spelled_as_the_seed_spells_them() {
-        for m in [
-            SaslMechanism::Plain,
-            SaslMechanism::ScramSha256,
-            SaslMechanism::ScramSha512,
+        for (m, seed) in [
+            (SaslMechanism::Plain, "plain"),
+            (SaslMechanism::ScramSha256, "scram_sha_256"),
+            (SaslMechanism::ScramSha512, "scram_sha_512"),
         ] {
-            assert_eq!(serde_json::to_value(m).unwrap(), m.as_str());
+            assert_eq!(serde_json::to_value(m).unwrap(), seed);
+            assert_eq!(m.as_str(), seed);
+            assert_eq!(
+                serde_json::from_value::<SaslMechanism>(seed.into()).unwrap(),
+                m
+            );
+        }
+        assert_eq!(
+            SaslMechanism::default(),
+            SaslMechanism::Plain,
+            "plain (default)"
+        );
+        for other in ["PLAIN", "scram-sha-256", "SCRAM-SHA-512", "scramsha256"] {
+            assert!(
+                serde_json::from_value::<SaslMechanism>(other.into()).is_err(),
+                "{other} is not the seed's spelling"
+            );
         }
     }
 

@@ -6,6 +6,7 @@ mod common;
 mod event_broker;
 mod mqtt_broker;
 mod pattern;
+mod reference;
 pub(crate) mod schema;
 
 pub use bridge_link::*;
@@ -14,6 +15,7 @@ pub use common::*;
 pub use event_broker::*;
 pub use mqtt_broker::*;
 pub use pattern::*;
+pub use reference::{crd_reference, reference_file_name};
 
 use kube::CustomResourceExt;
 use kube::core::crd::merge_crds;

@@ -157,7 +157,7 @@ impl TopicPattern {
     /// `*`, `#` takes the captured rest. `None` when the captures do not fill the pattern.
     pub fn substitute(&self, caps: &Captures) -> Option<Vec<String>> {
         let mut ones = caps.ones.iter();
-        let mut out = Vec::with_capacity(self.tokens.len() + 4);
+        let mut out = Vec::with_capacity(self.tokens.len());
         for t in &self.tokens {
             match t {
                 Token::Literal(l) => out.push(l.clone()),
@@ -314,6 +314,83 @@ mod tests {
         assert!(!p("local.commands").overlaps(&p("local.telemetry.#")));
         assert!(!p("a.b").overlaps(&p("a.b.c")));
         assert!(p("#").overlaps(&p("x.y")));
+    }
+
+    #[test]
+    fn literal_patterns_tokens_and_text() {
+        assert!(p("local.commands").is_literal());
+        assert!(!p("local.*").is_literal());
+        assert!(!p("local.#").is_literal());
+        assert_eq!(
+            p("a.*.#").tokens(),
+            &[Token::Literal("a".into()), Token::One, Token::Rest]
+        );
+        let pat = p("edge.*.x");
+        assert_eq!(pat.as_str(), "edge.*.x");
+        assert_eq!(pat.to_string(), "edge.*.x");
+        assert_eq!("edge.*.x".parse::<TopicPattern>(), Ok(pat.clone()));
+        assert!("edge..x".parse::<TopicPattern>().is_err());
+    }
+
+    #[test]
+    fn serde_round_trip_and_refusal() {
+        let pat = p("local.*.#");
+        let json = serde_json::to_value(&pat).unwrap();
+        assert_eq!(json, serde_json::json!("local.*.#"));
+        assert_eq!(serde_json::from_value::<TopicPattern>(json).unwrap(), pat);
+        let err = serde_json::from_value::<TopicPattern>(serde_json::json!("a.#.b")).unwrap_err();
+        assert!(
+            err.to_string().contains("may only be the last token"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn substitution_needs_what_the_target_uses() {
+        let caps = p("a.*").captures_dotted("a.x").unwrap();
+        assert_eq!(caps.ones, vec!["x"]);
+        assert_eq!(caps.rest, None);
+        assert_eq!(p("b.*.*").substitute(&caps), None, "two stars, one capture");
+        assert_eq!(p("b.#").substitute(&caps), None, "no rest captured");
+        assert_eq!(
+            p("b.c").substitute(&caps),
+            Some(vec!["b".into(), "c".into()])
+        );
+        // Fewer stars in the target than captured is fine; more is not.
+        assert!(p("a.*.*").can_fill(&p("c.*")));
+        assert!(p("a.#").can_fill(&p("c.#")));
+        assert!(!p("a.*").can_fill(&p("c.#")));
+        // `#` captures everything after its position, across separators of each protocol.
+        let caps = p("a.#").captures_mqtt("a/b/c").unwrap();
+        assert_eq!(caps.rest, Some(vec!["b".into(), "c".into()]));
+        assert_eq!(
+            p("#").captures_dotted("x.y").unwrap().rest.unwrap().len(),
+            2
+        );
+        assert!(p("a.b").captures_mqtt("a.b").is_none(), "MQTT splits on /");
+        assert!(
+            p("a.b").captures_dotted("a/b").is_none(),
+            "NATS splits on ."
+        );
+        assert!(p("a.b").captures_dotted("a.c").is_none());
+        assert!(p("a.b").captures_dotted("a").is_none());
+    }
+
+    #[test]
+    fn overlap_is_symmetric_and_exact() {
+        for (a, b, want) in [
+            ("a.#", "a.b.c", true),
+            ("a.*", "a.b", true),
+            ("a.b", "a.b", true),
+            ("a.b", "a.c", false),
+            ("a.*", "a.b.c", false),
+            ("a.*.c", "a.b.d", false),
+            ("*.#", "x", false),
+            ("#", "#", true),
+        ] {
+            assert_eq!(p(a).overlaps(&p(b)), want, "{a} vs {b}");
+            assert_eq!(p(b).overlaps(&p(a)), want, "{b} vs {a}");
+        }
     }
 
     #[test]

@@ -17,6 +17,7 @@ mod kind;
 mod rabbitmq;
 
 pub use kind::Kind;
+pub use rabbitmq::RabbitCluster;
 
 use std::collections::HashSet;
 use std::fs::OpenOptions;
@@ -37,23 +38,79 @@ pub const LOG_FILE: &str = "broker.log";
 /// How many lines of the broker log go into a start-up error.
 const LOG_TAIL_LINES: usize = 60;
 
-/// A free TCP port on 127.0.0.1 (bound to port 0, then released).
+/// How many times [`BrokerProcess::start`] starts a broker on fresh ports after it lost one to another
+/// process (the broker said "address already in use").
+const START_ATTEMPTS: u32 = 5;
+
+/// A free TCP port on 127.0.0.1 (checked bindable, then released).
 ///
-/// Ports handed out before by this process are never handed out again, so brokers started by
-/// parallel tests of one test binary do not collide.
+/// The port is picked at random **below the kernel's ephemeral range** (`ip_local_port_range`), so no
+/// `bind(0)` and no outgoing connection of any process on the machine can be handed it between this
+/// check and the broker's own bind; only another explicit picker (another test binary) can, and
+/// [`BrokerProcess::start`] detects that and starts again on fresh ports. Ports handed out before by
+/// this process are never handed out again, so brokers started by parallel tests of one test binary do
+/// not collide. Falls back to the kernel's choice when the range leaves no room below it.
 pub fn free_port() -> u16 {
     static HANDED_OUT: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
     let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
     let handed_out = handed_out.get_or_insert_with(HashSet::new);
+    let below = below_ephemeral_range();
     loop {
-        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind 127.0.0.1:0");
-        let port = listener
-            .local_addr()
-            .expect("local_addr of a bound listener")
-            .port();
-        if handed_out.insert(port) {
-            return port;
+        let port = match below {
+            Some((low, high)) => low + (random() % u64::from(high - low)) as u16,
+            None => TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+                .and_then(|l| l.local_addr())
+                .expect("bind 127.0.0.1:0")
+                .port(),
+        };
+        if handed_out.contains(&port) || TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_err() {
+            continue;
         }
+        handed_out.insert(port);
+        return port;
+    }
+}
+
+/// `[low, high)` below the kernel's ephemeral port range, at least 1000 ports wide, starting at 10000.
+fn below_ephemeral_range() -> Option<(u16, u16)> {
+    const LOW: u16 = 10_000;
+    let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").ok()?;
+    let first: u16 = range.split_whitespace().next()?.parse().ok()?;
+    (first >= LOW + 1000).then_some((LOW, first))
+}
+
+/// A random number (std's per-process random hasher keys, no extra dependency).
+fn random() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
+    h.finish()
+}
+
+/// A loopback port that refuses connections for as long as this value lives: a socket bound to it that
+/// never listens, so no other process can take the port and start accepting (unlike a port that was
+/// bound and released). For tests of an unreachable broker or endpoint.
+#[derive(Debug)]
+pub struct ClosedPort {
+    _socket: tokio::net::TcpSocket,
+    port: u16,
+}
+
+impl ClosedPort {
+    pub fn new() -> std::io::Result<Self> {
+        let socket = tokio::net::TcpSocket::new_v4()?;
+        socket.bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))?;
+        let port = socket.local_addr()?.port();
+        Ok(ClosedPort {
+            _socket: socket,
+            port,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
     }
 }
 
@@ -87,6 +144,8 @@ pub struct BrokerProcess {
     port2: u16,
     port3: u16,
     rabbit: Option<rabbitmq::Rabbit>,
+    /// The last start saw the main port accept connections for another process.
+    port_taken: bool,
 }
 
 impl BrokerProcess {
@@ -103,6 +162,47 @@ impl BrokerProcess {
     /// The config file is `{dir}/nats.conf`, `mosquitto.conf`, `redis.conf` or `rabbitmq.conf`
     /// ([`Self::config_path`]); [`Self::restart`] re-reads it, so a test may rewrite it in between.
     pub fn start(kind: Kind, config: &str, files: &[(&str, &[u8])]) -> anyhow::Result<Self> {
+        Self::start_with(kind, config, files, None, &mut free_port)
+    }
+
+    /// [`Self::start`] with the ports from `pick`, and for a RabbitMQ cluster node its name, cookie and
+    /// epmd. A start that lost a port to another process is repeated on fresh ports (fresh dir too), up
+    /// to [`START_ATTEMPTS`] times.
+    pub(crate) fn start_with(
+        kind: Kind,
+        config: &str,
+        files: &[(&str, &[u8])],
+        node: Option<&rabbitmq::ClusterNode>,
+        pick: &mut dyn FnMut() -> u16,
+    ) -> anyhow::Result<Self> {
+        let mut attempt = 1;
+        loop {
+            let mut broker = Self::prepare(kind, config, files, node, pick)?;
+            let Err(e) = broker.spawn() else {
+                return Ok(broker);
+            };
+            let lost = broker.lost_a_port();
+            broker.stop();
+            if !lost {
+                return Err(e);
+            }
+            if attempt >= START_ATTEMPTS {
+                return Err(e.context(format!(
+                    "{kind} lost a port to another process {attempt} times in a row"
+                )));
+            }
+            attempt += 1;
+        }
+    }
+
+    /// A broker with its ports picked and its dir and files written, not started yet.
+    fn prepare(
+        kind: Kind,
+        config: &str,
+        files: &[(&str, &[u8])],
+        node: Option<&rabbitmq::ClusterNode>,
+        pick: &mut dyn FnMut() -> u16,
+    ) -> anyhow::Result<Self> {
         let binary = kind.binary()?;
         let dir = tempfile::Builder::new()
             .prefix(&format!("edgewire-{}-", kind.binary_name()))
@@ -113,10 +213,11 @@ impl BrokerProcess {
             binary,
             child: None,
             dir,
-            port: free_port(),
-            port2: free_port(),
-            port3: free_port(),
+            port: pick(),
+            port2: pick(),
+            port3: pick(),
             rabbit: None,
+            port_taken: false,
         };
         let vars = broker.placeholders();
         for (name, bytes) in files {
@@ -141,13 +242,21 @@ impl BrokerProcess {
         }
         std::fs::write(broker.config_path(), config).context("writing the broker config")?;
         if kind == Kind::RabbitMq {
-            broker.rabbit = Some(rabbitmq::Rabbit::new(broker.dir.path(), broker.port)?);
-        }
-        if let Err(e) = broker.spawn() {
-            broker.stop();
-            return Err(e);
+            broker.rabbit = Some(rabbitmq::Rabbit::new(
+                broker.dir.path(),
+                broker.port,
+                node,
+                pick,
+            )?);
         }
         Ok(broker)
+    }
+
+    /// Whether the last start failed because another process held one of the broker's ports: the
+    /// broker said so, or its main port was served by a process not of its process group.
+    fn lost_a_port(&self) -> bool {
+        let log = self.log().to_lowercase();
+        self.port_taken || log.contains("address already in use") || log.contains("eaddrinuse")
     }
 
     /// Sensible defaults: NATS with JetStream (store in `{dir}/jetstream`), Mosquitto allowing anonymous on
@@ -343,6 +452,8 @@ impl BrokerProcess {
         let timeout = self.kind.start_timeout();
         let deadline = started + timeout;
         let mut accepting_since: Option<Instant> = None;
+        self.port_taken = false;
+        let child_id = self.child.as_ref().expect("spawned").id();
         loop {
             let child = self.child.as_mut().expect("spawned");
             if let Ok(Some(status)) = child.try_wait() {
@@ -355,6 +466,21 @@ impl BrokerProcess {
                 );
             }
             if port_accepts(self.port) {
+                if !self.serves_own_port(child_id) {
+                    // Someone else's listener: ours fails to bind and exits, and start() tries again.
+                    self.port_taken = true;
+                    if Instant::now() >= deadline {
+                        bail!(
+                            "127.0.0.1:{} is served by a process outside {}'s process group; log tail ({}):\n{}",
+                            self.port,
+                            self.kind,
+                            self.log_path().display(),
+                            self.log_tail()
+                        );
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                    continue;
+                }
                 if self.kind != Kind::RabbitMq {
                     return Ok(());
                 }
@@ -377,6 +503,82 @@ impl BrokerProcess {
             std::thread::sleep(Duration::from_millis(50));
         }
     }
+}
+
+impl BrokerProcess {
+    /// Whether the listener on the main port belongs to a process of the broker's process group (the
+    /// child leads its own group). `true` where `/proc` cannot tell (not Linux).
+    fn serves_own_port(&self, pgid: u32) -> bool {
+        listener_owned_by_group(self.port, pgid).unwrap_or(true)
+    }
+}
+
+/// Whether a process of process group `pgid` holds the socket listening on TCP `port` (any address), from
+/// `/proc/net/tcp{,6}` and `/proc/<pid>/fd`; `None` when `/proc/net/tcp` cannot be read.
+fn listener_owned_by_group(port: u16, pgid: u32) -> Option<bool> {
+    let mut inodes = Vec::new();
+    let mut readable = false;
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let Ok(text) = std::fs::read_to_string(table) else {
+            continue;
+        };
+        readable = true;
+        for line in text.lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            // sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode
+            let listening = f.get(3) == Some(&"0A");
+            let on_port = f
+                .get(1)
+                .and_then(|a| a.rsplit_once(':'))
+                .and_then(|(_, p)| u16::from_str_radix(p, 16).ok())
+                == Some(port);
+            if listening
+                && on_port
+                && let Some(inode) = f.get(9)
+            {
+                inodes.push(format!("socket:[{inode}]"));
+            }
+        }
+    }
+    if !readable {
+        return None;
+    }
+    if inodes.is_empty() {
+        return Some(false);
+    }
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return None;
+    };
+    for entry in procs.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if process_group(pid) != Some(pgid) {
+            continue;
+        }
+        let Ok(fds) = std::fs::read_dir(entry.path().join("fd")) else {
+            continue;
+        };
+        for fd in fds.flatten() {
+            if let Ok(target) = std::fs::read_link(fd.path())
+                && inodes.iter().any(|i| target.as_os_str() == i.as_str())
+            {
+                return Some(true);
+            }
+        }
+    }
+    Some(false)
+}
+
+/// The process group of `pid` (field 5 of `/proc/<pid>/stat`, counted after the parenthesised name).
+fn process_group(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, rest) = stat.rsplit_once(')')?;
+    rest.split_whitespace().nth(2)?.parse().ok()
 }
 
 impl Drop for BrokerProcess {
@@ -486,6 +688,71 @@ mod tests {
         for port in ports.iter().take(5) {
             TcpListener::bind((Ipv4Addr::LOCALHOST, *port)).expect("free port is bindable");
         }
+    }
+
+    #[test]
+    fn free_ports_are_below_the_ephemeral_range() {
+        let Some((low, high)) = below_ephemeral_range() else {
+            panic!(
+                "/proc/sys/net/ipv4/ip_local_port_range leaves no room below it on this machine"
+            );
+        };
+        for _ in 0..50 {
+            let port = free_port();
+            assert!((low..high).contains(&port), "{port} not in {low}..{high}");
+        }
+    }
+
+    #[test]
+    fn a_closed_port_refuses_connections_while_held() {
+        let closed = ClosedPort::new().unwrap();
+        let err = TcpStream::connect((Ipv4Addr::LOCALHOST, closed.port())).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused);
+        assert!(
+            TcpListener::bind((Ipv4Addr::LOCALHOST, closed.port())).is_err(),
+            "nobody else can take it"
+        );
+    }
+
+    #[test]
+    fn a_listener_is_told_apart_by_its_process_group() {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let ours = process_group(std::process::id()).expect("our process group");
+        assert_eq!(listener_owned_by_group(port, ours), Some(true));
+        assert_eq!(listener_owned_by_group(port, ours + 1), Some(false));
+        drop(listener);
+        assert_eq!(listener_owned_by_group(port, ours), Some(false));
+    }
+
+    /// Another process listens on the first port the harness picks: the broker cannot bind it, and the
+    /// start is repeated on fresh ports instead of failing (or, worse, succeeding against the intruder).
+    #[test]
+    fn a_start_that_lost_its_port_starts_again_on_fresh_ports() {
+        let intruder = TcpListener::bind((Ipv4Addr::LOCALHOST, free_port())).unwrap();
+        let taken = intruder.local_addr().unwrap().port();
+        let (mut first, mut picked) = (Some(taken), 0);
+        let mut pick = || {
+            picked += 1;
+            first.take().unwrap_or_else(free_port)
+        };
+        let redis = BrokerProcess::start_with(
+            Kind::Redis,
+            Kind::Redis.default_config(),
+            &[],
+            None,
+            &mut pick,
+        )
+        .unwrap_or_else(|e| panic!("{e:#}"));
+        assert_eq!(picked, 6, "two attempts of three ports each");
+        assert_ne!(redis.port(), taken);
+        let pgid = redis.pid().unwrap();
+        assert_eq!(listener_owned_by_group(redis.port(), pgid), Some(true));
+        let mut s = TcpStream::connect((Ipv4Addr::LOCALHOST, redis.port())).unwrap();
+        s.write_all(b"PING\r\n").unwrap();
+        let mut reply = [0u8; 7];
+        s.read_exact(&mut reply).unwrap();
+        assert_eq!(&reply, b"+PONG\r\n");
     }
 
     #[test]

@@ -394,6 +394,9 @@ impl ControlPlane {
         // kube-apiserver
         let t = Instant::now();
         let p = |name: &str| pki.dir.join(name).display().to_string();
+        let audit_policy = self.dir.join("audit-policy.yaml");
+        std::fs::write(&audit_policy, self.audit_policy())
+            .map_err(|e| ("start kube-apiserver", e.into()))?;
         self.spawn(
             "kube-apiserver",
             &bin,
@@ -413,8 +416,12 @@ impl ControlPlane {
                 format!("--service-cluster-ip-range={SERVICE_CIDR}"),
                 "--authorization-mode=Node,RBAC".into(),
                 // On top of the default plugins (NamespaceLifecycle, ServiceAccount, DefaultStorageClass,
-                // PodSecurity, ResourceQuota, the webhook and policy plugins, ...).
-                "--enable-admission-plugins=NodeRestriction".into(),
+                // PodSecurity, ResourceQuota, the webhook and policy plugins, ...). With
+                // OwnerReferencesPermissionEnforcement (as OpenShift runs it) a child whose owner reference
+                // blocks the owner's deletion needs `update` on the owner's `finalizers`: the chart's grant of
+                // it is exercised here, not only carried.
+                "--enable-admission-plugins=NodeRestriction,OwnerReferencesPermissionEnforcement"
+                    .into(),
                 "--allow-privileged=true".into(),
                 format!("--requestheader-client-ca-file={}", p("front-proxy-ca.crt")),
                 "--requestheader-allowed-names=front-proxy-client".into(),
@@ -424,6 +431,14 @@ impl ControlPlane {
                 format!("--proxy-client-cert-file={}", p("front-proxy-client.crt")),
                 format!("--proxy-client-key-file={}", p("front-proxy-client.key")),
                 "--profiling=false".into(),
+                // Every request of the chart's ServiceAccount (what the operator runs as), metadata only:
+                // what the RBAC test compares with the ClusterRole. Blocking: an entry is written before its
+                // response is sent, so a test that saw the response finds the entry.
+                format!("--audit-policy-file={}", audit_policy.display()),
+                format!("--audit-log-path={}", self.log_path("audit").display()),
+                "--audit-log-format=json".into(),
+                "--audit-log-mode=blocking".into(),
+                "--audit-log-maxsize=0".into(),
             ],
         )?;
         let (ca, admin_crt, admin_key) = (p("ca.crt"), p("admin.crt"), p("admin.key"));
@@ -549,6 +564,16 @@ impl ControlPlane {
         };
         let _ = std::fs::write(self.dir.join("startup.txt"), self.startup.to_string());
         Ok(())
+    }
+
+    /// The kube-apiserver's audit policy: the requests of the chart's ServiceAccount at `Metadata` level (who,
+    /// verb, resource, response code; no bodies), nothing else.
+    fn audit_policy(&self) -> String {
+        format!(
+            "apiVersion: audit.k8s.io/v1\nkind: Policy\nomitStages: [RequestReceived]\nrules:\n  \
+             - level: Metadata\n    users: [\"{}\"]\n  - level: None\n",
+            self.chart_user()
+        )
     }
 
     /// Runs `hack/kube/build.sh` (a no-op when the binaries are up to date); its stdout is the bin dir.
@@ -791,6 +816,22 @@ impl ControlPlane {
     /// The chart's ServiceAccount, what the operator runs as.
     pub fn chart_service_account(&self) -> &str {
         &self.release_name
+    }
+
+    /// The user name the chart's ServiceAccount authenticates as
+    /// (`system:serviceaccount:<release namespace>:<name>`).
+    pub fn chart_user(&self) -> String {
+        format!(
+            "system:serviceaccount:{}:{}",
+            self.release_namespace,
+            self.chart_service_account()
+        )
+    }
+
+    /// The kube-apiserver's audit log (JSON lines): every request of the chart's ServiceAccount at
+    /// `Metadata` level. `None` on the cluster in `KUBECONFIG`, whose audit configuration is not ours.
+    pub fn audit_log(&self) -> Option<PathBuf> {
+        self.local.then(|| self.log_path("audit"))
     }
 
     /// `kubectl` with the admin kubeconfig and a discovery cache shared by the run.

@@ -14,7 +14,7 @@ use std::io::{Read, Write};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-/// Every variable `edgewire-agent publisher` reads (agent/src/config/env.rs).
+/// Every variable `edgewire-agent publisher` reads (agent/src/publisher/config/env/).
 const AGENT_READS: &[&str] = &[
     "EVENT_BROKER_ENABLED",
     "EVENT_BROKER_ADAPTER",

@@ -29,6 +29,8 @@ impl Recorded {
 pub struct State {
     pub objects: BTreeMap<String, Value>,
     pub requests: Vec<Recorded>,
+    /// Namespaces being deleted: creates in them are refused, as the NamespaceLifecycle admission does.
+    pub terminating: Vec<String>,
     next_rv: u64,
     /// Woken on every request (see [`MockApi::wait_for`]).
     arrived: Arc<tokio::sync::Notify>,
@@ -74,6 +76,18 @@ impl MockApi {
     pub fn insert_json(&self, v: Value) {
         let path = object_path(&v);
         self.0.lock().unwrap().objects.insert(path, v);
+    }
+
+    /// Removes the object at `path` (a deletion behind the controller's back).
+    #[allow(dead_code)] // each test binary compiles this module; not all of them remove objects
+    pub fn remove(&self, path: &str) -> Option<Value> {
+        self.0.lock().unwrap().objects.remove(path)
+    }
+
+    /// Marks namespace `ns` as being deleted: creates in it are refused from now on.
+    #[allow(dead_code)] // each test binary compiles this module; not all of them delete namespaces
+    pub fn terminate_namespace(&self, ns: &str) {
+        self.0.lock().unwrap().terminating.push(ns.into());
     }
 
     /// Puts `obj` (a typed Kubernetes object) at its path.
@@ -209,6 +223,26 @@ impl MockApi {
                     Some(o) => ok(o),
                     None => not_found(&path),
                 }
+            }
+            "POST"
+                if s.terminating
+                    .iter()
+                    .any(|ns| path.contains(&format!("/namespaces/{ns}/"))) =>
+            {
+                let ns = path
+                    .split('/')
+                    .skip_while(|p| *p != "namespaces")
+                    .nth(1)
+                    .unwrap_or_default();
+                let status = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                    "reason": "Forbidden", "code": 403,
+                    "message": format!("unable to create new content in namespace {ns} because it is being terminated"),
+                    "details": {"causes": [{"reason": "NamespaceTerminating",
+                        "message": format!("namespace {ns} is being terminated"), "field": "metadata.namespace"}]}});
+                Response::builder()
+                    .status(StatusCode::FORBIDDEN)
+                    .body(Body::from(serde_json::to_vec(&status).unwrap()))
+                    .unwrap()
             }
             "POST" => {
                 let obj = body.unwrap_or(json!({}));

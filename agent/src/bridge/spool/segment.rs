@@ -1,4 +1,5 @@
-//! Record framing and segment files.
+//! Record framing and segment files. The checksum is CRC-32/ISO-HDLC (the zlib CRC, `crc32fast`), the one
+//! the spool has always written: files from before the switch read unchanged (see the tests).
 
 use std::fs::File;
 use std::io::{self, BufReader, Read};
@@ -7,7 +8,6 @@ use std::path::Path;
 use bytes::Bytes;
 
 use super::Incoming;
-use super::crc::crc32;
 
 /// `len u32 | crc u32`.
 pub const FRAME_HEADER: usize = 8;
@@ -66,7 +66,7 @@ pub fn encode(buf: &mut Vec<u8>, seq: u64, ts_ms: u64, m: &Incoming) {
     buf.extend_from_slice(&(topic.len() as u16).to_le_bytes());
     buf.extend_from_slice(topic);
     buf.extend_from_slice(&m.payload);
-    let crc = crc32(&buf[start + FRAME_HEADER..]);
+    let crc = crc32fast::hash(&buf[start + FRAME_HEADER..]);
     buf[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
 }
 
@@ -92,7 +92,7 @@ fn read_frame(r: &mut impl Read, pos: u64) -> io::Result<Frame> {
         return Ok(Frame::Torn);
     }
     let mut body = vec![0u8; len];
-    if read_full(r, &mut body)? < len || crc32(&body) != crc {
+    if read_full(r, &mut body)? < len || crc32fast::hash(&body) != crc {
         return Ok(Frame::Torn);
     }
     let u64_at = |i: usize| {
@@ -180,4 +180,14 @@ pub fn scan(path: &Path, first_seq: u64) -> io::Result<(u64, u64, u64)> {
         }
     }
     Ok((last, valid, file_len))
+}
+
+#[cfg(test)]
+mod tests {
+    /// The check value of CRC-32/ISO-HDLC (reflected 0x04C11DB7, as zlib): the checksum the spool's frames
+    /// and cursor always carried, and the hash in the bridge's JetStream durable consumer names.
+    #[test]
+    fn known_value() {
+        assert_eq!(crc32fast::hash(b"123456789"), 0xCBF4_3926);
+    }
 }

@@ -12,7 +12,7 @@ use crate::cloud::aws::{AwsSettings, StaticKeys, keys, sdk_config};
 use crate::cloud::pubsub::{self, PubsubSettings};
 use crate::cloud::sns;
 use crate::context::Context;
-use crate::reconcile::{Error, has_finalizer, set_finalizer};
+use crate::reconcile::{Error, Invalid, abandon_cleanup, has_finalizer, set_finalizer};
 use edgewire_api::condition::{self, reasons, types};
 use edgewire_api::domain::DOMAINS;
 use edgewire_api::{
@@ -297,8 +297,26 @@ pub fn needs_finalize(eb: &EventBroker) -> bool {
     has_finalizer(eb)
 }
 
+/// Why the cleanup can never run, if the credentials it needs are gone (a referenced Secret or key missing).
+fn credentials_gone(eb: &EventBroker, refs: &Refs, ctx: &Context) -> Option<String> {
+    match super::validate::validate(eb, refs, &ctx.settings) {
+        Err(e @ Invalid::Credentials(_)) => Some(e.to_string()),
+        _ => None,
+    }
+}
+
+/// `SNS topics arn:…:edge-nodes-events, …`: the topics a cleanup that cannot run leaves behind.
+fn left_behind(service: &str, ids: &[String]) -> String {
+    if ids.is_empty() {
+        format!("{service} topics: none known")
+    } else {
+        format!("{service} topics {}", ids.join(", "))
+    }
+}
+
 /// Deletion with the finalizer: under Delete, the topics marked as ours go (those in status, and the names
-/// the spec gives when they are known), then the finalizer.
+/// the spec gives when they are known), then the finalizer. When the credentials are gone the topics stay,
+/// named in a Warning Event, and the finalizer goes all the same ([`abandon_cleanup`]).
 pub async fn finalize(eb: &EventBroker, ctx: &Context) -> Result<Action, Error> {
     if eb.spec.deletion_policy == DeletionPolicy::Delete {
         let mut ids: Vec<String> = eb
@@ -320,6 +338,9 @@ pub async fn finalize(eb: &EventBroker, ctx: &Context) -> Result<Action, Error> 
                     let refs = super::refs::fetch(&ctx.client, eb)
                         .await
                         .map_err(Error::Refs)?;
+                    if let Some(why) = credentials_gone(eb, &refs, ctx) {
+                        return abandon_cleanup(ctx, eb, &left_behind("SNS", &ids), &why).await;
+                    }
                     let c = client(&aws_settings(sns_spec, &refs)).await;
                     Some(("SNS", sns::delete_owned(&c, &ids, &owner_tag(eb)).await))
                 }
@@ -335,6 +356,9 @@ pub async fn finalize(eb: &EventBroker, ctx: &Context) -> Result<Action, Error> 
                     let refs = super::refs::fetch(&ctx.client, eb)
                         .await
                         .map_err(Error::Refs)?;
+                    if let Some(why) = credentials_gone(eb, &refs, ctx) {
+                        return abandon_cleanup(ctx, eb, &left_behind("Pub/Sub", &ids), &why).await;
+                    }
                     let result = match pubsub::admin(&pubsub_settings(ps, &refs)).await {
                         Ok(admin) => pubsub::delete_owned(&admin, &ids, &owner_label(eb)).await,
                         Err(e) => Err(e),

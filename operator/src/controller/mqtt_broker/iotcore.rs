@@ -16,7 +16,7 @@ use crate::cloud::aws::{AwsSettings, sdk_config};
 use crate::cloud::iot::{self, MQTTS_PORT, RuleChange, rule_name_of_arn};
 use crate::context::Context;
 use crate::reconcile::Invalid;
-use crate::reconcile::{Error, has_finalizer, not_reconciled, set_finalizer};
+use crate::reconcile::{Error, abandon_cleanup, has_finalizer, not_reconciled, set_finalizer};
 use edgewire_api::condition::{self, Progress, reasons, types};
 use edgewire_api::{DeletionPolicy, MqttBroker, MqttBrokerStatus};
 use kube::runtime::controller::Action;
@@ -309,7 +309,8 @@ pub fn desired(mqb: &MqttBroker, v: &ValidatedIotCore, o: &Observed) -> MqttBrok
 
 /// Deletion of an iotcore MqttBroker that carries the finalizer: under `Delete` the rule goes (its name from
 /// the spec, else from `status.topicRuleArn`), then the finalizer. A failed delete keeps the finalizer and
-/// is retried.
+/// is retried; when the credentials are gone the rule stays, named in a Warning Event, and the finalizer goes
+/// ([`abandon_cleanup`]).
 pub async fn finalize(mqb: &MqttBroker, ctx: &Context) -> Result<Action, Error> {
     if mqb.spec.deletion_policy == DeletionPolicy::Delete {
         let name = mqb
@@ -329,7 +330,11 @@ pub async fn finalize(mqb: &MqttBroker, ctx: &Context) -> Result<Action, Error> 
             let refs = refs::fetch(&ctx.client, mqb).await.map_err(Error::Refs)?;
             let valid = match validate::validate_iotcore(mqb, &refs) {
                 Ok(v) => v,
-                Err(err @ (Invalid::Credentials(_) | Invalid::Spec { .. })) => {
+                Err(err @ Invalid::Credentials(_)) => {
+                    let left = format!("IoT topic rule {name}");
+                    return abandon_cleanup(ctx, mqb, &left, &err.to_string()).await;
+                }
+                Err(err @ Invalid::Spec { .. }) => {
                     warn!(error = %err, "cannot delete the topic rule");
                     crate::status::publish(
                         ctx,

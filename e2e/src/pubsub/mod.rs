@@ -18,6 +18,9 @@
 //! name. Every request is recorded in order ([`FakePubSub::requests`]), failed ones too. A method can be
 //! told to fail with a status ([`FakePubSub::fail_next`], [`FakePubSub::fail_always`]) for error paths.
 //!
+//! One file per part: [`proto`] (the wire messages), `grpc.rs` and `rest.rs` (the two transports);
+//! here the in-memory service both call, the recorded requests and the server.
+//!
 //! ```no_run
 //! # async fn demo() -> anyhow::Result<()> {
 //! use edgewire_e2e::pubsub::{Code, FakePubSub, Method};
@@ -32,103 +35,17 @@
 //! # Ok(()) }
 //! ```
 
+mod grpc;
+pub mod proto;
+mod rest;
+
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use anyhow::Context;
 use axum::Router;
-use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD as B64;
-use bytes::Bytes;
-use futures::future::BoxFuture;
-use serde_json::{Value, json};
-
-/// The wire messages (a subset of `google.pubsub.v1`, published field numbers).
-pub mod proto {
-    use std::collections::HashMap;
-
-    /// `google.pubsub.v1.Topic` (name = 1, labels = 2).
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct Topic {
-        #[prost(string, tag = "1")]
-        pub name: String,
-        #[prost(map = "string, string", tag = "2")]
-        pub labels: HashMap<String, String>,
-    }
-
-    /// `google.pubsub.v1.PubsubMessage`.
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct PubsubMessage {
-        #[prost(bytes = "vec", tag = "1")]
-        pub data: Vec<u8>,
-        #[prost(map = "string, string", tag = "2")]
-        pub attributes: HashMap<String, String>,
-        #[prost(string, tag = "3")]
-        pub message_id: String,
-        #[prost(string, tag = "5")]
-        pub ordering_key: String,
-    }
-
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct GetTopicRequest {
-        #[prost(string, tag = "1")]
-        pub topic: String,
-    }
-
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct DeleteTopicRequest {
-        #[prost(string, tag = "1")]
-        pub topic: String,
-    }
-
-    /// `google.pubsub.v1.UpdateTopicRequest` (the update mask is ignored: name and labels are replaced).
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct UpdateTopicRequest {
-        #[prost(message, optional, tag = "1")]
-        pub topic: Option<Topic>,
-    }
-
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct ListTopicsRequest {
-        #[prost(string, tag = "1")]
-        pub project: String,
-        #[prost(int32, tag = "2")]
-        pub page_size: i32,
-        #[prost(string, tag = "3")]
-        pub page_token: String,
-    }
-
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct ListTopicsResponse {
-        #[prost(message, repeated, tag = "1")]
-        pub topics: Vec<Topic>,
-        #[prost(string, tag = "2")]
-        pub next_page_token: String,
-    }
-
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct PublishRequest {
-        #[prost(string, tag = "1")]
-        pub topic: String,
-        #[prost(message, repeated, tag = "2")]
-        pub messages: Vec<PubsubMessage>,
-    }
-
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct PublishResponse {
-        #[prost(string, repeated, tag = "1")]
-        pub message_ids: Vec<String>,
-    }
-
-    /// `google.protobuf.Empty`.
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct Empty {}
-}
 
 /// A `google.pubsub.v1.Publisher` method.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -297,9 +214,9 @@ impl FakePubSub {
         let addr = listener.local_addr()?;
         let state: Shared = Arc::default();
         let app = Router::new()
-            .route("/google.pubsub.v1.Publisher/{method}", any(grpc))
-            .route("/v1/projects/{project}/topics", get(rest_list))
-            .route("/v1/projects/{project}/topics/{topic}", any(rest_topic))
+            .route("/google.pubsub.v1.Publisher/{method}", any(grpc::grpc))
+            .route("/v1/projects/{project}/topics", get(rest::list))
+            .route("/v1/projects/{project}/topics/{topic}", any(rest::topic))
             .with_state(state.clone());
         let (tx, mut rx) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(async move {
@@ -562,285 +479,10 @@ fn topic_id(name: &str) -> &str {
     name.rsplit_once("/topics/").map_or(name, |(_, id)| id)
 }
 
-fn sorted(m: HashMap<String, String>) -> BTreeMap<String, String> {
-    m.into_iter().collect()
-}
-
-// ---------------------------------------------------------------------------------------------- gRPC
-
-fn call(
-    method: Method,
-    topic: String,
-    labels: BTreeMap<String, String>,
-    messages: Vec<Message>,
-) -> Call {
-    Call {
-        method,
-        transport: Transport::Grpc,
-        topic,
-        labels,
-        messages,
-    }
-}
-
-/// One unary gRPC method: decodes `Req`, runs `f`, encodes the answer.
-struct Unary<Req, Resp> {
-    state: Shared,
-    f: fn(&Shared, Req) -> Result<Resp, tonic::Status>,
-}
-
-impl<Req: Send + 'static, Resp: Send + 'static> tonic::server::UnaryService<Req>
-    for Unary<Req, Resp>
-{
-    type Response = Resp;
-    type Future = BoxFuture<'static, Result<tonic::Response<Resp>, tonic::Status>>;
-
-    fn call(&mut self, request: tonic::Request<Req>) -> Self::Future {
-        let r = (self.f)(&self.state, request.into_inner()).map(tonic::Response::new);
-        Box::pin(async move { r })
-    }
-}
-
-async fn unary<Req, Resp>(
-    state: Shared,
-    req: axum::extract::Request,
-    f: fn(&Shared, Req) -> Result<Resp, tonic::Status>,
-) -> Response
-where
-    Req: prost::Message + Default + Send + 'static,
-    Resp: prost::Message + Send + 'static,
-{
-    let mut grpc = tonic::server::Grpc::new(tonic_prost::ProstCodec::<Resp, Req>::default());
-    grpc.unary(Unary { state, f }, req).await.into_response()
-}
-
-fn status((code, message): (Code, String)) -> tonic::Status {
-    tonic::Status::new(code.grpc(), message)
-}
-
-fn to_proto(t: Topic) -> proto::Topic {
-    proto::Topic {
-        name: t.name,
-        labels: t.labels.into_iter().collect(),
-    }
-}
-
-fn topic_answer(a: Answer) -> proto::Topic {
-    match a {
-        Answer::Topic(t) => to_proto(t),
-        _ => proto::Topic::default(),
-    }
-}
-
-async fn grpc(
-    State(state): State<Shared>,
-    Path(method): Path<String>,
-    req: axum::extract::Request,
-) -> Response {
-    match Method::from_grpc(&method) {
-        Some(Method::CreateTopic) => {
-            unary(state, req, |s, t: proto::Topic| {
-                let c = call(Method::CreateTopic, t.name, sorted(t.labels), vec![]);
-                handle(s, c).map(topic_answer).map_err(status)
-            })
-            .await
-        }
-        Some(Method::GetTopic) => {
-            unary(state, req, |s, r: proto::GetTopicRequest| {
-                let c = call(Method::GetTopic, r.topic, BTreeMap::new(), vec![]);
-                handle(s, c).map(topic_answer).map_err(status)
-            })
-            .await
-        }
-        Some(Method::UpdateTopic) => {
-            unary(state, req, |s, r: proto::UpdateTopicRequest| {
-                let t = r.topic.unwrap_or_default();
-                let c = call(Method::UpdateTopic, t.name, sorted(t.labels), vec![]);
-                handle(s, c).map(topic_answer).map_err(status)
-            })
-            .await
-        }
-        Some(Method::ListTopics) => {
-            unary(state, req, |s, r: proto::ListTopicsRequest| {
-                let c = call(Method::ListTopics, r.project, BTreeMap::new(), vec![]);
-                handle(s, c)
-                    .map(|a| match a {
-                        Answer::Topics(ts) => proto::ListTopicsResponse {
-                            topics: ts.into_iter().map(to_proto).collect(),
-                            next_page_token: String::new(),
-                        },
-                        _ => proto::ListTopicsResponse::default(),
-                    })
-                    .map_err(status)
-            })
-            .await
-        }
-        Some(Method::DeleteTopic) => {
-            unary(state, req, |s, r: proto::DeleteTopicRequest| {
-                let c = call(Method::DeleteTopic, r.topic, BTreeMap::new(), vec![]);
-                handle(s, c).map(|_| proto::Empty {}).map_err(status)
-            })
-            .await
-        }
-        Some(Method::Publish) => {
-            unary(state, req, |s, r: proto::PublishRequest| {
-                let messages = r
-                    .messages
-                    .into_iter()
-                    .map(|m| Message {
-                        data: m.data,
-                        attributes: sorted(m.attributes),
-                        ordering_key: m.ordering_key,
-                    })
-                    .collect();
-                let c = call(Method::Publish, r.topic, BTreeMap::new(), messages);
-                handle(s, c)
-                    .map(|a| match a {
-                        Answer::MessageIds(message_ids) => proto::PublishResponse { message_ids },
-                        _ => proto::PublishResponse::default(),
-                    })
-                    .map_err(status)
-            })
-            .await
-        }
-        None => {
-            tonic::Status::unimplemented(format!("method {method} is not implemented by the fake"))
-                .into_http::<tonic::body::Body>()
-                .into_response()
-        }
-    }
-}
-
-// ---------------------------------------------------------------------------------------- REST/JSON
-
-fn rest_error((code, message): (Code, String)) -> Response {
-    let (http, name) = code.http();
-    let body = json!({"error": {"code": http, "message": message, "status": name}});
-    (
-        StatusCode::from_u16(http).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-        axum::Json(body),
-    )
-        .into_response()
-}
-
-fn topic_json(t: &Topic) -> Value {
-    json!({"name": t.name, "labels": t.labels, "state": "ACTIVE"})
-}
-
-fn labels_of(v: &Value) -> BTreeMap<String, String> {
-    v.get("labels")
-        .and_then(Value::as_object)
-        .map(|m| {
-            m.iter()
-                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-fn rest_answer(r: Result<Answer, (Code, String)>) -> Response {
-    match r {
-        Ok(Answer::Topic(t)) => axum::Json(topic_json(&t)).into_response(),
-        Ok(Answer::Topics(ts)) => {
-            axum::Json(json!({"topics": ts.iter().map(topic_json).collect::<Vec<_>>()}))
-                .into_response()
-        }
-        Ok(Answer::MessageIds(ids)) => axum::Json(json!({"messageIds": ids})).into_response(),
-        Ok(Answer::Empty) => axum::Json(json!({})).into_response(),
-        Err(e) => rest_error(e),
-    }
-}
-
-async fn rest_list(State(state): State<Shared>, Path(project): Path<String>) -> Response {
-    let c = Call {
-        method: Method::ListTopics,
-        transport: Transport::Rest,
-        topic: format!("projects/{project}"),
-        labels: BTreeMap::new(),
-        messages: vec![],
-    };
-    rest_answer(handle(&state, c))
-}
-
-async fn rest_topic(
-    State(state): State<Shared>,
-    Path((project, topic)): Path<(String, String)>,
-    method: axum::http::Method,
-    _headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let json_body = || -> Result<Value, (Code, String)> {
-        if body.is_empty() {
-            return Ok(json!({}));
-        }
-        serde_json::from_slice(&body).map_err(|e| {
-            (
-                Code::InvalidArgument,
-                format!("Invalid JSON payload received. {e}"),
-            )
-        })
-    };
-    let (m, id) = match (&method, topic.strip_suffix(":publish")) {
-        (&axum::http::Method::POST, Some(id)) => (Method::Publish, id.to_string()),
-        (&axum::http::Method::PUT, None) => (Method::CreateTopic, topic.clone()),
-        (&axum::http::Method::GET, None) => (Method::GetTopic, topic.clone()),
-        (&axum::http::Method::PATCH, None) => (Method::UpdateTopic, topic.clone()),
-        (&axum::http::Method::DELETE, None) => (Method::DeleteTopic, topic.clone()),
-        _ => return StatusCode::METHOD_NOT_ALLOWED.into_response(),
-    };
-    let name = format!("projects/{project}/topics/{id}");
-    let body = match json_body() {
-        Ok(b) => b,
-        Err(e) => return rest_error(e),
-    };
-    let (labels, messages) = match m {
-        Method::CreateTopic => (labels_of(&body), vec![]),
-        Method::UpdateTopic => (labels_of(body.get("topic").unwrap_or(&Value::Null)), vec![]),
-        Method::Publish => {
-            let mut out = Vec::new();
-            for msg in body
-                .get("messages")
-                .and_then(Value::as_array)
-                .cloned()
-                .unwrap_or_default()
-            {
-                let data =
-                    match B64.decode(msg.get("data").and_then(Value::as_str).unwrap_or_default()) {
-                        Ok(d) => d,
-                        Err(e) => {
-                            return rest_error((
-                                Code::InvalidArgument,
-                                format!("data is not base64: {e}"),
-                            ));
-                        }
-                    };
-                out.push(Message {
-                    data,
-                    attributes: labels_of(&json!({"labels": msg.get("attributes")})),
-                    ordering_key: msg
-                        .get("orderingKey")
-                        .and_then(Value::as_str)
-                        .unwrap_or_default()
-                        .to_string(),
-                });
-            }
-            (BTreeMap::new(), out)
-        }
-        _ => (BTreeMap::new(), vec![]),
-    };
-    let c = Call {
-        method: m,
-        transport: Transport::Rest,
-        topic: name,
-        labels,
-        messages,
-    };
-    rest_answer(handle(&state, c))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
     use google_cloud_auth::credentials::anonymous::Builder as Anonymous;
     use google_cloud_pubsub::client::{BasePublisher, TopicAdmin};
     use google_cloud_pubsub::model::Message as PsMessage;

@@ -3,13 +3,15 @@
 
 pub mod env;
 pub mod file;
-mod secret;
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use edgewire_api::{SaslMechanism, TlsVersion};
-pub use secret::Secret;
+// Connection settings the publisher shares with the bridge and `tail`.
+pub use crate::connect::kafka::{KafkaSasl, SaslMechanism};
+pub use crate::connect::nats::NatsAuth;
+pub use crate::secret::Secret;
+pub use crate::tls::{ClientCert, TlsSettings, TlsVersion};
 
 /// A configuration error: `name` is the environment variable (or spec field) at fault. The message never
 /// contains a secret value.
@@ -69,25 +71,6 @@ impl BrokerConfig {
     }
 }
 
-/// TLS of one connection. Paths point at PEM files (mounted Secrets).
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct TlsSettings {
-    pub enabled: bool,
-    /// CA bundle verifying the server; the system roots when absent.
-    pub ca_file: Option<PathBuf>,
-    /// Client certificate and key (mTLS).
-    pub client_cert: Option<ClientCert>,
-    pub min_version: TlsVersion,
-    /// Name to verify in the server certificate when it differs from the host connected to.
-    pub server_name: Option<String>,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct ClientCert {
-    pub cert_file: PathBuf,
-    pub key_file: PathBuf,
-}
-
 #[derive(Debug, Clone, PartialEq)]
 pub struct NatsConfig {
     pub urls: Vec<String>,
@@ -107,26 +90,6 @@ pub struct JetStreamConfig {
 pub const JETSTREAM_SUBJECTS: &str = "edge.>";
 
 #[derive(Debug, Clone, PartialEq)]
-pub enum NatsAuth {
-    None,
-    Token(Secret),
-    UserPassword { username: String, password: Secret },
-    Nkey { seed: Secret, jwt: Option<Secret> },
-}
-
-impl NatsAuth {
-    pub fn mode(&self) -> &'static str {
-        match self {
-            NatsAuth::None => "none",
-            NatsAuth::Token(_) => "token",
-            NatsAuth::UserPassword { .. } => "user/password",
-            NatsAuth::Nkey { jwt: None, .. } => "nkey",
-            NatsAuth::Nkey { jwt: Some(_), .. } => "nkey+jwt",
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq)]
 pub struct KafkaConfig {
     /// Bootstrap servers, `host:port`.
     pub brokers: Vec<String>,
@@ -134,13 +97,6 @@ pub struct KafkaConfig {
     pub topic: Option<String>,
     pub sasl: Option<KafkaSasl>,
     pub tls: TlsSettings,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct KafkaSasl {
-    pub mechanism: SaslMechanism,
-    pub username: String,
-    pub password: Secret,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -227,6 +183,40 @@ impl PubSubConfig {
         self.endpoint
             .as_deref()
             .is_some_and(|e| e.starts_with("http://"))
+    }
+}
+
+/// Checks a URL's scheme without ever echoing the URL (it holds credentials); true for the TLS scheme.
+pub fn check_scheme(field: &str, url: &str, plain: &str, tls: &str) -> Result<bool, ConfigError> {
+    match url.split_once("://") {
+        Some((s, rest)) if s == plain && !rest.is_empty() => Ok(false),
+        Some((s, rest)) if s == tls && !rest.is_empty() => Ok(true),
+        _ => Err(ConfigError::new(
+            field,
+            format!("must be a {plain}:// or {tls}:// URL"),
+        )),
+    }
+}
+
+/// An endpoint override (`field`): an `http://` or `https://` URL with a host and no credentials, returned
+/// without a trailing `/`; empty or absent is none.
+pub fn endpoint_override(field: &str, value: Option<&str>) -> Result<Option<String>, ConfigError> {
+    let ok = |e: &str| match url::Url::parse(e) {
+        Ok(u) => {
+            matches!(u.scheme(), "http" | "https")
+                && u.host_str().is_some_and(|h| !h.is_empty())
+                && u.username().is_empty()
+                && u.password().is_none()
+        }
+        Err(_) => false,
+    };
+    match value.map(str::trim).filter(|e| !e.is_empty()) {
+        None => Ok(None),
+        Some(e) if ok(e) => Ok(Some(e.trim_end_matches('/').to_string())),
+        Some(e) => Err(ConfigError::new(
+            field,
+            format!("must be an http:// or https:// URL, got {e:?}"),
+        )),
     }
 }
 

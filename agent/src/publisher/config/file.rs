@@ -8,13 +8,14 @@ use edgewire_api::{
 };
 
 use super::*;
+use crate::secret;
 
 /// Reads and converts an EventBroker file.
 pub fn from_file(path: &Path, secrets_dir: Option<&Path>) -> Result<PublisherConfig, ConfigError> {
     let name = path.display().to_string();
     let text = std::fs::read_to_string(path)
         .map_err(|e| ConfigError::new(&name, format!("cannot read: {e}")))?;
-    let eb: EventBroker = serde_yaml::from_str(&text).map_err(|e| {
+    let eb: EventBroker = serde_norway::from_str(&text).map_err(|e| {
         ConfigError::new(
             &name,
             format!("not an EventBroker: {}", first_line(&e.to_string())),
@@ -46,7 +47,7 @@ impl Secrets<'_> {
                 "Secret name and key must not contain '/'",
             ));
         }
-        let p = dir.join(name).join(key);
+        let p = secret::key_path(dir, name, key);
         if !p.is_file() {
             return Err(ConfigError::new(
                 field,
@@ -58,17 +59,16 @@ impl Secrets<'_> {
 
     fn value(&self, field: &str, r: &SecretKeyRef) -> Result<Secret, ConfigError> {
         let p = self.path(field, &r.name, &r.key)?;
-        let v = std::fs::read_to_string(&p).map_err(|e| {
+        let v = secret::read_file(&p).map_err(|e| {
             ConfigError::new(field, format!("cannot read {}: {}", p.display(), e.kind()))
         })?;
-        let v = v.trim_end_matches(['\n', '\r']).to_string();
-        if v.is_empty() {
+        if v.expose().is_empty() {
             return Err(ConfigError::new(
                 field,
                 format!("Secret file {} is empty", p.display()),
             ));
         }
-        Ok(Secret::new(v))
+        Ok(v)
     }
 
     fn user_password(&self, field: &str, r: &SecretRef) -> Result<(String, Secret), ConfigError> {
@@ -104,8 +104,8 @@ impl Secrets<'_> {
                     ));
                 }
                 Some(ClientCert {
-                    cert_file: self.path(&f, &r.secret_name, "tls.crt")?,
-                    key_file: self.path(&f, &r.secret_name, "tls.key")?,
+                    cert_file: self.path(&f, &r.secret_name, secret::TLS_CERT_KEY)?,
+                    key_file: self.path(&f, &r.secret_name, secret::TLS_KEY_KEY)?,
                 })
             }
             None => None,
@@ -121,17 +121,6 @@ impl Secrets<'_> {
 }
 
 /// Converts an EventBroker spec (a file, or what the operator renders) to the publisher configuration.
-fn endpoint(field: &str, e: &Option<String>) -> Result<Option<String>, ConfigError> {
-    match e.as_deref().map(str::trim).filter(|e| !e.is_empty()) {
-        None => Ok(None),
-        Some(e) if super::env::endpoint_ok(e) => Ok(Some(e.trim_end_matches('/').to_string())),
-        Some(e) => Err(ConfigError::new(
-            field,
-            format!("must be an http:// or https:// URL, got {e:?}"),
-        )),
-    }
-}
-
 pub fn from_spec(
     spec: &EventBrokerSpec,
     secrets_dir: Option<&Path>,
@@ -226,13 +215,7 @@ pub fn from_spec(
                 .ok_or_else(|| missing("spec.amqp091"))?;
             let r = a.url.as_ref().ok_or_else(|| missing("spec.amqp091.url"))?;
             let url = s.value("spec.amqp091.url", r)?;
-            let implied = url.expose().starts_with("amqps://");
-            if !implied && !url.expose().starts_with("amqp://") {
-                return Err(ConfigError::new(
-                    "spec.amqp091.url",
-                    "must be an amqp:// or amqps:// URL",
-                ));
-            }
+            let implied = check_scheme("spec.amqp091.url", url.expose(), "amqp", "amqps")?;
             BrokerConfig::Amqp(AmqpConfig {
                 url,
                 tls: s.tls("spec.amqp091.tls", &a.tls, implied)?,
@@ -242,13 +225,7 @@ pub fn from_spec(
             let r = spec.redis.as_ref().ok_or_else(|| missing("spec.redis"))?;
             let u = r.url.as_ref().ok_or_else(|| missing("spec.redis.url"))?;
             let url = s.value("spec.redis.url", u)?;
-            let implied = url.expose().starts_with("rediss://");
-            if !implied && !url.expose().starts_with("redis://") {
-                return Err(ConfigError::new(
-                    "spec.redis.url",
-                    "must be a redis:// or rediss:// URL",
-                ));
-            }
+            let implied = check_scheme("spec.redis.url", url.expose(), "redis", "rediss")?;
             BrokerConfig::Redis(RedisConfig {
                 url,
                 tls: s.tls("spec.redis.tls", &r.tls, implied)?,
@@ -310,7 +287,7 @@ pub fn from_spec(
                 .ok_or_else(|| missing("spec.awsSns.topicArnPrefix"))?;
             sns_arn_prefix_region(&topic_arn_prefix)
                 .map_err(|m| ConfigError::new("spec.awsSns.topicArnPrefix", m))?;
-            let endpoint = endpoint("spec.awsSns.endpoint", &a.endpoint)?;
+            let endpoint = endpoint_override("spec.awsSns.endpoint", a.endpoint.as_deref())?;
             let static_credentials = match &a.credentials {
                 None => None,
                 Some(r) => {
@@ -350,7 +327,7 @@ pub fn from_spec(
             BrokerConfig::PubSub(PubSubConfig {
                 project: g.project.clone(),
                 topic_id_prefix,
-                endpoint: endpoint("spec.googlePubsub.endpoint", &g.endpoint)?,
+                endpoint: endpoint_override("spec.googlePubsub.endpoint", g.endpoint.as_deref())?,
                 credentials_file,
             })
         }

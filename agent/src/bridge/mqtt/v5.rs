@@ -1,7 +1,7 @@
 //! MQTT 5 side of the bridge (`rumqttc::v5`), for endpoints with `mqttVersion: "5"`.
 //!
-//! Like the MQTT 3.1.1 side ([`super::mqtt`]): one connection per side, incoming publishes handed to the
-//! bridge with their PUBACK as the [`SourceAck`](super::side::SourceAck) (manual acks: on the edge the
+//! Like the MQTT 3.1.1 side ([`super::v311`]): one connection per side, incoming publishes handed to the
+//! bridge with their PUBACK as the [`SourceAck`](crate::bridge::side::SourceAck) (manual acks: on the edge the
 //! PUBACK goes out only once the spool's fsync covered the message), pipelined sends whose
 //! [`AckFuture`] resolves on the broker's acknowledgement. What MQTT 5 adds:
 //!
@@ -27,12 +27,11 @@
 //!   forwarder retries it (with backoff, counted in `cloud_errors`) until the limit allows it again.
 //!
 //! Acknowledgements are matched by packet id with the tracker shared with the MQTT 3.1.1 side
-//! ([`super::mqtt::Tracker`]); what MQTT 5 adds is the reason code: a failure reason fails exactly its
+//! ([`super::Tracker`]); what MQTT 5 adds is the reason code: a failure reason fails exactly its
 //! own message.
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex as StdMutex};
-use std::time::Duration;
 
 use anyhow::Context as _;
 use bytes::Bytes;
@@ -42,16 +41,18 @@ use rumqttc::v5::mqttbytes::v5::{
     ConnAck, Filter, Packet, PubAckReason, PubCompReason, PubRecReason, Publish, PublishProperties,
     RetainForwardRule, SubscribeReasonCode,
 };
-use rumqttc::v5::{AsyncClient, ConnectionError, Event, EventLoop, MqttOptions, Request};
+use rumqttc::v5::{AsyncClient, Event, EventLoop, MqttOptions, Request};
 use rumqttc::{NetworkOptions, Outgoing};
 
-use super::config::{BridgeConfigError, EndpointConfig};
-use super::mqtt::{
+use super::{
     Acks, MAX_PACKET, Tracker, check_packet, check_topic, credentials, lock, properties_size,
     publish_size, transport,
 };
-use super::side::{AckFuture, Connect, Inbound, Outbound, Role, Side};
-use crate::adapters::Health;
+use crate::bridge::Connect;
+use crate::bridge::config::{BridgeConfigError, EndpointConfig};
+use crate::bridge::side::{AckFuture, Inbound, Outbound, Role, Side};
+use crate::connect::mqtt::qos_v5 as qos;
+use crate::connect::{self, Health};
 
 /// Session Expiry Interval of the edge connection, in seconds (7 days; see the module docs).
 pub const EDGE_SESSION_EXPIRY: u32 = 7 * 24 * 3600;
@@ -134,14 +135,6 @@ fn pubrec_reason(r: PubRecReason) -> (u8, &'static str) {
     }
 }
 
-pub fn qos(q: u8) -> QoS {
-    match q {
-        0 => QoS::AtMostOnce,
-        2 => QoS::ExactlyOnce,
-        _ => QoS::AtLeastOnce,
-    }
-}
-
 pub struct Mqtt5Side {
     client: AsyncClient,
     health: Arc<Health>,
@@ -157,7 +150,7 @@ fn options(c: &Connect<'_>) -> Result<MqttOptions, BridgeConfigError> {
     let e: &EndpointConfig = c.endpoint;
     let (host, port) = e.mqtt_host_port()?;
     let mut o = MqttOptions::new(c.client_id(), host, port);
-    o.set_keep_alive(Duration::from_secs(15))
+    o.set_keep_alive(connect::mqtt::KEEP_ALIVE)
         .set_clean_start(c.role == Role::Cloud)
         .set_manual_acks(true)
         .set_outgoing_inflight_upper_limit(INFLIGHT)
@@ -221,12 +214,12 @@ pub async fn connect(c: Connect<'_>) -> anyhow::Result<Arc<dyn Side>> {
     let t = tracker.clone();
     let mp = max_packet.clone();
     tokio::spawn(async move {
-        let mut attempt = 0u32;
+        let mut backoff = crate::retry::BRIDGE.backoff();
         loop {
             let why = match el.poll().await {
                 Ok(Event::Incoming(Packet::ConnAck(ack))) => {
                     on_connack(&ack, &t, &mp, &session);
-                    attempt = 0;
+                    backoff.reset();
                     h.set_connected();
                     if !filters.is_empty() {
                         // Not awaited here: the request channel may be full of sends, and only this task
@@ -271,12 +264,7 @@ pub async fn connect(c: Connect<'_>) -> anyhow::Result<Arc<dyn Side>> {
                         format!("MQTT connection reset after {why}")
                     }
                 },
-                Err(e) => match &e {
-                    ConnectionError::ConnectionRefused(code) => {
-                        format!("the MQTT broker refused the connection: {code:?}")
-                    }
-                    other => format!("MQTT connection error: {other}"),
-                },
+                Err(e) => connect::mqtt::describe_v5(&e),
             };
             h.set_down(why);
             // Events rumqttc buffered before the error belong to the old connection.
@@ -303,8 +291,7 @@ pub async fn connect(c: Connect<'_>) -> anyhow::Result<Arc<dyn Side>> {
                     return;
                 }
             }
-            tokio::time::sleep(super::backoff(attempt)).await;
-            attempt = attempt.saturating_add(1);
+            backoff.wait().await;
         }
     });
     let headers = c.cfg.headers.clone();

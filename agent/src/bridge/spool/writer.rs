@@ -1,0 +1,317 @@
+//! The writing end: [`Appender`] (queues records, RejectNew back-pressure, `durable`) and the writer task
+//! that owns the active segment — one `write` per batch, segment roll, DropOldest, cursor and deletion of
+//! acknowledged segments.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use edgewire_api::v1alpha1::Overflow;
+use tokio::sync::{mpsc, watch};
+
+use super::syncer::Syncer;
+use super::{CURSOR_EVERY, FRAME_HEADER, Incoming, SegMeta, Shared, cursor, segment};
+
+/// The writing end, owned by the one task that reads the edge.
+pub struct Appender {
+    tx: mpsc::Sender<(u64, Incoming)>,
+    next_seq: u64,
+    queued_pos: u64,
+    durable: watch::Receiver<u64>,
+    shared: Arc<Shared>,
+}
+
+impl Appender {
+    pub(super) fn new(
+        tx: mpsc::Sender<(u64, Incoming)>,
+        next_seq: u64,
+        queued_pos: u64,
+        durable: watch::Receiver<u64>,
+        shared: Arc<Shared>,
+    ) -> Self {
+        Appender {
+            tx,
+            next_seq,
+            queued_pos,
+            durable,
+            shared,
+        }
+    }
+
+    /// With `RejectNew`: waits until a record of `len` payload+topic bytes fits under `max_bytes`. With
+    /// `DropOldest` it returns at once (the writer makes room).
+    pub async fn reserve(&self, len: usize) {
+        if self.shared.overflow != Overflow::RejectNew {
+            return;
+        }
+        let need = (len + FRAME_HEADER + segment::BODY_FIXED) as u64;
+        loop {
+            let freed = self.shared.freed.notified();
+            let acked = self.shared.acked().1;
+            if self.queued_pos.saturating_sub(acked) + need <= self.shared.max_bytes
+                || self.queued_pos == acked
+            {
+                return;
+            }
+            freed.await;
+        }
+    }
+
+    /// Queues a record; returns its sequence number. It is on disk once [`Appender::durable`] reaches it.
+    pub async fn append(&mut self, msg: Incoming) -> io::Result<u64> {
+        let seq = self.next_seq;
+        let len = segment::frame_len(&msg) as u64;
+        self.tx
+            .send((seq, msg))
+            .await
+            .map_err(|_| io::Error::other("the spool writer stopped"))?;
+        self.next_seq += 1;
+        self.queued_pos += len;
+        Ok(seq)
+    }
+
+    /// A receiver of the highest sequence number on stable storage.
+    pub fn durable(&self) -> watch::Receiver<u64> {
+        self.durable.clone()
+    }
+}
+
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+pub(super) struct Writer {
+    shared: Arc<Shared>,
+    active: File,
+    active_first: u64,
+    active_len: u64,
+    pos: u64,
+    segment_bytes: u64,
+    buf: Vec<u8>,
+    last_cursor: (u64, u64),
+    last_cursor_at: Instant,
+}
+
+impl Writer {
+    /// A writer appending from `first_seq` at byte position `pos` to a new segment; `cursor` is the
+    /// persisted ack cursor.
+    pub(super) fn new(
+        shared: Arc<Shared>,
+        first_seq: u64,
+        pos: u64,
+        segment_bytes: u64,
+        cursor: (u64, u64),
+    ) -> io::Result<Self> {
+        let active = Self::new_segment(&shared, first_seq, pos)?;
+        Ok(Writer {
+            shared,
+            active,
+            active_first: first_seq,
+            active_len: 0,
+            pos,
+            segment_bytes,
+            buf: Vec::with_capacity(1 << 20),
+            last_cursor: cursor,
+            last_cursor_at: Instant::now(),
+        })
+    }
+
+    fn new_segment(shared: &Shared, first_seq: u64, base_pos: u64) -> io::Result<File> {
+        let path = shared.dir.join(segment::name(first_seq, base_pos));
+        let f = OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .write(true)
+            .open(&path)?;
+        sync_dir(&shared.dir)?;
+        shared.segments().push_back(SegMeta {
+            first_seq,
+            base_pos,
+            path,
+            last_seq: first_seq - 1,
+            len: 0,
+        });
+        Ok(f)
+    }
+
+    pub(super) async fn run(
+        mut self,
+        mut rx: mpsc::Receiver<(u64, Incoming)>,
+        written: watch::Sender<u64>,
+        syncer: Arc<Syncer>,
+    ) {
+        let mut batch: Vec<(u64, Incoming)> = Vec::with_capacity(4096);
+        loop {
+            let got = tokio::time::timeout(CURSOR_EVERY, rx.recv()).await;
+            if syncer.failed.load(Ordering::SeqCst) {
+                // The syncer logged the error. Appending fails from now on, the bridge exits, and the
+                // edge redelivers everything it was not acknowledged.
+                return;
+            }
+            match got {
+                Ok(Some(m)) => batch.push(m),
+                Ok(None) => {
+                    // Appender gone: final cursor and stop (the syncer finishes its last sync).
+                    let _ = tokio::task::block_in_place(|| self.housekeeping(true));
+                    syncer.stop();
+                    return;
+                }
+                Err(_) => {}
+            }
+            while batch.len() < 65536 {
+                match rx.try_recv() {
+                    Ok(m) => batch.push(m),
+                    Err(_) => break,
+                }
+            }
+            let result = tokio::task::block_in_place(|| -> io::Result<()> {
+                if !batch.is_empty() {
+                    let last = self.write_batch(&batch, &written)?;
+                    // Everything before the active segment was synced when it was closed (`roll`).
+                    syncer.request(self.active.try_clone()?, last);
+                }
+                self.housekeeping(false)
+            });
+            batch.clear();
+            if let Err(e) = result {
+                // A disk error is not recoverable in place: stop. Appending fails from now on, the
+                // bridge exits, and the edge redelivers everything it was not acknowledged.
+                tracing::error!(error = %e, "spool write failed");
+                eprintln!("edgewire-agent: spool write failed: {e}");
+                syncer.stop();
+                return;
+            }
+        }
+    }
+
+    fn write_batch(
+        &mut self,
+        batch: &[(u64, Incoming)],
+        written: &watch::Sender<u64>,
+    ) -> io::Result<u64> {
+        let mut last = 0;
+        self.buf.clear();
+        let now = segment::now_ms();
+        let drop_oldest = self.shared.overflow == Overflow::DropOldest;
+        for (seq, m) in batch {
+            if drop_oldest {
+                let len = segment::frame_len(m) as u64;
+                let acked_pos = self.shared.acked().1;
+                if (self.pos + self.buf.len() as u64).saturating_sub(acked_pos) + len
+                    > self.shared.max_bytes
+                {
+                    self.flush_buf(last)?;
+                    self.make_room(len)?;
+                }
+            }
+            if self.active_len + self.buf.len() as u64 >= self.segment_bytes {
+                self.flush_buf(last)?;
+                self.roll(*seq)?;
+            }
+            segment::encode(&mut self.buf, *seq, now, m);
+            last = *seq;
+        }
+        self.flush_buf(last)?;
+        let _ = written.send(last);
+        Ok(last)
+    }
+
+    fn flush_buf(&mut self, last: u64) -> io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        self.active.write_all(&self.buf)?;
+        let n = self.buf.len() as u64;
+        self.buf.clear();
+        self.active_len += n;
+        self.pos += n;
+        if let Some(m) = self.shared.segments().back_mut() {
+            m.last_seq = last;
+            m.len = self.active_len;
+        }
+        self.shared
+            .stats
+            .written_pos
+            .store(self.pos, Ordering::SeqCst);
+        self.shared.stats.written_seq.store(last, Ordering::SeqCst);
+        Ok(())
+    }
+
+    fn roll(&mut self, first_seq: u64) -> io::Result<()> {
+        self.active.sync_data()?;
+        self.active = Self::new_segment(&self.shared, first_seq, self.pos)?;
+        self.active_first = first_seq;
+        self.active_len = 0;
+        Ok(())
+    }
+
+    /// DropOldest: discard whole oldest segments until `incoming` more bytes fit.
+    fn make_room(&mut self, incoming: u64) -> io::Result<()> {
+        loop {
+            let (acked_seq, acked_pos) = self.shared.acked();
+            if self.pos.saturating_sub(acked_pos) + incoming <= self.shared.max_bytes {
+                return Ok(());
+            }
+            let front = self.shared.segments().front().cloned();
+            let Some(front) = front else { return Ok(()) };
+            if front.first_seq == self.active_first {
+                if self.active_len == 0 {
+                    return Ok(());
+                }
+                // Only the active segment left: close it so it can be dropped.
+                let next = front.last_seq + 1;
+                self.roll(next)?;
+                continue;
+            }
+            let lost = front
+                .last_seq
+                .saturating_sub(acked_seq.max(front.first_seq - 1));
+            if self
+                .shared
+                .advance(front.last_seq, front.base_pos + front.len)
+                && lost > 0
+            {
+                self.shared.stats.dropped.fetch_add(lost, Ordering::SeqCst);
+                tracing::warn!(
+                    dropped = lost,
+                    first_seq = front.first_seq,
+                    last_seq = front.last_seq,
+                    "spool full (overflow DropOldest): dropped the oldest messages"
+                );
+            }
+            self.shared.segments().pop_front();
+            fs::remove_file(&front.path)?;
+        }
+    }
+
+    /// Persists the cursor (at most every CURSOR_EVERY) and deletes fully acknowledged segments.
+    fn housekeeping(&mut self, force: bool) -> io::Result<()> {
+        let acked = self.shared.acked();
+        if acked != self.last_cursor && (force || self.last_cursor_at.elapsed() >= CURSOR_EVERY) {
+            cursor::write(&self.shared.dir, acked.0, acked.1)?;
+            self.last_cursor = acked;
+            self.last_cursor_at = Instant::now();
+        }
+        // Only segments below the persisted cursor go: a crash must never find records missing that the
+        // cursor on disk does not cover.
+        loop {
+            let front = {
+                let segs = self.shared.segments();
+                match segs.front() {
+                    Some(f)
+                        if f.first_seq != self.active_first && f.last_seq <= self.last_cursor.0 =>
+                    {
+                        f.clone()
+                    }
+                    _ => break,
+                }
+            };
+            self.shared.segments().pop_front();
+            fs::remove_file(&front.path)?;
+        }
+        Ok(())
+    }
+}

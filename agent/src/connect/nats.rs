@@ -1,0 +1,113 @@
+//! NATS connections (async-nats) of the publisher adapter, the bridge's NATS side and `tail`: one set of
+//! connect options. The client connects in the background (`retry_on_initial_connect`) and reconnects
+//! forever, paced by a [`retry::Policy`]; its events drive a [`Health`]; credentials and TLS as configured.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::ConnectOptions;
+
+use super::{Health, SetupError};
+use crate::retry;
+use crate::secret::Secret;
+use crate::tls::TlsSettings;
+
+/// How long one connection attempt may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How a NATS client authenticates.
+#[derive(Debug, Clone, PartialEq)]
+pub enum NatsAuth {
+    None,
+    Token(Secret),
+    UserPassword { username: String, password: Secret },
+    Nkey { seed: Secret, jwt: Option<Secret> },
+}
+
+impl NatsAuth {
+    pub fn mode(&self) -> &'static str {
+        match self {
+            NatsAuth::None => "none",
+            NatsAuth::Token(_) => "token",
+            NatsAuth::UserPassword { .. } => "user/password",
+            NatsAuth::Nkey { jwt: None, .. } => "nkey",
+            NatsAuth::Nkey { jwt: Some(_), .. } => "nkey+jwt",
+        }
+    }
+}
+
+/// Connect options: the connection `name`, background connect and endless reconnects paced by `policy`,
+/// connection events into `health`, `auth`, and `tls` when enabled.
+pub fn options(
+    name: &str,
+    auth: &NatsAuth,
+    tls: &TlsSettings,
+    policy: retry::Policy,
+    health: Arc<Health>,
+) -> Result<ConnectOptions, SetupError> {
+    let mut opts = ConnectOptions::new()
+        .name(name)
+        .retry_on_initial_connect()
+        .max_reconnects(None)
+        .connection_timeout(CONNECT_TIMEOUT)
+        .reconnect_delay_callback(move |n| policy.delay(n))
+        .reconnect_to_server_callback({
+            // The client's events name only the kind of a failed attempt ("IO error"); the server pool
+            // keeps it whole (the TLS verdict, the server's -ERR). Never a URL: no credentials in it.
+            let health = health.clone();
+            move |servers, _| {
+                if let Some(e) = servers.iter().find_map(|s| s.last_error.clone()) {
+                    health.note_attempt(e);
+                }
+                // Keep the client's own choice of server.
+                std::future::ready(None)
+            }
+        })
+        .event_callback(move |ev| {
+            let health = health.clone();
+            async move {
+                match ev {
+                    async_nats::Event::Connected => health.set_connected(),
+                    async_nats::Event::Disconnected => {
+                        health.set_down("disconnected from the NATS server")
+                    }
+                    async_nats::Event::ServerError(e) => {
+                        health.note(format!("NATS server error: {e}"))
+                    }
+                    async_nats::Event::ClientError(e) => {
+                        health.note(format!("NATS client error: {e}"))
+                    }
+                    _ => {}
+                }
+            }
+        });
+    let bad_seed =
+        || SetupError::Config("EVENT_BROKER_NATS_NKEY_SEED: not a valid NKEY seed".into());
+    opts = match auth {
+        NatsAuth::None => opts,
+        NatsAuth::Token(t) => opts.token(t.expose().to_string()),
+        NatsAuth::UserPassword { username, password } => {
+            opts.user_and_password(username.clone(), password.expose().to_string())
+        }
+        NatsAuth::Nkey { seed, jwt: None } => {
+            nkeys::KeyPair::from_seed(seed.expose()).map_err(|_| bad_seed())?;
+            opts.nkey(seed.expose().to_string())
+        }
+        NatsAuth::Nkey {
+            seed,
+            jwt: Some(jwt),
+        } => {
+            let kp = Arc::new(nkeys::KeyPair::from_seed(seed.expose()).map_err(|_| bad_seed())?);
+            opts.jwt(jwt.expose().to_string(), move |nonce| {
+                let kp = kp.clone();
+                async move { kp.sign(&nonce).map_err(async_nats::AuthError::new) }
+            })
+        }
+    };
+    if tls.enabled {
+        opts = opts
+            .require_tls(true)
+            .tls_client_config(crate::tls::client_config(tls)?);
+    }
+    Ok(opts)
+}

@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# Mutation testing with cargo-mutants (`make mutants`; slow, not part of `make test` or CI).
+#
+# Each part mutates one area and runs the tests that own it:
+#   api       the api crate (types, validation rules, topic patterns, conditions), its own tests
+#   agent     agent/src/event.rs (CloudEvents decoding) and the spool's record framing
+#             (agent/src/bridge/spool/segment.rs, crc.rs), the agent's unit tests
+#   operator  the three controllers' `validate` modules, the operator's unit and controller tests
+#
+# MUTANTS_PARTS picks parts (default: all three). A mutant's tests time out at 5x the unmutated run,
+# at least MUTANTS_MIN_TIMEOUT s (60): a mutant that loops forever counts as caught, after that wait.
+# The mutated copies build in their own target dir (MUTANTS_TARGET_DIR, default target/mutants/build):
+# cargo names a workspace crate's artifacts by its path relative to the workspace, so a copy sharing a
+# target dir with the source tree (a global CARGO_TARGET_DIR) can run the other tree's build.
+# Reports: target/mutants/<part>/mutants.out/{caught,missed,timeout,unviable}.txt. Prints per part
+# and in total: caught, missed, timeouts, unviable and the score caught+timeout / (caught+timeout+missed).
+# Exits 1 when a mutant survived or a part could not run.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+TOOLS="${EDGEWIRE_TOOLS:-$HOME/.cache/edgewire/bin}"
+VERSION="${MUTANTS_VERSION:-27.1.0}"
+MIN_TIMEOUT="${MUTANTS_MIN_TIMEOUT:-60}"
+PARTS="${MUTANTS_PARTS:-api agent operator}"
+OUT="$ROOT/target/mutants"
+export CARGO_TARGET_DIR="${MUTANTS_TARGET_DIR:-$OUT/build}"
+
+if ! "$TOOLS/cargo-mutants" mutants --version 2>/dev/null | grep -qx "cargo-mutants $VERSION"; then
+  cargo install --locked --root "$TOOLS/.." cargo-mutants --version "$VERSION"
+fi
+
+part_args() {
+  case "$1" in
+    api) echo "-p edgewire-api -e api/src/testing.rs -e api/src/bin/crdgen.rs" ;;
+    agent) echo "-p edgewire-agent -f agent/src/event.rs -f agent/src/bridge/spool/segment.rs" \
+      "-f agent/src/bridge/spool/crc.rs --cargo-test-arg=--lib" ;;
+    operator) echo "-p edgewire-operator -f operator/src/controller/*/validate.rs" \
+      "-f operator/src/controller/*/validate/*.rs --cargo-test-arg=--lib" \
+      "--cargo-test-arg=--test=controller --cargo-test-arg=--test=mqtt_broker_controller" \
+      "--cargo-test-arg=--test=bridge_link_controller" ;;
+    *) echo "mutants: unknown part $1 (api, agent, operator)" >&2; return 1 ;;
+  esac
+}
+
+count() { if [ -s "$1" ]; then grep -c . "$1"; else echo 0; fi; }
+
+status=0
+total_caught=0 total_missed=0 total_timeout=0 total_unviable=0
+for part in $PARTS; do
+  args="$(part_args "$part")"
+  echo "=== mutants: $part ($args)"
+  set +e
+  # shellcheck disable=SC2086 # the globs are cargo-mutants' own, expanded by it
+  (cd "$ROOT" && set -f && "$TOOLS/cargo-mutants" mutants --jobs 1 --minimum-test-timeout "$MIN_TIMEOUT" --no-shuffle \
+    -o "$OUT/$part" $args)
+  rc=$?
+  set -e
+  # 0: all caught; 2: some missed; 3: some timed out. Anything else: the part did not run properly.
+  case "$rc" in
+    0 | 2 | 3) ;;
+    *) echo "mutants: $part: cargo-mutants exited $rc"; status=1 ;;
+  esac
+  dir="$OUT/$part/mutants.out"
+  caught=$(count "$dir/caught.txt") missed=$(count "$dir/missed.txt")
+  timeout=$(count "$dir/timeout.txt") unviable=$(count "$dir/unviable.txt")
+  total_caught=$((total_caught + caught)) total_missed=$((total_missed + missed))
+  total_timeout=$((total_timeout + timeout)) total_unviable=$((total_unviable + unviable))
+  echo "mutants: $part: caught $caught, missed $missed, timeouts $timeout, unviable $unviable"
+  if [ "$missed" -gt 0 ]; then
+    sed 's/^/  missed: /' "$dir/missed.txt"
+    status=1
+  fi
+done
+detected=$((total_caught + total_timeout))
+viable=$((detected + total_missed))
+if [ "$viable" -gt 0 ]; then
+  echo "mutants: total: caught $total_caught, missed $total_missed, timeouts $total_timeout," \
+    "unviable $total_unviable; score $((100 * detected / viable))% ($detected of $viable)"
+fi
+exit "$status"
