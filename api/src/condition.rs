@@ -247,6 +247,56 @@ mod tests {
         );
     }
 
+    /// The three conditions of each [`Progress`]: exactly one way to read each state, every one stamped.
+    #[test]
+    fn summary_sets_ready_reconciling_and_stalled_together() {
+        let row = |p: Progress| {
+            summary(p, "R", "msg", Some(4))
+                .into_iter()
+                .map(|c| {
+                    assert_eq!(c.observed_generation, Some(4), "{c:?}");
+                    (c.type_, c.status, c.reason)
+                })
+                .collect::<Vec<_>>()
+        };
+        let s = |a: &str, b: &str, c: &str| (a.to_string(), b.to_string(), c.to_string());
+        assert_eq!(
+            row(Progress::Ready),
+            [
+                s("Ready", "True", "R"),
+                s("Reconciling", "False", "NotReconciling"),
+                s("Stalled", "False", "NotStalled")
+            ]
+        );
+        assert_eq!(
+            row(Progress::Reconciling("Progressing")),
+            [
+                s("Ready", "False", "R"),
+                s("Reconciling", "True", "Progressing"),
+                s("Stalled", "False", "NotStalled")
+            ]
+        );
+        assert_eq!(
+            row(Progress::Stalled("SecretMissing")),
+            [
+                s("Ready", "False", "R"),
+                s("Reconciling", "False", "NotReconciling"),
+                s("Stalled", "True", "SecretMissing")
+            ]
+        );
+        assert_eq!(
+            row(Progress::NotWorking),
+            [
+                s("Ready", "False", "R"),
+                s("Reconciling", "False", "NotReconciling"),
+                s("Stalled", "False", "NotStalled")
+            ]
+        );
+        // A True Reconciling or Stalled says what Ready says.
+        let c = summary(Progress::Stalled("InvalidSpec"), "InvalidSpec", "spec.x: bad", None);
+        assert_eq!(c[2].message, "spec.x: bad");
+    }
+
     #[test]
     fn merge_sorts_by_type() {
         let merged = merge(

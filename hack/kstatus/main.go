@@ -10,7 +10,8 @@
 //
 //	{"apiVersion":"edgewire.dev/v1alpha1","kind":"EventBroker","namespace":"factory","name":"events","status":"Current","message":"Resource is Ready"}
 //
-// hack/kstatus/build.sh builds it; the e2e suite (e2e/tests/cluster/kstatus.rs) runs it on live objects.
+// hack/kstatus/build.sh builds it (make deps links it into ~/.cache/edgewire/bin); the e2e suite
+// (e2e/tests/cluster/kstatus.rs) runs it on live objects and on the committed Argo CD testdata.
 package main
 
 import (

@@ -180,3 +180,59 @@ pub fn cloud_failure<'a>(errors: impl IntoIterator<Item = &'a CloudError>) -> Pr
         Progress::Reconciling(reasons::PROVISIONING_FAILED)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::apps::v1::{StatefulSetSpec, StatefulSetStatus};
+
+    fn sts(generation: i64, observed: i64, ready: i32, updated: i32) -> StatefulSet {
+        StatefulSet {
+            metadata: kube::api::ObjectMeta {
+                generation: Some(generation),
+                ..Default::default()
+            },
+            spec: Some(StatefulSetSpec {
+                replicas: Some(2),
+                ..Default::default()
+            }),
+            status: Some(StatefulSetStatus {
+                observed_generation: Some(observed),
+                ready_replicas: Some(ready),
+                updated_replicas: Some(updated),
+                replicas: 2,
+                ..Default::default()
+            }),
+        }
+    }
+
+    /// Ready only when the StatefulSet controller saw the current generation and every replica is ready
+    /// and updated: the old pods of a rollout being ready is not enough.
+    #[test]
+    fn broker_ready_waits_for_the_rollout() {
+        assert_eq!(broker_ready(&sts(3, 3, 2, 2)), (true, "2/2 broker replicas ready".into()));
+        assert!(!broker_ready(&sts(3, 2, 2, 2)).0, "generation not observed");
+        assert_eq!(
+            broker_ready(&sts(3, 3, 2, 1)),
+            (false, "2/2 broker replicas ready, 1/2 updated".into())
+        );
+        assert!(!broker_ready(&sts(3, 3, 1, 2)).0);
+    }
+
+    #[test]
+    fn a_denied_cloud_call_stalls_other_failures_are_retried() {
+        let err = |code: &str| CloudError {
+            action: "sns:CreateTopic",
+            code: Some(code.into()),
+            message: String::new(),
+        };
+        assert_eq!(
+            cloud_failure(&[err("Throttling"), err("AuthorizationError")]),
+            Progress::Stalled(reasons::PERMISSION_DENIED)
+        );
+        assert_eq!(
+            cloud_failure(&[err("Throttling")]),
+            Progress::Reconciling(reasons::PROVISIONING_FAILED)
+        );
+    }
+}
