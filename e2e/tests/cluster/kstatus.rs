@@ -578,7 +578,7 @@ spec:
   deletionPolicy: Delete
 "#
     ));
-    let eb = wait_condition(&cluster, &op, &ns, "eventbroker/events", "TopicsReady");
+    let eb = wait_condition(&cluster, &op, &ns, "eventbroker/events", "Ready");
     assert_eq!(eb["metadata"]["finalizers"][0], "edgewire.dev/cleanup");
     assert_eq!(kstatus(&eb).0, "Current", "{}", status_summary(&eb));
 
