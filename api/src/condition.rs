@@ -97,7 +97,13 @@ pub fn summary(
 ) -> Vec<Condition> {
     let message = message.into();
     let reconciling = match progress {
-        Progress::Reconciling(r) => new(types::RECONCILING, true, r, message.clone(), observed_generation),
+        Progress::Reconciling(r) => new(
+            types::RECONCILING,
+            true,
+            r,
+            message.clone(),
+            observed_generation,
+        ),
         Progress::Ready => new(
             types::RECONCILING,
             false,
@@ -121,7 +127,13 @@ pub fn summary(
         ),
     };
     let stalled = match progress {
-        Progress::Stalled(r) => new(types::STALLED, true, r, message.clone(), observed_generation),
+        Progress::Stalled(r) => new(
+            types::STALLED,
+            true,
+            r,
+            message.clone(),
+            observed_generation,
+        ),
         _ => new(
             types::STALLED,
             false,
@@ -293,7 +305,12 @@ mod tests {
             ]
         );
         // A True Reconciling or Stalled says what Ready says.
-        let c = summary(Progress::Stalled("InvalidSpec"), "InvalidSpec", "spec.x: bad", None);
+        let c = summary(
+            Progress::Stalled("InvalidSpec"),
+            "InvalidSpec",
+            "spec.x: bad",
+            None,
+        );
         assert_eq!(c[2].message, "spec.x: bad");
     }
 

@@ -210,7 +210,10 @@ mod tests {
     /// and updated: the old pods of a rollout being ready is not enough.
     #[test]
     fn broker_ready_waits_for_the_rollout() {
-        assert_eq!(broker_ready(&sts(3, 3, 2, 2)), (true, "2/2 broker replicas ready".into()));
+        assert_eq!(
+            broker_ready(&sts(3, 3, 2, 2)),
+            (true, "2/2 broker replicas ready".into())
+        );
         assert!(!broker_ready(&sts(3, 2, 2, 2)).0, "generation not observed");
         assert_eq!(
             broker_ready(&sts(3, 3, 2, 1)),

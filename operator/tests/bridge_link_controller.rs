@@ -660,7 +660,8 @@ fn statefulset_ready(mock: &MockApi) {
     let path = format!("{APPS}/statefulsets/site-a-bridge");
     let mut sts = mock.object(&path).unwrap();
     sts["metadata"]["generation"] = json!(1);
-    sts["status"] = json!({"replicas": 1, "readyReplicas": 1, "updatedReplicas": 1, "observedGeneration": 1});
+    sts["status"] =
+        json!({"replicas": 1, "readyReplicas": 1, "updatedReplicas": 1, "observedGeneration": 1});
     let typed: k8s_openapi::api::apps::v1::StatefulSet = serde_json::from_value(sts).unwrap();
     mock.insert(&typed);
 }

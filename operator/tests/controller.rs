@@ -201,7 +201,11 @@ async fn first_reconcile_of_a_nats_event_broker_with_deploy_broker() {
     assert_eq!(cond("Reconciling")["message"], cond("Ready")["message"]);
     assert_eq!(cond("Stalled")["status"], "False");
     for t in ["Ready", "Reconciling", "Stalled"] {
-        assert_eq!(cond(t)["observedGeneration"], status["observedGeneration"], "{t}");
+        assert_eq!(
+            cond(t)["observedGeneration"],
+            status["observedGeneration"],
+            "{t}"
+        );
     }
 }
 

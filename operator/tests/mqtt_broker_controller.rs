@@ -265,7 +265,8 @@ async fn ready_once_the_statefulset_is_and_then_quiet() {
     // Stand in for the StatefulSet controller: the one replica is ready.
     let path = format!("{APPS}/statefulsets/workers");
     let mut sts = mock.object(&path).unwrap();
-    sts["status"] = json!({"replicas": 1, "readyReplicas": 1, "updatedReplicas": 1, "observedGeneration": 1});
+    sts["status"] =
+        json!({"replicas": 1, "readyReplicas": 1, "updatedReplicas": 1, "observedGeneration": 1});
     mock.0.lock().unwrap().objects.insert(path, sts);
 
     let reqs = run(&mock, &client, &mqb).await;

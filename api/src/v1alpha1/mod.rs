@@ -27,7 +27,8 @@ pub fn crds()
     vec![EventBroker::crd(), MqttBroker::crd(), BridgeLink::crd()]
         .into_iter()
         .map(|crd| {
-            let mut crd = merge_crds(vec![crd], "v1alpha1").expect("a single version always merges");
+            let mut crd =
+                merge_crds(vec![crd], "v1alpha1").expect("a single version always merges");
             default_status(&mut crd);
             crd
         })

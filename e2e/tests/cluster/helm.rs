@@ -99,7 +99,10 @@ fn spec_versions(objects: &BTreeMap<String, Value>) -> BTreeMap<&str, String> {
             let m = &o["metadata"];
             let v = match m["generation"].as_i64() {
                 Some(g) => format!("generation {g}"),
-                None => format!("resourceVersion {}", m["resourceVersion"].as_str().unwrap_or("")),
+                None => format!(
+                    "resourceVersion {}",
+                    m["resourceVersion"].as_str().unwrap_or("")
+                ),
             };
             (k.as_str(), v)
         })
@@ -136,10 +139,7 @@ fn helm_upgrade_uninstall_and_a_misspelled_value_as_users_run_them() {
         .find(|k| k.starts_with("Deployment "))
         .unwrap_or_else(|| panic!("the release has no Deployment: {:?}", installed.keys()))
         .clone();
-    let deployment = format!(
-        "deployment/{}",
-        deployment_key.rsplit('/').next().unwrap()
-    );
+    let deployment = format!("deployment/{}", deployment_key.rsplit('/').next().unwrap());
     let rollout = |what: &str| {
         let out = cp
             .kubectl(&[
@@ -183,13 +183,20 @@ fn helm_upgrade_uninstall_and_a_misspelled_value_as_users_run_them() {
     );
 
     // One value changed: only the Deployment it is in, which rolls its pods.
-    let old_generation = installed[&deployment_key]["metadata"]
-        ["generation"]
+    let old_generation = installed[&deployment_key]["metadata"]["generation"]
         .as_i64()
         .unwrap();
     let (ok, out) = helm(
         &cp,
-        &["upgrade", release, chart, "-n", ns, "--set", "logLevel=debug"],
+        &[
+            "upgrade",
+            release,
+            chart,
+            "-n",
+            ns,
+            "--set",
+            "logLevel=debug",
+        ],
     );
     assert!(ok, "helm upgrade --set logLevel=debug: {out}");
     rollout("after the logLevel change");
@@ -239,8 +246,7 @@ fn helm_upgrade_uninstall_and_a_misspelled_value_as_users_run_them() {
         );
         assert!(!ok, "helm install --set {set} succeeded: {out}");
         assert!(
-            out.contains("values don't meet the specifications of the schema")
-                && out.contains(key),
+            out.contains("values don't meet the specifications of the schema") && out.contains(key),
             "helm install --set {set}: the failure does not name {key}: {out}"
         );
         println!("helm install --set {set}: {}", out.trim());

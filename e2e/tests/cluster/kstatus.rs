@@ -213,7 +213,15 @@ fn apply_json(cluster: &Cluster, yaml: &str) -> Value {
 /// `kubectl patch <resource> --type=json -p <patch> -o json`: the object of the API server's answer.
 fn patch_json(cluster: &Cluster, ns: &str, resource: &str, patch: &str) -> Value {
     let out = cluster.kubectl_ok(&[
-        "-n", ns, "patch", resource, "--type=json", "-p", patch, "-o", "json",
+        "-n",
+        ns,
+        "patch",
+        resource,
+        "--type=json",
+        "-p",
+        patch,
+        "-o",
+        "json",
     ]);
     serde_json::from_str(&out).expect("kubectl patch -o json prints the object")
 }
@@ -266,13 +274,7 @@ fn watch_until(
 }
 
 /// Waits for `kubectl wait --for=condition=<cond>` and returns the object.
-fn wait_condition(
-    cluster: &Cluster,
-    op: &Operator,
-    ns: &str,
-    resource: &str,
-    cond: &str,
-) -> Value {
+fn wait_condition(cluster: &Cluster, op: &Operator, ns: &str, resource: &str, cond: &str) -> Value {
     cluster.wait(ns, resource, &format!("condition={cond}"), TIMEOUT, || {
         op.log_tail()
     });
@@ -306,7 +308,9 @@ fn eventbroker_kstatus_and_argocd_health_follow_its_lifecycle() {
     assert_eq!(kmsg, "Resource is Ready");
     assert_eq!(
         amsg,
-        condition(&ready, "Ready").unwrap()["message"].as_str().unwrap()
+        condition(&ready, "Ready").unwrap()["message"]
+            .as_str()
+            .unwrap()
     );
 
     // A spec change: the patch's answer already has the new generation, not yet observed.
@@ -316,7 +320,12 @@ fn eventbroker_kstatus_and_argocd_health_follow_its_lifecycle() {
         "eventbroker/events",
         r#"[{"op":"replace","path":"/spec/publisher/replicas","value":2}]"#,
     );
-    let msgs = seen.check("progressing-generation", &changed, "InProgress", "Progressing");
+    let msgs = seen.check(
+        "progressing-generation",
+        &changed,
+        "InProgress",
+        "Progressing",
+    );
     assert_eq!(msgs, generation_message("EventBroker", 2, 1));
     // Then the operator observes it and says it rolls the publisher out (its apply of the Deployment
     // answers with a generation the Deployment controller has not seen): Reconciling=True at generation 2.
@@ -332,7 +341,12 @@ fn eventbroker_kstatus_and_argocd_health_follow_its_lifecycle() {
                 && condition(o, "Reconciling").is_some_and(|c| c["status"] == "True")
         },
     );
-    let (kmsg, amsg) = seen.check("progressing-reconciling", &rolling, "InProgress", "Progressing");
+    let (kmsg, amsg) = seen.check(
+        "progressing-reconciling",
+        &rolling,
+        "InProgress",
+        "Progressing",
+    );
     let reconciling = condition(&rolling, "Reconciling").unwrap();
     assert_eq!(kmsg, reconciling["message"].as_str().unwrap());
     assert_eq!(amsg, said(&rolling, "Reconciling"));
@@ -346,10 +360,16 @@ fn eventbroker_kstatus_and_argocd_health_follow_its_lifecycle() {
     let stalled = wait_condition(&cluster, &op, &ns, "eventbroker/no-secret", "Stalled");
     let (kmsg, amsg) = seen.check("degraded-secret-missing", &stalled, "Failed", "Degraded");
     assert_eq!(amsg, said(&stalled, "Stalled"));
-    assert!(amsg.starts_with("SecretMissing: ") && amsg.contains("absent"), "{amsg}");
+    assert!(
+        amsg.starts_with("SecretMissing: ") && amsg.contains("absent"),
+        "{amsg}"
+    );
     assert_eq!(kmsg, condition(&stalled, "Stalled").unwrap()["message"]);
     assert_eq!(condition(&stalled, "Ready").unwrap()["status"], "False");
-    assert_eq!(condition(&stalled, "Reconciling").unwrap()["status"], "False");
+    assert_eq!(
+        condition(&stalled, "Reconciling").unwrap()["status"],
+        "False"
+    );
 
     // An invalid spec (one the schema cannot refuse): Stalled InvalidSpec.
     apply_json(
@@ -394,7 +414,9 @@ fn mqttbroker_kstatus_and_argocd_health_follow_its_lifecycle() {
     assert_eq!(kmsg, "Resource is Ready");
     assert_eq!(
         amsg,
-        condition(&ready, "Ready").unwrap()["message"].as_str().unwrap()
+        condition(&ready, "Ready").unwrap()["message"]
+            .as_str()
+            .unwrap()
     );
 
     let changed = patch_json(
@@ -403,7 +425,12 @@ fn mqttbroker_kstatus_and_argocd_health_follow_its_lifecycle() {
         "mqttbroker/workers",
         r#"[{"op":"add","path":"/spec/builtin/users/-","value":{"name":"pool-b"}}]"#,
     );
-    let msgs = seen.check("progressing-generation", &changed, "InProgress", "Progressing");
+    let msgs = seen.check(
+        "progressing-generation",
+        &changed,
+        "InProgress",
+        "Progressing",
+    );
     assert_eq!(msgs, generation_message("MqttBroker", 2, 1));
     let ready = wait_condition(&cluster, &op, &ns, "mqttbroker/workers", "Ready");
     assert_eq!(kstatus(&ready).0, "Current");
@@ -413,11 +440,17 @@ fn mqttbroker_kstatus_and_argocd_health_follow_its_lifecycle() {
     let stalled = wait_condition(&cluster, &op, &ns, "mqttbroker/no-secret", "Stalled");
     let (kmsg, amsg) = seen.check("degraded-secret-missing", &stalled, "Failed", "Degraded");
     assert_eq!(amsg, said(&stalled, "Stalled"));
-    assert!(amsg.starts_with("SecretMissing: ") && amsg.contains("absent"), "{amsg}");
+    assert!(
+        amsg.starts_with("SecretMissing: ") && amsg.contains("absent"),
+        "{amsg}"
+    );
     assert_eq!(kmsg, condition(&stalled, "Stalled").unwrap()["message"]);
 
     // A user name the operator reserves for its metrics sidecar: a rule the schema does not know.
-    apply_json(&cluster, &mqb("invalid", "pool-a-creds", "edgewire-sidecar"));
+    apply_json(
+        &cluster,
+        &mqb("invalid", "pool-a-creds", "edgewire-sidecar"),
+    );
     let invalid = wait_condition(&cluster, &op, &ns, "mqttbroker/invalid", "Stalled");
     let (_, amsg) = seen.check("degraded-invalid-spec", &invalid, "Failed", "Degraded");
     assert!(
@@ -472,7 +505,12 @@ fn bridgelink_kstatus_and_argocd_health_follow_its_lifecycle() {
 
     // Observed, but no agent report yet: Reconciling.
     let waiting = wait_condition(&cluster, &op, &ns, "bridgelink/site-k", "Reconciling");
-    let (_, amsg) = seen.check("progressing-reconciling", &waiting, "InProgress", "Progressing");
+    let (_, amsg) = seen.check(
+        "progressing-reconciling",
+        &waiting,
+        "InProgress",
+        "Progressing",
+    );
     assert_eq!(amsg, said(&waiting, "Reconciling"));
 
     cluster.wait(
@@ -492,7 +530,9 @@ fn bridgelink_kstatus_and_argocd_health_follow_its_lifecycle() {
     assert_eq!(kmsg, "Resource is Ready");
     assert_eq!(
         amsg,
-        condition(&ready, "Ready").unwrap()["message"].as_str().unwrap()
+        condition(&ready, "Ready").unwrap()["message"]
+            .as_str()
+            .unwrap()
     );
 
     // The cloud goes away: what runs does not work, nothing to roll out, nothing to change in the spec.
@@ -505,7 +545,12 @@ fn bridgelink_kstatus_and_argocd_health_follow_its_lifecycle() {
         || format!("{}\n{}", agent.log_tail(), op.log_tail()),
     );
     let cut = cluster.get_json(&ns, "bridgelink", "site-k");
-    let (_, amsg) = seen.check("degraded-cloud-disconnected", &cut, "InProgress", "Degraded");
+    let (_, amsg) = seen.check(
+        "degraded-cloud-disconnected",
+        &cut,
+        "InProgress",
+        "Degraded",
+    );
     assert_eq!(amsg, said(&cut, "Ready"));
     assert!(amsg.starts_with("NotReady: CloudConnected: "), "{amsg}");
     assert_eq!(condition(&cut, "Reconciling").unwrap()["status"], "False");
@@ -517,7 +562,12 @@ fn bridgelink_kstatus_and_argocd_health_follow_its_lifecycle() {
         "bridgelink/site-k",
         r#"[{"op":"replace","path":"/spec/spool/maxBytes","value":"256Mi"}]"#,
     );
-    let msgs = seen.check("progressing-generation", &changed, "InProgress", "Progressing");
+    let msgs = seen.check(
+        "progressing-generation",
+        &changed,
+        "InProgress",
+        "Progressing",
+    );
     assert_eq!(msgs, generation_message("BridgeLink", 2, 1));
     drop(agent);
 
@@ -534,7 +584,10 @@ fn bridgelink_kstatus_and_argocd_health_follow_its_lifecycle() {
     let stalled = wait_condition(&cluster, &op, &ns, "bridgelink/no-secret", "Stalled");
     let (kmsg, amsg) = seen.check("degraded-secret-missing", &stalled, "Failed", "Degraded");
     assert_eq!(amsg, said(&stalled, "Stalled"));
-    assert!(amsg.starts_with("SecretMissing: ") && amsg.contains("absent"), "{amsg}");
+    assert!(
+        amsg.starts_with("SecretMissing: ") && amsg.contains("absent"),
+        "{amsg}"
+    );
     assert_eq!(kmsg, condition(&stalled, "Stalled").unwrap()["message"]);
 
     // Rules that loop (cloud to edge into what goes edge to cloud): InvalidSpec.
@@ -633,7 +686,9 @@ fn argocd_health_checks_pass_their_tests_on_captured_objects() {
         ] {
             let case = format!("edgewire.dev/{kind} testdata/{state}.yaml");
             assert!(
-                stdout.lines().any(|l| l.starts_with(&format!("ok   {case}:"))),
+                stdout
+                    .lines()
+                    .any(|l| l.starts_with(&format!("ok   {case}:"))),
                 "no passing case {case}:\n{stdout}"
             );
         }
@@ -646,16 +701,12 @@ fn argocd_health_checks_pass_their_tests_on_captured_objects() {
 fn the_argocd_cm_snippet_in_the_docs_is_the_health_checks() {
     let doc = std::fs::read_to_string(workspace_root().join("docs/gitops.md")).unwrap();
     for kind in ["EventBroker", "MqttBroker", "BridgeLink"] {
-        let lua = std::fs::read_to_string(
-            checks_dir().join(format!("edgewire.dev/{kind}/health.lua")),
-        )
-        .unwrap();
+        let lua =
+            std::fs::read_to_string(checks_dir().join(format!("edgewire.dev/{kind}/health.lua")))
+                .unwrap();
         let key = format!("  resource.customizations.health.edgewire.dev_{kind}: |");
         let mut lines = doc.lines().skip_while(|l| *l != key);
-        assert!(
-            lines.next().is_some(),
-            "docs/gitops.md has no line {key:?}"
-        );
+        assert!(lines.next().is_some(), "docs/gitops.md has no line {key:?}");
         // The block scalar: the lines indented by four spaces (blank lines inside it included).
         let mut block: Vec<&str> = lines
             .take_while(|l| l.starts_with("    ") || l.is_empty())

@@ -24,7 +24,8 @@ pub fn publisher_ready(d: &Deployment) -> (bool, String) {
         .and_then(|s| s.conditions.as_ref())
         .and_then(|cs| cs.iter().find(|c| c.type_ == "Available"))
         .map(|c| c.status == "True");
-    let ok = current_gen && (want == 0 || (available >= want && updated >= want && cond != Some(false)));
+    let ok =
+        current_gen && (want == 0 || (available >= want && updated >= want && cond != Some(false)));
     let msg = if ok || !current_gen || updated >= want {
         format!("{available}/{want} publisher replicas available")
     } else {
