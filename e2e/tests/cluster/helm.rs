@@ -5,7 +5,7 @@
 //! naming the key and installs nothing, and `helm uninstall` keeps the CRDs (`helm.sh/resource-policy: keep`)
 //! and with them every custom resource.
 
-use crate::support::{TIMEOUT, workspace_root};
+use crate::support::{TIMEOUT, wait_for, workspace_root};
 use edgewire_e2e::kube::{ControlPlane, edgewire_crd_names};
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -159,8 +159,27 @@ fn helm_upgrade_uninstall_and_a_misspelled_value_as_users_run_them() {
         );
     };
     rollout("after install");
-    // Read after the rollout: the Deployment controller's status writes are not helm's.
-    let installed = release_objects(&cp);
+    // Read once the controllers are done with the new pods (the Deployment rolled out, the
+    // PodDisruptionBudget counts them healthy): their status writes are not helm's.
+    let installed = wait_for("the release's objects to settle", TIMEOUT, || {
+        let objects = release_objects(&cp);
+        let unsettled: Vec<&String> = objects
+            .iter()
+            .filter(|(k, o)| {
+                k.starts_with("PodDisruptionBudget ")
+                    && (o["status"]["observedGeneration"] != o["metadata"]["generation"]
+                        || o["status"]["expectedPods"].as_i64().unwrap_or(0) == 0
+                        || o["status"]["currentHealthy"] != o["status"]["expectedPods"])
+            })
+            .map(|(k, _)| k)
+            .collect();
+        if unsettled.is_empty() {
+            Ok(objects)
+        } else {
+            Err(format!("not settled: {unsettled:?}"))
+        }
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
     let before = versions(&installed);
     for crd in edgewire_crd_names() {
         assert!(
