@@ -16,8 +16,11 @@ help: ## this list
 deps: ## install brokers, build libraries, Python tools, kubectl and helm; build the e2e control plane, edgewire-kstatus and promtool (idempotent)
 	@bash hack/deps.sh
 
-build: ## build every binary (debug)
-	$(CARGO) build --workspace --bins
+# One feature set for every debug build: `--all-targets` unifies the dev-dependencies' features into what the
+# binaries are built with, so `cargo test --workspace`, the e2e suite and `image-test PROFILE=debug` reuse these
+# artifacts instead of compiling every dependency a second time (`--bins` or `-p` alone would give other ones).
+build: ## build every binary, test and bench (debug)
+	$(CARGO) build --workspace --all-targets
 
 lint: ## rustfmt check and clippy with warnings denied
 	$(CARGO) fmt --all -- --check
@@ -44,7 +47,7 @@ render: ## print what the operator would apply for a file: make render F=config/
 run: ## run the operator against the cluster in KUBECONFIG (text logs)
 	$(CARGO) run -p edgewire-operator -- --log-format text run --http-addr 127.0.0.1:8081
 
-demo: deps build ## a guided tour on a real control plane: apply a sample, watch it become Ready, publish an event
+demo: deps build ## a guided tour on a real control plane: an EventBroker, a BridgeLink through a cloud outage, a tally of what arrived
 	@bash hack/demo.sh
 
 bench: deps ## performance figures, each a ratio taken in this run (loopback only, bounded)
@@ -59,9 +62,9 @@ mutants: ## mutation score (slow, not in CI): api crate, validate modules, event
 	@bash hack/mutants.sh
 
 # Images: PROFILE=release (default) or debug (the binaries of `make build`, built the same way so that nothing
-# recompiles: features unify per build, so `-p` would give other binaries; what `make test` uses).
+# recompiles; what `make test` uses).
 PROFILE ?= release
-IMAGE_BINARIES = $(if $(filter debug,$(PROFILE)),--workspace --bins,--release -p edgewire-operator -p edgewire-agent --bins)
+IMAGE_BINARIES = $(if $(filter debug,$(PROFILE)),--workspace --all-targets,--release -p edgewire-operator -p edgewire-agent --bins)
 
 image: ## OCI image archives + SBOMs of operator and agent in $CARGO_TARGET_DIR/images (no container engine; docs/images.md)
 	$(CARGO) build --locked $(IMAGE_BINARIES)

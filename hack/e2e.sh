@@ -7,8 +7,8 @@
 #   hack/e2e.sh                      # every scenario
 #   hack/e2e.sh leader --nocapture   # arguments go to the test binary (filter, --nocapture, ...)
 #
-# It builds the binaries as `make build` does (`--workspace --bins`: features unify per build, so `-p` would
-# recompile dependencies) and runs private copies of them, so a concurrent
+# It builds the binaries as `make build` does (`--workspace --all-targets`: features unify per build, so `--bins`
+# or `-p` would recompile dependencies) and runs private copies of them, so a concurrent
 # build that relinks target/debug/* cannot swap a binary under a running suite. EDGEWIRE_OPERATOR_BIN and
 # EDGEWIRE_AGENT_BIN, when set, are used as they are. EDGEWIRE_E2E_KEEP=1 keeps the control plane's logs and
 # every test's files (kept anyway when a test fails; the path is printed).
@@ -20,7 +20,7 @@ bin_dir="$(mktemp -d)"
 trap 'rm -rf "$bin_dir"' EXIT
 target="${CARGO_TARGET_DIR:-target}"
 if [[ -z "${EDGEWIRE_OPERATOR_BIN:-}" || -z "${EDGEWIRE_AGENT_BIN:-}" ]]; then
-  "$cargo" build --workspace --bins
+  "$cargo" build --workspace --all-targets
 fi
 for pkg in operator agent; do
   var="EDGEWIRE_$(tr a-z A-Z <<<"$pkg")_BIN"
