@@ -13,7 +13,7 @@ TEST_THREADS ?= 2
 help: ## this list
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
-deps: ## install brokers, build libraries, Python tools, kubectl and helm; build the e2e control plane (idempotent)
+deps: ## install brokers, build libraries, Python tools, kubectl and helm; build the e2e control plane, edgewire-kstatus and promtool (idempotent)
 	@bash hack/deps.sh
 
 # One feature set for every debug build: `--all-targets` unifies the dev-dependencies' features into what the
@@ -26,9 +26,10 @@ lint: ## rustfmt check and clippy with warnings denied
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
-test: deps lint build ## everything CI runs: lint, unit, controller, broker, chart, end-to-end and image tests
+test: deps lint build ## everything CI runs: lint, unit, controller, broker, chart, observability, end-to-end and image tests
 	env -u KUBECONFIG $(CARGO) test --workspace -- --test-threads=$(TEST_THREADS)
 	bash hack/test-chart.sh
+	bash hack/observability/test.sh
 	$(MAKE) image-test PROFILE=debug
 
 observability-test: deps ## the chart's alerts (promtool test rules) and dashboard against the metrics the binaries really serve

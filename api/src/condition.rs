@@ -1,5 +1,13 @@
 //! Condition types, reasons and small constructors, in the `metav1.Condition` shape that kstatus (Flux),
 //! Argo CD health checks and `kubectl wait --for=condition=Ready` read.
+//!
+//! Besides `Ready`, every kind carries the two "abnormal-true" conditions of kstatus
+//! (sigs.k8s.io/cli-utils `pkg/kstatus`): `Reconciling` (True while the operator works towards the spec) and
+//! `Stalled` (True when it cannot proceed without a change). [`summary`] makes all three from one
+//! [`Progress`], so they never contradict each other. Both are always present, `False` when they do not apply:
+//! kstatus reads an absent one as `False` anyway, but only a present one can be waited for
+//! (`kubectl wait --for=condition=Stalled=False`) and carries a `lastTransitionTime` (when the rollout ended),
+//! as the API conventions ask of conditions a controller knows about.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
@@ -17,6 +25,10 @@ pub mod types {
     pub const EDGE_CONNECTED: &str = "EdgeConnected";
     pub const CLOUD_CONNECTED: &str = "CloudConnected";
     pub const SPOOLING: &str = "Spooling";
+    /// kstatus: True while the operator works towards the spec.
+    pub const RECONCILING: &str = "Reconciling";
+    /// kstatus: True when the operator cannot proceed without a change of the spec or what it references.
+    pub const STALLED: &str = "Stalled";
 }
 
 /// Condition reasons (CamelCase, as Kubernetes requires).
@@ -46,9 +58,98 @@ pub mod reasons {
     pub const TOPIC_RULE_APPLIED: &str = "TopicRuleApplied";
     pub const SPOOL_OVERFLOW: &str = "SpoolOverflow";
     pub const CLEANUP_FAILED: &str = "CleanupFailed";
+    /// `Stalled`: a cloud API refused an action for lack of permission.
+    pub const PERMISSION_DENIED: &str = "PermissionDenied";
+    /// `Reconciling=False`.
+    pub const NOT_RECONCILING: &str = "NotReconciling";
+    /// `Stalled=False`.
+    pub const NOT_STALLED: &str = "NotStalled";
     /// The cleanup a finalizer waited for cannot ever run (its credentials are gone): the finalizer went and the
     /// Event names what was left behind.
     pub const CLEANUP_ABANDONED: &str = "CleanupAbandoned";
+}
+
+/// Where a reconciled object stands; [`summary`] turns it into `Ready`, `Reconciling` and `Stalled`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Progress {
+    /// The spec is in effect: `Ready=True`.
+    Ready,
+    /// The operator works towards the spec (children rolling out, provisioning retried, the bridge agent's first
+    /// report awaited): `Reconciling=True` with this reason. kstatus: `InProgress`; Argo CD: `Progressing`.
+    Reconciling(&'static str),
+    /// The operator cannot proceed until the spec or what it references changes (an invalid spec, a missing
+    /// Secret or key or broker, a denied cloud action): `Stalled=True` with this reason. kstatus: `Failed`;
+    /// Argo CD: `Degraded`.
+    Stalled(&'static str),
+    /// The spec is applied and rolled out, but what runs does not work (a bridge cut off from a broker): only
+    /// `Ready=False` says why. kstatus: `InProgress` (its reading of `Ready=False`); Argo CD: `Degraded`.
+    NotWorking,
+}
+
+/// `Ready` (status, `reason`, `message`), `Reconciling` and `Stalled` for `progress`, all stamped with
+/// `observed_generation`. A True `Reconciling` or `Stalled` repeats the message of `Ready`; a False one says
+/// so in words that do not change between reconciles (no needless status writes).
+pub fn summary(
+    progress: Progress,
+    reason: &str,
+    message: impl Into<String>,
+    observed_generation: Option<i64>,
+) -> Vec<Condition> {
+    let message = message.into();
+    let reconciling = match progress {
+        Progress::Reconciling(r) => new(
+            types::RECONCILING,
+            true,
+            r,
+            message.clone(),
+            observed_generation,
+        ),
+        Progress::Ready => new(
+            types::RECONCILING,
+            false,
+            reasons::NOT_RECONCILING,
+            "the spec is in effect",
+            observed_generation,
+        ),
+        Progress::NotWorking => new(
+            types::RECONCILING,
+            false,
+            reasons::NOT_RECONCILING,
+            "the spec is applied; Ready says what does not work",
+            observed_generation,
+        ),
+        Progress::Stalled(_) => new(
+            types::RECONCILING,
+            false,
+            reasons::NOT_RECONCILING,
+            "waiting for a change: Stalled says which",
+            observed_generation,
+        ),
+    };
+    let stalled = match progress {
+        Progress::Stalled(r) => new(
+            types::STALLED,
+            true,
+            r,
+            message.clone(),
+            observed_generation,
+        ),
+        _ => new(
+            types::STALLED,
+            false,
+            reasons::NOT_STALLED,
+            "nothing keeps the operator from proceeding",
+            observed_generation,
+        ),
+    };
+    let ready = new(
+        types::READY,
+        progress == Progress::Ready,
+        reason,
+        message,
+        observed_generation,
+    );
+    vec![ready, reconciling, stalled]
 }
 
 /// `"True"`, `"False"` or `"Unknown"`.
@@ -156,6 +257,61 @@ mod tests {
             find(&out, types::READY).unwrap().reason,
             reasons::INVALID_SPEC
         );
+    }
+
+    /// The three conditions of each [`Progress`]: exactly one way to read each state, every one stamped.
+    #[test]
+    fn summary_sets_ready_reconciling_and_stalled_together() {
+        let row = |p: Progress| {
+            summary(p, "R", "msg", Some(4))
+                .into_iter()
+                .map(|c| {
+                    assert_eq!(c.observed_generation, Some(4), "{c:?}");
+                    (c.type_, c.status, c.reason)
+                })
+                .collect::<Vec<_>>()
+        };
+        let s = |a: &str, b: &str, c: &str| (a.to_string(), b.to_string(), c.to_string());
+        assert_eq!(
+            row(Progress::Ready),
+            [
+                s("Ready", "True", "R"),
+                s("Reconciling", "False", "NotReconciling"),
+                s("Stalled", "False", "NotStalled")
+            ]
+        );
+        assert_eq!(
+            row(Progress::Reconciling("Progressing")),
+            [
+                s("Ready", "False", "R"),
+                s("Reconciling", "True", "Progressing"),
+                s("Stalled", "False", "NotStalled")
+            ]
+        );
+        assert_eq!(
+            row(Progress::Stalled("SecretMissing")),
+            [
+                s("Ready", "False", "R"),
+                s("Reconciling", "False", "NotReconciling"),
+                s("Stalled", "True", "SecretMissing")
+            ]
+        );
+        assert_eq!(
+            row(Progress::NotWorking),
+            [
+                s("Ready", "False", "R"),
+                s("Reconciling", "False", "NotReconciling"),
+                s("Stalled", "False", "NotStalled")
+            ]
+        );
+        // A True Reconciling or Stalled says what Ready says.
+        let c = summary(
+            Progress::Stalled("InvalidSpec"),
+            "InvalidSpec",
+            "spec.x: bad",
+            None,
+        );
+        assert_eq!(c[2].message, "spec.x: bad");
     }
 
     #[test]

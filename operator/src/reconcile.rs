@@ -4,7 +4,7 @@
 //! ([`not_reconciled`], [`finish`]): status written once, Events only on transitions.
 
 use crate::context::Context;
-use edgewire_api::condition::{self, reasons, types};
+use edgewire_api::condition::{self, Progress, reasons, types};
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::runtime::controller::Action;
@@ -136,9 +136,10 @@ impl Invalid {
         matches!(self, Invalid::Credentials(_))
     }
 
-    /// The conditions of an object that is not reconciled: `CredentialsReady` (for credential problems) and
-    /// `Ready`, both with [`Invalid::reason`]. The other conditions stay as they were: they describe children
-    /// that still exist.
+    /// The conditions of an object that is not reconciled: `CredentialsReady` (for credential problems),
+    /// `Ready` and `Stalled=True` (it cannot proceed until the spec or what it references changes; kstatus:
+    /// `Failed`), all with [`Invalid::reason`], and `Reconciling=False`. The other conditions stay as they
+    /// were: they describe children that still exist.
     pub fn conditions(&self, generation: Option<i64>) -> Vec<Condition> {
         let (reason, msg) = (self.reason(), self.to_string());
         let mut out = Vec::new();
@@ -151,7 +152,12 @@ impl Invalid {
                 generation,
             ));
         }
-        out.push(condition::new(types::READY, false, reason, msg, generation));
+        out.extend(condition::summary(
+            Progress::Stalled(reason),
+            reason,
+            msg,
+            generation,
+        ));
         out
     }
 }
@@ -381,12 +387,15 @@ mod tests {
         assert_eq!(
             conds
                 .iter()
-                .map(|c| (c.type_.as_str(), c.reason.as_str()))
+                .map(|c| (c.type_.as_str(), c.status.as_str(), c.reason.as_str()))
                 .collect::<Vec<_>>(),
             [
-                ("CredentialsReady", "SecretMissing"),
-                ("Ready", "SecretMissing")
+                ("CredentialsReady", "False", "SecretMissing"),
+                ("Ready", "False", "SecretMissing"),
+                ("Reconciling", "False", "NotReconciling"),
+                ("Stalled", "True", "SecretMissing"),
             ]
         );
+        assert!(conds.iter().all(|c| c.observed_generation == Some(3)));
     }
 }

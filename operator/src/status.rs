@@ -1,8 +1,12 @@
 //! What every controller does at the end of a reconcile: write `status` (server-side apply on the status
-//! subresource, never merge-patched, skipped when nothing changed) and record Events on transitions.
+//! subresource, never merge-patched, skipped when nothing changed) and record Events on transitions; and what
+//! the conditions of every kind are made of: the readiness of a StatefulSet, the progress after failed cloud
+//! calls (`Ready`, `Reconciling` and `Stalled` themselves come from [`edgewire_api::condition::summary`]).
 
+use crate::cloud::CloudError;
 use crate::context::Context;
 use edgewire_api::FIELD_MANAGER;
+use edgewire_api::condition::{Progress, reasons};
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::ObjectReference;
@@ -149,12 +153,89 @@ fn truncate(mut s: String, limit: usize) -> String {
     s
 }
 
-/// (ready, message) of a broker's (or the bridge's) StatefulSet: every replica ready at its current generation.
+/// (ready, message) of a broker's (or the bridge's) StatefulSet: its controller saw the current generation and
+/// every replica is updated to it and ready (while a rollout replaces pods, `Reconciling` stays True).
 pub fn broker_ready(sts: &StatefulSet) -> (bool, String) {
     let want = sts.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
     let status = sts.status.as_ref();
     let ready = status.and_then(|s| s.ready_replicas).unwrap_or(0);
+    let updated = status.and_then(|s| s.updated_replicas).unwrap_or(0);
     let current_gen = status.and_then(|s| s.observed_generation) >= sts.metadata.generation;
-    let ok = ready >= want && current_gen;
-    (ok, format!("{ready}/{want} broker replicas ready"))
+    let ok = ready >= want && updated >= want && current_gen;
+    let msg = if ok || !current_gen || updated >= want {
+        format!("{ready}/{want} broker replicas ready")
+    } else {
+        format!("{ready}/{want} broker replicas ready, {updated}/{want} updated")
+    };
+    (ok, msg)
+}
+
+/// The progress of an object whose cloud calls failed: `Stalled` (`PermissionDenied`) when the cloud refused
+/// one for lack of permission — only new credentials or a changed IAM policy help, though the call is still
+/// retried — else `Reconciling` (`ProvisioningFailed`: retried, it may well succeed).
+pub fn cloud_failure<'a>(errors: impl IntoIterator<Item = &'a CloudError>) -> Progress {
+    if errors.into_iter().any(CloudError::denied) {
+        Progress::Stalled(reasons::PERMISSION_DENIED)
+    } else {
+        Progress::Reconciling(reasons::PROVISIONING_FAILED)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::apps::v1::{StatefulSetSpec, StatefulSetStatus};
+
+    fn sts(generation: i64, observed: i64, ready: i32, updated: i32) -> StatefulSet {
+        StatefulSet {
+            metadata: kube::api::ObjectMeta {
+                generation: Some(generation),
+                ..Default::default()
+            },
+            spec: Some(StatefulSetSpec {
+                replicas: Some(2),
+                ..Default::default()
+            }),
+            status: Some(StatefulSetStatus {
+                observed_generation: Some(observed),
+                ready_replicas: Some(ready),
+                updated_replicas: Some(updated),
+                replicas: 2,
+                ..Default::default()
+            }),
+        }
+    }
+
+    /// Ready only when the StatefulSet controller saw the current generation and every replica is ready
+    /// and updated: the old pods of a rollout being ready is not enough.
+    #[test]
+    fn broker_ready_waits_for_the_rollout() {
+        assert_eq!(
+            broker_ready(&sts(3, 3, 2, 2)),
+            (true, "2/2 broker replicas ready".into())
+        );
+        assert!(!broker_ready(&sts(3, 2, 2, 2)).0, "generation not observed");
+        assert_eq!(
+            broker_ready(&sts(3, 3, 2, 1)),
+            (false, "2/2 broker replicas ready, 1/2 updated".into())
+        );
+        assert!(!broker_ready(&sts(3, 3, 1, 2)).0);
+    }
+
+    #[test]
+    fn a_denied_cloud_call_stalls_other_failures_are_retried() {
+        let err = |code: &str| CloudError {
+            action: "sns:CreateTopic",
+            code: Some(code.into()),
+            message: String::new(),
+        };
+        assert_eq!(
+            cloud_failure(&[err("Throttling"), err("AuthorizationError")]),
+            Progress::Stalled(reasons::PERMISSION_DENIED)
+        );
+        assert_eq!(
+            cloud_failure(&[err("Throttling")]),
+            Progress::Reconciling(reasons::PROVISIONING_FAILED)
+        );
+    }
 }

@@ -290,6 +290,10 @@ async fn first_reconcile_applies_config_rbac_service_and_statefulset_then_status
         assert_eq!(condition(&status, t)["status"], "Unknown", "{t}");
     }
     assert_eq!(condition(&status, "Ready")["status"], "False");
+    // kstatus: the bridge rolls out (no report yet), nothing is stalled.
+    assert_eq!(condition(&status, "Reconciling")["status"], "True");
+    assert_eq!(condition(&status, "Reconciling")["reason"], "Progressing");
+    assert_eq!(condition(&status, "Stalled")["status"], "False");
     assert_eq!(
         status["credentialsRevision"].as_str().unwrap(),
         pod_annotation(&reqs, "site-a", CREDENTIALS_HASH_ANNOTATION)
@@ -656,7 +660,8 @@ fn statefulset_ready(mock: &MockApi) {
     let path = format!("{APPS}/statefulsets/site-a-bridge");
     let mut sts = mock.object(&path).unwrap();
     sts["metadata"]["generation"] = json!(1);
-    sts["status"] = json!({"replicas": 1, "readyReplicas": 1, "observedGeneration": 1});
+    sts["status"] =
+        json!({"replicas": 1, "readyReplicas": 1, "updatedReplicas": 1, "observedGeneration": 1});
     let typed: k8s_openapi::api::apps::v1::StatefulSet = serde_json::from_value(sts).unwrap();
     mock.insert(&typed);
 }
@@ -695,6 +700,10 @@ async fn conditions_follow_the_runtime_report() {
             .unwrap()
             .starts_with("CloudConnected:")
     );
+    // Rolled out and reporting, but cut off from the cloud: neither Reconciling nor Stalled, only Ready says
+    // what does not work (kstatus InProgress by Ready=False; Argo CD Degraded).
+    assert_eq!(condition(&status, "Reconciling")["status"], "False");
+    assert_eq!(condition(&status, "Stalled")["status"], "False");
 
     // Cloud back, spool drained.
     with_runtime(
@@ -708,6 +717,8 @@ async fn conditions_follow_the_runtime_report() {
     assert_eq!(condition(&status, "Spooling")["status"], "False");
     assert_eq!(condition(&status, "CloudConnected")["status"], "True");
     assert_eq!(condition(&status, "Ready")["status"], "True");
+    assert_eq!(condition(&status, "Reconciling")["status"], "False");
+    assert_eq!(condition(&status, "Stalled")["status"], "False");
     assert!(events(&reqs).contains(&"Ready".to_string()));
 
     // A report older than a minute is not believed.

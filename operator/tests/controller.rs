@@ -195,6 +195,18 @@ async fn first_reconcile_of_a_nats_event_broker_with_deploy_broker() {
     assert_eq!(cond("Ready")["status"], "False");
     assert_eq!(cond("BrokerReady")["status"], "False");
     assert_eq!(cond("CredentialsReady")["status"], "True");
+    // kstatus: the workloads roll out; nothing keeps the operator from proceeding.
+    assert_eq!(cond("Reconciling")["status"], "True");
+    assert_eq!(cond("Reconciling")["reason"], "Progressing");
+    assert_eq!(cond("Reconciling")["message"], cond("Ready")["message"]);
+    assert_eq!(cond("Stalled")["status"], "False");
+    for t in ["Ready", "Reconciling", "Stalled"] {
+        assert_eq!(
+            cond(t)["observedGeneration"],
+            status["observedGeneration"],
+            "{t}"
+        );
+    }
 }
 
 #[tokio::test]
@@ -278,6 +290,24 @@ async fn an_invalid_spec_writes_only_the_status() {
         .unwrap();
     assert_eq!(ready["status"], "False");
     assert_eq!(ready["reason"], "InvalidSpec");
+    // kstatus: Stalled (Failed) with the same reason and message; not Reconciling.
+    let stalled = status["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "Stalled")
+        .unwrap();
+    assert_eq!(
+        (&stalled["status"], &stalled["reason"], &stalled["message"]),
+        (&"True".into(), &"InvalidSpec".into(), &ready["message"])
+    );
+    let reconciling = status["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "Reconciling")
+        .unwrap();
+    assert_eq!(reconciling["status"], "False");
     assert!(
         ready["message"]
             .as_str()

@@ -411,6 +411,9 @@ async fn a_missing_credentials_secret_is_credentials_ready_false() {
         "Secret aws-creds (spec.iotcore.credentials.secretName) not found"
     );
     assert_eq!(condition(&st, "Ready")["reason"], "SecretMissing");
+    assert_eq!(condition(&st, "Stalled")["status"], "True");
+    assert_eq!(condition(&st, "Stalled")["reason"], "SecretMissing");
+    assert_eq!(condition(&st, "Reconciling")["status"], "False");
     // Not reconciled: no finalizer either.
     assert!(
         !reqs

@@ -236,6 +236,9 @@ async fn first_reconcile_of_a_builtin_mqtt_broker() {
     );
     for (type_, value, reason) in [
         ("Ready", "False", "NotReady"),
+        // kstatus: the StatefulSet rolls out.
+        ("Reconciling", "True", "Progressing"),
+        ("Stalled", "False", "NotStalled"),
         ("EndpointReady", "False", "Progressing"),
         ("UsersReady", "True", "SecretsResolved"),
         ("CredentialsReady", "True", "SecretsResolved"),
@@ -262,13 +265,16 @@ async fn ready_once_the_statefulset_is_and_then_quiet() {
     // Stand in for the StatefulSet controller: the one replica is ready.
     let path = format!("{APPS}/statefulsets/workers");
     let mut sts = mock.object(&path).unwrap();
-    sts["status"] = json!({"replicas": 1, "readyReplicas": 1, "observedGeneration": 1});
+    sts["status"] =
+        json!({"replicas": 1, "readyReplicas": 1, "updatedReplicas": 1, "observedGeneration": 1});
     mock.0.lock().unwrap().objects.insert(path, sts);
 
     let reqs = run(&mock, &client, &mqb).await;
     let status = &applied(&reqs, "/mqttbrokers/workers/status")["status"];
     assert_eq!(condition(status, "Ready")["status"], "True");
     assert_eq!(condition(status, "EndpointReady")["status"], "True");
+    assert_eq!(condition(status, "Reconciling")["status"], "False");
+    assert_eq!(condition(status, "Stalled")["status"], "False");
     assert_eq!(events(&reqs), ["Ready"]);
 
     // A third reconcile of the same generation writes no status and records no event.

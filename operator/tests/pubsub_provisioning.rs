@@ -446,6 +446,9 @@ async fn denied_permissions_surface_in_topics_ready() {
         assert!(msg.contains(&format!("edge-prod-{n}")), "{msg}");
     }
     assert_eq!(condition(&st, "Ready")["status"], "False");
+    assert_eq!(condition(&st, "Stalled")["status"], "True");
+    assert_eq!(condition(&st, "Stalled")["reason"], "PermissionDenied");
+    assert_eq!(condition(&st, "Reconciling")["status"], "False");
 
     // The permission is granted: the next reconcile provisions them.
     fake.stop_failing(Method::CreateTopic);

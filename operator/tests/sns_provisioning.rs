@@ -402,6 +402,15 @@ async fn denied_permissions_surface_in_topics_ready() {
         "{msg}"
     );
     assert_eq!(condition(&st, "Ready")["status"], "False");
+    // A denied action waits for a change of the IAM policy: Stalled (kstatus Failed), not Reconciling.
+    let stalled = condition(&st, "Stalled");
+    assert_eq!(
+        (stalled["status"].as_str(), stalled["reason"].as_str()),
+        (Some("True"), Some("PermissionDenied")),
+        "{stalled}"
+    );
+    assert_eq!(stalled["message"], condition(&st, "Ready")["message"]);
+    assert_eq!(condition(&st, "Reconciling")["status"], "False");
     // The publisher is still applied (the ARN prefix is in the spec): it publishes once the policy is fixed.
     assert!(
         publisher_env(&mock, "denied")

@@ -26,8 +26,35 @@ pub fn crds()
 {
     vec![EventBroker::crd(), MqttBroker::crd(), BridgeLink::crd()]
         .into_iter()
-        .map(|crd| merge_crds(vec![crd], "v1alpha1").expect("a single version always merges"))
+        .map(|crd| {
+            let mut crd =
+                merge_crds(vec![crd], "v1alpha1").expect("a single version always merges");
+            default_status(&mut crd);
+            crd
+        })
         .collect()
+}
+
+/// What the API server shows as `status` of an object the operator has not written yet:
+/// `{observedGeneration: -1}`. A new object then reads as "generation 1 not observed yet", which kstatus
+/// (Flux) calls `InProgress` and the Argo CD health check `Progressing`; without it an object without status
+/// has no conditions and kstatus calls it `Current` right after `kubectl apply`. (Flux's own kinds default
+/// their status the same way.) The default is applied when an object is read, so it needs no write.
+fn default_status(
+    crd: &mut k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+) {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::JSON;
+    for version in &mut crd.spec.versions {
+        let status = version
+            .schema
+            .as_mut()
+            .and_then(|s| s.open_api_v3_schema.as_mut())
+            .and_then(|s| s.properties.as_mut())
+            .and_then(|p| p.get_mut("status"));
+        if let Some(status) = status {
+            status.default = Some(JSON(serde_json::json!({"observedGeneration": -1})));
+        }
+    }
 }
 
 /// A CRD as the YAML checked in under `crds/`.

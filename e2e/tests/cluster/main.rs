@@ -12,6 +12,8 @@ mod support;
 mod bridgelink;
 mod control_plane;
 mod eventbroker;
+mod helm;
+mod kstatus;
 mod managed;
 mod mqttbroker;
 mod operator;

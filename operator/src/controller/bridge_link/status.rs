@@ -4,7 +4,7 @@
 use super::validate::ValidatedBridgeLink;
 use crate::reconcile::Invalid;
 use crate::status::broker_ready;
-use edgewire_api::condition::{self, reasons, types};
+use edgewire_api::condition::{self, Progress, reasons, types};
 use edgewire_api::{BridgeLink, BridgeLinkStatus, BridgeRuntime};
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
@@ -133,44 +133,54 @@ pub fn desired(
         ),
     };
     let is_true = |c: &Condition| c.status == "True";
-    let (ready, ready_reason, ready_msg) = if !workload_ok {
+    // Until the agent's first report the rollout is not over; a bridge that reported and lost a broker (or
+    // stopped reporting) runs as specified and does not work.
+    let waiting = matches!(view, RuntimeView::Absent);
+    let (progress, ready_reason, ready_msg) = if !workload_ok {
         (
-            false,
+            Progress::Reconciling(reasons::PROGRESSING),
             reasons::PROGRESSING,
             workload_msg.replace("broker", "bridge"),
         )
     } else if !is_true(&edge) {
         (
-            false,
+            if waiting {
+                Progress::Reconciling(reasons::PROGRESSING)
+            } else {
+                Progress::NotWorking
+            },
             reasons::NOT_READY,
             format!("EdgeConnected: {}", edge.message),
         )
     } else if !is_true(&cloud) {
         (
-            false,
+            Progress::NotWorking,
             reasons::NOT_READY,
             format!("CloudConnected: {}", cloud.message),
         )
     } else {
         (
-            true,
+            Progress::Ready,
             reasons::READY,
             "the bridge is running and connected to both brokers".to_string(),
         )
     };
-    let conditions = vec![
-        condition::new(
-            types::CREDENTIALS_READY,
-            true,
-            reasons::SECRETS_RESOLVED,
-            "every referenced broker, Secret and key exists",
-            generation,
-        ),
-        edge,
-        cloud,
-        spooling,
-        condition::new(types::READY, ready, ready_reason, ready_msg, generation),
-    ];
+    let conditions = [
+        vec![
+            condition::new(
+                types::CREDENTIALS_READY,
+                true,
+                reasons::SECRETS_RESOLVED,
+                "every referenced broker, Secret and key exists",
+                generation,
+            ),
+            edge,
+            cloud,
+            spooling,
+        ],
+        condition::summary(progress, ready_reason, ready_msg, generation),
+    ]
+    .concat();
     BridgeLinkStatus {
         observed_generation: generation,
         conditions: condition::merge(&current.conditions, conditions),

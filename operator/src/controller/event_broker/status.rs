@@ -7,24 +7,31 @@ use super::build::publisher::ingress_url;
 use super::validate::ValidatedEventBroker;
 use crate::reconcile::Invalid;
 use crate::status::broker_ready;
-use edgewire_api::condition::{self, reasons, types};
+use edgewire_api::condition::{self, Progress, reasons, types};
 use edgewire_api::{EventBroker, EventBrokerStatus};
 use k8s_openapi::api::apps::v1::Deployment;
 
-/// (ready, message) of the publisher Deployment: its `Available` condition, or all replicas available.
+/// (ready, message) of the publisher Deployment: its controller saw the current generation, every replica is
+/// updated to it and available, and its `Available` condition is not False (while a rollout replaces pods,
+/// `Reconciling` stays True).
 pub fn publisher_ready(d: &Deployment) -> (bool, String) {
     let want = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
     let status = d.status.as_ref();
     let available = status.and_then(|s| s.available_replicas).unwrap_or(0);
+    let updated = status.and_then(|s| s.updated_replicas).unwrap_or(0);
+    let current_gen = status.and_then(|s| s.observed_generation) >= d.metadata.generation;
     let cond = status
         .and_then(|s| s.conditions.as_ref())
         .and_then(|cs| cs.iter().find(|c| c.type_ == "Available"))
         .map(|c| c.status == "True");
-    let ok = want == 0 || (available >= want && cond != Some(false));
-    (
-        ok,
-        format!("{available}/{want} publisher replicas available"),
-    )
+    let ok =
+        current_gen && (want == 0 || (available >= want && updated >= want && cond != Some(false)));
+    let msg = if ok || !current_gen || updated >= want {
+        format!("{available}/{want} publisher replicas available")
+    } else {
+        format!("{available}/{want} publisher replicas available, {updated}/{want} updated")
+    };
+    (ok, msg)
 }
 
 /// The status of a reconciled EventBroker.
@@ -90,9 +97,15 @@ pub fn desired(eb: &EventBroker, v: &ValidatedEventBroker, applied: &Applied) ->
             "no managed-cloud topics for this adapter",
             generation,
         ),
-        condition::new(
-            types::READY,
-            ready,
+    ];
+    let conditions = [
+        conditions,
+        condition::summary(
+            if ready {
+                Progress::Ready
+            } else {
+                Progress::Reconciling(reasons::PROGRESSING)
+            },
             if ready {
                 reasons::READY
             } else {
@@ -101,7 +114,8 @@ pub fn desired(eb: &EventBroker, v: &ValidatedEventBroker, applied: &Applied) ->
             ready_msg,
             generation,
         ),
-    ];
+    ]
+    .concat();
     EventBrokerStatus {
         observed_generation: generation,
         conditions: condition::merge(&current.conditions, conditions),

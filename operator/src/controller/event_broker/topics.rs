@@ -195,7 +195,8 @@ pub async fn provision(eb: &EventBroker, v: &mut ValidatedEventBroker, refs: &Re
 }
 
 /// `TopicsReady` and `status.topics` from the provisioned topics (no topics: not applicable). `Ready` is
-/// False while a topic failed.
+/// False while a topic failed, with `Stalled` when the cloud denied a call and `Reconciling` otherwise (see
+/// [`crate::status::cloud_failure`]).
 pub fn apply_status(eb: &EventBroker, status: &mut EventBrokerStatus, topics: &[Topic]) {
     if !provisioning(eb) {
         return;
@@ -239,9 +240,9 @@ pub fn apply_status(eb: &EventBroker, status: &mut EventBrokerStatus, topics: &[
     );
     let mut conds: Vec<Condition> = vec![topics_cond];
     if !ok {
-        conds.push(condition::new(
-            types::READY,
-            false,
+        let progress = crate::status::cloud_failure(topics.iter().filter_map(|t| t.error.as_ref()));
+        conds.extend(condition::summary(
+            progress,
             reasons::PROVISIONING_FAILED,
             msg,
             generation,

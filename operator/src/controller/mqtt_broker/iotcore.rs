@@ -17,7 +17,7 @@ use crate::cloud::iot::{self, MQTTS_PORT, RuleChange, rule_name_of_arn};
 use crate::context::Context;
 use crate::reconcile::Invalid;
 use crate::reconcile::{Error, abandon_cleanup, has_finalizer, not_reconciled, set_finalizer};
-use edgewire_api::condition::{self, reasons, types};
+use edgewire_api::condition::{self, Progress, reasons, types};
 use edgewire_api::{DeletionPolicy, MqttBroker, MqttBrokerStatus};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
@@ -273,9 +273,20 @@ pub fn desired(mqb: &MqttBroker, v: &ValidatedIotCore, o: &Observed) -> MqttBrok
             rule_msg,
             generation,
         ),
-        condition::new(
-            types::READY,
-            ready,
+    ];
+    let errors = [
+        o.endpoint.as_ref().err(),
+        o.rule.as_ref().and_then(|r| r.as_ref().err()),
+        o.old_rule.as_ref().and_then(|r| r.as_ref().err()),
+    ];
+    let conditions = [
+        conditions,
+        condition::summary(
+            if ready {
+                Progress::Ready
+            } else {
+                crate::status::cloud_failure(errors.into_iter().flatten())
+            },
             if ready {
                 reasons::READY
             } else {
@@ -284,7 +295,8 @@ pub fn desired(mqb: &MqttBroker, v: &ValidatedIotCore, o: &Observed) -> MqttBrok
             ready_msg,
             generation,
         ),
-    ];
+    ]
+    .concat();
     MqttBrokerStatus {
         observed_generation: generation,
         conditions: condition::merge(&current.conditions, conditions),

@@ -5,7 +5,7 @@ use super::apply::Applied;
 use super::validate::ValidatedMqttBroker;
 use crate::reconcile::Invalid;
 use crate::status::broker_ready;
-use edgewire_api::condition::{self, reasons, types};
+use edgewire_api::condition::{self, Progress, reasons, types};
 use edgewire_api::{MqttBroker, MqttBrokerStatus, MqttUserStatus};
 
 /// The status of a reconciled MqttBroker.
@@ -51,9 +51,15 @@ pub fn desired(mqb: &MqttBroker, v: &ValidatedMqttBroker, applied: &Applied) -> 
             "a builtin broker has no IoT topic rule",
             generation,
         ),
-        condition::new(
-            types::READY,
-            endpoint_ok,
+    ];
+    let conditions = [
+        conditions,
+        condition::summary(
+            if endpoint_ok {
+                Progress::Ready
+            } else {
+                Progress::Reconciling(reasons::PROGRESSING)
+            },
             if endpoint_ok {
                 reasons::READY
             } else {
@@ -62,7 +68,8 @@ pub fn desired(mqb: &MqttBroker, v: &ValidatedMqttBroker, applied: &Applied) -> 
             ready_msg,
             generation,
         ),
-    ];
+    ]
+    .concat();
     MqttBrokerStatus {
         observed_generation: generation,
         conditions: condition::merge(&current.conditions, conditions),
