@@ -14,6 +14,7 @@ use std::collections::BTreeMap;
     group = "edgewire.dev",
     version = "v1alpha1",
     kind = "BridgeLink",
+    doc = "An edge-to-cloud bridge: topics mapped in each direction between an edge broker and a cloud broker, with a durable store-and-forward spool.",
     plural = "bridgelinks",
     shortname = "bl",
     category = "edgewire",
