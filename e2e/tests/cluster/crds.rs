@@ -448,5 +448,71 @@ fn kubectl_explain_shows_the_field_docs() {
         }
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
-    eprintln!("kubectl explain shows the description of the 3 kinds and their {fields} spec fields");
+    eprintln!(
+        "kubectl explain shows the description of the 3 kinds and their {fields} spec fields"
+    );
+}
+
+/// Where a schema sets `default` under `schema` (`.qos`, `[]` for list items).
+fn defaults_under(schema: &Value, path: &str, out: &mut Vec<String>) {
+    if schema.get("default").is_some() {
+        out.push(path.to_string());
+    }
+    if let Some(props) = schema["properties"].as_object() {
+        for (k, sub) in props {
+            defaults_under(sub, &format!("{path}.{k}"), out);
+        }
+    }
+    if schema["items"].is_object() {
+        defaults_under(&schema["items"], &format!("{path}[]"), out);
+    }
+    if schema["additionalProperties"].is_object() {
+        defaults_under(&schema["additionalProperties"], &format!("{path}{{}}"), out);
+    }
+}
+
+/// Atomic lists (no `x-kubernetes-list-type` map or set) with a `default` somewhere in their items:
+/// (list path, defaulted paths).
+fn defaulted_atomic_lists(schema: &Value, path: &str, out: &mut Vec<(String, Vec<String>)>) {
+    let atomic = schema["type"] == "array"
+        && !matches!(
+            schema["x-kubernetes-list-type"].as_str(),
+            Some("map" | "set")
+        );
+    if atomic && schema["items"].is_object() {
+        let mut found = Vec::new();
+        defaults_under(&schema["items"], &format!("{path}[]"), &mut found);
+        if !found.is_empty() {
+            out.push((path.to_string(), found));
+        }
+    }
+    if let Some(props) = schema["properties"].as_object() {
+        for (k, sub) in props {
+            defaulted_atomic_lists(sub, &format!("{path}.{k}"), out);
+        }
+    }
+    if schema["items"].is_object() {
+        defaulted_atomic_lists(&schema["items"], &format!("{path}[]"), out);
+    }
+}
+
+/// No atomic list of the served CRDs has a schema default inside its items. Server-side apply compares an
+/// atomic list whole: the stored list, defaults filled in, never equals a manifest that leaves the
+/// defaulted field out, so every re-apply of that unchanged manifest rewrites the applier's
+/// `managedFields` entry and bumps the object's resourceVersion (the samples scenario's no-drift check
+/// caught `BridgeLink.spec.rules[].qos`). A default there belongs in the code that reads the field.
+#[test]
+fn no_atomic_list_of_the_crds_has_a_schema_default_in_its_items() {
+    let cluster = Cluster::start();
+    let mut found = Vec::new();
+    for (kind, _, schema) in served_crds(&cluster) {
+        let mut here = Vec::new();
+        defaulted_atomic_lists(&schema, "", &mut here);
+        found.extend(here.into_iter().map(|(l, d)| format!("{kind} {l}: {d:?}")));
+    }
+    assert!(
+        found.is_empty(),
+        "atomic lists with schema defaults in their items (re-applies bump resourceVersion):\n{}",
+        found.join("\n")
+    );
 }

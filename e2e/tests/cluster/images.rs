@@ -42,7 +42,10 @@ fn image_names() -> BTreeMap<String, String> {
     );
     let names = parse_env(&String::from_utf8_lossy(&out.stdout));
     for key in ["EDGEWIRE_OPERATOR_IMAGE", "EDGEWIRE_AGENT_IMAGE"] {
-        assert!(names.contains_key(key), "--print-names printed no {key}: {names:?}");
+        assert!(
+            names.contains_key(key),
+            "--print-names printed no {key}: {names:?}"
+        );
     }
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .filter(|t| !t.is_empty())
@@ -80,7 +83,12 @@ fn images_of(spec: &Value) -> Vec<(String, String)> {
     ["/initContainers", "/containers"]
         .iter()
         .flat_map(|p| at(spec, p).as_array().cloned().unwrap_or_default())
-        .map(|c| (str_at(&c, "/name").to_string(), str_at(&c, "/image").to_string()))
+        .map(|c| {
+            (
+                str_at(&c, "/name").to_string(),
+                str_at(&c, "/image").to_string(),
+            )
+        })
         .collect()
 }
 
@@ -166,19 +174,22 @@ fn the_chart_and_the_operators_workloads_reference_the_images_make_image_builds(
         ("StatefulSet", "workers"),
         ("StatefulSet", "site-a-bridge"),
     ];
-    let workloads = op.wait("the publisher, MQTT broker and bridge workloads with pods", || {
-        let ws = cluster.list(&ns, "deployments.apps,statefulsets.apps", "");
-        for (kind, name) in agent_containers {
-            let w = ws
-                .iter()
-                .find(|w| w["kind"] == kind && str_at(w, "/metadata/name") == name)
-                .ok_or_else(|| format!("no {kind} {name}"))?;
-            if at(w, "/status/readyReplicas").as_i64().unwrap_or(0) < 1 {
-                return Err(format!("{kind} {name}: {}", at(w, "/status")));
+    let workloads = op.wait(
+        "the publisher, MQTT broker and bridge workloads with pods",
+        || {
+            let ws = cluster.list(&ns, "deployments.apps,statefulsets.apps", "");
+            for (kind, name) in agent_containers {
+                let w = ws
+                    .iter()
+                    .find(|w| w["kind"] == kind && str_at(w, "/metadata/name") == name)
+                    .ok_or_else(|| format!("no {kind} {name}"))?;
+                if at(w, "/status/readyReplicas").as_i64().unwrap_or(0) < 1 {
+                    return Err(format!("{kind} {name}: {}", at(w, "/status")));
+                }
             }
-        }
-        Ok(ws)
-    });
+            Ok(ws)
+        },
+    );
     let mut checked = Vec::new();
     for w in &workloads {
         let id = format!("{}/{}", str_at(w, "/kind"), str_at(w, "/metadata/name"));

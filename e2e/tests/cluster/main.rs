@@ -11,9 +11,14 @@ mod support;
 
 mod bridgelink;
 mod control_plane;
+mod crds;
+mod deletion;
+mod drift;
 mod eventbroker;
+mod images;
 mod managed;
 mod mqttbroker;
 mod operator;
 mod publisher;
+mod rbac;
 mod samples;
