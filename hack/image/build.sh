@@ -3,6 +3,8 @@
 # (`make image`; docs/images.md).
 #
 #   hack/image/build.sh [--profile release|debug] [--out DIR] [--no-sbom]
+#   hack/image/build.sh --print-names    the image names and tags a build would give (images.env's
+#                                        EDGEWIRE_*_{IMAGE,REPOSITORY,TAG} lines), and nothing else: no build
 #
 # From the binaries in ${CARGO_TARGET_DIR:-target}/<profile>/ (build them first: `make image` does), each image
 # is one layer holding a minimal root filesystem:
@@ -40,12 +42,14 @@ PREFIX="${IMAGE_REPOSITORY_PREFIX:-ghcr.io/edgewire}"
 PROFILE=release
 OUT=""
 SBOM=1
+PRINT_NAMES=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --profile) PROFILE="$2"; shift 2 ;;
     --out) OUT="$2"; shift 2 ;;
     --no-sbom) SBOM=0; shift ;;
-    *) echo "usage: $0 [--profile release|debug] [--out DIR] [--no-sbom]" >&2; exit 2 ;;
+    --print-names) PRINT_NAMES=1; shift ;;
+    *) echo "usage: $0 [--profile release|debug] [--out DIR] [--no-sbom] | --print-names" >&2; exit 2 ;;
   esac
 done
 case "$PROFILE" in
@@ -56,6 +60,32 @@ esac
 BIN_DIR="$TARGET/$PROFILE"
 
 die() { echo "image: $*" >&2; exit 1; }
+
+# Version, license and repository from Cargo.toml's [workspace.package] (the crates inherit them), titles and
+# descriptions from the crates' own Cargo.toml.
+toml() { # toml FILE KEY.PATH
+  python3 -c 'import functools, sys, tomllib
+print(functools.reduce(lambda d, k: d[k], sys.argv[2].split("."), tomllib.load(open(sys.argv[1], "rb"))))' "$1" "$2"
+}
+VERSION="$(toml "$ROOT/Cargo.toml" workspace.package.version)"
+
+# The names and tags of the images: <prefix>/<binary>:<workspace version>, the chart's default repositories
+# and its appVersion (charts/edgewire/values.yaml, Chart.yaml). The build below and --print-names both use
+# these, and the end-to-end tests read them through --print-names (e2e/tests/cluster/images.rs).
+image_repository() { echo "$PREFIX/$1"; }
+image_tag() { echo "$VERSION"; }
+names_env() { # names_env BINARY: its images.env lines for name and tag
+  local upper
+  upper="$(tr a-z- A-Z_ <<<"${1#edgewire-}")"
+  echo "EDGEWIRE_${upper}_IMAGE=$(image_repository "$1"):$(image_tag)"
+  echo "EDGEWIRE_${upper}_REPOSITORY=$(image_repository "$1")"
+  echo "EDGEWIRE_${upper}_TAG=$(image_tag)"
+}
+if [ "$PRINT_NAMES" = 1 ]; then
+  echo "EDGEWIRE_IMAGE_VERSION=$VERSION"
+  for name in edgewire-operator edgewire-agent; do names_env "$name"; done
+  exit 0
+fi
 for t in ldd readelf objcopy dpkg dpkg-query python3; do
   command -v "$t" >/dev/null || die "$t not found (a Debian/Ubuntu machine; see make deps)"
 done
@@ -65,13 +95,6 @@ CA_BUNDLE=/etc/ssl/certs/ca-certificates.crt
 TOOLS="$(bash "$HERE/tools.sh")"
 IMG="$TOOLS/edgewire-image"
 
-# Version, license and repository from Cargo.toml's [workspace.package] (the crates inherit them), titles and
-# descriptions from the crates' own Cargo.toml.
-toml() { # toml FILE KEY.PATH
-  python3 -c 'import functools, sys, tomllib
-print(functools.reduce(lambda d, k: d[k], sys.argv[2].split("."), tomllib.load(open(sys.argv[1], "rb"))))' "$1" "$2"
-}
-VERSION="$(toml "$ROOT/Cargo.toml" workspace.package.version)"
 LICENSE="$(toml "$ROOT/Cargo.toml" workspace.package.license)"
 SOURCE="$(toml "$ROOT/Cargo.toml" workspace.package.repository)"
 for crate in operator agent; do
@@ -220,9 +243,9 @@ for name in edgewire-operator edgewire-agent; do
   assemble_rootfs "$bin" "$name" "$rootfs"
   archive="$OUT/$name.oci.tar"
   rm -f "$OUT/$name.spdx.json" # never leave an SBOM of an older archive beside a new one
-  ref="$PREFIX/$name"
+  ref="$(image_repository "$name")"
   upper="$(tr a-z- A-Z_ <<<"${name#edgewire-}")"
-  line="$("$IMG" build --rootfs "$rootfs" --out "$archive" --name "$ref" --tag "$VERSION" \
+  line="$("$IMG" build --rootfs "$rootfs" --out "$archive" --name "$ref" --tag "$(image_tag)" \
     --epoch "$SOURCE_DATE_EPOCH" --arch "$ARCH" --user 65532:65532 --workdir /home/nonroot \
     --entrypoint "/usr/local/bin/$name" \
     --env PATH=/usr/local/bin --env SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt \
@@ -239,9 +262,7 @@ for name in edgewire-operator edgewire-agent; do
   unpacked="$(du -sb "$rootfs" | cut -f1)"
   compressed="$(stat -c %s "$archive")"
   {
-    echo "EDGEWIRE_${upper}_IMAGE=$ref:$VERSION"
-    echo "EDGEWIRE_${upper}_REPOSITORY=$ref"
-    echo "EDGEWIRE_${upper}_TAG=$VERSION"
+    names_env "$name"
     echo "EDGEWIRE_${upper}_DIGEST=$digest"
     echo "EDGEWIRE_${upper}_ARCHIVE=$archive"
   } >>"$ENV_FILE"

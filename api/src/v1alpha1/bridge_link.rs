@@ -14,6 +14,7 @@ use std::collections::BTreeMap;
     group = "edgewire.dev",
     version = "v1alpha1",
     kind = "BridgeLink",
+    doc = "An edge-to-cloud bridge: topics mapped in each direction between an edge broker and a cloud broker, with a durable store-and-forward spool.",
     plural = "bridgelinks",
     shortname = "bl",
     category = "edgewire",
@@ -106,14 +107,23 @@ pub struct BridgeRule {
     /// Target pattern; `*` and `#` take what `from` captured.
     pub to: TopicPattern,
     /// MQTT QoS used on MQTT sides (default 1).
+    // Defaulted when read, not by the API server: `rules` is an atomic list, and a schema default inside
+    // one makes every re-apply of a manifest that leaves qos out differ from the stored list, so server-side
+    // apply rewrites the applier's managedFields entry and bumps the resourceVersion of an unchanged object
+    // (seen on the real control plane: e2e/tests/cluster/samples.rs, crds.rs).
     #[serde(default = "default_rule_qos")]
-    #[schemars(range(min = 0, max = 2))]
+    #[schemars(range(min = 0, max = 2), transform = no_schema_default)]
     #[x_kube(validation = Rule::new("self >= 0 && self <= 2").message("rules[].qos must be 0, 1 or 2"))]
     pub qos: u8,
 }
 
 fn default_rule_qos() -> u8 {
     1
+}
+
+/// Drops the `default` schemars derives from `#[serde(default)]`.
+fn no_schema_default(schema: &mut schemars::Schema) {
+    schema.remove("default");
 }
 
 /// What happens when the spool reaches `maxBytes`.

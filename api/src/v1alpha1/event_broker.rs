@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
     group = "edgewire.dev",
     version = "v1alpha1",
     kind = "EventBroker",
+    doc = "A CloudEvents publisher workload in front of the broker a team runs (or one the operator deploys), plus topic provisioning on managed clouds (AWS SNS, Google Pub/Sub).",
     plural = "eventbrokers",
     shortname = "eb",
     category = "edgewire",

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
     group = "edgewire.dev",
     version = "v1alpha1",
     kind = "MqttBroker",
+    doc = "An MQTT broker for workers: builtin (Mosquitto in the cluster, users and topic permissions from the spec) or AWS IoT Core.",
     plural = "mqttbrokers",
     shortname = "mqb",
     category = "edgewire",

@@ -287,7 +287,8 @@ fn a_spec_edit_bumps_generation_and_observed_generation_follows() {
 }
 
 /// Changing the data of a referenced Secret changes the pod-template `edgewire.dev/credentials-hash` of the
-/// publisher and of the deployed broker (so both roll), and `status.credentialsRevision`.
+/// publisher and of the deployed broker (so both roll), and `status.credentialsRevision`; the Deployment
+/// controller then rolls the publisher to a new ReplicaSet.
 #[test]
 fn a_changed_referenced_secret_changes_the_credentials_hash() {
     let cluster = Cluster::start();
@@ -312,6 +313,34 @@ fn a_changed_referenced_secret_changes_the_credentials_hash() {
         sts_before, before,
         "broker pod-template hash vs status.credentialsRevision"
     );
+
+    // The publisher's ReplicaSets before: one, made by the Deployment controller from this template.
+    let replica_sets = |hash: &str| -> Vec<(String, i64)> {
+        cluster
+            .list(
+                &ns,
+                "replicasets.apps",
+                &format!("app.kubernetes.io/instance={EB}"),
+            )
+            .iter()
+            .filter(|rs| {
+                at(rs, "/metadata/ownerReferences/0/name") == publisher.as_str()
+                    && credentials_hash(rs) == hash
+            })
+            .map(|rs| {
+                (
+                    str_at(rs, "/metadata/name").to_string(),
+                    at(rs, "/status/readyReplicas").as_i64().unwrap_or(0),
+                )
+            })
+            .collect()
+    };
+    let old_rs = op.wait("the publisher's ReplicaSet", || {
+        match replica_sets(&pub_before)[..] {
+            [(ref name, 1)] => Ok(name.clone()),
+            ref other => Err(format!("{other:?}")),
+        }
+    });
 
     // Rotate: the token changes (base64 of "rotated-token").
     cluster.kubectl_ok(&[
@@ -345,6 +374,23 @@ fn a_changed_referenced_secret_changes_the_credentials_hash() {
         sts_after, pub_after,
         "the broker (rendered with the token) must roll with the publisher"
     );
+    // The real Deployment controller rolls the publisher: a new ReplicaSet from the new template becomes
+    // ready (kwok), the old one is scaled to zero.
+    let new_rs = op.wait(
+        "a new ready ReplicaSet of the publisher",
+        || match replica_sets(&pub_after)[..] {
+            [(ref name, 1)] if *name != old_rs => Ok(name.clone()),
+            ref other => Err(format!("{other:?}")),
+        },
+    );
+    op.wait("the old ReplicaSet scaled to zero", || {
+        let rs = cluster.get_json(&ns, "replicasets.apps", &old_rs);
+        match at(&rs, "/spec/replicas").as_i64() {
+            Some(0) => Ok(()),
+            other => Err(format!("spec.replicas {other:?}")),
+        }
+    });
+    eprintln!("rotation rolled the publisher: ReplicaSet {old_rs} -> {new_rs}");
 
     // The rotation is recorded as an Event on the EventBroker.
     op.wait("a CredentialsRotated Event", || {

@@ -11,11 +11,16 @@ mod support;
 
 mod bridgelink;
 mod control_plane;
+mod crds;
+mod deletion;
+mod drift;
 mod eventbroker;
 mod helm;
+mod images;
 mod kstatus;
 mod managed;
 mod mqttbroker;
 mod operator;
 mod publisher;
+mod rbac;
 mod samples;

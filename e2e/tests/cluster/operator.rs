@@ -6,7 +6,7 @@ use crate::support::manifests::{
 };
 use crate::support::operator::OperatorOpts;
 use crate::support::{
-    ChildRef, Cluster, Operator, condition_status, generations, keys, status_summary,
+    ChildRef, Cluster, Operator, condition_status, generations, keys, status_summary, str_at,
 };
 use std::time::{Duration, Instant};
 
@@ -233,6 +233,8 @@ fn only_the_leader_reconciles_and_the_other_takes_over_after_kill9() {
         std::thread::sleep(Duration::from_millis(500));
     }
 
+    // Its Ready Event is op-a's (see the end).
+    wait_ready(&cluster, &a, &ns, "first");
     a.kill9();
     let killed = Instant::now();
     cluster.apply_yaml(&nats_external(&ns, "second", SECRET));
@@ -265,4 +267,35 @@ fn only_the_leader_reconciles_and_the_other_takes_over_after_kill9() {
         ],
         "children of the EventBroker reconciled by the new leader"
     );
+
+    // What each leader did is visible to users in `kubectl events`: the Ready Events of both EventBrokers,
+    // each reported by the process that led when it happened.
+    for (eb, leader) in [("first", "op-a"), ("second", "op-b")] {
+        let target = format!("eventbroker/{eb}");
+        let row = b.wait(&format!("kubectl events --for {target}"), || {
+            let table = cluster.kubectl_ok(&["events", "-n", &ns, "--for", &target]);
+            table
+                .lines()
+                .find(|l| {
+                    let cells: Vec<&str> = l.split_whitespace().collect();
+                    cells.contains(&"Normal")
+                        && cells.contains(&"Ready")
+                        && cells.iter().any(|c| c.eq_ignore_ascii_case(&target))
+                })
+                .map(str::to_string)
+                .ok_or(table)
+        });
+        let events = cluster.list(&ns, "events.events.k8s.io", "");
+        let reporters: Vec<&str> = events
+            .iter()
+            .filter(|e| str_at(e, "/regarding/name") == eb && e["reason"] == "Ready")
+            .map(|e| str_at(e, "/reportingInstance"))
+            .collect();
+        assert_eq!(
+            reporters,
+            [leader],
+            "the Ready Event of {eb} is reported by {reporters:?}"
+        );
+        eprintln!("kubectl events --for {target}: {row}");
+    }
 }

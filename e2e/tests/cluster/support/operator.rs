@@ -26,6 +26,10 @@ pub struct OperatorOpts {
     pub lease_seconds: u64,
     /// `--watch-namespace` (none: all namespaces).
     pub watch_namespace: Option<String>,
+    /// The kubeconfig it runs with (none: the chart's ServiceAccount's, [`Cluster::operator_kubeconfig`]).
+    pub kubeconfig: Option<PathBuf>,
+    /// More arguments of `run` (e.g. the chart's `--agent-image`).
+    pub args: Vec<String>,
 }
 
 impl OperatorOpts {
@@ -36,6 +40,8 @@ impl OperatorOpts {
             lease_name: format!("edgewire-operator-{ns}"),
             lease_seconds: 15,
             watch_namespace: Some(ns.into()),
+            kubeconfig: None,
+            args: Vec::new(),
         }
     }
 }
@@ -82,7 +88,13 @@ impl Operator {
             "--identity",
             &opts.identity,
         ])
-        .env("KUBECONFIG", cluster.operator_kubeconfig())
+        .args(&opts.args)
+        .env(
+            "KUBECONFIG",
+            opts.kubeconfig
+                .clone()
+                .unwrap_or_else(|| cluster.operator_kubeconfig()),
+        )
         .env("EDGEWIRE_LOG_FORMAT", "json")
         // A panic then fits in the log tail shown by failed assertions.
         .env("RUST_BACKTRACE", "0")
