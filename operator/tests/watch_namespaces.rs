@@ -3,6 +3,7 @@
 //! controllers run against the mocked API until every list they start with has been seen; then they are
 //! stopped and the paths of every request are checked.
 
+#[allow(dead_code)] // the shared mock API; this test uses its request log only
 mod support;
 
 use edgewire_operator::runtime::{namespaces, run_controllers};

@@ -128,15 +128,15 @@ fn walk(path: &str, schema: &JSONSchemaProps, required: bool, rows: &mut Vec<Row
             walk(&format!("{path}.{name}"), child, required, rows);
         }
     }
-    if let Some(JSONSchemaPropsOrArray::Schema(items)) = &schema.items {
-        if items.properties.is_some() {
-            walk_children(&format!("{path}[]"), items, rows);
-        }
+    if let Some(JSONSchemaPropsOrArray::Schema(items)) = &schema.items
+        && items.properties.is_some()
+    {
+        walk_children(&format!("{path}[]"), items, rows);
     }
-    if let Some(JSONSchemaPropsOrBool::Schema(values)) = &schema.additional_properties {
-        if values.properties.is_some() {
-            walk_children(&format!("{path}{{}}"), values, rows);
-        }
+    if let Some(JSONSchemaPropsOrBool::Schema(values)) = &schema.additional_properties
+        && values.properties.is_some()
+    {
+        walk_children(&format!("{path}{{}}"), values, rows);
     }
 }
 

@@ -190,6 +190,7 @@ mod tests {
     use std::fs::{self, OpenOptions};
     use std::io::Write;
     use std::path::Path;
+    use std::time::Instant;
 
     fn opts(dir: &Path, max: u64, overflow: Overflow, seg: u64) -> SpoolOptions {
         SpoolOptions {
@@ -249,7 +250,7 @@ mod tests {
             // The writer writes the final cursor once the appender is gone, then stops.
             drop(a);
             until("the final cursor", || {
-                read_cursor(d.path()).is_ok_and(|(seq, _)| seq == 400)
+                cursor::read(d.path()).is_ok_and(|(seq, _)| seq == 400)
             })
             .await;
         }
