@@ -442,7 +442,7 @@ mod tests {
             "status {status}"
         );
         if status.is_client_error() {
-            prop_assert_eq!(ct.as_deref(), Some(problem::PROBLEM_CONTENT_TYPE));
+            prop_assert_eq!(ct.as_deref(), Some(super::super::problem::PROBLEM_CONTENT_TYPE));
         }
         Ok(())
     }

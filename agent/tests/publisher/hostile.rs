@@ -216,8 +216,8 @@ async fn amqp_short_strings_over_255_bytes_are_400() {
     let long = "x".repeat(300);
     let mut cases: Vec<(&str, Value)> = Vec::new();
     cases.push(("id", event("edge.node.registered", &long, json!({}))));
-    let mut ev = event("edge.node.registered", "2", json!({}));
-    ev["datacontenttype"] = json!(format!("application/{long}"));
+    let mut ev = event("edge.node.registered", "2", json!("text"));
+    ev["datacontenttype"] = json!(format!("text/{long}"));
     cases.push(("datacontenttype", ev));
     let mut ev = event("edge.node.registered", "3", json!({}));
     ev["a".repeat(250)] = json!("x");
@@ -484,8 +484,10 @@ async fn mqtt_event_over_the_packet_limit_is_413_and_concurrent_small_events_pas
         .header("content-type", "application/octet-stream")
         .body(big)
         .send();
+    let ids: Vec<String> = (0..20).map(|i| format!("s{i}")).collect();
     let small = futures::future::join_all(
-        (0..20).map(|i| ing.post_binary("edge.node.small", &format!("s{i}"), "{}")),
+        ids.iter()
+            .map(|id| ing.post_binary("edge.node.small", id, "{}")),
     );
     let (big, small) = tokio::join!(big_req, small);
     let (status, slug, body) = problem(big.unwrap()).await;
