@@ -442,7 +442,10 @@ mod tests {
             "status {status}"
         );
         if status.is_client_error() {
-            prop_assert_eq!(ct.as_deref(), Some(super::super::problem::PROBLEM_CONTENT_TYPE));
+            prop_assert_eq!(
+                ct.as_deref(),
+                Some(super::super::problem::PROBLEM_CONTENT_TYPE)
+            );
         }
         Ok(())
     }
