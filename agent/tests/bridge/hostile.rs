@@ -15,7 +15,9 @@ use crate::{mqtt_ep, nats_ep};
 const E2C: &str = "    - {direction: EdgeToCloud, from: \"local.telemetry.#\", to: \"edge.site-a.telemetry.#\"}\n";
 const SPOOL: &str = "{maxBytes: 1Gi}";
 
-/// Runs `edgewire-agent bridge` on `yaml` until it exits; (exit code, stdout + stderr).
+/// Runs `edgewire-agent bridge` on `yaml` until it exits, or for 10 s (then it is killed: a bridge that
+/// keeps running with a bad endpoint retries and logs, and that output is what is checked); (exit code,
+/// `None` when killed, and stdout + stderr).
 fn run_to_exit(yaml: &str, secrets: &[(&str, &str, &str)]) -> (Option<i32>, String) {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("b.yaml"), yaml).unwrap();
@@ -24,7 +26,7 @@ fn run_to_exit(yaml: &str, secrets: &[(&str, &str, &str)]) -> (Option<i32>, Stri
         std::fs::create_dir_all(&d).unwrap();
         std::fs::write(d.join(key), value).unwrap();
     }
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_edgewire-agent"))
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_edgewire-agent"))
         .args(["bridge", "--config"])
         .arg(dir.path().join("b.yaml"))
         .arg("--spool-dir")
@@ -33,8 +35,16 @@ fn run_to_exit(yaml: &str, secrets: &[(&str, &str, &str)]) -> (Option<i32>, Stri
         .arg(dir.path().join("secrets"))
         .arg("--http-addr")
         .arg("127.0.0.1:0")
-        .output()
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while child.try_wait().unwrap().is_none() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let out = child.wait_with_output().unwrap();
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
