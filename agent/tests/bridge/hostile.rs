@@ -135,7 +135,7 @@ fn nats_with_max_payload(max: usize) -> BrokerProcess {
 }
 
 /// Publishes `payload` at QoS 1 on `topic` from a client whose own packet limit allows it.
-async fn mqtt_publish_one(port: u16, id: &str, topic: &str, payload: Vec<u8>) {
+pub(crate) async fn mqtt_publish_one(port: u16, id: &str, topic: &str, payload: Vec<u8>) {
     let mut o = MqttOptions::new(format!("{id}-{port}"), "127.0.0.1", port);
     o.set_max_packet_size(64 << 20, 64 << 20);
     let (client, mut el) = AsyncClient::new(o, 10);
