@@ -517,10 +517,11 @@ mod tests {
         })
     }
 
-    /// A structured event: mostly the required attributes with arbitrary values, plus extra members.
+    /// A structured event: mostly the required attributes, plus members with CloudEvents names, odd names
+    /// and hostile values (control characters, long strings) weighted so they are common.
     fn structured() -> impl Strategy<Value = serde_json::Value> {
         let key = prop_oneof![
-            prop::sample::select(vec![
+            4 => prop::sample::select(vec![
                 "specversion",
                 "id",
                 "source",
@@ -534,13 +535,21 @@ mod tests {
                 "corename",
             ])
             .prop_map(String::from),
-            ".{1,12}",
-            "[a-z]{240,260}",
+            3 => "[a-z0-9]{1,10}",
+            1 => ".{1,12}",
+            1 => "[a-z]{240,260}",
         ];
-        let base = prop::sample::select(vec![true, false]);
+        let value = prop_oneof![
+            3 => "(?s).{0,20}".prop_map(serde_json::Value::from),
+            2 => prop::sample::select(vec!["a\nb", "a\r\nb", "\u{0}", "\u{7f}", "x\ty", "é"])
+                .prop_map(serde_json::Value::from),
+            1 => "x{250,300}".prop_map(serde_json::Value::from),
+            2 => json_value(),
+        ];
+        let base = prop::sample::select(vec![true, true, true, false]);
         (
             base,
-            prop::collection::vec((key, json_value()), 0..6),
+            prop::collection::vec((key, value), 0..6),
             prop::collection::vec(json_value(), 4),
         )
             .prop_map(|(base, extra, req)| {
