@@ -8,7 +8,7 @@ CARGO ?= cargo
 # machines.
 TEST_THREADS ?= 2
 
-.PHONY: help deps build test unit e2e crds render run demo bench mutants lint fmt image image-test observability-test clean
+.PHONY: help deps build test unit e2e crds render run demo bench mutants fuzz lint fmt image image-test observability-test clean
 
 help: ## this list
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -60,6 +60,9 @@ bench: deps ## performance figures, each a ratio taken in this run (loopback onl
 
 mutants: ## mutation score (slow, not in CI): api crate, validate modules, event decoding, spool framing (hack/mutants.sh)
 	@bash hack/mutants.sh
+
+fuzz: ## each fuzz target (CloudEvent decoder, patterns, env and YAML parsers) for FUZZ_SECONDS (60) with cargo-fuzz, or on stable without it (hack/fuzz.sh)
+	@bash hack/fuzz.sh
 
 # Images: PROFILE=release (default) or debug (the binaries of `make build`, built the same way so that nothing
 # recompiles; what `make test` uses).

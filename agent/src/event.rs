@@ -143,6 +143,16 @@ pub fn data_bytes(event: &Event) -> Vec<u8> {
     }
 }
 
+/// The length of [`data_bytes`], without copying binary or text data.
+pub fn data_len(event: &Event) -> usize {
+    match event.data() {
+        None => 0,
+        Some(Data::Binary(b)) => b.len(),
+        Some(Data::String(s)) => s.len(),
+        Some(Data::Json(v)) => serde_json::to_vec(v).map(|v| v.len()).unwrap_or(0),
+    }
+}
+
 /// Attribute/extension name and value pairs of binary mode, `datacontenttype` excluded (it travels as
 /// the protocol's content type).
 pub fn binary_attributes(event: &Event) -> Vec<(String, String)> {
@@ -228,32 +238,128 @@ pub fn mqtt_topic(event_type: &str) -> String {
     event_type.replace('.', "/")
 }
 
-/// Why an event type cannot be a NATS subject (wildcards, whitespace, empty tokens).
+/// Why an event type cannot be a NATS subject (wildcards, whitespace, control characters, empty tokens),
+/// or is one the publisher must not reach: a first token starting with `$` is the server's own subject
+/// space (`$JS.API.>` manages JetStream, `$KV.>` and `$O.>` are key-value and object stores, `$SYS.>`
+/// the system account) and one starting with `_` holds request replies (`_INBOX.>`, `_R_.>`). An event
+/// type there would let any HTTP client delete a stream or answer someone else's request.
 pub fn nats_subject_problem(t: &str) -> Option<String> {
     if t.is_empty() || t.split('.').any(|tok| tok.is_empty()) {
         return Some(format!(
             "type {t:?} is not a valid NATS subject (empty token)"
         ));
     }
-    if t.chars().any(|c| c.is_whitespace() || c == '*' || c == '>') {
+    if t.chars()
+        .any(|c| c.is_whitespace() || c.is_control() || c == '*' || c == '>')
+    {
         return Some(format!(
-            "type {t:?} is not a valid NATS subject (whitespace or wildcard)"
+            "type {t:?} is not a valid NATS subject (whitespace, control character or wildcard)"
+        ));
+    }
+    if t.starts_with(['$', '_']) {
+        return Some(format!(
+            "type {t:?} is outside the publisher's subject space: subjects starting with `$` ($JS, $KV, $SYS, ...) belong to the NATS server and those starting with `_` (_INBOX, ...) to request replies"
         ));
     }
     None
 }
 
-/// Why an event type cannot be an MQTT topic name.
+/// Why an event type cannot be an MQTT topic name: wildcards, NUL, too long, or a `$` topic (`$SYS/...`),
+/// which MQTT reserves for the broker.
 pub fn mqtt_topic_problem(t: &str) -> Option<String> {
     if t.is_empty() || t.contains(['+', '#', '\0']) {
         return Some(format!(
             "type {t:?} cannot be an MQTT topic (wildcard characters)"
         ));
     }
+    if t.starts_with('$') {
+        return Some(format!(
+            "type {t:?} cannot be an MQTT topic: topics starting with `$` belong to the broker"
+        ));
+    }
     if t.len() > 65535 {
         return Some("type is too long for an MQTT topic".into());
     }
     None
+}
+
+/// Why an attribute or extension name breaks the CloudEvents rule ("lower-case letters `a`-`z` or digits
+/// `0`-`9` from the ASCII character set"). Every protocol binding turns the names into header names
+/// (`ce-<name>`, `ce_<name>`, `cloudEvents:<name>`), so this rule is also what keeps a space, a `:` or a
+/// line break out of a NATS or AMQP header name.
+pub fn attribute_name_problem(event: &Event) -> Option<String> {
+    event.iter().find_map(|(name, _)| {
+        let ok = !name.is_empty()
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+        (!ok).then(|| {
+            format!(
+                "attribute name {name:?} is not a CloudEvents name (lower-case ASCII letters and digits only)"
+            )
+        })
+    })
+}
+
+/// Why a header value cannot travel in a NATS header: NATS headers are lines of text, so a CR or LF
+/// would end the header (the client library refuses it with a panic), and other control characters are
+/// not text. A tab is allowed, as in HTTP.
+fn nats_header_value_problem(v: &str) -> bool {
+    v.chars().any(|c| c.is_control() && c != '\t')
+}
+
+/// Why the event's attributes cannot be NATS headers (`ce-<name>: <value>`), naming the first attribute
+/// that cannot; `None` when all can.
+pub fn nats_headers_problem(event: &Event) -> Option<String> {
+    nats_headers(event).into_iter().find_map(|(k, v)| {
+        let name_ok = !k.is_empty() && k.bytes().all(|b| b.is_ascii_graphic() && b != b':');
+        if !name_ok {
+            return Some(format!(
+                "header name {k:?} cannot be a NATS header name (printable ASCII, no space or ':')"
+            ));
+        }
+        nats_header_value_problem(&v).then(|| {
+            format!(
+                "the value of {k} cannot travel in a NATS header: it holds a line break or another control character"
+            )
+        })
+    })
+}
+
+/// The longest AMQP 0-9-1 short string: message id, content type, header (field-table) names, routing key.
+pub const AMQP_SHORT_STRING_MAX: usize = 255;
+
+/// Why the event cannot be an AMQP 0-9-1 message: the id (message-id property), the content type and the
+/// header names (`cloudEvents:<name>`) are short strings of at most 255 bytes.
+pub fn amqp_problem(event: &Event) -> Option<String> {
+    let long = |what: &str, v: &str| {
+        (v.len() > AMQP_SHORT_STRING_MAX).then(|| {
+            format!(
+                "{what} is {} bytes; AMQP 0-9-1 carries it as a short string of at most {AMQP_SHORT_STRING_MAX}",
+                v.len()
+            )
+        })
+    };
+    long("the type (routing key)", event.ty())
+        .or_else(|| long("the id (message-id property)", event.id()))
+        .or_else(|| {
+            event
+                .datacontenttype()
+                .and_then(|ct| long("datacontenttype (content-type property)", ct))
+        })
+        .or_else(|| {
+            amqp_headers(event)
+                .into_iter()
+                .find_map(|(k, _)| long(&format!("header name {:?}", truncate(&k, 40)), &k))
+        })
+}
+
+/// At most `n` characters of `s`, for quoting a long value in a message.
+fn truncate(s: &str, n: usize) -> String {
+    match s.char_indices().nth(n) {
+        Some((i, _)) => format!("{}...", &s[..i]),
+        None => s.to_string(),
+    }
 }
 
 #[cfg(test)]

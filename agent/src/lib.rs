@@ -7,12 +7,14 @@
 //!
 //! Shared by all of them: [`connect`] (one connection layer per broker protocol), [`tls`] and [`secret`]
 //! (TLS settings and credentials, mounted Secret files), [`retry`] (the one backoff curve), [`event`]
-//! (CloudEvents and their protocol bindings) and [`telemetry`].
+//! (CloudEvents and their protocol bindings) and [`telemetry`]. `fuzzing` holds the fuzz targets' bodies.
 
 pub mod adapters;
 pub mod bridge;
 pub mod connect;
 pub mod event;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod mqtt_sidecar;
 pub mod publisher;
 pub mod retry;

@@ -20,7 +20,12 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Serve the CloudEvents HTTP ingress and publish to the configured broker.
-    Publisher(Source),
+    Publisher {
+        #[command(flatten)]
+        source: Source,
+        #[command(flatten)]
+        limits: edgewire_agent::publisher::Limits,
+    },
     /// Bridge edge topics to the cloud through a durable spool, and cloud topics to the edge.
     Bridge(edgewire_agent::bridge::BridgeArgs),
     /// Beside Mosquitto (builtin MqttBroker): Prometheus metrics from $SYS, SIGHUP when passwd/acl change.
@@ -56,6 +61,12 @@ impl Source {
             None => config::env::from_process_env(),
         }
     }
+}
+
+/// What a command reading the publisher's configuration does with it.
+enum Run {
+    Publisher(edgewire_agent::publisher::Limits),
+    Tail { json: bool, count: Option<usize> },
 }
 
 /// One line on stderr, exit code 2: what an operator sees in `kubectl logs` for a bad configuration.
@@ -94,13 +105,19 @@ fn main() -> ExitCode {
         };
     }
     let (source, run_tail) = match &cli.command {
-        Command::Publisher(s) => (s, None),
+        Command::Publisher { source, limits } => (source, Run::Publisher(limits.clone())),
         Command::MqttSidecar(_) | Command::Bridge(_) => unreachable!("dispatched above"),
         Command::Tail {
             source,
             json,
             count,
-        } => (source, Some((*json, *count))),
+        } => (
+            source,
+            Run::Tail {
+                json: *json,
+                count: *count,
+            },
+        ),
     };
     let config = match source.load() {
         Ok(c) => c,
@@ -119,8 +136,8 @@ fn main() -> ExitCode {
     };
     let result = rt.block_on(async move {
         match run_tail {
-            None => edgewire_agent::publisher::run(config, listen).await,
-            Some((json, count)) => edgewire_agent::tail::run(config, json, count).await,
+            Run::Publisher(limits) => edgewire_agent::publisher::run(config, listen, limits).await,
+            Run::Tail { json, count } => edgewire_agent::tail::run(config, json, count).await,
         }
     });
     match result {

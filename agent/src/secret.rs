@@ -49,6 +49,26 @@ impl fmt::Display for Secret {
     }
 }
 
+/// `url` fit to quote in a message: the user-info of each URL (`scheme://user:password@host`, or a NATS
+/// token as `nats://token@host`; also without a scheme, and in a comma-separated list) becomes `***`, so a
+/// configuration error can say which URL it means without printing its credentials.
+pub fn redact_url(url: &str) -> String {
+    url.split(',')
+        .map(|one| {
+            let (scheme, rest) = match one.find("://") {
+                Some(i) => one.split_at(i + 3),
+                None => ("", one),
+            };
+            let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+            match rest[..authority_end].rfind('@') {
+                Some(at) => format!("{scheme}***{}", &rest[at..]),
+                None => one.to_string(),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 /// The file of key `key` of the mounted Secret `name` under `dir`.
 pub fn key_path(dir: &Path, name: &str, key: &str) -> PathBuf {
     dir.join(name).join(key)
@@ -72,6 +92,22 @@ pub fn read_file(path: &Path) -> std::io::Result<Secret> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn urls_are_quoted_without_their_credentials() {
+        for (url, want) in [
+            ("mqtt://bob:hunter2@broker:1883", "mqtt://***@broker:1883"),
+            (
+                "nats://t0ken@a:4222,nats://u:hunter2@b:4222",
+                "nats://***@a:4222,nats://***@b:4222",
+            ),
+            ("bob:hunter2@broker:1883", "***@broker:1883"),
+            ("amqp://u:p%40ss@h/vhost@x", "amqp://***@h/vhost@x"),
+            ("broker:1883", "broker:1883"),
+        ] {
+            assert_eq!(redact_url(url), want, "{url}");
+        }
+    }
 
     #[test]
     fn never_formats_the_value() {

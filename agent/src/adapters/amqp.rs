@@ -11,10 +11,10 @@ use cloudevents::{AttributesReader, Event};
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions};
-use lapin::types::{AMQPValue, FieldTable};
+use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::{BasicProperties, Channel, Connection, ExchangeKind};
 
-use super::{Adapter, PUBLISH_TIMEOUT, PublishError};
+use super::{Adapter, PUBLISH_TIMEOUT, PublishError, Unfit};
 use crate::connect::amqp::Connector;
 use crate::connect::{self, Health, Readiness, SetupError};
 use crate::event;
@@ -112,6 +112,13 @@ impl Adapter for AmqpAdapter {
         Ok(())
     }
 
+    fn fits(&self, ev: &Event) -> Result<(), Unfit> {
+        match event::amqp_problem(ev) {
+            Some(p) => Err(Unfit::Attribute(p)),
+            None => Ok(()),
+        }
+    }
+
     fn publish<'a>(&'a self, ev: &'a Event) -> BoxFuture<'a, Result<(), PublishError>> {
         async move {
             self.health.require()?;
@@ -123,23 +130,29 @@ impl Adapter for AmqpAdapter {
                 .ok_or_else(|| {
                     PublishError::Unavailable("not connected to the AMQP broker".into())
                 })?;
+            // Short strings through `try_new`: lapin's `From<&str>` panics over 255 bytes. `fits` has
+            // refused such events already; this keeps any other caller from a panic.
+            let short = |v: &str| {
+                ShortString::try_new(v).map_err(|e| PublishError::Rejected(e.to_string()))
+            };
             let mut headers = FieldTable::default();
             for (k, v) in event::amqp_headers(ev) {
-                headers.insert(k.into(), AMQPValue::LongString(v.into()));
+                headers.insert(short(&k)?, AMQPValue::LongString(v.into()));
             }
             let mut props = BasicProperties::default()
                 .with_headers(headers)
                 .with_delivery_mode(2)
-                .with_message_id(ev.id().into());
+                .with_message_id(short(ev.id())?);
             if let Some(ct) = ev.datacontenttype() {
-                props = props.with_content_type(ct.into());
+                props = props.with_content_type(short(ct)?);
             }
+            let routing_key = short(ev.ty())?;
             let payload = event::data_bytes(ev);
             let fut = async {
                 let confirm = ch
                     .basic_publish(
                         AMQP_EXCHANGE.into(),
-                        ev.ty().into(),
+                        routing_key,
                         BasicPublishOptions::default(),
                         &payload,
                         props,

@@ -57,12 +57,30 @@ impl From<Unavailable> for PublishError {
     }
 }
 
+/// Why the protocol cannot carry an event ([`Adapter::fits`]). Messages never carry secrets.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Unfit {
+    /// An attribute or extension the protocol has no room for (a 400).
+    #[error("{0}")]
+    Attribute(String),
+    /// Larger than the broker or client takes (a 413).
+    #[error("{0}")]
+    TooLarge(String),
+}
+
 /// A broker adapter.
 pub trait Adapter: Send + Sync + 'static {
     /// The adapter id (`nats`, `kafka`, `amqp091`, `redis`, `mqtt`, `aws_sns`, `google_pubsub`).
     fn name(&self) -> &'static str;
     /// Checks that the event can be routed (subject/topic rules, domain); the message becomes a 400.
     fn validate(&self, event: &Event) -> Result<(), String>;
+    /// Checks that the protocol can carry the event as it is: every attribute as a header (no line break
+    /// in a NATS header, no AMQP short string over 255 bytes) and its size under the broker's limit. Runs
+    /// before anything is published (a batch with one unfit event publishes nothing), so a client gets a
+    /// 400 or 413 instead of a dropped connection, a panic or a 503 for every request in flight.
+    fn fits(&self, _event: &Event) -> Result<(), Unfit> {
+        Ok(())
+    }
     /// Publishes one event; resolves once the broker accepted it, as far as the protocol can tell.
     fn publish<'a>(&'a self, event: &'a Event) -> BoxFuture<'a, Result<(), PublishError>>;
     /// Publishes a batch (all validated); one result per event, in order. By default one `publish` per

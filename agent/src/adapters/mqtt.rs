@@ -16,7 +16,7 @@ use futures::future::BoxFuture;
 use rumqttc::{AsyncClient, EventLoop, MqttOptions, Outgoing, Packet, QoS};
 use tokio::sync::oneshot;
 
-use super::{Adapter, PUBLISH_TIMEOUT, PublishError};
+use super::{Adapter, PUBLISH_TIMEOUT, PublishError, Unfit};
 use crate::connect::{self, Health, Readiness, SetupError};
 use crate::event;
 use crate::publisher::config::{MqttAuth, MqttConfig};
@@ -150,6 +150,20 @@ impl Adapter for MqttAdapter {
             Some(p) => Err(p),
             None => Ok(()),
         }
+    }
+
+    /// rumqttc refuses to write a packet over [`connect::mqtt::MAX_PACKET`] by dropping the connection,
+    /// which failed every request in flight with a 503: a too-large event is a 413 before it is queued.
+    fn fits(&self, ev: &Event) -> Result<(), Unfit> {
+        let topic = event::mqtt_topic(ev.ty());
+        let size = crate::bridge::mqtt::publish_size(&topic, event::structured_json(ev).len());
+        if size > connect::mqtt::MAX_PACKET {
+            return Err(Unfit::TooLarge(format!(
+                "the event is a {size}-byte MQTT packet as structured JSON; the client sends at most {} bytes",
+                connect::mqtt::MAX_PACKET
+            )));
+        }
+        Ok(())
     }
 
     fn publish<'a>(&'a self, ev: &'a Event) -> BoxFuture<'a, Result<(), PublishError>> {

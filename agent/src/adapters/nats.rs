@@ -12,7 +12,7 @@ use cloudevents::{AttributesReader, Event};
 use futures::FutureExt;
 use futures::future::BoxFuture;
 
-use super::{Adapter, PUBLISH_TIMEOUT, PublishError};
+use super::{Adapter, PUBLISH_TIMEOUT, PublishError, Unfit};
 use crate::connect::{self, Health, Readiness, SetupError};
 use crate::event;
 use crate::publisher::config::{JETSTREAM_SUBJECTS, JetStreamConfig, NatsConfig};
@@ -187,6 +187,36 @@ async fn ensure_stream(js: &jetstream::Context, c: &JetStreamConfig) -> Result<(
     }
 }
 
+/// The NATS headers of `ev`, built with the fallible parsers: async-nats's `insert(&str, &str)` panics on
+/// a name or value it cannot carry. [`Adapter::fits`] has refused such events already; this is the guard
+/// for any other caller.
+fn nats_header_map(ev: &Event) -> Result<async_nats::HeaderMap, PublishError> {
+    let mut headers = async_nats::HeaderMap::new();
+    for (k, v) in event::nats_headers(ev) {
+        let name = k.parse::<async_nats::HeaderName>();
+        let value = v.parse::<async_nats::HeaderValue>();
+        match (name, value) {
+            (Ok(n), Ok(v)) => headers.insert(n, v),
+            _ => {
+                return Err(PublishError::Rejected(format!(
+                    "{k} cannot be a NATS header"
+                )));
+            }
+        }
+    }
+    Ok(headers)
+}
+
+/// Bytes of `ev` as a NATS message counts them against `max_payload`: the header block as async-nats
+/// writes it (`NATS/1.0\r\n`, `name: value\r\n` each, `\r\n`) plus the data.
+fn nats_wire_size(ev: &Event) -> usize {
+    let headers: usize = event::nats_headers(ev)
+        .iter()
+        .map(|(k, v)| k.len() + 2 + v.len() + 2)
+        .sum();
+    10 + headers + 2 + event::data_len(ev)
+}
+
 impl Adapter for NatsAdapter {
     fn name(&self) -> &'static str {
         "nats"
@@ -205,6 +235,21 @@ impl Adapter for NatsAdapter {
         Ok(())
     }
 
+    fn fits(&self, ev: &Event) -> Result<(), Unfit> {
+        if let Some(p) = event::nats_headers_problem(ev) {
+            return Err(Unfit::Attribute(p));
+        }
+        // The server's limit from its INFO (the client's default until connected); headers count.
+        let max = self.client.max_payload();
+        let size = nats_wire_size(ev);
+        if size > max {
+            return Err(Unfit::TooLarge(format!(
+                "the message would be {size} bytes (headers and data); the NATS server takes at most {max} (max_payload)"
+            )));
+        }
+        Ok(())
+    }
+
     fn publish<'a>(&'a self, ev: &'a Event) -> BoxFuture<'a, Result<(), PublishError>> {
         async move {
             if self.client.connection_state() != State::Connected {
@@ -218,10 +263,7 @@ impl Adapter for NatsAdapter {
             if let Some(p) = self.stream_problem() {
                 return Err(PublishError::Unavailable(p));
             }
-            let mut headers = async_nats::HeaderMap::new();
-            for (k, v) in event::nats_headers(ev) {
-                headers.insert(k.as_str(), v.as_str());
-            }
+            let headers = nats_header_map(ev)?;
             let subject = ev.ty().to_string();
             let payload = bytes::Bytes::from(event::data_bytes(ev));
             let fut = async {

@@ -32,7 +32,7 @@ use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
     ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
 };
-use lapin::types::{AMQPValue, FieldTable};
+use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::uri::{AMQPUri, AMQPUserInfo};
 use lapin::{BasicProperties, Channel, Confirmation, Connection, ExchangeKind, PublisherConfirm};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -58,6 +58,9 @@ const PREFETCH: u16 = 1000;
 const CONTENT_TYPE: &str = "application/octet-stream";
 
 /// A routing key a message can be published with: not empty, at most 255 bytes.
+/// The largest message sent: RabbitMQ's default `max_message_size` since 4.0 (16 MiB; 128 MiB before).
+pub const MAX_MESSAGE: usize = 16 * 1024 * 1024;
+
 pub(crate) fn check_routing_key(key: &str) -> Result<(), String> {
     if key.is_empty() {
         return Err("an empty AMQP routing key".into());
@@ -168,7 +171,11 @@ pub async fn connect(c: Connect<'_>) -> anyhow::Result<Arc<dyn Side>> {
     let target = Target::new(&c).context(c.role.as_str())?;
     let mut headers = FieldTable::default();
     for (k, v) in &c.cfg.headers {
-        headers.insert(k.as_str().into(), AMQPValue::LongString(v.as_str().into()));
+        // `try_new`: lapin's `From<&str>` panics over 255 bytes; the configuration was checked.
+        let key = ShortString::try_new(k.as_str())
+            .map_err(|e| BridgeConfigError(format!("spec.headers: {k:?}: {e}")))
+            .context(c.role.as_str())?;
+        headers.insert(key, AMQPValue::LongString(v.as_str().into()));
     }
     let exchange = target.exchange.clone();
     let returning = target.returning.clone();
@@ -473,6 +480,18 @@ impl Side for AmqpSide {
 
     fn check_topic(&self, topic: &str) -> Result<(), String> {
         check_routing_key(topic)
+    }
+
+    /// RabbitMQ closes the channel on a message over its `max_message_size`, which AMQP does not
+    /// announce; [`MAX_MESSAGE`] is RabbitMQ 4's default. Without the check such a message would be
+    /// resent forever, each time taking the channel down.
+    fn check_size(&self, topic: &str, payload_len: usize) -> Result<(), String> {
+        if payload_len > MAX_MESSAGE {
+            return Err(format!(
+                "a message of {payload_len} bytes to {topic:?} exceeds {MAX_MESSAGE} bytes, RabbitMQ's default max_message_size"
+            ));
+        }
+        Ok(())
     }
 
     fn send(&self, m: Outbound) -> BoxFuture<'_, anyhow::Result<AckFuture>> {

@@ -4,10 +4,12 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
 
 use edgewire_api::v1alpha1::{BridgeLink, BridgeRule, BridgeSide, Overflow, validate_rules};
 use edgewire_api::v1alpha1::{
-    Endpoint, MqttVersion, PASSWORD_KEY, Protocol, SecretKeyRef, USERNAME_KEY,
+    Endpoint, HeaderName, HeaderValue, MqttVersion, PASSWORD_KEY, Protocol, SecretKeyRef,
+    USERNAME_KEY,
 };
 
 use crate::secret::{self, Secret};
@@ -56,15 +58,28 @@ impl EndpointConfig {
             .map(|(_, r)| r)
             .unwrap_or(&self.url)
             .trim_end_matches('/');
+        if s.contains('@') {
+            return Err(err(format!(
+                "endpoint url {:?}: credentials go in auth (a Secret), not in the URL",
+                crate::secret::redact_url(&self.url)
+            )));
+        }
         let default = if self.tls.enabled { 8883 } else { 1883 };
         match s.rsplit_once(':') {
             Some((h, p)) => Ok((
                 h.trim_matches(['[', ']']).to_string(),
-                p.parse()
-                    .map_err(|_| err(format!("endpoint url {:?}: bad port", self.url)))?,
+                p.parse().map_err(|_| {
+                    err(format!(
+                        "endpoint url {:?}: bad port",
+                        crate::secret::redact_url(&self.url)
+                    ))
+                })?,
             )),
             None if !s.is_empty() => Ok((s.to_string(), default)),
-            None => Err(err(format!("endpoint url {:?}: no host", self.url))),
+            None => Err(err(format!(
+                "endpoint url {:?}: no host",
+                crate::secret::redact_url(&self.url)
+            ))),
         }
     }
 }
@@ -123,6 +138,19 @@ pub fn from_yaml(text: &str, secrets_dir: &Path) -> Result<BridgeConfig, BridgeC
     if max == 0 {
         return Err(err("spec.spool.maxBytes must be above 0"));
     }
+    // Every header goes out on every edge→cloud message: one the protocol cannot carry (a space or `:`
+    // in a NATS header name, a line break in a value, an AMQP key over 255 bytes) must stop the start
+    // here with the field named, not panic in the client library at the first message.
+    check_site_id(&spec.site_id)?;
+    for (name, value) in &spec.headers {
+        HeaderName::from_str(name).map_err(|m| err(format!("spec.headers: {m}")))?;
+        HeaderValue::from_str(value).map_err(|m| err(format!("spec.headers.{name}: {m}")))?;
+    }
+    for (field, side) in [("spec.edge", &edge), ("spec.cloud", &cloud)] {
+        if side.protocol == Protocol::Amqp091 {
+            check_amqp_names(field, side, &name, &namespace, &spec.rules)?;
+        }
+    }
     let mut headers: BTreeMap<String, String> = spec.headers.clone();
     headers.insert(SITE_HEADER.into(), spec.site_id.clone());
     Ok(BridgeConfig {
@@ -135,6 +163,57 @@ pub fn from_yaml(text: &str, secrets_dir: &Path) -> Result<BridgeConfig, BridgeC
         headers: headers.into_iter().collect(),
         spool_max_bytes: max,
         overflow: spec.spool.overflow,
+    })
+}
+
+/// AMQP 0-9-1 names are short strings of at most 255 bytes (lapin panics on a longer one): the exchange,
+/// the queue (`edgewire-bridge-<namespace>-<name>-cloud`) and the binding keys of the cloud→edge rules.
+fn check_amqp_names(
+    field: &str,
+    side: &EndpointConfig,
+    name: &str,
+    namespace: &str,
+    rules: &[BridgeRule],
+) -> Result<(), BridgeConfigError> {
+    const MAX: usize = 255;
+    if let Some(x) = &side.exchange
+        && x.len() > MAX
+    {
+        return Err(err(format!(
+            "{field}.endpoint.exchange is {} bytes; AMQP names are at most {MAX}",
+            x.len()
+        )));
+    }
+    let queue = format!("edgewire-bridge-{namespace}-{name}-cloud").len();
+    if queue > MAX {
+        return Err(err(format!(
+            "metadata.name and metadata.namespace make an AMQP queue name of {queue} bytes (edgewire-bridge-<namespace>-<name>-cloud); at most {MAX}"
+        )));
+    }
+    for (i, r) in rules.iter().enumerate() {
+        let key = r.from.to_amqp();
+        if r.direction == edgewire_api::v1alpha1::Direction::CloudToEdge && key.len() > MAX {
+            return Err(err(format!(
+                "spec.rules[{i}].from is {} bytes as an AMQP binding key; at most {MAX}",
+                key.len()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// `spec.siteId` is a DNS label (the CRD's pattern); it travels as the `edge-site-id` header.
+fn check_site_id(s: &str) -> Result<(), BridgeConfigError> {
+    let b = s.as_bytes();
+    let ok = (1..=63).contains(&b.len())
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        && b[0] != b'-'
+        && b[b.len() - 1] != b'-';
+    ok.then_some(()).ok_or_else(|| {
+        err(format!(
+            "spec.siteId: {s:?} must be a DNS label (lower-case letters, digits and '-', at most 63)"
+        ))
     })
 }
 
@@ -383,6 +462,54 @@ spec:
             e.contains("exchange applies to protocol amqp091 only"),
             "{e}"
         );
+    }
+
+    /// Issue 14 item 9: a header NATS (or AMQP) cannot carry panicked the client library at the first
+    /// message; it is a configuration error naming the field.
+    #[test]
+    fn headers_no_protocol_can_carry_are_refused_naming_the_field() {
+        let cases = [
+            (
+                "headers: {plant: berlin}",
+                "headers: {\"a b\": x}",
+                "spec.headers",
+            ),
+            (
+                "headers: {plant: berlin}",
+                "headers: {\"a:b\": x}",
+                "spec.headers",
+            ),
+            (
+                "headers: {plant: berlin}",
+                "headers: {\"pläntä\": x}",
+                "spec.headers",
+            ),
+            (
+                "headers: {plant: berlin}",
+                "headers: {plant: \"a\\r\\nb\"}",
+                "spec.headers.plant",
+            ),
+            (
+                "headers: {plant: berlin}",
+                "headers: {plant: \"bé\"}",
+                "spec.headers.plant",
+            ),
+            ("siteId: site-a", "siteId: \"site a\"", "spec.siteId"),
+        ];
+        for (from, to, field) in cases {
+            let doc = DOC.replace(from, to);
+            assert_ne!(doc, DOC, "{to}");
+            let e = from_yaml(&doc, Path::new("/x")).unwrap_err().to_string();
+            assert!(e.starts_with(field), "{to}: {e}");
+        }
+        let long = format!("headers: {{{}: x}}", "k".repeat(256));
+        let e = from_yaml(
+            &DOC.replace("headers: {plant: berlin}", &long),
+            Path::new("/x"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.starts_with("spec.headers"), "{e}");
     }
 
     #[test]

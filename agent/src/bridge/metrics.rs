@@ -140,7 +140,7 @@ impl Collector for RuntimeCollector {
         counter(
             e,
             "refused",
-            "Edge messages whose mapped topic is not a valid name on the cloud protocol (acknowledged, not spooled).",
+            "Edge messages the cloud cannot take: the mapped topic is not a valid name there, or the message is over its size limit (acknowledged, not spooled).",
             &c.refused,
         )?;
         counter(

@@ -36,6 +36,8 @@ pub struct NatsSide {
     js: Option<jetstream::Context>,
     health: Arc<Health>,
     headers: HeaderMap,
+    /// Bytes the headers add to an enriched message (async-nats counts them against `max_payload`).
+    headers_len: usize,
     /// Core NATS: messages sent so far, and the count covered by the last successful flush.
     sent: AtomicU64,
     flushed: watch::Sender<u64>,
@@ -58,10 +60,13 @@ async fn client(
     let opts = connect::nats::options(name, &auth, &c.tls, crate::retry::BRIDGE, health.clone())
         .map_err(|e| BridgeConfigError(format!("TLS: {e}")))?;
     let urls: Vec<String> = c.url.split(',').map(|u| u.trim().to_string()).collect();
-    let client = opts
-        .connect(urls)
-        .await
-        .map_err(|e| BridgeConfigError(format!("NATS endpoint {}: {e}", c.url)))?;
+    let client = opts.connect(urls).await.map_err(|e| {
+        BridgeConfigError(format!(
+            "NATS endpoint {}: {}",
+            crate::secret::redact_url(&c.url),
+            crate::secret::redact_url(&e.to_string())
+        ))
+    })?;
     Ok((client, health))
 }
 
@@ -77,16 +82,45 @@ pub(crate) fn check_subject(s: &str) -> Result<(), String> {
     }
 }
 
+/// The bridge's headers as a NATS header map. The configuration was checked ([`super::config`]); the
+/// fallible parsers still stand between a bad value and async-nats's `insert(&str, &str)`, which panics.
+fn header_map(headers: &[(String, String)]) -> Result<HeaderMap, BridgeConfigError> {
+    let mut map = HeaderMap::new();
+    for (k, v) in headers {
+        let name = k.parse::<async_nats::HeaderName>().map_err(|_| {
+            BridgeConfigError(format!("spec.headers: {k:?} cannot be a NATS header name"))
+        })?;
+        let value = v.parse::<async_nats::HeaderValue>().map_err(|_| {
+            BridgeConfigError(format!(
+                "spec.headers.{k}: the value cannot be a NATS header value"
+            ))
+        })?;
+        map.insert(name, value);
+    }
+    Ok(map)
+}
+
+/// The size of the header block async-nats writes for `headers`: `NATS/1.0\r\n`, `name: value\r\n`
+/// each, `\r\n`; nothing without headers.
+fn headers_wire_len(headers: &[(String, String)]) -> usize {
+    if headers.is_empty() {
+        return 0;
+    }
+    10 + headers
+        .iter()
+        .map(|(k, v)| k.len() + 2 + v.len() + 2)
+        .sum::<usize>()
+        + 2
+}
+
 /// Connects one side and starts its subscriptions.
 pub async fn connect(c: Connect<'_>) -> anyhow::Result<Arc<dyn Side>> {
     let (client, health) = client(c.endpoint, &c.client_id())
         .await
         .context(c.role.as_str())?;
     let js = c.endpoint.jetstream.then(|| jetstream::new(client.clone()));
-    let mut headers = HeaderMap::new();
-    for (k, v) in &c.cfg.headers {
-        headers.insert(k.as_str(), v.as_str());
-    }
+    let headers = header_map(&c.cfg.headers).context(c.role.as_str())?;
+    let headers_len = headers_wire_len(&c.cfg.headers);
     match (&js, c.role) {
         (Some(js), Role::Edge) => {
             for s in &c.subscriptions {
@@ -132,6 +166,7 @@ pub async fn connect(c: Connect<'_>) -> anyhow::Result<Arc<dyn Side>> {
         js,
         health,
         headers,
+        headers_len,
         sent: AtomicU64::new(0),
         flushed: watch::Sender::new(0),
     }))
@@ -225,6 +260,20 @@ impl Side for NatsSide {
 
     fn check_topic(&self, topic: &str) -> Result<(), String> {
         check_subject(topic)
+    }
+
+    /// async-nats refuses to publish a message (headers included) over the `max_payload` of the server's
+    /// INFO (before the first INFO, its default of 1 MiB, the server's default too); the forwarder would
+    /// send it again forever.
+    fn check_size(&self, topic: &str, payload_len: usize) -> Result<(), String> {
+        let max = self.client.max_payload();
+        let size = self.headers_len + payload_len;
+        if size > max {
+            return Err(format!(
+                "a message of {size} bytes (data and the bridge's headers) to {topic:?} exceeds the NATS server's max_payload of {max} bytes"
+            ));
+        }
+        Ok(())
     }
 
     fn send(&self, m: Outbound) -> BoxFuture<'_, anyhow::Result<AckFuture>> {

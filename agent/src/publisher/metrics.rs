@@ -28,6 +28,7 @@ pub struct Metrics {
     failed: Family<FailedLabels, Counter>,
     duration: HistogramFamily,
     connected: Family<AdapterLabel, Gauge>,
+    connections_refused: Counter,
 }
 
 fn histogram() -> Histogram {
@@ -43,6 +44,12 @@ impl Metrics {
         let failed = Family::<FailedLabels, Counter>::default();
         let duration: HistogramFamily = Family::new_with_constructor(histogram);
         let connected = Family::<AdapterLabel, Gauge>::default();
+        let connections_refused = Counter::default();
+        registry.register(
+            "connections_refused",
+            "Connections closed as soon as accepted because EDGEWIRE_HTTP_MAX_CONNECTIONS were open",
+            connections_refused.clone(),
+        );
         registry.register(
             "events_accepted",
             "Valid events taken in by the HTTP ingress",
@@ -76,6 +83,7 @@ impl Metrics {
             failed,
             duration,
             connected,
+            connections_refused,
         };
         // Expose every series from the start, so dashboards see zeros rather than nothing.
         let _ = m.accepted.get_or_create(&m.label());
@@ -113,6 +121,11 @@ impl Metrics {
         self.connected
             .get_or_create(&self.label())
             .set(i64::from(up));
+    }
+
+    /// The counter of connections refused over the limit, for [`super::serve::serve`].
+    pub fn connections_refused(&self) -> Counter {
+        self.connections_refused.clone()
     }
 
     /// Registers the adapter's API call counters (`edgewire_publisher_broker_requests_total`).

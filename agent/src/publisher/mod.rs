@@ -11,6 +11,7 @@ pub mod config;
 mod http;
 pub mod metrics;
 pub mod problem;
+pub mod serve;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -20,6 +21,7 @@ use crate::connect::SetupError;
 use config::PublisherConfig;
 
 pub use http::router;
+pub use serve::Limits;
 
 /// Everything the HTTP handlers share.
 pub struct Publisher {
@@ -28,20 +30,39 @@ pub struct Publisher {
     pub adapter: Option<Arc<dyn Adapter>>,
     pub metrics: metrics::Metrics,
     pub asyncapi: serde_json::Value,
+    /// The ingress's limits (batch size, body timeout; the connection limits are [`serve::serve`]'s).
+    pub limits: Limits,
 }
 
 impl Publisher {
-    /// Builds the adapter for `config` (it connects in the background) and the shared state.
+    /// Builds the adapter for `config` (it connects in the background) and the shared state, with the
+    /// default [`Limits`].
     pub async fn new(config: &PublisherConfig) -> Result<Arc<Self>, SetupError> {
+        Self::new_limited(config, Limits::default()).await
+    }
+
+    /// The same with `limits`.
+    pub async fn new_limited(
+        config: &PublisherConfig,
+        limits: Limits,
+    ) -> Result<Arc<Self>, SetupError> {
         let adapter = match (&config.broker, config.enabled) {
             (Some(b), true) => Some(adapters::connect(b).await?),
             _ => None,
         };
-        Ok(Self::with_adapter(config, adapter))
+        Ok(Self::with_adapter_limited(config, adapter, limits))
     }
 
     /// Shared state around an adapter built elsewhere (tests, benches).
     pub fn with_adapter(config: &PublisherConfig, adapter: Option<Arc<dyn Adapter>>) -> Arc<Self> {
+        Self::with_adapter_limited(config, adapter, Limits::default())
+    }
+
+    fn with_adapter_limited(
+        config: &PublisherConfig,
+        adapter: Option<Arc<dyn Adapter>>,
+        limits: Limits,
+    ) -> Arc<Self> {
         let name = adapter.as_ref().map(|a| a.name()).unwrap_or("none");
         let mut metrics = metrics::Metrics::new(name);
         if let Some(calls) = adapter.as_ref().and_then(|a| a.broker_calls()) {
@@ -52,16 +73,21 @@ impl Publisher {
             metrics,
             asyncapi: asyncapi::document(config),
             adapter,
+            limits,
         })
     }
 }
 
 /// Serves the ingress on `listen` until SIGTERM or Ctrl-C.
-pub async fn run(config: PublisherConfig, listen: SocketAddr) -> anyhow::Result<()> {
+pub async fn run(
+    config: PublisherConfig,
+    listen: SocketAddr,
+    limits: Limits,
+) -> anyhow::Result<()> {
     for note in &config.notes {
         tracing::warn!(%note, "configuration");
     }
-    let publisher = Publisher::new(&config).await?;
+    let publisher = Publisher::new_limited(&config, limits).await?;
     match &config.broker {
         Some(b) if config.enabled => {
             tracing::info!(adapter = b.adapter_name(), core_name = %config.core_name, %listen, "publisher starting")
@@ -73,11 +99,20 @@ pub async fn run(config: PublisherConfig, listen: SocketAddr) -> anyhow::Result<
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| anyhow::anyhow!("EDGEWIRE_LISTEN: cannot listen on {listen}: {e}"))?;
-    axum::serve(listener, router(publisher))
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    serve_until(listener, publisher, shutdown_signal()).await;
     tracing::info!("publisher stopped");
     Ok(())
+}
+
+/// Serves `publisher`'s router on `listener` with its [`Limits`] until `shutdown` resolves.
+pub async fn serve_until(
+    listener: tokio::net::TcpListener,
+    publisher: Arc<Publisher>,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    let limits = publisher.limits.clone();
+    let refused = publisher.metrics.connections_refused();
+    serve::serve(listener, router(publisher), &limits, refused, shutdown).await;
 }
 
 async fn shutdown_signal() {

@@ -398,3 +398,34 @@ fn kafka_token_auth_is_refused_naming_the_field() {
     );
     assert!(!err.contains("t0ken-value"), "the secret leaked: {err}");
 }
+
+/// Issue 14 item 4, Kafka cloud: a message over the producer's `message.max.bytes` (1,000,000 by
+/// default) failed at every send and held up everything behind it. It is refused before the spool,
+/// counted, and the small messages after it arrive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_over_message_max_bytes_is_refused_and_the_rest_arrives() {
+    let edge = edge_mosquitto();
+    let cluster = MockCluster::new(1).unwrap();
+    cluster.create_topic(TELEMETRY_TOPIC, 1, 1).unwrap();
+    let bootstrap = cluster.bootstrap_servers();
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = config(&mqtt_ep(edge.port()), &kafka_ep(&bootstrap), E2C, SPOOL);
+    let bridge = Bridge::start(dir.path(), &yaml, &[]);
+    let mut rx = reader(&bootstrap, TELEMETRY_TOPIC);
+    bridge
+        .wait_metric("cloud_connected", 30, |v| v == 1.0)
+        .await;
+    probe(edge.port(), "local/telemetry/line1/temp", &mut rx).await;
+    crate::hostile::mqtt_publish_one(
+        edge.port(),
+        "big",
+        "local/telemetry/line1/temp",
+        vec![b'b'; 1_200_000],
+    )
+    .await;
+    mqtt_publish_small(edge.port(), "local/telemetry/line1/temp", 0, 10).await;
+    let order = read_seqs(&mut rx, 10, 30).await;
+    assert_eq!(order.len(), 10, "{order:?}");
+    let refused = bridge.wait_metric("refused_total", 10, |v| v >= 1.0).await;
+    assert_eq!(refused, 1.0, "{}", bridge.log());
+}

@@ -5,6 +5,7 @@
 
 mod amqp;
 mod common;
+mod hostile;
 mod kafka;
 mod mqtt5;
 

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use edgewire_agent::publisher::config::{PublisherConfig, env};
-use edgewire_agent::publisher::{Publisher, router};
+use edgewire_agent::publisher::{Limits, Publisher, serve_until};
 use serde_json::{Value, json};
 
 pub const CORE: &str = "test-core";
@@ -20,6 +20,7 @@ pub fn env_config(vars: &[(&str, &str)]) -> PublisherConfig {
 
 pub struct Ingress {
     pub base: String,
+    pub addr: std::net::SocketAddr,
     pub http: reqwest::Client,
     task: tokio::task::JoinHandle<()>,
 }
@@ -30,19 +31,26 @@ impl Drop for Ingress {
     }
 }
 
-/// Starts the publisher for `config` on 127.0.0.1:<random>.
+/// Starts the publisher for `config` on 127.0.0.1:<random>, as `edgewire-agent publisher` serves it.
 pub async fn serve(config: PublisherConfig) -> Ingress {
-    let publisher = Publisher::new(&config).await.expect("adapter builds");
+    serve_limited(config, Limits::default()).await
+}
+
+/// The same with the ingress limits `limits`.
+pub async fn serve_limited(config: PublisherConfig, limits: Limits) -> Ingress {
+    let publisher = Publisher::new_limited(&config, limits)
+        .await
+        .expect("adapter builds");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
     let addr = listener.local_addr().expect("addr");
-    let app = router(publisher);
     let task = tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
+        serve_until(listener, publisher, std::future::pending()).await;
     });
     Ingress {
         base: format!("http://{addr}"),
+        addr,
         http: reqwest::Client::new(),
         task,
     }

@@ -4,6 +4,7 @@
 mod amqp;
 mod cli;
 mod common;
+mod hostile;
 mod ingress;
 mod kafka;
 mod mqtt;

@@ -414,4 +414,105 @@ mod tests {
             assert!(TopicPattern::parse(s).is_err(), "{s} should not parse");
         }
     }
+
+    mod properties {
+        //! Translation round trips over generated patterns and topics.
+
+        use super::super::*;
+        use proptest::prelude::*;
+
+        /// A literal token: anything the parser takes (no separator, wildcard or white space).
+        fn literal() -> impl Strategy<Value = String> {
+            "[^.*#+>/\\s]{1,8}"
+        }
+
+        #[derive(Debug, Clone)]
+        enum Gen {
+            Lit(String),
+            One,
+        }
+
+        fn pattern() -> impl Strategy<Value = (Vec<Gen>, bool)> {
+            (
+                prop::collection::vec(
+                    prop_oneof![literal().prop_map(Gen::Lit), Just(Gen::One)],
+                    0..6,
+                ),
+                any::<bool>(),
+            )
+                .prop_filter("not empty", |(t, rest)| !t.is_empty() || *rest)
+        }
+
+        fn text(tokens: &[Gen], rest: bool) -> String {
+            let mut parts: Vec<String> = tokens
+                .iter()
+                .map(|t| match t {
+                    Gen::Lit(l) => l.clone(),
+                    Gen::One => "*".into(),
+                })
+                .collect();
+            if rest {
+                parts.push("#".into());
+            }
+            parts.join(".")
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { failure_persistence: None, ..ProptestConfig::default() })]
+
+            /// Neutral → MQTT / NATS / AMQP → neutral gives the same pattern.
+            #[test]
+            fn protocol_forms_translate_back((tokens, rest) in pattern()) {
+                let s = text(&tokens, rest);
+                let p = TopicPattern::parse(&s).unwrap();
+                prop_assert_eq!(p.as_str(), s.as_str());
+                let mqtt = p.to_mqtt().replace('/', ".").replace('+', "*");
+                prop_assert_eq!(TopicPattern::parse(&mqtt).unwrap(), p.clone());
+                let nats = p.to_nats().replace('>', "#");
+                prop_assert_eq!(TopicPattern::parse(&nats).unwrap(), p.clone());
+                prop_assert_eq!(TopicPattern::parse(&p.to_amqp()).unwrap(), p);
+            }
+
+            /// A topic made by filling a pattern's wildcards is matched, in both separators, with captures
+            /// that substitute back into the same topic; mapped through a second pattern with the same
+            /// wildcards and back, it is the topic again (a bridge rule and its reverse).
+            #[test]
+            fn captures_substitute_and_map_back(
+                (tokens, rest) in pattern(),
+                fill in prop::collection::vec(literal(), 1..8),
+                other in prop::collection::vec(literal(), 6),
+            ) {
+                let p = TopicPattern::parse(&text(&tokens, rest)).unwrap();
+                let mut next = fill.iter().cycle();
+                let mut topic: Vec<String> = Vec::new();
+                for t in &tokens {
+                    topic.push(match t {
+                        Gen::Lit(l) => l.clone(),
+                        Gen::One => next.next().unwrap().clone(),
+                    });
+                }
+                if rest {
+                    topic.extend(fill.iter().cloned());
+                }
+                let caps = p.captures(&topic).expect("matches the topic made from it");
+                prop_assert_eq!(p.substitute(&caps), Some(topic.clone()));
+                prop_assert_eq!(p.captures_dotted(&topic.join(".")), Some(caps.clone()));
+                prop_assert_eq!(p.captures_mqtt(&topic.join("/")), Some(caps.clone()));
+                // The same wildcards with other literals: forward and back.
+                let q_tokens: Vec<Gen> = tokens
+                    .iter()
+                    .zip(other.iter().cycle())
+                    .map(|(t, o)| match t {
+                        Gen::Lit(_) => Gen::Lit(o.clone()),
+                        Gen::One => Gen::One,
+                    })
+                    .collect();
+                let q = TopicPattern::parse(&text(&q_tokens, rest)).unwrap();
+                prop_assert!(p.can_fill(&q) && q.can_fill(&p));
+                let mapped = q.substitute(&caps).unwrap();
+                let back = p.substitute(&q.captures(&mapped).unwrap());
+                prop_assert_eq!(back, Some(topic));
+            }
+        }
+    }
 }

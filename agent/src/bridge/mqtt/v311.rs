@@ -90,6 +90,10 @@ pub async fn connect(c: Connect<'_>) -> anyhow::Result<Arc<dyn Side>> {
                     continue;
                 }
                 Ok(Event::Incoming(Packet::Publish(p))) => {
+                    if p.size() > MAX_PACKET && el.mqtt_options.max_packet_size() > MAX_PACKET {
+                        // The oversized message arrived: later connections take the usual limit again.
+                        el.mqtt_options.set_max_packet_size(MAX_PACKET, MAX_PACKET);
+                    }
                     if incoming.send(inbound(p, &sub)).await.is_err() {
                         return;
                     }
@@ -101,6 +105,9 @@ pub async fn connect(c: Connect<'_>) -> anyhow::Result<Arc<dyn Side>> {
                 }
                 Err(e) => e,
             };
+            if persistent {
+                read_oversized_once(&mut el, &e);
+            }
             h.set_down(connect::mqtt::describe(&e));
             // Events rumqttc buffered before the error belong to the old connection: acknowledgements
             // count before the tracker gives up on what is still waiting.
@@ -132,6 +139,30 @@ pub async fn connect(c: Connect<'_>) -> anyhow::Result<Arc<dyn Side>> {
         health,
         acks,
     }))
+}
+
+/// MQTT 3.1.1 cannot tell the broker how large a packet the client takes, so the broker sends the edge
+/// session a message over the client's limit ([`MAX_PACKET`]); rumqttc then drops the connection, the
+/// persistent session redelivers the same message first after the reconnect, and the bridge would
+/// reconnect forever with everything behind it held up. After such an error the next connection reads
+/// packets up to that size, once: the bridge receives the message and either forwards it (the cloud takes
+/// it) or refuses it into `refused_total` (too large for the cloud) — in both cases acknowledging it, so
+/// the session moves on. The memory this costs is bounded by the edge broker's own message size limit
+/// (Mosquitto's `message_size_limit`) and MQTT's 256 MiB.
+fn read_oversized_once(el: &mut EventLoop, e: &rumqttc::ConnectionError) {
+    use rumqttc::{ConnectionError, StateError};
+    if let ConnectionError::MqttState(StateError::Deserialization(
+        rumqttc::mqttbytes::Error::PayloadSizeLimitExceeded(size),
+    )) = e
+    {
+        let size = (*size).max(el.mqtt_options.max_packet_size());
+        tracing::warn!(
+            size,
+            limit = MAX_PACKET,
+            "the edge broker sent a message over the client's packet limit; reading it once on the next connection so it can be forwarded or refused"
+        );
+        el.mqtt_options.set_max_packet_size(size, MAX_PACKET);
+    }
 }
 
 /// Feeds one event of the connection to the tracker: PUBLISHes put on the wire, PUBACKs (QoS 1) and

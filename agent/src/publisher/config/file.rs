@@ -239,7 +239,10 @@ pub fn from_spec(
                 .ok_or_else(|| {
                     ConfigError::new(
                         "spec.mqtt.url",
-                        format!("must be host:port without a scheme, got {url:?}"),
+                        format!(
+                            "must be host:port without a scheme, got {:?}",
+                            crate::secret::redact_url(url)
+                        ),
                     )
                 })?;
             if m.qos > 2 {

@@ -21,13 +21,19 @@ impl<F: Fn(&str) -> Option<String>> Env<F> {
             if b.contains("://") {
                 return Err(ConfigError::new(
                     URLS,
-                    format!("must be host:port without a scheme, got {b:?}"),
+                    format!(
+                        "must be host:port without a scheme, got {:?}",
+                        crate::secret::redact_url(b)
+                    ),
                 ));
             }
             if split_host_port(b, 9092).is_none() {
                 return Err(ConfigError::new(
                     URLS,
-                    format!("must be a comma-separated list of host:port, got {b:?}"),
+                    format!(
+                        "must be a comma-separated list of host:port, got {:?}",
+                        crate::secret::redact_url(b)
+                    ),
                 ));
             }
         }

@@ -13,7 +13,10 @@ impl<F: Fn(&str) -> Option<String>> Env<F> {
             .ok_or_else(|| {
                 ConfigError::new(
                     URL,
-                    format!("must be host:port without a scheme, got {raw:?}"),
+                    format!(
+                        "must be host:port without a scheme, got {:?}",
+                        crate::secret::redact_url(&raw)
+                    ),
                 )
             })?;
         let qos = match self.get("EVENT_BROKER_MQTT_QOS").as_deref() {
