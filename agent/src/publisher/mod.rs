@@ -67,12 +67,17 @@ pub async fn run(config: PublisherConfig, listen: SocketAddr) -> anyhow::Result<
             tracing::info!(adapter = b.adapter_name(), core_name = %config.core_name, %listen, "publisher starting")
         }
         _ => {
-            tracing::warn!(%listen, "event broker disabled (EVENT_BROKER_ENABLED=false): POST / answers 503")
+            tracing::warn!(%listen, "event broker disabled ({}=false): POST / answers 503", edgewire_api::env::ENABLED)
         }
     }
     let listener = tokio::net::TcpListener::bind(listen)
         .await
-        .map_err(|e| anyhow::anyhow!("EDGEWIRE_LISTEN: cannot listen on {listen}: {e}"))?;
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "{}: cannot listen on {listen}: {e}",
+                edgewire_api::env::LISTEN
+            )
+        })?;
     axum::serve(listener, router(publisher))
         .with_graceful_shutdown(shutdown_signal())
         .await?;
