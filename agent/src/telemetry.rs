@@ -16,8 +16,6 @@ pub fn init() -> Result<(), String> {
     match format.trim() {
         "" | "json" => builder.json().try_init().map_err(|e| e.to_string()),
         "text" => builder.try_init().map_err(|e| e.to_string()),
-        other => Err(format!(
-            "{LOG_FORMAT}: must be json or text, got {other:?}"
-        )),
+        other => Err(format!("{LOG_FORMAT}: must be json or text, got {other:?}")),
     }
 }

@@ -84,9 +84,7 @@ impl NatsAdapter {
         let client = opts
             .connect(c.urls.clone())
             .await
-            .map_err(|e| {
-                SetupError::Config(format!("{}: {e}", edgewire_api::env::NATS_URLS))
-            })?;
+            .map_err(|e| SetupError::Config(format!("{}: {e}", edgewire_api::env::NATS_URLS)))?;
         let stream_problem = Arc::new(Mutex::new(None));
         let js = match &c.jetstream {
             Some(jsc) => {

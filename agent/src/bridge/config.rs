@@ -8,10 +8,10 @@ use std::str::FromStr;
 
 use edgewire_api::quantity::quantity_bytes;
 use edgewire_api::v1alpha1::{BridgeLink, BridgeRule, BridgeSide, Overflow, validate_rules};
-use edgewire_api::{HeaderName, HeaderValue};
 use edgewire_api::v1alpha1::{
     Endpoint, MqttVersion, PASSWORD_KEY, Protocol, SecretKeyRef, USERNAME_KEY,
 };
+use edgewire_api::{HeaderName, HeaderValue};
 
 use crate::secret::{self, Secret};
 use crate::tls::TlsSettings;
@@ -373,8 +373,11 @@ spec:
     #[test]
     fn quantities() {
         let max = |q: &str| {
-            from_yaml(&DOC.replace("maxBytes: 64Mi", &format!("maxBytes: {q}")), Path::new("/x"))
-                .map(|c| c.spool_max_bytes)
+            from_yaml(
+                &DOC.replace("maxBytes: 64Mi", &format!("maxBytes: {q}")),
+                Path::new("/x"),
+            )
+            .map(|c| c.spool_max_bytes)
         };
         assert_eq!(max("4Gi").unwrap(), 4 << 30);
         assert_eq!(max("10M").unwrap(), 10_000_000);

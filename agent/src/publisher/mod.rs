@@ -70,14 +70,12 @@ pub async fn run(config: PublisherConfig, listen: SocketAddr) -> anyhow::Result<
             tracing::warn!(%listen, "event broker disabled ({}=false): POST / answers 503", edgewire_api::env::ENABLED)
         }
     }
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .map_err(|e| {
-            anyhow::anyhow!(
-                "{}: cannot listen on {listen}: {e}",
-                edgewire_api::env::LISTEN
-            )
-        })?;
+    let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| {
+        anyhow::anyhow!(
+            "{}: cannot listen on {listen}: {e}",
+            edgewire_api::env::LISTEN
+        )
+    })?;
     axum::serve(listener, router(publisher))
         .with_graceful_shutdown(shutdown_signal())
         .await?;

@@ -27,10 +27,7 @@ type Side<'a> = (&'a str, Box<dyn Fn(&str) -> Option<bool> + 'a>);
 
 fn schema<'a>(kind: &'a str, path: &'a str) -> Side<'a> {
     let re = schema_pattern(kind, path);
-    (
-        "CRD schema",
-        Box::new(move |v: &str| Some(re.is_match(v))),
-    )
+    ("CRD schema", Box::new(move |v: &str| Some(re.is_match(v))))
 }
 
 /// The operator's verdict: accepted, or refused as `InvalidSpec` naming `field`.
@@ -41,7 +38,10 @@ fn operator_verdict(r: Result<(), Invalid>, field: &str, value: &str) -> Option<
             assert_eq!(e.reason(), "InvalidSpec", "{value:?}: {e}");
             match &e {
                 Invalid::Spec { field: f, .. } => {
-                    assert!(f.starts_with(field), "{value:?}: refused for {e}, not {field}")
+                    assert!(
+                        f.starts_with(field),
+                        "{value:?}: refused for {e}, not {field}"
+                    )
                 }
                 other => panic!("{value:?}: {other}"),
             }
@@ -171,7 +171,10 @@ fn agent_file<'a>(base: &'a str, field: &'a str, set: fn(&mut EventBrokerSpec, &
 }
 
 /// The BridgeLink with `headers`, through the operator's validation and the agent's bridge parser.
-fn bridge_sides<'a>(field: &'a str, headers: fn(&str) -> BTreeMap<String, String>) -> [Side<'a>; 2] {
+fn bridge_sides<'a>(
+    field: &'a str,
+    headers: fn(&str) -> BTreeMap<String, String>,
+) -> [Side<'a>; 2] {
     let with = move |v: &str| {
         let mut bl: BridgeLink = serde_norway::from_str(BRIDGE).unwrap();
         bl.spec.headers = headers(v);
@@ -210,7 +213,14 @@ fn agree<T: FromStr<Err = String> + 'static>(
 ) {
     let from_str: Side = ("FromStr", Box::new(|v: &str| Some(T::from_str(v).is_ok())));
     let sides: Vec<&Side> = std::iter::once(&from_str).chain(sides).collect();
-    eprintln!("{what}: {}", sides.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(" | "));
+    eprintln!(
+        "{what}: {}",
+        sides
+            .iter()
+            .map(|(n, _)| *n)
+            .collect::<Vec<_>>()
+            .join(" | ")
+    );
     for (value, accepted) in rows {
         let mut said = Vec::new();
         for (name, side) in &sides {
@@ -218,12 +228,17 @@ fn agree<T: FromStr<Err = String> + 'static>(
                 said.push("-");
                 continue;
             };
-            let expected = *accepted || (*name == "CRD schema" && pattern_cannot_say.contains(value));
+            let expected =
+                *accepted || (*name == "CRD schema" && pattern_cannot_say.contains(value));
             assert_eq!(v, expected, "{what}: {name} on {value:?}");
             said.push(if v { "accepts" } else { "refuses" });
         }
         let shown: String = value.chars().take(40).collect();
-        let more = if value.len() > 40 { format!("… ({} chars)", value.len()) } else { String::new() };
+        let more = if value.len() > 40 {
+            format!("… ({} chars)", value.len())
+        } else {
+            String::new()
+        };
         eprintln!("  {shown:?}{more}: {}", said.join(" | "));
     }
 }
@@ -391,7 +406,10 @@ fn iam_role_arns() {
         "IamRoleArn",
         &[
             ("arn:aws:iam::123456789012:role/edgewire-publisher", true),
-            ("arn:aws:iam::123456789012:role/service/iot+to=sqs,x.y@z_", true),
+            (
+                "arn:aws:iam::123456789012:role/service/iot+to=sqs,x.y@z_",
+                true,
+            ),
             ("arn:aws-us-gov:iam::123456789012:role/r", true),
             ("r", false),
             ("arn:aws:iam::123456789012:user/u", false),
@@ -458,7 +476,10 @@ fn header_names() {
         ],
         &[],
         &[
-            ("HeaderName::PATTERN", Box::new(move |v: &str| Some(re.is_match(v)))),
+            (
+                "HeaderName::PATTERN",
+                Box::new(move |v: &str| Some(re.is_match(v))),
+            ),
             operator,
             agent,
         ],

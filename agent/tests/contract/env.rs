@@ -93,7 +93,12 @@ fn sample(name: &str, expect: fn(&Pod, &Rendered) -> BrokerConfig) -> Case {
 
 /// A variant: an EventBroker `events` in namespace `factory` with `spec` (indented YAML under `spec:`),
 /// after the documents in `secrets`.
-fn variant(name: &str, secrets: &str, spec: &str, expect: fn(&Pod, &Rendered) -> BrokerConfig) -> Case {
+fn variant(
+    name: &str,
+    secrets: &str,
+    spec: &str,
+    expect: fn(&Pod, &Rendered) -> BrokerConfig,
+) -> Case {
     Case {
         name: name.into(),
         yaml: format!(
@@ -135,7 +140,10 @@ fn cases() -> Vec<Case> {
         }),
         sample("eventbroker-aws-sns-provisioned.yaml", |p, _| {
             assert_eq!(p.env[env::AWS_ACCESS_KEY_ID], "AKIAEXAMPLEEXAMPLE00");
-            assert_eq!(p.env[env::AWS_SECRET_ACCESS_KEY], "example-secret-access-key");
+            assert_eq!(
+                p.env[env::AWS_SECRET_ACCESS_KEY],
+                "example-secret-access-key"
+            );
             assert!(
                 !p.env.contains_key(env::AWS_SESSION_TOKEN),
                 "the optional session token is absent from the Secret"
@@ -148,7 +156,10 @@ fn cases() -> Vec<Case> {
             })
         }),
         sample("eventbroker-aws-sns.yaml", |p, r| {
-            assert!(!p.env.contains_key(env::AWS_ACCESS_KEY_ID), "IRSA: no static keys");
+            assert!(
+                !p.env.contains_key(env::AWS_ACCESS_KEY_ID),
+                "IRSA: no static keys"
+            );
             assert_eq!(
                 annotation(r, "eks.amazonaws.com/role-arn").as_deref(),
                 Some("arn:aws:iam::123456789012:role/edgewire-publisher")
@@ -279,7 +290,10 @@ fn cases() -> Vec<Case> {
             let key = &p.env[env::GOOGLE_APPLICATION_CREDENTIALS];
             let json: serde_json::Value =
                 serde_json::from_str(&std::fs::read_to_string(key).unwrap()).unwrap();
-            assert_eq!(json["type"], "service_account", "the mounted key is the Secret's");
+            assert_eq!(
+                json["type"], "service_account",
+                "the mounted key is the Secret's"
+            );
             BrokerConfig::PubSub(PubSubConfig {
                 project: "my-project-123".parse().unwrap(),
                 topic_id_prefix: "edge-prod-".parse().unwrap(),
@@ -344,7 +358,13 @@ fn cases() -> Vec<Case> {
                 "{}\n{}",
                 secret_doc(
                     "nats-creds",
-                    &[("seed", "SUACSSL3UAHUDXKFSNVUZRF5UHPMWZ6BFDTJ7M6USDXIEDNPPQYYYCU3VY"), ("jwt", "eyJ0eXAiOiJKV1QifQ.e30.sig")]
+                    &[
+                        (
+                            "seed",
+                            "SUACSSL3UAHUDXKFSNVUZRF5UHPMWZ6BFDTJ7M6USDXIEDNPPQYYYCU3VY"
+                        ),
+                        ("jwt", "eyJ0eXAiOiJKV1QifQ.e30.sig")
+                    ]
                 ),
                 tls_secrets()
             ),
@@ -370,7 +390,13 @@ fn cases() -> Vec<Case> {
         ),
         variant(
             "nats NKEY seed alone",
-            &secret_doc("nkey", &[("seed", "SUACSSL3UAHUDXKFSNVUZRF5UHPMWZ6BFDTJ7M6USDXIEDNPPQYYYCU3VY")]),
+            &secret_doc(
+                "nkey",
+                &[(
+                    "seed",
+                    "SUACSSL3UAHUDXKFSNVUZRF5UHPMWZ6BFDTJ7M6USDXIEDNPPQYYYCU3VY",
+                )],
+            ),
             "  adapter: nats\n  nats:\n    urls: [\"nats://n1:4222\"]\n    auth: {nkey: {seed: {name: nkey, key: seed}}}\n",
             |_, _| {
                 BrokerConfig::Nats(NatsConfig {
@@ -560,7 +586,11 @@ fn cases() -> Vec<Case> {
             "aws_sns static keys with a session token, endpoint override",
             &secret_doc(
                 "aws",
-                &[("AWS_ACCESS_KEY_ID", "AKIA0"), ("AWS_SECRET_ACCESS_KEY", "s3"), ("AWS_SESSION_TOKEN", "tok")],
+                &[
+                    ("AWS_ACCESS_KEY_ID", "AKIA0"),
+                    ("AWS_SECRET_ACCESS_KEY", "s3"),
+                    ("AWS_SESSION_TOKEN", "tok"),
+                ],
             ),
             "  adapter: aws_sns\n  awsSns:\n    region: eu-west-1\n    topicArnPrefix: \"arn:aws:sns:eu-west-1:123456789012:edge-\"\n    endpoint: http://moto:5000\n    credentials: {secretName: aws}\n",
             |p, _| {
@@ -605,15 +635,24 @@ fn modes(b: &BrokerConfig, p: &Pod) -> Vec<String> {
     };
     let (adapter, mut m) = match b {
         BrokerConfig::Nats(n) => {
-            let mut m = vec![match &n.auth {
-                NatsAuth::None => "no auth",
-                NatsAuth::Token(_) => "token",
-                NatsAuth::UserPassword { .. } => "user/password",
-                NatsAuth::Nkey { jwt: Some(_), .. } => "nkey seed + jwt (creds)",
-                NatsAuth::Nkey { jwt: None, .. } => "nkey seed",
-            }
-            .to_string()];
-            m.push(if n.jetstream.is_some() { "jetstream" } else { "core" }.into());
+            let mut m = vec![
+                match &n.auth {
+                    NatsAuth::None => "no auth",
+                    NatsAuth::Token(_) => "token",
+                    NatsAuth::UserPassword { .. } => "user/password",
+                    NatsAuth::Nkey { jwt: Some(_), .. } => "nkey seed + jwt (creds)",
+                    NatsAuth::Nkey { jwt: None, .. } => "nkey seed",
+                }
+                .to_string(),
+            ];
+            m.push(
+                if n.jetstream.is_some() {
+                    "jetstream"
+                } else {
+                    "core"
+                }
+                .into(),
+            );
             m.extend(tls(&n.tls));
             ("nats", m)
         }
@@ -636,34 +675,40 @@ fn modes(b: &BrokerConfig, p: &Pod) -> Vec<String> {
             ("redis", m)
         }
         BrokerConfig::Mqtt(q) => {
-            let mut m = vec![match &q.auth {
-                MqttAuth::None => "no auth",
-                MqttAuth::Jwt { .. } => "jwt",
-                MqttAuth::UserPassword { .. } => "user/password",
-            }
-            .to_string()];
+            let mut m = vec![
+                match &q.auth {
+                    MqttAuth::None => "no auth",
+                    MqttAuth::Jwt { .. } => "jwt",
+                    MqttAuth::UserPassword { .. } => "user/password",
+                }
+                .to_string(),
+            ];
             m.extend(tls(&q.tls));
             ("mqtt", m)
         }
         BrokerConfig::Sns(_) => (
             "aws_sns",
-            vec![if p.env.contains_key(env::AWS_ACCESS_KEY_ID) {
-                "static keys"
-            } else {
-                "standard chain (IRSA role)"
-            }
-            .to_string()],
+            vec![
+                if p.env.contains_key(env::AWS_ACCESS_KEY_ID) {
+                    "static keys"
+                } else {
+                    "standard chain (IRSA role)"
+                }
+                .to_string(),
+            ],
         ),
         BrokerConfig::PubSub(c) => (
             "google_pubsub",
-            vec![if c.is_emulator() {
-                "emulator"
-            } else if p.env.contains_key(env::GOOGLE_APPLICATION_CREDENTIALS) {
-                "service-account key"
-            } else {
-                "application default credentials"
-            }
-            .to_string()],
+            vec![
+                if c.is_emulator() {
+                    "emulator"
+                } else if p.env.contains_key(env::GOOGLE_APPLICATION_CREDENTIALS) {
+                    "service-account key"
+                } else {
+                    "application default credentials"
+                }
+                .to_string(),
+            ],
         ),
     };
     m.iter_mut().for_each(|s| *s = format!("{adapter}: {s}"));
@@ -708,7 +753,8 @@ fn what_the_operator_renders_the_agent_parses() {
             pod.env.get(k).cloned()
         })
         .unwrap_or_else(|e| panic!("{name}: {e}"));
-        let ports: Vec<i32> = rendered.deployment.spec.as_ref().unwrap().template.spec.as_ref().unwrap().containers[0]
+        let ports: Vec<i32> = rendered
+            .publisher()
             .ports
             .iter()
             .flatten()
@@ -777,7 +823,10 @@ fn every_sample_event_broker_is_a_case() {
         let name = entry.unwrap().file_name().to_string_lossy().into_owned();
         if name.starts_with("eventbroker-") {
             samples += 1;
-            assert!(names.contains(&name), "sample {name} is no case of the env contract");
+            assert!(
+                names.contains(&name),
+                "sample {name} is no case of the env contract"
+            );
         }
     }
     assert!(samples >= 16, "{samples} samples");

@@ -48,7 +48,12 @@ pub fn render(case: &str, yaml: &str) -> Rendered {
         .map(secret)
         .collect();
     let rendered = docs(&out);
-    secrets.extend(rendered.iter().filter(|v| v["kind"] == "Secret").map(secret));
+    secrets.extend(
+        rendered
+            .iter()
+            .filter(|v| v["kind"] == "Secret")
+            .map(secret),
+    );
     let one = |kind: &str, suffix: &str| {
         rendered
             .iter()
@@ -73,6 +78,26 @@ pub fn render(case: &str, yaml: &str) -> Rendered {
     }
 }
 
+impl Rendered {
+    /// The publisher Deployment's pod template.
+    pub fn pod_spec(&self) -> &PodSpec {
+        self.deployment
+            .spec
+            .as_ref()
+            .and_then(|s| s.template.spec.as_ref())
+            .expect("a pod template")
+    }
+
+    /// Its `publisher` container.
+    pub fn publisher(&self) -> &Container {
+        self.pod_spec()
+            .containers
+            .iter()
+            .find(|c| c.name == "publisher")
+            .expect("a publisher container")
+    }
+}
+
 /// The started publisher container: its environment and the root its mounts are written under.
 pub struct Pod {
     root: tempfile::TempDir,
@@ -82,17 +107,8 @@ pub struct Pod {
 impl Pod {
     /// Starts the `publisher` container of `r` as the kubelet would, or says why the kubelet would not.
     pub fn start(case: &str, r: &Rendered) -> Pod {
-        let spec: &PodSpec = r
-            .deployment
-            .spec
-            .as_ref()
-            .and_then(|s| s.template.spec.as_ref())
-            .expect("a pod template");
-        let c: &Container = spec
-            .containers
-            .iter()
-            .find(|c| c.name == "publisher")
-            .unwrap_or_else(|| panic!("{case}: no publisher container"));
+        let spec = r.pod_spec();
+        let c = r.publisher();
         let root = tempfile::tempdir().unwrap();
         let key = |secret: &str, key: &str, optional: Option<bool>| -> Option<String> {
             let value = r
@@ -120,13 +136,15 @@ impl Pod {
             if v.empty_dir.is_some() {
                 continue;
             }
-            let sv = v
-                .secret
-                .as_ref()
-                .unwrap_or_else(|| panic!("{case}: volume {} is neither a Secret nor emptyDir", v.name));
+            let sv = v.secret.as_ref().unwrap_or_else(|| {
+                panic!("{case}: volume {} is neither a Secret nor emptyDir", v.name)
+            });
             let name = sv.secret_name.as_deref().expect("a Secret name");
             let items: Vec<(String, String)> = match &sv.items {
-                Some(items) => items.iter().map(|i| (i.key.clone(), i.path.clone())).collect(),
+                Some(items) => items
+                    .iter()
+                    .map(|i| (i.key.clone(), i.path.clone()))
+                    .collect(),
                 None => r.secrets[name]
                     .data
                     .iter()
@@ -145,10 +163,9 @@ impl Pod {
             let value = match e.value_from.as_ref() {
                 None => Some(e.value.clone().unwrap_or_default()),
                 Some(from) => {
-                    let s = from
-                        .secret_key_ref
-                        .as_ref()
-                        .unwrap_or_else(|| panic!("{case}: {} comes from neither a value nor a Secret", e.name));
+                    let s = from.secret_key_ref.as_ref().unwrap_or_else(|| {
+                        panic!("{case}: {} comes from neither a value nor a Secret", e.name)
+                    });
                     key(&s.name, &s.key, s.optional)
                 }
             };

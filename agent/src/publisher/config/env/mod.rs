@@ -12,8 +12,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::str::FromStr;
 
-use edgewire_api::env::{self, suffix};
 use edgewire_api::Adapter;
+use edgewire_api::env::{self, suffix};
 
 use super::*;
 
@@ -108,10 +108,7 @@ impl<F: Fn(&str) -> Option<String>> Env<F> {
             });
         }
         let adapter = self.get(env::ADAPTER).ok_or_else(|| {
-            ConfigError::new(
-                env::ADAPTER,
-                format!("required when {}=true", env::ENABLED),
-            )
+            ConfigError::new(env::ADAPTER, format!("required when {}=true", env::ENABLED))
         })?;
         let broker = match Adapter::parse(&adapter).map(Adapter::canonical) {
             Some(Adapter::Nats) => BrokerConfig::Nats(self.nats(&mut notes)?),
