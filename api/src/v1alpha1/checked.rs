@@ -225,6 +225,12 @@ impl SnsTopicArnPrefix {
         // The check held the fourth part to the region rule.
         AwsRegion(self.0.split(':').nth(3).unwrap_or_default().to_string())
     }
+
+    /// The topic-name prefix after the account: `prod-` of `arn:aws:sns:us-east-1:123456789012:prod-`
+    /// (empty when there is none). Topic names are this prefix and a domain topic name.
+    pub fn name_prefix(&self) -> &str {
+        self.0.splitn(6, ':').nth(5).unwrap_or_default()
+    }
 }
 
 checked!(
@@ -338,5 +344,25 @@ mod tests {
         let e = serde_json::from_str::<GcpProjectId>("\"1abc\"").unwrap_err();
         assert!(e.to_string().contains("not a GCP project id"), "{e}");
         assert_eq!(PubsubTopicIdPrefix::default().as_str(), "");
+    }
+
+    /// Moved from the operator's `cloud::sns::name_prefix`, which parsed the ARN again by its own rule.
+    #[test]
+    fn the_arn_prefix_names_its_topic_name_prefix() {
+        let name_prefix = |s: &str| {
+            SnsTopicArnPrefix::from_str(s)
+                .map(|p| p.name_prefix().to_string())
+                .ok()
+        };
+        assert_eq!(
+            name_prefix("arn:aws:sns:us-east-1:123456789012:prod-").as_deref(),
+            Some("prod-")
+        );
+        assert_eq!(
+            name_prefix("arn:aws:sns:us-east-1:123456789012:").as_deref(),
+            Some("")
+        );
+        assert_eq!(name_prefix("arn:aws:sqs:us-east-1:1:"), None);
+        assert_eq!(name_prefix("prod-"), None);
     }
 }
