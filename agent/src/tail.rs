@@ -117,7 +117,10 @@ fn strip_prefix_map<'a>(
 pub async fn run(config: PublisherConfig, json: bool, count: Option<usize>) -> anyhow::Result<()> {
     crate::tls::install_crypto_provider();
     let broker = config.broker.ok_or_else(|| {
-        anyhow!("EVENT_BROKER_ENABLED: the event broker is disabled; nothing to tail")
+        anyhow!(
+            "{}: the event broker is disabled; nothing to tail",
+            edgewire_api::env::ENABLED
+        )
     })?;
     let mut printer = Printer {
         json,

@@ -29,7 +29,7 @@ pub struct AmqpAdapter {
 /// password kept out of error texts. Shared with `tail`.
 pub fn connector(c: &AmqpConfig) -> Result<Connector, SetupError> {
     let uri = connect::amqp::uri(c.url.expose(), c.tls.enabled)
-        .map_err(|m| SetupError::Config(format!("EVENT_BROKER_RABBITMQ_URL: {m}")))?;
+        .map_err(|m| SetupError::Config(format!("{}: {m}", edgewire_api::env::RABBITMQ_URL)))?;
     let secrets = vec![uri.authority.userinfo.password.clone()];
     Ok(Connector::new(uri, &c.tls, "edgewire-agent", secrets)?)
 }

@@ -73,8 +73,9 @@ impl KafkaAdapter {
         }
         edgewire_api::domain::for_type(event_type).map(|d| d.topic.to_string()).ok_or_else(|| {
             format!(
-                "type {event_type:?} belongs to no event domain ({}); set EVENT_BROKER_KAFKA_TOPIC to send every event to one topic",
-                edgewire_api::domain::describe()
+                "type {event_type:?} belongs to no event domain ({}); set {} to send every event to one topic",
+                edgewire_api::domain::describe(),
+                edgewire_api::env::KAFKA_TOPIC
             )
         })
     }

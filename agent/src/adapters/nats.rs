@@ -84,7 +84,7 @@ impl NatsAdapter {
         let client = opts
             .connect(c.urls.clone())
             .await
-            .map_err(|e| SetupError::Config(format!("EVENT_BROKER_NATS_URLS: {e}")))?;
+            .map_err(|e| SetupError::Config(format!("{}: {e}", edgewire_api::env::NATS_URLS)))?;
         let stream_problem = Arc::new(Mutex::new(None));
         let js = match &c.jetstream {
             Some(jsc) => {
@@ -163,8 +163,10 @@ async fn ensure_stream(js: &jetstream::Context, c: &JetStreamConfig) -> Result<(
                 Ok(())
             } else {
                 Err(format!(
-                    "stream {} exists but its subjects {:?} do not cover {JETSTREAM_SUBJECTS}; add {JETSTREAM_SUBJECTS} to it or set EVENT_BROKER_NATS_STREAM to another stream",
-                    c.stream, subjects
+                    "stream {} exists but its subjects {:?} do not cover {JETSTREAM_SUBJECTS}; add {JETSTREAM_SUBJECTS} to it or set {} to another stream",
+                    c.stream,
+                    subjects,
+                    edgewire_api::env::NATS_STREAM
                 ))
             }
         }

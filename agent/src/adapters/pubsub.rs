@@ -96,8 +96,8 @@ impl PubSubAdapter {
         health.set_connected();
         Ok(Self {
             base,
-            project: c.project,
-            prefix: c.topic_id_prefix,
+            project: c.project.into(),
+            prefix: c.topic_id_prefix.into(),
             publishers: Mutex::new(HashMap::new()),
             health,
         })

@@ -6,11 +6,12 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
+use edgewire_api::quantity::quantity_bytes;
 use edgewire_api::v1alpha1::{BridgeLink, BridgeRule, BridgeSide, Overflow, validate_rules};
 use edgewire_api::v1alpha1::{
-    Endpoint, HeaderName, HeaderValue, MqttVersion, PASSWORD_KEY, Protocol, SecretKeyRef,
-    USERNAME_KEY,
+    Endpoint, MqttVersion, PASSWORD_KEY, Protocol, SecretKeyRef, USERNAME_KEY,
 };
+use edgewire_api::{HeaderName, HeaderValue};
 
 use crate::secret::{self, Secret};
 use crate::tls::TlsSettings;
@@ -129,7 +130,7 @@ pub fn from_yaml(text: &str, secrets_dir: &Path) -> Result<BridgeConfig, BridgeC
             "spec.edge.endpoint.protocol: the edge side speaks mqtt or nats",
         ));
     }
-    let max = parse_quantity(&spec.spool.max_bytes).ok_or_else(|| {
+    let max = quantity_bytes(&spec.spool.max_bytes).ok_or_else(|| {
         err(format!(
             "spec.spool.maxBytes: {:?} is not a quantity",
             spec.spool.max_bytes
@@ -333,31 +334,6 @@ fn read_secret(dir: &Path, r: &SecretKeyRef, field: &str) -> Result<Secret, Brid
     })
 }
 
-/// A Kubernetes quantity in bytes: `4Gi`, `500Mi`, `1G`, `1024`.
-pub fn parse_quantity(s: &str) -> Option<u64> {
-    let s = s.trim();
-    let units: [(&str, u64); 12] = [
-        ("Ki", 1 << 10),
-        ("Mi", 1 << 20),
-        ("Gi", 1 << 30),
-        ("Ti", 1 << 40),
-        ("Pi", 1 << 50),
-        ("Ei", 1 << 60),
-        ("k", 1_000),
-        ("M", 1_000_000),
-        ("G", 1_000_000_000),
-        ("T", 1_000_000_000_000),
-        ("P", 1_000_000_000_000_000),
-        ("E", 1_000_000_000_000_000_000),
-    ];
-    for (u, m) in units {
-        if let Some(n) = s.strip_suffix(u) {
-            return n.parse::<u64>().ok()?.checked_mul(m);
-        }
-    }
-    s.parse().ok()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -512,11 +488,38 @@ spec:
         assert!(e.starts_with("spec.headers"), "{e}");
     }
 
+    /// `spec.spool.maxBytes` is read with the api crate's quantity parser, as the operator reads it: `1e9`
+    /// and `1.5Gi` mean the same to both.
     #[test]
     fn quantities() {
-        assert_eq!(parse_quantity("4Gi"), Some(4 << 30));
-        assert_eq!(parse_quantity("10M"), Some(10_000_000));
-        assert_eq!(parse_quantity("1024"), Some(1024));
-        assert_eq!(parse_quantity("x"), None);
+        let max = |q: &str| {
+            from_yaml(
+                &DOC.replace("maxBytes: 64Mi", &format!("maxBytes: {q}")),
+                Path::new("/x"),
+            )
+            .map(|c| c.spool_max_bytes)
+        };
+        assert_eq!(max("4Gi").unwrap(), 4 << 30);
+        assert_eq!(max("10M").unwrap(), 10_000_000);
+        assert_eq!(max("1024").unwrap(), 1024);
+        assert_eq!(max("1e9").unwrap(), 1_000_000_000);
+        assert_eq!(max("1.5Gi").unwrap(), 3 << 29);
+        assert!(max("x").is_err());
+    }
+
+    /// Header names and values are held to what every bridge protocol can carry (the api crate's
+    /// `HeaderName`, `HeaderValue`); the error names the field.
+    #[test]
+    fn refuses_headers_a_protocol_cannot_carry() {
+        for (headers, field) in [
+            ("{\"has space\": x}", "spec.headers"),
+            ("{\"a:b\": x}", "spec.headers"),
+            ("{plant: \"a\\r\\nInjected: x\"}", "spec.headers.plant"),
+            ("{plant: \"Köln\"}", "spec.headers.plant"),
+        ] {
+            let doc = DOC.replace("{plant: berlin}", headers);
+            let e = from_yaml(&doc, Path::new("/x")).unwrap_err().to_string();
+            assert!(e.starts_with(&format!("{field}: ")), "{headers}: {e}");
+        }
     }
 }

@@ -81,8 +81,12 @@ pub fn options(
                 }
             }
         });
-    let bad_seed =
-        || SetupError::Config("EVENT_BROKER_NATS_NKEY_SEED: not a valid NKEY seed".into());
+    let bad_seed = || {
+        SetupError::Config(format!(
+            "{}: not a valid NKEY seed",
+            edgewire_api::env::NATS_NKEY_SEED
+        ))
+    };
     opts = match auth {
         NatsAuth::None => opts,
         NatsAuth::Token(t) => opts.token(t.expose().to_string()),

@@ -14,7 +14,8 @@ pub fn client(url: &Secret, tls: &TlsSettings) -> Result<redis::Client, SetupErr
     };
     let bad_url = |e: redis::RedisError| {
         SetupError::Config(format!(
-            "EVENT_BROKER_REDIS_URL: invalid URL ({:?})",
+            "{}: invalid URL ({:?})",
+            edgewire_api::env::REDIS_URL,
             e.kind()
         ))
     };

@@ -66,7 +66,7 @@ pub fn document(config: &PublisherConfig) -> Value {
     let Some(broker) = &config.broker else {
         return json!({
             "asyncapi": "3.0.0",
-            "info": {"title": "Edgewire publisher", "version": "1.0.0", "description": "The event broker is disabled (EVENT_BROKER_ENABLED=false): no channels."},
+            "info": {"title": "Edgewire publisher", "version": "1.0.0", "description": format!("The event broker is disabled ({}=false): no channels.", edgewire_api::env::ENABLED)},
             "channels": {},
             "operations": {}
         });
@@ -112,7 +112,7 @@ pub fn document(config: &PublisherConfig) -> Value {
                 Some(t) => vec![(
                     "all".into(),
                     t.clone(),
-                    "every event (EVENT_BROKER_KAFKA_TOPIC)".into(),
+                    format!("every event ({})", edgewire_api::env::KAFKA_TOPIC),
                 )],
                 None => DOMAINS
                     .iter()

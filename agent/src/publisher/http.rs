@@ -181,7 +181,10 @@ async fn ingest(State(p): State<Arc<Publisher>>, req: Request) -> Response {
             StatusCode::SERVICE_UNAVAILABLE,
             "event-broker-disabled",
             "Event broker disabled",
-            "event broker disabled (EVENT_BROKER_ENABLED=false): this publisher does not forward events",
+            format!(
+                "event broker disabled ({}=false): this publisher does not forward events",
+                edgewire_api::env::ENABLED
+            ),
         )
         .into_response();
     };

@@ -93,12 +93,15 @@ pub async fn run(
             tracing::info!(adapter = b.adapter_name(), core_name = %config.core_name, %listen, "publisher starting")
         }
         _ => {
-            tracing::warn!(%listen, "event broker disabled (EVENT_BROKER_ENABLED=false): POST / answers 503")
+            tracing::warn!(%listen, "event broker disabled ({}=false): POST / answers 503", edgewire_api::env::ENABLED)
         }
     }
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .map_err(|e| anyhow::anyhow!("EDGEWIRE_LISTEN: cannot listen on {listen}: {e}"))?;
+    let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| {
+        anyhow::anyhow!(
+            "{}: cannot listen on {listen}: {e}",
+            edgewire_api::env::LISTEN
+        )
+    })?;
     serve_until(listener, publisher, shutdown_signal()).await;
     tracing::info!("publisher stopped");
     Ok(())

@@ -1,9 +1,14 @@
 //! Strings with rules that both binaries check: the operator before it deploys, the agent before it starts.
 //! Each type states its rule twice in one place — as the schema `pattern` the API server enforces and as
-//! [`FromStr`] — and `api/tests/checked.rs` holds both to the same table of values. Deserialization stays
-//! lenient (an object written before a rule existed still decodes); the operator's validation parses the
-//! value and reports `InvalidSpec` naming the field, which also covers what a pattern cannot say (a Pub/Sub
-//! prefix must not start with `goog`).
+//! [`FromStr`]. `agent/tests/contract/checked.rs` holds them to one table of values per type, with the
+//! operator's validation and the agent's parsers: all accept and refuse the same values.
+//!
+//! A value of one of these types has passed its check: it is made by [`FromStr`] or by deserializing, which
+//! checks too. The spec fields stay `String` with the type's schema: an object the API server stored before a
+//! rule existed (or one breaking a rule a pattern cannot say — a Pub/Sub prefix starting with `goog`) must
+//! still decode, so that the operator's validation can parse the field and report `InvalidSpec` naming it
+//! instead of skipping an undecodable object. The agent parses its environment and configuration files into
+//! these types, so an adapter never sees an unchecked value.
 
 use crate::domain::DOMAINS;
 use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
@@ -17,7 +22,7 @@ macro_rules! checked {
     ($(#[$doc:meta])* $name:ident, $pattern:literal, $check:path) => {
         $(#[$doc])*
         #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-        #[serde(transparent)]
+        #[serde(into = "String", try_from = "String")]
         pub struct $name(String);
 
         impl $name {
@@ -39,6 +44,19 @@ macro_rules! checked {
             /// The value, or why it breaks the rule (a message for a person; it quotes the value).
             fn from_str(s: &str) -> Result<Self, String> {
                 $check(s).map(|()| Self(s.to_string()))
+            }
+        }
+
+        impl TryFrom<String> for $name {
+            type Error = String;
+            fn try_from(s: String) -> Result<Self, String> {
+                $check(&s).map(|()| Self(s))
+            }
+        }
+
+        impl From<$name> for String {
+            fn from(v: $name) -> String {
+                v.0
             }
         }
 
@@ -165,6 +183,13 @@ checked!(
     check_topic_id_prefix
 );
 
+/// No prefix.
+impl Default for PubsubTopicIdPrefix {
+    fn default() -> Self {
+        Self(String::new())
+    }
+}
+
 fn check_region(s: &str) -> Result<(), String> {
     is_region(s)
         .then_some(())
@@ -192,6 +217,20 @@ fn check_sns_prefix(s: &str) -> Result<(), String> {
             "{s:?} must be arn:aws:sns:<region>:<account>: followed by an optional topic-name prefix (letters, digits, - and _)"
         )
     })
+}
+
+impl SnsTopicArnPrefix {
+    /// The region the ARN names: `us-east-1` of `arn:aws:sns:us-east-1:123456789012:`.
+    pub fn region(&self) -> AwsRegion {
+        // The check held the fourth part to the region rule.
+        AwsRegion(self.0.split(':').nth(3).unwrap_or_default().to_string())
+    }
+
+    /// The topic-name prefix after the account: `prod-` of `arn:aws:sns:us-east-1:123456789012:prod-`
+    /// (empty when there is none). Topic names are this prefix and a domain topic name.
+    pub fn name_prefix(&self) -> &str {
+        self.0.splitn(6, ':').nth(5).unwrap_or_default()
+    }
 }
 
 checked!(
@@ -291,5 +330,39 @@ mod tests {
         assert!(
             SnsTopicArnPrefix::PATTERN.contains(&format!("{{0,{}}}", 256 - longest_domain_topic()))
         );
+    }
+
+    #[test]
+    fn deserializing_checks_and_the_arn_prefix_names_its_region() {
+        let p: SnsTopicArnPrefix =
+            serde_json::from_str("\"arn:aws-cn:sns:cn-north-1:123456789012:prod-\"").unwrap();
+        assert_eq!(p.region().as_str(), "cn-north-1");
+        assert_eq!(
+            serde_json::to_string(&p).unwrap(),
+            "\"arn:aws-cn:sns:cn-north-1:123456789012:prod-\""
+        );
+        let e = serde_json::from_str::<GcpProjectId>("\"1abc\"").unwrap_err();
+        assert!(e.to_string().contains("not a GCP project id"), "{e}");
+        assert_eq!(PubsubTopicIdPrefix::default().as_str(), "");
+    }
+
+    /// Moved from the operator's `cloud::sns::name_prefix`, which parsed the ARN again by its own rule.
+    #[test]
+    fn the_arn_prefix_names_its_topic_name_prefix() {
+        let name_prefix = |s: &str| {
+            SnsTopicArnPrefix::from_str(s)
+                .map(|p| p.name_prefix().to_string())
+                .ok()
+        };
+        assert_eq!(
+            name_prefix("arn:aws:sns:us-east-1:123456789012:prod-").as_deref(),
+            Some("prod-")
+        );
+        assert_eq!(
+            name_prefix("arn:aws:sns:us-east-1:123456789012:").as_deref(),
+            Some("")
+        );
+        assert_eq!(name_prefix("arn:aws:sqs:us-east-1:1:"), None);
+        assert_eq!(name_prefix("prod-"), None);
     }
 }

@@ -57,6 +57,23 @@ fn default_status(
     }
 }
 
+/// The `pattern` of a field under `spec` in the CRD of `kind`, as the API server gets it: `path` names the
+/// properties, dot-separated, `*` standing for a map's values (`headers.*`). `None` when there is no such
+/// field or it has no pattern.
+pub fn spec_field_pattern(kind: &str, path: &str) -> Option<String> {
+    let crd = crds().into_iter().find(|c| c.spec.names.kind == kind)?;
+    let schema = serde_json::to_value(&crd.spec.versions.first()?.schema).ok()?;
+    let mut v = &schema["openAPIV3Schema"]["properties"]["spec"];
+    for p in path.split('.') {
+        v = if p == "*" {
+            &v["additionalProperties"]
+        } else {
+            &v["properties"][p]
+        };
+    }
+    v["pattern"].as_str().map(String::from)
+}
+
 /// A CRD as the YAML checked in under `crds/`.
 pub fn crd_yaml(
     crd: &k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,

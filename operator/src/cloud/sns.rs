@@ -22,12 +22,6 @@ pub struct Topic {
     pub error: Option<CloudError>,
 }
 
-/// The name prefix in a topic ARN prefix (`arn:aws:sns:us-east-1:123456789012:prod-` → `prod-`).
-pub fn name_prefix(topic_arn_prefix: &str) -> Option<&str> {
-    let parts: Vec<&str> = topic_arn_prefix.splitn(6, ':').collect();
-    (parts.len() == 6 && parts[0] == "arn" && parts[2] == "sns").then(|| parts[5])
-}
-
 /// The ARN prefix of the account, from one topic's ARN and name (ARN = prefix + name).
 pub fn arn_prefix_of(arn: &str, name: &str) -> Option<String> {
     arn.strip_suffix(name).map(str::to_string)
@@ -132,13 +126,7 @@ mod tests {
 
     #[test]
     fn prefixes() {
-        assert_eq!(
-            name_prefix("arn:aws:sns:us-east-1:123456789012:prod-"),
-            Some("prod-")
-        );
-        assert_eq!(name_prefix("arn:aws:sns:us-east-1:123456789012:"), Some(""));
-        assert_eq!(name_prefix("arn:aws:sqs:us-east-1:1:"), None);
-        assert_eq!(name_prefix("prod-"), None);
+        // The name prefix of an ARN prefix: `edgewire_api::SnsTopicArnPrefix::name_prefix`.
         assert_eq!(
             arn_prefix_of(
                 "arn:aws:sns:us-east-1:123456789012:prod-edge-nodes-events",

@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
+use edgewire_api::env as api_env;
 use edgewire_api::{
     Adapter, EventBroker, EventBrokerSpec, PASSWORD_KEY, SecretKeyRef, SecretRef, Tls, USERNAME_KEY,
 };
@@ -22,6 +23,11 @@ pub fn from_file(path: &Path, secrets_dir: Option<&Path>) -> Result<PublisherCon
         )
     })?;
     from_spec(&eb.spec, secrets_dir)
+}
+
+/// A spec field with a rule of the API, checked by its type (as the operator's validation checks it).
+fn checked<T: std::str::FromStr<Err = String>>(field: &str, value: &str) -> Result<T, ConfigError> {
+    T::from_str(value).map_err(|m| ConfigError::new(field, m))
 }
 
 fn first_line(s: &str) -> &str {
@@ -284,12 +290,13 @@ pub fn from_spec(
                 .aws_sns
                 .as_ref()
                 .ok_or_else(|| missing("spec.awsSns"))?;
-            let topic_arn_prefix = a
-                .topic_arn_prefix
-                .clone()
-                .ok_or_else(|| missing("spec.awsSns.topicArnPrefix"))?;
-            sns_arn_prefix_region(&topic_arn_prefix)
-                .map_err(|m| ConfigError::new("spec.awsSns.topicArnPrefix", m))?;
+            let region = checked("spec.awsSns.region", &a.region)?;
+            let topic_arn_prefix = checked(
+                "spec.awsSns.topicArnPrefix",
+                a.topic_arn_prefix
+                    .as_deref()
+                    .ok_or_else(|| missing("spec.awsSns.topicArnPrefix"))?,
+            )?;
             let endpoint = endpoint_override("spec.awsSns.endpoint", a.endpoint.as_deref())?;
             let static_credentials = match &a.credentials {
                 None => None,
@@ -298,14 +305,14 @@ pub fn from_spec(
                     let key = |k: &str| SecretKeyRef::new(&r.secret_name, k);
                     let optional = |k: &str| s.value(f, &key(k)).ok();
                     Some(AwsStaticCredentials {
-                        access_key_id: s.value(f, &key("AWS_ACCESS_KEY_ID"))?,
-                        secret_access_key: s.value(f, &key("AWS_SECRET_ACCESS_KEY"))?,
-                        session_token: optional("AWS_SESSION_TOKEN"),
+                        access_key_id: s.value(f, &key(api_env::AWS_ACCESS_KEY_ID))?,
+                        secret_access_key: s.value(f, &key(api_env::AWS_SECRET_ACCESS_KEY))?,
+                        session_token: optional(api_env::AWS_SESSION_TOKEN),
                     })
                 }
             };
             BrokerConfig::Sns(SnsConfig {
-                region: a.region.clone(),
+                region,
                 topic_arn_prefix,
                 endpoint,
                 static_credentials,
@@ -316,19 +323,17 @@ pub fn from_spec(
                 .google_pubsub
                 .as_ref()
                 .ok_or_else(|| missing("spec.googlePubsub"))?;
-            if let Some(m) = pubsub_project_problem(&g.project) {
-                return Err(ConfigError::new("spec.googlePubsub.project", m));
-            }
-            let topic_id_prefix = g.topic_id_prefix.clone().unwrap_or_default();
-            if let Some(m) = pubsub_prefix_problem(&topic_id_prefix) {
-                return Err(ConfigError::new("spec.googlePubsub.topicIdPrefix", m));
-            }
+            let project = checked("spec.googlePubsub.project", &g.project)?;
+            let topic_id_prefix = match &g.topic_id_prefix {
+                Some(p) => checked("spec.googlePubsub.topicIdPrefix", p)?,
+                None => PubsubTopicIdPrefix::default(),
+            };
             let credentials_file = match &g.credentials {
                 None => None,
                 Some(r) => Some(s.path("spec.googlePubsub.credentials", &r.name, &r.key)?),
             };
             BrokerConfig::PubSub(PubSubConfig {
-                project: g.project.clone(),
+                project,
                 topic_id_prefix,
                 endpoint: endpoint_override("spec.googlePubsub.endpoint", g.endpoint.as_deref())?,
                 credentials_file,
@@ -497,7 +502,7 @@ mod tests {
         let Some(BrokerConfig::PubSub(ps)) = c.broker else {
             panic!("not pubsub")
         };
-        assert_eq!(ps.topic_id_prefix, "edge-prod-");
+        assert_eq!(ps.topic_id_prefix.as_str(), "edge-prod-");
         assert_eq!(ps.credentials_file, Some(dir.path().join("gcp/sa.json")));
     }
 

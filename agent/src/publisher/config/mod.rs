@@ -12,6 +12,8 @@ pub use crate::connect::kafka::{KafkaSasl, SaslMechanism};
 pub use crate::connect::nats::NatsAuth;
 pub use crate::secret::Secret;
 pub use crate::tls::{ClientCert, TlsSettings, TlsVersion};
+// Values with a rule of the API: parsed, so an adapter never sees an unchecked one.
+pub use edgewire_api::{AwsRegion, GcpProjectId, PubsubTopicIdPrefix, SnsTopicArnPrefix};
 
 /// A configuration error: `name` is the environment variable (or spec field) at fault. The message never
 /// contains a secret value.
@@ -143,10 +145,10 @@ pub enum MqttAuth {
 #[derive(Debug, Clone, PartialEq)]
 pub struct SnsConfig {
     /// `EVENT_BROKER_AWS_SNS_REGION`; the ARN prefix's region when unset.
-    pub region: String,
+    pub region: AwsRegion,
     /// `EVENT_BROKER_AWS_SNS_TOPIC_ARN_PREFIX`, e.g. `arn:aws:sns:us-east-1:123456789012:` (may end in a name
     /// prefix such as `...:123456789012:prod-`).
-    pub topic_arn_prefix: String,
+    pub topic_arn_prefix: SnsTopicArnPrefix,
     /// `EVENT_BROKER_AWS_SNS_ENDPOINT`: VPC endpoints, local emulators (moto, LocalStack).
     pub endpoint: Option<String>,
     /// Static keys (`spec.awsSns.credentials` in `--config` mode). `None`: the standard chain (env
@@ -166,9 +168,9 @@ pub struct AwsStaticCredentials {
 #[derive(Debug, Clone, PartialEq)]
 pub struct PubSubConfig {
     /// `EVENT_BROKER_GOOGLE_PUBSUB_PROJECT`.
-    pub project: String,
+    pub project: GcpProjectId,
     /// `EVENT_BROKER_GOOGLE_PUBSUB_TOPIC_ID_PREFIX`, e.g. `edge-prod-` (empty: none).
-    pub topic_id_prefix: String,
+    pub topic_id_prefix: PubsubTopicIdPrefix,
     /// `EVENT_BROKER_GOOGLE_PUBSUB_ENDPOINT`. An `http://` endpoint (emulators) is used without credentials;
     /// an `https://` one (private / regional endpoints) with the usual credentials.
     pub endpoint: Option<String>,
@@ -217,70 +219,6 @@ pub fn endpoint_override(field: &str, value: Option<&str>) -> Result<Option<Stri
             field,
             format!("must be an http:// or https:// URL, got {e:?}"),
         )),
-    }
-}
-
-/// Checks an SNS topic ARN prefix (`arn:<partition>:sns:<region>:<account>:<name prefix>`) and returns
-/// its region.
-pub fn sns_arn_prefix_region(prefix: &str) -> Result<String, String> {
-    let parts: Vec<&str> = prefix.splitn(6, ':').collect();
-    match parts.as_slice() {
-        ["arn", partition, "sns", region, account, name_prefix]
-            if !partition.is_empty()
-                && !region.is_empty()
-                && !account.is_empty()
-                && account.chars().all(|c| c.is_ascii_alphanumeric())
-                && name_prefix
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') =>
-        {
-            Ok(region.to_string())
-        }
-        _ => Err(format!(
-            "must look like arn:aws:sns:<region>:<account-id>: (optionally followed by a topic name prefix), got {prefix:?}"
-        )),
-    }
-}
-
-/// Checks a Pub/Sub topic id prefix: the ids it makes must start with a letter and use
-/// `[A-Za-z0-9-_.~+%]` only.
-pub fn pubsub_prefix_problem(prefix: &str) -> Option<String> {
-    if prefix.is_empty() {
-        return None;
-    }
-    let starts_letter = prefix
-        .chars()
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic());
-    let chars_ok = prefix
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || "-_.~+%".contains(c));
-    if !starts_letter || !chars_ok || prefix.starts_with("goog") || prefix.len() > 230 {
-        return Some(format!(
-            "must start with a letter, not with \"goog\", and use only letters, digits and -_.~+% (at most 230 characters), got {prefix:?}"
-        ));
-    }
-    None
-}
-
-/// Checks a Pub/Sub project id (lowercase letters, digits and hyphens; also the legacy
-/// `domain.com:project` form). Emulators accept any such id, so the length is not enforced.
-pub fn pubsub_project_problem(project: &str) -> Option<String> {
-    let ok = !project.is_empty()
-        && project.len() <= 100
-        && project
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "-.:".contains(c))
-        && project
-            .chars()
-            .next()
-            .is_some_and(|c| c.is_ascii_lowercase());
-    if ok {
-        None
-    } else {
-        Some(format!(
-            "must be a project id (lowercase letters, digits and hyphens, starting with a letter), got {project:?}"
-        ))
     }
 }
 

@@ -17,12 +17,13 @@ use edgewire_api::condition::{self, reasons, types};
 use edgewire_api::domain::DOMAINS;
 use edgewire_api::{
     Adapter, AwsSnsSpec, DeletionPolicy, EventBroker, EventBrokerStatus, GooglePubsubSpec,
-    TopicStatus,
+    SnsTopicArnPrefix, TopicStatus,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::ResourceExt;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
+use std::str::FromStr;
 use std::time::Duration;
 use tracing::{info, warn};
 
@@ -170,12 +171,13 @@ pub async fn provision(eb: &EventBroker, v: &mut ValidatedEventBroker, refs: &Re
     let Some(sns_spec) = v.spec.aws_sns.clone().filter(|s| s.provision) else {
         return Vec::new();
     };
+    // Validation parsed it; a prefix it refused never reaches here.
     let prefix = sns_spec
         .topic_arn_prefix
         .as_deref()
-        .and_then(sns::name_prefix)
-        .unwrap_or_default()
-        .to_string();
+        .and_then(|p| SnsTopicArnPrefix::from_str(p).ok())
+        .map(|p| p.name_prefix().to_string())
+        .unwrap_or_default();
     let c = client(&aws_settings(&sns_spec, refs)).await;
     let topics: Vec<Topic> = sns::ensure_topics(&c, &prefix, &owner_tag(eb))
         .await

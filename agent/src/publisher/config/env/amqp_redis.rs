@@ -5,22 +5,22 @@ use super::*;
 
 impl<F: Fn(&str) -> Option<String>> Env<F> {
     pub(super) fn amqp(&self) -> Result<AmqpConfig, ConfigError> {
-        const URL: &str = "EVENT_BROKER_RABBITMQ_URL";
+        const URL: &str = env::RABBITMQ_URL;
         let url = self
             .secret(URL)
             .ok_or_else(|| ConfigError::new(URL, "required for adapter amqp091"))?;
         let implied = check_scheme(URL, url.expose(), "amqp", "amqps")?;
-        let tls = self.tls("RABBITMQ", implied)?;
+        let tls = self.tls(Adapter::Amqp091, implied)?;
         Ok(AmqpConfig { url, tls })
     }
 
     pub(super) fn redis(&self) -> Result<RedisConfig, ConfigError> {
-        const URL: &str = "EVENT_BROKER_REDIS_URL";
+        const URL: &str = env::REDIS_URL;
         let url = self
             .secret(URL)
             .ok_or_else(|| ConfigError::new(URL, "required for adapter redis"))?;
         let implied = check_scheme(URL, url.expose(), "redis", "rediss")?;
-        let tls = self.tls("REDIS", implied)?;
+        let tls = self.tls(Adapter::Redis, implied)?;
         Ok(RedisConfig { url, tls })
     }
 }

@@ -8,27 +8,18 @@ impl<F: Fn(&str) -> Option<String>> Env<F> {
     /// `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY` / `AWS_SESSION_TOKEN`, the shared files and the IRSA
     /// web identity (`AWS_ROLE_ARN`, `AWS_WEB_IDENTITY_TOKEN_FILE`) itself.
     pub(super) fn sns(&self) -> Result<SnsConfig, ConfigError> {
-        const PREFIX: &str = "EVENT_BROKER_AWS_SNS_TOPIC_ARN_PREFIX";
-        const REGION: &str = "EVENT_BROKER_AWS_SNS_REGION";
-        let topic_arn_prefix = self.get(PREFIX).ok_or_else(|| {
+        const PREFIX: &str = env::AWS_SNS_TOPIC_ARN_PREFIX;
+        let topic_arn_prefix: SnsTopicArnPrefix = self.checked(PREFIX)?.ok_or_else(|| {
             ConfigError::new(
                 PREFIX,
                 "required for adapter aws_sns (e.g. arn:aws:sns:us-east-1:123456789012:)",
             )
         })?;
-        let arn_region =
-            sns_arn_prefix_region(&topic_arn_prefix).map_err(|m| ConfigError::new(PREFIX, m))?;
-        let region = self.get(REGION).unwrap_or(arn_region);
-        if !region
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-        {
-            return Err(ConfigError::new(
-                REGION,
-                format!("must be an AWS region like us-east-1, got {region:?}"),
-            ));
-        }
-        let endpoint = self.endpoint("EVENT_BROKER_AWS_SNS_ENDPOINT")?;
+        let region = match self.checked(env::AWS_SNS_REGION)? {
+            Some(region) => region,
+            None => topic_arn_prefix.region(),
+        };
+        let endpoint = self.endpoint(env::AWS_SNS_ENDPOINT)?;
         Ok(SnsConfig {
             region,
             topic_arn_prefix,
@@ -40,19 +31,14 @@ impl<F: Fn(&str) -> Option<String>> Env<F> {
     /// `EVENT_BROKER_GOOGLE_PUBSUB_*`. `GOOGLE_APPLICATION_CREDENTIALS` is read by the Google auth library
     /// (Application Default Credentials).
     pub(super) fn pubsub(&self) -> Result<PubSubConfig, ConfigError> {
-        const PROJECT: &str = "EVENT_BROKER_GOOGLE_PUBSUB_PROJECT";
-        const PREFIX: &str = "EVENT_BROKER_GOOGLE_PUBSUB_TOPIC_ID_PREFIX";
+        const PROJECT: &str = env::GOOGLE_PUBSUB_PROJECT;
         let project = self
-            .get(PROJECT)
+            .checked(PROJECT)?
             .ok_or_else(|| ConfigError::new(PROJECT, "required for adapter google_pubsub"))?;
-        if let Some(m) = pubsub_project_problem(&project) {
-            return Err(ConfigError::new(PROJECT, m));
-        }
-        let topic_id_prefix = self.get(PREFIX).unwrap_or_default();
-        if let Some(m) = pubsub_prefix_problem(&topic_id_prefix) {
-            return Err(ConfigError::new(PREFIX, m));
-        }
-        let endpoint = self.endpoint("EVENT_BROKER_GOOGLE_PUBSUB_ENDPOINT")?;
+        let topic_id_prefix = self
+            .checked(env::GOOGLE_PUBSUB_TOPIC_ID_PREFIX)?
+            .unwrap_or_default();
+        let endpoint = self.endpoint(env::GOOGLE_PUBSUB_ENDPOINT)?;
         Ok(PubSubConfig {
             project,
             topic_id_prefix,
@@ -89,8 +75,8 @@ mod tests {
         assert_eq!(
             c,
             SnsConfig {
-                region: "eu-west-1".into(),
-                topic_arn_prefix: "arn:aws:sns:eu-west-1:123456789012:".into(),
+                region: "eu-west-1".parse().unwrap(),
+                topic_arn_prefix: "arn:aws:sns:eu-west-1:123456789012:".parse().unwrap(),
                 endpoint: Some("http://127.0.0.1:5000".into()),
                 static_credentials: None,
             }
@@ -106,7 +92,7 @@ mod tests {
         ]) else {
             panic!("not sns")
         };
-        assert_eq!(c.region, "cn-north-1");
+        assert_eq!(c.region.as_str(), "cn-north-1");
         assert_eq!(c.endpoint, None);
     }
 
@@ -154,8 +140,8 @@ mod tests {
         assert_eq!(
             c,
             PubSubConfig {
-                project: "my-project-123".into(),
-                topic_id_prefix: "edge-prod-".into(),
+                project: "my-project-123".parse().unwrap(),
+                topic_id_prefix: "edge-prod-".parse().unwrap(),
                 endpoint: None,
                 credentials_file: None,
             }
@@ -173,7 +159,7 @@ mod tests {
         ]) else {
             panic!("not pubsub")
         };
-        assert_eq!(c.topic_id_prefix, "");
+        assert_eq!(c.topic_id_prefix.as_str(), "");
         assert!(c.is_emulator());
         let base = [ON, ("EVENT_BROKER_ADAPTER", "google_pubsub")];
         assert_eq!(err(&base).name, "EVENT_BROKER_GOOGLE_PUBSUB_PROJECT");

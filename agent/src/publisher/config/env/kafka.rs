@@ -4,7 +4,9 @@ use super::*;
 
 impl<F: Fn(&str) -> Option<String>> Env<F> {
     pub(super) fn kafka(&self, notes: &mut Vec<String>) -> Result<KafkaConfig, ConfigError> {
-        const URLS: &str = "EVENT_BROKER_KAFKA_URLS";
+        const URLS: &str = env::KAFKA_URLS;
+        let username_var = env::adapter_var(Adapter::Kafka, suffix::USERNAME);
+        let password_var = env::adapter_var(Adapter::Kafka, suffix::PASSWORD);
         let raw = self
             .get(URLS)
             .ok_or_else(|| ConfigError::new(URLS, "required for adapter kafka"))?;
@@ -37,7 +39,7 @@ impl<F: Fn(&str) -> Option<String>> Env<F> {
                 ));
             }
         }
-        let topic = self.get("EVENT_BROKER_KAFKA_TOPIC");
+        let topic = self.get(env::KAFKA_TOPIC);
         if let Some(t) = &topic
             && (t.len() > 249
                 || !t
@@ -45,41 +47,41 @@ impl<F: Fn(&str) -> Option<String>> Env<F> {
                     .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
         {
             return Err(ConfigError::new(
-                "EVENT_BROKER_KAFKA_TOPIC",
+                env::KAFKA_TOPIC,
                 format!("must be 1-249 characters of letters, digits, '.', '_' and '-', got {t:?}"),
             ));
         }
-        let mechanism = match self.get("EVENT_BROKER_KAFKA_SASL_MECHANISM") {
+        let mechanism = match self.get(env::KAFKA_SASL_MECHANISM) {
             None => SaslMechanism::Plain,
             Some(m) => parse_sasl_mechanism(&m).ok_or_else(|| {
                 ConfigError::new(
-                    "EVENT_BROKER_KAFKA_SASL_MECHANISM",
+                    env::KAFKA_SASL_MECHANISM,
                     format!("must be plain, scram_sha_256 or scram_sha_512, got {m:?}"),
                 )
             })?,
         };
-        let username = self.get("EVENT_BROKER_KAFKA_USERNAME");
-        let password = self.secret("EVENT_BROKER_KAFKA_PASSWORD");
+        let username = self.get(&username_var);
+        let password = self.secret(&password_var);
         let sasl = match (username, password) {
             (None, None) => {
-                if self.get("EVENT_BROKER_KAFKA_SASL_MECHANISM").is_some() {
-                    notes.push(
-                        "EVENT_BROKER_KAFKA_SASL_MECHANISM ignored: no EVENT_BROKER_KAFKA_USERNAME"
-                            .into(),
-                    );
+                if self.get(env::KAFKA_SASL_MECHANISM).is_some() {
+                    notes.push(format!(
+                        "{} ignored: no {username_var}",
+                        env::KAFKA_SASL_MECHANISM
+                    ));
                 }
                 None
             }
             (Some(_), None) => {
                 return Err(ConfigError::new(
-                    "EVENT_BROKER_KAFKA_PASSWORD",
-                    "required with EVENT_BROKER_KAFKA_USERNAME",
+                    &password_var,
+                    format!("required with {username_var}"),
                 ));
             }
             (None, Some(_)) => {
                 return Err(ConfigError::new(
-                    "EVENT_BROKER_KAFKA_USERNAME",
-                    "required with EVENT_BROKER_KAFKA_PASSWORD",
+                    &username_var,
+                    format!("required with {password_var}"),
                 ));
             }
             (Some(username), Some(password)) => Some(KafkaSasl {
@@ -88,7 +90,7 @@ impl<F: Fn(&str) -> Option<String>> Env<F> {
                 password,
             }),
         };
-        let tls = self.tls("KAFKA", false)?;
+        let tls = self.tls(Adapter::Kafka, false)?;
         Ok(KafkaConfig {
             brokers,
             topic,

@@ -10,6 +10,10 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::str::FromStr;
+
+use edgewire_api::Adapter;
+use edgewire_api::env::{self, suffix};
 
 use super::*;
 
@@ -38,12 +42,12 @@ pub fn from_lookup(
 
 /// `EDGEWIRE_LISTEN`, default `0.0.0.0:8080`.
 pub fn listen_addr(lookup: impl Fn(&str) -> Option<String>) -> Result<SocketAddr, ConfigError> {
-    let env = Env { lookup };
-    match env.get("EDGEWIRE_LISTEN") {
+    let vars = Env { lookup };
+    match vars.get(env::LISTEN) {
         None => Ok(SocketAddr::from(([0, 0, 0, 0], 8080))),
         Some(v) => v.parse().map_err(|_| {
             ConfigError::new(
-                "EDGEWIRE_LISTEN",
+                env::LISTEN,
                 format!("must be an address like 0.0.0.0:8080, got {v:?}"),
             )
         }),
@@ -65,6 +69,16 @@ impl<F: Fn(&str) -> Option<String>> Env<F> {
             .map(Secret::new)
     }
 
+    /// A value with a rule of the API (`edgewire_api`'s checked types), checked by the type's `FromStr`: the
+    /// operator's validation and the CRD schema hold the spec field it comes from to the same rule.
+    /// The value is taken as it is, untrimmed, as the operator's validation and the schema take the field.
+    fn checked<T: FromStr<Err = String>>(&self, name: &str) -> Result<Option<T>, ConfigError> {
+        (self.lookup)(name)
+            .filter(|v| !v.is_empty())
+            .map(|v| T::from_str(&v).map_err(|m| ConfigError::new(name, m)))
+            .transpose()
+    }
+
     fn bool(&self, name: &str, default: bool) -> Result<bool, ConfigError> {
         match self.get(name) {
             None => Ok(default),
@@ -74,13 +88,13 @@ impl<F: Fn(&str) -> Option<String>> Env<F> {
     }
 
     fn publisher(&self) -> Result<PublisherConfig, ConfigError> {
-        let enabled = self.bool("EVENT_BROKER_ENABLED", false)?;
+        let enabled = self.bool(env::ENABLED, false)?;
         let core_name = self
-            .get("CORE_NAME")
+            .get(env::CORE_NAME)
             .unwrap_or_else(|| "default".to_string());
         if core_name.len() > 253 || core_name.chars().any(|c| c.is_control()) {
             return Err(ConfigError::new(
-                "CORE_NAME",
+                env::CORE_NAME,
                 "must be at most 253 printable characters",
             ));
         }
@@ -93,25 +107,22 @@ impl<F: Fn(&str) -> Option<String>> Env<F> {
                 notes,
             });
         }
-        let adapter = self.get("EVENT_BROKER_ADAPTER").ok_or_else(|| {
-            ConfigError::new(
-                "EVENT_BROKER_ADAPTER",
-                "required when EVENT_BROKER_ENABLED=true",
-            )
+        let adapter = self.get(env::ADAPTER).ok_or_else(|| {
+            ConfigError::new(env::ADAPTER, format!("required when {}=true", env::ENABLED))
         })?;
-        let broker = match adapter.as_str() {
-            "nats" => BrokerConfig::Nats(self.nats(&mut notes)?),
-            "kafka" => BrokerConfig::Kafka(self.kafka(&mut notes)?),
-            "amqp091" | "rabbitmq" => BrokerConfig::Amqp(self.amqp()?),
-            "redis" => BrokerConfig::Redis(self.redis()?),
-            "mqtt" => BrokerConfig::Mqtt(self.mqtt(&mut notes)?),
-            "aws_sns" => BrokerConfig::Sns(self.sns()?),
-            "google_pubsub" => BrokerConfig::PubSub(self.pubsub()?),
-            other => {
+        let broker = match Adapter::parse(&adapter).map(Adapter::canonical) {
+            Some(Adapter::Nats) => BrokerConfig::Nats(self.nats(&mut notes)?),
+            Some(Adapter::Kafka) => BrokerConfig::Kafka(self.kafka(&mut notes)?),
+            Some(Adapter::Amqp091 | Adapter::Rabbitmq) => BrokerConfig::Amqp(self.amqp()?),
+            Some(Adapter::Redis) => BrokerConfig::Redis(self.redis()?),
+            Some(Adapter::Mqtt) => BrokerConfig::Mqtt(self.mqtt(&mut notes)?),
+            Some(Adapter::AwsSns) => BrokerConfig::Sns(self.sns()?),
+            Some(Adapter::GooglePubsub) => BrokerConfig::PubSub(self.pubsub()?),
+            None => {
                 return Err(ConfigError::new(
-                    "EVENT_BROKER_ADAPTER",
+                    env::ADAPTER,
                     format!(
-                        "unknown adapter {other:?} (expected one of nats, kafka, amqp091, rabbitmq, redis, mqtt, aws_sns, google_pubsub)"
+                        "unknown adapter {adapter:?} (expected one of nats, kafka, amqp091, rabbitmq, redis, mqtt, aws_sns, google_pubsub)"
                     ),
                 ));
             }
@@ -125,9 +136,9 @@ impl<F: Fn(&str) -> Option<String>> Env<F> {
     }
 
     /// `EVENT_BROKER_<A>_SSL` and the TLS extensions; `implied` is TLS required by the URL scheme.
-    fn tls(&self, a: &str, implied: bool) -> Result<TlsSettings, ConfigError> {
-        let var = |s: &str| format!("EVENT_BROKER_{a}_{s}");
-        let enabled = self.bool(&var("SSL"), false)? || implied;
+    fn tls(&self, adapter: Adapter, implied: bool) -> Result<TlsSettings, ConfigError> {
+        let var = |s: &str| env::adapter_var(adapter, s);
+        let enabled = self.bool(&var(suffix::SSL), false)? || implied;
         let file = |s: &str| -> Result<Option<PathBuf>, ConfigError> {
             let name = var(s);
             match self.get(&name) {
@@ -144,30 +155,30 @@ impl<F: Fn(&str) -> Option<String>> Env<F> {
                 }
             }
         };
-        let ca_file = file("CACERT_FILE")?;
-        let cert = file("CLIENT_CERT_FILE")?;
-        let key = file("CLIENT_KEY_FILE")?;
+        let ca_file = file(suffix::CACERT_FILE)?;
+        let cert = file(suffix::CLIENT_CERT_FILE)?;
+        let key = file(suffix::CLIENT_KEY_FILE)?;
         let client_cert = match (cert, key) {
             (None, None) => None,
             (Some(_), None) => {
                 return Err(ConfigError::new(
-                    var("CLIENT_KEY_FILE"),
-                    format!("required with {}", var("CLIENT_CERT_FILE")),
+                    var(suffix::CLIENT_KEY_FILE),
+                    format!("required with {}", var(suffix::CLIENT_CERT_FILE)),
                 ));
             }
             (None, Some(_)) => {
                 return Err(ConfigError::new(
-                    var("CLIENT_CERT_FILE"),
-                    format!("required with {}", var("CLIENT_KEY_FILE")),
+                    var(suffix::CLIENT_CERT_FILE),
+                    format!("required with {}", var(suffix::CLIENT_KEY_FILE)),
                 ));
             }
             (Some(cert_file), Some(key_file)) => {
                 if !enabled {
                     return Err(ConfigError::new(
-                        var("CLIENT_CERT_FILE"),
+                        var(suffix::CLIENT_CERT_FILE),
                         format!(
                             "a client certificate requires {}=true (mTLS requires SSL)",
-                            var("SSL")
+                            var(suffix::SSL)
                         ),
                     ));
                 }
@@ -177,17 +188,17 @@ impl<F: Fn(&str) -> Option<String>> Env<F> {
                 })
             }
         };
-        let min_version = match self.get(&var("TLS_MIN_VERSION")).as_deref() {
+        let min_version = match self.get(&var(suffix::TLS_MIN_VERSION)).as_deref() {
             None | Some("1.2") => TlsVersion::V1_2,
             Some("1.3") => TlsVersion::V1_3,
             Some(v) => {
                 return Err(ConfigError::new(
-                    var("TLS_MIN_VERSION"),
+                    var(suffix::TLS_MIN_VERSION),
                     format!("must be 1.2 or 1.3, got {v:?}"),
                 ));
             }
         };
-        let server_name = self.get(&var("TLS_SERVER_NAME"));
+        let server_name = self.get(&var(suffix::TLS_SERVER_NAME));
         Ok(TlsSettings {
             enabled,
             ca_file,

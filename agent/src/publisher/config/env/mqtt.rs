@@ -4,11 +4,13 @@ use super::*;
 
 impl<F: Fn(&str) -> Option<String>> Env<F> {
     pub(super) fn mqtt(&self, notes: &mut Vec<String>) -> Result<MqttConfig, ConfigError> {
-        const URL: &str = "EVENT_BROKER_MQTT_URL";
+        const URL: &str = env::MQTT_URL;
+        let username_var = env::adapter_var(Adapter::Mqtt, suffix::USERNAME);
+        let password_var = env::adapter_var(Adapter::Mqtt, suffix::PASSWORD);
         let raw = self
             .get(URL)
             .ok_or_else(|| ConfigError::new(URL, "required for adapter mqtt"))?;
-        let tls = self.tls("MQTT", false)?;
+        let tls = self.tls(Adapter::Mqtt, false)?;
         let (host, port) = split_host_port(&raw, if tls.enabled { 8883 } else { 1883 })
             .ok_or_else(|| {
                 ConfigError::new(
@@ -19,35 +21,37 @@ impl<F: Fn(&str) -> Option<String>> Env<F> {
                     ),
                 )
             })?;
-        let qos = match self.get("EVENT_BROKER_MQTT_QOS").as_deref() {
+        let qos = match self.get(env::MQTT_QOS).as_deref() {
             None => 1,
             Some("0") => 0,
             Some("1") => 1,
             Some("2") => 2,
             Some(v) => {
                 return Err(ConfigError::new(
-                    "EVENT_BROKER_MQTT_QOS",
+                    env::MQTT_QOS,
                     format!("must be 0, 1 or 2, got {v:?}"),
                 ));
             }
         };
-        let jwt = self.secret("EVENT_BROKER_MQTT_JWT");
-        let username = self.get("EVENT_BROKER_MQTT_USERNAME");
-        let password = self.secret("EVENT_BROKER_MQTT_PASSWORD");
+        let jwt = self.secret(env::MQTT_JWT);
+        let username = self.get(&username_var);
+        let password = self.secret(&password_var);
         let auth = if let Some(token) = jwt {
             if password.is_some() {
-                notes.push(
-                    "EVENT_BROKER_MQTT_PASSWORD ignored: EVENT_BROKER_MQTT_JWT takes precedence"
-                        .into(),
-                );
+                notes.push(format!(
+                    "{password_var} ignored: {} takes precedence",
+                    env::MQTT_JWT
+                ));
             }
             MqttAuth::Jwt { username, token }
         } else if let Some(username) = username {
             MqttAuth::UserPassword { username, password }
         } else if password.is_some() {
             return Err(ConfigError::new(
-                "EVENT_BROKER_MQTT_USERNAME",
-                "required with EVENT_BROKER_MQTT_PASSWORD (MQTT 3.1.1 sends no password without a user name)",
+                &username_var,
+                format!(
+                    "required with {password_var} (MQTT 3.1.1 sends no password without a user name)"
+                ),
             ));
         } else {
             MqttAuth::None

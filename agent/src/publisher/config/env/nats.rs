@@ -5,7 +5,9 @@ use super::*;
 
 impl<F: Fn(&str) -> Option<String>> Env<F> {
     pub(super) fn nats(&self, notes: &mut Vec<String>) -> Result<NatsConfig, ConfigError> {
-        const URLS: &str = "EVENT_BROKER_NATS_URLS";
+        const URLS: &str = env::NATS_URLS;
+        let username_var = env::adapter_var(Adapter::Nats, suffix::USERNAME);
+        let password_var = env::adapter_var(Adapter::Nats, suffix::PASSWORD);
         let raw = self
             .get(URLS)
             .ok_or_else(|| ConfigError::new(URLS, "required for adapter nats"))?;
@@ -34,25 +36,25 @@ impl<F: Fn(&str) -> Option<String>> Env<F> {
                 notes.push(format!("{URLS}: credentials in the URL are used as given"));
             }
         }
-        let jetstream = if self.bool("EVENT_BROKER_NATS_JETSTREAM", false)? {
+        let jetstream = if self.bool(env::NATS_JETSTREAM, false)? {
             let stream = self
-                .get("EVENT_BROKER_NATS_STREAM")
+                .get(env::NATS_STREAM)
                 .unwrap_or_else(|| "EDGE_EVENTS".into());
             if !stream
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
             {
                 return Err(ConfigError::new(
-                    "EVENT_BROKER_NATS_STREAM",
+                    env::NATS_STREAM,
                     format!("must contain only letters, digits, _ and -, got {stream:?}"),
                 ));
             }
             let max_age_raw = self
-                .get("EVENT_BROKER_NATS_STREAM_MAX_AGE")
+                .get(env::NATS_STREAM_MAX_AGE)
                 .unwrap_or_else(|| "168h".into());
             let max_age = parse_go_duration(&max_age_raw).ok_or_else(|| {
                 ConfigError::new(
-                    "EVENT_BROKER_NATS_STREAM_MAX_AGE",
+                    env::NATS_STREAM_MAX_AGE,
                     format!("must be a Go duration like 168h or 30m, got {max_age_raw:?}"),
                 )
             })?;
@@ -60,45 +62,40 @@ impl<F: Fn(&str) -> Option<String>> Env<F> {
         } else {
             None
         };
-        let token = self.secret("EVENT_BROKER_NATS_TOKEN");
-        let username = self.get("EVENT_BROKER_NATS_USERNAME");
-        let password = self.secret("EVENT_BROKER_NATS_PASSWORD");
-        let seed = self.secret("EVENT_BROKER_NATS_NKEY_SEED");
-        let jwt = self.secret("EVENT_BROKER_NATS_JWT");
+        let token = self.secret(env::NATS_TOKEN);
+        let username = self.get(&username_var);
+        let password = self.secret(&password_var);
+        let seed = self.secret(env::NATS_NKEY_SEED);
+        let jwt = self.secret(env::NATS_JWT);
         let auth = if let Some(token) = token {
             for (set, name) in [
-                (username.is_some(), "EVENT_BROKER_NATS_USERNAME"),
-                (password.is_some(), "EVENT_BROKER_NATS_PASSWORD"),
-                (seed.is_some(), "EVENT_BROKER_NATS_NKEY_SEED"),
-                (jwt.is_some(), "EVENT_BROKER_NATS_JWT"),
+                (username.is_some(), username_var.as_str()),
+                (password.is_some(), password_var.as_str()),
+                (seed.is_some(), env::NATS_NKEY_SEED),
+                (jwt.is_some(), env::NATS_JWT),
             ] {
                 if set {
                     notes.push(format!(
-                        "{name} ignored: EVENT_BROKER_NATS_TOKEN takes precedence"
+                        "{name} ignored: {} takes precedence",
+                        env::NATS_TOKEN
                     ));
                 }
             }
             NatsAuth::Token(token)
         } else if username.is_some() || password.is_some() {
             let username = username.ok_or_else(|| {
-                ConfigError::new(
-                    "EVENT_BROKER_NATS_USERNAME",
-                    "required with EVENT_BROKER_NATS_PASSWORD",
-                )
+                ConfigError::new(&username_var, format!("required with {password_var}"))
             })?;
             let password = password.ok_or_else(|| {
-                ConfigError::new(
-                    "EVENT_BROKER_NATS_PASSWORD",
-                    "required with EVENT_BROKER_NATS_USERNAME",
-                )
+                ConfigError::new(&password_var, format!("required with {username_var}"))
             })?;
             for (set, name) in [
-                (seed.is_some(), "EVENT_BROKER_NATS_NKEY_SEED"),
-                (jwt.is_some(), "EVENT_BROKER_NATS_JWT"),
+                (seed.is_some(), env::NATS_NKEY_SEED),
+                (jwt.is_some(), env::NATS_JWT),
             ] {
                 if set {
                     notes.push(format!(
-                        "{name} ignored: EVENT_BROKER_NATS_USERNAME/PASSWORD take precedence"
+                        "{name} ignored: {username_var}/{password_var} take precedence"
                     ));
                 }
             }
@@ -106,20 +103,23 @@ impl<F: Fn(&str) -> Option<String>> Env<F> {
         } else if let Some(seed) = seed {
             if !seed.expose().starts_with("SU") {
                 return Err(ConfigError::new(
-                    "EVENT_BROKER_NATS_NKEY_SEED",
+                    env::NATS_NKEY_SEED,
                     "must be a user NKEY seed (starts with \"SU\")",
                 ));
             }
             NatsAuth::Nkey { seed, jwt }
         } else if jwt.is_some() {
             return Err(ConfigError::new(
-                "EVENT_BROKER_NATS_JWT",
-                "requires EVENT_BROKER_NATS_NKEY_SEED (the JWT is signed with the seed's key)",
+                env::NATS_JWT,
+                format!(
+                    "requires {} (the JWT is signed with the seed's key)",
+                    env::NATS_NKEY_SEED
+                ),
             ));
         } else {
             NatsAuth::None
         };
-        let tls = self.tls("NATS", implied_tls)?;
+        let tls = self.tls(Adapter::Nats, implied_tls)?;
         Ok(NatsConfig {
             urls,
             jetstream,
