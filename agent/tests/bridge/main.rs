@@ -7,6 +7,7 @@ mod amqp;
 mod common;
 mod kafka;
 mod mqtt5;
+mod reliability;
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -175,7 +176,7 @@ async fn the_metrics_exported_are_the_ones_the_readme_lists() {
     );
     let bridge = Bridge::start(dir.path(), &yaml, &[]);
     bridge.wait_metric("edge_connected", 30, |v| v == 1.0).await;
-    let url = format!("http://127.0.0.1:{}/metrics", bridge.http_port);
+    let url = format!("http://127.0.0.1:{}/metrics", bridge.http_port().unwrap());
     let text = reqwest::get(&url).await.unwrap().text().await.unwrap();
     let exported: BTreeSet<&str> = text
         .lines()
