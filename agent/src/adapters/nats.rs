@@ -1,5 +1,5 @@
 //! NATS: subject = event type, CloudEvents NATS binary mode (`ce-*` headers, body = data). Core NATS
-//! answers after a flush (the server has read the message); JetStream waits for the stream's PubAck.
+//! answers after a server round trip (the server has processed the message); JetStream waits for the stream's PubAck.
 //! The stream (`EVENT_BROKER_NATS_STREAM`, subjects `edge.>`) is created if absent and verified if
 //! present; a stream that does not capture `edge.>` keeps `/readyz` at 503 with that message.
 
@@ -28,8 +28,8 @@ pub struct NatsAdapter {
     flusher: Flusher,
 }
 
-/// Group flush for core NATS: a publish is acknowledged once a flush that started after it has completed
-/// (the server has read everything before its PONG). Concurrent publishes — a batch, or many requests at
+/// Group flush for core NATS: a publish is acknowledged once a server round trip that started after it
+/// has completed ([`connect::nats::round_trip`]: the server has processed everything before it). Concurrent publishes — a batch, or many requests at
 /// once — share one flush round trip instead of one each.
 #[derive(Default)]
 struct Flusher {
@@ -49,11 +49,7 @@ impl Flusher {
     }
 
     /// Returns once publish `seq` has been flushed.
-    async fn flushed(
-        &self,
-        client: &async_nats::Client,
-        seq: u64,
-    ) -> Result<(), async_nats::client::FlushError> {
+    async fn flushed(&self, client: &async_nats::Client, seq: u64) -> Result<(), String> {
         use std::sync::atomic::Ordering;
         if self.flushed.load(Ordering::SeqCst) >= seq {
             return Ok(());
@@ -64,7 +60,7 @@ impl Flusher {
         }
         // Everything written up to now is covered by this flush.
         let target = self.written.load(Ordering::SeqCst);
-        client.flush().await?;
+        connect::nats::round_trip(client).await?;
         self.flushed.fetch_max(target, Ordering::SeqCst);
         Ok(())
     }
@@ -295,7 +291,7 @@ impl Adapter for NatsAdapter {
                         self.flusher
                             .flushed(&self.client, seq)
                             .await
-                            .map_err(|e| PublishError::Unavailable(e.to_string()))
+                            .map_err(PublishError::Unavailable)
                     }
                 }
             };

@@ -27,9 +27,30 @@ async fn scrape(State(s): State<Arc<Shared>>) -> impl IntoResponse {
     )
 }
 
+/// Live whatever the spool found: a restart would not mend damaged records or a full disk. The body
+/// names what needs a look.
+async fn health(State(s): State<Arc<Shared>>) -> String {
+    let spool = &s.rt.spool;
+    let mut out = "ok\n".to_string();
+    let corrupt = spool.corrupt.load(std::sync::atomic::Ordering::SeqCst);
+    if corrupt > 0 {
+        out.push_str(&format!(
+            "spool: {corrupt} damaged records skipped; last: {}\n",
+            spool.last_corrupt().unwrap_or_default()
+        ));
+    }
+    if let Some(e) = spool.write_error() {
+        out.push_str(&format!("spool: {e}\n"));
+    }
+    out
+}
+
 async fn ready(State(s): State<Arc<Shared>>) -> impl IntoResponse {
     let rt = &s.rt;
-    if rt.edge.is_connected() {
+    if let Some(e) = rt.spool.write_error() {
+        // Not taking anything from the edge until the disk has room again.
+        (StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n"))
+    } else if rt.edge.is_connected() {
         (StatusCode::OK, "ready\n".to_string())
     } else {
         let why = rt.edge.readiness().detail.unwrap_or_default();
@@ -43,7 +64,7 @@ async fn ready(State(s): State<Arc<Shared>>) -> impl IntoResponse {
 pub async fn serve(listener: tokio::net::TcpListener, rt: Arc<Runtime>) {
     let app = Router::new()
         .route("/metrics", get(scrape))
-        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/healthz", get(health))
         .route("/readyz", get(ready))
         .with_state(Arc::new(Shared {
             registry: metrics::registry(rt.clone()),

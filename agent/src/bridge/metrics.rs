@@ -9,6 +9,8 @@
 //! `spool_bytes` with),
 //! `spool_oldest_age_seconds` (replay lag: how long the oldest waiting message has been waiting),
 //! `spool_commits_total` (group commits, one fsync each), `spool_dropped_total` (DropOldest),
+//! `spool_corrupt_records_total` (damaged or missing records skipped), `spool_write_blocked` (1 while
+//! the spool cannot write, e.g. a full disk: the edge is not acknowledged),
 //! `forwarded_total` (acknowledged by the cloud), `received_total` (taken from the edge),
 //! `unmatched_total`, `refused_total`, `delivered_to_edge_total`, `cloud_errors_total`,
 //! `last_forward_timestamp_seconds`, `edge_connected`, `cloud_connected`.
@@ -121,6 +123,18 @@ impl Collector for RuntimeCollector {
         )?;
         counter(
             e,
+            "spool_corrupt_records",
+            "Spooled records found damaged or missing and skipped (logged with segment and offset).",
+            &s.corrupt,
+        )?;
+        gauge(
+            e,
+            "spool_write_blocked",
+            "1 while the spool cannot write (a full disk): the edge is not acknowledged meanwhile.",
+            i64::from(s.write_error().is_some()),
+        )?;
+        counter(
+            e,
             "forwarded",
             "Messages the cloud acknowledged.",
             &s.forwarded,
@@ -187,6 +201,7 @@ mod tests {
     fn counters_get_their_total_suffix_and_values_are_read_at_each_scrape() {
         let rt = Arc::new(Runtime {
             spool: Arc::new(Stats::default()),
+            spool_max_bytes: 1 << 20,
             counters: Arc::new(Counters::default()),
             edge: Arc::new(Health::default()),
             cloud: Arc::new(Health::default()),

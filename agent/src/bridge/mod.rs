@@ -197,6 +197,9 @@ fn subscriptions(cfg: &BridgeConfig, dir: Direction) -> Vec<Subscription> {
         .collect()
 }
 
+/// Edge messages queued between the edge client and the spool.
+const EDGE_QUEUE: usize = 256;
+
 /// Runs the bridge until SIGTERM/SIGINT.
 pub async fn run(args: BridgeArgs) -> anyhow::Result<()> {
     crate::tls::install_crypto_provider();
@@ -216,7 +219,9 @@ pub async fn run(args: BridgeArgs) -> anyhow::Result<()> {
     );
     // The senders stay open for the life of the bridge: a side without subscriptions sends nothing, and
     // its channel must not look closed.
-    let (edge_tx, edge_in) = mpsc::channel::<Inbound>(8192);
+    // What the edge client delivers waits here until the spool takes it: few messages, so that large
+    // ones cannot pile up in memory (the edge broker keeps the rest; the spool batches its own queue).
+    let (edge_tx, edge_in) = mpsc::channel::<Inbound>(EDGE_QUEUE);
     let (cloud_tx, cloud_in) = mpsc::channel::<Inbound>(8192);
     let _open = (edge_tx.clone(), cloud_tx.clone());
     let edge = connect(Connect {
@@ -345,7 +350,8 @@ async fn ingest(
         };
         let fits = cloud
             .check_topic(&topic)
-            .and_then(|()| cloud.check_size(&topic, m.payload.len()));
+            .and_then(|()| cloud.check_size(&topic, m.payload.len()))
+            .and_then(|()| spool_fits(&topic, m.payload.len()));
         if let Err(why) = fits {
             // It could never be delivered and would hold up everything behind it in the spool.
             let n = counters.refused.fetch_add(1, Ordering::Relaxed);
@@ -373,8 +379,26 @@ async fn ingest(
     anyhow::bail!("the edge connection task stopped")
 }
 
+/// A record the spool can read back: it refuses longer bodies when reading (they look like a damaged
+/// length), so a larger message is refused before the spool like one the cloud cannot take.
+fn spool_fits(topic: &str, payload_len: usize) -> Result<(), String> {
+    if topic.len() > usize::from(u16::MAX) || topic.len() + payload_len > spool::MAX_RECORD {
+        return Err(format!(
+            "{} bytes of topic and payload exceed the spool's record limit of {} bytes",
+            topic.len() + payload_len,
+            spool::MAX_RECORD
+        ));
+    }
+    Ok(())
+}
+
 /// Records sent to the cloud at most, waiting for their acknowledgements.
 const WINDOW: usize = 4096;
+
+/// Payload bytes sent to the cloud at most, waiting for their acknowledgements: with large messages the
+/// window is bounded by this, not by [`WINDOW`] (5,000 × 128 KiB after an outage must fit the pod's
+/// memory).
+const WINDOW_BYTES: usize = 8 * 1024 * 1024;
 
 /// Spool → cloud, in order and pipelined: records are sent while earlier ones wait for their
 /// acknowledgements, and leave the spool as the acknowledgements come back (in order). A failure
@@ -388,8 +412,16 @@ async fn forward(
     let health = cloud.health();
     let mut backoff = crate::retry::BRIDGE.backoff();
     let mut pending: VecDeque<(Record, AckFuture)> = VecDeque::with_capacity(WINDOW);
+    let mut pending_bytes = 0usize;
+    let ids = MessageIds {
+        site: cfg.site_id.clone(),
+        spool: replayer.spool_id().to_string(),
+    };
+    // Records handed out that a failed round neither sent nor queued.
+    let mut unsent: Vec<u64> = Vec::new();
     loop {
         let room = WINDOW - pending.len();
+        let room_bytes = WINDOW_BYTES.saturating_sub(pending_bytes);
         let waiting = !pending.is_empty();
         let failure: anyhow::Error = tokio::select! {
             biased;
@@ -398,12 +430,14 @@ async fn forward(
                     Ok(()) => {
                         let mut n = 1u64;
                         let mut last = pending.pop_front().expect("guarded").0;
+                        pending_bytes -= record_bytes(&last);
                         let mut failed = None;
                         // Everything acknowledged since is released in one step.
                         while let Some((_, f)) = pending.front_mut() {
                             match f.as_mut().now_or_never() {
                                 Some(Ok(())) => {
                                     last = pending.pop_front().expect("guarded").0;
+                                    pending_bytes -= record_bytes(&last);
                                     n += 1;
                                 }
                                 Some(Err(e)) => {
@@ -424,12 +458,18 @@ async fn forward(
                     Err(e) => e,
                 }
             }
-            batch = replayer.next_batch(room), if room > 0 && health.is_connected() => {
+            batch = replayer.next_batch_within(room, room_bytes), if room > 0 && room_bytes > 0 && health.is_connected() => {
                 // DropOldest may have discarded records while the cloud was away.
                 let acked = replayer.acked_seq();
-                match send_all(&cfg, &*cloud, batch?, acked, &mut pending).await {
+                let (send, passed): (Vec<Record>, Vec<Record>) =
+                    batch?.into_iter().partition(|r| r.seq > acked);
+                replayer.unsent(passed.len() as u64);
+                match send_all(&cfg, &*cloud, &ids, send, &mut pending, &mut pending_bytes).await {
                     Ok(()) => continue,
-                    Err(e) => e,
+                    Err((e, rest)) => {
+                        unsent = rest;
+                        e
+                    }
                 }
             }
             else => {
@@ -440,56 +480,100 @@ async fn forward(
         };
         counters.cloud_errors.fetch_add(1, Ordering::Relaxed);
         tracing::warn!(error = %format!("{failure:#}"), "cloud publish failed; resending from the spool");
-        pending.clear();
-        replayer.rewind();
+        replayer.rewind_with(
+            pending
+                .drain(..)
+                .map(|(r, _)| r.seq)
+                .chain(unsent.drain(..)),
+        );
+        pending_bytes = 0;
         backoff.wait().await;
+    }
+}
+
+/// What a record holds in memory while in flight.
+fn record_bytes(r: &Record) -> usize {
+    r.payload.len() + r.topic.len()
+}
+
+/// Names every spooled record for good: `<site id>-<spool id>-<sequence number>`, JetStream's
+/// `Nats-Msg-Id`, so the stream's duplicate window absorbs what is sent again after a crash or a failed
+/// round. The spool id tells a new spool (numbering from 1 again) from the old one.
+struct MessageIds {
+    site: String,
+    spool: String,
+}
+
+impl MessageIds {
+    fn of(&self, r: &Record) -> String {
+        format!("{}-{}-{}", self.site, self.spool, r.seq)
     }
 }
 
 async fn send_all(
     cfg: &BridgeConfig,
     cloud: &dyn Side,
+    ids: &MessageIds,
     batch: Vec<Record>,
-    acked: u64,
     pending: &mut VecDeque<(Record, AckFuture)>,
-) -> anyhow::Result<()> {
-    for r in batch.into_iter().filter(|r| r.seq > acked) {
+    pending_bytes: &mut usize,
+) -> Result<(), (anyhow::Error, Vec<u64>)> {
+    let mut batch = batch.into_iter();
+    while let Some(r) = batch.next() {
         let qos = cfg.rules.get(r.rule as usize).map(|x| x.qos).unwrap_or(1);
-        let f = cloud
+        let sent = cloud
             .send(Outbound {
                 topic: r.topic.clone(),
                 payload: r.payload.clone(),
                 qos,
                 enrich: true,
+                id: Some(ids.of(&r)),
             })
-            .await?;
-        pending.push_back((r, f));
+            .await;
+        match sent {
+            Ok(f) => {
+                *pending_bytes += record_bytes(&r);
+                pending.push_back((r, f));
+            }
+            Err(e) => {
+                let rest = std::iter::once(r.seq).chain(batch.map(|r| r.seq)).collect();
+                return Err((e, rest));
+            }
+        }
     }
-    cloud.flush().await
+    cloud.flush().await.map_err(|e| (e, Vec::new()))
 }
 
 /// Cloud → edge, directly at the rule's QoS; the cloud message is acknowledged once the edge
-/// acknowledged the delivery.
+/// acknowledged the delivery. A delivery the edge did not acknowledge (the edge down, a refusal) is sent
+/// again with backoff until it is, and only then acknowledged to the cloud: a command is never dropped.
+/// Deliveries are pipelined, so after a failure a retried command may arrive after later ones.
 async fn downlink(
     cfg: Arc<BridgeConfig>,
     edge: Arc<dyn Side>,
     mut inbound: mpsc::Receiver<Inbound>,
     counters: Arc<Counters>,
 ) -> anyhow::Result<()> {
-    let (done_tx, mut done_rx) = mpsc::channel::<(AckFuture, Option<SourceAck>)>(4096);
+    type Delivery = (AckFuture, Command, Option<SourceAck>);
+    let (done_tx, mut done_rx) = mpsc::channel::<Delivery>(4096);
     let c = counters.clone();
+    let e = edge.clone();
     tokio::spawn(async move {
-        while let Some((delivered, ack)) = done_rx.recv().await {
-            match delivered.await {
-                Ok(()) => {
-                    c.delivered_to_edge.fetch_add(1, Ordering::Relaxed);
-                    if let Some(ack) = ack {
-                        ack.await;
+        while let Some((mut delivered, cmd, ack)) = done_rx.recv().await {
+            let mut backoff = crate::retry::BRIDGE.backoff();
+            loop {
+                match delivered.await {
+                    Ok(()) => break,
+                    Err(err) => {
+                        tracing::warn!(error = %format!("{err:#}"), topic = %cmd.topic, "cloud→edge delivery not acknowledged; sending it again");
+                        backoff.wait().await;
+                        delivered = deliver(&*e, &cmd).await;
                     }
                 }
-                Err(e) => {
-                    tracing::warn!(error = %format!("{e:#}"), "cloud→edge delivery not acknowledged")
-                }
+            }
+            c.delivered_to_edge.fetch_add(1, Ordering::Relaxed);
+            if let Some(ack) = ack {
+                ack.await;
             }
         }
     });
@@ -513,12 +597,38 @@ async fn downlink(
             }
             continue;
         }
+        let cmd = Command {
+            topic,
+            payload: m.payload,
+            qos: cfg.rules[rule].qos,
+        };
+        let f = deliver(&*edge, &cmd).await;
+        if done_tx.send((f, cmd, m.ack)).await.is_err() {
+            break;
+        }
+    }
+    anyhow::bail!("the cloud connection task stopped")
+}
+
+/// A cloud→edge message on its way.
+struct Command {
+    topic: String,
+    payload: bytes::Bytes,
+    qos: u8,
+}
+
+/// Sends `cmd` to the edge, retrying with backoff while the edge cannot take it (down); the future
+/// resolves with the edge's acknowledgement.
+async fn deliver(edge: &dyn Side, cmd: &Command) -> AckFuture {
+    let mut backoff = crate::retry::BRIDGE.backoff();
+    loop {
         let sent = edge
             .send(Outbound {
-                topic,
-                payload: m.payload,
-                qos: cfg.rules[rule].qos,
+                topic: cmd.topic.clone(),
+                payload: cmd.payload.clone(),
+                qos: cmd.qos,
                 enrich: false,
+                id: None,
             })
             .await;
         let sent = match sent {
@@ -526,13 +636,11 @@ async fn downlink(
             Err(e) => Err(e),
         };
         match sent {
-            Ok(f) => {
-                if done_tx.send((f, m.ack)).await.is_err() {
-                    break;
-                }
+            Ok(f) => return f,
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), topic = %cmd.topic, "cloud→edge delivery failed; retrying");
+                backoff.wait().await;
             }
-            Err(e) => tracing::warn!(error = %format!("{e:#}"), "cloud→edge delivery failed"),
         }
     }
-    anyhow::bail!("the cloud connection task stopped")
 }

@@ -1,8 +1,11 @@
 //! NATS side of the bridge (async-nats): core NATS and JetStream.
 //!
-//! Sending: JetStream publishes each message and its [`AckFuture`] is the PubAck (the stream capturing
-//! the subjects must exist). Core NATS has no per-message acknowledgement: [`Side::flush`] flushes after
-//! a group of sends and the server's PONG (it has read everything before it) acknowledges the group.
+//! Sending: JetStream publishes each message with `Nats-Msg-Id` = the record's id (site, spool, sequence
+//! number), so the stream's duplicate window drops what is sent again after a crash, and its
+//! [`AckFuture`] is the PubAck (the stream capturing the subjects must exist). Core NATS has no
+//! per-message acknowledgement: [`Side::flush`] ends a group of sends with a server round trip
+//! ([`connect::nats::round_trip`]: the server has processed everything before it), which acknowledges
+//! the group.
 //! Edge→cloud messages carry `headers` and `edge-site-id` as NATS headers.
 //!
 //! Receiving: on a JetStream edge (`jetStream.enabled`), one durable pull consumer per rule on the
@@ -282,6 +285,15 @@ impl Side for NatsSide {
             let headers = m.enrich.then(|| self.headers.clone());
             match &self.js {
                 Some(js) => {
+                    // The stream drops a message whose id it stored within its duplicate window.
+                    let headers = match (headers, &m.id) {
+                        (h, Some(id)) => {
+                            let mut h = h.unwrap_or_default();
+                            h.insert(async_nats::header::NATS_MESSAGE_ID, id.as_str());
+                            Some(h)
+                        }
+                        (h, None) => h,
+                    };
                     let f = match headers {
                         Some(h) => js.publish_with_headers(m.topic, h, m.payload).await,
                         None => js.publish(m.topic, m.payload).await,
@@ -329,10 +341,10 @@ impl Side for NatsSide {
                 return Ok(());
             }
             let upto = self.sent.load(Ordering::SeqCst);
-            tokio::time::timeout(ACK_TIMEOUT, self.client.flush())
+            tokio::time::timeout(ACK_TIMEOUT, connect::nats::round_trip(&self.client))
                 .await
-                .map_err(|_| anyhow::anyhow!("NATS flush did not return in {ACK_TIMEOUT:?}"))?
-                .map_err(|e| anyhow::anyhow!("NATS flush: {e}"))?;
+                .map_err(|_| anyhow::anyhow!("no NATS server round trip in {ACK_TIMEOUT:?}"))?
+                .map_err(|e| anyhow::anyhow!(e))?;
             self.flushed.send_if_modified(|f| {
                 let grew = upto > *f;
                 *f = (*f).max(upto);

@@ -67,6 +67,10 @@ pub struct Outbound {
     /// headers: NATS headers, MQTT 5 user properties, AMQP message headers, Kafka record headers. Set on
     /// edge→cloud messages.
     pub enrich: bool,
+    /// A name for this message that stays the same when it is sent again (edge→cloud: site, spool and
+    /// sequence number). JetStream sends it as `Nats-Msg-Id`, so the stream drops resends within its
+    /// duplicate window; other protocols ignore it.
+    pub id: Option<String>,
 }
 
 /// A source pattern a side subscribes to.
@@ -106,7 +110,8 @@ pub trait Side: Send + Sync + 'static {
     fn send(&self, msg: Outbound) -> BoxFuture<'_, anyhow::Result<AckFuture>>;
 
     /// Called after a group of sends. Protocols whose only acknowledgement is a round trip (core NATS:
-    /// the server's PONG after a flush) resolve the group's ack futures here; others do nothing.
+    /// a request the server answers itself, after everything before it) resolve the group's ack futures
+    /// here; others do nothing.
     fn flush(&self) -> BoxFuture<'_, anyhow::Result<()>> {
         Box::pin(async { Ok(()) })
     }

@@ -15,6 +15,26 @@ use crate::tls::TlsSettings;
 /// How long one connection attempt may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Returns once the server has processed everything this client sent before the call — what core NATS
+/// can offer as an acknowledgement. `Client::flush` only writes the client's buffer to the socket, so a
+/// frozen or dying server may never read what it "acknowledged". After the flush, a request goes to a
+/// subject nobody subscribes to (a fresh inbox name); the server answers it itself ("no responders",
+/// NATS 2.2+) once it processed it, and it processes a connection's messages in order. The client needs
+/// permission to publish to `_INBOX.>` (and to subscribe to its own inbox, as for any request).
+pub async fn round_trip(client: &async_nats::Client) -> Result<(), String> {
+    use async_nats::client::RequestErrorKind;
+    client
+        .flush()
+        .await
+        .map_err(|e| format!("NATS flush: {e}"))?;
+    let probe = async_nats::Request::new().timeout(None);
+    match client.send_request(client.new_inbox(), probe).await {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == RequestErrorKind::NoResponders => Ok(()),
+        Err(e) => Err(format!("NATS round trip: {e}")),
+    }
+}
+
 /// How a NATS client authenticates.
 #[derive(Debug, Clone, PartialEq)]
 pub enum NatsAuth {

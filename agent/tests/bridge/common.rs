@@ -100,6 +100,31 @@ impl Bridge {
         self.child = Some(child);
     }
 
+    /// The bridge process's id while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Whether the bridge process has exited on its own (its status then).
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
+    }
+
+    /// SIGTERM, and waits for the process to exit (a clean stop: the final cursor is written).
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        let mut c = self.child.take().expect("the bridge runs");
+        signal(c.id(), "TERM");
+        c.wait().unwrap()
+    }
+
+    /// The body of `/healthz`.
+    pub async fn healthz(&self) -> Option<String> {
+        let url = format!("http://127.0.0.1:{}/healthz", self.http_port()?);
+        reqwest::get(&url).await.ok()?.text().await.ok()
+    }
+
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill(); // SIGKILL
@@ -300,4 +325,51 @@ pub fn assert_complete_in_order(order: &[u64], n: u64) {
         missing.is_empty(),
         "missing sequence numbers, e.g. {missing:?}"
     );
+}
+
+/// Sends `sig` (TERM, STOP, CONT, …) to process `pid`.
+pub fn signal(pid: u32, sig: &str) {
+    let ok = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "kill -{sig} {pid}");
+}
+
+/// Bytes the kernel holds unread in the receive queues of the TCP connections accepted on local port
+/// `port` (/proc/net/tcp): what a frozen server was sent and has not read.
+pub fn unread_by_server(port: u16) -> u64 {
+    let mut total = 0;
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let text = std::fs::read_to_string(table).unwrap_or_default();
+        for line in text.lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            if f.len() < 5 || f[3] != "01" {
+                continue;
+            }
+            let local_port = f[1]
+                .rsplit(':')
+                .next()
+                .and_then(|p| u16::from_str_radix(p, 16).ok());
+            if local_port != Some(port) {
+                continue;
+            }
+            if let Some(rx) = f[4].split(':').nth(1) {
+                total += u64::from_str_radix(rx, 16).unwrap_or(0);
+            }
+        }
+    }
+    total
+}
+
+/// The peak resident set size (VmHWM) of process `pid`, in bytes.
+pub fn peak_rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM in /proc/<pid>/status");
+    kb * 1024
 }

@@ -8,6 +8,7 @@ mod common;
 mod hostile;
 mod kafka;
 mod mqtt5;
+mod reliability;
 
 use std::collections::BTreeSet;
 use std::time::Duration;

@@ -156,6 +156,25 @@ pub struct SpoolSpec {
     pub storage_class_name: Option<String>,
 }
 
+/// The size of one spool segment file for a `maxBytes` of `max_bytes`: an eighth of it, between 64 KiB and
+/// 64 MiB. The agent rolls segments at this size; the operator counts it into the disk the spool needs.
+pub fn spool_segment_bytes(max_bytes: u64) -> u64 {
+    (max_bytes / 8).clamp(64 * 1024, 64 * 1024 * 1024)
+}
+
+/// Room on the spool's volume for everything besides the unacknowledged records: the cursor and spool id
+/// files, the directory, the filesystem's own blocks.
+pub const SPOOL_DISK_OVERHEAD: u64 = 4 * 1024 * 1024;
+
+/// The disk a spool of `max_bytes` can fill: the unacknowledged records (at most `maxBytes`), the
+/// acknowledged part of the oldest segment (deleted whole, less than one segment) and the active segment's
+/// overshoot (one record past the roll size, within a second segment), plus [`SPOOL_DISK_OVERHEAD`].
+pub fn spool_disk_bytes(max_bytes: u64) -> u64 {
+    max_bytes
+        .saturating_add(2 * spool_segment_bytes(max_bytes))
+        .saturating_add(SPOOL_DISK_OVERHEAD)
+}
+
 impl Default for SpoolSpec {
     fn default() -> Self {
         Self {

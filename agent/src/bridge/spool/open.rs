@@ -2,7 +2,7 @@
 //! truncated, segments at or below the cursor deleted — then the writer task and the syncer thread.
 
 use std::collections::VecDeque;
-use std::fs::{self, OpenOptions};
+use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::path::Path;
 use std::sync::atomic::Ordering;
@@ -12,7 +12,7 @@ use tokio::sync::{Notify, mpsc, watch};
 
 use super::syncer::Syncer;
 use super::writer::Writer;
-use super::{Appender, Replayer, SegMeta, Shared, SpoolOptions, Stats, cursor, segment};
+use super::{AckState, Appender, Replayer, SegMeta, Shared, SpoolOptions, Stats, cursor, segment};
 
 /// What recovery found on disk.
 struct Recovered {
@@ -24,10 +24,14 @@ struct Recovered {
     written: (u64, u64),
 }
 
-/// Reads the cursor and scans every segment in `dir`: a torn tail (a short frame or a bad CRC, the last
-/// batch before a crash) is truncated, segments entirely at or below the cursor are deleted.
+/// Reads the cursor and scans every segment in `dir`. A torn tail of the last segment (the last batch
+/// before a crash) is truncated; a damaged stretch anywhere else is left for the replayer, which skips
+/// and counts it; a damaged end of the last segment is counted by reserving a sequence number for it
+/// (the replayer finds it missing). Segments without a good record and segments entirely at or below the
+/// cursor are deleted.
 fn recover(dir: &Path) -> io::Result<Recovered> {
-    let (cursor_seq, cursor_pos) = cursor::read(dir)?;
+    let cursor = cursor::read(dir)?;
+    let (cursor_seq, cursor_pos) = cursor.unwrap_or((0, 0));
     let mut metas = Vec::new();
     for entry in fs::read_dir(dir)? {
         let entry = entry?;
@@ -44,26 +48,54 @@ fn recover(dir: &Path) -> io::Result<Recovered> {
         }
     }
     metas.sort_by_key(|m| m.first_seq);
+    let count = metas.len();
     let mut segments = VecDeque::new();
-    for mut m in metas {
-        let (last, valid_len, file_len) = segment::scan(&m.path, m.first_seq)?;
-        if valid_len < file_len {
-            tracing::warn!(segment = %m.path.display(), valid_len, file_len, "spool: truncating a torn tail");
+    // The number of a damaged last record of the last segment: nothing after it reuses it.
+    let mut reserved = 0;
+    for (i, mut m) in metas.into_iter().enumerate() {
+        let last_segment = i + 1 == count;
+        let scan = match segment::scan(&m.path, m.first_seq) {
+            Ok(scan) => scan,
+            // Gone since the listing (another process's housekeeping): nothing of it to recover.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        for (offset, first_seq, last_seq) in &scan.holes {
+            tracing::warn!(segment = %m.path.display(), offset, first_seq, last_seq, "spool: damaged records inside a segment; the records after them are kept");
+        }
+        match (scan.tail, last_segment) {
+            (segment::Tail::Clean, _) => {}
+            (segment::Tail::Torn, true) => {
+                tracing::info!(segment = %m.path.display(), valid_len = scan.valid_len, file_len = scan.file_len, "spool: truncating a torn tail (the last write before a crash)");
+            }
+            (tail, _) => {
+                tracing::warn!(segment = %m.path.display(), offset = scan.valid_len, file_len = scan.file_len, ?tail, last_good_seq = scan.last_seq, "spool: damaged end of a segment");
+                if last_segment && scan.last_seq >= cursor_seq {
+                    reserved = scan.last_seq + 1;
+                }
+            }
+        }
+        if last_segment && scan.valid_len < scan.file_len {
             let f = OpenOptions::new().write(true).open(&m.path)?;
-            f.set_len(valid_len)?;
+            f.set_len(scan.valid_len)?;
             f.sync_all()?;
         }
-        m.last_seq = last;
-        m.len = valid_len;
-        if m.last_seq <= cursor_seq {
-            fs::remove_file(&m.path)?;
+        m.last_seq = scan.last_seq;
+        m.len = scan.valid_len;
+        if m.last_seq < m.first_seq || (cursor.is_some() && m.last_seq <= cursor_seq) {
+            // Nothing to replay in it. An empty segment goes too: the writer starts a new one, under
+            // the same name when nothing was written since.
+            match fs::remove_file(&m.path) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
             continue;
         }
         segments.push_back(m);
     }
-    // Segments dropped (DropOldest) before the cursor caught up with them.
-    let (cursor_seq, cursor_pos) = match segments.front() {
-        Some(f) if f.first_seq > cursor_seq + 1 => (f.first_seq - 1, f.base_pos),
+    // No cursor to trust (none yet, or damaged): everything still on disk is sent again.
+    let (cursor_seq, cursor_pos) = match (cursor, segments.front()) {
+        (None, Some(f)) => (f.first_seq - 1, f.base_pos),
         _ => (cursor_seq, cursor_pos),
     };
     let (last_seq, end_pos) = segments
@@ -74,8 +106,42 @@ fn recover(dir: &Path) -> io::Result<Recovered> {
     Ok(Recovered {
         segments,
         cursor: (cursor_seq, cursor_pos),
-        written: (last_seq.max(cursor_seq), end_pos.max(cursor_pos)),
+        written: (
+            last_seq.max(cursor_seq).max(reserved),
+            end_pos.max(cursor_pos),
+        ),
     })
+}
+
+/// The spool's identity (`id` in the directory), made at its first use.
+fn spool_id(dir: &Path) -> io::Result<String> {
+    let path = dir.join("id");
+    if let Ok(id) = fs::read_to_string(&path) {
+        let id = id.trim();
+        if !id.is_empty() && id.len() <= 32 && id.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            return Ok(id.to_string());
+        }
+    }
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let id = format!(
+        "{:08x}{:08x}",
+        crc32fast::hash(&nanos.to_le_bytes()),
+        crc32fast::hash(
+            &[
+                &nanos.to_be_bytes()[..],
+                &std::process::id().to_le_bytes()[..]
+            ]
+            .concat()
+        )
+    );
+    let tmp = dir.join("id.tmp");
+    fs::write(&tmp, &id)?;
+    File::open(&tmp)?.sync_all()?;
+    fs::rename(&tmp, &path)?;
+    Ok(id)
 }
 
 /// Opens (and recovers) the spool in `opts.dir` and starts its writer task.
@@ -86,6 +152,11 @@ pub fn open(opts: SpoolOptions) -> io::Result<(Appender, Replayer, Arc<Stats>)> 
         cursor: (cursor_seq, cursor_pos),
         written: (written_seq, written_pos),
     } = recover(&opts.dir)?;
+    // A cursor file from the start: on a full disk it is overwritten in place, with no new block needed.
+    if cursor::read(&opts.dir)? != Some((cursor_seq, cursor_pos)) {
+        cursor::write(&opts.dir, cursor_seq, cursor_pos)?;
+    }
+    let id = spool_id(&opts.dir)?;
     let stats = Arc::new(Stats::default());
     stats.written_seq.store(written_seq, Ordering::SeqCst);
     stats.written_pos.store(written_pos, Ordering::SeqCst);
@@ -95,8 +166,14 @@ pub fn open(opts: SpoolOptions) -> io::Result<(Appender, Replayer, Arc<Stats>)> 
         dir: opts.dir.clone(),
         stats: stats.clone(),
         segments: Mutex::new(segments),
-        acked: Mutex::new((cursor_seq, cursor_pos)),
+        acked: Mutex::new(AckState {
+            seq: cursor_seq,
+            pos: cursor_pos,
+            handed: cursor_seq,
+        }),
         freed: Notify::new(),
+        wrote: Notify::new(),
+        id,
         max_bytes: opts.max_bytes,
         overflow: opts.overflow,
     });

@@ -3,7 +3,7 @@
 //! acknowledged segments.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io::{self, Seek, SeekFrom, Write};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -61,9 +61,19 @@ impl Appender {
     }
 
     /// Queues a record; returns its sequence number. It is on disk once [`Appender::durable`] reaches it.
+    /// Waits while more than [`QUEUE_BYTES`] are queued and not yet written (the writer is behind or the
+    /// disk is full): what waits in memory is bounded in bytes, not only in messages.
     pub async fn append(&mut self, msg: Incoming) -> io::Result<u64> {
         let seq = self.next_seq;
         let len = segment::frame_len(&msg) as u64;
+        loop {
+            let wrote = self.shared.wrote.notified();
+            let written = self.shared.stats.written_pos.load(Ordering::SeqCst);
+            if self.queued_pos.saturating_sub(written) <= QUEUE_BYTES {
+                break;
+            }
+            wrote.await;
+        }
         self.tx
             .send((seq, msg))
             .await
@@ -79,6 +89,18 @@ impl Appender {
     }
 }
 
+/// Bytes queued for the writer at most (beyond one message).
+pub const QUEUE_BYTES: u64 = 2 * 1024 * 1024;
+
+/// The write buffer is written out at this size (one `write` per batch up to it).
+const BUF_BYTES: usize = 1024 * 1024;
+
+/// The writer's retry curve while the disk refuses writes (full): back within 2 s of space returning.
+const WRITE_RETRY: crate::retry::Policy = crate::retry::Policy::new(
+    std::time::Duration::from_millis(100),
+    std::time::Duration::from_secs(2),
+);
+
 fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
@@ -93,6 +115,9 @@ pub(super) struct Writer {
     buf: Vec<u8>,
     last_cursor: (u64, u64),
     last_cursor_at: Instant,
+    /// The last sequence number written (to the page cache) and published as `written`.
+    last_written: u64,
+    published: u64,
 }
 
 impl Writer {
@@ -113,9 +138,11 @@ impl Writer {
             active_len: 0,
             pos,
             segment_bytes,
-            buf: Vec::with_capacity(1 << 20),
+            buf: Vec::with_capacity(BUF_BYTES),
             last_cursor: cursor,
             last_cursor_at: Instant::now(),
+            last_written: first_seq - 1,
+            published: first_seq - 1,
         })
     }
 
@@ -144,54 +171,108 @@ impl Writer {
         syncer: Arc<Syncer>,
     ) {
         let mut batch: Vec<(u64, Incoming)> = Vec::with_capacity(4096);
+        let mut retry = WRITE_RETRY.backoff();
+        let mut housekeeping_failed = false;
         loop {
-            let got = tokio::time::timeout(CURSOR_EVERY, rx.recv()).await;
             if syncer.failed.load(Ordering::SeqCst) {
-                // The syncer logged the error. Appending fails from now on, the bridge exits, and the
-                // edge redelivers everything it was not acknowledged.
+                // The syncer logged the error: after a failed fsync the kernel may have dropped the
+                // data, so nothing written since the last good one can be trusted. Appending fails from
+                // now on, the bridge exits, and the edge redelivers everything it was not acknowledged.
                 return;
             }
-            match got {
-                Ok(Some(m)) => batch.push(m),
-                Ok(None) => {
-                    // Appender gone: final cursor and stop (the syncer finishes its last sync).
-                    let _ = tokio::task::block_in_place(|| self.housekeeping(true));
-                    syncer.stop();
-                    return;
+            // While a batch waits for the disk, nothing more is taken: the queue fills, the appender
+            // waits, and the edge is not acknowledged (back-pressure).
+            if batch.is_empty() {
+                match tokio::time::timeout(CURSOR_EVERY, rx.recv()).await {
+                    Ok(Some(m)) => batch.push(m),
+                    Ok(None) => {
+                        // Appender gone: final cursor and stop (the syncer finishes its last sync).
+                        if let Err(e) = tokio::task::block_in_place(|| self.housekeeping(true)) {
+                            tracing::warn!(error = %e, "spool: cannot write the final cursor");
+                        }
+                        syncer.stop();
+                        return;
+                    }
+                    Err(_) => {}
                 }
-                Err(_) => {}
-            }
-            while batch.len() < 65536 {
-                match rx.try_recv() {
-                    Ok(m) => batch.push(m),
-                    Err(_) => break,
+                while batch.len() < 65536 {
+                    match rx.try_recv() {
+                        Ok(m) => batch.push(m),
+                        Err(_) => break,
+                    }
                 }
             }
             let result = tokio::task::block_in_place(|| -> io::Result<()> {
-                if !batch.is_empty() {
-                    let last = self.write_batch(&batch, &written)?;
+                let r = if batch.is_empty() {
+                    Ok(())
+                } else {
+                    self.write_batch(&batch)
+                };
+                // What got written is published even when the rest failed.
+                if self.last_written > self.published {
+                    self.published = self.last_written;
+                    let _ = written.send(self.last_written);
+                    self.shared.wrote.notify_waiters();
                     // Everything before the active segment was synced when it was closed (`roll`).
-                    syncer.request(self.active.try_clone()?, last);
+                    syncer.request(self.active.try_clone()?, self.last_written);
                 }
-                self.housekeeping(false)
+                r
             });
-            batch.clear();
-            if let Err(e) = result {
-                // A disk error is not recoverable in place: stop. Appending fails from now on, the
-                // bridge exits, and the edge redelivers everything it was not acknowledged.
-                tracing::error!(error = %e, "spool write failed");
-                eprintln!("edgewire-agent: spool write failed: {e}");
-                syncer.stop();
-                return;
+            match tokio::task::block_in_place(|| self.housekeeping(false)) {
+                // Deleting acknowledged segments is what frees the disk: try again next round.
+                Err(e) if !housekeeping_failed => {
+                    housekeeping_failed = true;
+                    tracing::warn!(error = %e, "spool: cursor or segment deletion failed; retrying");
+                }
+                Err(_) => {}
+                Ok(()) => housekeeping_failed = false,
+            }
+            match result {
+                Ok(()) => {
+                    batch.clear();
+                    if self.shared.stats.set_write_error(None) {
+                        tracing::info!("spool: writing again");
+                    }
+                    retry.reset();
+                }
+                Err(e) => {
+                    // A full disk (or another refused write): undo the partial write, keep what was not
+                    // written, and try again; the edge waits meanwhile.
+                    batch.retain(|(seq, _)| *seq > self.last_written);
+                    self.undo_partial_write();
+                    // Acknowledged records in the active segment can only go once it is closed: close
+                    // it, so housekeeping can free its space (a segment as large as the free disk).
+                    let acked = self.shared.acked().0;
+                    if self.active_len > 0
+                        && acked >= self.last_written
+                        && let Some((next, _)) = batch.first()
+                    {
+                        let next = *next;
+                        if let Err(e) = tokio::task::block_in_place(|| self.roll(next)) {
+                            tracing::debug!(error = %e, "spool: cannot close the full segment yet");
+                        }
+                    }
+                    let why = format!("spool write failed: {e}");
+                    if self.shared.stats.set_write_error(Some(why.clone())) {
+                        tracing::error!(error = %e, waiting = batch.len(), "spool write failed; the edge is not acknowledged until it succeeds");
+                    }
+                    tokio::time::sleep(retry.next_delay()).await;
+                }
             }
         }
     }
 
-    fn write_batch(
-        &mut self,
-        batch: &[(u64, Incoming)],
-        written: &watch::Sender<u64>,
-    ) -> io::Result<u64> {
+    /// After a failed write: the active segment ends at the last whole batch again (the next write goes
+    /// there, not after the partial one).
+    fn undo_partial_write(&mut self) {
+        self.buf.clear();
+        let _ = self.active.set_len(self.active_len);
+        if let Err(e) = self.active.seek(SeekFrom::Start(self.active_len)) {
+            tracing::warn!(error = %e, "spool: cannot reposition the active segment");
+        }
+    }
+
+    fn write_batch(&mut self, batch: &[(u64, Incoming)]) -> io::Result<()> {
         let mut last = 0;
         self.buf.clear();
         let now = segment::now_ms();
@@ -213,10 +294,11 @@ impl Writer {
             }
             segment::encode(&mut self.buf, *seq, now, m);
             last = *seq;
+            if self.buf.len() >= BUF_BYTES {
+                self.flush_buf(last)?;
+            }
         }
-        self.flush_buf(last)?;
-        let _ = written.send(last);
-        Ok(last)
+        self.flush_buf(last)
     }
 
     fn flush_buf(&mut self, last: u64) -> io::Result<()> {
@@ -226,6 +308,11 @@ impl Writer {
         self.active.write_all(&self.buf)?;
         let n = self.buf.len() as u64;
         self.buf.clear();
+        // One huge record must not keep its buffer for good.
+        if self.buf.capacity() > 4 * BUF_BYTES {
+            self.buf.shrink_to(BUF_BYTES);
+        }
+        self.last_written = last;
         self.active_len += n;
         self.pos += n;
         if let Some(m) = self.shared.segments().back_mut() {
@@ -251,7 +338,7 @@ impl Writer {
     /// DropOldest: discard whole oldest segments until `incoming` more bytes fit.
     fn make_room(&mut self, incoming: u64) -> io::Result<()> {
         loop {
-            let (acked_seq, acked_pos) = self.shared.acked();
+            let (_, acked_pos) = self.shared.acked();
             if self.pos.saturating_sub(acked_pos) + incoming <= self.shared.max_bytes {
                 return Ok(());
             }
@@ -266,15 +353,12 @@ impl Writer {
                 self.roll(next)?;
                 continue;
             }
-            let lost = front
-                .last_seq
-                .saturating_sub(acked_seq.max(front.first_seq - 1));
-            if self
-                .shared
-                .advance(front.last_seq, front.base_pos + front.len)
-                && lost > 0
-            {
-                self.shared.stats.dropped.fetch_add(lost, Ordering::SeqCst);
+            let lost = self.shared.drop_through(
+                front.last_seq,
+                front.base_pos + front.len,
+                front.first_seq,
+            );
+            if lost > 0 {
                 tracing::warn!(
                     dropped = lost,
                     first_seq = front.first_seq,
@@ -282,6 +366,12 @@ impl Writer {
                     "spool full (overflow DropOldest): dropped the oldest messages"
                 );
             }
+            // The cursor on disk passes the segment before it goes: after a crash, a segment missing
+            // below the oldest one left means damage, not a drop.
+            let acked = self.shared.acked();
+            cursor::write(&self.shared.dir, acked.0, acked.1)?;
+            self.last_cursor = acked;
+            self.last_cursor_at = Instant::now();
             self.shared.segments().pop_front();
             fs::remove_file(&front.path)?;
         }
@@ -310,7 +400,10 @@ impl Writer {
                 }
             };
             self.shared.segments().pop_front();
-            fs::remove_file(&front.path)?;
+            match fs::remove_file(&front.path) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
         }
         Ok(())
     }

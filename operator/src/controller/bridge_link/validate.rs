@@ -167,12 +167,16 @@ pub fn check_spec(spec: &BridgeLinkSpec) -> Result<(), Invalid> {
             format!("{:?} is not a quantity", spec.spool.max_bytes),
         )
     })?;
-    if max == 0 || max >= size {
+    let disk = edgewire_api::v1alpha1::spool_disk_bytes(max);
+    if max == 0 || disk > size {
         return Err(Invalid::spec(
             "spec.spool.maxBytes",
             format!(
-                "{} must be above zero and below spec.spool.size ({}): the spool needs room for its index and the segment being written",
-                spec.spool.max_bytes, spec.spool.size
+                "{} must be above zero and leave room in spec.spool.size ({}): the spool can fill {disk} bytes on disk with it (maxBytes, two segments of {} bytes for the acknowledged part of the oldest one and the one being written, {} for its files)",
+                spec.spool.max_bytes,
+                spec.spool.size,
+                edgewire_api::v1alpha1::spool_segment_bytes(max),
+                edgewire_api::v1alpha1::SPOOL_DISK_OVERHEAD,
             ),
         ));
     }
@@ -310,7 +314,29 @@ mod tests {
             check_spec(&spec)
                 .unwrap_err()
                 .to_string()
-                .starts_with("spec.spool.maxBytes: 6e9 must be above zero and below"),
+                .starts_with("spec.spool.maxBytes: 6e9 must be above zero and leave room"),
         );
+    }
+
+    /// Issue 14 item 8: the spool on disk holds more than `maxBytes` — the acknowledged part of the oldest
+    /// segment and the segment being written. A `maxBytes` just below `size` filled the volume before the
+    /// spool's own limit held the edge back.
+    #[test]
+    fn max_bytes_leaves_room_for_the_segments_on_disk() {
+        let mut spec: BridgeLinkSpec = serde_json::from_value(serde_json::json!({
+            "siteId": "site-a",
+            "edge": {"endpoint": {"protocol": "mqtt", "url": "e:1883"}},
+            "cloud": {"endpoint": {"protocol": "nats", "url": "nats://c:4222"}},
+            "rules": [{"direction": "EdgeToCloud", "from": "a.#", "to": "b.#"}],
+            "spool": {"size": "1Gi", "maxBytes": "1000Mi"}
+        }))
+        .unwrap();
+        let err = check_spec(&spec).unwrap_err().to_string();
+        assert!(err.contains("two segments of 67108864 bytes"), "{err}");
+        // 880 MiB + 2 × 64 MiB + 4 MiB = 1012 MiB: fits 1 GiB.
+        spec.spool.max_bytes = "880Mi".into();
+        assert_eq!(check_spec(&spec), Ok(()));
+        spec.spool.max_bytes = "900Mi".into();
+        assert!(check_spec(&spec).is_err());
     }
 }
