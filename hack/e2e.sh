@@ -29,4 +29,4 @@ for pkg in operator agent; do
     export "$var=$bin_dir/edgewire-$pkg"
   fi
 done
-"$cargo" test -p edgewire-e2e --test cluster -- "$@"
+"$cargo" test --workspace --test cluster -- "$@"

@@ -4,7 +4,7 @@
 //! operator under the chart's ServiceAccount; or against the cluster in `KUBECONFIG`.
 //!
 //! One test binary, so one control plane for the whole run (`edgewire_e2e::kube::ControlPlane::shared`);
-//! each scenario works in namespaces of its own. Run `cargo test -p edgewire-e2e --test cluster`
+//! each scenario works in namespaces of its own. Run `cargo test --workspace --test cluster`
 //! (`make e2e`); `EDGEWIRE_E2E_KEEP=1` keeps the control plane's logs and every test's files.
 
 mod support;

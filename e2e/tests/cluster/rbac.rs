@@ -144,6 +144,11 @@ pub fn audit_report(cluster: &Cluster) {
             .collect::<Vec<_>>()
             .join("\n")
     );
+    eprintln!(
+        "audit: (authorized without a request of its own: update of <kind>/finalizers, which the \
+         OwnerReferencesPermissionEnforcement admission checks when a child's ownerReference sets \
+         blockOwnerDeletion)"
+    );
     assert!(
         refused.is_empty(),
         "the API server refused requests of the chart's ServiceAccount:\n{}",
