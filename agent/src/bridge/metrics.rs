@@ -205,7 +205,6 @@ mod tests {
             counters: Arc::new(Counters::default()),
             edge: Arc::new(Health::default()),
             cloud: Arc::new(Health::default()),
-            spool_max_bytes: 1 << 20,
         });
         let registry = registry(rt.clone());
         rt.spool.forwarded.store(7, Ordering::SeqCst);
