@@ -17,21 +17,30 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Returns once the server has processed everything this client sent before the call — what core NATS
 /// can offer as an acknowledgement. `Client::flush` only writes the client's buffer to the socket, so a
-/// frozen or dying server may never read what it "acknowledged". After the flush, a request goes to a
-/// subject nobody subscribes to (a fresh inbox name); the server answers it itself ("no responders",
-/// NATS 2.2+) once it processed it, and it processes a connection's messages in order. The client needs
-/// permission to publish to `_INBOX.>` (and to subscribe to its own inbox, as for any request).
+/// frozen or dying server may never read what it "acknowledged". So the client subscribes to a fresh inbox
+/// subject and publishes an empty message to it: the server processes a connection's messages in order, so
+/// the echo comes back only after everything sent before it was processed. (A request answered by the
+/// server's "no responders" would hang as soon as anyone subscribes to `>` — a monitoring tap — and never
+/// answers; the echo does not depend on other subscribers, who only see one empty message on the inbox.)
+/// The client needs permission to publish to and subscribe to `_INBOX.>`, as for any request.
 pub async fn round_trip(client: &async_nats::Client) -> Result<(), String> {
-    use async_nats::client::RequestErrorKind;
+    use futures::StreamExt;
+    let subject = client.new_inbox();
+    let mut echo = client
+        .subscribe(subject.clone())
+        .await
+        .map_err(|e| format!("NATS round trip: {e}"))?;
+    client
+        .publish(subject, bytes::Bytes::new())
+        .await
+        .map_err(|e| format!("NATS round trip: {e}"))?;
     client
         .flush()
         .await
         .map_err(|e| format!("NATS flush: {e}"))?;
-    let probe = async_nats::Request::new().timeout(None);
-    match client.send_request(client.new_inbox(), probe).await {
-        Ok(_) => Ok(()),
-        Err(e) if e.kind() == RequestErrorKind::NoResponders => Ok(()),
-        Err(e) => Err(format!("NATS round trip: {e}")),
+    match echo.next().await {
+        Some(_) => Ok(()),
+        None => Err("NATS round trip: the connection closed the subscription".into()),
     }
 }
 
