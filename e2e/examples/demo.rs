@@ -15,15 +15,15 @@
 mod support;
 
 use std::collections::BTreeSet;
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use edgewire_e2e::brokers::{BrokerProcess, Kind, free_port};
 use serde_json::Value;
 use support::pod::HostPod;
-use support::{Cluster, Operator, TIMEOUT, agent_bin, at, condition_status, wait_for};
+use support::{
+    Cluster, Operator, TIMEOUT, agent_bin, at, condition_status, http, publish_at_edge, wait_for,
+};
 
 /// Telemetry readings the edge publishes before, during and after the outage.
 const BEFORE: usize = 100;
@@ -199,13 +199,13 @@ spec:
 
     let mut sent = 0;
     println!("\nthe edge publishes {BEFORE} readings (QoS 1) on local/telemetry/line1/temp");
-    sent += publish_at_edge(edge.port(), sent, BEFORE);
+    sent += publish_at_edge(edge.port(), "demo-edge", None, readings(sent, BEFORE));
     wait_spooled(&cluster, &ns, |n| n == 0);
 
     say("Cloud outage: nats-server stops");
     cloud.stop();
     println!("the edge publishes {DURING} readings while the cloud is away");
-    sent += publish_at_edge(edge.port(), sent, DURING);
+    sent += publish_at_edge(edge.port(), "demo-edge", None, readings(sent, DURING));
     let peak = wait_spooled(&cluster, &ns, |n| n == DURING as u64);
     let bl = cluster.get_json(&ns, "bridgelink", "site-a");
     println!(
@@ -222,7 +222,7 @@ spec:
     cloud.restart().expect("restart nats-server");
     wait_spooled(&cluster, &ns, |n| n == 0);
     println!("the edge publishes {AFTER} more readings");
-    sent += publish_at_edge(edge.port(), sent, AFTER);
+    sent += publish_at_edge(edge.port(), "demo-edge", None, readings(sent, AFTER));
     wait_spooled(&cluster, &ns, |n| n == 0);
     cluster.wait(
         &ns,
@@ -309,39 +309,9 @@ fn wait_spooled(cluster: &Cluster, ns: &str, done: impl Fn(u64) -> bool) -> u64 
     .unwrap_or_else(|e| panic!("{e}"))
 }
 
-/// Publishes `n` QoS 1 readings `reading-<first..first+n>` at the edge and waits for every PUBACK.
-fn publish_at_edge(port: u16, first: usize, n: usize) -> usize {
-    let opts = rumqttc::MqttOptions::new(format!("demo-edge-{first}"), "127.0.0.1", port);
-    let (client, mut conn) = rumqttc::Client::new(opts, 100);
-    std::thread::spawn(move || {
-        for i in first..first + n {
-            if client
-                .publish(
-                    "local/telemetry/line1/temp",
-                    rumqttc::QoS::AtLeastOnce,
-                    false,
-                    format!("reading-{i}"),
-                )
-                .is_err()
-            {
-                break;
-            }
-        }
-    });
-    let mut acked = 0;
-    for ev in conn.iter() {
-        match ev {
-            Ok(rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_))) => {
-                acked += 1;
-                if acked == n {
-                    break;
-                }
-            }
-            Ok(_) => {}
-            Err(e) => panic!("edge publisher: {e}"),
-        }
-    }
-    acked
+/// Readings `reading-<first..first+n>`.
+fn readings(first: usize, n: usize) -> Vec<String> {
+    (first..first + n).map(|i| format!("reading-{i}")).collect()
 }
 
 /// The readings (payloads of `edge.site-a.telemetry.>`) and the number of CloudEvents in the stream.
@@ -372,7 +342,7 @@ async fn stream_contents(addr: &str) -> (Vec<String>, usize) {
 }
 
 /// POSTs binary-mode CloudEvent number `i`.
-fn post_event(addr: &str, i: usize) -> Result<(u16, String), String> {
+fn post_event(addr: &str, i: usize) -> std::io::Result<(u16, String)> {
     http(
         addr,
         "POST",
@@ -386,39 +356,4 @@ fn post_event(addr: &str, i: usize) -> Result<(u16, String), String> {
         ],
         &format!("{{\"n\":{i}}}"),
     )
-}
-
-/// A minimal HTTP/1.1 client (`Connection: close`): status code and body.
-fn http(
-    addr: &str,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &str,
-) -> Result<(u16, String), String> {
-    let mut s = TcpStream::connect(addr).map_err(|e| e.to_string())?;
-    s.set_read_timeout(Some(Duration::from_secs(30)))
-        .map_err(|e| e.to_string())?;
-    let mut req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    req.push_str("\r\n");
-    req.push_str(body);
-    s.write_all(req.as_bytes()).map_err(|e| e.to_string())?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).map_err(|e| e.to_string())?;
-    let code = out
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| format!("no status line: {out:?}"))?;
-    let body = out
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b)
-        .unwrap_or_default();
-    Ok((code, body.trim().to_string()))
 }

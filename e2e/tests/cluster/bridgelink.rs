@@ -12,8 +12,8 @@
 
 use crate::support::pod::HostPod;
 use crate::support::{
-    Cluster, Operator, TIMEOUT, agent_bin, at, condition, condition_status, status_summary, str_at,
-    wait_for,
+    Cluster, Operator, TIMEOUT, agent_bin, at, condition, condition_status, publish_at_edge,
+    status_summary, str_at, wait_for,
 };
 use base64::Engine;
 use edgewire_e2e::brokers::{BrokerProcess, Kind};
@@ -107,43 +107,15 @@ fn wait_spool(
     .unwrap_or_else(|e| panic!("{e}\n{}\n{}", agent.log_tail(), op.log_tail()));
 }
 
-/// Publishes `n` QoS 1 messages to `local/telemetry/line1/temp` on the edge broker and waits for every
-/// PUBACK (the agent took each into its spool).
-fn publish_at_edge(port: u16, login: Option<(&str, &str)>, n: usize) {
-    let mut opts = rumqttc::MqttOptions::new("e2e-edge-publisher", "127.0.0.1", port);
-    if let Some((user, password)) = login {
-        opts.set_credentials(user, password);
-    }
-    let (client, mut conn) = rumqttc::Client::new(opts, 100);
-    for i in 0..n {
-        client
-            .publish(
-                "local/telemetry/line1/temp",
-                rumqttc::QoS::AtLeastOnce,
-                false,
-                format!("{i}"),
-            )
-            .unwrap();
-    }
-    let mut acked = 0;
-    for ev in conn.iter() {
-        match ev {
-            Ok(rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_))) => {
-                acked += 1;
-                if acked == n {
-                    break;
-                }
-            }
-            Ok(rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(ack))) => assert_eq!(
-                ack.code,
-                rumqttc::ConnectReturnCode::Success,
-                "the edge broker refused the test's publisher"
-            ),
-            Ok(_) => {}
-            Err(e) => panic!("edge publisher: {e}"),
-        }
-    }
-    let _ = client.disconnect();
+/// Publishes `n` QoS 1 messages (`0`, `1`, ...) at the edge and waits for every PUBACK.
+fn publish_n_at_edge(port: u16, login: Option<(&str, &str)>, n: usize) {
+    let acked = publish_at_edge(
+        port,
+        "e2e-edge-publisher",
+        login,
+        (0..n).map(|i| i.to_string()).collect(),
+    );
+    assert_eq!(acked, n, "PUBACKs from the edge broker");
 }
 
 /// Waits for the bridge StatefulSet to be ready (its claim bound, its pod ready on a kwok node) and runs
@@ -313,7 +285,7 @@ fn bridgelink_yields_its_statefulset_and_conditions_follow_the_agents_report() {
         }
     })
     .unwrap_or_else(|e| panic!("{e}\n{}\n{}", agent.log_tail(), op.log_tail()));
-    publish_at_edge(edge.port(), Some(("site-a", EDGE_TOKEN)), N);
+    publish_n_at_edge(edge.port(), Some(("site-a", EDGE_TOKEN)), N);
     wait_spool(&cluster, &op, &agent, &ns, &N.to_string(), "True");
     let table = cluster.kubectl_ok(&["-n", &ns, "get", "bl"]);
     assert_eq!(table_cell(&table, "site-a", "SITE"), "site-a", "{table}");
@@ -450,7 +422,7 @@ spec:
 
     // Cloud outage: what the edge publishes waits in the spool.
     cloud.stop();
-    publish_at_edge(edge.port(), None, N);
+    publish_n_at_edge(edge.port(), None, N);
     wait_spool(&cluster, &op, &agent, &ns, &N.to_string(), "True");
     let bl = cluster.get_json(&ns, "bridgelink", "site-a");
     assert_eq!(

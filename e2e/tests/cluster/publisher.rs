@@ -5,12 +5,11 @@
 //! CloudEvent, and an independent subscriber receives it. The MQTT broker refuses anonymous clients and
 //! wrong passwords, and the publisher rendered from a Secret with a wrong password is refused.
 
-use crate::support::{Cluster, Operator, agent_bin, at, mqtt_connack, str_at, wait_for};
+use crate::support::{Cluster, Operator, agent_bin, at, http, mqtt_connack, str_at, wait_for};
 use base64::Engine;
 use edgewire_e2e::brokers::{BrokerProcess, Kind, free_port};
 use futures::StreamExt;
 use serde_json::Value;
-use std::io::{Read, Write};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -163,40 +162,6 @@ fn spawn_publisher(cluster: &Cluster, env: &[(String, String)]) -> Agent {
         .spawn()
         .unwrap();
     Agent(child, format!("127.0.0.1:{port}"))
-}
-
-/// A minimal HTTP/1.1 client: status code and body.
-fn http(
-    addr: &str,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &str,
-) -> std::io::Result<(u16, String)> {
-    let mut s = std::net::TcpStream::connect(addr)?;
-    s.set_read_timeout(Some(Duration::from_secs(30)))?;
-    let mut req = format!(
-        "{method} {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\ncontent-length: {}\r\n",
-        body.len()
-    );
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    req.push_str("\r\n");
-    req.push_str(body);
-    s.write_all(req.as_bytes())?;
-    let mut resp = String::new();
-    s.read_to_string(&mut resp)?;
-    let code = resp
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = resp
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    Ok((code, body))
 }
 
 /// POSTs `edge.node.registered` in binary mode; the publisher must answer 202.

@@ -231,3 +231,92 @@ pub fn mqtt_connack(port: u16, client_id: &str, login: Option<(&str, &str)>) -> 
     }
     Ok(ack[3])
 }
+
+/// A minimal HTTP/1.1 client (`connection: close`): status code and body.
+pub fn http(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> std::io::Result<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\ncontent-length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    req.push_str(body);
+    s.write_all(req.as_bytes())?;
+    let mut resp = String::new();
+    s.read_to_string(&mut resp)?;
+    let code = resp
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = resp
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Ok((code, body))
+}
+
+/// Publishes `payloads` at QoS 1 to `local/telemetry/line1/temp` on the edge broker at `port` (as client
+/// `client_id`, with `login` when given) and waits for every PUBACK (the bridge took each into its spool);
+/// returns how many were acknowledged. Publishing runs on a thread of its own so that more messages than
+/// the client's request queue holds do not block the event loop that drains it.
+pub fn publish_at_edge(
+    port: u16,
+    client_id: &str,
+    login: Option<(&str, &str)>,
+    payloads: Vec<String>,
+) -> usize {
+    let mut opts = rumqttc::MqttOptions::new(client_id, "127.0.0.1", port);
+    if let Some((user, password)) = login {
+        opts.set_credentials(user, password);
+    }
+    let (client, mut conn) = rumqttc::Client::new(opts, 100);
+    let n = payloads.len();
+    let publisher = {
+        let client = client.clone();
+        std::thread::spawn(move || {
+            for payload in payloads {
+                if client
+                    .publish(
+                        "local/telemetry/line1/temp",
+                        rumqttc::QoS::AtLeastOnce,
+                        false,
+                        payload,
+                    )
+                    .is_err()
+                {
+                    break;
+                }
+            }
+        })
+    };
+    let mut acked = 0;
+    let mut events = conn.iter();
+    while acked < n {
+        match events.next() {
+            Some(Ok(rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_)))) => acked += 1,
+            Some(Ok(rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(ack)))) => assert_eq!(
+                ack.code,
+                rumqttc::ConnectReturnCode::Success,
+                "the edge broker refused the test's publisher"
+            ),
+            Some(Ok(_)) => {}
+            Some(Err(e)) => panic!("edge publisher: {e}"),
+            None => break,
+        }
+    }
+    let _ = publisher.join();
+    let _ = client.disconnect();
+    acked
+}
