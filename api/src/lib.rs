@@ -5,6 +5,7 @@
 
 pub mod condition;
 pub mod domain;
+pub mod endpoint;
 pub mod env;
 pub mod quantity;
 #[cfg(any(test, feature = "testing"))]

@@ -485,3 +485,55 @@ fn header_names() {
         ],
     );
 }
+
+/// An endpoint override as the api crate's one rule (`edgewire_api::endpoint::endpoint_override`) judges it.
+struct Endpoint;
+
+impl FromStr for Endpoint {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        edgewire_api::endpoint::endpoint_override(s).map(|_| Endpoint)
+    }
+}
+
+/// Endpoint overrides carry no schema pattern (what makes a URL usable is more than a pattern should say):
+/// the operator's validation and the agent's parsers apply the api crate's rule. The operator used to take
+/// any `http://` prefix — `http://user:pw@host`, `http://` — and deploy a publisher that refused it.
+#[test]
+fn endpoint_overrides() {
+    let (sns, pubsub) = (sns_env(), pubsub_env());
+    agree::<Endpoint>(
+        "endpoint override",
+        &[
+            ("http://127.0.0.1:5000", true),
+            ("http://localhost:8085/", true),
+            ("https://sns.us-east-1.amazonaws.com", true),
+            ("https://vpce-1.pubsub.p.googleapis.com/v1", true),
+            ("localhost:5000", false),
+            ("ftp://mirror", false),
+            ("http://", false),
+            ("http://user:pw@moto:5000", false),
+            ("https://:pw@pubsub", false),
+        ],
+        &[],
+        &[
+            operator_eb(SNS, "spec.awsSns.endpoint", |s, v| {
+                s.aws_sns.as_mut().unwrap().endpoint = Some(v.into())
+            }),
+            operator_eb(PUBSUB, "spec.googlePubsub.endpoint", |s, v| {
+                s.google_pubsub.as_mut().unwrap().endpoint = Some(v.into())
+            }),
+            operator_mqb("spec.iotcore.apiEndpoint", |s, v| {
+                s.api_endpoint = Some(v.into())
+            }),
+            agent_env(&sns, edgewire_api::env::AWS_SNS_ENDPOINT),
+            agent_env(&pubsub, edgewire_api::env::GOOGLE_PUBSUB_ENDPOINT),
+            agent_file(SNS, "spec.awsSns.endpoint", |s, v| {
+                s.aws_sns.as_mut().unwrap().endpoint = Some(v.into())
+            }),
+            agent_file(PUBSUB, "spec.googlePubsub.endpoint", |s, v| {
+                s.google_pubsub.as_mut().unwrap().endpoint = Some(v.into())
+            }),
+        ],
+    );
+}

@@ -200,25 +200,14 @@ pub fn check_scheme(field: &str, url: &str, plain: &str, tls: &str) -> Result<bo
     }
 }
 
-/// An endpoint override (`field`): an `http://` or `https://` URL with a host and no credentials, returned
-/// without a trailing `/`; empty or absent is none.
+/// An endpoint override (`field`) by the api crate's rule ([`edgewire_api::endpoint::endpoint_override`],
+/// which the operator's validation applies too), without a trailing `/`; empty or absent is none.
 pub fn endpoint_override(field: &str, value: Option<&str>) -> Result<Option<String>, ConfigError> {
-    let ok = |e: &str| match url::Url::parse(e) {
-        Ok(u) => {
-            matches!(u.scheme(), "http" | "https")
-                && u.host_str().is_some_and(|h| !h.is_empty())
-                && u.username().is_empty()
-                && u.password().is_none()
-        }
-        Err(_) => false,
-    };
     match value.map(str::trim).filter(|e| !e.is_empty()) {
         None => Ok(None),
-        Some(e) if ok(e) => Ok(Some(e.trim_end_matches('/').to_string())),
-        Some(e) => Err(ConfigError::new(
-            field,
-            format!("must be an http:// or https:// URL, got {e:?}"),
-        )),
+        Some(e) => edgewire_api::endpoint::endpoint_override(e)
+            .map(Some)
+            .map_err(|m| ConfigError::new(field, m)),
     }
 }
 

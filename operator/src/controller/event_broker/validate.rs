@@ -10,6 +10,7 @@ use crate::reconcile::{CredentialProblem, Invalid, Missing};
 use crate::secret::ExposeSecret;
 use crate::secret::GeneratedCredentials;
 use crate::secret::SecretString;
+use edgewire_api::endpoint::endpoint_override;
 use edgewire_api::{
     Adapter, AwsRegion, BrokerKind, DeployBroker, EventBroker, EventBrokerSpec, GcpProjectId,
     IamRoleArn, NatsAuth, PASSWORD_KEY, PubsubTopicIdPrefix, Resources, SaslMechanism,
@@ -116,13 +117,8 @@ fn check_google_pubsub(
         PubsubTopicIdPrefix::from_str(p)
             .map_err(|m| invalid("spec.googlePubsub.topicIdPrefix", m))?;
     }
-    if let Some(e) = &ps.endpoint
-        && !(e.starts_with("https://") || e.starts_with("http://"))
-    {
-        return Err(invalid(
-            "spec.googlePubsub.endpoint",
-            format!("{e:?} must be an http:// or https:// URL"),
-        ));
+    if let Some(e) = &ps.endpoint {
+        endpoint_override(e).map_err(|m| invalid("spec.googlePubsub.endpoint", m))?;
     }
     Ok(())
 }
@@ -151,13 +147,8 @@ fn check_aws_sns(spec: &EventBrokerSpec, deployed: Option<&DeployBroker>) -> Res
         }
         None => {}
     }
-    if let Some(e) = &sns.endpoint
-        && !(e.starts_with("https://") || e.starts_with("http://"))
-    {
-        return Err(invalid(
-            "spec.awsSns.endpoint",
-            format!("{e:?} must be an http:// or https:// URL"),
-        ));
+    if let Some(e) = &sns.endpoint {
+        endpoint_override(e).map_err(|m| invalid("spec.awsSns.endpoint", m))?;
     }
     if let Some(r) = &sns.role_arn {
         IamRoleArn::from_str(r).map_err(|m| invalid("spec.awsSns.roleArn", m))?;

@@ -9,6 +9,7 @@ use crate::controller::mqtt_broker::refs::Refs;
 use crate::hash::credentials_hash;
 use crate::reconcile::{CredentialProblem, Invalid, Missing};
 use crate::secret::{ExposeSecret, SecretString, is_secret_name};
+use edgewire_api::endpoint::endpoint_override;
 use edgewire_api::{AwsRegion, DeletionPolicy, IamRoleArn, MqttBroker};
 use std::str::FromStr;
 
@@ -48,13 +49,8 @@ pub(super) fn check_iotcore(mqb: &MqttBroker) -> Result<(), Invalid> {
             format!("{:?} is not a valid Secret name", c.secret_name),
         ));
     }
-    if let Some(e) = &iot.api_endpoint
-        && !(e.starts_with("https://") || e.starts_with("http://"))
-    {
-        return Err(invalid(
-            "spec.iotcore.apiEndpoint",
-            format!("{e:?} must be an http:// or https:// URL"),
-        ));
+    if let Some(e) = &iot.api_endpoint {
+        endpoint_override(e).map_err(|m| invalid("spec.iotcore.apiEndpoint", m))?;
     }
     if let Some(r) = &iot.topic_rule {
         if r.name.is_empty()
