@@ -67,7 +67,7 @@ async fn accepted(ingress: &Ingress, prefix: &str, n: usize) -> Vec<String> {
 /// room for a loaded machine). Returns (status, seconds it took) of each, for the record.
 async fn while_frozen(ingress: &Ingress) -> Vec<(u16, f64)> {
     let guard = PUBLISH_TIMEOUT * 3;
-    let answers = futures::future::join_all((0..FROZEN).map(|i| async move {
+    futures::future::join_all((0..FROZEN).map(|i| async move {
         let start = Instant::now();
         let r = tokio::time::timeout(
             guard,
@@ -85,8 +85,7 @@ async fn while_frozen(ingress: &Ingress) -> Vec<(u16, f64)> {
         assert!(retry_after, "503 without Retry-After: {body}");
         (status, start.elapsed().as_secs_f64())
     }))
-    .await;
-    answers
+    .await
 }
 
 /// After SIGCONT: posts new events until one is accepted (each refused one a 503, never another code),
