@@ -45,6 +45,7 @@ fn main() {
                     rule: 0,
                     topic: format!("edge.site-a.telemetry.{}", i % 16),
                     payload: payload.clone(),
+                    edge_id: 0,
                 })
                 .await
                 .expect("append");

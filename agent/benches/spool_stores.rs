@@ -225,6 +225,7 @@ fn run_spool(
                         rule: 0,
                         topic: w.topic(seq).to_owned(),
                         payload: w.payload(seq).clone(),
+                        edge_id: 0,
                     })
                     .await?;
                 ensure!(last == seq, "the spool numbered record {seq} as {last}");

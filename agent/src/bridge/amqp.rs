@@ -372,6 +372,7 @@ async fn consume(
             };
             let acker = d.acker;
             let msg = Inbound {
+                packet: None,
                 topic: d.routing_key.as_str().to_string(),
                 payload: Bytes::from(d.data),
                 ack: Some(Box::pin(async move {

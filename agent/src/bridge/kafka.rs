@@ -376,6 +376,7 @@ async fn consume(
             }
         }) as BoxFuture<'static, ()>;
         let msg = Inbound {
+            packet: None,
             topic,
             payload,
             ack: Some(ack),

@@ -12,7 +12,7 @@
 //! `spool_corrupt_records_total` (damaged or missing records skipped), `spool_write_blocked` (1 while
 //! the spool cannot write, e.g. a full disk: the edge is not acknowledged),
 //! `forwarded_total` (acknowledged by the cloud), `received_total` (taken from the edge),
-//! `unmatched_total`, `refused_total`, `delivered_to_edge_total`, `cloud_errors_total`,
+//! `unmatched_total`, `refused_total`, `edge_redeliveries_total`, `delivered_to_edge_total`, `cloud_errors_total`,
 //! `last_forward_timestamp_seconds`, `edge_connected`, `cloud_connected`.
 
 use std::sync::Arc;
@@ -156,6 +156,12 @@ impl Collector for RuntimeCollector {
             "refused",
             "Edge messages the cloud cannot take: the mapped topic is not a valid name there, or the message is over its size limit (acknowledged, not spooled).",
             &c.refused,
+        )?;
+        counter(
+            e,
+            "edge_redeliveries",
+            "Edge redeliveries (MQTT DUP) of messages already spooled, after a crash or a lost connection cut off their PUBACK: acknowledged, not spooled again.",
+            &c.edge_redeliveries,
         )?;
         counter(
             e,

@@ -18,6 +18,7 @@ pub mod kafka;
 pub mod metrics;
 pub mod mqtt;
 pub mod nats;
+pub mod redelivery;
 pub mod side;
 pub mod spool;
 pub mod status;
@@ -94,6 +95,9 @@ pub struct Counters {
     pub unmatched: AtomicU64,
     /// Edge messages mapped to a name the cloud protocol does not allow (acknowledged, not spooled).
     pub refused: AtomicU64,
+    /// Edge redeliveries (MQTT DUP) of messages already spooled: acknowledged, not spooled again
+    /// ([`redelivery`]).
+    pub edge_redeliveries: AtomicU64,
     /// Cloud→edge messages delivered.
     pub delivered_to_edge: AtomicU64,
     /// Failed cloud publish rounds.
@@ -204,6 +208,11 @@ const EDGE_QUEUE: usize = 256;
 pub async fn run(args: BridgeArgs) -> anyhow::Result<()> {
     crate::tls::install_crypto_provider();
     let cfg = config::from_file(&args.config, &args.secrets_dir)?;
+    // Before `open`: recovery deletes acknowledged segments, whose newest records the edge may redeliver.
+    let recent = redelivery::Window::new(
+        redelivery::WINDOW,
+        spool::recent_edge_records(&args.spool_dir, redelivery::WINDOW),
+    );
     let (appender, replayer, spool_stats) = spool::open(SpoolOptions {
         dir: args.spool_dir.clone(),
         max_bytes: cfg.spool_max_bytes,
@@ -266,6 +275,7 @@ pub async fn run(args: BridgeArgs) -> anyhow::Result<()> {
         cloud.clone(),
         edge_in,
         appender,
+        recent,
         counters.clone(),
     ));
     tasks.spawn(forward(
@@ -309,12 +319,14 @@ pub async fn run(args: BridgeArgs) -> anyhow::Result<()> {
     result
 }
 
-/// Edge → spool; the edge is acknowledged once the record is durable.
+/// Edge → spool; the edge is acknowledged once the record is durable. An edge redelivery of a message
+/// already spooled is acknowledged once its record is durable, and not spooled again ([`redelivery`]).
 async fn ingest(
     cfg: Arc<BridgeConfig>,
     cloud: Arc<dyn Side>,
     mut inbound: mpsc::Receiver<Inbound>,
     mut appender: spool::Appender,
+    mut recent: redelivery::Window,
     counters: Arc<Counters>,
 ) -> anyhow::Result<()> {
     // Acknowledgements go out in order, each once the spool's fsync covered its record.
@@ -363,14 +375,34 @@ async fn ingest(
             }
             continue;
         }
+        let edge = m
+            .packet
+            .map(|p| (p.id, spool::edge_hash(&topic, &m.payload)));
+        match (m.packet, edge) {
+            (Some(p), Some((id, hash))) if p.dup => {
+                if let Some(seq) = recent.redelivered(id, hash) {
+                    counters.edge_redeliveries.fetch_add(1, Ordering::Relaxed);
+                    if let Some(ack) = m.ack {
+                        let _ = ack_tx.send((seq, ack));
+                    }
+                    continue;
+                }
+            }
+            (Some(_), _) => recent.first_delivery(),
+            _ => {}
+        }
         appender.reserve(topic.len() + m.payload.len()).await;
         let seq = appender
             .append(Incoming {
                 rule: rule as u16,
                 topic,
                 payload: m.payload,
+                edge_id: edge.map_or(0, |(id, _)| id),
             })
             .await?;
+        if let Some((id, hash)) = edge {
+            recent.remember(id, hash, seq);
+        }
         counters.received.fetch_add(1, Ordering::Relaxed);
         if let Some(ack) = m.ack {
             let _ = ack_tx.send((seq, ack));

@@ -152,6 +152,7 @@ pub async fn connect(c: Connect<'_>) -> anyhow::Result<Arc<dyn Side>> {
                 tokio::spawn(async move {
                     while let Some(m) = all.next().await {
                         let msg = Inbound {
+                            packet: None,
                             topic: m.subject.to_string(),
                             payload: m.payload,
                             ack: None,
@@ -243,6 +244,7 @@ async fn pull(
         let m = m?;
         let (m, acker) = m.split();
         let msg = Inbound {
+            packet: None,
             topic: m.subject.to_string(),
             payload: m.payload,
             ack: Some(Box::pin(async move {

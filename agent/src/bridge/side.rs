@@ -54,6 +54,17 @@ pub struct Inbound {
     pub payload: Bytes,
     /// The broker's acknowledgement; `None` when the protocol has none (core NATS, MQTT QoS 0).
     pub ack: Option<SourceAck>,
+    /// MQTT at QoS ≥ 1: the packet id it was delivered under and its DUP flag (edge redeliveries,
+    /// [`crate::bridge::redelivery`]); `None` for other protocols and QoS 0.
+    pub packet: Option<Packet>,
+}
+
+/// How an MQTT broker delivered a QoS ≥ 1 message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Packet {
+    pub id: u16,
+    /// Set on a redelivery of a message the broker sent before and has no acknowledgement of.
+    pub dup: bool,
 }
 
 /// A message to send to a side.

@@ -24,12 +24,17 @@ fn rfc3339_ms(ms: u64) -> Option<String> {
 /// The runtime figures now.
 pub fn runtime(rt: &Runtime) -> BridgeRuntime {
     let last = rt.counters.last_forward_ms.load(Ordering::SeqCst);
+    let write_error = rt.spool.write_error();
     BridgeRuntime {
         spool_messages: rt.spool.messages(),
         spool_bytes: rt.spool.bytes(),
         oldest_spooled_age_seconds: rt.oldest_age_seconds(),
         forwarded: rt.spool.forwarded.load(Ordering::SeqCst),
         dropped: rt.spool.dropped.load(Ordering::SeqCst),
+        corrupt_records: rt.spool.corrupt.load(Ordering::SeqCst),
+        last_corrupt: rt.spool.last_corrupt(),
+        spool_write_blocked: write_error.is_some(),
+        spool_write_error: write_error,
         edge_connected: rt.edge.is_connected(),
         cloud_connected: rt.cloud.is_connected(),
         last_forward_time: (last > 0).then(|| rfc3339_ms(last)).flatten(),
@@ -109,5 +114,51 @@ mod tests {
         assert_eq!(b["status"]["runtime"]["cloudConnected"], true);
         assert!(b["status"].get("conditions").is_none());
         assert_eq!(b["status"].as_object().unwrap().len(), 1);
+    }
+
+    /// Issue 14 items 3 and 8: what `/healthz` says about damaged records and a full disk is in
+    /// `status.runtime` too, and goes once the disk has room again.
+    #[test]
+    fn the_runtime_shows_corrupt_records_and_a_blocked_write() {
+        let rt = Runtime {
+            spool: Arc::new(crate::bridge::spool::Stats::default()),
+            spool_max_bytes: 1 << 30,
+            counters: Arc::default(),
+            edge: Arc::default(),
+            cloud: Arc::default(),
+        };
+        let clean = runtime(&rt);
+        assert_eq!(
+            (clean.corrupt_records, clean.spool_write_blocked),
+            (0, false)
+        );
+        let json = patch_body("site-a", "factory", &clean);
+        assert_eq!(json["status"]["runtime"]["corruptRecords"], 0);
+        assert_eq!(json["status"]["runtime"]["spoolWriteBlocked"], false);
+        assert!(json["status"]["runtime"].get("spoolWriteError").is_none());
+
+        rt.spool.corrupt.store(2, Ordering::SeqCst);
+        *rt.spool.last_corrupt.lock().unwrap() =
+            Some("records 5..=6 damaged or missing in /spool/seg-1 at offset 40".into());
+        rt.spool.set_write_error(Some(
+            "spool write failed: No space left on device (os error 28)".into(),
+        ));
+        let json = patch_body("site-a", "factory", &runtime(&rt));
+        let r = &json["status"]["runtime"];
+        assert_eq!(r["corruptRecords"], 2);
+        assert_eq!(
+            r["lastCorrupt"],
+            "records 5..=6 damaged or missing in /spool/seg-1 at offset 40"
+        );
+        assert_eq!(r["spoolWriteBlocked"], true);
+        assert_eq!(
+            r["spoolWriteError"],
+            "spool write failed: No space left on device (os error 28)"
+        );
+
+        rt.spool.set_write_error(None);
+        let after = runtime(&rt);
+        assert!(!after.spool_write_blocked && after.spool_write_error.is_none());
+        assert_eq!(after.corrupt_records, 2, "a count since start");
     }
 }

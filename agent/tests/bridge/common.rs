@@ -14,8 +14,14 @@ use rumqttc::{AsyncClient, Event, MqttOptions, Outgoing, Packet, QoS};
 /// unacknowledged QoS 1 messages towards the bridge (the default 20 would allow 20 per fsync). It logs
 /// every subscription ([`wait_subscribed`]) besides its default log types.
 pub fn edge_mosquitto() -> BrokerProcess {
+    edge_mosquitto_inflight(1000)
+}
+
+/// [`edge_mosquitto`] with a window of `inflight` unacknowledged messages towards the bridge (0: no
+/// limit).
+pub fn edge_mosquitto_inflight(inflight: u32) -> BrokerProcess {
     let conf = format!(
-        "{}max_inflight_messages 1000\nmax_queued_messages 0\n\
+        "{}max_inflight_messages {inflight}\nmax_queued_messages 0\n\
          log_type error\nlog_type warning\nlog_type notice\nlog_type information\nlog_type subscribe\n",
         Kind::Mosquitto.default_config()
     );

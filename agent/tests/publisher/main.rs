@@ -4,6 +4,7 @@
 mod amqp;
 mod cli;
 mod common;
+mod frozen;
 mod hostile;
 mod ingress;
 mod kafka;

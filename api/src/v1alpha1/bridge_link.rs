@@ -235,6 +235,20 @@ pub struct BridgeRuntime {
     /// Messages dropped by `overflow: DropOldest`.
     #[serde(default)]
     pub dropped: u64,
+    /// Spooled records found damaged on disk and skipped since the agent started
+    /// (`edgewire_bridge_spool_corrupt_records_total`).
+    #[serde(default)]
+    pub corrupt_records: u64,
+    /// Where the last damage was found (segment file, offset, records), while there was any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_corrupt: Option<String>,
+    /// The spool cannot write (its disk is full): nothing more is taken from the edge, which is not
+    /// acknowledged, until there is room again (`edgewire_bridge_spool_write_blocked`).
+    #[serde(default)]
+    pub spool_write_blocked: bool,
+    /// Why the spool cannot write, while it cannot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spool_write_error: Option<String>,
     /// Whether the edge side is connected.
     #[serde(default)]
     pub edge_connected: bool,

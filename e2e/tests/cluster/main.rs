@@ -24,3 +24,4 @@ mod operator;
 mod publisher;
 mod rbac;
 mod samples;
+mod secrets;

@@ -28,7 +28,7 @@ use super::{
 };
 use crate::bridge::Connect;
 use crate::bridge::config::{BridgeConfigError, EndpointConfig};
-use crate::bridge::side::{AckFuture, Inbound, Outbound, Role, Side};
+use crate::bridge::side::{AckFuture, Inbound, Outbound, Packet as Delivered, Role, Side};
 use crate::connect::mqtt::qos;
 use crate::connect::{self, Health};
 
@@ -196,6 +196,10 @@ fn inbound(p: rumqttc::Publish, client: &AsyncClient) -> Inbound {
         }) as BoxFuture<'static, ()>
     });
     Inbound {
+        packet: (p.qos != QoS::AtMostOnce).then_some(Delivered {
+            id: p.pkid,
+            dup: p.dup,
+        }),
         topic: p.topic,
         payload: p.payload,
         ack,

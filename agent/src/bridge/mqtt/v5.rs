@@ -50,7 +50,7 @@ use super::{
 };
 use crate::bridge::Connect;
 use crate::bridge::config::{BridgeConfigError, EndpointConfig};
-use crate::bridge::side::{AckFuture, Inbound, Outbound, Role, Side};
+use crate::bridge::side::{AckFuture, Inbound, Outbound, Packet as Delivered, Role, Side};
 use crate::connect::mqtt::qos_v5 as qos;
 use crate::connect::{self, Health};
 
@@ -335,6 +335,10 @@ fn inbound(p: Publish, client: &AsyncClient, session: &Arc<AtomicU64>) -> Inboun
         }) as BoxFuture<'static, ()>
     });
     Inbound {
+        packet: (p.qos != QoS::AtMostOnce).then_some(Delivered {
+            id: p.pkid,
+            dup: p.dup,
+        }),
         topic: topic_string(&p.topic),
         payload: p.payload,
         ack,

@@ -6,8 +6,9 @@
 //!
 //! # Layout
 //! - `seg-<first seq, 20 digits>-<base position, 20 digits>.log`: segments of records, each framed as
-//!   `len: u32 LE | crc32(body): u32 LE | body`, body = `seq u64 | unix ms u64 | rule u16 | topic len u16 |
-//!   topic | payload`. A new segment starts every `segment_bytes` and at every start.
+//!   `len: u32 LE | crc32(body): u32 LE | body`, body = `seq u64 | stamp u64 | rule u16 | topic len u16 |
+//!   topic | payload`; the stamp is the unix ms (low 48 bits) and the edge packet id (high 16 bits, 0:
+//!   none — what records written before it existed hold there, so they read unchanged). A new segment starts every `segment_bytes` and at every start.
 //! - `cursor`: `acked seq u64 | acked position u64 | crc32 u32`, replaced atomically (write, fsync,
 //!   rename) at most every [`CURSOR_EVERY`]. Persisting it lazily only means a crash re-sends what the
 //!   cloud acknowledged since the last write (at-least-once; duplicates, never loss).
@@ -66,10 +67,12 @@
 //! `open.rs` ([`open()`]: recovery, then the writer task and the syncer thread), `cursor.rs` (the ack
 //! cursor file), `writer.rs` ([`Appender`] and the writer task: group writes, segment roll, DropOldest,
 //! housekeeping), `syncer.rs` (the `fdatasync` thread), `replay.rs` ([`Replayer`]), `segment.rs` (record
-//! framing, segment files).
+//! framing, segment files), `recent.rs` (the edge identities of the newest records, read before `open`
+//! for the bridge's redelivery window).
 
 mod cursor;
 mod open;
+mod recent;
 mod replay;
 mod segment;
 mod syncer;
@@ -86,6 +89,7 @@ use edgewire_api::v1alpha1::Overflow;
 use tokio::sync::Notify;
 
 pub use open::open;
+pub use recent::{EdgeRecord, edge_hash, recent_edge_records};
 pub use replay::Replayer;
 pub use segment::{FRAME_HEADER, MAX_RECORD, Record, now_ms};
 pub use writer::Appender;
@@ -309,6 +313,8 @@ pub struct Incoming {
     pub rule: u16,
     pub topic: String,
     pub payload: Bytes,
+    /// The MQTT packet id the edge delivered it under; 0: none (kept in the record, [`Record::edge_id`]).
+    pub edge_id: u16,
 }
 
 #[cfg(test)]
@@ -377,6 +383,7 @@ mod tests {
             rule: (i % 3) as u16,
             topic: format!("edge.t.{}", i % 3),
             payload: Bytes::from(format!("payload-{i:08}")),
+            edge_id: (i % 65_535 + 1) as u16,
         }
     }
 
@@ -477,10 +484,64 @@ mod tests {
             ]
         );
         assert_eq!(got.last().unwrap().end_pos, 209, "the whole file is valid");
-        // New records follow the old ones.
+        // Written before records kept an edge packet id: none, and the time as it was written.
+        assert!(got.iter().all(|r| r.edge_id == 0), "{got:?}");
+        assert!(
+            got.iter()
+                .all(|r| r.ts_ms > 1_600_000_000_000 && r.ts_ms < now_ms()),
+            "{got:?}"
+        );
+        // New records follow the old ones, with their edge packet id.
+        let before = now_ms();
         fill(&mut a, 7, 8).await;
         let next = r.next_batch(10).await.unwrap();
         assert_eq!((next[0].seq, &next[0].payload), (5, &msg(7).payload));
+        assert_eq!(next[0].edge_id, msg(7).edge_id);
+        assert!(
+            (before..=now_ms()).contains(&next[0].ts_ms),
+            "the stamp's time survives the edge id: {}",
+            next[0].ts_ms
+        );
+    }
+
+    /// The redelivery window after a restart: the newest records that carry an edge packet id, read
+    /// back oldest first with their packet id and hash, before `open` (whose recovery may delete them).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_newest_edge_records_are_read_back_with_their_packet_ids() {
+        let d = tempfile::tempdir().unwrap();
+        {
+            let (mut a, _r, _s) = open(opts(d.path(), 1 << 30, Overflow::RejectNew, 2048)).unwrap();
+            fill(&mut a, 0, 300).await;
+            // No edge packet id (not MQTT): not in the window.
+            a.append(Incoming {
+                edge_id: 0,
+                ..msg(300)
+            })
+            .await
+            .unwrap();
+            let mut durable = a.durable();
+            durable.wait_for(|v| *v >= 301).await.unwrap();
+        }
+        assert!(segment_files(d.path()).len() > 2, "several segments");
+        let want = |seqs: std::ops::RangeInclusive<u64>| -> Vec<EdgeRecord> {
+            seqs.map(|seq| {
+                let m = msg(seq - 1);
+                EdgeRecord {
+                    seq,
+                    edge_id: m.edge_id,
+                    hash: edge_hash(&m.topic, &m.payload),
+                }
+            })
+            .collect()
+        };
+        assert_eq!(recent_edge_records(d.path(), 100), want(201..=300));
+        assert_eq!(recent_edge_records(d.path(), 1000), want(1..=300));
+        assert!(recent_edge_records(&d.path().join("none"), 10).is_empty());
+        assert_ne!(
+            edge_hash("a.b", b"x"),
+            edge_hash("a.bx", b""),
+            "the topic's length counts"
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -749,6 +810,7 @@ mod tests {
             rule: 0,
             topic: "t".into(),
             payload: Bytes::from(vec![7u8; MAX_RECORD - 1]),
+            edge_id: 65_535,
         };
         let mut buf = Vec::new();
         segment::encode(&mut buf, 1, 0, &m);

@@ -12,8 +12,13 @@ use super::Incoming;
 
 /// `len u32 | crc u32`.
 pub const FRAME_HEADER: usize = 8;
-/// `seq u64 | ms u64 | rule u16 | topic len u16`.
+/// `seq u64 | stamp u64 | rule u16 | topic len u16`.
 pub const BODY_FIXED: usize = 20;
+/// The stamp holds the unix ms in its low 48 bits (enough until the year 10889) and the record's edge
+/// packet id ([`Record::edge_id`]) in its high 16 bits. Records written before the edge id existed have
+/// zeros there, which reads as "no edge id": old segments read unchanged.
+const MS_BITS: u32 = 48;
+const MS_MASK: u64 = (1 << MS_BITS) - 1;
 /// Largest body accepted when reading (guards against a corrupt length).
 const MAX_BODY: usize = 64 * 1024 * 1024;
 
@@ -23,6 +28,9 @@ pub struct Record {
     pub seq: u64,
     /// Unix ms when it was spooled.
     pub ts_ms: u64,
+    /// The MQTT packet id the edge delivered it under (0: none, not MQTT QoS ≥ 1, or written before
+    /// the spool kept it): what tells an edge redelivery of it after a crash (see `bridge::redelivery`).
+    pub edge_id: u16,
     pub rule: u16,
     /// The target (cloud) topic.
     pub topic: String,
@@ -62,7 +70,8 @@ pub fn encode(buf: &mut Vec<u8>, seq: u64, ts_ms: u64, m: &Incoming) {
     buf.extend_from_slice(&(body_len as u32).to_le_bytes());
     buf.extend_from_slice(&[0; 4]);
     buf.extend_from_slice(&seq.to_le_bytes());
-    buf.extend_from_slice(&ts_ms.to_le_bytes());
+    let stamp = (ts_ms & MS_MASK) | (u64::from(m.edge_id) << MS_BITS);
+    buf.extend_from_slice(&stamp.to_le_bytes());
     buf.extend_from_slice(&m.rule.to_le_bytes());
     buf.extend_from_slice(&(topic.len() as u16).to_le_bytes());
     buf.extend_from_slice(topic);
@@ -106,7 +115,7 @@ fn u32_at(b: &[u8], i: usize) -> u32 {
 /// Decodes a body whose CRC matched; `None` when its topic length does not fit.
 fn decode(body: Vec<u8>, end_pos: u64) -> Option<Record> {
     let seq = u64_at(&body, 0);
-    let ts_ms = u64_at(&body, 8);
+    let stamp = u64_at(&body, 8);
     let rule = u16::from_le_bytes([body[16], body[17]]);
     let tlen = u16::from_le_bytes([body[18], body[19]]) as usize;
     if BODY_FIXED + tlen > body.len() {
@@ -116,7 +125,8 @@ fn decode(body: Vec<u8>, end_pos: u64) -> Option<Record> {
     let payload = Bytes::from(body).slice(BODY_FIXED + tlen..);
     Some(Record {
         seq,
-        ts_ms,
+        ts_ms: stamp & MS_MASK,
+        edge_id: (stamp >> MS_BITS) as u16,
         rule,
         topic,
         payload,
