@@ -502,7 +502,10 @@ mod tests {
     #[test]
     fn iam_role_arn_rule() {
         const A: &str = "arn:aws:iam::123456789012:role/";
-        let (max, over) = (format!("{A}{}", "r".repeat(512)), format!("{A}{}", "r".repeat(513)));
+        let (max, over) = (
+            format!("{A}{}", "r".repeat(512)),
+            format!("{A}{}", "r".repeat(513)),
+        );
         rule::<IamRoleArn>(
             IamRoleArn::PATTERN,
             &[
