@@ -564,4 +564,14 @@ mod tests {
             &[],
         );
     }
+
+    /// A CRD map cannot give its keys a pattern, so `spec.headers` holds only its values to one.
+    #[test]
+    fn the_headers_schema_holds_values_to_the_header_value_pattern() {
+        let schema = headers_schema(&mut SchemaGenerator::default());
+        let v = serde_json::to_value(&schema).unwrap();
+        assert_eq!(v["type"], "object");
+        assert_eq!(v["additionalProperties"]["type"], "string");
+        assert_eq!(v["additionalProperties"]["pattern"], HeaderValue::PATTERN);
+    }
 }
