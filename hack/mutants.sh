@@ -3,11 +3,14 @@
 #
 # Each part mutates one area and runs the tests that own it:
 #   api       the api crate (types, validation rules, topic patterns, conditions), its own tests
-#   agent     agent/src/event.rs (CloudEvents decoding) and the spool's record framing
-#             (agent/src/bridge/spool/segment.rs, crc.rs), the agent's unit tests
+#   agent     agent/src/event.rs (CloudEvents decoding), the spool's record and cursor framing
+#             (agent/src/bridge/spool/segment.rs, cursor.rs; the CRC is the crc32fast crate's) and the
+#             Kafka subscription's pattern translation (kafka.rs `subscription`, `check_topic_name`; the
+#             other protocols' translation is in api/src/v1alpha1/pattern.rs), the agent's unit tests
 #   operator  the three controllers' `validate` modules, the operator's unit and controller tests
 #
-# MUTANTS_PARTS picks parts (default: all three). A mutant's tests time out at 5x the unmutated run,
+# MUTANTS_PARTS picks parts (default: all three); MUTANTS_ARGS adds cargo-mutants arguments to each part,
+# e.g. `MUTANTS_ARGS="-f api/src/v1alpha1/pattern.rs"` or `-F <regex on the mutant name>` to re-run a few. A mutant's tests time out at 5x the unmutated run,
 # at least MUTANTS_MIN_TIMEOUT s (60): a mutant that loops forever counts as caught, after that wait.
 # The mutated copies build in their own target dir (MUTANTS_TARGET_DIR, default target/mutants/build):
 # cargo names a workspace crate's artifacts by its path relative to the workspace, so a copy sharing a
@@ -33,7 +36,10 @@ part_args() {
   case "$1" in
     api) echo "-p edgewire-api -e api/src/testing.rs -e api/src/bin/crdgen.rs" ;;
     agent) echo "-p edgewire-agent -f agent/src/event.rs -f agent/src/bridge/spool/segment.rs" \
-      "-f agent/src/bridge/spool/crc.rs --cargo-test-arg=--lib" ;;
+      "-f agent/src/bridge/spool/cursor.rs -f agent/src/bridge/kafka.rs" \
+      "-F ^agent/src/(event|bridge/spool/segment|bridge/spool/cursor)\\.rs:" \
+      "-F ^agent/src/bridge/kafka\\.rs:.*(replace|in)\\s(subscription|check_topic_name)(\\s->|\$)" \
+      "--cargo-test-arg=--lib" ;;
     operator) echo "-p edgewire-operator -f operator/src/controller/*/validate.rs" \
       "-f operator/src/controller/*/validate/*.rs --cargo-test-arg=--lib" \
       "--cargo-test-arg=--test=controller --cargo-test-arg=--test=mqtt_broker_controller" \
@@ -47,8 +53,9 @@ count() { if [ -s "$1" ]; then grep -c . "$1"; else echo 0; fi; }
 status=0
 total_caught=0 total_missed=0 total_timeout=0 total_unviable=0
 for part in $PARTS; do
-  args="$(part_args "$part")"
+  args="$(part_args "$part") ${MUTANTS_ARGS:-}"
   echo "=== mutants: $part ($args)"
+  mkdir -p "$OUT/$part"
   set +e
   # shellcheck disable=SC2086 # the globs are cargo-mutants' own, expanded by it
   (cd "$ROOT" && set -f && "$TOOLS/cargo-mutants" mutants --jobs 1 --minimum-test-timeout "$MIN_TIMEOUT" --no-shuffle \

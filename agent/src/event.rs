@@ -469,4 +469,376 @@ mod tests {
         assert!(nats_subject_problem("edge..x").is_some());
         assert!(mqtt_topic_problem("edge.node.#").is_some());
     }
+
+    /// A binary-mode event with `content-type` `ct` (none: no header) and `body` as its data.
+    fn binary_with(ct: Option<&str>, body: &[u8]) -> Event {
+        let mut h = binary_headers();
+        h.remove("content-type");
+        if let Some(ct) = ct {
+            h.insert("content-type", HeaderValue::from_str(ct).unwrap());
+        }
+        parse_binary(&h, body).unwrap()
+    }
+
+    fn structured(json: serde_json::Value) -> Result<Event, EventError> {
+        parse_structured(&serde_json::to_vec(&json).unwrap())
+    }
+
+    /// A valid structured event with `extra` merged into it.
+    fn structured_with(extra: serde_json::Value) -> Event {
+        let mut v = serde_json::json!({"specversion": "1.0", "id": "1", "source": "/s", "type": "edge.node.x"});
+        for (k, x) in extra.as_object().unwrap() {
+            v[k] = x.clone();
+        }
+        structured(v).unwrap()
+    }
+
+    #[test]
+    fn the_content_type_selects_the_mode() {
+        let mode = |ct: Option<&str>| {
+            let mut h = HeaderMap::new();
+            if let Some(ct) = ct {
+                h.insert(
+                    http::header::CONTENT_TYPE,
+                    HeaderValue::from_str(ct).unwrap(),
+                );
+            }
+            Mode::of(&h)
+        };
+        assert_eq!(mode(None), Mode::Binary);
+        assert_eq!(mode(Some("application/json")), Mode::Binary);
+        assert_eq!(mode(Some("application/cloudevents+json")), Mode::Structured);
+        assert_eq!(
+            mode(Some(" Application/CloudEvents+JSON; charset=utf-8")),
+            Mode::Structured
+        );
+        assert_eq!(
+            mode(Some("application/cloudevents-batch+json")),
+            Mode::Batch
+        );
+        assert_eq!(
+            mode(Some("APPLICATION/CLOUDEVENTS-BATCH+JSON")),
+            Mode::Batch
+        );
+    }
+
+    #[test]
+    fn binary_mode_refusals_name_the_problem() {
+        let mut h = binary_headers();
+        h.insert("ce-specversion", HeaderValue::from_static("0.3"));
+        assert_eq!(
+            parse_binary(&h, b"{}").unwrap_err(),
+            EventError::UnsupportedSpecVersion("0.3".into())
+        );
+        let mut h = binary_headers();
+        h.remove("ce-specversion");
+        let e = parse_binary(&h, b"{}").unwrap_err();
+        assert!(e.to_string().contains("`ce-specversion` header"), "{e}");
+        let mut h = binary_headers();
+        h.remove("ce-id");
+        assert!(matches!(
+            parse_binary(&h, b"{}"),
+            Err(EventError::Invalid(_))
+        ));
+    }
+
+    #[test]
+    fn structured_mode_checks_each_required_attribute() {
+        let e = structured(serde_json::json!("a string")).unwrap_err();
+        assert_eq!(
+            e,
+            EventError::Invalid("a structured CloudEvent must be a JSON object".into())
+        );
+        let e = structured(
+            serde_json::json!({"specversion": 1, "id": "1", "source": "/s", "type": "t"}),
+        )
+        .unwrap_err();
+        assert_eq!(e, EventError::UnsupportedSpecVersion("1".into()));
+        for attr in ["id", "source", "type"] {
+            let mut v =
+                serde_json::json!({"specversion": "1.0", "id": "1", "source": "/s", "type": "t"});
+            v[attr] = serde_json::json!("");
+            assert_eq!(
+                structured(v.clone()).unwrap_err(),
+                EventError::Invalid(format!("attribute `{attr}` must be a non-empty string"))
+            );
+            v[attr] = serde_json::json!(7);
+            assert_eq!(
+                structured(v.clone()).unwrap_err(),
+                EventError::Invalid(format!("attribute `{attr}` must be a non-empty string"))
+            );
+            v.as_object_mut().unwrap().remove(attr);
+            assert_eq!(
+                structured(v).unwrap_err(),
+                EventError::Invalid(format!("missing required attribute `{attr}`"))
+            );
+        }
+        let e = structured_with(serde_json::json!({"data": {"k": 1}}));
+        assert_eq!(e.id(), "1");
+        assert_eq!(e.source().as_str(), "/s");
+        assert_eq!(e.ty(), "edge.node.x");
+        assert_eq!(data_bytes(&e), br#"{"k":1}"#);
+    }
+
+    #[test]
+    fn a_batch_is_an_array_of_structured_events() {
+        assert_eq!(
+            parse_batch(br#"{"specversion":"1.0"}"#).unwrap_err(),
+            EventError::Invalid("a batch must be a JSON array of CloudEvents".into())
+        );
+        assert!(matches!(parse_batch(b"[{"), Err(EventError::NotJson(_))));
+        let items = parse_batch(
+            br#"[{"specversion":"1.0","id":"a","source":"/s","type":"t"},{"specversion":"1.0","id":"b","source":"/s","type":"t"},7]"#,
+        )
+        .unwrap();
+        assert_eq!(items.len(), 3);
+        assert_eq!(items[0].as_ref().unwrap().id(), "a");
+        assert_eq!(items[1].as_ref().unwrap().id(), "b");
+        assert!(matches!(items[2], Err(EventError::Invalid(_))));
+        assert!(parse_batch(b"[]").unwrap().is_empty());
+    }
+
+    #[test]
+    fn data_bytes_and_length_of_each_kind_of_data() {
+        let none = structured_with(serde_json::json!({}));
+        assert_eq!((data_bytes(&none), data_len(&none)), (vec![], 0));
+        let bin = binary_with(Some("application/octet-stream"), b"\x00\x01raw");
+        assert_eq!(
+            (data_bytes(&bin), data_len(&bin)),
+            (b"\x00\x01raw".to_vec(), 5)
+        );
+        let text =
+            structured_with(serde_json::json!({"datacontenttype": "text/plain", "data": "hello"}));
+        assert_eq!((data_bytes(&text), data_len(&text)), (b"hello".to_vec(), 5));
+        let json = structured_with(serde_json::json!({"data": [1, 2]}));
+        assert_eq!((data_bytes(&json), data_len(&json)), (b"[1,2]".to_vec(), 5));
+    }
+
+    #[test]
+    fn corename_is_none_until_stamped() {
+        let mut e = structured_with(serde_json::json!({}));
+        assert_eq!(corename(&e), None);
+        stamp_corename(&mut e, "prod-us");
+        assert_eq!(corename(&e).as_deref(), Some("prod-us"));
+    }
+
+    #[test]
+    fn each_binding_carries_every_attribute_under_its_prefix() {
+        let mut e = binary_with(Some("text/plain"), b"hi");
+        stamp_corename(&mut e, "prod-us");
+        let mut attrs = binary_attributes(&e);
+        attrs.sort();
+        let want: Vec<(String, String)> = [
+            ("corename", "prod-us"),
+            ("id", "42"),
+            ("source", "/nodes/7"),
+            ("specversion", "1.0"),
+            ("type", "edge.node.registered"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        assert_eq!(attrs, want, "datacontenttype travels as the content type");
+        let with = |prefix: &str, ct: bool| {
+            let mut v: Vec<(String, String)> = want
+                .iter()
+                .map(|(k, x)| (format!("{prefix}{k}"), x.clone()))
+                .collect();
+            if ct {
+                v.push(("content-type".into(), "text/plain".into()));
+            }
+            v.sort();
+            v
+        };
+        let sorted = |mut v: Vec<(String, String)>| {
+            v.sort();
+            v
+        };
+        assert_eq!(sorted(nats_headers(&e)), with("ce-", true));
+        assert_eq!(sorted(kafka_headers(&e)), with("ce_", true));
+        assert_eq!(sorted(amqp_headers(&e)), with("cloudEvents:", false));
+        let no_ct = binary_with(None, b"");
+        assert!(
+            !nats_headers(&no_ct)
+                .iter()
+                .any(|(k, _)| k == "content-type")
+        );
+        assert!(
+            !kafka_headers(&no_ct)
+                .iter()
+                .any(|(k, _)| k == "content-type")
+        );
+    }
+
+    #[test]
+    fn structured_json_keeps_json_and_text_readable() {
+        let data_of = |ct: Option<&str>, body: &[u8]| {
+            let v: serde_json::Value =
+                serde_json::from_slice(&structured_json(&binary_with(ct, body))).unwrap();
+            (v.get("data").cloned(), v.get("data_base64").cloned())
+        };
+        let obj = serde_json::json!({"a": 1});
+        for ct in [
+            None,
+            Some("application/json"),
+            Some("Application/JSON; charset=utf-8"),
+            Some("text/json"),
+            Some("application/vnd.edge+json"),
+        ] {
+            assert_eq!(
+                data_of(ct, br#"{"a":1}"#),
+                (Some(obj.clone()), None),
+                "{ct:?}"
+            );
+        }
+        for ct in ["text/plain", "application/xml"] {
+            assert_eq!(
+                data_of(Some(ct), b"<a>1</a>"),
+                (Some(serde_json::json!("<a>1</a>")), None),
+                "{ct}"
+            );
+        }
+        // Bytes that are not what the content type says, and opaque bytes, stay base64.
+        assert_eq!(data_of(Some("application/json"), b"not json").0, None);
+        assert_eq!(
+            data_of(Some("application/json"), b"not json").1,
+            Some(serde_json::json!("bm90IGpzb24="))
+        );
+        assert_eq!(data_of(Some("text/plain"), b"\xff\xfe").0, None);
+        assert_eq!(
+            data_of(Some("application/octet-stream"), b"ab").1,
+            Some(serde_json::json!("YWI="))
+        );
+        let v: serde_json::Value = serde_json::from_slice(&structured_json(&binary_with(
+            Some("application/json"),
+            b"{}",
+        )))
+        .unwrap();
+        assert_eq!(v["id"], "42");
+        assert_eq!(v["type"], "edge.node.registered");
+        let text = structured_with(serde_json::json!({"data": "x"}));
+        let v: serde_json::Value = serde_json::from_slice(&structured_json(&text)).unwrap();
+        assert_eq!(v["data"], "x");
+        assert_eq!(v["id"], "1");
+    }
+
+    #[test]
+    fn nats_subject_rules_each_refusal() {
+        for ok in ["edge.node.registered", "a", "a.$b", "a._b", "a-b_c"] {
+            assert_eq!(nats_subject_problem(ok), None, "{ok}");
+        }
+        for (bad, why) in [
+            ("", "empty token"),
+            ("a..b", "empty token"),
+            (".a", "empty token"),
+            ("a.", "empty token"),
+            ("a b", "wildcard"),
+            ("a\tb", "wildcard"),
+            ("a\u{1}b", "wildcard"),
+            ("a.*", "wildcard"),
+            ("a.>", "wildcard"),
+            ("$JS.API.STREAM.DELETE.x", "belong to the NATS server"),
+            ("_INBOX.x", "request replies"),
+        ] {
+            let p = nats_subject_problem(bad).unwrap_or_else(|| panic!("{bad:?} passed"));
+            assert!(p.contains(why), "{bad:?}: {p}");
+        }
+    }
+
+    #[test]
+    fn mqtt_topic_rules_each_refusal() {
+        let longest = "a".repeat(65535);
+        for ok in ["edge/node", "a.b", "a$", longest.as_str()] {
+            assert_eq!(mqtt_topic_problem(ok), None, "{}", &ok[..ok.len().min(20)]);
+        }
+        for (bad, why) in [
+            ("", "wildcard"),
+            ("a+b", "wildcard"),
+            ("a#", "wildcard"),
+            ("a\0b", "wildcard"),
+            ("$SYS/x", "belong to the broker"),
+        ] {
+            let p = mqtt_topic_problem(bad).unwrap_or_else(|| panic!("{bad:?} passed"));
+            assert!(p.contains(why), "{bad:?}: {p}");
+        }
+        assert_eq!(
+            mqtt_topic_problem(&"a".repeat(65536)).as_deref(),
+            Some("type is too long for an MQTT topic")
+        );
+    }
+
+    #[test]
+    fn attribute_names_are_lower_case_letters_and_digits() {
+        for ok in ["x", "ext1", "a9b"] {
+            let e = structured_with(serde_json::json!({ok: "v"}));
+            assert_eq!(attribute_name_problem(&e), None, "{ok}");
+        }
+        for bad in ["Ext", "with-dash", "a b", "a:b", "é"] {
+            let e = structured_with(serde_json::json!({bad: "v"}));
+            let p = attribute_name_problem(&e).unwrap_or_else(|| panic!("{bad:?} passed"));
+            assert!(p.contains(&format!("{bad:?}")), "{p}");
+        }
+    }
+
+    #[test]
+    fn nats_headers_refuse_control_characters_but_a_tab() {
+        assert_eq!(
+            nats_headers_problem(&structured_with(serde_json::json!({}))),
+            None
+        );
+        let e = structured_with(serde_json::json!({"x": "a\tb c"}));
+        assert_eq!(nats_headers_problem(&e), None, "a tab and a space are text");
+        for v in ["a\r\nInjected: 1", "a\nb", "a\u{1}b", "a\u{7f}b"] {
+            let e = structured_with(serde_json::json!({"x": v}));
+            let p = nats_headers_problem(&e).unwrap_or_else(|| panic!("{v:?} passed"));
+            assert!(p.contains("the value of ce-x"), "{p}");
+        }
+        for name in ["a:b", "a b", "é"] {
+            let e = structured_with(serde_json::json!({name: "v"}));
+            let p = nats_headers_problem(&e).unwrap_or_else(|| panic!("{name:?} passed"));
+            assert!(p.contains("cannot be a NATS header name"), "{p}");
+        }
+    }
+
+    #[test]
+    fn amqp_short_strings_are_at_most_255_bytes() {
+        let fits = "t".repeat(AMQP_SHORT_STRING_MAX);
+        let over = "t".repeat(AMQP_SHORT_STRING_MAX + 1);
+        let e = structured_with;
+        assert_eq!(
+            amqp_problem(&e(serde_json::json!({"type": fits, "id": fits}))),
+            None
+        );
+        let p = amqp_problem(&e(serde_json::json!({"type": over}))).unwrap();
+        assert!(p.starts_with("the type (routing key) is 256 bytes"), "{p}");
+        let p = amqp_problem(&e(serde_json::json!({"id": over}))).unwrap();
+        assert!(
+            p.starts_with("the id (message-id property) is 256 bytes"),
+            "{p}"
+        );
+        let ct = format!("application/{}", "x".repeat(250));
+        let p = amqp_problem(&e(serde_json::json!({"datacontenttype": ct, "data": "x"}))).unwrap();
+        assert!(
+            p.starts_with("datacontenttype (content-type property)"),
+            "{p}"
+        );
+        // `cloudEvents:` (12 bytes) and the name: 243 fits, 244 does not.
+        let name_fits = "n".repeat(AMQP_SHORT_STRING_MAX - 12);
+        assert_eq!(amqp_problem(&e(serde_json::json!({name_fits: "v"}))), None);
+        let name_over = "n".repeat(AMQP_SHORT_STRING_MAX - 11);
+        let p = amqp_problem(&e(serde_json::json!({name_over: "v"}))).unwrap();
+        let quoted = format!(
+            "header name \"cloudEvents:{}...\" is 256 bytes",
+            "n".repeat(28)
+        );
+        assert!(p.starts_with(&quoted), "{p}");
+    }
+
+    #[test]
+    fn truncate_counts_characters() {
+        assert_eq!(truncate("abcdef", 3), "abc...");
+        assert_eq!(truncate("abc", 3), "abc");
+        assert_eq!(truncate("ab", 3), "ab");
+        assert_eq!(truncate("äöüß", 2), "äö...");
+    }
 }

@@ -365,4 +365,213 @@ mod tests {
         assert_eq!(name_prefix("arn:aws:sqs:us-east-1:1:"), None);
         assert_eq!(name_prefix("prod-"), None);
     }
+
+    /// Each type's `FromStr` and its schema `PATTERN` (RE2, here `regex_lite`) against one table of values
+    /// at the rules' edges (lengths, first characters, each ARN part). `pattern_cannot_say` are values the
+    /// check refuses and the pattern lets through. `agent/tests/contract/checked.rs` holds the operator and
+    /// the agent's parsers to the same rules; this one keeps the rules themselves in the api crate's tests.
+    fn rule<T: FromStr<Err = String>>(
+        pattern: &str,
+        rows: &[(&str, bool)],
+        pattern_cannot_say: &[&str],
+    ) {
+        let re = regex_lite::Regex::new(pattern).unwrap();
+        for (v, ok) in rows {
+            let parsed = T::from_str(v);
+            assert_eq!(parsed.is_ok(), *ok, "FromStr on {v:?}: {:?}", parsed.err());
+            if let Err(e) = parsed {
+                assert!(!e.is_empty(), "a refusal says why: {v:?}");
+            }
+            let want = *ok || pattern_cannot_say.contains(v);
+            assert_eq!(re.is_match(v), want, "PATTERN {pattern} on {v:?}");
+        }
+    }
+
+    #[test]
+    fn gcp_project_id_rule() {
+        let (max, over) = ("a".repeat(100), "a".repeat(101));
+        rule::<GcpProjectId>(
+            GcpProjectId::PATTERN,
+            &[
+                ("my-project-123", true),
+                ("p", true),
+                ("p0", true),
+                ("example.com:my-project", true),
+                (&max, true),
+                (&over, false),
+                ("", false),
+                ("1abc", false),
+                ("-abc", false),
+                ("my_project", false),
+                ("my-Project", false),
+                ("my project", false),
+            ],
+            &[],
+        );
+    }
+
+    #[test]
+    fn pubsub_topic_id_prefix_rule() {
+        let max = format!("e{}", "x".repeat(PUBSUB_TOPIC_ID_PREFIX_MAX - 1));
+        let over = format!("{max}x");
+        rule::<PubsubTopicIdPrefix>(
+            PubsubTopicIdPrefix::PATTERN,
+            &[
+                ("", true),
+                ("edge-prod-", true),
+                ("E", true),
+                ("a~b+c%d.e_f-9", true),
+                (&max, true),
+                (&over, false),
+                ("1prod", false),
+                ("-prod", false),
+                ("prod/", false),
+                ("prod edge", false),
+                ("goog", false),
+                ("goog-x", false),
+                ("googl", false),
+                ("Goog-x", true),
+                ("go-og", true),
+            ],
+            &["goog", "goog-x", "googl"],
+        );
+    }
+
+    #[test]
+    fn aws_region_rule() {
+        rule::<AwsRegion>(
+            AwsRegion::PATTERN,
+            &[
+                ("us-east-1", true),
+                ("us-gov-west-1", true),
+                ("cn-north-12", true),
+                ("", false),
+                ("us-1", false),
+                ("us-east", false),
+                ("u-east-1", false),
+                ("use-east-1", false),
+                ("us--1", false),
+                ("us-east-", false),
+                ("us-east-1a", false),
+                ("us-East-1", false),
+                ("us-e4st-1", false),
+                ("-us-east-1", false),
+            ],
+            &[],
+        );
+    }
+
+    #[test]
+    fn sns_topic_arn_prefix_rule() {
+        const A: &str = "arn:aws:sns:us-east-1:123456789012:";
+        let budget = 256 - longest_domain_topic();
+        assert_eq!(budget, 232);
+        let max = format!("{A}{}", "p".repeat(budget));
+        let over = format!("{A}{}", "p".repeat(budget + 1));
+        rule::<SnsTopicArnPrefix>(
+            SnsTopicArnPrefix::PATTERN,
+            &[
+                (A, true),
+                ("arn:aws:sns:us-east-1:123456789012:prod-_9", true),
+                ("arn:aws-cn:sns:cn-north-1:123456789012:", true),
+                ("arn:aws-us-gov:sns:us-gov-west-1:123456789012:", true),
+                (&max, true),
+                (&over, false),
+                ("arn:aws-:sns:us-east-1:123456789012:", false),
+                ("arn:aws--x:sns:us-east-1:123456789012:", false),
+                ("arn:aws-CN:sns:cn-north-1:123456789012:", false),
+                ("arn:awsx:sns:us-east-1:123456789012:", false),
+                ("arn:gcp:sns:us-east-1:123456789012:", false),
+                ("arn:aws:sqs:us-east-1:123456789012:", false),
+                ("arn:aws:sns:useast1:123456789012:", false),
+                ("arn:aws:sns:us-east-1:12345678901:", false),
+                ("arn:aws:sns:us-east-1:1234567890123:", false),
+                ("arn:aws:sns:us-east-1:12345678901x:", false),
+                ("arn:aws:sns:us-east-1:123456789012:prod.", false),
+                ("arn:aws:sns:us-east-1:123456789012:a:b", false),
+                ("arn:aws:sns:us-east-1:123456789012", false),
+                ("nra:aws:sns:us-east-1:123456789012:", false),
+            ],
+            &[],
+        );
+        let p = SnsTopicArnPrefix::from_str("arn:aws:sns:eu-west-3:123456789012:prod-").unwrap();
+        assert_eq!(p.region().as_str(), "eu-west-3");
+        assert_eq!(p.name_prefix(), "prod-");
+    }
+
+    #[test]
+    fn iam_role_arn_rule() {
+        const A: &str = "arn:aws:iam::123456789012:role/";
+        let (max, over) = (
+            format!("{A}{}", "r".repeat(512)),
+            format!("{A}{}", "r".repeat(513)),
+        );
+        rule::<IamRoleArn>(
+            IamRoleArn::PATTERN,
+            &[
+                ("arn:aws:iam::123456789012:role/edgewire-publisher", true),
+                ("arn:aws:iam::123456789012:role/path/x+=,.@_-Y9", true),
+                ("arn:aws-us-gov:iam::123456789012:role/r", true),
+                (&max, true),
+                (&over, false),
+                ("arn:aws:iam::123456789012:role/", false),
+                ("arn:aws:iam::123456789012:role/a b", false),
+                ("arn:aws:iam::123456789012:role/a:b", false),
+                ("arn:aws:iam::123456789012:user/u", false),
+                ("arn:aws:iam:us-east-1:123456789012:role/r", false),
+                ("arn:aws:sts::123456789012:role/r", false),
+                ("arn:awsx:iam::123456789012:role/r", false),
+                ("arn:aws:iam::12345678901:role/r", false),
+                ("xrn:aws:iam::123456789012:role/r", false),
+                ("arn:aws:iam::123456789012", false),
+            ],
+            &[],
+        );
+    }
+
+    #[test]
+    fn header_name_and_value_rules() {
+        let (max, over) = ("h".repeat(HEADER_NAME_MAX), "h".repeat(HEADER_NAME_MAX + 1));
+        rule::<HeaderName>(
+            HeaderName::PATTERN,
+            &[
+                ("plant", true),
+                ("!", true),
+                ("~x-edge_line.4", true),
+                (&max, true),
+                (&over, false),
+                ("", false),
+                ("has space", false),
+                ("colon:name", false),
+                (":", false),
+                ("line\nbreak", false),
+                ("del\u{7f}", false),
+                ("Größe", false),
+            ],
+            &[],
+        );
+        rule::<HeaderValue>(
+            HeaderValue::PATTERN,
+            &[
+                ("", true),
+                (" ", true),
+                ("line 4: press ~!", true),
+                ("a\r\nInjected: x", false),
+                ("tab\there", false),
+                ("del\u{7f}", false),
+                ("Köln", false),
+            ],
+            &[],
+        );
+    }
+
+    /// A CRD map cannot give its keys a pattern, so `spec.headers` holds only its values to one.
+    #[test]
+    fn the_headers_schema_holds_values_to_the_header_value_pattern() {
+        let schema = headers_schema(&mut SchemaGenerator::default());
+        let v = serde_json::to_value(&schema).unwrap();
+        assert_eq!(v["type"], "object");
+        assert_eq!(v["additionalProperties"]["type"], "string");
+        assert_eq!(v["additionalProperties"]["pattern"], HeaderValue::PATTERN);
+    }
 }

@@ -54,3 +54,53 @@ pub(super) fn write(dir: &Path, seq: u64, pos: u64) -> io::Result<()> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cursor_round_trips_and_its_layout_is_seq_pos_crc() {
+        let d = tempfile::tempdir().unwrap();
+        assert_eq!(read(d.path()).unwrap(), None, "no cursor yet");
+        write(d.path(), 0x0102_0304_0506_0708, 99).unwrap();
+        assert_eq!(read(d.path()).unwrap(), Some((0x0102_0304_0506_0708, 99)));
+        let b = fs::read(d.path().join("cursor")).unwrap();
+        assert_eq!(b.len(), 20);
+        assert_eq!(&b[..8], &0x0102_0304_0506_0708u64.to_le_bytes());
+        assert_eq!(&b[8..16], &99u64.to_le_bytes());
+        assert_eq!(&b[16..], &crc32fast::hash(&b[..16]).to_le_bytes());
+        assert!(!d.path().join("cursor.tmp").exists());
+        write(d.path(), 5, 6).unwrap();
+        assert_eq!(read(d.path()).unwrap(), Some((5, 6)), "replaced");
+    }
+
+    #[test]
+    fn a_damaged_short_or_long_cursor_is_no_cursor() {
+        let d = tempfile::tempdir().unwrap();
+        write(d.path(), 5, 6).unwrap();
+        let good = fs::read(d.path().join("cursor")).unwrap();
+        let mut flipped = good.clone();
+        flipped[3] ^= 1;
+        let mut crc_flipped = good.clone();
+        crc_flipped[19] ^= 1;
+        let longer = [good.as_slice(), &[0]].concat();
+        for (what, bytes) in [
+            ("a flipped field", flipped),
+            ("a flipped CRC", crc_flipped),
+            ("one byte short", good[..19].to_vec()),
+            ("one byte long", longer),
+            ("empty", vec![]),
+        ] {
+            fs::write(d.path().join("cursor"), &bytes).unwrap();
+            assert_eq!(read(d.path()).unwrap(), None, "{what}");
+        }
+    }
+
+    #[test]
+    fn a_cursor_that_cannot_be_read_is_an_error_not_a_fresh_start() {
+        let d = tempfile::tempdir().unwrap();
+        fs::create_dir(d.path().join("cursor")).unwrap();
+        assert!(read(d.path()).is_err());
+    }
+}

@@ -367,4 +367,163 @@ mod tests {
     fn known_value() {
         assert_eq!(crc32fast::hash(b"123456789"), 0xCBF4_3926);
     }
+
+    /// The frame layout byte by byte, and the reader's verdict on each way a frame can be wrong.
+    mod framing {
+        use super::super::*;
+        use std::io::Write;
+
+        fn msg(rule: u16, topic: &str, payload: &[u8]) -> Incoming {
+            Incoming {
+                rule,
+                topic: topic.into(),
+                payload: Bytes::copy_from_slice(payload),
+            }
+        }
+
+        /// A segment file holding `bytes`, read from spool position `base`.
+        fn reader(bytes: &[u8], base: u64) -> (tempfile::TempDir, SegReader) {
+            let d = tempfile::tempdir().unwrap();
+            let path = d.path().join("seg");
+            File::create(&path).unwrap().write_all(bytes).unwrap();
+            let r = SegReader::new(File::open(&path).unwrap(), base);
+            (d, r)
+        }
+
+        fn bad_at(r: &mut SegReader) -> u64 {
+            match r.next().unwrap() {
+                Step::Bad { offset } => offset,
+                other => panic!("expected a bad frame, got {other:?}"),
+            }
+        }
+
+        #[test]
+        fn a_record_is_length_crc_and_little_endian_fields() {
+            let m = msg(0x0102, "t/x", b"pay");
+            let mut buf = vec![0xEE];
+            encode(&mut buf, 0x1122_3344_5566_7788, 0x0A0B, &m);
+            let f = &buf[1..];
+            assert_eq!(f.len(), frame_len(&m));
+            assert_eq!(frame_len(&m), 8 + 20 + 3 + 3);
+            assert_eq!(&f[..4], &(20u32 + 3 + 3).to_le_bytes());
+            assert_eq!(&f[4..8], &crc32fast::hash(&f[8..]).to_le_bytes());
+            assert_eq!(&f[8..16], &0x1122_3344_5566_7788u64.to_le_bytes());
+            assert_eq!(&f[16..24], &0x0A0Bu64.to_le_bytes());
+            assert_eq!(&f[24..26], &[0x02, 0x01]);
+            assert_eq!(&f[26..28], &[3, 0]);
+            assert_eq!(&f[28..31], b"t/x");
+            assert_eq!(&f[31..], b"pay");
+            assert_eq!(buf[0], 0xEE, "encode appends");
+            assert_eq!(u32_at(f, 4), crc32fast::hash(&f[8..]));
+            assert_eq!(u64_at(f, 8), 0x1122_3344_5566_7788);
+        }
+
+        #[test]
+        fn records_read_back_with_their_positions() {
+            let mut buf = Vec::new();
+            encode(&mut buf, 7, 1000, &msg(3, "a.b", b"one"));
+            let first = buf.len() as u64;
+            encode(&mut buf, 8, 1001, &msg(4, "", b""));
+            let (_d, mut r) = reader(&buf, 500);
+            assert_eq!((r.offset(), r.pos_at(10)), (0, 510));
+            let Step::Record(a) = r.next().unwrap() else {
+                panic!("first record")
+            };
+            assert_eq!(
+                a,
+                Record {
+                    seq: 7,
+                    ts_ms: 1000,
+                    rule: 3,
+                    topic: "a.b".into(),
+                    payload: Bytes::from_static(b"one"),
+                    end_pos: 500 + first,
+                }
+            );
+            assert_eq!(r.offset(), first);
+            let Step::Record(b) = r.next().unwrap() else {
+                panic!("second record")
+            };
+            assert_eq!((b.seq, b.ts_ms, b.rule), (8, 1001, 4));
+            assert_eq!((b.topic.as_str(), b.payload.len()), ("", 0));
+            assert_eq!(b.end_pos, 500 + buf.len() as u64);
+            assert_eq!(r.offset(), buf.len() as u64);
+            assert!(matches!(r.next().unwrap(), Step::End));
+        }
+
+        #[test]
+        fn a_topic_longer_than_u16_is_cut_in_the_frame_and_its_length() {
+            let long = "t".repeat(u16::MAX as usize + 5);
+            let m = msg(0, &long, b"p");
+            let mut buf = Vec::new();
+            encode(&mut buf, 1, 0, &m);
+            assert_eq!(buf.len(), frame_len(&m));
+            assert_eq!(frame_len(&m), 8 + 20 + u16::MAX as usize + 1);
+            let (_d, mut r) = reader(&buf, 0);
+            let Step::Record(rec) = r.next().unwrap() else {
+                panic!("record")
+            };
+            assert_eq!(rec.topic.len(), u16::MAX as usize);
+            assert_eq!(&rec.payload[..], b"p");
+        }
+
+        #[test]
+        fn each_damaged_frame_is_bad_at_its_offset() {
+            let mut good = Vec::new();
+            encode(&mut good, 1, 0, &msg(0, "t", b"payload"));
+            let at = good.len() as u64;
+            let with = |tail: &[u8]| [good.as_slice(), tail].concat();
+            let mut frame = Vec::new();
+            encode(&mut frame, 2, 0, &msg(0, "t", b"payload"));
+            let check = |bytes: Vec<u8>, why: &str| {
+                let (_d, mut r) = reader(&bytes, 0);
+                assert!(matches!(r.next().unwrap(), Step::Record(_)), "{why}");
+                assert_eq!(bad_at(&mut r), at, "{why}");
+                assert_eq!(r.offset(), at, "{why}: the reader stays at the bad frame");
+            };
+            check(with(&frame[..5]), "a header cut short");
+            check(with(&frame[..frame.len() - 1]), "a body cut short");
+            let mut flipped = frame.clone();
+            *flipped.last_mut().unwrap() ^= 1;
+            check(with(&flipped), "a CRC mismatch");
+            let mut short_len = frame.clone();
+            short_len[..4].copy_from_slice(&(BODY_FIXED as u32 - 1).to_le_bytes());
+            check(with(&short_len), "a length below the fixed body");
+            let mut huge = frame.clone();
+            huge[..4].copy_from_slice(&(MAX_BODY as u32 + 1).to_le_bytes());
+            check(with(&huge), "a length above the largest body");
+            // A body whose CRC checks out but whose topic length runs past it.
+            let mut body = frame[FRAME_HEADER..].to_vec();
+            let past = body.len() as u16;
+            body[18..20].copy_from_slice(&past.to_le_bytes());
+            let mut bad_topic = frame[..4].to_vec();
+            bad_topic.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
+            bad_topic.extend_from_slice(&body);
+            check(with(&bad_topic), "a topic length past the body");
+            assert_eq!(decode(body, 0), None);
+        }
+
+        #[test]
+        fn segment_names_carry_first_seq_and_base_position() {
+            assert_eq!(
+                name(12, 3456),
+                "seg-00000000000000000012-00000000000000003456.log"
+            );
+            assert_eq!(parse_name(&name(12, 3456)), Some((12, 3456)));
+            assert_eq!(parse_name(&name(1, 0)), Some((1, 0)));
+            assert_eq!(parse_name(&name(0, 0)), None, "sequence numbers start at 1");
+            for bad in [
+                "seg-1-2.tmp",
+                "xseg-1-2.log",
+                "seg-12.log",
+                "seg-a-2.log",
+                "seg-1-b.log",
+                "cursor",
+            ] {
+                assert_eq!(parse_name(bad), None, "{bad}");
+            }
+            let now = now_ms();
+            assert!(now > 1_600_000_000_000, "unix ms, not s: {now}");
+        }
+    }
 }

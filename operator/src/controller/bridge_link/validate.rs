@@ -339,4 +339,125 @@ mod tests {
         spec.spool.max_bytes = "900Mi".into();
         assert!(check_spec(&spec).is_err());
     }
+
+    /// Each rule `check_spec` repeats from the schema, refused naming its field; the value just inside each
+    /// rule's edge passes.
+    #[test]
+    fn each_spec_rule_names_its_field() {
+        let base = serde_json::json!({
+            "siteId": "site-a",
+            "edge": {"endpoint": {"protocol": "mqtt", "url": "e:1883"}},
+            "cloud": {"endpoint": {"protocol": "nats", "url": "nats://c:4222"}},
+            "rules": [{"direction": "EdgeToCloud", "from": "a.#", "to": "b.#"}]
+        });
+        let field_of = |set: &dyn Fn(&mut serde_json::Value)| {
+            let mut v = base.clone();
+            set(&mut v);
+            let spec: BridgeLinkSpec = serde_json::from_value(v).unwrap();
+            match check_spec(&spec) {
+                Ok(()) => None,
+                Err(Invalid::Spec { field, .. }) => Some(field),
+                Err(other) => panic!("{other}"),
+            }
+        };
+        let site =
+            |id: String| field_of(&|v: &mut serde_json::Value| v["siteId"] = id.clone().into());
+        for ok in ["a", "site-a", "0a", "a-1", &"a".repeat(63)] {
+            assert_eq!(site(ok.to_string()), None, "{ok}");
+        }
+        for bad in ["", "Site", "-a", "a-", "a_b", "a.b", &"a".repeat(64)] {
+            assert_eq!(
+                site(bad.to_string()).as_deref(),
+                Some("spec.siteId"),
+                "{bad}"
+            );
+        }
+        let cloud = |e: serde_json::Value| {
+            field_of(&|v: &mut serde_json::Value| v["cloud"]["endpoint"] = e.clone())
+        };
+        let edge = |e: serde_json::Value| {
+            field_of(&|v: &mut serde_json::Value| v["edge"]["endpoint"] = e.clone())
+        };
+        let nats = |extra: serde_json::Value| {
+            let mut e = serde_json::json!({"protocol": "nats", "url": "nats://c:4222"});
+            for (k, x) in extra.as_object().unwrap() {
+                e[k] = x.clone();
+            }
+            cloud(e)
+        };
+        use serde_json::json;
+        assert_eq!(
+            cloud(json!({"protocol": "nats", "url": " "})).as_deref(),
+            Some("spec.cloud.endpoint.url")
+        );
+        assert_eq!(
+            nats(json!({"mqttVersion": "5"})).as_deref(),
+            Some("spec.cloud.endpoint.mqttVersion")
+        );
+        assert_eq!(
+            edge(json!({"protocol": "mqtt", "url": "e:1883", "mqttVersion": "5"})),
+            None
+        );
+        assert_eq!(
+            edge(json!({"protocol": "mqtt", "url": "e:1883", "jetStream": {"enabled": true}}))
+                .as_deref(),
+            Some("spec.edge.endpoint.jetStream")
+        );
+        assert_eq!(nats(json!({"jetStream": {"enabled": true}})), None);
+        assert_eq!(
+            nats(json!({"exchange": "x"})).as_deref(),
+            Some("spec.cloud.endpoint.exchange")
+        );
+        assert_eq!(
+            cloud(json!({"protocol": "amqp091", "url": "amqp://c", "exchange": "x"})),
+            None
+        );
+        let token = json!({"name": "s", "key": "token"});
+        let user = json!({"secretName": "u"});
+        let tls_on = json!({"enabled": true});
+        assert_eq!(nats(json!({"auth": {"token": token}})), None);
+        for auth in [json!({}), json!({"token": token, "userPassword": user})] {
+            assert_eq!(
+                nats(json!({"auth": auth})).as_deref(),
+                Some("spec.cloud.endpoint.auth"),
+                "{auth}"
+            );
+        }
+        assert_eq!(
+            nats(json!({"auth": {"clientCert": user}})).as_deref(),
+            Some("spec.cloud.endpoint.auth.clientCert")
+        );
+        assert_eq!(
+            nats(json!({"auth": {"clientCert": user}, "tls": {"enabled": false}})).as_deref(),
+            Some("spec.cloud.endpoint.auth.clientCert")
+        );
+        assert_eq!(
+            nats(json!({"auth": {"clientCert": user}, "tls": tls_on})),
+            None
+        );
+        assert_eq!(
+            nats(json!({"tls": {"enabled": false, "clientCertSecretRef": user}})).as_deref(),
+            Some("spec.cloud.endpoint.tls.clientCertSecretRef")
+        );
+        assert_eq!(
+            nats(json!({"tls": {"enabled": true, "clientCertSecretRef": user}})),
+            None
+        );
+        let broker_ref = json!({"kind": "MqttBroker", "name": "m"});
+        assert_eq!(
+            field_of(&|v: &mut serde_json::Value| v["edge"]["brokerRef"] = broker_ref.clone())
+                .as_deref(),
+            Some("spec.edge")
+        );
+        assert_eq!(
+            field_of(&|v: &mut serde_json::Value| v["edge"] = json!({})).as_deref(),
+            Some("spec.edge")
+        );
+        assert_eq!(
+            field_of(
+                &|v: &mut serde_json::Value| v["cloud"] = json!({"brokerRef": broker_ref.clone()})
+            ),
+            None
+        );
+    }
 }

@@ -609,4 +609,83 @@ mod tests {
              user b: Secret b-creds key pw is missing (spec.builtin.users[1].password)"
         );
     }
+
+    /// The edges of the rules `each_rule_names_its_field` names: lengths, characters, ports.
+    #[test]
+    fn rule_edges() {
+        let longest = format!("a/{}", "b".repeat(65533));
+        assert_eq!(check_filter(&longest), Ok(()));
+        let err = check_filter(&format!("{longest}b")).unwrap_err();
+        assert!(err.contains("65535"), "{err}");
+        for (bad, why) in [
+            ("a ", "whitespace"),
+            ("a/\tb", "control"),
+            ("#/a", "# must be the whole last level"),
+            ("a/{ns_2}", "unknown placeholder {ns_2}"),
+        ] {
+            let err = check_filter(bad).unwrap_err();
+            assert!(err.contains(why), "{bad:?}: {err}");
+        }
+        for ok in ["a/{}", "a/{x.y}", "a/{x-y}z", "a b/c"] {
+            assert_eq!(check_filter(ok), Ok(()), "{ok}");
+        }
+
+        let name = |n: &str| field_of(&MqttBroker::test("m").user(n, Some("s")));
+        for ok in ["a", "A.b-c_9", &"u".repeat(64)] {
+            assert_eq!(
+                check_spec(&MqttBroker::test("m").user(ok, Some("s"))),
+                Ok(()),
+                "{ok}"
+            );
+        }
+        for bad in ["", "a b", "a/b", "a:b", &"u".repeat(65)] {
+            assert_eq!(name(bad), "spec.builtin.users[0].name", "{bad:?}");
+        }
+
+        for ok in ["edgewire", "A-b_9"] {
+            let mut m = MqttBroker::test("m");
+            m.spec.topic_namespace = ok.into();
+            assert_eq!(check_spec(&m), Ok(()), "{ok}");
+        }
+        for bad in ["", "a/b", "a.b", "a b", "+"] {
+            let mut m = MqttBroker::test("m");
+            m.spec.topic_namespace = bad.into();
+            assert_eq!(field_of(&m), "spec.topicNamespace", "{bad:?}");
+        }
+
+        let mut m = MqttBroker::test("m").user("a", Some("s"));
+        users(&mut m)[0].password = Some(SecretKeyRef::new("", "password"));
+        assert_eq!(field_of(&m), "spec.builtin.users[0].password");
+        users(&mut m)[0].password = Some(SecretKeyRef::new("s", ""));
+        assert_eq!(field_of(&m), "spec.builtin.users[0].password");
+
+        let mut m = MqttBroker::test("m");
+        m.spec.builtin.as_mut().unwrap().image = " ".into();
+        assert_eq!(field_of(&m), "spec.builtin.image");
+
+        for (port, ok) in [(0, false), (1, true), (65535, true), (65536, false)] {
+            let mut m = MqttBroker::test("m");
+            m.spec.builtin.as_mut().unwrap().listeners.websockets =
+                Some(WebsocketsListener { port });
+            let got = check_spec(&m).err().map(|e| e.to_string());
+            if ok {
+                assert_eq!(got, None, "{port}");
+            } else {
+                assert_eq!(
+                    got,
+                    Some(format!(
+                        "spec.builtin.listeners.websockets.port: {port} is not a port (1-65535)"
+                    ))
+                );
+            }
+        }
+
+        let mut m = MqttBroker::test("m");
+        m.spec.builtin.as_mut().unwrap().listeners.mqtts = Some(TlsListener {
+            port: 8883,
+            cert_secret_name: String::new(),
+            require_client_cert: false,
+        });
+        assert_eq!(field_of(&m), "spec.builtin.listeners.mqtts.certSecretName");
+    }
 }
