@@ -18,6 +18,12 @@
 # Reports: target/mutants/<part>/mutants.out/{caught,missed,timeout,unviable}.txt. Prints per part
 # and in total: caught, missed, timeouts, unviable and the score caught+timeout / (caught+timeout+missed).
 # Exits 1 when a mutant survived or a part could not run.
+#
+# Cost (measured on the shared 2-core machine, issue 18): 329 api, 318 agent and 227 operator mutants. The
+# first build of a part is cold (`-p` features differ from the workspace build: the agent and the operator
+# rebuild the AWS and Google SDKs, 40+ min); then an api mutant takes 12-70 s, an agent or operator mutant
+# minutes. Run one part at a time. Stopping cargo-mutants does not stop the cargo it started (its own process
+# group): stop that too before starting another run in the same target dir, or the two runs clash.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
