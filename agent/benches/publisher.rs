@@ -1,9 +1,13 @@
-//! Publisher benchmark (`cargo bench -p edgewire-agent --bench publisher`; `make bench` runs it).
+//! Publisher benchmark (`cargo bench --workspace --bench publisher`; `make bench` runs it).
 //!
 //! On loopback, against nats-server (core and JetStream) and Mosquitto started here:
 //! - events/s through the HTTP ingress (single-event binary mode with 32 concurrent clients, and batch
 //!   mode with 100 events per request) vs the raw client publishing the same events directly with the
 //!   same acknowledgement (core: one flush at the end; JetStream: every PubAck; MQTT QoS 1: every PUBACK);
+//! - the HTTP ceiling, measured next to each adapter: the same server stack (`serve_until`, the router)
+//!   and the same client, with an adapter that accepts every CloudEvent and publishes nothing — what one
+//!   request per event (or per batch) can reach on this machine at all; each adapter's rate is printed as
+//!   a fraction of it as well as of the raw client's;
 //! - p50/p99 latency of one event at a fixed 2,000 events/s through the ingress and through the raw
 //!   client, and the difference (what the ingress adds).
 //!
@@ -13,10 +17,14 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use cloudevents::{AttributesReader, Event as CloudEvent};
+use edgewire_agent::adapters::{Adapter, PublishError};
+use edgewire_agent::connect::Readiness;
 use edgewire_agent::publisher::config::{PublisherConfig, env};
-use edgewire_agent::publisher::{Publisher, router};
+use edgewire_agent::publisher::{Publisher, serve_until};
 use edgewire_e2e::brokers::{BrokerProcess, Kind};
 use futures::StreamExt;
+use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
 use rumqttc::{AsyncClient, Event, MqttOptions, Outgoing, Packet, QoS};
 use serde_json::json;
@@ -61,14 +69,49 @@ async fn serve(vars: &[(&str, &str)]) -> Ingress {
 }
 
 async fn serve_config(config: PublisherConfig) -> Ingress {
-    let publisher = Publisher::new(&config).await.expect("adapter");
+    serve_publisher(Publisher::new(&config).await.expect("adapter")).await
+}
+
+/// Accepts every event and publishes nothing: the HTTP ceiling's adapter. It still reads the event as the
+/// NATS adapter does (its type, its data), so what it skips is the broker and nothing else.
+struct Accepts;
+
+impl Adapter for Accepts {
+    fn name(&self) -> &'static str {
+        "none"
+    }
+    fn validate(&self, ev: &CloudEvent) -> Result<(), String> {
+        edgewire_agent::event::nats_subject_problem(ev.ty()).map_or(Ok(()), Err)
+    }
+    fn publish<'a>(&'a self, _ev: &'a CloudEvent) -> BoxFuture<'a, Result<(), PublishError>> {
+        Box::pin(std::future::ready(Ok(())))
+    }
+    fn readiness(&self) -> Readiness {
+        Readiness {
+            connected: true,
+            detail: None,
+        }
+    }
+}
+
+/// The ingress with [`Accepts`] as its adapter.
+async fn serve_ceiling() -> Ingress {
+    let config = PublisherConfig {
+        enabled: true,
+        core_name: "bench".into(),
+        broker: None,
+        notes: Vec::new(),
+    };
+    serve_publisher(Publisher::with_adapter(&config, Some(Arc::new(Accepts)))).await
+}
+
+/// Serves `publisher` as `edgewire-agent publisher` does (its connection handling and limits).
+async fn serve_publisher(publisher: Arc<Publisher>) -> Ingress {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
     let url = format!("http://{}", listener.local_addr().expect("addr"));
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, router(publisher)).await;
-    });
+    tokio::spawn(serve_until(listener, publisher, std::future::pending()));
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(CONCURRENCY * 2)
         .build()
@@ -195,6 +238,8 @@ fn nats_headers(i: usize) -> async_nats::HeaderMap {
 struct Row {
     target: &'static str,
     raw: f64,
+    /// The HTTP ceiling (single events, batches), measured just before this adapter's own runs.
+    ceiling: (f64, f64),
     single: f64,
     batch: f64,
     raw_lat: (Duration, Duration),
@@ -208,23 +253,36 @@ fn ms(d: Duration) -> f64 {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let n = events_per_run();
+    // `EDGEWIRE_BENCH_ONLY=nats,mqtt` runs only those targets (sns, nats, jetstream, mqtt).
     let only = std::env::var("EDGEWIRE_BENCH_ONLY").unwrap_or_default();
-    let sns = if only.is_empty() || only == "sns" {
+    let wants = |t: &str| only.is_empty() || only.split(',').any(|o| o.trim() == t);
+    let sns = if wants("sns") {
         Some(sns_bench().await)
     } else {
         None
     };
-    if only == "sns" {
+    if !(wants("nats") || wants("jetstream") || wants("mqtt")) {
         print_sns(sns);
         return;
     }
     eprintln!("publisher bench: {n} events per run");
     let mut rows = Vec::new();
+    let ceil = serve_ceiling().await;
+    let ceiling = async || {
+        let single = ingress_single(&ceil, n).await;
+        eprintln!("HTTP ceiling single done: {single:.0} ev/s");
+        let batch = ingress_batch(&ceil, n).await;
+        eprintln!("HTTP ceiling batch done: {batch:.0} ev/s");
+        (single, batch)
+    };
 
     // NATS core and JetStream.
     let nats = BrokerProcess::start_default(Kind::Nats).expect("nats-server (package nats-server)");
     let url = nats.url();
     for js in [false, true] {
+        if !wants(if js { "jetstream" } else { "nats" }) {
+            continue;
+        }
         let flag = if js { "true" } else { "false" };
         let ing = serve(&[
             ("EVENT_BROKER_ENABLED", "true"),
@@ -273,6 +331,7 @@ async fn main() {
             n as f64 / start.elapsed().as_secs_f64()
         };
         eprintln!("raw done: {raw:.0} ev/s");
+        let ceiling = ceiling().await;
         let single = ingress_single(&ing, n).await;
         eprintln!("single done: {single:.0} ev/s");
         let batch = ingress_batch(&ing, n).await;
@@ -310,6 +369,7 @@ async fn main() {
         rows.push(Row {
             target: if js { "NATS JetStream" } else { "NATS core" },
             raw,
+            ceiling,
             single,
             batch,
             raw_lat,
@@ -317,7 +377,16 @@ async fn main() {
         });
     }
 
-    // MQTT QoS 1.
+    if wants("mqtt") {
+        rows.push(mqtt_row(n, &ceiling().await).await);
+    }
+    let ceil_lat = at_fixed_rate(|i| post_one(&ceil, i)).await;
+    print_rows(n, &rows, ceil_lat);
+    print_sns(sns);
+}
+
+/// MQTT QoS 1: raw client, the ingress, and their latencies.
+async fn mqtt_row(n: usize, ceiling: &(f64, f64)) -> Row {
     let mosq =
         BrokerProcess::start_default(Kind::Mosquitto).expect("mosquitto (package mosquitto)");
     let ing = serve(&[
@@ -412,27 +481,37 @@ async fn main() {
         .await
     };
     let ing_lat = at_fixed_rate(|i| post_one(&ing, i)).await;
-    rows.push(Row {
+    Row {
         target: "MQTT QoS 1",
         raw,
+        ceiling: *ceiling,
         single,
         batch,
         raw_lat,
         ing_lat,
-    });
+    }
+}
 
+fn print_rows(n: usize, rows: &[Row], ceil_lat: (Duration, Duration)) {
     println!();
     println!(
         "publisher benchmark: {n} events per throughput run, {CONCURRENCY} concurrent single-event requests, batches of {BATCH}; latency at {RATE} events/s for {LATENCY_SECS} s"
     );
     println!(
-        "{:<16} {:>11} {:>11} {:>7} {:>11} {:>7} | {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
+        "HTTP ceiling: the same server and client with an adapter that accepts every event and publishes nothing, measured before each adapter's runs; ×raw and ×ceil are the adapter's rate over those"
+    );
+    println!(
+        "{:<16} {:>9} | {:>9} {:>9} {:>6} {:>6} | {:>9} {:>9} {:>6} {:>6} | {:>7} {:>7} {:>7} {:>7} {:>7} {:>7}",
         "target",
         "raw ev/s",
-        "single ev/s",
-        "ratio",
-        "batch ev/s",
-        "ratio",
+        "ceil 1",
+        "single",
+        "×raw",
+        "×ceil",
+        "ceil 100",
+        "batch",
+        "×raw",
+        "×ceil",
         "raw p50",
         "raw p99",
         "ing p50",
@@ -440,15 +519,19 @@ async fn main() {
         "+p50 ms",
         "+p99 ms"
     );
-    for r in &rows {
+    for r in rows {
         println!(
-            "{:<16} {:>11.0} {:>11.0} {:>7.2} {:>11.0} {:>7.2} | {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>9.3}",
+            "{:<16} {:>9.0} | {:>9.0} {:>9.0} {:>6.2} {:>6.2} | {:>9.0} {:>9.0} {:>6.2} {:>6.2} | {:>7.3} {:>7.3} {:>7.3} {:>7.3} {:>7.3} {:>7.3}",
             r.target,
             r.raw,
+            r.ceiling.0,
             r.single,
             r.single / r.raw,
+            r.single / r.ceiling.0,
+            r.ceiling.1,
             r.batch,
             r.batch / r.raw,
+            r.batch / r.ceiling.1,
             ms(r.raw_lat.0),
             ms(r.raw_lat.1),
             ms(r.ing_lat.0),
@@ -457,7 +540,11 @@ async fn main() {
             ms(r.ing_lat.1) - ms(r.raw_lat.1),
         );
     }
-    print_sns(sns);
+    println!(
+        "HTTP ceiling latency at {RATE} events/s: p50 {:.3} ms, p99 {:.3} ms (the ingress with nothing behind it)",
+        ms(ceil_lat.0),
+        ms(ceil_lat.1)
+    );
 }
 
 /// SNS figures: (events, raw ev/s, single ev/s, batch ev/s).

@@ -1,5 +1,7 @@
 //! NATS: subject = event type, CloudEvents NATS binary mode (`ce-*` headers, body = data). Core NATS
-//! answers after a server round trip (the server has processed the message); JetStream waits for the stream's PubAck.
+//! answers after a server round trip (the server has processed the message; concurrent requests share
+//! the round trips, [`connect::nats::SharedAcks`]); JetStream waits for the stream's PubAck (concurrent
+//! requests' publishes are pipelined, each awaiting its own ack).
 //! The stream (`EVENT_BROKER_NATS_STREAM`, subjects `edge.>`) is created if absent and verified if
 //! present; a stream that does not capture `edge.>` keeps `/readyz` at 503 with that message.
 
@@ -19,51 +21,19 @@ use crate::publisher::config::{JETSTREAM_SUBJECTS, JetStreamConfig, NatsConfig};
 
 pub struct NatsAdapter {
     client: async_nats::Client,
-    js: Option<jetstream::Context>,
+    /// How a publish is acknowledged.
+    ack: Ack,
     /// Problems the server reported (auth violation, TLS), for `/readyz`.
     health: Arc<Health>,
     /// `None` while the stream is verified; the reason otherwise. Only with JetStream.
     stream_problem: Arc<Mutex<Option<String>>>,
-    /// Group flush of core NATS publishes.
-    flusher: Flusher,
 }
 
-/// Group flush for core NATS: a publish is acknowledged once a server round trip that started after it
-/// has completed ([`connect::nats::round_trip`]: the server has processed everything before it). Concurrent publishes — a batch, or many requests at
-/// once — share one flush round trip instead of one each.
-#[derive(Default)]
-struct Flusher {
-    /// Number of publishes written to the client so far.
-    written: std::sync::atomic::AtomicU64,
-    /// Every publish numbered at or below this has been flushed.
-    flushed: std::sync::atomic::AtomicU64,
-    /// One flush in flight at a time; waiters queue here and mostly find themselves covered.
-    lock: tokio::sync::Mutex<()>,
-}
-
-impl Flusher {
-    /// Numbers a publish that was just written.
-    fn written(&self) -> u64 {
-        use std::sync::atomic::Ordering;
-        self.written.fetch_add(1, Ordering::SeqCst) + 1
-    }
-
-    /// Returns once publish `seq` has been flushed.
-    async fn flushed(&self, client: &async_nats::Client, seq: u64) -> Result<(), String> {
-        use std::sync::atomic::Ordering;
-        if self.flushed.load(Ordering::SeqCst) >= seq {
-            return Ok(());
-        }
-        let _turn = self.lock.lock().await;
-        if self.flushed.load(Ordering::SeqCst) >= seq {
-            return Ok(());
-        }
-        // Everything written up to now is covered by this flush.
-        let target = self.written.load(Ordering::SeqCst);
-        connect::nats::round_trip(client).await?;
-        self.flushed.fetch_max(target, Ordering::SeqCst);
-        Ok(())
-    }
+enum Ack {
+    /// The stream's PubAck.
+    JetStream(jetstream::Context),
+    /// Core NATS: an echo, shared by concurrent requests.
+    Core(connect::nats::SharedAcks),
 }
 
 impl NatsAdapter {
@@ -97,12 +67,19 @@ impl NatsAdapter {
             }
             None => None,
         };
+        let ack = match js {
+            Some(ctx) => Ack::JetStream(ctx),
+            None => Ack::Core(
+                connect::nats::SharedAcks::new(client.clone(), &health)
+                    .await
+                    .map_err(SetupError::Config)?,
+            ),
+        };
         Ok(Self {
             client,
-            js,
+            ack,
             health,
             stream_problem,
-            flusher: Flusher::default(),
         })
     }
 
@@ -225,7 +202,7 @@ impl Adapter for NatsAdapter {
         if let Some(p) = event::nats_subject_problem(t) {
             return Err(p);
         }
-        if self.js.is_some() && !t.starts_with("edge.") {
+        if matches!(self.ack, Ack::JetStream(_)) && !t.starts_with("edge.") {
             return Err(format!(
                 "type {t:?} is outside the JetStream stream's subjects {JETSTREAM_SUBJECTS}"
             ));
@@ -265,8 +242,8 @@ impl Adapter for NatsAdapter {
             let subject = ev.ty().to_string();
             let payload = bytes::Bytes::from(event::data_bytes(ev));
             let fut = async {
-                match &self.js {
-                    Some(js) => {
+                match &self.ack {
+                    Ack::JetStream(js) => {
                         let ack = js
                             .publish_with_headers(subject, headers, payload)
                             .await
@@ -282,14 +259,13 @@ impl Adapter for NatsAdapter {
                             _ => PublishError::Rejected(e.to_string()),
                         })
                     }
-                    None => {
+                    Ack::Core(acks) => {
+                        let sent_on = acks.generation();
                         self.client
                             .publish_with_headers(subject, headers, payload)
                             .await
                             .map_err(|e| PublishError::Unavailable(e.to_string()))?;
-                        let seq = self.flusher.written();
-                        self.flusher
-                            .flushed(&self.client, seq)
+                        acks.acknowledged(sent_on)
                             .await
                             .map_err(PublishError::Unavailable)
                     }

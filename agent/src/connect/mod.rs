@@ -44,6 +44,9 @@ pub struct Health {
     /// Why the last connection attempt failed, in the client library's full words (the server's refusal,
     /// the TLS verdict), where its events carry less.
     attempt: Mutex<Option<String>>,
+    /// How many times the connection went down (every [`Health::set_down`]), for waiters that must not
+    /// outlive the connection their message went out on ([`Health::downs`]).
+    downs: tokio::sync::watch::Sender<u64>,
 }
 
 impl Health {
@@ -67,6 +70,7 @@ impl Health {
     pub fn set_down(&self, why: impl Into<String>) {
         let why = why.into();
         let was = self.connected.swap(false, Ordering::SeqCst);
+        self.downs.send_modify(|n| *n += 1);
         if let Ok(mut d) = self.detail.lock() {
             if was || d.as_deref() != Some(why.as_str()) {
                 tracing::warn!(reason = %why, "broker connection down");
@@ -80,6 +84,11 @@ impl Health {
         if let Ok(mut d) = self.detail.lock() {
             *d = Some(why.into());
         }
+    }
+
+    /// The number of times the connection went down so far, to watch for the next time.
+    pub fn downs(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.downs.subscribe()
     }
 
     pub fn is_connected(&self) -> bool {
@@ -141,8 +150,10 @@ mod tests {
         assert!(matches!(h.require(), Err(Unavailable(_))));
         h.set_connected();
         assert!(h.require().is_ok());
+        let downs = h.downs();
         h.set_down("connection refused");
         assert_eq!(h.readiness().detail.as_deref(), Some("connection refused"));
+        assert_eq!(*downs.borrow(), 1, "a watcher sees the connection go down");
         h.note_attempt("IO error: invalid peer certificate: UnknownIssuer");
         assert_eq!(
             h.readiness().detail.as_deref(),

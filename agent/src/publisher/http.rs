@@ -167,7 +167,10 @@ async fn publish_one(p: &Publisher, adapter: &dyn Adapter, ev: &Event) -> Result
 }
 
 async fn ingest(State(p): State<Arc<Publisher>>, req: Request) -> Response {
-    let headers = req.headers().clone();
+    // The headers are the event's attributes in binary mode; reading the body needs none of them.
+    let (mut parts, body) = req.into_parts();
+    let headers = std::mem::take(&mut parts.headers);
+    let req = Request::from_parts(parts, body);
     let body = match read_body(&p, req).await {
         Ok(body) => body,
         Err(problem) => {

@@ -23,12 +23,14 @@ type HistogramFamily = Family<AdapterLabel, Histogram, fn() -> Histogram>;
 pub struct Metrics {
     registry: Registry,
     adapter: String,
-    accepted: Family<AdapterLabel, Counter>,
-    published: Family<AdapterLabel, Counter>,
     failed: Family<FailedLabels, Counter>,
-    duration: HistogramFamily,
     connected: Family<AdapterLabel, Gauge>,
     connections_refused: Counter,
+    /// This adapter's series of events accepted and published and of the publish duration, looked up
+    /// once: every event counts in them, and a family lookup hashes the label and takes a lock each time.
+    accepted_series: Counter,
+    published_series: Counter,
+    duration_series: Histogram,
 }
 
 fn histogram() -> Histogram {
@@ -75,22 +77,21 @@ impl Metrics {
             "1 while connected to the broker",
             connected.clone(),
         );
-        let m = Self {
+        // Every series exists from the start, so dashboards see zeros rather than nothing.
+        let label = AdapterLabel {
+            adapter: adapter.to_string(),
+        };
+        let _ = connected.get_or_create(&label);
+        Self {
             registry,
             adapter: adapter.to_string(),
-            accepted,
-            published,
+            accepted_series: accepted.get_or_create_owned(&label),
+            published_series: published.get_or_create_owned(&label),
+            duration_series: duration.get_or_create_owned(&label),
             failed,
-            duration,
             connected,
             connections_refused,
-        };
-        // Expose every series from the start, so dashboards see zeros rather than nothing.
-        let _ = m.accepted.get_or_create(&m.label());
-        let _ = m.published.get_or_create(&m.label());
-        let _ = m.duration.get_or_create(&m.label());
-        let _ = m.connected.get_or_create(&m.label());
-        m
+        }
     }
 
     fn label(&self) -> AdapterLabel {
@@ -100,12 +101,12 @@ impl Metrics {
     }
 
     pub fn accepted(&self) {
-        self.accepted.get_or_create(&self.label()).inc();
+        self.accepted_series.inc();
     }
 
     pub fn published(&self, seconds: f64) {
-        self.published.get_or_create(&self.label()).inc();
-        self.duration.get_or_create(&self.label()).observe(seconds);
+        self.published_series.inc();
+        self.duration_series.observe(seconds);
     }
 
     pub fn failed(&self, reason: &str) {

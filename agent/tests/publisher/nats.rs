@@ -420,3 +420,143 @@ async fn the_refusal_checks_fail_against_a_stopped_broker() {
         refusal_not_shown(env_config(&vars), answer).await;
     }
 }
+
+/// Issue 17 (the publisher's single-event path): concurrent core NATS publishes share one round trip.
+/// Three publishes made together are acknowledged by one echo through the acknowledgement inbox, not
+/// one each (or one, then another for the two that waited behind it, as the locked group flush did).
+/// The runtime is single-threaded, so the three are written before the echo task runs.
+#[tokio::test]
+async fn core_nats_concurrent_publishes_share_one_echo() {
+    use edgewire_agent::connect::Health;
+    use edgewire_agent::connect::nats::SharedAcks;
+    use futures::FutureExt;
+
+    let nats = BrokerProcess::start_default(Kind::Nats).expect("nats-server");
+    let tap = async_nats::connect(nats.url()).await.unwrap();
+    let mut inboxes = tap.subscribe("_INBOX.>").await.unwrap();
+    let mut events = tap.subscribe("edge.>").await.unwrap();
+    tap.flush().await.unwrap();
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let health = Health::default();
+    health.set_connected();
+    let acks = SharedAcks::new(client.clone(), &health).await.unwrap();
+    client.flush().await.unwrap();
+
+    let publish = |i: usize| {
+        let (acks, client) = (&acks, &client);
+        async move {
+            let sent_on = acks.generation();
+            client
+                .publish(format!("edge.node.n{i}"), "{}".into())
+                .await
+                .unwrap();
+            acks.acknowledged(sent_on).await
+        }
+    };
+    let results = within(10, futures::future::join_all((0..3).map(publish))).await;
+    assert_eq!(results, vec![Ok(()), Ok(()), Ok(())]);
+
+    // Everything the client sent before the sentinel has reached the tap when the sentinel does.
+    client.publish("edge.sentinel", "{}".into()).await.unwrap();
+    let mut published = Vec::new();
+    loop {
+        let m = within(10, events.next()).await.expect("subscription");
+        if m.subject.as_str() == "edge.sentinel" {
+            break;
+        }
+        published.push(m.subject.to_string());
+    }
+    assert_eq!(published, ["edge.node.n0", "edge.node.n1", "edge.node.n2"]);
+    let mut echoes = Vec::new();
+    while let Some(Some(m)) = inboxes.next().now_or_never() {
+        echoes.push(m.subject.to_string());
+    }
+    assert_eq!(echoes.len(), 1, "one echo for three publishes: {echoes:?}");
+}
+
+/// Issue 17: sharing round trips must not let an echo on a new connection acknowledge a publish the old
+/// connection may have lost. A request whose publish sat unread in a frozen server when the server died
+/// answers 503, while a request made after the reconnect is acknowledged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn core_nats_publish_lost_with_its_connection_is_503_not_acknowledged_by_the_next() {
+    let mut nats = BrokerProcess::start_default(Kind::Nats).expect("nats-server");
+    let ingress = serve(env_config(&nats_env(&nats.url(), &[]))).await;
+    ingress.wait_ready().await;
+    let r = ingress
+        .post_binary("edge.node.registered", "before", "{}")
+        .await;
+    assert_eq!(r.status().as_u16(), 202);
+
+    let pid = nats.pid().expect("running");
+    signal(pid, "STOP");
+    let (http, base) = (ingress.http.clone(), ingress.base.clone());
+    let lost = tokio::spawn(async move {
+        http.post(&base)
+            .header("ce-specversion", "1.0")
+            .header("ce-id", "lost")
+            .header("ce-source", "/tests")
+            .header("ce-type", "edge.node.registered")
+            .header("content-type", "application/json")
+            .body(r#"{"seq":1}"#)
+            .send()
+            .await
+            .expect("an answer")
+    });
+    // The publish (and the echo after it) wait unread in the frozen server's socket.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while unread_by_server(nats.port()) < 64 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the publish never reached the frozen server's socket"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    nats.kill9();
+    nats.restart().expect("restart");
+    ingress.wait_ready().await;
+    let r = ingress
+        .post_binary("edge.node.registered", "after", "{}")
+        .await;
+    assert_eq!(r.status().as_u16(), 202, "the new connection acknowledges");
+    let r = within(15, lost).await.unwrap();
+    assert_eq!(
+        r.status().as_u16(),
+        503,
+        "the publish the dead server never read is not acknowledged: {}",
+        r.text().await.unwrap_or_default()
+    );
+}
+
+fn signal(pid: u32, sig: &str) {
+    let ok = std::process::Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "kill -{sig} {pid}");
+}
+
+/// Bytes the kernel holds unread in the receive queues of the TCP connections accepted on local port
+/// `port` (/proc/net/tcp): what a frozen server was sent and has not read.
+fn unread_by_server(port: u16) -> u64 {
+    let mut total = 0;
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let text = std::fs::read_to_string(table).unwrap_or_default();
+        for line in text.lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            if f.len() < 5 || f[3] != "01" {
+                continue;
+            }
+            let local_port = f[1]
+                .rsplit(':')
+                .next()
+                .and_then(|p| u16::from_str_radix(p, 16).ok());
+            if local_port == Some(port)
+                && let Some(rx) = f[4].split(':').nth(1)
+            {
+                total += u64::from_str_radix(rx, 16).unwrap_or(0);
+            }
+        }
+    }
+    total
+}
