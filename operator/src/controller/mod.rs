@@ -8,6 +8,7 @@ pub mod bridge_link;
 pub mod event_broker;
 pub mod mqtt_broker;
 
+use crate::apply::Memo;
 use crate::context::Context;
 use crate::reconcile::{Error, Reconciled};
 use backoff::Backoff;
@@ -79,6 +80,7 @@ where
 fn root<K: Controlled>(
     client: &Client,
     ns: Option<&str>,
+    memo: Arc<Memo>,
 ) -> (
     impl Stream<Item = Result<K, watcher::Error>> + Send + 'static,
     Store<K>,
@@ -90,6 +92,14 @@ fn root<K: Controlled>(
     )
     .default_backoff()
     .filter_map(|ev| std::future::ready(decodable(ev)))
+    .inspect(move |ev| {
+        // A deleted object's children go with it: so does what was remembered about applying them.
+        if let Ok(Event::Delete(obj)) = ev
+            && let Some(uid) = obj.meta().uid.as_deref()
+        {
+            memo.forget(uid);
+        }
+    })
     .reflect(writer)
     .applied_objects()
     .predicate_filter(K::watch_key, Default::default());
@@ -184,7 +194,7 @@ pub async fn run<K: Controlled>(
 ) {
     let client = ctx.client.clone();
     let ns = namespace.as_deref();
-    let (stream, reader) = root::<K>(&client, ns);
+    let (stream, reader) = root::<K>(&client, ns, ctx.applied.clone());
     let shutdown = shutdown.shared();
     // kube's applier holds its runner until the root store has listed once, and does not see the shutdown
     // meanwhile: with the kind's list refused (CRD not installed, RBAC) it would never stop. Nothing has
