@@ -696,13 +696,12 @@ impl Drop for RssSampler {
 
 // --- the audit log ----------------------------------------------------------------------------------------
 
+/// Requests per (verb, resource[/subresource]).
+type Counts = BTreeMap<(String, String), u64>;
+
 /// The operator's requests (the chart's ServiceAccount) in the audit log from byte `from` to its end:
 /// count per (verb, resource[/subresource]), and the end offset.
-fn audit_counts(
-    log: &Path,
-    user: &str,
-    from: u64,
-) -> anyhow::Result<(BTreeMap<(String, String), u64>, u64)> {
+fn audit_counts(log: &Path, user: &str, from: u64) -> anyhow::Result<(Counts, u64)> {
     let mut f = File::open(log).with_context(|| format!("open {}", log.display()))?;
     f.seek(SeekFrom::Start(from))?;
     let mut r = BufReader::new(f);

@@ -20,7 +20,7 @@ use kube::core::{DeserializeGuard, PartialObjectMeta};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher::{self, Config, Event};
-use kube::runtime::{WatchStreamExt, metadata_watcher, predicates};
+use kube::runtime::{WatchStreamExt, predicates};
 use kube::{Api, Client, Resource, ResourceExt};
 use std::future::Future;
 use std::sync::Arc;
@@ -158,9 +158,13 @@ fn secret_triggers(
     client: &Client,
     ns: Option<&str>,
 ) -> impl Stream<Item = Result<PartialObjectMeta<Secret>, watcher::Error>> + Send + 'static {
-    metadata_watcher(api::<Secret>(client, ns), Config::default().any_semantic())
-        .default_backoff()
-        .touched_objects()
+    // An Api of PartialObjectMeta asks the API server for metadata only.
+    kube::runtime::watcher(
+        api::<PartialObjectMeta<Secret>>(client, ns),
+        Config::default().any_semantic(),
+    )
+    .default_backoff()
+    .touched_objects()
 }
 
 /// Reverse index: a Secret event maps to every resource in its namespace that references it. Objects of
