@@ -57,6 +57,7 @@ bench: deps ## performance figures, each a ratio taken in this run (loopback onl
 	$(CARGO) bench -q -p edgewire-agent --bench spool_stores
 	$(CARGO) build --release -q -p edgewire-agent --bin edgewire-agent
 	$(CARGO) bench -q -p edgewire-e2e --bench bridge
+	$(CARGO) build --release -q -p edgewire-operator --bin edgewire-operator && env -u KUBECONFIG $(CARGO) bench -q -p edgewire-e2e --bench scale -- $(SCALE_ARGS)
 
 mutants: ## mutation score (slow, not in CI): api crate, validate modules, event decoding, spool framing (hack/mutants.sh)
 	@bash hack/mutants.sh

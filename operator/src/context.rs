@@ -1,5 +1,7 @@
-//! What every reconcile shares: the client, the operator's settings, its metrics and the Event recorder.
+//! What every reconcile shares: the client, the operator's settings, its metrics, the Event recorder and the
+//! memo of what it applied.
 
+use crate::apply::Memo;
 use crate::metrics::Metrics;
 use kube::Client;
 use kube::runtime::events::{Recorder, Reporter};
@@ -35,7 +37,8 @@ impl Settings {
     }
 }
 
-/// Shared state of the controllers. Holds nothing the cluster does not hold.
+/// Shared state of the controllers. Holds nothing the cluster does not hold, except a memo of its own applies
+/// (which only saves requests: without it, everything is applied again).
 #[derive(Clone)]
 pub struct Context {
     pub client: Client,
@@ -47,6 +50,9 @@ pub struct Context {
     /// The operator's own namespace (its Lease's): where an Event goes that its object's namespace refuses
     /// because that namespace is being deleted (see [`crate::status::publish`]).
     pub home_namespace: Option<String>,
+    /// What this process applied for each owner's children, so that a resync of an unchanged resource
+    /// writes nothing ([`Memo`]).
+    pub applied: Arc<Memo>,
 }
 
 impl Context {
@@ -68,6 +74,7 @@ impl Context {
             recorder,
             reporter,
             home_namespace: None,
+            applied: Arc::default(),
         }
     }
 

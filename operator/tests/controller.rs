@@ -237,6 +237,125 @@ async fn second_reconcile_of_the_same_generation_changes_nothing() {
     );
 }
 
+/// Reconciles `eb` as stored in the mock with `ctx` (one operator process: its memo of applies carries over).
+async fn run_in(
+    mock: &MockApi,
+    ctx: &Arc<edgewire_operator::context::Context>,
+    eb: &EventBroker,
+) -> Vec<Recorded> {
+    let path = support::mock_api::object_path(&serde_json::to_value(eb).unwrap());
+    let stored: EventBroker = serde_json::from_value(mock.object(&path).unwrap()).unwrap();
+    mock.clear_requests();
+    reconcile(Arc::new(stored), ctx.clone())
+        .await
+        .expect("reconcile succeeds");
+    mock.requests()
+}
+
+/// A resync of an unchanged EventBroker in the same process (issue 17: zero writes while idle): every child
+/// is read back instead of applied, and there is nothing to sweep, so nothing is written and nothing listed.
+#[tokio::test]
+async fn a_resync_of_an_unchanged_event_broker_writes_nothing() {
+    let (client, mock) = MockApi::start();
+    let ctx = ctx(client);
+    let eb = nats_deployed();
+    mock.insert(&eb);
+    mock.insert(&secret("nats-creds", "token", "s3cr3t-token"));
+    let first = run_in(&mock, &ctx, &eb).await;
+    assert!(
+        first
+            .iter()
+            .any(|r| r.method == "GET" && r.query.contains("labelSelector")),
+        "the first reconcile sweeps: {:#?}",
+        first.iter().map(|r| r.line()).collect::<Vec<_>>()
+    );
+    let second = run_in(&mock, &ctx, &eb).await;
+    let lines = |reqs: &[Recorded]| reqs.iter().map(|r| r.line()).collect::<Vec<_>>();
+    assert!(
+        writes(&second).is_empty(),
+        "writes on a resync of an unchanged EventBroker: {:#?}",
+        lines(&second)
+    );
+    assert!(
+        !second.iter().any(|r| r.query.contains("labelSelector")),
+        "a sweep on a resync of an unchanged EventBroker: {:#?}",
+        lines(&second)
+    );
+    // Each child the first reconcile applied is read once.
+    let applied_paths: Vec<String> = first
+        .iter()
+        .filter(|r| r.method == "PATCH" && !r.path.ends_with("/status"))
+        .map(|r| r.path.clone())
+        .collect();
+    let read_paths: Vec<String> = second
+        .iter()
+        .filter(|r| r.method == "GET" && applied_paths.contains(&r.path))
+        .map(|r| r.path.clone())
+        .collect();
+    assert_eq!(read_paths, applied_paths);
+}
+
+/// What the memo must not hide: a child changed by someone else since the operator applied it (its
+/// resourceVersion moved) is applied again; a deleted one is created again; a new generation whose children
+/// differ is applied and swept.
+#[tokio::test]
+async fn a_resync_still_puts_back_a_changed_or_deleted_child() {
+    let (client, mock) = MockApi::start();
+    let ctx = ctx(client);
+    let eb = nats_deployed();
+    mock.insert(&eb);
+    mock.insert(&secret("nats-creds", "token", "s3cr3t-token"));
+    run_in(&mock, &ctx, &eb).await;
+
+    let deployment = format!("/apis/apps/v1{NS_PATH}/deployments/events-publisher");
+    let mut drifted = mock.object(&deployment).unwrap();
+    let replicas = drifted["spec"]["replicas"].clone();
+    drifted["spec"]["replicas"] = serde_json::json!(7);
+    drifted["metadata"]["resourceVersion"] = serde_json::json!("changed-by-someone-else");
+    mock.insert_json(drifted);
+    let service = format!("/api/v1{NS_PATH}/services/events-publisher");
+    mock.remove(&service).unwrap();
+
+    let reqs = run_in(&mock, &ctx, &eb).await;
+    let patched: Vec<String> = reqs
+        .iter()
+        .filter(|r| r.method == "PATCH" && !r.path.ends_with("/status"))
+        .map(|r| r.path.clone())
+        .collect();
+    assert_eq!(patched, [service.clone(), deployment.clone()]);
+    assert_eq!(
+        mock.object(&deployment).unwrap()["spec"]["replicas"],
+        replicas,
+        "the operator's replicas are back"
+    );
+
+    // A new generation that drops the deployed broker: its children are swept although the others are
+    // unchanged.
+    let mut external = EventBroker::test("events")
+        .adapter_nats()
+        .with_token("nats-creds")
+        .with_jetstream()
+        .generation(2);
+    external.metadata.uid = eb.metadata.uid.clone();
+    mock.insert(&external);
+    let reqs = run_in(&mock, &ctx, &external).await;
+    let mut deleted: Vec<String> = reqs
+        .iter()
+        .filter(|r| r.method == "DELETE")
+        .map(|r| r.line())
+        .collect();
+    deleted.sort();
+    assert_eq!(
+        deleted,
+        [
+            format!("DELETE /api/v1{NS_PATH}/secrets/events-nats-config"),
+            format!("DELETE /api/v1{NS_PATH}/services/events-nats"),
+            format!("DELETE /api/v1{NS_PATH}/services/events-nats-headless"),
+            format!("DELETE /apis/apps/v1{NS_PATH}/statefulsets/events-nats"),
+        ]
+    );
+}
+
 #[tokio::test]
 async fn a_changed_secret_produces_a_new_hash_annotation() {
     let (client, mock) = MockApi::start();

@@ -8,6 +8,7 @@ pub mod bridge_link;
 pub mod event_broker;
 pub mod mqtt_broker;
 
+use crate::apply::Memo;
 use crate::context::Context;
 use crate::reconcile::{Error, Reconciled};
 use backoff::Backoff;
@@ -15,7 +16,7 @@ use futures::{FutureExt, Stream, StreamExt};
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{Secret, Service};
-use kube::core::DeserializeGuard;
+use kube::core::{DeserializeGuard, PartialObjectMeta};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher::{self, Config, Event};
@@ -79,6 +80,7 @@ where
 fn root<K: Controlled>(
     client: &Client,
     ns: Option<&str>,
+    memo: Arc<Memo>,
 ) -> (
     impl Stream<Item = Result<K, watcher::Error>> + Send + 'static,
     Store<K>,
@@ -90,6 +92,14 @@ fn root<K: Controlled>(
     )
     .default_backoff()
     .filter_map(|ev| std::future::ready(decodable(ev)))
+    .inspect(move |ev| {
+        // A deleted object's children go with it: so does what was remembered about applying them.
+        if let Ok(Event::Delete(obj)) = ev
+            && let Some(uid) = obj.meta().uid.as_deref()
+        {
+            memo.forget(uid);
+        }
+    })
     .reflect(writer)
     .applied_objects()
     .predicate_filter(K::watch_key, Default::default());
@@ -140,17 +150,40 @@ fn owned(kind_label: &str) -> Config {
         .any_semantic()
 }
 
-/// Reverse index: a Secret event maps to every resource in its namespace that references it.
+/// The Secrets' trigger stream: metadata only (name, namespace, resourceVersion; never `data`). Any change
+/// of a Secret, its data included, changes its resourceVersion and arrives here, which is all the reverse
+/// index needs; the values are read by the reconcile that follows, for the Secrets it references only. So
+/// the operator neither receives nor decodes the data of every Secret in the cluster (issue 17).
+fn secret_triggers(
+    client: &Client,
+    ns: Option<&str>,
+) -> impl Stream<Item = Result<PartialObjectMeta<Secret>, watcher::Error>> + Send + 'static {
+    // An Api of PartialObjectMeta asks the API server for metadata only.
+    kube::runtime::watcher(
+        api::<PartialObjectMeta<Secret>>(client, ns),
+        Config::default().any_semantic(),
+    )
+    .default_backoff()
+    .touched_objects()
+}
+
+/// Reverse index: a Secret event maps to every resource in its namespace that references it. Objects of
+/// other namespaces are passed over before their references are computed.
 fn secret_index<K: Controlled>(
     store: Store<K>,
-) -> impl Fn(Secret) -> Vec<ObjectRef<K>> + Send + Sync + 'static {
-    move |secret: Secret| {
-        let ns = secret.namespace();
-        let name = secret.name_any();
+) -> impl Fn(PartialObjectMeta<Secret>) -> Vec<ObjectRef<K>> + Send + Sync + 'static {
+    move |secret: PartialObjectMeta<Secret>| {
+        let ns = secret.metadata.namespace.as_deref();
+        let Some(name) = secret.metadata.name.as_deref() else {
+            return Vec::new();
+        };
         store
             .state()
             .into_iter()
-            .filter(|obj| obj.namespace() == ns && obj.referenced_secrets().contains(&name))
+            .filter(|obj| {
+                obj.meta().namespace.as_deref() == ns
+                    && obj.referenced_secrets().iter().any(|s| s == name)
+            })
             .map(|obj| ObjectRef::from_obj(&*obj))
             .collect()
     }
@@ -165,7 +198,7 @@ pub async fn run<K: Controlled>(
 ) {
     let client = ctx.client.clone();
     let ns = namespace.as_deref();
-    let (stream, reader) = root::<K>(&client, ns);
+    let (stream, reader) = root::<K>(&client, ns, ctx.applied.clone());
     let shutdown = shutdown.shared();
     // kube's applier holds its runner until the root store has listed once, and does not see the shutdown
     // meanwhile: with the kind's list refused (CRD not installed, RBAC) it would never stop. Nothing has
@@ -190,11 +223,7 @@ pub async fn run<K: Controlled>(
         ns,
         owned(K::KIND_LABEL),
     )
-    .watches(
-        api::<Secret>(&client, ns),
-        Config::default().any_semantic(),
-        secret_index(reader),
-    );
+    .watches_stream(secret_triggers(&client, ns), secret_index(reader));
     let key_of = |obj: &K| format!("{}/{}", obj.namespace().unwrap_or_default(), obj.name_any());
     let backoff = Arc::new(Backoff::default());
     let policy_backoff = backoff.clone();

@@ -2,7 +2,7 @@
 //! Role and RoleBinding, the Service, then the StatefulSet), then sweep the ones this pass did not apply.
 
 use super::build::Children;
-use crate::apply::{Kept, sweep, sweep_workload};
+use crate::apply::{Kept, Memo, sweep, sweep_workload};
 use crate::children::Owner;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::ServiceAccount;
@@ -19,6 +19,7 @@ pub struct Applied {
 
 pub async fn apply(
     client: &Client,
+    memo: &Memo,
     owner: &Owner,
     children: Children,
 ) -> Result<Applied, kube::Error> {
@@ -30,7 +31,7 @@ pub async fn apply(
         service,
         statefulset,
     } = children;
-    let mut kept = Kept::default();
+    let mut kept = Kept::new(memo, owner);
     kept.apply(client, &config).await?;
     kept.apply(client, &service_account).await?;
     kept.apply(client, &role).await?;
@@ -38,11 +39,15 @@ pub async fn apply(
     kept.apply(client, &service).await?;
     let statefulset = kept.apply(client, &statefulset).await?;
 
-    let ns = &owner.namespace;
-    let sel = owner.sweep_selector();
-    let mut swept = sweep_workload(client, owner, &kept).await?;
-    swept.extend(sweep::<RoleBinding>(client, ns, &sel, &kept).await?);
-    swept.extend(sweep::<Role>(client, ns, &sel, &kept).await?);
-    swept.extend(sweep::<ServiceAccount>(client, ns, &sel, &kept).await?);
+    let mut swept = Vec::new();
+    if kept.must_sweep() {
+        let ns = &owner.namespace;
+        let sel = owner.sweep_selector();
+        swept = sweep_workload(client, owner, &kept).await?;
+        swept.extend(sweep::<RoleBinding>(client, ns, &sel, &kept).await?);
+        swept.extend(sweep::<Role>(client, ns, &sel, &kept).await?);
+        swept.extend(sweep::<ServiceAccount>(client, ns, &sel, &kept).await?);
+        kept.swept();
+    }
     Ok(Applied { statefulset, swept })
 }

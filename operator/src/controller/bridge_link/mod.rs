@@ -100,7 +100,7 @@ pub async fn reconcile(bl: Arc<BridgeLink>, ctx: Arc<Context>) -> Result<Action,
         Err(err) => return not_reconciled(&ctx, &*bl, &err, status::failed(&bl, &err)).await,
     };
     let desired = build::build(&valid);
-    let applied = apply::apply(&ctx.client, &valid.owner, desired)
+    let applied = apply::apply(&ctx.client, &ctx.applied, &valid.owner, desired)
         .await
         .map_err(Error::Apply)?;
     if !applied.swept.is_empty() {

@@ -2,7 +2,7 @@
 
 use super::build::Children;
 use super::build::broker::{BrokerChildren, UiChildren};
-use crate::apply::{Kept, sweep, sweep_workload};
+use crate::apply::{Kept, Memo, sweep, sweep_workload};
 use crate::children::Owner;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::ServiceAccount;
@@ -19,6 +19,7 @@ pub struct Applied {
 
 pub async fn apply(
     client: &Client,
+    memo: &Memo,
     owner: &Owner,
     children: Children,
 ) -> Result<Applied, kube::Error> {
@@ -29,7 +30,7 @@ pub async fn apply(
         publisher_service,
         publisher_deployment,
     } = children;
-    let mut kept = Kept::default();
+    let mut kept = Kept::new(memo, owner);
 
     kept.apply(client, &service_account).await?;
     if let Some(s) = &generated_secret {
@@ -62,11 +63,15 @@ pub async fn apply(
     kept.apply(client, &publisher_service).await?;
     let publisher = kept.apply(client, &publisher_deployment).await?;
 
-    let ns = &owner.namespace;
-    let sel = owner.sweep_selector();
-    let mut swept = sweep::<Deployment>(client, ns, &sel, &kept).await?;
-    swept.extend(sweep_workload(client, owner, &kept).await?);
-    swept.extend(sweep::<ServiceAccount>(client, ns, &sel, &kept).await?);
+    let mut swept = Vec::new();
+    if kept.must_sweep() {
+        let ns = &owner.namespace;
+        let sel = owner.sweep_selector();
+        swept = sweep::<Deployment>(client, ns, &sel, &kept).await?;
+        swept.extend(sweep_workload(client, owner, &kept).await?);
+        swept.extend(sweep::<ServiceAccount>(client, ns, &sel, &kept).await?);
+        kept.swept();
+    }
     Ok(Applied {
         publisher,
         broker: broker_sts,

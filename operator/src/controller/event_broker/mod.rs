@@ -100,7 +100,7 @@ pub async fn reconcile(eb: Arc<EventBroker>, ctx: Arc<Context>) -> Result<Action
         return Ok(Action::requeue(topics::RETRY));
     }
     let desired = build::build(&valid);
-    let applied = apply::apply(&ctx.client, &valid.owner, desired)
+    let applied = apply::apply(&ctx.client, &ctx.applied, &valid.owner, desired)
         .await
         .map_err(Error::Apply)?;
     if !applied.swept.is_empty() {

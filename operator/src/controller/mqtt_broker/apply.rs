@@ -2,7 +2,7 @@
 //! the ones this pass did not apply (a removed user's generated Secret, for one).
 
 use super::build::Children;
-use crate::apply::{Kept, sweep_workload};
+use crate::apply::{Kept, Memo, sweep_workload};
 use crate::children::Owner;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use kube::Client;
@@ -17,6 +17,7 @@ pub struct Applied {
 
 pub async fn apply(
     client: &Client,
+    memo: &Memo,
     owner: &Owner,
     children: Children,
 ) -> Result<Applied, kube::Error> {
@@ -28,7 +29,7 @@ pub async fn apply(
         service,
         statefulset,
     } = children;
-    let mut kept = Kept::default();
+    let mut kept = Kept::new(memo, owner);
     for s in &user_secrets {
         kept.apply(client, s).await?;
     }
@@ -37,6 +38,10 @@ pub async fn apply(
     kept.apply(client, &headless).await?;
     kept.apply(client, &service).await?;
     let statefulset = kept.apply(client, &statefulset).await?;
-    let swept = sweep_workload(client, owner, &kept).await?;
+    let mut swept = Vec::new();
+    if kept.must_sweep() {
+        swept = sweep_workload(client, owner, &kept).await?;
+        kept.swept();
+    }
     Ok(Applied { statefulset, swept })
 }

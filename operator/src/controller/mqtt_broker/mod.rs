@@ -76,7 +76,7 @@ pub async fn reconcile(mqb: Arc<MqttBroker>, ctx: Arc<Context>) -> Result<Action
         Err(err) => return not_reconciled(&ctx, &*mqb, &err, status::failed(&mqb, &err)).await,
     };
     let desired = build::build(&valid);
-    let applied = apply::apply(&ctx.client, &valid.owner, desired)
+    let applied = apply::apply(&ctx.client, &ctx.applied, &valid.owner, desired)
         .await
         .map_err(Error::Apply)?;
     if !applied.swept.is_empty() {
