@@ -27,7 +27,7 @@ lint: ## rustfmt check and clippy with warnings denied
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 test: deps lint build ## everything CI runs: lint, unit, controller, broker, chart, observability, end-to-end and image tests
-	env -u KUBECONFIG $(CARGO) test --workspace -- --test-threads=$(TEST_THREADS)
+	env -u KUBECONFIG INSTA_WORKSPACE_ROOT=$(CURDIR) $(CARGO) test --workspace -- --test-threads=$(TEST_THREADS)
 	bash hack/test-chart.sh
 	bash hack/observability/test.sh
 	$(MAKE) image-test PROFILE=debug

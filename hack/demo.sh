@@ -15,4 +15,6 @@ command -v kubectl >/dev/null && command -v helm >/dev/null || { echo "kubectl/h
 # that build.
 cargo build --workspace --all-targets -q
 target="${CARGO_TARGET_DIR:-target}"
-exec env -u KUBECONFIG "$target/debug/examples/demo"
+# The tour finds the chart and samples from its crate directory at run time (as under cargo), so a build
+# cache made from another checkout still reads this one.
+exec env -u KUBECONFIG CARGO_MANIFEST_DIR="$PWD/e2e" "$target/debug/examples/demo"

@@ -1032,7 +1032,13 @@ fn the_operator_arguments_parse() {
     enum Cmd {
         MqttSidecar(SidecarArgs),
     }
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let root = Path::new(
+        &std::env::var("CARGO_MANIFEST_DIR")
+            .unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_owned()),
+    )
+    .parent()
+    .unwrap()
+    .to_path_buf();
     let settings = edgewire_operator::context::Settings::default();
     let arg_env = |id: &str| {
         SidecarArgs::augment_args(clap::Command::new("mqtt-sidecar"))

@@ -460,7 +460,11 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_spool_written_before_crc32fast_reads_unchanged() {
         let d = tempfile::tempdir().unwrap();
-        let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/bridge/spool/testdata/v1");
+        let fixture = Path::new(
+            &std::env::var("CARGO_MANIFEST_DIR")
+                .unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_owned()),
+        )
+        .join("src/bridge/spool/testdata/v1");
         for f in [
             "cursor",
             "seg-00000000000000000001-00000000000000000000.log",

@@ -378,6 +378,7 @@ mod tests {
                 rule,
                 topic: topic.into(),
                 payload: Bytes::copy_from_slice(payload),
+                edge_id: 0,
             }
         }
 
@@ -419,6 +420,25 @@ mod tests {
         }
 
         #[test]
+        fn the_edge_packet_id_rides_in_the_stamps_top_16_bits() {
+            let mut m = msg(1, "t", b"p");
+            m.edge_id = 0xBEEF;
+            let ts = 0x0000_1234_5678_9ABC;
+            let mut buf = Vec::new();
+            encode(&mut buf, 9, ts | (0xFFFF << 48), &m);
+            assert_eq!(
+                u64_at(&buf, 16),
+                ts | (0xBEEF << 48),
+                "ms in the low 48 bits, the id above"
+            );
+            let (_d, mut r) = reader(&buf, 0);
+            let Step::Record(rec) = r.next().unwrap() else {
+                panic!("a record")
+            };
+            assert_eq!((rec.seq, rec.ts_ms, rec.edge_id), (9, ts, 0xBEEF));
+        }
+
+        #[test]
         fn records_read_back_with_their_positions() {
             let mut buf = Vec::new();
             encode(&mut buf, 7, 1000, &msg(3, "a.b", b"one"));
@@ -434,6 +454,7 @@ mod tests {
                 Record {
                     seq: 7,
                     ts_ms: 1000,
+                    edge_id: 0,
                     rule: 3,
                     topic: "a.b".into(),
                     payload: Bytes::from_static(b"one"),
