@@ -5,6 +5,7 @@
 //! - **Ceilings**: each broker's own rate with the same publisher and observer and no bridge (one Mosquitto,
 //!   QoS 1; one nats-server, core; one JetStream stream, publishes with PubAcks and an ordered consumer). A
 //!   bridge's path can move at most `min(edge ceiling, cloud ceiling)`; every row says which fraction it reached.
+//!   The ceilings run before and again after the bridges; the better pass counts (the machine may be busy in one).
 //! - **Throughput**: N messages (256 B and 1 KiB) published to the edge as fast as the publisher's window allows
 //!   (MQTT QoS 1 with 1,000 in flight; JetStream with 256 PubAcks outstanding; NATS core), until all N arrive at
 //!   the cloud observer (or nothing arrives for 10 s); msgs/s = arrived / (last arrival − first send).
@@ -389,7 +390,8 @@ fn print_table(rows: &[Row], p: &Params) {
         }
     }
     println!(
-        "(ceiling rows: one broker, the same publisher and observer, no bridge; path: edge>cloud brokers, x ceil = \
+        "(ceiling rows: one broker, the same publisher and observer, no bridge, the better of a pass before and one \
+         after the bridges; path: edge>cloud brokers, x ceil = \
          msgs/s / min(edge ceiling, cloud ceiling) at that size; vs native: Edgewire / its native counterpart, \
          msgs/s higher is better, p99 lower is better)"
     );
@@ -484,6 +486,23 @@ async fn main() -> anyhow::Result<()> {
                 .await
                 .with_context(|| setup.label())?,
         );
+    }
+    // The ceilings once more after the bridges: on a shared machine a pass can fall into a busy moment, and a
+    // ceiling is what the broker can do, so the better of the two passes counts.
+    let ceilings: Vec<Setup> = setups.iter().copied().filter(|s| s.is_ceiling()).collect();
+    for setup in ceilings {
+        for again in bench_setup(setup, agent, &p)
+            .await
+            .with_context(|| setup.label())?
+        {
+            if let Some(first) = rows
+                .iter_mut()
+                .find(|r| r.setup == again.setup && r.size == again.size)
+                && again.throughput.msgs_per_s > first.throughput.msgs_per_s
+            {
+                *first = again;
+            }
+        }
     }
     // NATS core as Edgewire's cloud has no store: a message leaves the spool once the server took it, so an
     // observer not yet resubscribed after the restart would miss it — the outage runs use stored clouds.
