@@ -7,7 +7,9 @@
 #     kube-scheduler, kwok) built from Go modules by hack/kube/build.sh (needs Go and the module proxy;
 #     a no-op when built) into ~/.cache/edgewire/kube/<versions>/,
 #   - edgewire-kstatus (hack/kstatus: kstatus and gopher-lua from Go modules) linked into the tools dir,
-#   - promtool and edgewire-promcheck (hack/observability/tools.sh) for the alert and dashboard checks.
+#   - promtool and edgewire-promcheck (hack/observability/tools.sh) for the alert and dashboard checks,
+#   - nats-server at the version users run (hack/nats: github.com/nats-io/nats-server/v2 from the module proxy)
+#     for `make bench`'s NATS setups; the tests keep Debian's nats-server.
 # Binaries land in $EDGEWIRE_TOOLS (default ~/.cache/edgewire/bin); the Makefile puts it on PATH.
 set -euo pipefail
 
@@ -65,6 +67,11 @@ echo "deps: edgewire-kstatus in $TOOLS (built in $kstatus_dir)"
 # once built; the first build compiles Prometheus' promtool from the module proxy).
 obs_dir=$(bash "$(dirname "$0")/observability/tools.sh")
 echo "deps: promtool and edgewire-promcheck in $obs_dir"
+
+# nats-server for `make bench` (hack/nats/build.sh: cached, a no-op once built). Not linked into the tools dir:
+# that dir is on PATH first, and the test suite runs the packaged nats-server.
+nats_dir=$(bash "$(dirname "$0")/nats/build.sh")
+echo "deps: $(cat "$nats_dir/VERSION") for make bench in $nats_dir"
 
 # rabbitmq-server drops root: the tests hand it directories owned by this user.
 id rabbitmq >/dev/null 2>&1 || echo "deps: warning: no rabbitmq user (rabbitmq-server not installed?)"

@@ -1,7 +1,11 @@
-//! Bridge benchmark (`cargo bench -p edgewire-e2e --bench bridge`; `make bench` runs it): Edgewire's bridge vs
+//! Bridge benchmark (`cargo bench --workspace --bench bridge`; `make bench` runs it): Edgewire's bridge vs
 //! Mosquitto's native bridge vs a NATS leaf node (core, and JetStream sources over the leaf link), on loopback,
 //! every broker started here, every figure from this one run.
 //!
+//! - **Ceilings**: each broker's own rate with the same publisher and observer and no bridge (one Mosquitto,
+//!   QoS 1; one nats-server, core; one JetStream stream, publishes with PubAcks and an ordered consumer). A
+//!   bridge's path can move at most `min(edge ceiling, cloud ceiling)`; every row says which fraction it reached.
+//!   The ceilings run before and again after the bridges; the better pass counts (the machine may be busy in one).
 //! - **Throughput**: N messages (256 B and 1 KiB) published to the edge as fast as the publisher's window allows
 //!   (MQTT QoS 1 with 1,000 in flight; JetStream with 256 PubAcks outstanding; NATS core), until all N arrive at
 //!   the cloud observer (or nothing arrives for 10 s); msgs/s = arrived / (last arrival − first send).
@@ -12,7 +16,11 @@
 //! - **Crash**: the outage again, with the bridging process killed (SIGKILL) and restarted while the cloud is
 //!   down: the edge broker for Mosquitto's bridge and JetStream sources, the agent (same spool dir) for Edgewire.
 //!
-//! A default run takes about 3–4 minutes on two cores.
+//! A default run takes about 4–5 minutes on two cores.
+//!
+//! Brokers: `mosquitto` and `nats-server` as the e2e harness finds them (`$EDGEWIRE_TEST_BIN_NATS`, else the
+//! package's); `make bench` points `$EDGEWIRE_TEST_BIN_NATS` at the nats-server built by `hack/nats/build.sh` (the
+//! version users run; Debian ships 2.9). The header names both binaries and their versions.
 //!
 //! `-- --quick`: fewer messages (a smoke run); `-- --full`: the outage with 200,000 messages;
 //! `-- --native-only`: without the Edgewire setups; `-- --only <text>`: the setups whose name contains it. Needs `edgewire-agent` with the `bridge` subcommand, built
@@ -31,6 +39,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clients::{Observer, Publisher, Watch, open_path};
+use edgewire_e2e::brokers::Kind;
 use setups::{Setup, Topology};
 use wire::{Tally, now_us, wait_all};
 
@@ -42,7 +51,8 @@ struct Params {
     latency_secs: u64,
     outage_n: usize,
     edgewire: bool,
-    /// `--only <text>`: only the setups whose label contains it (case-insensitive).
+    /// `--only <text>`: only the setups whose label contains it (case-insensitive), and the ceilings of their
+    /// paths.
     only: Option<String>,
 }
 
@@ -225,7 +235,7 @@ async fn outage(setup: Setup, agent: Option<&Path>, n: usize, crash: bool) -> an
         // The stream observer is started again after the restart, from the stream's first message.
         observer = None;
     }
-    tokio::task::block_in_place(|| topo.cloud.stop());
+    tokio::task::block_in_place(|| topo.cloud_mut().stop());
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     let start = Instant::now();
@@ -255,7 +265,8 @@ async fn outage(setup: Setup, agent: Option<&Path>, n: usize, crash: bool) -> an
         }
     }
 
-    tokio::task::block_in_place(|| topo.cloud.restart()).context("restarting the cloud broker")?;
+    tokio::task::block_in_place(|| topo.cloud_mut().restart())
+        .context("restarting the cloud broker")?;
     if observer.is_none() {
         observer = Some(Observer::start(&watch, &obs_topic, tally.clone()).await?);
     }
@@ -293,6 +304,140 @@ fn ratio(a: f64, b: f64) -> String {
     }
 }
 
+/// The throughput of `setup` at `size`, if it ran.
+fn rate(rows: &[Row], setup: Setup, size: usize) -> Option<f64> {
+    rows.iter()
+        .find(|r| r.setup == setup && r.size == size)
+        .map(|r| r.throughput.msgs_per_s)
+}
+
+/// The ceiling of `setup`'s path at `size`: the lower of its edge and cloud brokers' own rates.
+fn ceiling(rows: &[Row], setup: Setup, size: usize) -> Option<f64> {
+    let (edge, cloud) = setup.path();
+    Some(rate(rows, edge, size)?.min(rate(rows, cloud, size)?))
+}
+
+/// One table: every run's rate and latency, the fraction of its path's ceiling, and for Edgewire the ratios to
+/// its native counterpart.
+fn print_table(rows: &[Row], p: &Params) {
+    println!(
+        "bridge benchmark (loopback, one run): throughput = {} msgs as fast as the publisher's window allows, until \
+         all arrive at the cloud; latency = {RATE} msgs/s for {} s, arrival - send",
+        p.throughput_n, p.latency_secs
+    );
+    println!(
+        "{:<26} {:>5} | {:>8} {:>5} | {:>7} {:>7} {:>5} | {:<9} {:>6} | {:<26} {:>6} {:>6}",
+        "setup",
+        "size",
+        "msgs/s",
+        "lost",
+        "p50 ms",
+        "p99 ms",
+        "lost",
+        "path",
+        "x ceil",
+        "vs native",
+        "msgs/s",
+        "p99"
+    );
+    for r in rows {
+        let x_ceiling = if r.setup.is_ceiling() {
+            String::new()
+        } else {
+            ceiling(rows, r.setup, r.size)
+                .map_or_else(|| "-".into(), |c| ratio(r.throughput.msgs_per_s, c))
+        };
+        let native = r.setup.native_anchor().and_then(|n| {
+            rows.iter()
+                .find(|o| o.setup == n && o.size == r.size)
+                .map(|o| (n, o))
+        });
+        let (vs, vs_rate, vs_p99) = match native {
+            Some((n, o)) => (
+                n.label(),
+                ratio(r.throughput.msgs_per_s, o.throughput.msgs_per_s),
+                ratio(r.latency.p99_ms, o.latency.p99_ms),
+            ),
+            None => ("", String::new(), String::new()),
+        };
+        println!(
+            "{:<26} {:>5} | {:>8.0} {:>5} | {:>7.3} {:>7.3} {:>5} | {:<9} {:>6} | {:<26} {:>6} {:>6}",
+            r.setup.label(),
+            r.size,
+            r.throughput.msgs_per_s,
+            r.throughput.lost(),
+            r.latency.p50_ms,
+            r.latency.p99_ms,
+            r.latency.lost(),
+            r.setup.path_label(),
+            x_ceiling,
+            vs,
+            vs_rate,
+            vs_p99,
+        );
+        if r.throughput.order_violations + r.latency.order_violations > 0
+            || r.throughput.duplicates + r.latency.duplicates > 0
+        {
+            println!(
+                "{:<26} {:>5} | order violations {} / {}, duplicates {} / {}",
+                "",
+                "",
+                r.throughput.order_violations,
+                r.latency.order_violations,
+                r.throughput.duplicates,
+                r.latency.duplicates
+            );
+        }
+    }
+    println!(
+        "(ceiling rows: one broker, the same publisher and observer, no bridge, the better of a pass before and one \
+         after the bridges; path: edge>cloud brokers, x ceil = \
+         msgs/s / min(edge ceiling, cloud ceiling) at that size; vs native: Edgewire / its native counterpart, \
+         msgs/s higher is better, p99 lower is better)"
+    );
+}
+
+/// Issue 17's aims at 256 B, each a ratio of this run; printed, never asserted.
+fn print_aims(rows: &[Row]) {
+    let find = |s: Setup| rows.iter().find(|r| r.setup == s && r.size == 256);
+    let met = |ok: bool| if ok { "met" } else { "not met" };
+    println!();
+    println!("aims (issue 17), 256 B:");
+    if let (Some(ew), Some(mosq)) = (find(Setup::EwMqttToMqtt), find(Setup::MosqTuned)) {
+        let x = ew.throughput.msgs_per_s / mosq.throughput.msgs_per_s;
+        println!(
+            "  {:<26} >= 0.95x the tuned mosquitto bridge: {x:.2}x ({})",
+            ew.setup.label(),
+            met(x >= 0.95)
+        );
+    }
+    if let (Some(ew), Some(js)) = (find(Setup::EwMqttToJs), find(Setup::JsSources)) {
+        let x = ew.throughput.msgs_per_s / js.throughput.msgs_per_s;
+        let c = ceiling(rows, ew.setup, 256).map_or(f64::NAN, |c| ew.throughput.msgs_per_s / c);
+        println!(
+            "  {:<26} >= 1.2x JetStream sources: {x:.2}x ({}); >= 0.9x its path's ceiling: {c:.2}x ({}); \
+             p99 <= the sources' p99: {:.3} vs {:.3} ms ({})",
+            ew.setup.label(),
+            met(x >= 1.2),
+            met(c >= 0.9),
+            ew.latency.p99_ms,
+            js.latency.p99_ms,
+            met(ew.latency.p99_ms <= js.latency.p99_ms)
+        );
+    }
+    for s in [Setup::EwMqttToMqtt, Setup::EwMqttToNats] {
+        if let Some(ew) = find(s) {
+            println!(
+                "  {:<26} p50 <= 0.5 ms, p99 <= 1.5 ms at {RATE} msgs/s: {:.3} / {:.3} ms ({})",
+                s.label(),
+                ew.latency.p50_ms,
+                ew.latency.p99_ms,
+                met(ew.latency.p50_ms <= 0.5 && ew.latency.p99_ms <= 1.5)
+            );
+        }
+    }
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
     let p = Params::from_args();
@@ -303,6 +448,9 @@ async fn main() -> anyhow::Result<()> {
     };
     let agent = agent.as_deref();
     let mut setups = vec![
+        Setup::CeilMqtt,
+        Setup::CeilNats,
+        Setup::CeilJs,
         Setup::MosqDefault,
         Setup::MosqTuned,
         Setup::NatsLeaf,
@@ -312,10 +460,23 @@ async fn main() -> anyhow::Result<()> {
         setups.extend([Setup::EwMqttToMqtt, Setup::EwMqttToNats, Setup::EwMqttToJs]);
     }
     if let Some(only) = &p.only {
-        setups.retain(|s| s.label().to_lowercase().contains(only));
+        let chosen: Vec<Setup> = setups
+            .iter()
+            .copied()
+            .filter(|s| s.label().to_lowercase().contains(only))
+            .collect();
+        setups.retain(|s| {
+            chosen.contains(s)
+                || (s.is_ceiling() && chosen.iter().any(|c| c.path().0 == *s || c.path().1 == *s))
+        });
     }
+    let brokers = format!(
+        "brokers: {}; {}",
+        setups::broker_version(Kind::Mosquitto),
+        setups::broker_version(Kind::Nats)
+    );
     eprintln!(
-        "bridge bench: throughput {} msgs per run, latency {RATE} msgs/s for {} s, outage {} msgs",
+        "bridge bench: throughput {} msgs per run, latency {RATE} msgs/s for {} s, outage {} msgs\n{brokers}",
         p.throughput_n, p.latency_secs, p.outage_n
     );
     let mut rows = Vec::new();
@@ -326,13 +487,30 @@ async fn main() -> anyhow::Result<()> {
                 .with_context(|| setup.label())?,
         );
     }
+    // The ceilings once more after the bridges: on a shared machine a pass can fall into a busy moment, and a
+    // ceiling is what the broker can do, so the better of the two passes counts.
+    let ceilings: Vec<Setup> = setups.iter().copied().filter(|s| s.is_ceiling()).collect();
+    for setup in ceilings {
+        for again in bench_setup(setup, agent, &p)
+            .await
+            .with_context(|| setup.label())?
+        {
+            if let Some(first) = rows
+                .iter_mut()
+                .find(|r| r.setup == again.setup && r.size == again.size)
+                && again.throughput.msgs_per_s > first.throughput.msgs_per_s
+            {
+                *first = again;
+            }
+        }
+    }
     // NATS core as Edgewire's cloud has no store: a message leaves the spool once the server took it, so an
     // observer not yet resubscribed after the restart would miss it — the outage runs use stored clouds.
     let mut losses = Vec::new();
     let mut failures = Vec::new();
     let outage_runs = setups
         .iter()
-        .filter(|s| **s != Setup::EwMqttToNats)
+        .filter(|s| **s != Setup::EwMqttToNats && !s.is_ceiling())
         .map(|s| (*s, false))
         .chain(
             setups
@@ -369,98 +547,10 @@ async fn main() -> anyhow::Result<()> {
     }
 
     println!();
-    println!(
-        "bridge benchmark (loopback, one run): throughput = {} msgs as fast as the publisher's window allows, until \
-         all arrive at the cloud; latency = {RATE} msgs/s for {} s, arrival - send",
-        p.throughput_n, p.latency_secs
-    );
-    println!(
-        "{:<28} {:>6} | {:>10} {:>8} {:>5} | {:>8} {:>8} {:>5}",
-        "setup", "size", "msgs/s", "arrived", "lost", "p50 ms", "p99 ms", "lost"
-    );
-    for r in &rows {
-        println!(
-            "{:<28} {:>6} | {:>10.0} {:>8} {:>5} | {:>8.3} {:>8.3} {:>5}",
-            r.setup.label(),
-            r.size,
-            r.throughput.msgs_per_s,
-            r.throughput.arrived,
-            r.throughput.lost(),
-            r.latency.p50_ms,
-            r.latency.p99_ms,
-            r.latency.lost(),
-        );
-        if r.throughput.order_violations + r.latency.order_violations > 0
-            || r.throughput.duplicates + r.latency.duplicates > 0
-        {
-            println!(
-                "{:<28} {:>6} | order violations {} / {}, duplicates {} / {}",
-                "",
-                "",
-                r.throughput.order_violations,
-                r.latency.order_violations,
-                r.throughput.duplicates,
-                r.latency.duplicates
-            );
-        }
-    }
+    println!("{brokers}");
+    print_table(&rows, &p);
     if p.edgewire {
-        println!();
-        println!("ratios Edgewire / native (msgs/s; p99 latency, lower is better):");
-        let find = |s: Setup, size: usize| rows.iter().find(|r| r.setup == s && r.size == size);
-        let pairs = [
-            (Setup::EwMqttToMqtt, Setup::MosqDefault),
-            (Setup::EwMqttToMqtt, Setup::MosqTuned),
-            (Setup::EwMqttToNats, Setup::NatsLeaf),
-            (Setup::EwMqttToJs, Setup::JsSources),
-            (Setup::EwMqttToNats, Setup::JsSources),
-        ];
-        for (ew, native) in pairs {
-            for size in SIZES {
-                if let (Some(a), Some(b)) = (find(ew, size), find(native, size)) {
-                    println!(
-                        "  {:<26} vs {:<26} {size:>5} B  msgs/s {:>7}  p99 {:>7}",
-                        ew.label(),
-                        native.label(),
-                        ratio(a.throughput.msgs_per_s, b.throughput.msgs_per_s),
-                        ratio(a.latency.p99_ms, b.latency.p99_ms),
-                    );
-                }
-            }
-        }
-    }
-    if p.edgewire {
-        let find = |s: Setup| rows.iter().find(|r| r.setup == s && r.size == 256);
-        if let Some(js) = find(Setup::JsSources) {
-            println!();
-            println!(
-                "aim (issue 6): >= 1.5x the JetStream-sources rate at 256 B ({:.0} msgs/s here -> {:.0}), p99 <= 1 ms at \
-                 {RATE} msgs/s:",
-                js.throughput.msgs_per_s,
-                js.throughput.msgs_per_s * 1.5
-            );
-            for ew in [Setup::EwMqttToMqtt, Setup::EwMqttToNats, Setup::EwMqttToJs] {
-                if let Some(r) = find(ew) {
-                    println!(
-                        "  {:<26} {:>9.0} msgs/s = {:.2}x JS sources ({}), p99 {:.3} ms ({})",
-                        ew.label(),
-                        r.throughput.msgs_per_s,
-                        r.throughput.msgs_per_s / js.throughput.msgs_per_s,
-                        if r.throughput.msgs_per_s >= 1.5 * js.throughput.msgs_per_s {
-                            "met"
-                        } else {
-                            "not met"
-                        },
-                        r.latency.p99_ms,
-                        if r.latency.p99_ms <= 1.0 {
-                            "met"
-                        } else {
-                            "not met"
-                        },
-                    );
-                }
-            }
-        }
+        print_aims(&rows);
     }
     println!();
     println!(

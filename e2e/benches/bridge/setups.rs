@@ -1,5 +1,6 @@
 //! The topologies under test: an edge broker, a cloud broker and what bridges them (Mosquitto's own bridge, a
-//! NATS leaf node, JetStream sources over the leaf link, or `edgewire-agent bridge`).
+//! NATS leaf node, JetStream sources over the leaf link, or `edgewire-agent bridge`), and the brokers' own
+//! ceilings: one broker, the bench's publisher and observer both on it.
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
@@ -29,9 +30,17 @@ const EDGE_STREAM: &str = "EDGE";
 const CLOUD_STREAM: &str = "CLOUD";
 /// The cloud stream that captures what Edgewire publishes with JetStream acks.
 const EW_STREAM: &str = "EDGEWIRE";
+/// The stream of the JetStream ceiling.
+const CEIL_STREAM: &str = "CEILING";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Setup {
+    /// One Mosquitto configured as every MQTT cloud and the tuned edge; publisher (QoS 1) and observer on it.
+    CeilMqtt,
+    /// One nats-server (the config of Edgewire's NATS cloud); core publisher and subscriber on it.
+    CeilNats,
+    /// One JetStream stream: publishes with PubAcks awaited, an ordered consumer reading it.
+    CeilJs,
     MosqDefault,
     MosqTuned,
     NatsLeaf,
@@ -44,6 +53,9 @@ pub enum Setup {
 impl Setup {
     pub fn label(self) -> &'static str {
         match self {
+            Setup::CeilMqtt => "ceiling: mosquitto",
+            Setup::CeilNats => "ceiling: NATS core",
+            Setup::CeilJs => "ceiling: NATS JetStream",
             Setup::MosqDefault => "mosquitto bridge, default",
             Setup::MosqTuned => "mosquitto bridge, tuned",
             Setup::NatsLeaf => "NATS leaf node (core)",
@@ -60,13 +72,57 @@ impl Setup {
             Setup::EwMqttToMqtt | Setup::EwMqttToNats | Setup::EwMqttToJs
         )
     }
+
+    /// A broker's own ceiling (no bridge: one broker, the bench's publisher and observer on it).
+    pub fn is_ceiling(self) -> bool {
+        matches!(self, Setup::CeilMqtt | Setup::CeilNats | Setup::CeilJs)
+    }
+
+    /// The ceilings of the path's (edge, cloud) brokers: what the edge can give a bridge is at most what one
+    /// broker moves from a publisher to a subscriber, and so is what the cloud can take. The default Mosquitto
+    /// edge counts as the tuned one (it only has less to do; its 1,000-message queue cap would drop a fast
+    /// publisher's excess, which is not a rate).
+    pub fn path(self) -> (Setup, Setup) {
+        match self {
+            Setup::CeilMqtt | Setup::MosqDefault | Setup::MosqTuned | Setup::EwMqttToMqtt => {
+                (Setup::CeilMqtt, Setup::CeilMqtt)
+            }
+            Setup::CeilNats | Setup::NatsLeaf => (Setup::CeilNats, Setup::CeilNats),
+            Setup::CeilJs | Setup::JsSources => (Setup::CeilJs, Setup::CeilJs),
+            Setup::EwMqttToNats => (Setup::CeilMqtt, Setup::CeilNats),
+            Setup::EwMqttToJs => (Setup::CeilMqtt, Setup::CeilJs),
+        }
+    }
+
+    /// A short name of the path's brokers, e.g. `mqtt>js`.
+    pub fn path_label(self) -> String {
+        let short = |c: Setup| match c {
+            Setup::CeilNats => "nats",
+            Setup::CeilJs => "js",
+            _ => "mqtt",
+        };
+        let (edge, cloud) = self.path();
+        format!("{}>{}", short(edge), short(cloud))
+    }
+
+    /// The native setup an Edgewire bridge is compared with: the tuned Mosquitto bridge, the NATS leaf node,
+    /// JetStream sources.
+    pub fn native_anchor(self) -> Option<Setup> {
+        match self {
+            Setup::EwMqttToMqtt => Some(Setup::MosqTuned),
+            Setup::EwMqttToNats => Some(Setup::NatsLeaf),
+            Setup::EwMqttToJs => Some(Setup::JsSources),
+            _ => None,
+        }
+    }
 }
 
 /// One running topology.
 pub struct Topology {
     pub setup: Setup,
     pub edge: BrokerProcess,
-    pub cloud: BrokerProcess,
+    /// `None` for a ceiling: the edge broker is the cloud too.
+    cloud: Option<BrokerProcess>,
     pub agent: Option<Agent>,
 }
 
@@ -123,6 +179,17 @@ impl Topology {
     pub async fn start(setup: Setup, agent_bin: Option<&Path>) -> anyhow::Result<Self> {
         let block = |f: &dyn Fn() -> anyhow::Result<BrokerProcess>| tokio::task::block_in_place(f);
         let (edge, cloud, agent) = match setup {
+            Setup::CeilMqtt => {
+                let edge = block(&|| BrokerProcess::start(Kind::Mosquitto, MOSQ_EDGE_TUNED, &[]))?;
+                (edge, None, None)
+            }
+            Setup::CeilNats | Setup::CeilJs => {
+                let edge = block(&|| BrokerProcess::start(Kind::Nats, nats_plain(), &[]))?;
+                if setup == Setup::CeilJs {
+                    create_stream(&edge.url(), CEIL_STREAM, "ceil.>").await?;
+                }
+                (edge, None, None)
+            }
             Setup::MosqDefault | Setup::MosqTuned => {
                 let cloud = block(&|| BrokerProcess::start(Kind::Mosquitto, MOSQ_CLOUD, &[]))?;
                 let base = if setup == Setup::MosqDefault {
@@ -132,7 +199,7 @@ impl Topology {
                 };
                 let config = format!("{base}{}", mosquitto_bridge(cloud.port()));
                 let edge = block(&|| BrokerProcess::start(Kind::Mosquitto, &config, &[]))?;
-                (edge, cloud, None)
+                (edge, Some(cloud), None)
             }
             Setup::NatsLeaf | Setup::JsSources => {
                 let js = setup == Setup::JsSources;
@@ -143,7 +210,7 @@ impl Topology {
                 if js {
                     create_sources(&edge, &cloud).await?;
                 }
-                (edge, cloud, None)
+                (edge, Some(cloud), None)
             }
             Setup::EwMqttToMqtt | Setup::EwMqttToNats | Setup::EwMqttToJs => {
                 let bin =
@@ -172,7 +239,7 @@ impl Topology {
                     }
                 };
                 let agent = Agent::start(bin, &bridge_yaml(edge.port(), &endpoint))?;
-                (edge, cloud, Some(agent))
+                (edge, Some(cloud), Some(agent))
             }
         };
         Ok(Topology {
@@ -181,6 +248,15 @@ impl Topology {
             cloud,
             agent,
         })
+    }
+
+    /// The cloud broker (for a ceiling, the one broker).
+    pub fn cloud(&self) -> &BrokerProcess {
+        self.cloud.as_ref().unwrap_or(&self.edge)
+    }
+
+    pub fn cloud_mut(&mut self) -> &mut BrokerProcess {
+        self.cloud.as_mut().unwrap_or(&mut self.edge)
     }
 
     /// `kill -9` of the process that does the bridging, then started again on the same state: the edge
@@ -198,27 +274,34 @@ impl Topology {
     /// Where the bench publishes on the edge.
     pub fn target(&self) -> Target {
         match self.setup {
-            Setup::NatsLeaf => Target::NatsCore(self.edge.url()),
-            Setup::JsSources => Target::NatsJs(self.edge.url()),
+            Setup::NatsLeaf | Setup::CeilNats => Target::NatsCore(self.edge.url()),
+            Setup::JsSources | Setup::CeilJs => Target::NatsJs(self.edge.url()),
             _ => Target::Mqtt(self.edge.port()),
         }
     }
 
     /// How the bench watches the cloud; `persistent` asks for an MQTT session that survives a reconnect.
     pub fn watch(&self, persistent: bool) -> Watch {
+        let cloud = self.cloud();
         match self.setup {
-            Setup::MosqDefault | Setup::MosqTuned | Setup::EwMqttToMqtt => Watch::Mqtt {
-                port: self.cloud.port(),
-                persistent,
-            },
-            Setup::NatsLeaf | Setup::EwMqttToNats => Watch::NatsCore(self.cloud.url()),
+            Setup::CeilMqtt | Setup::MosqDefault | Setup::MosqTuned | Setup::EwMqttToMqtt => {
+                Watch::Mqtt {
+                    port: cloud.port(),
+                    persistent,
+                }
+            }
+            Setup::CeilNats | Setup::NatsLeaf | Setup::EwMqttToNats => Watch::NatsCore(cloud.url()),
             Setup::JsSources => Watch::Stream {
-                url: self.cloud.url(),
+                url: cloud.url(),
                 stream: CLOUD_STREAM.into(),
             },
             Setup::EwMqttToJs => Watch::Stream {
-                url: self.cloud.url(),
+                url: cloud.url(),
                 stream: EW_STREAM.into(),
+            },
+            Setup::CeilJs => Watch::Stream {
+                url: cloud.url(),
+                stream: CEIL_STREAM.into(),
             },
         }
     }
@@ -226,6 +309,14 @@ impl Topology {
     /// (topic published on the edge, topic it arrives on in the cloud) for run `run`.
     pub fn topics(&self, run: &str) -> (String, String) {
         match self.setup {
+            Setup::CeilMqtt => {
+                let t = format!("ceil/{run}/data");
+                (t.clone(), t)
+            }
+            Setup::CeilNats | Setup::CeilJs => {
+                let t = format!("ceil.{run}.data");
+                (t.clone(), t)
+            }
             Setup::MosqDefault | Setup::MosqTuned => {
                 let t = format!("local/{run}/data");
                 (t.clone(), t)
@@ -462,4 +553,38 @@ pub fn agent_binary() -> anyhow::Result<PathBuf> {
         );
     }
     Ok(bin)
+}
+
+/// `<binary path>: <version>` of the broker the harness starts for `kind` (`$EDGEWIRE_TEST_BIN_<KIND>`, else
+/// the package's), for the report's header.
+pub fn broker_version(kind: Kind) -> String {
+    let bin = match kind.binary() {
+        Ok(b) => b,
+        Err(e) => return format!("{kind}: {e}"),
+    };
+    // `nats-server --version` prints `nats-server: v2.15.3`; `mosquitto -h` starts with `mosquitto version 2.0.11`.
+    let arg = if kind == Kind::Mosquitto {
+        "-h"
+    } else {
+        "--version"
+    };
+    let version = Command::new(&bin)
+        .arg(arg)
+        .stdin(Stdio::null())
+        .output()
+        .ok()
+        .and_then(|o| {
+            let text = String::from_utf8_lossy(&o.stdout).into_owned()
+                + &String::from_utf8_lossy(&o.stderr);
+            text.lines().find_map(|l| {
+                l.split_whitespace()
+                    .find(|w| {
+                        w.trim_start_matches('v')
+                            .starts_with(|c: char| c.is_ascii_digit())
+                    })
+                    .map(str::to_string)
+            })
+        })
+        .unwrap_or_else(|| "version unknown".into());
+    format!("{} {version}", bin.display())
 }
