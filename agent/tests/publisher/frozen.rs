@@ -255,3 +255,54 @@ async fn mqtt_frozen_broker_503_then_accepts_and_delivers_every_acknowledged_eve
         seen.len()
     );
 }
+
+/// Core NATS: the acknowledgement is an echo through the server (a frozen one sends none), so no request
+/// is a 202 while it is frozen; after the thaw requests are accepted again, and what is accepted once a
+/// subscriber is listening reaches it. (Core NATS keeps nothing for a subscriber that was away, so
+/// delivery is checked for the events accepted after a fresh subscription, not for the ones before.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn core_nats_frozen_server_no_202_then_accepts_and_delivers() {
+    let nats = BrokerProcess::start_default(Kind::Nats).expect("nats-server");
+    let url = nats.url();
+    let ingress = serve(env_config(&[
+        ("EVENT_BROKER_ENABLED", "true"),
+        ("EVENT_BROKER_ADAPTER", "nats"),
+        ("EVENT_BROKER_NATS_URLS", &url),
+        ("CORE_NAME", CORE),
+    ]))
+    .await;
+    ingress.wait_ready().await;
+    accepted(&ingress, "before", 5).await;
+    let frozen = Frozen::freeze(&nats);
+    let answers = while_frozen(&ingress).await;
+    drop(frozen);
+    let thawed = after_thaw(&ingress).await;
+
+    let c = async_nats::connect(&url).await.unwrap();
+    let mut sub = c.subscribe("edge.>").await.unwrap();
+    c.flush().await.unwrap();
+    let ids: BTreeSet<String> = accepted(&ingress, "subscribed", 5).await.into_iter().collect();
+    let mut seen = BTreeSet::new();
+    while !ids.is_subset(&seen) {
+        let m = within(30, sub.next())
+            .await
+            .expect("the subscription ended");
+        let v: serde_json::Value = match serde_json::from_slice(&m.payload) {
+            Ok(v) => v,
+            Err(_) => continue,
+        };
+        let id = m
+            .headers
+            .as_ref()
+            .and_then(|h| h.get("ce-id"))
+            .map(|v| v.to_string())
+            .or_else(|| v["id"].as_str().map(str::to_string));
+        if let Some(id) = id {
+            seen.insert(id);
+        }
+    }
+    println!(
+        "core NATS frozen: {FROZEN} requests answered {answers:?} (status, seconds; ack timeout {PUBLISH_TIMEOUT:?}); {} accepted after the thaw; the 5 accepted after a fresh subscription all delivered",
+        thawed.len()
+    );
+}
