@@ -281,7 +281,10 @@ async fn core_nats_frozen_server_no_202_then_accepts_and_delivers() {
     let c = async_nats::connect(&url).await.unwrap();
     let mut sub = c.subscribe("edge.>").await.unwrap();
     c.flush().await.unwrap();
-    let ids: BTreeSet<String> = accepted(&ingress, "subscribed", 5).await.into_iter().collect();
+    let ids: BTreeSet<String> = accepted(&ingress, "subscribed", 5)
+        .await
+        .into_iter()
+        .collect();
     let mut seen = BTreeSet::new();
     while !ids.is_subset(&seen) {
         let m = within(30, sub.next())
