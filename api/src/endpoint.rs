@@ -3,7 +3,8 @@
 //! endpoint the operator accepts is one the publisher it deploys starts with.
 
 /// An `http://` or `https://` URL with a host and no credentials in it, returned without a trailing `/`;
-/// otherwise why not (a message for a person; it quotes the value).
+/// otherwise why not (a message for a person; it quotes the value without any credentials in it: the
+/// message reaches the resource's status, Events and logs).
 pub fn endpoint_override(s: &str) -> Result<String, String> {
     let ok = url::Url::parse(s).is_ok_and(|u| {
         matches!(u.scheme(), "http" | "https")
@@ -15,8 +16,27 @@ pub fn endpoint_override(s: &str) -> Result<String, String> {
         Ok(s.trim().trim_end_matches('/').to_string())
     } else {
         Err(format!(
-            "{s:?} must be an http:// or https:// URL with a host and no credentials"
+            "{} must be an http:// or https:// URL with a host and no credentials",
+            shown(s)
         ))
+    }
+}
+
+/// `s` quoted for a message, with whatever could be a user name or password taken out.
+fn shown(s: &str) -> String {
+    match url::Url::parse(s) {
+        Ok(mut u) if matches!(u.scheme(), "http" | "https") => {
+            if u.username().is_empty() && u.password().is_none() {
+                return format!("{s:?}");
+            }
+            let _ = u.set_username("");
+            let _ = u.set_password(None);
+            format!("{:?} (credentials removed)", u.as_str())
+        }
+        _ => match s.rfind('@') {
+            Some(at) => format!("{:?} (credentials removed)", &s[at + 1..]),
+            None => format!("{s:?}"),
+        },
     }
 }
 
@@ -40,6 +60,7 @@ mod tests {
             "http://",
             "http://u:p@h",
             "https://:p@h",
+            "u:secretpw@h",
             "",
         ] {
             let e = endpoint_override(bad).unwrap_err();
@@ -47,6 +68,10 @@ mod tests {
                 !bad.contains(':') || e.contains("must be an http"),
                 "{bad}: {e}"
             );
+            assert!(!e.contains("secretpw") && !e.contains("u:p"), "{bad}: {e}");
         }
+        let e = endpoint_override("http://user:Planted@127.0.0.1:5000").unwrap_err();
+        assert!(!e.contains("Planted") && !e.contains("user"), "{e}");
+        assert!(e.contains("127.0.0.1:5000"), "{e}");
     }
 }
