@@ -276,3 +276,13 @@ pub async fn within<T>(secs: u64, f: impl std::future::Future<Output = T>) -> T 
         .await
         .expect("timed out waiting")
 }
+
+/// Sends `sig` (STOP, CONT) to process `pid`.
+pub fn signal(pid: u32, sig: &str) {
+    let ok = std::process::Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "kill -{sig} {pid}");
+}

@@ -18,16 +18,6 @@ const TYPE: &str = "edge.node.registered";
 /// Requests made while the broker is frozen.
 const FROZEN: usize = 4;
 
-/// Sends `sig` (STOP, CONT) to process `pid`.
-fn signal(pid: u32, sig: &str) {
-    let ok = std::process::Command::new("kill")
-        .arg(format!("-{sig}"))
-        .arg(pid.to_string())
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(ok, "kill -{sig} {pid}");
-}
-
 /// A broker frozen for the life of the value; thawed on drop (so a failed test leaves no stopped process).
 struct Frozen(u32);
 

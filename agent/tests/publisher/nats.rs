@@ -527,15 +527,6 @@ async fn core_nats_publish_lost_with_its_connection_is_503_not_acknowledged_by_t
     );
 }
 
-fn signal(pid: u32, sig: &str) {
-    let ok = std::process::Command::new("kill")
-        .arg(format!("-{sig}"))
-        .arg(pid.to_string())
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(ok, "kill -{sig} {pid}");
-}
-
 /// Bytes the kernel holds unread in the receive queues of the TCP connections accepted on local port
 /// `port` (/proc/net/tcp): what a frozen server was sent and has not read.
 fn unread_by_server(port: u16) -> u64 {
