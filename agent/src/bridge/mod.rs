@@ -443,7 +443,7 @@ async fn forward(
 ) -> anyhow::Result<()> {
     let health = cloud.health();
     let mut backoff = crate::retry::BRIDGE.backoff();
-    let mut pending: VecDeque<(Record, AckFuture)> = VecDeque::with_capacity(WINDOW);
+    let mut pending: VecDeque<(Sent, AckFuture)> = VecDeque::with_capacity(WINDOW);
     let mut pending_bytes = 0usize;
     let ids = MessageIds {
         site: cfg.site_id.clone(),
@@ -462,14 +462,14 @@ async fn forward(
                     Ok(()) => {
                         let mut n = 1u64;
                         let mut last = pending.pop_front().expect("guarded").0;
-                        pending_bytes -= record_bytes(&last);
+                        pending_bytes -= last.bytes;
                         let mut failed = None;
                         // Everything acknowledged since is released in one step.
                         while let Some((_, f)) = pending.front_mut() {
                             match f.as_mut().now_or_never() {
                                 Some(Ok(())) => {
                                     last = pending.pop_front().expect("guarded").0;
-                                    pending_bytes -= record_bytes(&last);
+                                    pending_bytes -= last.bytes;
                                     n += 1;
                                 }
                                 Some(Err(e)) => {
@@ -479,7 +479,7 @@ async fn forward(
                                 None => break,
                             }
                         }
-                        replayer.ack(&last, n, pending.front().map(|(r, _)| r.ts_ms));
+                        replayer.ack_through(last.seq, last.end_pos, n, pending.front().map(|(r, _)| r.ts_ms));
                         counters.last_forward_ms.store(spool::now_ms(), Ordering::Relaxed);
                         backoff.reset();
                         match failed {
@@ -523,9 +523,13 @@ async fn forward(
     }
 }
 
-/// What a record holds in memory while in flight.
-fn record_bytes(r: &Record) -> usize {
-    r.payload.len() + r.topic.len()
+/// What the forwarder keeps of a record in flight: its topic and payload went to the cloud client.
+struct Sent {
+    seq: u64,
+    end_pos: u64,
+    ts_ms: u64,
+    /// Topic and payload bytes, held by the client until the acknowledgement.
+    bytes: usize,
 }
 
 /// Names every spooled record for good: `<site id>-<spool id>-<sequence number>`, JetStream's
@@ -537,8 +541,8 @@ struct MessageIds {
 }
 
 impl MessageIds {
-    fn of(&self, r: &Record) -> String {
-        format!("{}-{}-{}", self.site, self.spool, r.seq)
+    fn of(&self, seq: u64) -> String {
+        format!("{}-{}-{}", self.site, self.spool, seq)
     }
 }
 
@@ -547,28 +551,36 @@ async fn send_all(
     cloud: &dyn Side,
     ids: &MessageIds,
     batch: Vec<Record>,
-    pending: &mut VecDeque<(Record, AckFuture)>,
+    pending: &mut VecDeque<(Sent, AckFuture)>,
     pending_bytes: &mut usize,
 ) -> Result<(), (anyhow::Error, Vec<u64>)> {
+    let named = cloud.sends_message_ids();
     let mut batch = batch.into_iter();
     while let Some(r) = batch.next() {
         let qos = cfg.rules.get(r.rule as usize).map(|x| x.qos).unwrap_or(1);
+        let s = Sent {
+            seq: r.seq,
+            end_pos: r.end_pos,
+            ts_ms: r.ts_ms,
+            bytes: r.payload.len() + r.topic.len(),
+        };
+        // Topic and payload move to the client: a resend reads them from the spool again.
         let sent = cloud
             .send(Outbound {
-                topic: r.topic.clone(),
-                payload: r.payload.clone(),
+                topic: r.topic,
+                payload: r.payload,
                 qos,
                 enrich: true,
-                id: Some(ids.of(&r)),
+                id: named.then(|| ids.of(r.seq)),
             })
             .await;
         match sent {
             Ok(f) => {
-                *pending_bytes += record_bytes(&r);
-                pending.push_back((r, f));
+                *pending_bytes += s.bytes;
+                pending.push_back((s, f));
             }
             Err(e) => {
-                let rest = std::iter::once(r.seq).chain(batch.map(|r| r.seq)).collect();
+                let rest = std::iter::once(s.seq).chain(batch.map(|r| r.seq)).collect();
                 return Err((e, rest));
             }
         }

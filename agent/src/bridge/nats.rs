@@ -337,6 +337,10 @@ impl Side for NatsSide {
         })
     }
 
+    fn sends_message_ids(&self) -> bool {
+        self.js.is_some()
+    }
+
     fn flush(&self) -> BoxFuture<'_, anyhow::Result<()>> {
         Box::pin(async move {
             if self.js.is_some() {

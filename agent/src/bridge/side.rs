@@ -120,6 +120,12 @@ pub trait Side: Send + Sync + 'static {
     /// forwarder sends it and everything after it again.
     fn send(&self, msg: Outbound) -> BoxFuture<'_, anyhow::Result<AckFuture>>;
 
+    /// Whether this side sends [`Outbound::id`] (JetStream's `Nats-Msg-Id`); the forwarder names records
+    /// only for a side that does.
+    fn sends_message_ids(&self) -> bool {
+        false
+    }
+
     /// Called after a group of sends. Protocols whose only acknowledgement is a round trip (core NATS:
     /// a request the server answers itself, after everything before it) resolve the group's ack futures
     /// here; others do nothing.

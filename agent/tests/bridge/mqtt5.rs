@@ -322,14 +322,14 @@ async fn mqtt5_edge_session_keeps_5000_messages_published_while_the_bridge_is_do
     );
 }
 
-/// A cloud that answers PUBACK 0x87 (Mosquitto's ACL denies the bridge's publishes): nothing counts as
+/// A cloud that answers PUBACK 0x87 (Mosquitto's ACL denies the bridge's publishes; its debug log shows the answer): nothing counts as
 /// forwarded, everything stays in the spool and is resent; once the ACL allows it, all arrive in order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mqtt5_cloud_refusing_with_puback_0x87_keeps_messages_in_the_spool() {
     const N: u64 = 200;
     let edge = edge_mosquitto();
     let conf = format!(
-        "{}max_inflight_messages 1000\nmax_queued_messages 0\nacl_file {{dir}}/acl\n",
+        "{}max_inflight_messages 1000\nmax_queued_messages 0\nacl_file {{dir}}/acl\nlog_type all\n",
         Kind::Mosquitto.default_config()
     );
     // Anonymous clients (the bridge and the test's subscriber) may read everything and write nothing.
@@ -363,10 +363,18 @@ async fn mqtt5_cloud_refusing_with_puback_0x87_keeps_messages_in_the_spool() {
         "refused messages stay in the spool"
     );
     assert_eq!(bridge.metric("forwarded_total").await, Some(0.0));
-    let log = bridge.log();
+    // Mosquitto answers each refused PUBLISH with PUBACK 0x87 and then closes the connection (2.0:
+    // "Bad socket read/write … Unknown error"). With more PUBLISHes unread in its socket the close is a
+    // TCP reset, which can discard the PUBACK before the bridge reads it; so the refusal is shown by the
+    // server's own log (debug level), and the bridge's side by what it kept and counted.
+    let refused = cloud
+        .log()
+        .lines()
+        .any(|l| l.contains("Sending PUBACK to edgewire-bridge-") && l.ends_with(", rc135)"));
     assert!(
-        log.contains("PUBACK reason 0x87 Not authorized"),
-        "the bridge did not see Mosquitto's reason code:\n{log}"
+        refused,
+        "Mosquitto never answered the bridge with PUBACK 0x87:\n{}",
+        cloud.log()
     );
     assert!(
         tokio::time::timeout(Duration::from_millis(500), up.recv())

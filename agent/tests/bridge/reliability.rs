@@ -403,9 +403,34 @@ async fn a_command_sent_while_the_edge_is_down_arrives_when_it_returns() {
         }
     });
     assert!(rx.recv().await.unwrap().is_none(), "SUBACK first");
+    // A probe proves the cloud→edge path live (the bridge subscribed on the cloud; core NATS keeps
+    // nothing for a subscription that does not exist yet).
+    let nc = async_nats::connect(cloud.url()).await.unwrap();
+    let probe = async {
+        loop {
+            nc.publish("cmd.site-a.probe", "probe".into())
+                .await
+                .unwrap();
+            nc.flush().await.unwrap();
+            if let Ok(Some(Some(p))) =
+                tokio::time::timeout(Duration::from_millis(300), rx.recv()).await
+            {
+                break p;
+            }
+        }
+    };
+    let p = tokio::time::timeout(Duration::from_secs(30), probe)
+        .await
+        .expect("a probe command reaches the device while the edge is up");
+    assert_eq!(p.topic, "local/cmd/probe");
+    bridge
+        .wait_metric("delivered_to_edge_total", 30, |v| v >= 1.0)
+        .await;
+    // Probes published before the first one arrived may still come: let them all drain.
+    while let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(500), rx.recv()).await {}
+    let probes = bridge.metric("delivered_to_edge_total").await.unwrap();
     edge.stop();
     bridge.wait_metric("edge_connected", 30, |v| v == 0.0).await;
-    let nc = async_nats::connect(cloud.url()).await.unwrap();
     nc.publish("cmd.site-a.valve.close", "now".into())
         .await
         .unwrap();
@@ -421,7 +446,7 @@ async fn a_command_sent_while_the_edge_is_down_arrives_when_it_returns() {
     assert_eq!(p.topic, "local/cmd/valve/close");
     assert_eq!(&p.payload[..], b"now");
     bridge
-        .wait_metric("delivered_to_edge_total", 30, |v| v == 1.0)
+        .wait_metric("delivered_to_edge_total", 30, |v| v == probes + 1.0)
         .await;
 }
 

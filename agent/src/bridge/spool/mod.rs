@@ -14,7 +14,7 @@
 //!   cloud acknowledged since the last write (at-least-once; duplicates, never loss).
 //!
 //! # Group commit
-//! One writer task owns the active segment. It takes every message queued since its last round, writes
+//! One writer thread owns the active segment. It takes every message queued since its last round, writes
 //! them with one `write` and publishes the `written` sequence at once: the replayer may read and forward
 //! them (forwarding before the fsync is safe because the edge is only acknowledged after it). A syncer
 //! thread runs `fdatasync` on the active segment whenever something was written since its last one and
@@ -64,8 +64,8 @@
 //! 1,024 records per commit.
 //!
 //! # Files
-//! `open.rs` ([`open()`]: recovery, then the writer task and the syncer thread), `cursor.rs` (the ack
-//! cursor file), `writer.rs` ([`Appender`] and the writer task: group writes, segment roll, DropOldest,
+//! `open.rs` ([`open()`]: recovery, then the writer and syncer threads), `cursor.rs` (the ack
+//! cursor file), `writer.rs` ([`Appender`] and the writer thread: group writes, segment roll, DropOldest,
 //! housekeeping), `syncer.rs` (the `fdatasync` thread), `replay.rs` ([`Replayer`]), `segment.rs` (record
 //! framing, segment files), `recent.rs` (the edge identities of the newest records, read before `open`
 //! for the bridge's redelivery window).
@@ -204,10 +204,74 @@ struct Shared {
     freed: Notify,
     /// Signalled when the writer wrote a batch.
     wrote: Notify,
+    /// The last records written, still in memory ([`Tail`]).
+    tail: Mutex<Tail>,
     /// The spool's identity ([`Replayer::spool_id`]).
     id: String,
     max_bytes: u64,
     overflow: Overflow,
+}
+
+/// The records the writer wrote last, as the replayer would read them back: while the replayer keeps up
+/// with the writer it takes them from here, without reading the segment (a `read`, a copy, a CRC and an
+/// allocation per record, and a blocking section). Bounded by [`TAIL_BYTES`] of topic and payload: a
+/// replayer further behind (a cloud outage, a rewind) reads the segments and comes back here once it
+/// reaches the oldest record kept. Contiguous in sequence numbers, like the log.
+#[derive(Debug, Default)]
+struct Tail {
+    recs: VecDeque<Record>,
+    bytes: usize,
+}
+
+/// Topic and payload bytes kept in [`Tail`] at most.
+const TAIL_BYTES: usize = 4 * 1024 * 1024;
+
+impl Tail {
+    fn push(&mut self, r: Record) {
+        if self.recs.back().is_some_and(|b| b.seq + 1 != r.seq) {
+            // Not contiguous (never expected): start again rather than hand out a gap.
+            self.clear();
+        }
+        self.bytes += r.payload.len() + r.topic.len();
+        self.recs.push_back(r);
+        while self.bytes > TAIL_BYTES
+            && let Some(old) = self.recs.pop_front()
+        {
+            self.bytes -= old.payload.len() + old.topic.len();
+        }
+    }
+
+    fn clear(&mut self) {
+        self.recs.clear();
+        self.bytes = 0;
+    }
+
+    /// Drops what comes before `seq` (handed out already) and tells whether `seq` is next here.
+    fn starts_at(&mut self, seq: u64) -> bool {
+        while let Some(f) = self.recs.front()
+            && f.seq < seq
+        {
+            self.bytes -= f.payload.len() + f.topic.len();
+            self.recs.pop_front();
+        }
+        self.recs.front().is_some_and(|f| f.seq == seq)
+    }
+
+    /// From the front up to sequence number `upto`, stopping once `max_bytes` are reached (at least one).
+    fn take(&mut self, upto: u64, max_bytes: usize) -> Vec<Record> {
+        let mut out = Vec::new();
+        let mut bytes = 0usize;
+        while let Some(f) = self.recs.front()
+            && f.seq <= upto
+            && (out.is_empty() || bytes < max_bytes)
+        {
+            let len = f.payload.len() + f.topic.len();
+            bytes += len;
+            self.bytes -= len;
+            out.extend(self.recs.pop_front());
+        }
+        out
+    }
 }
 
 /// The cursor, and the records the replayer claimed: DropOldest counts a record it discards as dropped
@@ -304,6 +368,10 @@ impl Shared {
 
     fn segments(&self) -> std::sync::MutexGuard<'_, VecDeque<SegMeta>> {
         self.segments.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn tail(&self) -> std::sync::MutexGuard<'_, Tail> {
+        self.tail.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -443,6 +511,56 @@ mod tests {
             fs::read_dir(d.path()).unwrap().count() < segs
         })
         .await;
+    }
+
+    /// What the replayer takes from the writer's tail (memory) is exactly what it reads back from the
+    /// segment (sequence number, timestamp, rule, topic, payload, end position); and once it falls further
+    /// behind than the tail keeps, it reads the segment on from where the memory records ended.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn records_from_memory_are_the_records_on_disk_and_reading_resumes_after_them() {
+        let d = tempfile::tempdir().unwrap();
+        let (mut a, mut r, stats) =
+            open(opts(d.path(), 1 << 30, Overflow::RejectNew, 64 << 20)).unwrap();
+        fill(&mut a, 0, 10).await;
+        let from_memory = r.next_batch(100).await.unwrap();
+        assert_eq!(from_memory.len(), 10);
+        // Handed out already, so no longer in the tail: the rewind reads them from the segment.
+        r.rewind();
+        let from_disk = r.next_batch(100).await.unwrap();
+        assert_eq!(from_memory, from_disk);
+        let last = from_disk.last().unwrap();
+        r.ack(last, 10, None);
+
+        fill(&mut a, 10, 20).await;
+        let next = r.next_batch(100).await.unwrap();
+        assert_eq!(next.first().map(|r| r.seq), Some(11));
+        // More than the tail holds: record 21 and the next ones are only on disk now.
+        let big = |i: u64| Incoming {
+            rule: 1,
+            topic: format!("edge.big.{i}"),
+            payload: Bytes::from(vec![i as u8; 256 * 1024]),
+            edge_id: (i % 7) as u16 + 1,
+        };
+        let n = (TAIL_BYTES / (256 * 1024)) as u64 + 4;
+        let mut last = 0;
+        for i in 0..n {
+            a.reserve(256 * 1024 + 16).await;
+            last = a.append(big(i)).await.unwrap();
+        }
+        a.durable().wait_for(|v| *v >= last).await.unwrap();
+        let mut got = Vec::new();
+        while (got.len() as u64) < n {
+            got.extend(r.next_batch(100).await.unwrap());
+        }
+        for (i, rec) in got.iter().enumerate() {
+            assert_eq!(rec.seq, 21 + i as u64);
+            let want = big(i as u64);
+            assert_eq!(
+                (&rec.topic, &rec.payload, rec.edge_id),
+                (&want.topic, &want.payload, want.edge_id)
+            );
+        }
+        assert_eq!(stats.corrupt.load(Ordering::SeqCst), 0);
     }
 
     /// Polls `done` every 10 ms; panics naming `what` after 10 s.
@@ -709,6 +827,10 @@ mod tests {
         let (mut a, mut r, stats) =
             open(opts(d.path(), 1 << 30, Overflow::RejectNew, 4096)).unwrap();
         fill(&mut a, 0, 300).await;
+        // Records the writer still holds in memory are handed out from there (undamaged); damage on
+        // disk meets a replayer that reads the segments — one further behind than the tail holds, or
+        // after a rewind.
+        r.forget_tail();
         let segs = segment_files(d.path());
         let frame = segment::frame_len(&msg(0)) as u64;
         // The length field of the first record of the third segment.
@@ -948,7 +1070,7 @@ mod tests {
                     r.ack(b.last().unwrap(), acked, None);
                 }
                 drop(a);
-                // The writer task ends after its final cursor and housekeeping: the replayer learns
+                // The writer thread ends after its final cursor and housekeeping: the replayer learns
                 // it once it handed out everything.
                 while r.next_batch(1000).await.is_ok() {}
             }

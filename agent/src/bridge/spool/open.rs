@@ -1,5 +1,5 @@
 //! Opening the spool: recovery of what is on disk — the cursor, every segment scanned and a torn tail
-//! truncated, segments at or below the cursor deleted — then the writer task and the syncer thread.
+//! truncated, segments at or below the cursor deleted — then the writer and syncer threads.
 
 use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
@@ -8,7 +8,7 @@ use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::{Notify, mpsc, watch};
+use tokio::sync::{Notify, watch};
 
 use super::syncer::Syncer;
 use super::writer::Writer;
@@ -144,7 +144,7 @@ fn spool_id(dir: &Path) -> io::Result<String> {
     Ok(id)
 }
 
-/// Opens (and recovers) the spool in `opts.dir` and starts its writer task.
+/// Opens (and recovers) the spool in `opts.dir` and starts its writer and syncer threads.
 pub fn open(opts: SpoolOptions) -> io::Result<(Appender, Replayer, Arc<Stats>)> {
     fs::create_dir_all(&opts.dir)?;
     let Recovered {
@@ -173,6 +173,7 @@ pub fn open(opts: SpoolOptions) -> io::Result<(Appender, Replayer, Arc<Stats>)> 
         }),
         freed: Notify::new(),
         wrote: Notify::new(),
+        tail: Mutex::default(),
         id,
         max_bytes: opts.max_bytes,
         overflow: opts.overflow,
@@ -184,7 +185,7 @@ pub fn open(opts: SpoolOptions) -> io::Result<(Appender, Replayer, Arc<Stats>)> 
         opts.segment_size(),
         (cursor_seq, cursor_pos),
     )?;
-    let (tx, rx) = mpsc::channel(16 * 1024);
+    let (tx, rx) = std::sync::mpsc::channel();
     let (durable_tx, durable_rx) = watch::channel(written_seq);
     let (written_tx, written_rx) = watch::channel(written_seq);
     let syncer = Arc::new(Syncer::new(written_seq));
@@ -195,7 +196,9 @@ pub fn open(opts: SpoolOptions) -> io::Result<(Appender, Replayer, Arc<Stats>)> 
             .name("spool-sync".into())
             .spawn(move || syncer.run(&durable_tx, &stats))?;
     }
-    tokio::spawn(writer.run(rx, written_tx, syncer));
+    std::thread::Builder::new()
+        .name("spool-write".into())
+        .spawn(move || writer.run(rx, written_tx, syncer))?;
     Ok((
         Appender::new(tx, written_seq + 1, written_pos, durable_rx, shared.clone()),
         Replayer::new(shared, written_rx, cursor_seq + 1),

@@ -34,6 +34,9 @@ pub struct Replayer {
     counted: u64,
     /// File offset of the bad frame the open segment's reader was last moved past.
     damage_at: Option<u64>,
+    /// After records taken from the writer's tail: the next sequence number and the spool position it
+    /// starts at, where a segment reader opens (instead of reading the segment from its start).
+    resume: Option<(u64, u64)>,
 }
 
 impl Replayer {
@@ -46,6 +49,7 @@ impl Replayer {
             gaps: VecDeque::new(),
             counted: 0,
             damage_at: None,
+            resume: None,
         }
     }
 
@@ -66,7 +70,10 @@ impl Replayer {
             let written = *self.written.borrow_and_update();
             if written >= self.next_seq {
                 let upto = written.min(self.next_seq + max as u64 - 1);
-                let out = tokio::task::block_in_place(|| self.read_until(upto, max_bytes))?;
+                let out = match self.take_from_tail(upto, max_bytes) {
+                    Some(out) => out,
+                    None => tokio::task::block_in_place(|| self.read_until(upto, max_bytes))?,
+                };
                 if let Some(first) = out.first() {
                     let _ = self.shared.stats.oldest_ms.compare_exchange(
                         0,
@@ -82,6 +89,37 @@ impl Replayer {
                 return Err(io::Error::other("the spool writer stopped"));
             }
         }
+    }
+
+    /// The records from `next_seq` on, if the writer's tail still holds it (no segment read, nothing that
+    /// blocks); `None` sends the caller to the segments.
+    fn take_from_tail(&mut self, upto: u64, max_bytes: usize) -> Option<Vec<Record>> {
+        let mut tail = self.shared.tail();
+        if !tail.starts_at(self.next_seq) {
+            return None;
+        }
+        if let Err(next) = self.shared.claim(self.next_seq, upto) {
+            // DropOldest passed it meanwhile (counted by `claim`): go on from the cursor.
+            self.next_seq = next;
+            self.reader = None;
+            self.damage_at = None;
+            return None;
+        }
+        let out = tail.take(upto, max_bytes);
+        drop(tail);
+        let last = out.last()?;
+        self.next_seq = last.seq + 1;
+        self.resume = Some((self.next_seq, last.end_pos));
+        // Its position is behind now; a later segment read opens at `resume`.
+        self.reader = None;
+        self.damage_at = None;
+        Some(out)
+    }
+
+    /// Empties the writer's tail: what was written so far is read from the segments.
+    #[cfg(test)]
+    pub(crate) fn forget_tail(&self) {
+        self.shared.tail().clear();
     }
 
     fn segment_meta(&self, first_seq: u64) -> Option<SegMeta> {
@@ -176,7 +214,17 @@ impl Replayer {
         match (holding, after) {
             (Some(m), _) => match File::open(&m.path) {
                 Ok(f) => {
-                    self.reader = Some((SegReader::new(f, m.base_pos), m.first_seq, m.path));
+                    // Right after records taken from the tail, the next one starts where they ended.
+                    let offset = match self.resume.take() {
+                        Some((s, pos))
+                            if s == seq && (m.base_pos..=m.base_pos + m.len).contains(&pos) =>
+                        {
+                            pos - m.base_pos
+                        }
+                        _ => 0,
+                    };
+                    let r = SegReader::at(f, m.base_pos, offset)?;
+                    self.reader = Some((r, m.first_seq, m.path));
                 }
                 // Deleted meanwhile: dropped (DropOldest), which moved the cursor first.
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {
@@ -233,12 +281,18 @@ impl Replayer {
 
     /// The cloud acknowledged every record up to `rec` (inclusive): `count` records of the forwarder's.
     pub fn ack(&mut self, rec: &Record, count: u64, next_oldest_ms: Option<u64>) {
+        self.ack_through(rec.seq, rec.end_pos, count, next_oldest_ms);
+    }
+
+    /// [`Replayer::ack`] by the last record's sequence number and end position (what the forwarder keeps of
+    /// a record once it handed its topic and payload to the cloud client).
+    pub fn ack_through(&mut self, seq: u64, end_pos: u64, count: u64, next_oldest_ms: Option<u64>) {
         // Counted even when DropOldest passed them meanwhile: they did arrive.
         self.shared
             .stats
             .forwarded
             .fetch_add(count, Ordering::SeqCst);
-        self.shared.advance(rec.seq, rec.end_pos);
+        self.shared.advance(seq, end_pos);
         // Lost records right after it go with it.
         while let Some(&(from, to, pos)) = self.gaps.front() {
             let acked = self.shared.acked().0;
@@ -285,5 +339,6 @@ impl Replayer {
         self.next_seq = self.shared.give_back(in_hand);
         self.reader = None;
         self.damage_at = None;
+        self.resume = None;
     }
 }

@@ -180,6 +180,16 @@ impl SegReader {
         }
     }
 
+    /// A reader whose next frame is at file offset `offset` (a frame boundary the caller knows).
+    pub fn at(mut f: File, base_pos: u64, offset: u64) -> io::Result<Self> {
+        if offset > 0 {
+            f.seek(SeekFrom::Start(offset))?;
+        }
+        let mut r = Self::new(f, base_pos);
+        r.offset = offset;
+        Ok(r)
+    }
+
     /// File offset of the next frame.
     pub fn offset(&self) -> u64 {
         self.offset

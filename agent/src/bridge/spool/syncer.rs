@@ -2,16 +2,23 @@
 
 use std::fs::File;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
 use super::Stats;
 
+/// A pause in writing this long ends a group commit's wait for more records.
+const QUIET: Duration = Duration::from_micros(50);
+
+/// The longest a group commit waits for more records; it waits no longer than the last fsync took either.
+const MAX_GATHER: Duration = Duration::from_millis(1);
+
 /// What the syncer thread is asked to make durable.
 struct SyncState {
-    /// The active segment as of the last write (a duplicate of the writer's handle).
-    file: Option<File>,
+    /// The active segment as of the last write (the writer's handle).
+    file: Option<Arc<File>>,
     /// Last sequence number written to `file` (and everything before it).
     written: u64,
     /// Last sequence number made durable.
@@ -42,11 +49,40 @@ impl Syncer {
         }
     }
 
+    /// Group commit: while records keep being written (a gap under [`QUIET`]), waits for them to join
+    /// this fsync, for at most `cap`. An MQTT edge broker keeps only a few messages in flight to the
+    /// bridge (Mosquitto: 20) and sends the next ones as the PUBACKs of the last commit reach it, one by
+    /// one: an fsync started on the first of them would cover that one alone and leave the rest for the
+    /// next, halving what the window carries per fsync (docs/bridge-profile.md).
+    fn gather<'a>(
+        &'a self,
+        mut s: MutexGuard<'a, SyncState>,
+        cap: Duration,
+    ) -> MutexGuard<'a, SyncState> {
+        let until = Instant::now() + cap;
+        while !s.stop {
+            let now = Instant::now();
+            if now >= until {
+                break;
+            }
+            let seen = s.written;
+            s = self
+                .wake
+                .wait_timeout(s, QUIET.min(until - now))
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+            if s.written == seen {
+                break;
+            }
+        }
+        s
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, SyncState> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub(super) fn request(&self, file: File, written: u64) {
+    pub(super) fn request(&self, file: Arc<File>, written: u64) {
         let mut s = self.lock();
         s.file = Some(file);
         s.written = written;
@@ -60,6 +96,8 @@ impl Syncer {
     }
 
     pub(super) fn run(&self, durable: &watch::Sender<u64>, stats: &Stats) {
+        // How long the last fsync took: the most a commit waits for more records to join it.
+        let mut last_sync = Duration::ZERO;
         loop {
             let (file, upto) = {
                 let mut s = self.lock();
@@ -69,17 +107,20 @@ impl Syncer {
                 if s.written <= s.synced {
                     return;
                 }
+                s = self.gather(s, last_sync.min(MAX_GATHER));
                 match s.file.take() {
                     Some(f) => (f, s.written),
                     None => return,
                 }
             };
+            let started = Instant::now();
             if let Err(e) = file.sync_data() {
                 tracing::error!(error = %e, "spool fsync failed");
                 eprintln!("edgewire-agent: spool fsync failed: {e}");
                 self.failed.store(true, Ordering::SeqCst);
                 return;
             }
+            last_sync = started.elapsed();
             stats.commits.fetch_add(1, Ordering::Relaxed);
             {
                 let mut s = self.lock();

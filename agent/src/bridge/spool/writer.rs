@@ -1,23 +1,31 @@
-//! The writing end: [`Appender`] (queues records, RejectNew back-pressure, `durable`) and the writer task
+//! The writing end: [`Appender`] (queues records, RejectNew back-pressure, `durable`) and the writer thread
 //! that owns the active segment — one `write` per batch, segment roll, DropOldest, cursor and deletion of
 //! acknowledged segments.
+//!
+//! The writer is a thread of its own, not a task: its file operations block (a `write`, a segment roll's
+//! fsync, the cursor's write-fsync-rename, unlinking), and `tokio::task::block_in_place` around each of
+//! them hands the runtime's worker to another thread and back — two thread hand-offs per round, which at
+//! a few thousand messages a second (one message per round) cost more than the write itself
+//! (docs/bridge-profile.md). The appender hands records over through a plain channel; the writer wakes
+//! only when it was idle.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Seek, SeekFrom, Write};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::time::Instant;
 
 use edgewire_api::v1alpha1::Overflow;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
 use super::syncer::Syncer;
-use super::{CURSOR_EVERY, FRAME_HEADER, Incoming, SegMeta, Shared, cursor, segment};
+use super::{CURSOR_EVERY, FRAME_HEADER, Incoming, Record, SegMeta, Shared, cursor, segment};
 
 /// The writing end, owned by the one task that reads the edge.
 pub struct Appender {
-    tx: mpsc::Sender<(u64, Incoming)>,
+    tx: Sender<(u64, Incoming)>,
     next_seq: u64,
     queued_pos: u64,
     durable: watch::Receiver<u64>,
@@ -26,7 +34,7 @@ pub struct Appender {
 
 impl Appender {
     pub(super) fn new(
-        tx: mpsc::Sender<(u64, Incoming)>,
+        tx: Sender<(u64, Incoming)>,
         next_seq: u64,
         queued_pos: u64,
         durable: watch::Receiver<u64>,
@@ -62,7 +70,7 @@ impl Appender {
 
     /// Queues a record; returns its sequence number. It is on disk once [`Appender::durable`] reaches it.
     /// Waits while more than [`QUEUE_BYTES`] are queued and not yet written (the writer is behind or the
-    /// disk is full): what waits in memory is bounded in bytes, not only in messages.
+    /// disk is full): what waits in memory is bounded in bytes (the channel itself is unbounded).
     pub async fn append(&mut self, msg: Incoming) -> io::Result<u64> {
         let seq = self.next_seq;
         let len = segment::frame_len(&msg) as u64;
@@ -76,7 +84,6 @@ impl Appender {
         }
         self.tx
             .send((seq, msg))
-            .await
             .map_err(|_| io::Error::other("the spool writer stopped"))?;
         self.next_seq += 1;
         self.queued_pos += len;
@@ -107,7 +114,8 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
 
 pub(super) struct Writer {
     shared: Arc<Shared>,
-    active: File,
+    /// Shared with the syncer (an `Arc`, not a `dup` of the descriptor per round).
+    active: Arc<File>,
     active_first: u64,
     active_len: u64,
     pos: u64,
@@ -118,6 +126,10 @@ pub(super) struct Writer {
     /// The last sequence number written (to the page cache) and published as `written`.
     last_written: u64,
     published: u64,
+    /// Spool position and timestamp at the start of the last `write_batch` (for the records it hands to
+    /// the tail).
+    batch_pos: u64,
+    batch_ts: u64,
 }
 
 impl Writer {
@@ -130,7 +142,7 @@ impl Writer {
         segment_bytes: u64,
         cursor: (u64, u64),
     ) -> io::Result<Self> {
-        let active = Self::new_segment(&shared, first_seq, pos)?;
+        let active = Arc::new(Self::new_segment(&shared, first_seq, pos)?);
         Ok(Writer {
             shared,
             active,
@@ -143,6 +155,8 @@ impl Writer {
             last_cursor_at: Instant::now(),
             last_written: first_seq - 1,
             published: first_seq - 1,
+            batch_pos: pos,
+            batch_ts: 0,
         })
     }
 
@@ -164,9 +178,10 @@ impl Writer {
         Ok(f)
     }
 
-    pub(super) async fn run(
+    /// The writer thread's loop: until the appender is gone (or an fsync failed).
+    pub(super) fn run(
         mut self,
-        mut rx: mpsc::Receiver<(u64, Incoming)>,
+        rx: Receiver<(u64, Incoming)>,
         written: watch::Sender<u64>,
         syncer: Arc<Syncer>,
     ) {
@@ -183,17 +198,17 @@ impl Writer {
             // While a batch waits for the disk, nothing more is taken: the queue fills, the appender
             // waits, and the edge is not acknowledged (back-pressure).
             if batch.is_empty() {
-                match tokio::time::timeout(CURSOR_EVERY, rx.recv()).await {
-                    Ok(Some(m)) => batch.push(m),
-                    Ok(None) => {
+                match rx.recv_timeout(CURSOR_EVERY) {
+                    Ok(m) => batch.push(m),
+                    Err(RecvTimeoutError::Disconnected) => {
                         // Appender gone: final cursor and stop (the syncer finishes its last sync).
-                        if let Err(e) = tokio::task::block_in_place(|| self.housekeeping(true)) {
+                        if let Err(e) = self.housekeeping(true) {
                             tracing::warn!(error = %e, "spool: cannot write the final cursor");
                         }
                         syncer.stop();
                         return;
                     }
-                    Err(_) => {}
+                    Err(RecvTimeoutError::Timeout) => {}
                 }
                 while batch.len() < 65536 {
                     match rx.try_recv() {
@@ -202,23 +217,24 @@ impl Writer {
                     }
                 }
             }
-            let result = tokio::task::block_in_place(|| -> io::Result<()> {
-                let r = if batch.is_empty() {
-                    Ok(())
-                } else {
-                    self.write_batch(&batch)
-                };
-                // What got written is published even when the rest failed.
-                if self.last_written > self.published {
-                    self.published = self.last_written;
-                    let _ = written.send(self.last_written);
-                    self.shared.wrote.notify_waiters();
-                    // Everything before the active segment was synced when it was closed (`roll`).
-                    syncer.request(self.active.try_clone()?, self.last_written);
-                }
-                r
-            });
-            match tokio::task::block_in_place(|| self.housekeeping(false)) {
+            let result = if batch.is_empty() {
+                Ok(())
+            } else {
+                self.write_batch(&batch)
+            };
+            // What got written goes to the tail before it is published, so that the replayer woken
+            // by `written` finds it there.
+            let done = batch.partition_point(|(seq, _)| *seq <= self.last_written);
+            self.keep_in_tail(batch.drain(..done));
+            // What got written is published even when the rest failed.
+            if self.last_written > self.published {
+                self.published = self.last_written;
+                let _ = written.send(self.last_written);
+                self.shared.wrote.notify_waiters();
+                // Everything before the active segment was synced when it was closed (`roll`).
+                syncer.request(self.active.clone(), self.last_written);
+            }
+            match self.housekeeping(false) {
                 // Deleting acknowledged segments is what frees the disk: try again next round.
                 Err(e) if !housekeeping_failed => {
                     housekeeping_failed = true;
@@ -248,7 +264,7 @@ impl Writer {
                         && let Some((next, _)) = batch.first()
                     {
                         let next = *next;
-                        if let Err(e) = tokio::task::block_in_place(|| self.roll(next)) {
+                        if let Err(e) = self.roll(next) {
                             tracing::debug!(error = %e, "spool: cannot close the full segment yet");
                         }
                     }
@@ -256,7 +272,7 @@ impl Writer {
                     if self.shared.stats.set_write_error(Some(why.clone())) {
                         tracing::error!(error = %e, waiting = batch.len(), "spool write failed; the edge is not acknowledged until it succeeds");
                     }
-                    tokio::time::sleep(retry.next_delay()).await;
+                    std::thread::sleep(retry.next_delay());
                 }
             }
         }
@@ -267,8 +283,32 @@ impl Writer {
     fn undo_partial_write(&mut self) {
         self.buf.clear();
         let _ = self.active.set_len(self.active_len);
-        if let Err(e) = self.active.seek(SeekFrom::Start(self.active_len)) {
+        if let Err(e) = (&*self.active).seek(SeekFrom::Start(self.active_len)) {
             tracing::warn!(error = %e, "spool: cannot reposition the active segment");
+        }
+    }
+
+    /// Hands records just written (from the start of the last `write_batch`, in order) to the tail, as the
+    /// replayer would read them back.
+    fn keep_in_tail(&mut self, written: impl Iterator<Item = (u64, Incoming)>) {
+        let mut pos = self.batch_pos;
+        let mut tail = self.shared.tail();
+        for (seq, m) in written {
+            pos += segment::frame_len(&m) as u64;
+            if m.topic.len() > usize::from(u16::MAX) {
+                // Written truncated (never expected: the bridge refuses it first); read it back instead.
+                tail.clear();
+                continue;
+            }
+            tail.push(Record {
+                seq,
+                ts_ms: self.batch_ts,
+                edge_id: m.edge_id,
+                rule: m.rule,
+                topic: m.topic,
+                payload: m.payload,
+                end_pos: pos,
+            });
         }
     }
 
@@ -276,6 +316,8 @@ impl Writer {
         let mut last = 0;
         self.buf.clear();
         let now = segment::now_ms();
+        self.batch_pos = self.pos;
+        self.batch_ts = now;
         let drop_oldest = self.shared.overflow == Overflow::DropOldest;
         for (seq, m) in batch {
             if drop_oldest {
@@ -305,7 +347,7 @@ impl Writer {
         if self.buf.is_empty() {
             return Ok(());
         }
-        self.active.write_all(&self.buf)?;
+        (&*self.active).write_all(&self.buf)?;
         let n = self.buf.len() as u64;
         self.buf.clear();
         // One huge record must not keep its buffer for good.
@@ -329,7 +371,7 @@ impl Writer {
 
     fn roll(&mut self, first_seq: u64) -> io::Result<()> {
         self.active.sync_data()?;
-        self.active = Self::new_segment(&self.shared, first_seq, self.pos)?;
+        self.active = Arc::new(Self::new_segment(&self.shared, first_seq, self.pos)?);
         self.active_first = first_seq;
         self.active_len = 0;
         Ok(())
