@@ -50,17 +50,19 @@ run: ## run the operator against the cluster in KUBECONFIG (text logs)
 demo: deps build ## a guided tour on a real control plane: an EventBroker, a BridgeLink through a cloud outage, a tally of what arrived
 	@bash hack/demo.sh
 
-# Release builds share one feature set too: `cargo bench --workspace --no-run` builds every bench and every
-# binary (edgewire-agent included) with the dev-dependencies' features unified, `--workspace --bench <name>` then
-# only runs, and the example is built with the same set (`-p` would resolve other features and compile every
-# dependency again). NATS setups run on nats-server from the module proxy (hack/nats/build.sh, the version users
-# run), not the distribution's package; Mosquitto is Debian's (what users install).
+# Release builds share one feature set too: `cargo bench --workspace --no-run` builds every bench (and the
+# binaries of the benches' own packages, edgewire-agent) with the dev-dependencies' features unified;
+# `--bins --example build-bench` adds edgewire-operator (the scale bench starts it) with the same set, because an
+# example needs the dev-dependencies too; `--workspace --bench <name>` then only runs (`-p`, or `--bins` alone,
+# would resolve other features and compile every dependency again). NATS setups run on nats-server from the
+# module proxy (hack/nats/build.sh, the version users run), not the distribution's package; Mosquitto is
+# Debian's (what users install).
 BENCH_TARGET_DIR = $(or $(CARGO_TARGET_DIR),target)
 BENCH_ENV = EDGEWIRE_TEST_BIN_NATS="$$(bash hack/nats/build.sh)/nats-server"
 
 bench: deps ## performance figures, each a ratio taken in this run (loopback only, bounded; NATS is nats-server 2.15 built by hack/nats)
 	$(CARGO) bench -q --workspace --no-run
-	$(CARGO) build --release -q --workspace --example build-bench
+	$(CARGO) build --release -q --workspace --bins --example build-bench
 	$(BENCH_TARGET_DIR)/release/examples/build-bench
 	$(BENCH_ENV) $(CARGO) bench -q --workspace --bench publisher
 	$(CARGO) bench -q --workspace --bench spool

@@ -808,6 +808,8 @@ fn mib(b: u64) -> f64 {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // Both rustls providers are compiled in (a workspace build): pick ring, as the operator does.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let p = Params::from_args()?;
     let bin = operator_binary(&p)?;
     println!(
