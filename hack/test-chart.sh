@@ -725,8 +725,8 @@ check "helm template (crds.install=false)" tmpl no-crds.yaml --set crds.install=
 check "helm template (replicaCount=1)" tmpl one-replica.yaml --set replicaCount=1
 check "helm template (serviceAccount.create=false, name given)" \
   tmpl no-sa.yaml --set serviceAccount.create=false --set serviceAccount.name=existing-sa
-check "helm template (watchNamespace, logLevel, leaseDuration)" \
-  tmpl watch.yaml --set watchNamespace=factory --set logLevel=debug --set leaderElection.leaseDuration=20 \
+check "helm template (watchNamespace, logLevel, leaseDuration, concurrentReconciles)" \
+  tmpl watch.yaml --set watchNamespace=factory --set logLevel=debug --set leaderElection.leaseDuration=20 --set concurrentReconciles=2 \
   --set logFormat=text --set image.agent.tag=9.9.9 --set image.agent.pullPolicy=Never
 check "helm template rejects serviceAccount.create=false without a name" fails_with "serviceAccount.name is required" \
   --set serviceAccount.create=false
@@ -761,14 +761,14 @@ check "operator runs non-root, read-only root filesystem, no privilege escalatio
 APP_VERSION="$(sed -n 's/^appVersion: *"\{0,1\}\([^"]*\)"\{0,1\}$/\1/p' "$CHART/Chart.yaml")"
 check "operator args (default values)" py args "$WORK/default.yaml" "$(printf '%s' '["run",
   "--agent-image=ghcr.io/edgewire/edgewire-agent:'"$APP_VERSION"'", "--agent-image-pull-policy=IfNotPresent",
-  "--http-addr=0.0.0.0:8080", "--lease-namespace=$(POD_NAMESPACE)", "--lease-duration-seconds=15", "--log-format=json"]')"
+  "--http-addr=0.0.0.0:8080", "--lease-namespace=$(POD_NAMESPACE)", "--lease-duration-seconds=15", "--concurrent-reconciles=8", "--log-format=json"]')"
 check "operator args (all options: --watch-namespace, custom agent image)" py args "$WORK/all.yaml" '["run",
   "--agent-image=registry.example.com/mirror/edgewire-agent:0.1.0-rc.1", "--agent-image-pull-policy=Always",
-  "--http-addr=0.0.0.0:8080", "--lease-namespace=$(POD_NAMESPACE)", "--lease-duration-seconds=30", "--log-format=json",
+  "--http-addr=0.0.0.0:8080", "--lease-namespace=$(POD_NAMESPACE)", "--lease-duration-seconds=30", "--concurrent-reconciles=8", "--log-format=json",
   "--watch-namespace=factory"]'
-check "operator args (watchNamespace, leaseDuration, logFormat set)" py args "$WORK/watch.yaml" '["run",
+check "operator args (watchNamespace, leaseDuration, concurrentReconciles, logFormat set)" py args "$WORK/watch.yaml" '["run",
   "--agent-image=ghcr.io/edgewire/edgewire-agent:9.9.9", "--agent-image-pull-policy=Never",
-  "--http-addr=0.0.0.0:8080", "--lease-namespace=$(POD_NAMESPACE)", "--lease-duration-seconds=20", "--log-format=text",
+  "--http-addr=0.0.0.0:8080", "--lease-namespace=$(POD_NAMESPACE)", "--lease-duration-seconds=20", "--concurrent-reconciles=2", "--log-format=text",
   "--watch-namespace=factory"]'
 check "agent image value reaches --agent-image (default: appVersion tag)" \
   py agent_image "$WORK/default.yaml" "ghcr.io/edgewire/edgewire-agent:$APP_VERSION" IfNotPresent

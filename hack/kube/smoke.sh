@@ -100,7 +100,7 @@ cert() {
 ca ca           # cluster CA: serving certs, client certs (--client-ca-file), KCM's CSR signer
 ca front-proxy-ca  # request-header (aggregation) CA: KCM and scheduler read it from the
                    # extension-apiserver-authentication ConfigMap and log errors every second without it
-SERVICE_CIDR=10.0.0.0/24  # virtual ClusterIPs: no kube-proxy, nothing routes or dials them
+SERVICE_CIDR=10.0.0.0/16  # virtual ClusterIPs: no kube-proxy, nothing routes or dials them
 cert apiserver "/CN=kube-apiserver" "extendedKeyUsage=serverAuth\nsubjectAltName=IP:127.0.0.1,IP:10.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
 cert admin "/O=system:masters/CN=admin" "extendedKeyUsage=clientAuth"
 cert kcm "/CN=system:kube-controller-manager" "extendedKeyUsage=clientAuth"

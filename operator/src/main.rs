@@ -1,7 +1,7 @@
 //! `edgewire-operator`: `run` the controllers, or `render` what they would apply.
 
 use clap::{Parser, Subcommand};
-use edgewire_operator::context::Settings;
+use edgewire_operator::context::{self, Settings};
 use edgewire_operator::{render, runtime};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -53,6 +53,9 @@ enum Command {
         /// Watch only these namespaces, comma-separated (`factory` or `factory,site-a`); all when empty.
         #[arg(long, env = "WATCH_NAMESPACE", value_delimiter = ',')]
         watch_namespace: Vec<String>,
+        /// Reconciles of one kind running at once; 0: unbounded.
+        #[arg(long, env = "EDGEWIRE_CONCURRENT_RECONCILES", default_value_t = context::CONCURRENT_RECONCILES)]
+        concurrent_reconciles: u16,
     },
     /// Print, as multi-document YAML, every object the operator would apply for the resources in FILE
     /// (Secrets they reference are taken from the same file). Needs no cluster.
@@ -103,14 +106,19 @@ async fn main() -> std::process::ExitCode {
             lease_duration_seconds,
             identity,
             watch_namespace,
+            concurrent_reconciles,
         } => {
             init_tracing(&cli.log_format);
             let identity = identity.filter(|s| !s.is_empty()).unwrap_or_else(|| {
                 std::env::var("HOSTNAME")
                     .unwrap_or_else(|_| format!("edgewire-operator-{}", std::process::id()))
             });
+            let settings = Settings {
+                concurrent_reconciles,
+                ..settings(agent_image, agent_image_pull_policy)
+            };
             runtime::run(runtime::RunConfig {
-                settings: settings(agent_image, agent_image_pull_policy),
+                settings,
                 http_addr,
                 lease_name,
                 lease_namespace,

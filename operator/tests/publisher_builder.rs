@@ -13,6 +13,7 @@ fn settings() -> Settings {
     Settings {
         agent: "ghcr.io/edgewire/edgewire-agent:test".into(),
         agent_pull_policy: None,
+        ..Settings::default()
     }
 }
 

@@ -57,8 +57,9 @@ pub const EXTERNAL_RELEASE: (&str, &str) = ("edgewire-e2e", "edgewire-e2e");
 pub const NODES: &[&str] = &["kwok-node-0", "kwok-node-1", "kwok-node-2"];
 /// The default StorageClass: hostPath volumes the controller-manager provisions.
 pub const STORAGE_CLASS: &str = "hostpath";
-/// Service ClusterIPs: virtual, nothing routes them (no kube-proxy).
-const SERVICE_CIDR: &str = "10.0.0.0/24";
+/// Service ClusterIPs: virtual, nothing routes them (no kube-proxy). A /16: the scale bench creates more than
+/// 2,000 Services (a /24 ran out at 254).
+const SERVICE_CIDR: &str = "10.0.0.0/16";
 /// Pod IPs kwok hands out: status only.
 const POD_CIDR: &str = "10.244.0.0/16";
 /// Lifetime of the tokens the harness requests.

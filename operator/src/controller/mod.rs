@@ -217,8 +217,10 @@ pub async fn run<K: Controlled>(
             std::future::pending::<()>().await
         }
     };
+    let limit = kube::runtime::controller::Config::default()
+        .concurrency(ctx.settings.concurrent_reconciles);
     let controller = K::owns(
-        Controller::for_stream(stream, reader.clone()),
+        Controller::for_stream(stream, reader.clone()).with_config(limit),
         &client,
         ns,
         owned(K::KIND_LABEL),

@@ -14,6 +14,7 @@ pub fn ctx(client: kube::Client) -> Arc<Context> {
     let settings = Settings {
         agent: "ghcr.io/edgewire/edgewire-agent:test".into(),
         agent_pull_policy: None,
+        ..Settings::default()
     };
     Arc::new(
         Context::new(
