@@ -86,6 +86,12 @@ impl IntoResponse for Problem {
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
         }
+        if status == StatusCode::PAYLOAD_TOO_LARGE {
+            // The body may be left unread (refused past the limit), and then the server closes the
+            // connection after answering: a client told so does not send its next request on it.
+            resp.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         resp
     }
 }
