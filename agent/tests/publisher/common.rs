@@ -286,3 +286,20 @@ pub fn signal(pid: u32, sig: &str) {
         .is_ok_and(|s| s.success());
     assert!(ok, "kill -{sig} {pid}");
 }
+
+/// A publisher on a fresh nats-server (core NATS), ready: the broker process and the ingress.
+pub async fn nats_ingress() -> (edgewire_e2e::brokers::BrokerProcess, Ingress) {
+    let nats =
+        edgewire_e2e::brokers::BrokerProcess::start_default(edgewire_e2e::brokers::Kind::Nats)
+            .expect("nats-server");
+    let url = nats.url();
+    let ingress = serve(env_config(&[
+        ("EVENT_BROKER_ENABLED", "true"),
+        ("EVENT_BROKER_ADAPTER", "nats"),
+        ("EVENT_BROKER_NATS_URLS", &url),
+        ("CORE_NAME", CORE),
+    ]))
+    .await;
+    ingress.wait_ready().await;
+    (nats, ingress)
+}

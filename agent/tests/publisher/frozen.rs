@@ -252,16 +252,8 @@ async fn mqtt_frozen_broker_503_then_accepts_and_delivers_every_acknowledged_eve
 /// delivery is checked for the events accepted after a fresh subscription, not for the ones before.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn core_nats_frozen_server_no_202_then_accepts_and_delivers() {
-    let nats = BrokerProcess::start_default(Kind::Nats).expect("nats-server");
+    let (nats, ingress) = nats_ingress().await;
     let url = nats.url();
-    let ingress = serve(env_config(&[
-        ("EVENT_BROKER_ENABLED", "true"),
-        ("EVENT_BROKER_ADAPTER", "nats"),
-        ("EVENT_BROKER_NATS_URLS", &url),
-        ("CORE_NAME", CORE),
-    ]))
-    .await;
-    ingress.wait_ready().await;
     accepted(&ingress, "before", 5).await;
     let frozen = Frozen::freeze(&nats);
     let answers = while_frozen(&ingress).await;

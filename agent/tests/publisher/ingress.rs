@@ -1,24 +1,9 @@
 //! The ingress's own answers: problem bodies for invalid input, batch semantics, disabled mode,
 //! /healthz, /metrics, /asyncapi. Runs against a real NATS so valid events really publish.
 
-use edgewire_e2e::brokers::{BrokerProcess, Kind};
 use serde_json::{Value, json};
 
 use crate::common::*;
-
-async fn nats_ingress() -> (BrokerProcess, Ingress) {
-    let nats = BrokerProcess::start_default(Kind::Nats).expect("nats-server");
-    let url = nats.url();
-    let ingress = serve(env_config(&[
-        ("EVENT_BROKER_ENABLED", "true"),
-        ("EVENT_BROKER_ADAPTER", "nats"),
-        ("EVENT_BROKER_NATS_URLS", &url),
-        ("CORE_NAME", CORE),
-    ]))
-    .await;
-    ingress.wait_ready().await;
-    (nats, ingress)
-}
 
 async fn problem(r: reqwest::Response) -> (u16, Value) {
     let status = r.status().as_u16();
