@@ -4,7 +4,8 @@
 # Each part mutates one area and runs the tests that own it:
 #   api       the api crate (types, validation rules, topic patterns, conditions), its own tests
 #   agent     agent/src/event.rs (CloudEvents decoding), the spool's record and cursor framing
-#             (agent/src/bridge/spool/segment.rs, cursor.rs; the CRC is the crc32fast crate's) and the
+#             (segment.rs's framing and naming functions, cursor.rs; the CRC is the crc32fast crate's;
+#             segment.rs's corruption recovery `SegReader::resync` and its read loops are left out) and the
 #             Kafka subscription's pattern translation (kafka.rs `subscription`, `check_topic_name`; the
 #             other protocols' translation is in api/src/v1alpha1/pattern.rs), the agent's unit tests
 #   operator  the three controllers' `validate` modules, the operator's unit and controller tests
@@ -12,17 +13,20 @@
 # MUTANTS_PARTS picks parts (default: all three); MUTANTS_ARGS adds cargo-mutants arguments to each part,
 # e.g. `MUTANTS_ARGS="-f api/src/v1alpha1/pattern.rs"` or `-F <regex on the mutant name>` to re-run a few. A mutant's tests time out at 5x the unmutated run,
 # at least MUTANTS_MIN_TIMEOUT s (60): a mutant that loops forever counts as caught, after that wait.
-# The mutated copies build in their own target dir (MUTANTS_TARGET_DIR, default target/mutants/build):
-# cargo names a workspace crate's artifacts by its path relative to the workspace, so a copy sharing a
-# target dir with the source tree (a global CARGO_TARGET_DIR) can run the other tree's build.
+# Mutants are applied in place in a detached git worktree of HEAD (target/mutants/tree; commit first), built
+# incrementally (CARGO_INCREMENTAL=1: a mutant recompiles only what changed) in their own target dir
+# (MUTANTS_TARGET_DIR, default target/mutants/build): cargo names a workspace crate's artifacts by its path
+# relative to the workspace, so a tree sharing a target dir with the source tree (a global CARGO_TARGET_DIR)
+# overwrites the other tree's workspace artifacts. Pointing MUTANTS_TARGET_DIR at a warm target dir of the
+# same toolchain skips the cold first build; delete its .fingerprint/edgewire-* afterwards.
 # Reports: target/mutants/<part>/mutants.out/{caught,missed,timeout,unviable}.txt. Prints per part
 # and in total: caught, missed, timeouts, unviable and the score caught+timeout / (caught+timeout+missed).
 # Exits 1 when a mutant survived or a part could not run.
 #
-# Cost (measured on the shared 2-core machine, issue 18): 329 api, 318 agent and 227 operator mutants. The
-# first build of a part is cold (`-p` features differ from the workspace build: the agent and the operator
-# rebuild the AWS and Google SDKs, 40+ min); then an api mutant takes 12-70 s, an agent or operator mutant
-# minutes. Run one part at a time. Stopping cargo-mutants does not stop the cargo it started (its own process
+# Cost (2-core machine, issue 18): 329 api, 240 agent and 218 operator mutants. The first build of a part in
+# a cold target dir takes 40+ min (the AWS and Google SDKs); then a mutant takes 15-60 s (an incremental
+# rebuild of its crate, the link of its test binaries and the tests), longer for one that makes a test hang.
+# Run one part at a time. Stopping cargo-mutants does not stop the cargo it started (its own process
 # group): stop that too before starting another run in the same target dir, or the two runs clash.
 set -euo pipefail
 
@@ -32,7 +36,8 @@ VERSION="${MUTANTS_VERSION:-27.1.0}"
 MIN_TIMEOUT="${MUTANTS_MIN_TIMEOUT:-60}"
 PARTS="${MUTANTS_PARTS:-api agent operator}"
 OUT="$ROOT/target/mutants"
-export CARGO_TARGET_DIR="${MUTANTS_TARGET_DIR:-$OUT/build}"
+TREE="$OUT/tree"
+export CARGO_TARGET_DIR="${MUTANTS_TARGET_DIR:-$OUT/build}" CARGO_INCREMENTAL=1
 
 if ! "$TOOLS/cargo-mutants" mutants --version 2>/dev/null | grep -qx "cargo-mutants $VERSION"; then
   cargo install --locked --root "$TOOLS/.." cargo-mutants --version "$VERSION"
@@ -43,7 +48,8 @@ part_args() {
     api) echo "-p edgewire-api -e api/src/testing.rs -e api/src/bin/crdgen.rs" ;;
     agent) echo "-p edgewire-agent -f agent/src/event.rs -f agent/src/bridge/spool/segment.rs" \
       "-f agent/src/bridge/spool/cursor.rs -f agent/src/bridge/kafka.rs" \
-      "-F ^agent/src/(event|bridge/spool/segment|bridge/spool/cursor)\\.rs:" \
+      "-F ^agent/src/(event|bridge/spool/cursor)\\.rs:" \
+      "-F ^agent/src/bridge/spool/segment\\.rs:.*(replace|in)\\s(encode|decode|frame_len|tail_kind|u32_at|u64_at|scan|SegReader::next|parse_name|name)(\\s->|\$)" \
       "-F ^agent/src/bridge/kafka\\.rs:.*(replace|in)\\s(subscription|check_topic_name)(\\s->|\$)" \
       "--cargo-test-arg=--lib" ;;
     operator) echo "-p edgewire-operator -f operator/src/controller/*/validate.rs" \
@@ -53,6 +59,15 @@ part_args() {
     *) echo "mutants: unknown part $1 (api, agent, operator)" >&2; return 1 ;;
   esac
 }
+
+# The tree to mutate: HEAD, detached, reset before the run (an interrupted run can leave a mutant in it).
+if [ -d "$TREE" ]; then
+  git -C "$TREE" checkout -q --detach "$(git -C "$ROOT" rev-parse HEAD)"
+  git -C "$TREE" reset -q --hard
+else
+  git -C "$ROOT" worktree add -q --detach "$TREE" HEAD
+fi
+[ -e "$TREE/../shared" ] || [ ! -e "$ROOT/../shared" ] || ln -s "$ROOT/../shared" "$TREE/../shared" 2>/dev/null || true
 
 count() { if [ -s "$1" ]; then grep -c . "$1"; else echo 0; fi; }
 
@@ -64,7 +79,7 @@ for part in $PARTS; do
   mkdir -p "$OUT/$part"
   set +e
   # shellcheck disable=SC2086 # the globs are cargo-mutants' own, expanded by it
-  (cd "$ROOT" && set -f && "$TOOLS/cargo-mutants" mutants --jobs 1 --minimum-test-timeout "$MIN_TIMEOUT" --no-shuffle \
+  (cd "$TREE" && set -f && "$TOOLS/cargo-mutants" mutants --in-place --jobs 1 --minimum-test-timeout "$MIN_TIMEOUT" --no-shuffle \
     -o "$OUT/$part" $args)
   rc=$?
   set -e
