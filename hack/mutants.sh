@@ -79,7 +79,7 @@ for part in $PARTS; do
   mkdir -p "$OUT/$part"
   set +e
   # shellcheck disable=SC2086 # the globs are cargo-mutants' own, expanded by it
-  (cd "$TREE" && set -f && "$TOOLS/cargo-mutants" mutants --in-place --jobs 1 --minimum-test-timeout "$MIN_TIMEOUT" --no-shuffle \
+  (cd "$TREE" && set -f && "$TOOLS/cargo-mutants" mutants --in-place --minimum-test-timeout "$MIN_TIMEOUT" --no-shuffle \
     -o "$OUT/$part" $args)
   rc=$?
   set -e
