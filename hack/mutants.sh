@@ -51,11 +51,11 @@ part_args() {
       "-F ^agent/src/(event|bridge/spool/cursor)\\.rs:" \
       "-F ^agent/src/bridge/spool/segment\\.rs:.*(replace|in)\\s(encode|decode|frame_len|tail_kind|u32_at|u64_at|scan|SegReader::next|parse_name|name)(\\s->|\$)" \
       "-F ^agent/src/bridge/kafka\\.rs:.*(replace|in)\\s(subscription|check_topic_name)(\\s->|\$)" \
-      "--cargo-test-arg=--lib" ;;
+      "--cargo-arg=--lib" ;;
     operator) echo "-p edgewire-operator -f operator/src/controller/*/validate.rs" \
-      "-f operator/src/controller/*/validate/*.rs --cargo-test-arg=--lib" \
-      "--cargo-test-arg=--test=controller --cargo-test-arg=--test=mqtt_broker_controller" \
-      "--cargo-test-arg=--test=bridge_link_controller" ;;
+      "-f operator/src/controller/*/validate/*.rs --cargo-arg=--lib" \
+      "--cargo-arg=--test=controller --cargo-arg=--test=mqtt_broker_controller" \
+      "--cargo-arg=--test=bridge_link_controller" ;;
     *) echo "mutants: unknown part $1 (api, agent, operator)" >&2; return 1 ;;
   esac
 }
