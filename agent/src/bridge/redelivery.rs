@@ -21,7 +21,7 @@
 //! spool order (a redelivery matching an older record than the previous match is spooled again: a
 //! possible duplicate, never a loss). A first delivery (DUP clear) ends the run.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 
 use super::spool::EdgeRecord;
 
@@ -35,8 +35,11 @@ pub struct Window {
     cap: usize,
     /// (packet id, sequence number), oldest first.
     order: VecDeque<(u16, u64)>,
-    /// The newest record under each packet id: (hash, sequence number).
-    latest: HashMap<u16, (u32, u64)>,
+    /// The newest record under each packet id, indexed by the id: (hash, sequence number); sequence
+    /// number 0 (the spool's first is 1): none. A table, not a map: `remember` runs for every edge
+    /// message, and hashing the key was the bridge's costliest function of its own (docs/bridge-profile.md).
+    /// Zeroed pages are not resident until an id is used.
+    latest: Vec<(u32, u64)>,
     /// The record the previous redelivery of this run matched (0: none).
     last_match: u64,
 }
@@ -47,7 +50,7 @@ impl Window {
         let mut w = Window {
             cap,
             order: VecDeque::with_capacity(cap.min(seed.len()) + 1),
-            latest: HashMap::new(),
+            latest: vec![(0, 0); 1 << 16],
             last_match: 0,
         };
         for r in seed {
@@ -59,13 +62,14 @@ impl Window {
     /// Record `seq` was spooled for the edge message with packet id `edge_id` and hash `hash`.
     pub fn remember(&mut self, edge_id: u16, hash: u32, seq: u64) {
         self.order.push_back((edge_id, seq));
-        self.latest.insert(edge_id, (hash, seq));
+        self.latest[usize::from(edge_id)] = (hash, seq);
         while self.order.len() > self.cap {
             let Some((id, old)) = self.order.pop_front() else {
                 break;
             };
-            if self.latest.get(&id).is_some_and(|(_, s)| *s == old) {
-                self.latest.remove(&id);
+            let slot = &mut self.latest[usize::from(id)];
+            if slot.1 == old {
+                *slot = (0, 0);
             }
         }
     }
@@ -78,8 +82,8 @@ impl Window {
     /// A redelivery (DUP set) of packet id `edge_id` with hash `hash`: the sequence number of the record
     /// that already holds it, if one does.
     pub fn redelivered(&mut self, edge_id: u16, hash: u32) -> Option<u64> {
-        let (h, seq) = *self.latest.get(&edge_id)?;
-        if h != hash || seq <= self.last_match {
+        let (h, seq) = self.latest[usize::from(edge_id)];
+        if seq == 0 || h != hash || seq <= self.last_match {
             return None;
         }
         self.last_match = seq;
@@ -107,8 +111,9 @@ mod tests {
         assert_eq!(w.redelivered(10, 0xa), None);
         w.first_delivery();
         assert_eq!(w.redelivered(10, 0xa), Some(1));
-        // An unknown packet id.
+        // An unknown packet id, also with the hash an unused slot holds.
         assert_eq!(w.redelivered(99, 0xa), None);
+        assert_eq!(w.redelivered(98, 0), None);
     }
 
     #[test]
