@@ -13,7 +13,7 @@
 # MUTANTS_PARTS picks parts (default: all three); MUTANTS_ARGS adds cargo-mutants arguments to each part,
 # e.g. `MUTANTS_ARGS="-f api/src/v1alpha1/pattern.rs"` or `-F <regex on the mutant name>` to re-run a few. A mutant's tests time out at 5x the unmutated run,
 # at least MUTANTS_MIN_TIMEOUT s (60): a mutant that loops forever counts as caught, after that wait.
-# Mutants are applied in place in a detached git worktree of HEAD (target/mutants/tree; commit first), built
+# Mutants are applied in place in a detached git worktree of HEAD per part (target/mutants/<part>/tree; commit first), built
 # incrementally (CARGO_INCREMENTAL=1: a mutant recompiles only what changed) in their own target dir
 # (MUTANTS_TARGET_DIR, default target/mutants/build): cargo names a workspace crate's artifacts by its path
 # relative to the workspace, so a tree sharing a target dir with the source tree (a global CARGO_TARGET_DIR)
@@ -36,8 +36,18 @@ VERSION="${MUTANTS_VERSION:-27.1.0}"
 MIN_TIMEOUT="${MUTANTS_MIN_TIMEOUT:-60}"
 PARTS="${MUTANTS_PARTS:-api agent operator}"
 OUT="$ROOT/target/mutants"
-TREE="$OUT/tree"
 export CARGO_TARGET_DIR="${MUTANTS_TARGET_DIR:-$OUT/build}" CARGO_INCREMENTAL=1
+
+# Link with mold where it is installed (Debian: `mold`): a mutant relinks a test binary of several hundred
+# MB of debug info, which GNU ld spends most of a mutant's build on. rustc calls `cc` from PATH; a `cc`
+# that adds -fuse-ld=mold changes nothing cargo fingerprints, so a warm target dir stays warm.
+if command -v mold >/dev/null && [ "${MUTANTS_MOLD:-1}" = 1 ]; then
+  real_cc="$(command -v cc)"
+  mkdir -p "$OUT/ld"
+  printf '#!/bin/sh\nexec %s -fuse-ld=mold "$@"\n' "$real_cc" > "$OUT/ld/cc"
+  chmod +x "$OUT/ld/cc"
+  export PATH="$OUT/ld:$PATH"
+fi
 
 if ! "$TOOLS/cargo-mutants" mutants --version 2>/dev/null | grep -qx "cargo-mutants $VERSION"; then
   cargo install --locked --root "$TOOLS/.." cargo-mutants --version "$VERSION"
@@ -60,14 +70,20 @@ part_args() {
   esac
 }
 
-# The tree to mutate: HEAD, detached, reset before the run (an interrupted run can leave a mutant in it).
-if [ -d "$TREE" ]; then
-  git -C "$TREE" checkout -q --detach "$(git -C "$ROOT" rev-parse HEAD)"
-  git -C "$TREE" reset -q --hard
-else
-  git -C "$ROOT" worktree add -q --detach "$TREE" HEAD
-fi
-[ -e "$TREE/../shared" ] || [ ! -e "$ROOT/../shared" ] || ln -s "$ROOT/../shared" "$TREE/../shared" 2>/dev/null || true
+# The tree a part mutates: HEAD, detached, reset before the run (an interrupted run can leave a mutant in
+# it). One per part, so that two parts can run at once in two target dirs.
+tree_of() {
+  local tree="$OUT/$1/tree"
+  mkdir -p "$OUT/$1"
+  if [ -d "$tree" ]; then
+    git -C "$tree" checkout -q --detach "$(git -C "$ROOT" rev-parse HEAD)"
+    git -C "$tree" reset -q --hard
+  else
+    git -C "$ROOT" worktree add -q --detach "$tree" HEAD
+  fi
+  [ -e "$OUT/$1/shared" ] || [ ! -e "$ROOT/../shared" ] || ln -s "$ROOT/../shared" "$OUT/$1/shared"
+  echo "$tree"
+}
 
 count() { if [ -s "$1" ]; then grep -c . "$1"; else echo 0; fi; }
 
@@ -76,10 +92,10 @@ total_caught=0 total_missed=0 total_timeout=0 total_unviable=0
 for part in $PARTS; do
   args="$(part_args "$part") ${MUTANTS_ARGS:-}"
   echo "=== mutants: $part ($args)"
-  mkdir -p "$OUT/$part"
+  tree="$(tree_of "$part")"
   set +e
   # shellcheck disable=SC2086 # the globs are cargo-mutants' own, expanded by it
-  (cd "$TREE" && set -f && "$TOOLS/cargo-mutants" mutants --in-place --minimum-test-timeout "$MIN_TIMEOUT" --no-shuffle \
+  (cd "$tree" && set -f && "$TOOLS/cargo-mutants" mutants --in-place --minimum-test-timeout "$MIN_TIMEOUT" --no-shuffle \
     -o "$OUT/$part" $args)
   rc=$?
   set -e
