@@ -11,7 +11,8 @@
 #   operator  the three controllers' `validate` modules, the operator's unit and controller tests
 #
 # MUTANTS_PARTS picks parts (default: all three); MUTANTS_ARGS adds cargo-mutants arguments to each part,
-# e.g. `MUTANTS_ARGS="-f api/src/v1alpha1/pattern.rs"` or `-F <regex on the mutant name>` to re-run a few. A mutant's tests time out at 5x the unmutated run,
+# e.g. `MUTANTS_ARGS="-f api/src/v1alpha1/pattern.rs"` or `-F <regex on the mutant name>` to re-run a few, or
+# `--iterate` to go on from an interrupted run (skipping what it caught). A mutant's tests time out at 5x the unmutated run,
 # at least MUTANTS_MIN_TIMEOUT s (60): a mutant that loops forever counts as caught, after that wait.
 # Mutants are applied in place in a detached git worktree of HEAD per part (target/mutants/<part>/tree; commit first), built
 # incrementally (CARGO_INCREMENTAL=1: a mutant recompiles only what changed) in their own target dir
@@ -53,6 +54,7 @@ if ! "$TOOLS/cargo-mutants" mutants --version 2>/dev/null | grep -qx "cargo-muta
   cargo install --locked --root "$TOOLS/.." cargo-mutants --version "$VERSION"
 fi
 
+# What a part mutates.
 part_args() {
   case "$1" in
     api) echo "-p edgewire-api -e api/src/testing.rs -e api/src/bin/crdgen.rs" ;;
@@ -60,13 +62,26 @@ part_args() {
       "-f agent/src/bridge/spool/cursor.rs -f agent/src/bridge/kafka.rs" \
       "-F ^agent/src/(event|bridge/spool/cursor)\\.rs:" \
       "-F ^agent/src/bridge/spool/segment\\.rs:.*(replace|in)\\s(encode|decode|frame_len|tail_kind|u32_at|u64_at|scan|SegReader::next|parse_name|name)(\\s->|\$)" \
-      "-F ^agent/src/bridge/kafka\\.rs:.*(replace|in)\\s(subscription|check_topic_name)(\\s->|\$)" \
-      "--cargo-arg=--lib" ;;
+      "-F ^agent/src/bridge/kafka\\.rs:.*(replace|in)\\s(subscription|check_topic_name)(\\s->|\$)" ;;
     operator) echo "-p edgewire-operator -f operator/src/controller/*/validate.rs" \
-      "-f operator/src/controller/*/validate/*.rs --cargo-arg=--lib" \
-      "--cargo-arg=--test=controller --cargo-arg=--test=mqtt_broker_controller" \
-      "--cargo-arg=--test=bridge_link_controller" ;;
+      "-f operator/src/controller/*/validate/*.rs" ;;
     *) echo "mutants: unknown part $1 (api, agent, operator)" >&2; return 1 ;;
+  esac
+}
+
+# The tests a part runs (they are also all that is built: --cargo-arg), in passes: a pass after the first
+# runs only the mutants the passes before it missed (--iterate), with more tests. The operator's unit tests
+# (the validate modules' own) build and link in a third of the time of its controller tests, which a mutant
+# they miss then meets.
+part_passes() {
+  case "$1" in
+    api) echo "" ;;
+    agent) echo "--cargo-arg=--lib" ;;
+    operator)
+      echo "--cargo-arg=--lib"
+      echo "--cargo-arg=--lib --cargo-arg=--test=controller --cargo-arg=--test=mqtt_broker_controller" \
+        "--cargo-arg=--test=bridge_link_controller"
+      ;;
   esac
 }
 
@@ -90,23 +105,33 @@ count() { if [ -s "$1" ]; then grep -c . "$1"; else echo 0; fi; }
 status=0
 total_caught=0 total_missed=0 total_timeout=0 total_unviable=0
 for part in $PARTS; do
-  args="$(part_args "$part") ${MUTANTS_ARGS:-}"
-  echo "=== mutants: $part ($args)"
   tree="$(tree_of "$part")"
-  set +e
-  # shellcheck disable=SC2086 # the globs are cargo-mutants' own, expanded by it
-  (cd "$tree" && set -f && "$TOOLS/cargo-mutants" mutants --in-place --minimum-test-timeout "$MIN_TIMEOUT" --no-shuffle \
-    -o "$OUT/$part" $args)
-  rc=$?
-  set -e
-  # 0: all caught; 2: some missed; 3: some timed out. Anything else: the part did not run properly.
-  case "$rc" in
-    0 | 2 | 3) ;;
-    *) echo "mutants: $part: cargo-mutants exited $rc"; status=1 ;;
-  esac
   dir="$OUT/$part/mutants.out"
-  caught=$(count "$dir/caught.txt") missed=$(count "$dir/missed.txt")
-  timeout=$(count "$dir/timeout.txt") unviable=$(count "$dir/unviable.txt")
+  pass=0
+  while IFS= read -r tests; do
+    pass=$((pass + 1))
+    iterate=""
+    if [ "$pass" -gt 1 ]; then
+      [ "$(count "$dir/missed.txt")" -gt 0 ] || break
+      case " ${MUTANTS_ARGS:-} " in *" --iterate "*) ;; *) iterate="--iterate" ;; esac
+    fi
+    args="$(part_args "$part") $tests $iterate ${MUTANTS_ARGS:-}"
+    echo "=== mutants: $part, pass $pass ($args)"
+    set +e
+    # shellcheck disable=SC2086 # the globs are cargo-mutants' own, expanded by it
+    (cd "$tree" && set -f && "$TOOLS/cargo-mutants" mutants --in-place --minimum-test-timeout "$MIN_TIMEOUT" \
+      --no-shuffle -o "$OUT/$part" $args)
+    rc=$?
+    set -e
+    # 0: all caught; 2: some missed; 3: some timed out. Anything else: the part did not run properly.
+    case "$rc" in
+      0 | 2 | 3) ;;
+      *) echo "mutants: $part: cargo-mutants exited $rc"; status=1; break ;;
+    esac
+  done < <(part_passes "$part")
+  # With --iterate, what earlier runs caught (or found unviable) is in previously_caught.txt.
+  caught=$(($(count "$dir/caught.txt") + $(count "$dir/previously_caught.txt")))
+  missed=$(count "$dir/missed.txt") timeout=$(count "$dir/timeout.txt") unviable=$(count "$dir/unviable.txt")
   total_caught=$((total_caught + caught)) total_missed=$((total_missed + missed))
   total_timeout=$((total_timeout + timeout)) total_unviable=$((total_unviable + unviable))
   echo "mutants: $part: caught $caught, missed $missed, timeouts $timeout, unviable $unviable"
