@@ -894,6 +894,54 @@ mod tests {
         }
     }
 
+    /// Each term of the bound where it is the one that matters: the data's (base64 of 10,000 bytes, 4/3 of
+    /// them, over any slack the attributes leave), an attribute value that escapes 6x, and attributes with
+    /// empty values (each still costs its name, quotes and separators).
+    #[test]
+    fn each_term_of_the_bound_holds_where_it_dominates() {
+        let mut h = binary_headers();
+        h.insert(
+            "content-type",
+            HeaderValue::from_static("application/octet-stream"),
+        );
+        let big = parse_binary(&h, &[0xffu8; 10_000]).unwrap();
+        let escaped = {
+            let mut e = parse_binary(&binary_headers(), b"").unwrap();
+            stamp_corename(&mut e, &"\u{1}".repeat(1_000));
+            e
+        };
+        let mut empty_values =
+            String::from(r#"{"specversion":"1.0","id":"1","source":"/","type":"t""#);
+        for i in 0..40 {
+            empty_values.push_str(&format!(r#","extension{i:011}":"""#));
+        }
+        empty_values.push('}');
+        let empty_values = parse_structured(empty_values.as_bytes()).unwrap();
+        for e in [&big, &escaped, &empty_values] {
+            let json = structured_json(e);
+            let bound = structured_json_len_at_most(e).unwrap();
+            assert!(json.len() <= bound, "{} > {bound}", json.len());
+        }
+    }
+
+    /// The bound is cheap only if it is close enough to take the cheap path: for an event without data it
+    /// stays within 7x the JSON (each attribute at most 6x its value plus its name and separators).
+    #[test]
+    fn the_bound_of_an_event_without_data_is_within_seven_times_its_json() {
+        let mut h = binary_headers();
+        h.insert("ce-subject", HeaderValue::from_static("a/b/c"));
+        let e = parse_binary(&h, b"").unwrap();
+        let (json, bound) = (
+            structured_json(&e),
+            structured_json_len_at_most(&e).unwrap(),
+        );
+        assert!(
+            json.len() <= bound && bound <= 7 * json.len(),
+            "{} vs {bound}",
+            json.len()
+        );
+    }
+
     #[test]
     fn a_number_that_grows_stays_within_the_bound() {
         // Short number tokens that re-serialize longer: `1e15` is written out in full.
