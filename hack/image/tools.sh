@@ -6,12 +6,14 @@
 # version and the module's go.mod, go.sum and Go sources: a second run with nothing changed only hashes a few
 # files (well under a second); a changed go.sum builds a new set beside the old one. Versions are those the
 # committed go.mod/go.sum pin (-mod=readonly: nothing is resolved anew), built with the local Go
-# (GOTOOLCHAIN=local), without cgo. Works from an empty GOMODCACHE/GOCACHE (a new CI machine).
+# (GOTOOLCHAIN=local), without cgo. Works from an empty GOMODCACHE/GOCACHE (a new CI machine). How it is built,
+# locked and installed: hack/lib/go-tool.sh.
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# shellcheck source=../lib/go-tool.sh
+. "$HERE/../lib/go-tool.sh"
 CACHE="${EDGEWIRE_IMAGE_TOOLS:-$HOME/.cache/edgewire/image-tools}"
-export GOTOOLCHAIN=local GOFLAGS="-mod=readonly -trimpath -buildvcs=false" CGO_ENABLED=0
 
 set_="${1:-base}"
 case "$set_" in
@@ -20,34 +22,15 @@ case "$set_" in
   *) echo "usage: $0 [base|sbom]" >&2; exit 2 ;;
 esac
 
-command -v go >/dev/null || { echo "image-tools: go not found (Go $(sed -n 's/^go //p' "$MOD/go.mod") or newer is needed)" >&2; exit 1; }
-GO_VERSION="$(go env GOVERSION)"
-key="$( { echo "$GO_VERSION $(go env GOOS)/$(go env GOARCH)"; cat "$MOD/go.mod" "$MOD/go.sum"; cat "$MOD"/*.go 2>/dev/null || true; } \
-  | sha256sum | cut -c1-16)"
-DEST="$CACHE/$set_-$key"
-if [ -f "$DEST/.complete" ]; then
-  echo "$DEST"
-  exit 0
+go_tool_init image-tools "$MOD"
+shopt -s nullglob
+go_tool_begin "$CACHE/$set_-$(go_tool_key "$MOD"/*.go)"
+log "building the $set_ tools with $GO_VERSION into $GO_TOOL_DEST"
+run "download modules" go mod download
+if [ "$set_" = base ]; then
+  run "build edgewire-image" go build -o "$TMP/edgewire-image" .
 fi
-
-mkdir -p "$CACHE"
-TMP="$(mktemp -d "$CACHE/.build-$set_-XXXXXX")"
-trap 'rm -rf "$TMP"' EXIT
-start=$SECONDS
-echo "image-tools: building the $set_ tools with $GO_VERSION into $DEST" >&2
-(
-  cd "$MOD"
-  if [ "$set_" = base ]; then
-    go build -o "$TMP/edgewire-image" .
-  fi
-  # `tool` directives in go.mod: crane and umoci (base), syft (sbom), at the versions go.sum pins.
-  go build -o "$TMP/" tool
-) >&2
-(cd "$TMP" && go version -m ./* | grep -E '^\S|^\s+mod\s' >VERSIONS)
-chmod 0755 "$TMP"
-touch "$TMP/.complete"
-rm -rf "$DEST"
-mv "$TMP" "$DEST"
-trap - EXIT
-echo "image-tools: $set_ tools built in $((SECONDS - start)) s" >&2
-echo "$DEST"
+# `tool` directives in go.mod: crane and umoci (base), syft (sbom), at the versions go.sum pins.
+run "build tools" go build -o "$TMP/" tool
+run versions bash -c "cd '$TMP' && go version -m \$(find . -maxdepth 1 -type f -perm -u+x) | grep -E '^\\S|^\\s+mod\\s' >VERSIONS"
+go_tool_finish

@@ -338,6 +338,12 @@ mod tests {
         assert_eq!(check_spec(&spec), Ok(()));
         spec.spool.max_bytes = "900Mi".into();
         assert!(check_spec(&spec).is_err());
+        // Exactly filling the volume is room enough.
+        spec.spool.max_bytes = "880Mi".into();
+        spec.spool.size = "1012Mi".into();
+        assert_eq!(check_spec(&spec), Ok(()));
+        spec.spool.size = format!("{}", 1012 * 1024 * 1024 - 1);
+        assert!(check_spec(&spec).is_err());
     }
 
     /// Each rule `check_spec` repeats from the schema, refused naming its field; the value just inside each
