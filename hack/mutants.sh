@@ -71,8 +71,9 @@ part_args() {
 
 # The tests a part runs (they are also all that is built: --cargo-arg), in passes: a pass after the first
 # runs only the mutants the passes before it missed (--iterate), with more tests. The operator's unit tests
-# (the validate modules' own) build and link in a third of the time of its controller tests, which a mutant
-# they miss then meets.
+# (the validate modules' own) build and link in a third of the time of its controller tests and `render`
+# (the real binary on every sample: the path that accepts a Secret an operator has yet to generate), which a
+# mutant they miss then meets.
 part_passes() {
   case "$1" in
     api) echo "" ;;
@@ -80,7 +81,7 @@ part_passes() {
     operator)
       echo "--cargo-arg=--lib"
       echo "--cargo-arg=--lib --cargo-arg=--test=controller --cargo-arg=--test=mqtt_broker_controller" \
-        "--cargo-arg=--test=bridge_link_controller"
+        "--cargo-arg=--test=bridge_link_controller --cargo-arg=--test=render_samples"
       ;;
   esac
 }

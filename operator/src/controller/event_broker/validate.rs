@@ -558,6 +558,16 @@ mod tests {
         }
     }
 
+    /// Zero publisher replicas is a publisher scaled down, not an error; below zero is.
+    #[test]
+    fn publisher_replicas_may_be_zero_but_not_negative() {
+        let mut eb = EventBroker::test("e").adapter_nats();
+        eb.spec.publisher.replicas = 0;
+        assert_eq!(check_spec(&eb), Ok(()));
+        eb.spec.publisher.replicas = -1;
+        assert_eq!(field_of(&eb), "spec.publisher.replicas");
+    }
+
     #[test]
     fn each_rule_names_its_field() {
         let mut no_urls = EventBroker::test("e").adapter_nats();
