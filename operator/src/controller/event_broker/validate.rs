@@ -558,6 +558,129 @@ mod tests {
         }
     }
 
+    /// Each adapter's rules, refused naming their field, and the spec just inside each rule passing: a rule
+    /// that refused too much would fail the passing half.
+    #[test]
+    fn each_adapter_rule_refuses_naming_its_field_and_passes_just_inside_it() {
+        use serde_json::{Value, json};
+        let check = |spec: Value| {
+            let mut eb = EventBroker::test("e");
+            eb.spec = serde_json::from_value(spec.clone()).unwrap();
+            match check_spec(&eb) {
+                Ok(()) => None,
+                Err(Invalid::Spec { field, .. }) => Some(field),
+                Err(other) => panic!("{spec}: {other:?}"),
+            }
+        };
+        let url = json!({"name": "u", "key": "url"});
+        let user = json!({"secretName": "u"});
+        let jwt = json!({"name": "j", "key": "jwt"});
+        let cases: Vec<(Value, Option<&str>)> = vec![
+            (json!({"adapter": "kafka"}), Some("spec.kafka.urls")),
+            (
+                json!({"adapter": "kafka", "kafka": {"urls": []}}),
+                Some("spec.kafka.urls"),
+            ),
+            (
+                json!({"adapter": "kafka", "kafka": {"urls": ["k:9092"]}}),
+                None,
+            ),
+            (
+                json!({"adapter": "kafka", "deployBroker": {"kind": "kafka"}}),
+                None,
+            ),
+            (json!({"adapter": "amqp091"}), Some("spec.amqp091.url")),
+            (json!({"adapter": "amqp091", "amqp091": {"url": url}}), None),
+            (
+                json!({"adapter": "amqp091", "deployBroker": {"kind": "rabbitmq"}}),
+                None,
+            ),
+            (
+                json!({"adapter": "amqp091", "amqp091": {"url": url}, "deployBroker": {"kind": "rabbitmq"}}),
+                Some("spec.amqp091.url"),
+            ),
+            (json!({"adapter": "redis"}), Some("spec.redis.url")),
+            (json!({"adapter": "redis", "redis": {"url": url}}), None),
+            (
+                json!({"adapter": "redis", "deployBroker": {"kind": "redis"}}),
+                None,
+            ),
+            (json!({"adapter": "mqtt"}), Some("spec.mqtt.url")),
+            (
+                json!({"adapter": "mqtt", "mqtt": {"url": ""}}),
+                Some("spec.mqtt.url"),
+            ),
+            (
+                json!({"adapter": "mqtt", "mqtt": {"url": "m:1883", "qos": 2}}),
+                None,
+            ),
+            (
+                json!({"adapter": "mqtt", "mqtt": {"url": "m:1883", "qos": 3}}),
+                Some("spec.mqtt.qos"),
+            ),
+            (
+                json!({"adapter": "mqtt", "mqtt": {"url": "m:1883", "auth": {}}}),
+                Some("spec.mqtt.auth"),
+            ),
+            (
+                json!({"adapter": "mqtt", "mqtt": {"url": "m:1883", "auth": {"jwt": jwt, "userPassword": user}}}),
+                Some("spec.mqtt.auth"),
+            ),
+            (
+                json!({"adapter": "mqtt", "mqtt": {"url": "m:1883", "auth": {"jwt": jwt}}}),
+                None,
+            ),
+            (
+                json!({"adapter": "mqtt", "mqtt": {"url": "m:1883", "auth": {"userPassword": user}}}),
+                None,
+            ),
+            (
+                json!({"adapter": "mqtt", "mqtt": {"auth": {"jwt": jwt}}, "deployBroker": {"kind": "mosquitto"}}),
+                Some("spec.mqtt.auth.jwt"),
+            ),
+            (
+                json!({"adapter": "mqtt", "mqtt": {"auth": {"userPassword": user}}, "deployBroker": {"kind": "mosquitto"}}),
+                None,
+            ),
+            (
+                json!({"adapter": "nats", "nats": {"urls": ["n:4222"], "tls": {"enabled": false, "clientCertSecretRef": user}}}),
+                Some("spec.nats.tls.clientCertSecretRef"),
+            ),
+            (
+                json!({"adapter": "nats", "nats": {"urls": ["n:4222"], "tls": {"enabled": true, "clientCertSecretRef": user}}}),
+                None,
+            ),
+            (
+                json!({"adapter": "nats", "nats": {"urls": ["n:4222"], "tls": {"enabled": false}}}),
+                None,
+            ),
+            (
+                json!({"adapter": "nats", "nats": {"urls": ["n:4222"], "tls": {"enabled": true}}}),
+                None,
+            ),
+            (
+                json!({"adapter": "nats", "nats": {"tls": {"enabled": true}}, "deployBroker": {"kind": "nats"}}),
+                Some("spec.nats.tls"),
+            ),
+            // TLS settings of another adapter's section are not the deployed broker's.
+            (
+                json!({"adapter": "nats", "kafka": {"tls": {"enabled": true}}, "deployBroker": {"kind": "nats"}}),
+                None,
+            ),
+            (
+                json!({"adapter": "nats", "deployBroker": {"kind": "nats", "replicas": 3}}),
+                None,
+            ),
+            (
+                json!({"adapter": "redis", "deployBroker": {"kind": "redis", "replicas": 3}}),
+                Some("spec.deployBroker.replicas"),
+            ),
+        ];
+        for (spec, want) in cases {
+            assert_eq!(check(spec.clone()).as_deref(), want, "{spec}");
+        }
+    }
+
     /// Zero publisher replicas is a publisher scaled down, not an error; below zero is.
     #[test]
     fn publisher_replicas_may_be_zero_but_not_negative() {
