@@ -792,6 +792,60 @@ mod tests {
         );
     }
 
+    /// A deployed broker is configured with the credentials the spec names: a user name of every allowed
+    /// character class for Kafka SASL, the token for NATS.
+    #[test]
+    fn deployed_brokers_take_the_credentials_the_spec_names() {
+        let secret = |pairs: &[(&str, &str)]| Secret {
+            data: Some(
+                pairs
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), ByteString(v.as_bytes().to_vec())))
+                    .collect(),
+            ),
+            ..Default::default()
+        };
+        let mut kafka = EventBroker::test("e")
+            .adapter(Adapter::Kafka)
+            .deploy(BrokerKind::Kafka);
+        kafka.spec.kafka.as_mut().unwrap().sasl = Some(edgewire_api::KafkaSasl {
+            mechanism: SaslMechanism::Plain,
+            secret_name: "k".into(),
+        });
+        let mut refs = Refs::default();
+        refs.secrets.insert(
+            "k".into(),
+            secret(&[("username", "svc.user_1-a@Corp9"), ("password", "p")]),
+        );
+        let plan = validate(&kafka, &refs, &Settings::default())
+            .unwrap()
+            .broker
+            .unwrap();
+        assert!(
+            matches!(&plan.auth, BrokerAuth::UserPassword { username, .. } if username == "svc.user_1-a@Corp9"),
+            "{:?}",
+            plan.auth
+        );
+        assert!(plan.generated.is_none());
+
+        let nats = EventBroker::test("n")
+            .adapter_nats()
+            .deploy(BrokerKind::Nats)
+            .with_token("t");
+        let mut refs = Refs::default();
+        refs.secrets
+            .insert("t".into(), secret(&[("token", "s3cret")]));
+        let plan = validate(&nats, &refs, &Settings::default())
+            .unwrap()
+            .broker
+            .unwrap();
+        assert!(
+            matches!(&plan.auth, BrokerAuth::Token(t) if t.expose_secret() == "s3cret"),
+            "{:?}",
+            plan.auth
+        );
+    }
+
     #[test]
     fn unusable_usernames_for_deployed_brokers_are_credentials_problems() {
         let mut eb = EventBroker::test("e")
