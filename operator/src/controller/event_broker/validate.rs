@@ -844,6 +844,48 @@ mod tests {
             "{:?}",
             plan.auth
         );
+
+        // NATS user/password and NKEY, MQTT user/password: each from its own section.
+        let seed = nkeys::KeyPair::new_user();
+        let refs = {
+            let mut refs = Refs::default();
+            refs.secrets.insert(
+                "up".into(),
+                secret(&[("username", "edge"), ("password", "p")]),
+            );
+            refs.secrets
+                .insert("nk".into(), secret(&[("seed", &seed.seed().unwrap())]));
+            refs
+        };
+        let plan_of = |spec: serde_json::Value| {
+            let mut eb = EventBroker::test("b");
+            eb.spec = serde_json::from_value(spec).unwrap();
+            validate(&eb, &refs, &Settings::default())
+                .unwrap()
+                .broker
+                .unwrap()
+                .auth
+        };
+        let user = serde_json::json!({"secretName": "up"});
+        for spec in [
+            serde_json::json!({"adapter": "nats", "nats": {"auth": {"userPassword": user}},
+                "deployBroker": {"kind": "nats"}}),
+            serde_json::json!({"adapter": "mqtt", "mqtt": {"auth": {"userPassword": user}},
+                "deployBroker": {"kind": "mosquitto"}}),
+        ] {
+            let auth = plan_of(spec.clone());
+            assert!(
+                matches!(&auth, BrokerAuth::UserPassword { username, .. } if username == "edge"),
+                "{spec}: {auth:?}"
+            );
+        }
+        let auth = plan_of(serde_json::json!({"adapter": "nats",
+            "nats": {"auth": {"nkey": {"seed": {"name": "nk", "key": "seed"}}}},
+            "deployBroker": {"kind": "nats"}}));
+        assert!(
+            matches!(&auth, BrokerAuth::Nkey { public_key } if *public_key == seed.public_key()),
+            "{auth:?}"
+        );
     }
 
     #[test]
