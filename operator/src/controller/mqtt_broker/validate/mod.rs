@@ -610,6 +610,82 @@ mod tests {
         );
     }
 
+    /// Why a key is unusable, per kind of Secret: a user's password must be UTF-8 and not empty; a TLS
+    /// Secret's keys only have to be there. And `spec.endpoint`, trimmed, replaces the Service address.
+    #[test]
+    fn unusable_keys_say_why_and_the_endpoint_override_is_trimmed() {
+        let bytes = |pairs: &[(&str, &[u8])]| Secret {
+            data: Some(
+                pairs
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), k8s_openapi::ByteString(v.to_vec())))
+                    .collect(),
+            ),
+            ..Default::default()
+        };
+        let mut mqb = MqttBroker::test("m")
+            .user("a", Some("a-creds"))
+            .user("b", Some("b-creds"))
+            .user("c", Some("c-creds"));
+        mqb.spec.builtin.as_mut().unwrap().listeners.mqtts = Some(TlsListener {
+            port: 8883,
+            cert_secret_name: "tls".into(),
+            require_client_cert: false,
+        });
+        let mut refs = Refs::default();
+        refs.sidecar = Some(crate::controller::mqtt_broker::refs::new_generated(
+            "m-sidecar",
+            SIDECAR_USER,
+        ));
+        refs.secrets
+            .insert("a-creds".into(), bytes(&[("password", b"\xff\xfe")]));
+        refs.secrets
+            .insert("b-creds".into(), bytes(&[("password", b"")]));
+        refs.secrets
+            .insert("c-creds".into(), bytes(&[("password", b"ok")]));
+        refs.secrets
+            .insert("tls".into(), bytes(&[("tls.crt", b"c")]));
+        let err = validate(&mqb, &refs, &Settings::default())
+            .unwrap_err()
+            .to_string();
+        for want in [
+            "user a: Secret a-creds key password is not UTF-8 text",
+            "user b: Secret b-creds key password is empty",
+            "Secret tls key tls.key is missing",
+        ] {
+            assert!(err.contains(want), "{want:?} in {err}");
+        }
+        assert!(!err.contains("user c"), "{err}");
+        assert!(!err.contains("tls.crt"), "a present TLS key is fine: {err}");
+
+        refs.secrets
+            .insert("a-creds".into(), bytes(&[("password", b"pw")]));
+        refs.secrets
+            .insert("b-creds".into(), bytes(&[("password", b"pw")]));
+        refs.secrets
+            .insert("tls".into(), bytes(&[("tls.crt", b"c"), ("tls.key", b"k")]));
+        assert_eq!(
+            validate(&mqb, &refs, &Settings::default())
+                .unwrap()
+                .endpoint,
+            "m.factory.svc:1883"
+        );
+        mqb.spec.endpoint = Some("  mqtt.example.com:8883 ".into());
+        assert_eq!(
+            validate(&mqb, &refs, &Settings::default())
+                .unwrap()
+                .endpoint,
+            "mqtt.example.com:8883"
+        );
+        mqb.spec.endpoint = Some("  ".into());
+        assert_eq!(
+            validate(&mqb, &refs, &Settings::default())
+                .unwrap()
+                .endpoint,
+            "m.factory.svc:1883"
+        );
+    }
+
     /// The edges of the rules `each_rule_names_its_field` names: lengths, characters, ports.
     #[test]
     fn rule_edges() {
