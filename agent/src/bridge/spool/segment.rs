@@ -408,6 +408,36 @@ mod tests {
             }
         }
 
+        /// A frame cut inside a payload that ends in zeros: the zero-filled read buffer would pass the CRC,
+        /// so only the short read tells it is torn.
+        #[test]
+        fn a_body_cut_inside_trailing_zeros_is_bad_not_a_record() {
+            let mut buf = Vec::new();
+            let mut payload = b"head".to_vec();
+            payload.extend([0u8; 64]);
+            encode(&mut buf, 1, 0, &msg(1, "t", &payload));
+            buf.truncate(buf.len() - 32);
+            let (_d, mut r) = reader(&buf, 0);
+            assert_eq!(bad_at(&mut r), 0);
+        }
+
+        /// A record whose sequence number goes back (written twice) is not taken as the segment's last:
+        /// scan keeps the highest and says the file does not end cleanly.
+        #[test]
+        fn scan_does_not_go_back_to_a_repeated_record() {
+            let d = tempfile::tempdir().unwrap();
+            let path = d.path().join(name(1, 0));
+            let mut buf = Vec::new();
+            for seq in [1, 2, 1] {
+                encode(&mut buf, seq, 0, &msg(1, "t", b"p"));
+            }
+            File::create(&path).unwrap().write_all(&buf).unwrap();
+            let s = scan(&path, 1).unwrap();
+            assert_eq!(s.last_seq, 2);
+            assert_eq!(s.valid_len, 2 * frame_len(&msg(1, "t", b"p")) as u64);
+            assert_ne!(s.tail, Tail::Clean);
+        }
+
         #[test]
         fn a_record_is_length_crc_and_little_endian_fields() {
             let m = msg(0x0102, "t/x", b"pay");
