@@ -7,6 +7,19 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 /// Namespace every fixture lives in.
 pub const NAMESPACE: &str = "factory";
 
+/// A Secret holding `pairs` (key, value) in `data`.
+pub fn secret_data<V: AsRef<[u8]>>(pairs: &[(&str, V)]) -> k8s_openapi::api::core::v1::Secret {
+    k8s_openapi::api::core::v1::Secret {
+        data: Some(
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), k8s_openapi::ByteString(v.as_ref().to_vec())))
+                .collect(),
+        ),
+        ..Default::default()
+    }
+}
+
 fn meta(name: &str) -> ObjectMeta {
     ObjectMeta {
         name: Some(name.into()),

@@ -796,15 +796,7 @@ mod tests {
     /// character class for Kafka SASL, the token for NATS.
     #[test]
     fn deployed_brokers_take_the_credentials_the_spec_names() {
-        let secret = |pairs: &[(&str, &str)]| Secret {
-            data: Some(
-                pairs
-                    .iter()
-                    .map(|(k, v)| (k.to_string(), ByteString(v.as_bytes().to_vec())))
-                    .collect(),
-            ),
-            ..Default::default()
-        };
+        let secret = edgewire_api::testing::secret_data::<&str>;
         let mut kafka = EventBroker::test("e")
             .adapter(Adapter::Kafka)
             .deploy(BrokerKind::Kafka);

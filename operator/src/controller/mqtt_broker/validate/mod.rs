@@ -614,15 +614,7 @@ mod tests {
     /// Secret's keys only have to be there. And `spec.endpoint`, trimmed, replaces the Service address.
     #[test]
     fn unusable_keys_say_why_and_the_endpoint_override_is_trimmed() {
-        let bytes = |pairs: &[(&str, &[u8])]| Secret {
-            data: Some(
-                pairs
-                    .iter()
-                    .map(|(k, v)| (k.to_string(), k8s_openapi::ByteString(v.to_vec())))
-                    .collect(),
-            ),
-            ..Default::default()
-        };
+        let bytes = edgewire_api::testing::secret_data::<&[u8]>;
         let mut mqb = MqttBroker::test("m")
             .user("a", Some("a-creds"))
             .user("b", Some("b-creds"))
@@ -664,26 +656,13 @@ mod tests {
             .insert("b-creds".into(), bytes(&[("password", b"pw")]));
         refs.secrets
             .insert("tls".into(), bytes(&[("tls.crt", b"c"), ("tls.key", b"k")]));
-        assert_eq!(
-            validate(&mqb, &refs, &Settings::default())
-                .unwrap()
-                .endpoint,
-            "m.factory.svc:1883"
-        );
+        let endpoint =
+            |mqb: &MqttBroker| validate(mqb, &refs, &Settings::default()).unwrap().endpoint;
+        assert_eq!(endpoint(&mqb), "m.factory.svc:1883");
         mqb.spec.endpoint = Some("  mqtt.example.com:8883 ".into());
-        assert_eq!(
-            validate(&mqb, &refs, &Settings::default())
-                .unwrap()
-                .endpoint,
-            "mqtt.example.com:8883"
-        );
+        assert_eq!(endpoint(&mqb), "mqtt.example.com:8883");
         mqb.spec.endpoint = Some("  ".into());
-        assert_eq!(
-            validate(&mqb, &refs, &Settings::default())
-                .unwrap()
-                .endpoint,
-            "m.factory.svc:1883"
-        );
+        assert_eq!(endpoint(&mqb), "m.factory.svc:1883");
     }
 
     /// The edges of the rules `each_rule_names_its_field` names: lengths, characters, ports.
