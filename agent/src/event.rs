@@ -924,6 +924,32 @@ mod tests {
         }
     }
 
+    /// Text data: a byte may escape to six (`\u0001`), so the text term is 6x its length; for plain text the
+    /// whole bound stays within six times the JSON.
+    #[test]
+    fn the_text_data_term_bounds_escapes_and_stays_close_for_plain_text() {
+        let text = |data: &str| {
+            let json = serde_json::json!({
+                "specversion": "1.0", "id": "1", "source": "/", "type": "t",
+                "datacontenttype": "text/plain", "data": data,
+            });
+            let e = parse_structured(json.to_string().as_bytes()).unwrap();
+            assert!(matches!(e.data(), Some(Data::String(_))), "{e:?}");
+            e
+        };
+        for e in [text(&"\u{1}".repeat(1_000)), text(&"a".repeat(1_000))] {
+            let (json, bound) = (
+                structured_json(&e),
+                structured_json_len_at_most(&e).unwrap(),
+            );
+            assert!(
+                json.len() <= bound && bound <= 6 * json.len(),
+                "{} vs {bound}",
+                json.len()
+            );
+        }
+    }
+
     /// The bound is worth having only if it is close enough for the cheap path to be taken: for the
     /// smallest event (one-character values, no data) it is about twice the JSON, and stays within 3x.
     #[test]
