@@ -159,3 +159,139 @@ pub fn validate_iotcore(mqb: &MqttBroker, refs: &Refs) -> Result<ValidatedIotCor
         endpoint_override,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use edgewire_api::testing::secret_data;
+    use edgewire_api::{IotCoreSpec, MqttBrokerType, SecretRef, TopicRule};
+
+    fn iot() -> MqttBroker {
+        let mut m = MqttBroker::test("m");
+        m.spec.broker_type = MqttBrokerType::Iotcore;
+        m.spec.builtin = None;
+        m.spec.iotcore = Some(IotCoreSpec {
+            region: "us-east-1".into(),
+            credentials: Some(SecretRef {
+                secret_name: "aws".into(),
+            }),
+            topic_rule: Some(TopicRule {
+                name: "workers_to_sqs".into(),
+                sqs_queue_url: "https://sqs.us-east-1.amazonaws.com/123456789012/q".into(),
+                role_arn: "arn:aws:iam::123456789012:role/iot-to-sqs".into(),
+            }),
+            api_endpoint: None,
+        });
+        m
+    }
+
+    fn spec_of(m: &mut MqttBroker) -> &mut IotCoreSpec {
+        m.spec.iotcore.as_mut().unwrap()
+    }
+
+    fn field(r: Result<(), Invalid>) -> Option<String> {
+        match r {
+            Ok(()) => None,
+            Err(Invalid::Spec { field, .. }) => Some(field),
+            Err(e) => panic!("expected InvalidSpec, got {e:?}"),
+        }
+    }
+
+    /// Each spec rule of `type: iotcore` refuses naming its field, and passes the value just inside it.
+    #[test]
+    fn each_iotcore_rule_refuses_naming_its_field_and_passes_just_inside_it() {
+        assert_eq!(field(check_iotcore(&iot())), None);
+        let rule_name = |name: String| {
+            let mut m = iot();
+            spec_of(&mut m).topic_rule.as_mut().unwrap().name = name;
+            field(check_iotcore(&m))
+        };
+        let name_field = Some("spec.iotcore.topicRule.name".to_string());
+        assert_eq!(rule_name("a".repeat(128)), None);
+        assert_eq!(rule_name("a".repeat(129)), name_field);
+        assert_eq!(rule_name(String::new()), name_field);
+        assert_eq!(rule_name("a-b".into()), name_field);
+        assert_eq!(rule_name("A_1".into()), None);
+
+        let queue = |url: &str| {
+            let mut m = iot();
+            spec_of(&mut m).topic_rule.as_mut().unwrap().sqs_queue_url = url.into();
+            field(check_iotcore(&m))
+        };
+        assert_eq!(queue("http://localhost:4566/000000000000/q"), None);
+        assert_eq!(
+            queue("sqs.us-east-1.amazonaws.com/q"),
+            Some("spec.iotcore.topicRule.sqsQueueUrl".into())
+        );
+
+        let mut bad_secret = iot();
+        spec_of(&mut bad_secret).credentials = Some(SecretRef {
+            secret_name: "Not_A_Name".into(),
+        });
+        assert_eq!(
+            field(check_iotcore(&bad_secret)),
+            Some("spec.iotcore.credentials.secretName".into())
+        );
+    }
+
+    fn with_secret(pairs: &[(&str, &[u8])]) -> Result<ValidatedIotCore, Invalid> {
+        let mut m = iot();
+        m.metadata.uid = Some("uid-1".into());
+        m.metadata.namespace = Some("factory".into());
+        let refs = Refs {
+            secrets: [("aws".to_string(), secret_data(pairs))].into(),
+            ..Refs::default()
+        };
+        validate_iotcore(&m, &refs)
+    }
+
+    fn problems(r: Result<ValidatedIotCore, Invalid>) -> String {
+        match r {
+            Err(e @ Invalid::Credentials(_)) => e.to_string(),
+            other => panic!("expected a credential problem, got {other:?}"),
+        }
+    }
+
+    /// The static keys are trimmed; the session token is optional, but present it must be usable; each
+    /// unusable key says why.
+    #[test]
+    fn the_aws_keys_are_trimmed_and_each_unusable_one_says_why() {
+        let (id, secret, token) = (
+            aws_keys::ACCESS_KEY_ID,
+            aws_keys::SECRET_ACCESS_KEY,
+            aws_keys::SESSION_TOKEN,
+        );
+        let ok = with_secret(&[(id, b" AKIA \n"), (secret, b"s3cr3t")]).unwrap();
+        let keys = ok.aws.credentials.unwrap();
+        assert_eq!(keys.access_key_id.expose_secret(), "AKIA");
+        assert!(keys.session_token.is_none());
+        assert!(ok.credentials_hash.is_some());
+
+        let with_token =
+            with_secret(&[(id, b"AKIA"), (secret, b"s3cr3t"), (token, b" t0k ")]).unwrap();
+        let t = with_token.aws.credentials.unwrap().session_token.unwrap();
+        assert_eq!(t.expose_secret(), "t0k");
+
+        let empty = problems(with_secret(&[(id, b"  "), (secret, b"s3cr3t")]));
+        assert!(empty.contains(&format!("key {id} is empty")), "{empty}");
+        let missing = problems(with_secret(&[(secret, b"s3cr3t")]));
+        assert!(
+            missing.contains(&format!("key {id} is missing")),
+            "{missing}"
+        );
+        let empty_token = problems(with_secret(&[(id, b"AKIA"), (secret, b"s"), (token, b"")]));
+        assert!(
+            empty_token.contains(&format!("key {token} is empty")),
+            "{empty_token}"
+        );
+        let binary_token = problems(with_secret(&[
+            (id, b"AKIA"),
+            (secret, b"s"),
+            (token, &[0xff, 0xfe]),
+        ]));
+        assert!(
+            binary_token.contains(&format!("key {token} is not UTF-8 text")),
+            "{binary_token}"
+        );
+    }
+}
