@@ -1,7 +1,8 @@
 //! Server-side apply of children under one field manager, and the sweep of children no longer wanted; both
 //! skipped when they cannot change anything ([`Memo`]), so that a resync of an unchanged resource writes
-//! nothing.
+//! nothing, and reads nothing when the controller's watches show the children ([`Watched`]).
 
+use crate::cache::{Seen, Watched};
 use crate::children::Owner;
 use edgewire_api::FIELD_MANAGER;
 use k8s_openapi::NamespaceResourceScope;
@@ -14,7 +15,7 @@ use serde::de::DeserializeOwned;
 use std::collections::{BTreeSet, HashMap};
 use std::fmt::Debug;
 use std::hash::{Hash, Hasher};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 /// Applies `obj` with server-side apply (forced: the operator owns every field it sets) and returns the
 /// object as the API server holds it, status included.
@@ -37,14 +38,19 @@ where
 type ChildKey = (String, String);
 
 /// What this process last applied for the children of each owner (by owner uid): per child the digest of the
-/// body it applied and the `resourceVersion` the API server answered, and the set of children its last
-/// completed sweep kept.
+/// body it applied and the `resourceVersion` and `generation` the API server answered, and the set of
+/// children its last completed sweep kept.
 ///
 /// - A child whose body is unchanged and whose `resourceVersion` is still the one the apply answered is as
 ///   that apply left it (any write by anyone, a controller's status included, changes the resourceVersion):
-///   applying the same body again would change nothing, so [`Kept::apply`] reads it (GET) instead of writing.
-///   Anything else — another body, another resourceVersion (drift, a status change), a deleted child — is
-///   applied as before.
+///   applying the same body again would change nothing, so [`Kept::apply`] does not write it. It looks the
+///   child up in the controller's watches ([`Watched`]), and reads it (GET) only where they do not show it.
+///   A child with a `generation` (a workload) whose generation is still the one the apply answered has had
+///   only its status or metadata written since: its spec is as applied, so it is not written either. A child
+///   that loses the owner-kind label its watch selects on leaves the watch, and is read and applied again;
+///   other labels or annotations of a workload changed by hand are put back at its next apply (a new body, or
+///   the first pass after a restart). Anything else — another body, another resourceVersion (drift, a status change of a child without
+///   a generation), a deleted child — is applied as before.
 /// - Orphans come only from children an earlier pass applied and this one does not: when every child of a
 ///   pass is in the set the last completed sweep kept, there is nothing to sweep ([`Kept::must_sweep`]).
 ///   Applying a child outside that set forgets it first, so a pass that fails between its applies and its
@@ -55,12 +61,32 @@ type ChildKey = (String, String);
 #[derive(Default, Debug)]
 pub struct Memo {
     owners: Mutex<HashMap<String, OwnerMemo>>,
+    /// The children the controllers' watches show.
+    pub watched: Watched,
+}
+
+/// One child as the operator last applied it.
+#[derive(Debug, Clone)]
+struct Applied {
+    /// Digest of the body sent.
+    body: u64,
+    /// What the API server answered.
+    resource_version: String,
+    generation: Option<i64>,
+}
+
+impl Applied {
+    /// Whether the child as `seen` by a watch is still as this apply left it (see [`Memo`]).
+    fn holds<K>(&self, seen: &Seen<K>) -> bool {
+        seen.resource_version.as_deref() == Some(self.resource_version.as_str())
+            || (self.generation.is_some() && seen.generation == self.generation)
+    }
 }
 
 #[derive(Default, Debug)]
 struct OwnerMemo {
-    /// Per child: (digest of the applied body, resourceVersion the apply answered).
-    applied: HashMap<ChildKey, (u64, String)>,
+    /// Per child: what it was last applied as.
+    applied: HashMap<ChildKey, Applied>,
     /// What the last completed sweep kept.
     swept: Option<BTreeSet<ChildKey>>,
 }
@@ -113,9 +139,112 @@ impl<'a> Kept<'a> {
         }
     }
 
-    /// Applies `obj` ([`ssa`]) and keeps it; returns it as the API server holds it. With a memo that shows the
-    /// same body applied and the child unchanged since, reads it instead.
-    pub async fn apply<K>(&mut self, client: &Client, obj: &K) -> Result<K, kube::Error>
+    /// Applies `obj` ([`ssa`]) and keeps it, unless the memo shows the same body applied and the child
+    /// unchanged since ([`Memo`]).
+    pub async fn apply<K>(&mut self, client: &Client, obj: &K) -> Result<(), kube::Error>
+    where
+        K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+            + Serialize
+            + DeserializeOwned
+            + Clone
+            + Debug
+            + Send
+            + Sync
+            + 'static,
+    {
+        self.apply_or_read(client, obj).await.map(drop)
+    }
+
+    /// [`Kept::apply`] of a workload; returns it as the API server holds it (as the watch shows it, without
+    /// its pod template, when it was not written): its status drives the conditions.
+    pub async fn apply_workload<K>(&mut self, client: &Client, obj: &K) -> Result<K, kube::Error>
+    where
+        K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+            + Serialize
+            + DeserializeOwned
+            + Clone
+            + Debug
+            + Send
+            + Sync
+            + 'static,
+    {
+        match self.apply_or_read(client, obj).await? {
+            Some(live) => Ok(live),
+            // Watched by its metadata only: its status is read.
+            None => {
+                let api: Api<K> =
+                    Api::namespaced(client.clone(), &obj.namespace().unwrap_or_default());
+                match api.get_opt(&obj.name_any()).await? {
+                    Some(live) => Ok(live),
+                    None => self.write(client, obj).await,
+                }
+            }
+        }
+    }
+
+    /// The child after this pass: applied, or (unchanged) as a watch or a read shows it; `None` when a watch
+    /// of its metadata shows it unchanged.
+    async fn apply_or_read<K>(&mut self, client: &Client, obj: &K) -> Result<Option<K>, kube::Error>
+    where
+        K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+            + Serialize
+            + DeserializeOwned
+            + Clone
+            + Debug
+            + Send
+            + Sync
+            + 'static,
+    {
+        let key: ChildKey = (K::kind(&()).into_owned(), obj.name_any());
+        let Some((memo, owner)) = self.memo.clone() else {
+            return self.write(client, obj).await.map(Some);
+        };
+        let body = digest(obj);
+        let remembered = memo.with(&owner, |m| {
+            if !m.swept.as_ref().is_some_and(|s| s.contains(&key)) {
+                m.swept = None;
+            }
+            m.applied.get(&key).filter(|a| a.body == body).cloned()
+        });
+        if let Some(applied) = remembered {
+            let ns = obj.namespace().unwrap_or_default();
+            match memo.watched.seen::<K>(&ns, &key.1) {
+                Some(seen) if applied.holds(&seen) => {
+                    self.keep(obj);
+                    return Ok(seen.object.map(Arc::unwrap_or_clone));
+                }
+                Some(_) => {}
+                None => {
+                    let api: Api<K> = Api::namespaced(client.clone(), &ns);
+                    if let Some(live) = api.get_opt(&key.1).await?
+                        && live.resource_version().as_deref()
+                            == Some(applied.resource_version.as_str())
+                    {
+                        self.keep(&live);
+                        return Ok(Some(live));
+                    }
+                }
+            }
+        }
+        let applied = self.write(client, obj).await?;
+        if let Some(rv) = applied.resource_version() {
+            let generation = applied.meta().generation;
+            memo.with(&owner, |m| {
+                m.applied.insert(
+                    key,
+                    Applied {
+                        body,
+                        resource_version: rv,
+                        generation,
+                    },
+                )
+            });
+        }
+        Ok(Some(applied))
+    }
+
+    /// [`ssa`], and keeps the child.
+    async fn write<K>(&mut self, client: &Client, obj: &K) -> Result<K, kube::Error>
     where
         K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
             + Serialize
@@ -123,35 +252,7 @@ impl<'a> Kept<'a> {
             + Clone
             + Debug,
     {
-        let key: ChildKey = (K::kind(&()).into_owned(), obj.name_any());
-        let Some((memo, owner)) = self.memo.clone() else {
-            let applied = ssa(client, obj).await?;
-            self.keep(&applied);
-            return Ok(applied);
-        };
-        let body = digest(obj);
-        let remembered = memo.with(&owner, |m| {
-            if !m.swept.as_ref().is_some_and(|s| s.contains(&key)) {
-                m.swept = None;
-            }
-            m.applied
-                .get(&key)
-                .filter(|(d, _)| *d == body)
-                .map(|(_, rv)| rv.clone())
-        });
-        if let Some(rv) = remembered {
-            let api: Api<K> = Api::namespaced(client.clone(), &obj.namespace().unwrap_or_default());
-            if let Some(live) = api.get_opt(&key.1).await?
-                && live.resource_version().as_deref() == Some(rv.as_str())
-            {
-                self.keep(&live);
-                return Ok(live);
-            }
-        }
         let applied = ssa(client, obj).await?;
-        if let Some(rv) = applied.resource_version() {
-            memo.with(&owner, |m| m.applied.insert(key, (body, rv)));
-        }
         self.keep(&applied);
         Ok(applied)
     }

@@ -2,6 +2,7 @@
 //! memo of what it applied.
 
 use crate::apply::Memo;
+use crate::cache::SecretCache;
 use crate::metrics::Metrics;
 use kube::Client;
 use kube::runtime::events::{Recorder, Reporter};
@@ -62,6 +63,8 @@ pub struct Context {
     /// What this process applied for each owner's children, so that a resync of an unchanged resource
     /// writes nothing ([`Memo`]).
     pub applied: Arc<Memo>,
+    /// The Secrets reconciles read, kept while the Secret watch shows them unchanged.
+    pub secrets: Arc<SecretCache>,
 }
 
 impl Context {
@@ -84,7 +87,17 @@ impl Context {
             reporter,
             home_namespace: None,
             applied: Arc::default(),
+            secrets: Arc::default(),
         }
+    }
+
+    /// The Secret `namespace/name` ([`SecretCache::get`]).
+    pub async fn secret(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<k8s_openapi::api::core::v1::Secret>, kube::Error> {
+        self.secrets.get(&self.client, namespace, name).await
     }
 
     /// The operator's own namespace, for Events its objects' namespaces refuse (being deleted).

@@ -1,6 +1,7 @@
 //! Edgewire's control plane. `main.rs` is thin; everything it runs lives here so tests reach it.
 
 pub mod apply;
+pub mod cache;
 pub mod children;
 pub mod cloud;
 pub mod context;

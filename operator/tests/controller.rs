@@ -4,10 +4,17 @@ mod support;
 
 use edgewire_api::testing::NAMESPACE;
 use edgewire_api::*;
+use edgewire_operator::cache::{Workload, strip_meta};
+use edgewire_operator::context::Context;
 use edgewire_operator::controller::event_broker::reconcile;
 use k8s_openapi::ByteString;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{Service, ServiceAccount};
 use kube::api::ObjectMeta;
+use kube::core::PartialObjectMeta;
+use kube::runtime::reflector::store::Writer;
+use kube::runtime::watcher::Event;
 use serde_json::Value;
 use std::sync::Arc;
 use support::ctx;
@@ -549,5 +556,156 @@ async fn generated_credentials_are_created_once_and_never_regenerated() {
     assert!(
         first["data"]["url"].is_string(),
         "amqp091 gets a URL with the credentials"
+    );
+}
+
+/// The controller's watches, fed by hand: each shows a child as the mock holds it when [`Watches::show`] is
+/// called, as the watch would deliver it (stripped as the operator strips it).
+struct Watches {
+    statefulsets: Writer<StatefulSet>,
+    deployments: Writer<Deployment>,
+    services: Writer<PartialObjectMeta<Service>>,
+    secrets: Writer<PartialObjectMeta<Secret>>,
+    accounts: Writer<PartialObjectMeta<ServiceAccount>>,
+}
+
+impl Watches {
+    fn new(ctx: &Context) -> Self {
+        fn writer<T>(ctx: &Context) -> Writer<T>
+        where
+            T: kube::runtime::reflector::Lookup<DynamicType = ()> + Clone + Send + Sync + 'static,
+        {
+            let (store, writer) = kube::runtime::reflector::store::<T>();
+            ctx.applied.watched.add(store);
+            writer
+        }
+        Watches {
+            statefulsets: writer(ctx),
+            deployments: writer(ctx),
+            services: writer(ctx),
+            secrets: writer(ctx),
+            accounts: writer(ctx),
+        }
+    }
+
+    fn show(&mut self, mock: &MockApi, path: &str) {
+        fn meta<K: kube::Resource<DynamicType = ()>>(v: Value) -> Event<PartialObjectMeta<K>> {
+            let mut m: PartialObjectMeta<K> = serde_json::from_value(v).unwrap();
+            strip_meta(&mut m.metadata);
+            Event::Apply(m)
+        }
+        fn whole<K: Workload + serde::de::DeserializeOwned>(v: Value) -> Event<K> {
+            let mut k: K = serde_json::from_value(v).unwrap();
+            k.strip();
+            Event::Apply(k)
+        }
+        let v = mock.object(path).unwrap();
+        match v["kind"].as_str().unwrap() {
+            "StatefulSet" => self.statefulsets.apply_watcher_event(&whole(v)),
+            "Deployment" => self.deployments.apply_watcher_event(&whole(v)),
+            "Service" => self.services.apply_watcher_event(&meta(v)),
+            "Secret" => self.secrets.apply_watcher_event(&meta(v)),
+            "ServiceAccount" => self.accounts.apply_watcher_event(&meta(v)),
+            kind => panic!("no watch of {kind}"),
+        }
+    }
+}
+
+/// Issue 17: with the watches showing the children and the Secret watch running, a resync of an unchanged
+/// EventBroker sends no request at all; a status write by a workload's controller is seen without a read
+/// and without an apply; a changed spec and a changed Secret are still applied.
+#[tokio::test]
+async fn a_resync_served_by_the_watches_sends_nothing_and_sees_what_they_show() {
+    let (client, mock) = MockApi::start();
+    let ctx = ctx(client);
+    ctx.secrets.observe(&Event::InitDone);
+    let mut watches = Watches::new(&ctx);
+    let eb = nats_deployed();
+    mock.insert(&eb);
+    mock.insert(&secret("nats-creds", "token", "s3cr3t-token"));
+    let first = run_in(&mock, &ctx, &eb).await;
+    let children: Vec<String> = first
+        .iter()
+        .filter(|r| r.method == "PATCH" && !r.path.ends_with("/status"))
+        .map(|r| r.path.clone())
+        .collect();
+    for path in &children {
+        watches.show(&mock, path);
+    }
+    let lines = |reqs: &[Recorded]| reqs.iter().map(|r| r.line()).collect::<Vec<_>>();
+    let status_path = format!("/apis/edgewire.dev/v1alpha1{NS_PATH}/eventbrokers/events");
+    let condition = |t: &str| {
+        mock.object(&status_path).unwrap()["status"]["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["type"] == t)
+            .unwrap()["status"]
+            .clone()
+    };
+
+    // Nothing changed: the children are as the watches show them, the Secret as it was read.
+    let second = run_in(&mock, &ctx, &eb).await;
+    assert!(second.is_empty(), "{:#?}", lines(&second));
+
+    // The StatefulSet controller reports the broker ready (a status write: a new resourceVersion, the same
+    // generation). Not applied again, not read: the watch's copy carries the status.
+    assert_eq!(condition("BrokerReady"), "False");
+    let sts_path = format!("/apis/apps/v1{NS_PATH}/statefulsets/events-nats");
+    let mut sts = mock.object(&sts_path).unwrap();
+    let replicas = sts["spec"]["replicas"].clone();
+    sts["status"] = serde_json::json!({
+        "observedGeneration": sts["metadata"]["generation"],
+        "replicas": replicas, "readyReplicas": replicas, "updatedReplicas": replicas,
+    });
+    sts["metadata"]["resourceVersion"] = serde_json::json!("written-by-the-statefulset-controller");
+    mock.insert_json(sts);
+    watches.show(&mock, &sts_path);
+    let third = run_in(&mock, &ctx, &eb).await;
+    assert_eq!(
+        lines(&third),
+        [format!("PATCH {status_path}/status")],
+        "only the status is written"
+    );
+    assert_eq!(condition("BrokerReady"), "True");
+
+    // Someone scales the publisher (a new generation): that Deployment alone is applied again.
+    let deployment = format!("/apis/apps/v1{NS_PATH}/deployments/events-publisher");
+    let mut drifted = mock.object(&deployment).unwrap();
+    let old_hash = hash_annotation(&drifted);
+    drifted["spec"]["replicas"] = serde_json::json!(7);
+    let generation = drifted["metadata"]["generation"].as_i64().unwrap();
+    drifted["metadata"]["generation"] = serde_json::json!(generation + 1);
+    drifted["metadata"]["resourceVersion"] = serde_json::json!("scaled-by-someone-else");
+    mock.insert_json(drifted);
+    watches.show(&mock, &deployment);
+    let fourth = run_in(&mock, &ctx, &eb).await;
+    assert_eq!(
+        lines(&fourth),
+        [format!("PATCH {deployment}")],
+        "the scaled Deployment is put back, nothing else is sent"
+    );
+    watches.show(&mock, &deployment);
+
+    // The token changes: the Secret watch shows it, so it is read again and its new hash rolls the pods.
+    let rotated = secret("nats-creds", "token", "rotated-token");
+    mock.insert(&rotated);
+    let rotated_meta: PartialObjectMeta<Secret> = serde_json::from_value(
+        mock.object(&format!("/api/v1{NS_PATH}/secrets/nats-creds"))
+            .unwrap(),
+    )
+    .unwrap();
+    ctx.secrets.observe(&Event::Apply(rotated_meta));
+    let fifth = run_in(&mock, &ctx, &eb).await;
+    assert!(
+        fifth
+            .iter()
+            .any(|r| r.line() == format!("GET /api/v1{NS_PATH}/secrets/nats-creds")),
+        "{:#?}",
+        lines(&fifth)
+    );
+    assert_ne!(
+        hash_annotation(applied(&fifth, "/deployments/events-publisher")),
+        old_hash
     );
 }

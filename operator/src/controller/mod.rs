@@ -9,6 +9,7 @@ pub mod event_broker;
 pub mod mqtt_broker;
 
 use crate::apply::Memo;
+use crate::cache::{SecretCache, Workload};
 use crate::context::Context;
 use crate::reconcile::{Error, Reconciled};
 use backoff::Backoff;
@@ -22,6 +23,8 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher::{self, Config, Event};
 use kube::runtime::{WatchStreamExt, predicates};
 use kube::{Api, Client, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+use std::fmt::Debug;
 use std::future::Future;
 use std::sync::Arc;
 use tracing::{debug, warn};
@@ -36,13 +39,8 @@ pub trait Controlled: Reconciled + Send + Sync + 'static {
     /// Names of the Secrets the object references (the reverse index from Secret to object).
     fn referenced_secrets(&self) -> Vec<String>;
     /// The controller with its children owned: StatefulSets, Services and Secrets unless a kind says more.
-    fn owns(
-        c: Controller<Self>,
-        client: &Client,
-        ns: Option<&str>,
-        owned: Config,
-    ) -> Controller<Self> {
-        owns_workloads(c, client, ns, owned)
+    fn owns(c: Controller<Self>, owned: &Owned<'_>) -> Controller<Self> {
+        owned.workloads(c)
     }
     /// One reconcile: `refs → validate → build → apply → status`.
     fn reconcile(
@@ -51,16 +49,65 @@ pub trait Controlled: Reconciled + Send + Sync + 'static {
     ) -> impl Future<Output = Result<Action, Error>> + Send + 'static;
 }
 
-/// `c` owning the StatefulSets, Services and Secrets selected by `owned`.
-pub(crate) fn owns_workloads<K: Controlled>(
-    c: Controller<K>,
-    client: &Client,
-    ns: Option<&str>,
-    owned: Config,
-) -> Controller<K> {
-    c.owns(api::<StatefulSet>(client, ns), owned.clone())
-        .owns(api::<Service>(client, ns), owned.clone())
-        .owns(api::<Secret>(client, ns), owned)
+/// The watches of one controller's children: each selects the children of that controller's kind (the
+/// owner-kind label), wakes the owner of what changes, and keeps what it shows in a store the reconciles
+/// look children up in ([`Watched`](crate::cache::Watched)) instead of reading them.
+pub struct Owned<'a> {
+    client: &'a Client,
+    ns: Option<&'a str>,
+    config: Config,
+    memo: &'a Memo,
+}
+
+impl Owned<'_> {
+    /// `c` owning the StatefulSets, Services and Secrets of its kind.
+    pub fn workloads<K: Controlled>(&self, c: Controller<K>) -> Controller<K> {
+        let c = self.whole::<K, StatefulSet>(c);
+        let c = self.metadata::<K, Service>(c);
+        self.metadata::<K, Secret>(c)
+    }
+
+    /// `c` owning children of kind `C`, watched and kept by their metadata only (stripped:
+    /// [`strip_meta`](crate::cache::strip_meta)).
+    pub fn metadata<K: Controlled, C>(&self, c: Controller<K>) -> Controller<K>
+    where
+        C: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+            + Clone
+            + DeserializeOwned
+            + Debug
+            + Send
+            + Sync
+            + 'static,
+    {
+        let (store, writer) = kube::runtime::reflector::store::<PartialObjectMeta<C>>();
+        self.memo.watched.add(store);
+        // An Api of PartialObjectMeta asks the API server for metadata only.
+        let stream = kube::runtime::watcher(
+            api::<PartialObjectMeta<C>>(self.client, self.ns),
+            self.config.clone(),
+        )
+        .default_backoff()
+        .modify(|m| crate::cache::strip_meta(&mut m.metadata))
+        .reflect(writer)
+        .touched_objects();
+        c.owns_stream(stream)
+    }
+
+    /// `c` owning workloads of kind `C`, watched and kept whole but for their pod template
+    /// ([`Workload::strip`]): their status drives the conditions.
+    pub fn whole<K: Controlled, C>(&self, c: Controller<K>) -> Controller<K>
+    where
+        C: Workload + Resource<Scope = NamespaceResourceScope> + DeserializeOwned + Debug,
+    {
+        let (store, writer) = kube::runtime::reflector::store::<C>();
+        self.memo.watched.add(store);
+        let stream = kube::runtime::watcher(api::<C>(self.client, self.ns), self.config.clone())
+            .default_backoff()
+            .modify(C::strip)
+            .reflect(writer)
+            .touched_objects();
+        c.owns_stream(stream)
+    }
 }
 
 /// Which namespaces to watch: all, or one.
@@ -92,6 +139,8 @@ fn root<K: Controlled>(
     )
     .default_backoff()
     .filter_map(|ev| std::future::ready(decodable(ev)))
+    // Managed fields are most of a resource's metadata, and nothing here reads them.
+    .modify(|obj: &mut K| obj.meta_mut().managed_fields = None)
     .inspect(move |ev| {
         // A deleted object's children go with it: so does what was remembered about applying them.
         if let Ok(Event::Delete(obj)) = ev
@@ -153,10 +202,12 @@ fn owned(kind_label: &str) -> Config {
 /// The Secrets' trigger stream: metadata only (name, namespace, resourceVersion; never `data`). Any change
 /// of a Secret, its data included, changes its resourceVersion and arrives here, which is all the reverse
 /// index needs; the values are read by the reconcile that follows, for the Secrets it references only. So
-/// the operator neither receives nor decodes the data of every Secret in the cluster (issue 17).
+/// the operator neither receives nor decodes the data of every Secret in the cluster (issue 17). What the
+/// reconciles read is kept until this watch shows it changed ([`SecretCache::observe`]).
 fn secret_triggers(
     client: &Client,
     ns: Option<&str>,
+    cache: Arc<SecretCache>,
 ) -> impl Stream<Item = Result<PartialObjectMeta<Secret>, watcher::Error>> + Send + 'static {
     // An Api of PartialObjectMeta asks the API server for metadata only.
     kube::runtime::watcher(
@@ -164,6 +215,11 @@ fn secret_triggers(
         Config::default().any_semantic(),
     )
     .default_backoff()
+    .inspect(move |ev| {
+        if let Ok(ev) = ev {
+            cache.observe(ev);
+        }
+    })
     .touched_objects()
 }
 
@@ -199,6 +255,8 @@ pub async fn run<K: Controlled>(
     let client = ctx.client.clone();
     let ns = namespace.as_deref();
     let (stream, reader) = root::<K>(&client, ns, ctx.applied.clone());
+    // A BridgeLink's reconcile finds the brokers it references in their controllers' stores.
+    ctx.applied.watched.add(reader.clone());
     let shutdown = shutdown.shared();
     // kube's applier holds its runner until the root store has listed once, and does not see the shutdown
     // meanwhile: with the kind's list refused (CRD not installed, RBAC) it would never stop. Nothing has
@@ -219,13 +277,20 @@ pub async fn run<K: Controlled>(
     };
     let limit = kube::runtime::controller::Config::default()
         .concurrency(ctx.settings.concurrent_reconciles);
+    let owned = Owned {
+        client: &client,
+        ns,
+        config: owned(K::KIND_LABEL),
+        memo: &ctx.applied,
+    };
     let controller = K::owns(
         Controller::for_stream(stream, reader.clone()).with_config(limit),
-        &client,
-        ns,
-        owned(K::KIND_LABEL),
+        &owned,
     )
-    .watches_stream(secret_triggers(&client, ns), secret_index(reader));
+    .watches_stream(
+        secret_triggers(&client, ns, ctx.secrets.clone()),
+        secret_index(reader),
+    );
     let key_of = |obj: &K| format!("{}/{}", obj.namespace().unwrap_or_default(), obj.name_any());
     let backoff = Arc::new(Backoff::default());
     let policy_backoff = backoff.clone();

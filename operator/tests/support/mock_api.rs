@@ -191,6 +191,22 @@ impl MockApi {
                     return ok(cur);
                 }
                 // Server-side apply: the applied object replaces ours; status stays what the server has.
+                // Kinds with a spec under /apis (workloads, the edgewire kinds) have a generation, which a
+                // change of the spec bumps.
+                if target.starts_with("/apis/") && obj.get("spec").is_some() {
+                    let generation = match &existing {
+                        None => 1,
+                        Some(cur) => {
+                            let g = cur["metadata"]["generation"].as_i64().unwrap_or(1);
+                            if cur.get("spec") == obj.get("spec") {
+                                g
+                            } else {
+                                g + 1
+                            }
+                        }
+                    };
+                    obj["metadata"]["generation"] = json!(generation);
+                }
                 if let Some(cur) = &existing {
                     obj["status"] = cur.get("status").cloned().unwrap_or(Value::Null);
                     obj["metadata"]["uid"] = cur["metadata"]["uid"].clone();

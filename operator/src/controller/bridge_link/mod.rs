@@ -20,13 +20,16 @@ pub mod validate;
 pub use names::*;
 pub use validate::ValidatedBridgeLink;
 
-use super::Controlled;
+use super::{Controlled, Owned};
 use crate::context::{Context, Settings};
 use crate::reconcile::{Error, Invalid, Missing, Notes, Reconciled, finish, not_reconciled};
 use edgewire_api::condition::reasons;
 use edgewire_api::{BridgeLink, BridgeLinkStatus, EventBroker, MqttBroker};
 use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::ServiceAccount;
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use k8s_openapi::jiff::Timestamp;
+use kube::runtime::Controller;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::{Resource, ResourceExt};
@@ -78,6 +81,12 @@ impl Controlled for BridgeLink {
     fn referenced_secrets(&self) -> Vec<String> {
         referenced_secret_names(self)
     }
+    /// Also the agent's ServiceAccount, Role and RoleBinding.
+    fn owns(c: Controller<Self>, owned: &Owned<'_>) -> Controller<Self> {
+        let c = owned.metadata::<Self, ServiceAccount>(owned.workloads(c));
+        let c = owned.metadata::<Self, Role>(c);
+        owned.metadata::<Self, RoleBinding>(c)
+    }
     fn reconcile(
         bl: Arc<Self>,
         ctx: Arc<Context>,
@@ -94,7 +103,7 @@ pub async fn reconcile(bl: Arc<BridgeLink>, ctx: Arc<Context>) -> Result<Action,
         // retention policy the spool PVC, with deletionPolicy Delete).
         return Ok(Action::await_change());
     }
-    let refs = refs::fetch(&ctx.client, &bl).await.map_err(Error::Refs)?;
+    let refs = refs::fetch(&ctx, &bl).await.map_err(Error::Refs)?;
     let valid = match validate::validate(&bl, &refs, &ctx.settings, false) {
         Ok(v) => v,
         Err(err) => return not_reconciled(&ctx, &*bl, &err, status::failed(&bl, &err)).await,

@@ -2,10 +2,14 @@
 //! [`resolve`](super::resolve) names them; none when a side cannot be resolved, which `validate` reports).
 
 use super::resolve::{self, Brokers, SecretUse};
+use crate::context::Context;
 use edgewire_api::{BridgeLink, BrokerRefKind, EventBroker, MqttBroker};
+use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::core::v1::Secret;
-use kube::{Api, Client, ResourceExt};
+use kube::{Api, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
 use std::collections::BTreeMap;
+use std::fmt::Debug;
 
 /// What `fetch` found: referenced brokers and Secrets that exist.
 #[derive(Clone, Debug, Default)]
@@ -16,18 +20,37 @@ pub struct Refs {
 }
 
 /// Fetches what `bl` references (missing brokers and Secrets are simply absent).
-pub async fn fetch(client: &Client, bl: &BridgeLink) -> Result<Refs, kube::Error> {
+pub async fn fetch(ctx: &Context, bl: &BridgeLink) -> Result<Refs, kube::Error> {
     let ns = bl.namespace().unwrap_or_default();
-    let brokers = fetch_brokers(client, bl).await?;
+    let brokers = fetch_brokers(ctx, bl).await?;
     let uses = resolve::resolve(bl, &brokers)
         .map(|r| r.secret_uses)
         .unwrap_or_default();
-    let secrets = fetch_secrets(client, &ns, &uses).await?;
+    let secrets = fetch_secrets(ctx, &ns, &uses).await?;
     Ok(Refs { brokers, secrets })
 }
 
+/// The broker `ns/name` of kind `K`: from the store of its controller, else read.
+async fn broker<K>(ctx: &Context, ns: &str, name: &str) -> Result<Option<K>, kube::Error>
+where
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    if let Some(b) = ctx.applied.watched.get::<K>(ns, name) {
+        return Ok(Some(K::clone(&b)));
+    }
+    Api::<K>::namespaced(ctx.client.clone(), ns)
+        .get_opt(name)
+        .await
+}
+
 /// Fetches the brokers the sides reference (missing ones are simply absent).
-pub async fn fetch_brokers(client: &Client, bl: &BridgeLink) -> Result<Brokers, kube::Error> {
+pub async fn fetch_brokers(ctx: &Context, bl: &BridgeLink) -> Result<Brokers, kube::Error> {
     let ns = bl.namespace().unwrap_or_default();
     let mut b = Brokers::default();
     for r in [&bl.spec.edge, &bl.spec.cloud]
@@ -36,14 +59,12 @@ pub async fn fetch_brokers(client: &Client, bl: &BridgeLink) -> Result<Brokers, 
     {
         match r.kind {
             BrokerRefKind::EventBroker => {
-                let api: Api<EventBroker> = Api::namespaced(client.clone(), &ns);
-                if let Some(eb) = api.get_opt(&r.name).await? {
+                if let Some(eb) = broker::<EventBroker>(ctx, &ns, &r.name).await? {
                     b.event_brokers.insert(r.name.clone(), eb);
                 }
             }
             BrokerRefKind::MqttBroker => {
-                let api: Api<MqttBroker> = Api::namespaced(client.clone(), &ns);
-                if let Some(m) = api.get_opt(&r.name).await? {
+                if let Some(m) = broker::<MqttBroker>(ctx, &ns, &r.name).await? {
                     b.mqtt_brokers.insert(r.name.clone(), m);
                 }
             }
@@ -54,17 +75,16 @@ pub async fn fetch_brokers(client: &Client, bl: &BridgeLink) -> Result<Brokers, 
 
 /// Fetches the Secrets in `uses` (missing ones are simply absent).
 pub async fn fetch_secrets(
-    client: &Client,
+    ctx: &Context,
     ns: &str,
     uses: &[SecretUse],
 ) -> Result<BTreeMap<String, Secret>, kube::Error> {
-    let api: Api<Secret> = Api::namespaced(client.clone(), ns);
     let mut found = BTreeMap::new();
     for u in uses {
         if found.contains_key(&u.name) {
             continue;
         }
-        if let Some(s) = api.get_opt(&u.name).await? {
+        if let Some(s) = ctx.secret(ns, &u.name).await? {
             found.insert(u.name.clone(), s);
         }
     }

@@ -58,10 +58,10 @@ pub async fn apply(
                 kept.apply(client, d).await?;
             }
         }
-        broker_sts = Some(kept.apply(client, &statefulset).await?);
+        broker_sts = Some(kept.apply_workload(client, &statefulset).await?);
     }
     kept.apply(client, &publisher_service).await?;
-    let publisher = kept.apply(client, &publisher_deployment).await?;
+    let publisher = kept.apply_workload(client, &publisher_deployment).await?;
 
     let mut swept = Vec::new();
     if kept.must_sweep() {

@@ -12,15 +12,15 @@ pub mod validate;
 pub use names::{KIND_LABEL, PUBLISHER_APP, PUBLISHER_PORT, generated_secret_name};
 pub use validate::{BrokerAuth, BrokerPlan, ValidatedEventBroker};
 
-use super::{Controlled, api, owns_workloads};
+use super::{Controlled, Owned};
 use crate::context::Context;
 use crate::reconcile::{Error, Notes, Reconciled, finish, not_reconciled};
 use edgewire_api::{EventBroker, EventBrokerStatus};
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::ServiceAccount;
 use kube::runtime::Controller;
 use kube::runtime::controller::Action;
-use kube::runtime::watcher::Config;
-use kube::{Client, Resource, ResourceExt};
+use kube::{Resource, ResourceExt};
 use std::sync::Arc;
 use std::time::Duration;
 use tracing::{info, instrument, warn};
@@ -42,18 +42,10 @@ impl Controlled for EventBroker {
     fn referenced_secrets(&self) -> Vec<String> {
         refs::referenced_secret_names(self)
     }
-    fn owns(
-        c: Controller<Self>,
-        client: &Client,
-        ns: Option<&str>,
-        owned: Config,
-    ) -> Controller<Self> {
-        owns_workloads(
-            c.owns(api::<Deployment>(client, ns), owned.clone()),
-            client,
-            ns,
-            owned,
-        )
+    /// Also its publisher Deployments (and the broker UI's), and the publisher's ServiceAccount.
+    fn owns(c: Controller<Self>, owned: &Owned<'_>) -> Controller<Self> {
+        let c = owned.whole::<Self, Deployment>(owned.workloads(c));
+        owned.metadata::<Self, ServiceAccount>(c)
     }
     fn reconcile(
         eb: Arc<Self>,
@@ -73,7 +65,7 @@ pub async fn reconcile(eb: Arc<EventBroker>, ctx: Arc<Context>) -> Result<Action
         // Children carry owner references: the garbage collector removes them.
         return Ok(Action::await_change());
     }
-    let refs = refs::fetch(&ctx.client, &eb).await.map_err(Error::Refs)?;
+    let refs = refs::fetch(&ctx, &eb).await.map_err(Error::Refs)?;
     let valid = match validate::validate(&eb, &refs, &ctx.settings) {
         Ok(v) => v,
         Err(err) => return not_reconciled(&ctx, &*eb, &err, status::failed(&eb, &err)).await,

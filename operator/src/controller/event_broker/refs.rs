@@ -2,12 +2,13 @@
 //! generated for a deployed broker (read back, so they are generated once and never again).
 
 use super::names::generated_secret_name;
+use crate::context::Context;
 use crate::secret::{self, GeneratedCredentials, SecretString, read_generated};
 use edgewire_api::{
     Adapter, EventBroker, EventBrokerSpec, NatsAuth, PASSWORD_KEY, Tls, USERNAME_KEY,
 };
 use k8s_openapi::api::core::v1::Secret;
-use kube::{Api, Client, ResourceExt};
+use kube::ResourceExt;
 use std::collections::BTreeMap;
 
 /// One referenced Secret and the keys the spec needs from it.
@@ -241,21 +242,20 @@ pub fn new_generated(name: &str) -> GeneratedCredentials {
 }
 
 /// Fetches the referenced Secrets (missing ones are simply absent from `secrets`).
-pub async fn fetch(client: &Client, eb: &EventBroker) -> Result<Refs, kube::Error> {
+pub async fn fetch(ctx: &Context, eb: &EventBroker) -> Result<Refs, kube::Error> {
     let ns = eb.namespace().unwrap_or_default();
-    let api: Api<Secret> = Api::namespaced(client.clone(), &ns);
     let mut refs = Refs::default();
     for use_ in secret_uses(&eb.spec) {
         if refs.secrets.contains_key(&use_.name) {
             continue;
         }
-        if let Some(s) = api.get_opt(&use_.name).await? {
+        if let Some(s) = ctx.secret(&ns, &use_.name).await? {
             refs.secrets.insert(use_.name.clone(), s);
         }
     }
     if needs_generated_credentials(&eb.spec) {
         let name = generated_secret_name(&eb.name_any());
-        let existing = api.get_opt(&name).await?;
+        let existing = ctx.secret(&ns, &name).await?;
         refs.generated =
             Some(read_generated(&name, existing.as_ref()).unwrap_or_else(|| new_generated(&name)));
     }

@@ -337,9 +337,7 @@ pub async fn finalize(eb: &EventBroker, ctx: &Context) -> Result<Action, Error> 
                             }
                         }
                     }
-                    let refs = super::refs::fetch(&ctx.client, eb)
-                        .await
-                        .map_err(Error::Refs)?;
+                    let refs = super::refs::fetch(ctx, eb).await.map_err(Error::Refs)?;
                     if let Some(why) = credentials_gone(eb, &refs, ctx) {
                         return abandon_cleanup(ctx, eb, &left_behind("SNS", &ids), &why).await;
                     }
@@ -355,9 +353,7 @@ pub async fn finalize(eb: &EventBroker, ctx: &Context) -> Result<Action, Error> 
                             ids.push(path);
                         }
                     }
-                    let refs = super::refs::fetch(&ctx.client, eb)
-                        .await
-                        .map_err(Error::Refs)?;
+                    let refs = super::refs::fetch(ctx, eb).await.map_err(Error::Refs)?;
                     if let Some(why) = credentials_gone(eb, &refs, ctx) {
                         return abandon_cleanup(ctx, eb, &left_behind("Pub/Sub", &ids), &why).await;
                     }

@@ -37,7 +37,7 @@ pub async fn apply(
     kept.apply(client, &config).await?;
     kept.apply(client, &headless).await?;
     kept.apply(client, &service).await?;
-    let statefulset = kept.apply(client, &statefulset).await?;
+    let statefulset = kept.apply_workload(client, &statefulset).await?;
     let mut swept = Vec::new();
     if kept.must_sweep() {
         swept = sweep_workload(client, owner, &kept).await?;

@@ -43,7 +43,7 @@ async fn client(aws: &AwsSettings) -> aws_sdk_iot::Client {
 
 /// Reconciles an iotcore MqttBroker (not being deleted).
 pub async fn reconcile(mqb: &MqttBroker, ctx: &Context) -> Result<Action, Error> {
-    let refs = refs::fetch(&ctx.client, mqb).await.map_err(Error::Refs)?;
+    let refs = refs::fetch(ctx, mqb).await.map_err(Error::Refs)?;
     let valid = match validate::validate_iotcore(mqb, &refs) {
         Ok(v) => v,
         Err(err) => {
@@ -327,7 +327,7 @@ pub async fn finalize(mqb: &MqttBroker, ctx: &Context) -> Result<Action, Error> 
                     .map(str::to_string)
             });
         if let Some(name) = name {
-            let refs = refs::fetch(&ctx.client, mqb).await.map_err(Error::Refs)?;
+            let refs = refs::fetch(ctx, mqb).await.map_err(Error::Refs)?;
             let valid = match validate::validate_iotcore(mqb, &refs) {
                 Ok(v) => v,
                 Err(err @ Invalid::Credentials(_)) => {

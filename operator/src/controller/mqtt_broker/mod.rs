@@ -70,7 +70,7 @@ pub async fn reconcile(mqb: Arc<MqttBroker>, ctx: Arc<Context>) -> Result<Action
     set_finalizer(&ctx.client, &*mqb, false)
         .await
         .map_err(Error::Finalizer)?;
-    let refs = refs::fetch(&ctx.client, &mqb).await.map_err(Error::Refs)?;
+    let refs = refs::fetch(&ctx, &mqb).await.map_err(Error::Refs)?;
     let valid = match validate::validate(&mqb, &refs, &ctx.settings) {
         Ok(v) => v,
         Err(err) => return not_reconciled(&ctx, &*mqb, &err, status::failed(&mqb, &err)).await,

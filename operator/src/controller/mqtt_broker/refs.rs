@@ -3,10 +3,11 @@
 
 use super::names::{SIDECAR_USER, sidecar_secret_name, user_secret_name};
 use crate::cloud::aws::keys as aws_keys;
+use crate::context::Context;
 use crate::secret::{self, GeneratedCredentials, SecretString, is_secret_name, read_generated};
 use edgewire_api::{MqttBroker, MqttBrokerType};
 use k8s_openapi::api::core::v1::Secret;
-use kube::{Api, Client, ResourceExt};
+use kube::ResourceExt;
 use std::collections::BTreeMap;
 
 /// Keys of the listener's `kubernetes.io/tls` Secret.
@@ -176,12 +177,11 @@ pub fn from_lookup<'a>(
 }
 
 /// Fetches every Secret `mqb` reads (missing ones are simply absent) and resolves the generated credentials.
-pub async fn fetch(client: &Client, mqb: &MqttBroker) -> Result<Refs, kube::Error> {
+pub async fn fetch(ctx: &Context, mqb: &MqttBroker) -> Result<Refs, kube::Error> {
     let ns = mqb.namespace().unwrap_or_default();
-    let api: Api<Secret> = Api::namespaced(client.clone(), &ns);
     let mut found = BTreeMap::new();
     for name in referenced_secret_names(mqb) {
-        if let Some(s) = api.get_opt(&name).await? {
+        if let Some(s) = ctx.secret(&ns, &name).await? {
             found.insert(name, s);
         }
     }
