@@ -52,6 +52,12 @@ fn a_restarted_operator_converges_to_the_same_objects_without_duplicates() {
         lease_seconds: 5,
         ..OperatorOpts::new(&ns, "op-a")
     };
+    // No pod may start while the first operator runs, so that it cannot finish (a fast operator on a kwok
+    // node is Ready in well under a second): the kill lands before the workloads are ready.
+    let quota = format!(
+        "apiVersion: v1\nkind: ResourceQuota\nmetadata:\n  name: no-pods\n  namespace: {ns}\nspec:\n  hard:\n    pods: \"0\"\n"
+    );
+    cluster.apply_yaml(&quota);
     let mut first = Operator::start_with(&cluster, opts.clone());
     cluster.apply_yaml(&token_secret(&ns, SECRET, "first-token"));
     cluster.apply_yaml(&nats_deployed(&ns, "events", SECRET, 1));
@@ -74,7 +80,8 @@ fn a_restarted_operator_converges_to_the_same_objects_without_duplicates() {
         "Ready before the workloads could be: {}",
         status_summary(&eb)
     );
-    // Whatever became ready while no operator ran, the restarted one must notice.
+    // Whatever becomes ready while no operator runs, the restarted one must notice.
+    cluster.kubectl_ok(&["delete", "resourcequota", "no-pods", "-n", &ns]);
 
     // A pod restart keeps its name (identity): the lease is still ours, no waiting for it to expire.
     let second = Operator::start_with(&cluster, opts);
