@@ -466,4 +466,48 @@ mod tests {
             None
         );
     }
+
+    /// A broker's generated credentials Secret may be missing only for `render` (the operator writes it when
+    /// it reconciles the broker); a Secret the user names must exist either way.
+    #[test]
+    fn only_render_passes_a_missing_generated_secret() {
+        use crate::controller::bridge_link::resolve::Brokers;
+        use edgewire_api::{BrokerKind, EventBroker};
+        let eb = EventBroker::test("cloud")
+            .adapter_nats()
+            .deploy(BrokerKind::Nats);
+        let brokers = Brokers {
+            event_brokers: [("cloud".to_string(), eb)].into(),
+            ..Brokers::default()
+        };
+        let mut bl = BridgeLink::test("b");
+        bl.spec.cloud = serde_json::from_value(serde_json::json!(
+            {"brokerRef": {"kind": "EventBroker", "name": "cloud"}}
+        ))
+        .unwrap();
+        let refs = Refs {
+            brokers,
+            secrets: Default::default(),
+        };
+        let settings = Settings::default();
+        assert!(validate(&bl, &refs, &settings, true).is_ok());
+        let refused = validate(&bl, &refs, &settings, false).unwrap_err();
+        assert_eq!(
+            refused.reason(),
+            edgewire_api::condition::reasons::SECRET_MISSING,
+            "{refused}"
+        );
+        assert!(refused.to_string().contains("cloud-"), "{refused}");
+
+        bl.spec.edge = serde_json::from_value(serde_json::json!({"endpoint": {
+            "protocol": "mqtt", "url": "edge:1883",
+            "auth": {"userPassword": {"secretName": "edge-creds"}},
+        }}))
+        .unwrap();
+        let named = validate(&bl, &refs, &settings, true).unwrap_err();
+        assert!(
+            named.to_string().contains("\"edge-creds\" not found"),
+            "{named}"
+        );
+    }
 }
