@@ -294,4 +294,24 @@ mod tests {
             "{binary_token}"
         );
     }
+
+    /// `spec.endpoint` replaces the discovered endpoint trimmed; a blank one replaces nothing.
+    #[test]
+    fn a_blank_endpoint_override_is_none_and_a_given_one_is_trimmed() {
+        let with_endpoint = |e: &str| {
+            let mut m = iot();
+            m.metadata.uid = Some("uid-1".into());
+            m.metadata.namespace = Some("factory".into());
+            spec_of(&mut m).credentials = None;
+            m.spec.endpoint = Some(e.into());
+            validate_iotcore(&m, &Refs::default())
+                .unwrap()
+                .endpoint_override
+        };
+        assert_eq!(with_endpoint("  "), None);
+        assert_eq!(
+            with_endpoint(" a1b2-ats.iot.us-east-1.amazonaws.com "),
+            Some("a1b2-ats.iot.us-east-1.amazonaws.com".into())
+        );
+    }
 }
