@@ -438,6 +438,51 @@ mod tests {
             assert_ne!(s.tail, Tail::Clean);
         }
 
+        /// A segment of records `seqs` (each `msg(1, "t", b"p")`), with `damage` applied to its bytes.
+        fn scanned(seqs: &[u64], damage: impl FnOnce(&mut Vec<u8>)) -> Scan {
+            let d = tempfile::tempdir().unwrap();
+            let path = d.path().join(name(1, 0));
+            let mut buf = Vec::new();
+            for &seq in seqs {
+                encode(&mut buf, seq, 0, &msg(1, "t", b"p"));
+            }
+            damage(&mut buf);
+            File::create(&path).unwrap().write_all(&buf).unwrap();
+            scan(&path, 1).unwrap()
+        }
+
+        /// The last record written twice: the repeat is not a good record, so the segment does not end
+        /// cleanly after it.
+        #[test]
+        fn a_repeat_of_the_last_record_is_not_a_good_record() {
+            let frame = frame_len(&msg(1, "t", b"p")) as u64;
+            let s = scanned(&[1, 2, 2], |_| {});
+            assert_eq!((s.last_seq, s.valid_len), (2, 2 * frame));
+            assert_ne!(s.tail, Tail::Clean);
+        }
+
+        /// A damaged frame between good records: the records it took are a hole (its offset, the first and
+        /// last sequence number lost); bytes that took no record (the sequence numbers go on) are none.
+        #[test]
+        fn the_records_a_damaged_frame_took_are_a_hole_and_garbage_is_none() {
+            let frame = frame_len(&msg(1, "t", b"p"));
+            let s = scanned(&[1, 2, 3, 4, 5], |b| b[3 * frame - 1] ^= 0xff);
+            assert_eq!(s.holes, [(2 * frame as u64, 3, 3)]);
+            assert_eq!((s.last_seq, s.tail), (5, Tail::Clean));
+            let s = scanned(&[1, 2, 3, 4, 5, 6], |b| {
+                b[3 * frame - 1] ^= 0xff;
+                b[4 * frame - 1] ^= 0xff;
+            });
+            assert_eq!(s.holes, [(2 * frame as u64, 3, 4)]);
+            let s = scanned(&[1, 2, 3], |b| {
+                let tail = b.split_off(2 * frame);
+                b.extend([0xab; 24]);
+                b.extend(tail);
+            });
+            assert_eq!(s.holes, []);
+            assert_eq!((s.last_seq, s.tail), (3, Tail::Clean));
+        }
+
         #[test]
         fn a_record_is_length_crc_and_little_endian_fields() {
             let m = msg(0x0102, "t/x", b"pay");
