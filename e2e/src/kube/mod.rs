@@ -55,6 +55,22 @@ pub const RELEASE: (&str, &str) = ("edgewire", "edgewire-system");
 pub const EXTERNAL_RELEASE: (&str, &str) = ("edgewire-e2e", "edgewire-e2e");
 /// Names of the fake nodes kwok manages.
 pub const NODES: &[&str] = &["kwok-node-0", "kwok-node-1", "kwok-node-2"];
+/// `$EDGEWIRE_E2E_CONTROL_PLANE_QPS` (unset: Kubernetes' defaults, 20 for the controller-manager and 50 for
+/// the scheduler): the rate at which kube-controller-manager and kube-scheduler may call the API server, as
+/// their `--kube-api-qps` and `--kube-api-burst`. The scale bench raises it (`--control-plane-qps`): at 20 a
+/// second, creating the pods, ReplicaSets and volume claims of 2,200 resources alone takes minutes.
+pub const CONTROL_PLANE_QPS_ENV: &str = "EDGEWIRE_E2E_CONTROL_PLANE_QPS";
+
+fn control_plane_qps() -> Vec<String> {
+    match std::env::var(CONTROL_PLANE_QPS_ENV) {
+        Ok(qps) if !qps.trim().is_empty() => vec![
+            format!("--kube-api-qps={}", qps.trim()),
+            format!("--kube-api-burst={}", qps.trim()),
+        ],
+        _ => Vec::new(),
+    }
+}
+
 /// The default StorageClass: hostPath volumes the controller-manager provisions.
 pub const STORAGE_CLASS: &str = "hostpath";
 /// Service ClusterIPs: virtual, nothing routes them (no kube-proxy). A /16: the scale bench creates more than
@@ -474,7 +490,10 @@ impl ControlPlane {
                 format!("--cert-dir={}", self.dir.join("scheduler-certs").display()),
                 "--leader-elect=false".into(),
                 "--profiling=false".into(),
-            ],
+            ]
+            .into_iter()
+            .chain(control_plane_qps())
+            .collect::<Vec<_>>(),
         )?;
         let kwok_port = free_port();
         let stage_files = stage_files(&stages).map_err(|e| ("start kwok", e))?;
@@ -528,7 +547,10 @@ impl ControlPlane {
                 // PersistentVolumes on demand for StatefulSet claim templates (StorageClass below).
                 "--enable-hostpath-provisioner=true".into(),
                 "--profiling=false".into(),
-            ],
+            ]
+            .into_iter()
+            .chain(control_plane_qps())
+            .collect::<Vec<_>>(),
         )?;
 
         let step = "create the kwok nodes and the StorageClass";
