@@ -483,6 +483,19 @@ mod tests {
             assert_eq!((s.last_seq, s.tail), (3, Tail::Clean));
         }
 
+        /// The last frame with only its length hit (it now runs past the end of the file) is damage, not a
+        /// crash: the rest of the file is exactly a body whose CRC matches. Cut short, the same frame is torn.
+        #[test]
+        fn a_last_frame_whose_length_alone_was_hit_is_corrupt_not_torn() {
+            let frame = frame_len(&msg(1, "t", b"p"));
+            let hit = scanned(&[1, 2], |b| {
+                b[frame..frame + 4].copy_from_slice(&0x00ff_fff0u32.to_le_bytes())
+            });
+            assert_eq!((hit.last_seq, hit.tail), (1, Tail::Corrupt));
+            let cut = scanned(&[1, 2], |b| b.truncate(2 * frame - 1));
+            assert_eq!((cut.last_seq, cut.tail), (1, Tail::Torn));
+        }
+
         #[test]
         fn a_record_is_length_crc_and_little_endian_fields() {
             let m = msg(0x0102, "t/x", b"pay");
