@@ -24,7 +24,7 @@
 # and in total: caught, missed, timeouts, unviable and the score caught+timeout / (caught+timeout+missed).
 # Exits 1 when a mutant survived or a part could not run.
 #
-# Cost (2-core machine, issue 18): 329 api, 240 agent and 218 operator mutants. The first build of a part in
+# Cost (2-core machine, issue 18): 329 api, 248 agent and 218 operator mutants. The first build of a part in
 # a cold target dir takes 40+ min (the AWS and Google SDKs); then a mutant takes 15-60 s (an incremental
 # rebuild of its crate, the link of its test binaries and the tests), longer for one that makes a test hang.
 # Run one part at a time. Stopping cargo-mutants does not stop the cargo it started (its own process
@@ -130,7 +130,8 @@ for part in $PARTS; do
       *) echo "mutants: $part: cargo-mutants exited $rc"; status=1; break ;;
     esac
   done < <(part_passes "$part")
-  # With --iterate, what earlier runs caught (or found unviable) is in previously_caught.txt.
+  # With --iterate, what earlier runs caught (or found unviable) is in previously_caught.txt, one list:
+  # so after an --iterate run, "caught" includes the mutants an earlier run found unviable.
   caught=$(($(count "$dir/caught.txt") + $(count "$dir/previously_caught.txt")))
   missed=$(count "$dir/missed.txt") timeout=$(count "$dir/timeout.txt") unviable=$(count "$dir/unviable.txt")
   total_caught=$((total_caught + caught)) total_missed=$((total_missed + missed))
