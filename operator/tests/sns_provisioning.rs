@@ -381,9 +381,30 @@ async fn denied_permissions_surface_in_topics_ready() {
     mock.insert(&eb);
     mock.insert(&aws_secret());
     let current = stored(&mock, &eb).unwrap();
+    mock.clear_requests();
     let action = reconcile(Arc::new(current), ctx(client.clone()))
         .await
         .expect("a denied call is a status, not a reconcile error");
+    let failure_events = |reqs: &[Recorded]| -> Vec<Value> {
+        reqs.iter()
+            .filter(|r| r.method == "POST" && r.path.ends_with("/events"))
+            .filter_map(|r| r.body.clone())
+            .filter(|ev| ev["reason"] == "ProvisioningFailed")
+            .collect()
+    };
+    // The failure is told once, as a Warning Event naming the topics and the refusal.
+    let events = failure_events(&mock.requests());
+    assert_eq!(events.len(), 1, "{events:#?}");
+    assert_eq!(events[0]["type"], "Warning");
+    assert_eq!(events[0]["regarding"]["name"], "denied");
+    let note = events[0]["note"].as_str().unwrap();
+    assert!(
+        note.contains("prod-edge-nodes-events") && note.contains("sns:CreateTopic denied"),
+        "{note}"
+    );
+    // A retry that fails the same way says nothing new.
+    let again = run(&mock, &client, &eb).await;
+    assert_eq!(failure_events(&again), Vec::<Value>::new());
     assert_eq!(
         action,
         kube::runtime::controller::Action::requeue(

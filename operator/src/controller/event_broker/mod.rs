@@ -88,6 +88,9 @@ pub async fn reconcile(eb: Arc<EventBroker>, ctx: Arc<Context>) -> Result<Action
         crate::status::write(&ctx.client, &*eb, eb.status.as_ref(), st)
             .await
             .map_err(Error::Status)?;
+        if let Some(msg) = &topics_failed {
+            topics::record_failure(&ctx, &eb, msg).await;
+        }
         warn!(error = ?topics_failed, "topics not provisioned");
         return Ok(Action::requeue(topics::RETRY));
     }
@@ -115,6 +118,7 @@ pub async fn reconcile(eb: Arc<EventBroker>, ctx: Arc<Context>) -> Result<Action
             KIND_LABEL,
             edgewire_api::condition::reasons::PROVISIONING_FAILED,
         );
+        topics::record_failure(&ctx, &eb, &msg).await;
         warn!(error = %msg, "topics not provisioned");
         return Ok(Action::requeue(topics::RETRY));
     }

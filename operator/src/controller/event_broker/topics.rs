@@ -196,6 +196,26 @@ pub async fn provision(eb: &EventBroker, v: &mut ValidatedEventBroker, refs: &Re
     topics
 }
 
+/// The Warning Event `ProvisioningFailed` naming what failed, on the transition into the failure only: not
+/// again on each retry while `TopicsReady` already says so.
+pub async fn record_failure(ctx: &Context, eb: &EventBroker, message: &str) {
+    let already = eb
+        .status
+        .as_ref()
+        .and_then(|s| condition::find(&s.conditions, types::TOPICS_READY))
+        .is_some_and(|c| c.status == "False" && c.reason == reasons::PROVISIONING_FAILED);
+    if !already {
+        crate::status::publish(
+            ctx,
+            eb,
+            EventType::Warning,
+            reasons::PROVISIONING_FAILED,
+            format!("topics not provisioned: {message}"),
+        )
+        .await;
+    }
+}
+
 /// `TopicsReady` and `status.topics` from the provisioned topics (no topics: not applicable). `Ready` is
 /// False while a topic failed, with `Stalled` when the cloud denied a call and `Reconciling` otherwise (see
 /// [`crate::status::cloud_failure`]).
