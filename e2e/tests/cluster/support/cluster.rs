@@ -189,7 +189,8 @@ impl Cluster {
     }
 
     /// `kubectl wait --for=<condition> <resource> -n <ns> --timeout=<timeout>`; panics with the object's
-    /// state and `context` (e.g. an operator's log tail) unless the condition is met.
+    /// state and `context` (e.g. an operator's log tail) unless the condition is met. An object the operator
+    /// has yet to create is waited for first: `kubectl wait` fails at once on an object that does not exist.
     pub fn wait(
         &self,
         ns: &str,
@@ -198,7 +199,22 @@ impl Cluster {
         timeout: Duration,
         context: impl FnOnce() -> String,
     ) {
-        let timeout = format!("--timeout={}s", timeout.as_secs());
+        let started = std::time::Instant::now();
+        let exists = super::wait_for(&format!("{resource} in {ns} to exist"), timeout, || {
+            let out = self.kubectl(&["get", resource, "-n", ns, "-o", "name"]);
+            if out.status.success() {
+                Ok(())
+            } else {
+                Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
+            }
+        });
+        if let Err(e) = exists {
+            panic!("{e}\n{}", context());
+        }
+        let left = timeout
+            .saturating_sub(started.elapsed())
+            .max(Duration::from_secs(1));
+        let timeout = format!("--timeout={}s", left.as_secs());
         let for_ = format!("--for={condition}");
         let out = self.kubectl(&["wait", &for_, resource, "-n", ns, &timeout]);
         if !out.status.success() {
