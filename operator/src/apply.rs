@@ -34,6 +34,32 @@ where
         .await
 }
 
+/// A namespaced kind the operator applies, looks up in its watches or reads: a child, or a broker a
+/// BridgeLink references.
+pub trait Namespaced:
+    Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+    + Serialize
+    + DeserializeOwned
+    + Clone
+    + Debug
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<K> Namespaced for K where
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+        + Serialize
+        + DeserializeOwned
+        + Clone
+        + Debug
+        + Send
+        + Sync
+        + 'static
+{
+}
+
 /// (kind, name) of a child.
 type ChildKey = (String, String);
 
@@ -141,33 +167,21 @@ impl<'a> Kept<'a> {
 
     /// Applies `obj` ([`ssa`]) and keeps it, unless the memo shows the same body applied and the child
     /// unchanged since ([`Memo`]).
-    pub async fn apply<K>(&mut self, client: &Client, obj: &K) -> Result<(), kube::Error>
-    where
-        K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
-            + Serialize
-            + DeserializeOwned
-            + Clone
-            + Debug
-            + Send
-            + Sync
-            + 'static,
-    {
+    pub async fn apply<K: Namespaced>(
+        &mut self,
+        client: &Client,
+        obj: &K,
+    ) -> Result<(), kube::Error> {
         self.apply_or_read(client, obj).await.map(drop)
     }
 
     /// [`Kept::apply`] of a workload; returns it as the API server holds it (as the watch shows it, without
     /// its pod template, when it was not written): its status drives the conditions.
-    pub async fn apply_workload<K>(&mut self, client: &Client, obj: &K) -> Result<K, kube::Error>
-    where
-        K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
-            + Serialize
-            + DeserializeOwned
-            + Clone
-            + Debug
-            + Send
-            + Sync
-            + 'static,
-    {
+    pub async fn apply_workload<K: Namespaced>(
+        &mut self,
+        client: &Client,
+        obj: &K,
+    ) -> Result<K, kube::Error> {
         match self.apply_or_read(client, obj).await? {
             Some(live) => Ok(live),
             // Watched by its metadata only: its status is read.
@@ -184,17 +198,11 @@ impl<'a> Kept<'a> {
 
     /// The child after this pass: applied, or (unchanged) as a watch or a read shows it; `None` when a watch
     /// of its metadata shows it unchanged.
-    async fn apply_or_read<K>(&mut self, client: &Client, obj: &K) -> Result<Option<K>, kube::Error>
-    where
-        K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
-            + Serialize
-            + DeserializeOwned
-            + Clone
-            + Debug
-            + Send
-            + Sync
-            + 'static,
-    {
+    async fn apply_or_read<K: Namespaced>(
+        &mut self,
+        client: &Client,
+        obj: &K,
+    ) -> Result<Option<K>, kube::Error> {
         let key: ChildKey = (K::kind(&()).into_owned(), obj.name_any());
         let Some((memo, owner)) = self.memo.clone() else {
             return self.write(client, obj).await.map(Some);
@@ -244,14 +252,7 @@ impl<'a> Kept<'a> {
     }
 
     /// [`ssa`], and keeps the child.
-    async fn write<K>(&mut self, client: &Client, obj: &K) -> Result<K, kube::Error>
-    where
-        K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
-            + Serialize
-            + DeserializeOwned
-            + Clone
-            + Debug,
-    {
+    async fn write<K: Namespaced>(&mut self, client: &Client, obj: &K) -> Result<K, kube::Error> {
         let applied = ssa(client, obj).await?;
         self.keep(&applied);
         Ok(applied)

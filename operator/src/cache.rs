@@ -164,15 +164,6 @@ impl SecretCache {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Secrets kept (for tests and the scale bench's reasoning).
-    pub fn len(&self) -> usize {
-        self.entries().values.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     /// A watch event of the Secret metadata watch: a (re)list starting forgets everything, one completed
     /// turns the cache on, and any Secret seen changed or deleted is forgotten.
     pub fn observe(&self, event: &Event<PartialObjectMeta<Secret>>) {

@@ -8,7 +8,7 @@ pub mod bridge_link;
 pub mod event_broker;
 pub mod mqtt_broker;
 
-use crate::apply::Memo;
+use crate::apply::{Memo, Namespaced};
 use crate::cache::{SecretCache, Workload};
 use crate::context::Context;
 use crate::reconcile::{Error, Reconciled};
@@ -23,8 +23,6 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher::{self, Config, Event};
 use kube::runtime::{WatchStreamExt, predicates};
 use kube::{Api, Client, Resource, ResourceExt};
-use serde::de::DeserializeOwned;
-use std::fmt::Debug;
 use std::future::Future;
 use std::sync::Arc;
 use tracing::{debug, warn};
@@ -69,16 +67,7 @@ impl Owned<'_> {
 
     /// `c` owning children of kind `C`, watched and kept by their metadata only (stripped:
     /// [`strip_meta`](crate::cache::strip_meta)).
-    pub fn metadata<K: Controlled, C>(&self, c: Controller<K>) -> Controller<K>
-    where
-        C: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
-            + Clone
-            + DeserializeOwned
-            + Debug
-            + Send
-            + Sync
-            + 'static,
-    {
+    pub fn metadata<K: Controlled, C: Namespaced>(&self, c: Controller<K>) -> Controller<K> {
         let (store, writer) = kube::runtime::reflector::store::<PartialObjectMeta<C>>();
         self.memo.watched.add(store);
         // An Api of PartialObjectMeta asks the API server for metadata only.
@@ -95,10 +84,10 @@ impl Owned<'_> {
 
     /// `c` owning workloads of kind `C`, watched and kept whole but for their pod template
     /// ([`Workload::strip`]): their status drives the conditions.
-    pub fn whole<K: Controlled, C>(&self, c: Controller<K>) -> Controller<K>
-    where
-        C: Workload + Resource<Scope = NamespaceResourceScope> + DeserializeOwned + Debug,
-    {
+    pub fn whole<K: Controlled, C: Workload + Namespaced>(
+        &self,
+        c: Controller<K>,
+    ) -> Controller<K> {
         let (store, writer) = kube::runtime::reflector::store::<C>();
         self.memo.watched.add(store);
         let stream = kube::runtime::watcher(api::<C>(self.client, self.ns), self.config.clone())

@@ -2,14 +2,12 @@
 //! [`resolve`](super::resolve) names them; none when a side cannot be resolved, which `validate` reports).
 
 use super::resolve::{self, Brokers, SecretUse};
+use crate::apply::Namespaced;
 use crate::context::Context;
 use edgewire_api::{BridgeLink, BrokerRefKind, EventBroker, MqttBroker};
-use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::core::v1::Secret;
-use kube::{Api, Resource, ResourceExt};
-use serde::de::DeserializeOwned;
+use kube::{Api, ResourceExt};
 use std::collections::BTreeMap;
-use std::fmt::Debug;
 
 /// What `fetch` found: referenced brokers and Secrets that exist.
 #[derive(Clone, Debug, Default)]
@@ -31,16 +29,11 @@ pub async fn fetch(ctx: &Context, bl: &BridgeLink) -> Result<Refs, kube::Error> 
 }
 
 /// The broker `ns/name` of kind `K`: from the store of its controller, else read.
-async fn broker<K>(ctx: &Context, ns: &str, name: &str) -> Result<Option<K>, kube::Error>
-where
-    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
-        + Clone
-        + DeserializeOwned
-        + Debug
-        + Send
-        + Sync
-        + 'static,
-{
+async fn broker<K: Namespaced>(
+    ctx: &Context,
+    ns: &str,
+    name: &str,
+) -> Result<Option<K>, kube::Error> {
     if let Some(b) = ctx.applied.watched.get::<K>(ns, name) {
         return Ok(Some(K::clone(&b)));
     }
