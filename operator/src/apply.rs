@@ -115,6 +115,9 @@ struct OwnerMemo {
     applied: HashMap<ChildKey, Applied>,
     /// What the last completed sweep kept.
     swept: Option<BTreeSet<ChildKey>>,
+    /// Every child written since the last completed sweep, noted before the write (which may fail having
+    /// created it): what a watch may not show yet that the sweep must still find.
+    written: BTreeSet<ChildKey>,
 }
 
 impl Memo {
@@ -234,6 +237,7 @@ impl<'a> Kept<'a> {
                 }
             }
         }
+        memo.with(&owner, |m| m.written.insert(key.clone()));
         let applied = self.write(client, obj).await?;
         if let Some(rv) = applied.resource_version() {
             let generation = applied.meta().generation;
@@ -266,6 +270,23 @@ impl<'a> Kept<'a> {
             .contains(&(K::kind(&()).into_owned(), name.to_string()))
     }
 
+    /// The names of the owner's children of kind `K` as the watches show them, when they show every child
+    /// the sweep must consider (see [`sweep`]); `None` when the sweep must list them.
+    fn watched<K: Namespaced>(&self, owner: &Owner) -> Option<Vec<String>> {
+        let (memo, uid) = self.memo.as_ref()?;
+        let labels = owner.sweep_labels();
+        let shown = memo.watched.labelled::<K>(&owner.namespace, &labels)?;
+        let kind = K::kind(&());
+        let unseen = memo.with(uid, |m| {
+            m.written.iter().any(|(k, name)| {
+                *k == kind
+                    && !self.set.contains(&(k.clone(), name.clone()))
+                    && !shown.contains(name)
+            })
+        });
+        (!unseen).then_some(shown)
+    }
+
     /// Whether the sweep may find anything: always without a memo; with one, unless the last completed sweep
     /// kept exactly these children.
     pub fn must_sweep(&self) -> bool {
@@ -280,6 +301,7 @@ impl<'a> Kept<'a> {
         if let Some((memo, owner)) = &self.memo {
             memo.with(owner, |m| {
                 m.applied.retain(|k, _| self.set.contains(k));
+                m.written.retain(|k| self.set.contains(k));
                 m.swept = Some(self.set.clone());
             });
         }
@@ -293,32 +315,40 @@ pub async fn sweep_workload(
     owner: &Owner,
     kept: &Kept<'_>,
 ) -> Result<Vec<String>, kube::Error> {
-    let (ns, sel) = (&owner.namespace, owner.sweep_selector());
-    let mut swept = sweep::<StatefulSet>(client, ns, &sel, kept).await?;
-    swept.extend(sweep::<Service>(client, ns, &sel, kept).await?);
-    swept.extend(sweep::<Secret>(client, ns, &sel, kept).await?);
+    let mut swept = sweep::<StatefulSet>(client, owner, kept).await?;
+    swept.extend(sweep::<Service>(client, owner, kept).await?);
+    swept.extend(sweep::<Secret>(client, owner, kept).await?);
     Ok(swept)
 }
 
-/// Deletes the objects of kind `K` in `ns` that carry the owner's labels (`selector`) but were not applied in
-/// this pass: a switched adapter or a removed `deployBroker` leaves no orphan behind. Returns the names deleted.
-pub async fn sweep<K>(
+/// Deletes the objects of kind `K` in the owner's namespace that carry its labels
+/// ([`Owner::sweep_labels`]) but were not applied in this pass: a switched adapter or a removed
+/// `deployBroker` leaves no orphan behind. Returns the names deleted.
+///
+/// The candidates come from the controller's watches when they can be trusted to show every one: the stores
+/// of `K` have listed once, and every child of kind `K` this process wrote for the owner since its last
+/// completed sweep (and does not keep now) is in them. Otherwise (no memo, a store not listed yet, a write the
+/// watch has not delivered yet) they are listed from the API server by the same labels.
+pub async fn sweep<K: Namespaced>(
     client: &Client,
-    ns: &str,
-    selector: &str,
+    owner: &Owner,
     kept: &Kept<'_>,
-) -> Result<Vec<String>, kube::Error>
-where
-    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
-        + DeserializeOwned
-        + Clone
-        + Debug,
-{
+) -> Result<Vec<String>, kube::Error> {
+    let ns = &owner.namespace;
     let api: Api<K> = Api::namespaced(client.clone(), ns);
+    let names = match kept.watched::<K>(owner) {
+        Some(names) => names,
+        None => api
+            .list(&ListParams::default().labels(&owner.sweep_selector()))
+            .await?
+            .into_iter()
+            .filter(|obj| obj.meta().deletion_timestamp.is_none())
+            .map(|obj| obj.name_any())
+            .collect(),
+    };
     let mut deleted = Vec::new();
-    for obj in api.list(&ListParams::default().labels(selector)).await? {
-        let name = obj.name_any();
-        if !kept.contains::<K>(&name) && obj.meta().deletion_timestamp.is_none() {
+    for name in names {
+        if !kept.contains::<K>(&name) {
             match api.delete(&name, &DeleteParams::background()).await {
                 Ok(_) => deleted.push(name),
                 Err(kube::Error::Api(e)) if e.code == 404 => {}

@@ -4,7 +4,8 @@
 //! - [`Watched`]: the stores of the children each controller watches (`.owns()`), by kind. Children the
 //!   operator only needs to recognise are watched by their metadata; workloads (whose status drives the
 //!   conditions) are kept whole but without their pod template. [`crate::apply::Kept`] looks a child up here
-//!   before it reads it from the API server. The controllers' own stores of the three kinds are here too:
+//!   before it reads it from the API server, and [`crate::apply::sweep`] takes its candidates from here
+//!   (by the owner's labels) instead of listing them once every store has listed. The controllers' own stores of the three kinds are here too:
 //!   a BridgeLink finds the brokers it references in them.
 //! - [`SecretCache`]: the Secrets reconciles have read, kept until the Secret watch shows them changed or
 //!   deleted. The watch itself carries metadata only, so the values of Secrets nobody references are never
@@ -12,6 +13,8 @@
 //!
 //! Both only save requests: a lookup that finds nothing falls back to the API server.
 
+use edgewire_api::labels;
+use futures::FutureExt;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, ObjectMeta};
@@ -24,10 +27,15 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
-/// Keeps of a child's metadata only what tells one version from another and what maps it to its owner: name,
-/// namespace, uid, resourceVersion, generation, owner references. Labels, annotations and managed fields
-/// (most of an object's metadata) are dropped before the object is stored.
+/// Keeps of a child's metadata only what tells one version from another, what maps it to its owner and what
+/// the sweep selects on: name, namespace, uid, resourceVersion, generation, owner references, deletion
+/// timestamp and the labels of [`Owner::sweep_labels`](crate::children::Owner::sweep_labels). Other labels,
+/// annotations and managed fields (most of an object's metadata) are dropped before the object is stored.
 pub fn strip_meta(meta: &mut ObjectMeta) {
+    let labels = meta.labels.take().map(|mut all| {
+        all.retain(|k, _| SWEEP_LABELS.contains(&k.as_str()));
+        all
+    });
     *meta = ObjectMeta {
         name: meta.name.take(),
         namespace: meta.namespace.take(),
@@ -35,9 +43,14 @@ pub fn strip_meta(meta: &mut ObjectMeta) {
         resource_version: meta.resource_version.take(),
         generation: meta.generation.take(),
         owner_references: meta.owner_references.take(),
+        deletion_timestamp: meta.deletion_timestamp.take(),
+        labels,
         ..ObjectMeta::default()
     };
 }
+
+/// The label keys of [`Owner::sweep_labels`](crate::children::Owner::sweep_labels).
+const SWEEP_LABELS: [&str; 3] = [labels::INSTANCE, labels::MANAGED_BY, labels::OWNER_KIND];
 
 /// A workload kept in a store: its metadata stripped ([`strip_meta`]) and its pod template dropped; what is
 /// left (replicas, selector, status, generation) is what its readiness is computed from.
@@ -116,6 +129,60 @@ impl Watched {
             .iter()
             .filter_map(|s| s.downcast_ref::<Store<T>>())
             .find_map(|s| s.get(&key))
+    }
+
+    /// The names of the objects of kind `K` in `namespace` that carry every one of `labels` and are not being
+    /// deleted, as the watches show them; `None` unless a store of `K` (whole or by metadata) exists and every
+    /// such store has listed once (before that a store may not show what is there).
+    pub fn labelled<K>(&self, namespace: &str, labels: &[(&str, &str)]) -> Option<Vec<String>>
+    where
+        K: Resource<DynamicType = ()> + Clone + Send + Sync + 'static,
+    {
+        fn matching<T: Resource<DynamicType = ()> + Clone>(
+            store: &Store<T>,
+            namespace: &str,
+            labels: &[(&str, &str)],
+        ) -> Option<Vec<String>> {
+            store.wait_until_ready().now_or_never()?.ok()?;
+            let found = store.state_filter(|obj| {
+                let meta = obj.meta();
+                meta.namespace.as_deref() == Some(namespace)
+                    && meta.deletion_timestamp.is_none()
+                    && labels.iter().all(|(k, v)| {
+                        meta.labels
+                            .as_ref()
+                            .and_then(|l| l.get(*k))
+                            .map(String::as_str)
+                            == Some(*v)
+                    })
+            });
+            Some(
+                found
+                    .iter()
+                    .map(|obj| obj.meta().name.clone().unwrap_or_default())
+                    .collect(),
+            )
+        }
+        let stores = self.stores.read().unwrap_or_else(|e| e.into_inner());
+        let whole = stores.get(&TypeId::of::<K>()).into_iter().flatten();
+        let meta = stores
+            .get(&TypeId::of::<PartialObjectMeta<K>>())
+            .into_iter()
+            .flatten();
+        let mut names = Vec::new();
+        let mut any = false;
+        for store in whole.chain(meta) {
+            let found = if let Some(s) = store.downcast_ref::<Store<K>>() {
+                matching(s, namespace, labels)
+            } else if let Some(s) = store.downcast_ref::<Store<PartialObjectMeta<K>>>() {
+                matching(s, namespace, labels)
+            } else {
+                None
+            };
+            names.extend(found?);
+            any = true;
+        }
+        any.then_some(names)
     }
 
     /// The child `namespace/name` of kind `K` as a watch shows it, or `None` when no store has it (not

@@ -588,6 +588,19 @@ impl Watches {
         }
     }
 
+    /// Each watch has listed (nothing yet): from now on its store shows everything there is.
+    fn listed(&mut self) {
+        fn done<T: kube::runtime::reflector::Lookup<DynamicType = ()> + Clone>(w: &mut Writer<T>) {
+            w.apply_watcher_event(&Event::Init);
+            w.apply_watcher_event(&Event::InitDone);
+        }
+        done(&mut self.statefulsets);
+        done(&mut self.deployments);
+        done(&mut self.services);
+        done(&mut self.secrets);
+        done(&mut self.accounts);
+    }
+
     fn show(&mut self, mock: &MockApi, path: &str) {
         fn meta<K: kube::Resource<DynamicType = ()>>(v: Value) -> Event<PartialObjectMeta<K>> {
             let mut m: PartialObjectMeta<K> = serde_json::from_value(v).unwrap();
@@ -708,4 +721,98 @@ async fn a_resync_served_by_the_watches_sends_nothing_and_sees_what_they_show() 
         hash_annotation(applied(&fifth, "/deployments/events-publisher")),
         old_hash
     );
+}
+
+/// Issue 17: once the watches have listed, the sweep takes its candidates from them and lists nothing: a
+/// fresh process (nothing remembered) deletes the children its watches show and the new generation does not
+/// want. A child this process wrote that the watches do not show yet is listed for, so it is not left behind.
+#[tokio::test]
+async fn the_sweep_deletes_what_the_watches_show_and_lists_only_for_writes_they_do_not_show_yet() {
+    let (client, mock) = MockApi::start();
+    let eb = nats_deployed();
+    mock.insert(&eb);
+    mock.insert(&secret("nats-creds", "token", "s3cr3t-token"));
+    let lists = |reqs: &[Recorded]| {
+        reqs.iter()
+            .filter(|r| r.method == "GET" && r.query.contains("labelSelector"))
+            .map(|r| r.line())
+            .collect::<Vec<_>>()
+    };
+    let deletes = |reqs: &[Recorded]| {
+        let mut d: Vec<String> = reqs
+            .iter()
+            .filter(|r| r.method == "DELETE")
+            .map(|r| r.line())
+            .collect();
+        d.sort();
+        d
+    };
+    let broker_children = [
+        format!("DELETE /api/v1{NS_PATH}/secrets/events-nats-config"),
+        format!("DELETE /api/v1{NS_PATH}/services/events-nats"),
+        format!("DELETE /api/v1{NS_PATH}/services/events-nats-headless"),
+        format!("DELETE /apis/apps/v1{NS_PATH}/statefulsets/events-nats"),
+    ];
+    let mut external = EventBroker::test("events")
+        .adapter_nats()
+        .with_token("nats-creds")
+        .with_jetstream()
+        .generation(2);
+    external.metadata.uid = eb.metadata.uid.clone();
+
+    // A first reconcile with the watches listed and empty: no orphan can exist, nothing is listed.
+    let ctx1 = ctx(client.clone());
+    Watches::new(&ctx1).listed();
+    let first = run_in(&mock, &ctx1, &eb).await;
+    assert!(lists(&first).is_empty(), "{:#?}", lists(&first));
+    assert!(deletes(&first).is_empty());
+    let children: Vec<String> = first
+        .iter()
+        .filter(|r| r.method == "PATCH" && !r.path.ends_with("/status"))
+        .map(|r| r.path.clone())
+        .collect();
+    assert!(children.len() >= 7, "{children:#?}");
+
+    // A restarted operator whose watches show those children; the new generation drops the deployed broker.
+    let ctx2 = ctx(client.clone());
+    let mut watches = Watches::new(&ctx2);
+    watches.listed();
+    for path in &children {
+        watches.show(&mock, path);
+    }
+    // Another EventBroker's child in the same namespace: shown, and not this owner's to delete.
+    let other = format!("/api/v1{NS_PATH}/services/other-publisher");
+    let mut theirs = mock
+        .object(&format!("/api/v1{NS_PATH}/services/events-nats"))
+        .unwrap();
+    theirs["metadata"]["name"] = serde_json::json!("other-publisher");
+    theirs["metadata"]["labels"][edgewire_api::labels::INSTANCE] = serde_json::json!("other");
+    mock.insert_json(theirs);
+    watches.show(&mock, &other);
+    mock.insert(&external);
+    let second = run_in(&mock, &ctx2, &external).await;
+    assert!(lists(&second).is_empty(), "{:#?}", lists(&second));
+    assert_eq!(deletes(&second), broker_children);
+
+    // Back to the deployed broker, in a process whose watches have not shown its children yet: the sweep of
+    // the next generation must list the kinds of what it wrote and not see, and delete them.
+    let mut deployed = nats_deployed().generation(3);
+    deployed.metadata.uid = eb.metadata.uid.clone();
+    mock.insert(&deployed);
+    let ctx3 = ctx(client);
+    Watches::new(&ctx3).listed();
+    run_in(&mock, &ctx3, &deployed).await;
+    external = external.generation(4);
+    mock.insert(&external);
+    let fourth = run_in(&mock, &ctx3, &external).await;
+    assert_eq!(
+        lists(&fourth),
+        [
+            format!("GET /apis/apps/v1{NS_PATH}/statefulsets"),
+            format!("GET /api/v1{NS_PATH}/services"),
+            format!("GET /api/v1{NS_PATH}/secrets"),
+        ],
+        "only the kinds with a written child the watches do not show are listed"
+    );
+    assert_eq!(deletes(&fourth), broker_children);
 }

@@ -41,12 +41,10 @@ pub async fn apply(
 
     let mut swept = Vec::new();
     if kept.must_sweep() {
-        let ns = &owner.namespace;
-        let sel = owner.sweep_selector();
         swept = sweep_workload(client, owner, &kept).await?;
-        swept.extend(sweep::<RoleBinding>(client, ns, &sel, &kept).await?);
-        swept.extend(sweep::<Role>(client, ns, &sel, &kept).await?);
-        swept.extend(sweep::<ServiceAccount>(client, ns, &sel, &kept).await?);
+        swept.extend(sweep::<RoleBinding>(client, owner, &kept).await?);
+        swept.extend(sweep::<Role>(client, owner, &kept).await?);
+        swept.extend(sweep::<ServiceAccount>(client, owner, &kept).await?);
         kept.swept();
     }
     Ok(Applied { statefulset, swept })

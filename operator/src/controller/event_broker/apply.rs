@@ -65,11 +65,9 @@ pub async fn apply(
 
     let mut swept = Vec::new();
     if kept.must_sweep() {
-        let ns = &owner.namespace;
-        let sel = owner.sweep_selector();
-        swept = sweep::<Deployment>(client, ns, &sel, &kept).await?;
+        swept = sweep::<Deployment>(client, owner, &kept).await?;
         swept.extend(sweep_workload(client, owner, &kept).await?);
-        swept.extend(sweep::<ServiceAccount>(client, ns, &sel, &kept).await?);
+        swept.extend(sweep::<ServiceAccount>(client, owner, &kept).await?);
         kept.swept();
     }
     Ok(Applied {
