@@ -274,8 +274,7 @@ impl<'a> Kept<'a> {
     /// the sweep must consider (see [`sweep`]); `None` when the sweep must list them.
     fn watched<K: Namespaced>(&self, owner: &Owner) -> Option<Vec<String>> {
         let (memo, uid) = self.memo.as_ref()?;
-        let labels = owner.sweep_labels();
-        let shown = memo.watched.labelled::<K>(&owner.namespace, &labels)?;
+        let shown = memo.watched.owned_by::<K>(&owner.namespace, uid)?;
         let kind = K::kind(&());
         let unseen = memo.with(uid, |m| {
             m.written.iter().any(|(k, name)| {
@@ -321,9 +320,11 @@ pub async fn sweep_workload(
     Ok(swept)
 }
 
-/// Deletes the objects of kind `K` in the owner's namespace that carry its labels
-/// ([`Owner::sweep_labels`]) but were not applied in this pass: a switched adapter or a removed
-/// `deployBroker` leaves no orphan behind. Returns the names deleted.
+/// Deletes the children of kind `K` of `owner` (in its namespace, with its labels and an owner reference to
+/// it) that were not applied in this pass: a switched adapter or a removed `deployBroker` leaves no orphan
+/// behind. An object with the labels that the owner does not own (made by hand, or orphaned by a deletion
+/// of an earlier owner of the same name with `--cascade=orphan`) is not the sweep's to delete. Returns the
+/// names deleted.
 ///
 /// The candidates come from the controller's watches when they can be trusted to show every one: the stores
 /// of `K` have listed once, and every child of kind `K` this process wrote for the owner since its last
@@ -342,7 +343,10 @@ pub async fn sweep<K: Namespaced>(
             .list(&ListParams::default().labels(&owner.sweep_selector()))
             .await?
             .into_iter()
-            .filter(|obj| obj.meta().deletion_timestamp.is_none())
+            .filter(|obj| {
+                obj.meta().deletion_timestamp.is_none()
+                    && crate::cache::is_owned_by(obj.meta(), &owner.owner_ref.uid)
+            })
             .map(|obj| obj.name_any())
             .collect(),
     };

@@ -5,7 +5,7 @@
 //!   operator only needs to recognise are watched by their metadata; workloads (whose status drives the
 //!   conditions) are kept whole but without their pod template. [`crate::apply::Kept`] looks a child up here
 //!   before it reads it from the API server, and [`crate::apply::sweep`] takes its candidates from here
-//!   (by the owner's labels) instead of listing them once every store has listed. The controllers' own stores of the three kinds are here too:
+//!   (by owner reference) instead of listing them once every store has listed. The controllers' own stores of the three kinds are here too:
 //!   a BridgeLink finds the brokers it references in them.
 //! - [`SecretCache`]: the Secrets reconciles have read, kept until the Secret watch shows them changed or
 //!   deleted. The watch itself carries metadata only, so the values of Secrets nobody references are never
@@ -13,7 +13,6 @@
 //!
 //! Both only save requests: a lookup that finds nothing falls back to the API server.
 
-use edgewire_api::labels;
 use futures::FutureExt;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::Secret;
@@ -27,15 +26,10 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
-/// Keeps of a child's metadata only what tells one version from another, what maps it to its owner and what
-/// the sweep selects on: name, namespace, uid, resourceVersion, generation, owner references, deletion
-/// timestamp and the labels of [`Owner::sweep_labels`](crate::children::Owner::sweep_labels). Other labels,
-/// annotations and managed fields (most of an object's metadata) are dropped before the object is stored.
+/// Keeps of a child's metadata only what tells one version from another and what maps it to its owner: name,
+/// namespace, uid, resourceVersion, generation, owner references and deletion timestamp. Labels, annotations
+/// and managed fields (most of an object's metadata) are dropped before the object is stored.
 pub fn strip_meta(meta: &mut ObjectMeta) {
-    let labels = meta.labels.take().map(|mut all| {
-        all.retain(|k, _| SWEEP_LABELS.contains(&k.as_str()));
-        all
-    });
     *meta = ObjectMeta {
         name: meta.name.take(),
         namespace: meta.namespace.take(),
@@ -44,13 +38,17 @@ pub fn strip_meta(meta: &mut ObjectMeta) {
         generation: meta.generation.take(),
         owner_references: meta.owner_references.take(),
         deletion_timestamp: meta.deletion_timestamp.take(),
-        labels,
         ..ObjectMeta::default()
     };
 }
 
-/// The label keys of [`Owner::sweep_labels`](crate::children::Owner::sweep_labels).
-const SWEEP_LABELS: [&str; 3] = [labels::INSTANCE, labels::MANAGED_BY, labels::OWNER_KIND];
+/// Whether `meta` has an owner reference to `owner_uid`.
+pub fn is_owned_by(meta: &ObjectMeta, owner_uid: &str) -> bool {
+    meta.owner_references
+        .iter()
+        .flatten()
+        .any(|r| r.uid == owner_uid)
+}
 
 /// A workload kept in a store: its metadata stripped ([`strip_meta`]) and its pod template dropped; what is
 /// left (replicas, selector, status, generation) is what its readiness is computed from.
@@ -131,30 +129,24 @@ impl Watched {
             .find_map(|s| s.get(&key))
     }
 
-    /// The names of the objects of kind `K` in `namespace` that carry every one of `labels` and are not being
-    /// deleted, as the watches show them; `None` unless a store of `K` (whole or by metadata) exists and every
-    /// such store has listed once (before that a store may not show what is there).
-    pub fn labelled<K>(&self, namespace: &str, labels: &[(&str, &str)]) -> Option<Vec<String>>
+    /// The names of the objects of kind `K` in `namespace` owned by `owner_uid` (an owner reference) and not
+    /// being deleted, as the watches show them; `None` unless a store of `K` (whole or by metadata) exists
+    /// and every such store has listed once (before that a store may not show what is there).
+    pub fn owned_by<K>(&self, namespace: &str, owner_uid: &str) -> Option<Vec<String>>
     where
         K: Resource<DynamicType = ()> + Clone + Send + Sync + 'static,
     {
         fn matching<T: Resource<DynamicType = ()> + Clone>(
             store: &Store<T>,
             namespace: &str,
-            labels: &[(&str, &str)],
+            owner_uid: &str,
         ) -> Option<Vec<String>> {
             store.wait_until_ready().now_or_never()?.ok()?;
             let found = store.state_filter(|obj| {
                 let meta = obj.meta();
                 meta.namespace.as_deref() == Some(namespace)
                     && meta.deletion_timestamp.is_none()
-                    && labels.iter().all(|(k, v)| {
-                        meta.labels
-                            .as_ref()
-                            .and_then(|l| l.get(*k))
-                            .map(String::as_str)
-                            == Some(*v)
-                    })
+                    && is_owned_by(meta, owner_uid)
             });
             Some(
                 found
@@ -173,9 +165,9 @@ impl Watched {
         let mut any = false;
         for store in whole.chain(meta) {
             let found = if let Some(s) = store.downcast_ref::<Store<K>>() {
-                matching(s, namespace, labels)
+                matching(s, namespace, owner_uid)
             } else if let Some(s) = store.downcast_ref::<Store<PartialObjectMeta<K>>>() {
-                matching(s, namespace, labels)
+                matching(s, namespace, owner_uid)
             } else {
                 None
             };

@@ -69,22 +69,16 @@ impl Owner {
         }
     }
 
-    /// The labels every child of this owner carries and the sweep selects on: instance, managed-by and the
-    /// owner kind.
-    pub fn sweep_labels(&self) -> [(&'static str, &str); 3] {
-        [
-            (labels::INSTANCE, &self.name),
-            (labels::MANAGED_BY, labels::MANAGED_BY_VALUE),
-            (labels::OWNER_KIND, self.kind_label),
-        ]
-    }
-
-    /// The label selector string matching every child of this owner (for the sweep's list).
+    /// The label selector string matching every child of this owner (for the sweep).
     pub fn sweep_selector(&self) -> String {
-        self.sweep_labels()
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect::<Vec<_>>()
-            .join(",")
+        format!(
+            "{}={},{}={},{}={}",
+            labels::INSTANCE,
+            self.name,
+            labels::MANAGED_BY,
+            labels::MANAGED_BY_VALUE,
+            labels::OWNER_KIND,
+            self.kind_label
+        )
     }
 }

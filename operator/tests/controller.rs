@@ -725,7 +725,8 @@ async fn a_resync_served_by_the_watches_sends_nothing_and_sees_what_they_show() 
 
 /// Issue 17: once the watches have listed, the sweep takes its candidates from them and lists nothing: a
 /// fresh process (nothing remembered) deletes the children its watches show and the new generation does not
-/// want. A child this process wrote that the watches do not show yet is listed for, so it is not left behind.
+/// want (not another owner's). A child this process wrote that the watches do not show yet is listed for, so
+/// it is not left behind; what the list shows with the labels but not owned is not deleted.
 #[tokio::test]
 async fn the_sweep_deletes_what_the_watches_show_and_lists_only_for_writes_they_do_not_show_yet() {
     let (client, mock) = MockApi::start();
@@ -787,6 +788,7 @@ async fn the_sweep_deletes_what_the_watches_show_and_lists_only_for_writes_they_
         .unwrap();
     theirs["metadata"]["name"] = serde_json::json!("other-publisher");
     theirs["metadata"]["labels"][edgewire_api::labels::INSTANCE] = serde_json::json!("other");
+    theirs["metadata"]["ownerReferences"][0]["uid"] = serde_json::json!("uid-of-other");
     mock.insert_json(theirs);
     watches.show(&mock, &other);
     mock.insert(&external);
@@ -802,6 +804,13 @@ async fn the_sweep_deletes_what_the_watches_show_and_lists_only_for_writes_they_
     let ctx3 = ctx(client);
     Watches::new(&ctx3).listed();
     run_in(&mock, &ctx3, &deployed).await;
+    // A Service with this owner's labels that it does not own (made by hand): listed, not deleted.
+    let mut unowned = mock
+        .object(&format!("/api/v1{NS_PATH}/services/events-nats"))
+        .unwrap();
+    unowned["metadata"]["name"] = serde_json::json!("events-by-hand");
+    unowned["metadata"]["ownerReferences"] = serde_json::json!([]);
+    mock.insert_json(unowned);
     external = external.generation(4);
     mock.insert(&external);
     let fourth = run_in(&mock, &ctx3, &external).await;
