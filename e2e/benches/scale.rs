@@ -19,6 +19,12 @@
 //! 4. An idle window (`--idle-seconds`, 600: two of the operator's 300 s resyncs): the operator's writes
 //!    (create, update, patch, delete) in it, Lease renewals counted apart.
 //!
+//! 5. The floor, the reference of the same run: the children the operator created (ServiceAccounts, Roles,
+//!    RoleBindings, Secrets, Services, StatefulSets, Deployments), copied into namespaces `floor-NN` and applied
+//!    straight by the bench (32 in flight) with the operator stopped, until every copied workload's pods are
+//!    ready: what the control plane alone takes for them on this machine. The time to Ready is also printed
+//!    over it. The first set stays in place (idle) meanwhile.
+//!
 //! Aims (issue 17): ≤ 64 MiB RSS and ≤ 60 s to Ready for 1,000 + 1,000 + 200 resources; zero writes while idle.
 //! Each is printed as a ratio. Measures; asserts nothing about timing. Smaller runs while developing:
 //! `-- --eventbrokers 50 --bridgelinks 50 --mqttbrokers 10 --unrelated-secrets 500 --idle-seconds 60`.
@@ -42,9 +48,11 @@ use anyhow::{Context, bail};
 use edgewire_api::{BridgeLink, EventBroker, MqttBroker};
 use edgewire_e2e::kube::ControlPlane;
 use futures::{StreamExt, TryStreamExt};
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::{Secret, Service, ServiceAccount};
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
-use kube::api::{Patch, PatchParams};
+use kube::api::{ListParams, Patch, PatchParams};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource};
@@ -321,6 +329,12 @@ async fn apply_one(client: &Client, obj: &Value) -> anyhow::Result<()> {
         "EventBroker" => patch_as::<EventBroker>(client, ns, name, &pp, &patch).await,
         "MqttBroker" => patch_as::<MqttBroker>(client, ns, name, &pp, &patch).await,
         "BridgeLink" => patch_as::<BridgeLink>(client, ns, name, &pp, &patch).await,
+        "ServiceAccount" => patch_as::<ServiceAccount>(client, ns, name, &pp, &patch).await,
+        "Role" => patch_as::<Role>(client, ns, name, &pp, &patch).await,
+        "RoleBinding" => patch_as::<RoleBinding>(client, ns, name, &pp, &patch).await,
+        "Service" => patch_as::<Service>(client, ns, name, &pp, &patch).await,
+        "StatefulSet" => patch_as::<StatefulSet>(client, ns, name, &pp, &patch).await,
+        "Deployment" => patch_as::<Deployment>(client, ns, name, &pp, &patch).await,
         other => bail!("the bench applies no {other}"),
     };
     res.with_context(|| format!("apply {kind} {ns}/{name}"))
@@ -377,6 +391,154 @@ async fn report_runtime(client: &Client, ns: &str, name: &str) -> Result<(), kub
         )
         .await
         .map(drop)
+}
+
+// --- the floor: the same children without the operator ---------------------------------------------------
+
+/// Namespace of the floor's copy of the children of namespace `ns`.
+fn floor_ns(ns: &str) -> String {
+    format!("floor-{}", ns.trim_start_matches("scale-"))
+}
+
+/// Every child of kind `K` the operator created, as a manifest for the floor: in its floor namespace, with
+/// its labels, annotations and spec (or data, rules, subjects), without what the API server or the owner set
+/// (uid, resourceVersion, owner references, status, a Service's cluster IPs).
+async fn children_for_floor<K>(client: &Client) -> anyhow::Result<Vec<Value>>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Serialize + std::fmt::Debug,
+{
+    let selector = format!(
+        "{}={}",
+        edgewire_api::labels::MANAGED_BY,
+        edgewire_api::labels::MANAGED_BY_VALUE
+    );
+    let list = Api::<K>::all(client.clone())
+        .list(&ListParams::default().labels(&selector))
+        .await?;
+    list.items
+        .iter()
+        .map(|obj| {
+            let mut v = serde_json::to_value(obj)?;
+            let m = &v["metadata"];
+            let ns = floor_ns(m["namespace"].as_str().unwrap_or_default());
+            v["metadata"] = json!({
+                "name": m["name"],
+                "namespace": ns,
+                "labels": m["labels"],
+                "annotations": m.get("annotations").cloned().unwrap_or(json!({})),
+            });
+            v["apiVersion"] = json!(K::api_version(&()));
+            v["kind"] = json!(K::kind(&()));
+            if let Some(o) = v.as_object_mut() {
+                o.remove("status");
+            }
+            // A Service's allocated cluster IP is allocated again; a headless one stays headless.
+            if let Some(spec) = v.get_mut("spec").and_then(Value::as_object_mut)
+                && spec.get("clusterIP").and_then(Value::as_str) != Some("None")
+            {
+                spec.remove("clusterIP");
+                spec.remove("clusterIPs");
+            }
+            // A RoleBinding's subject is the ServiceAccount of the same namespace.
+            if let Some(subjects) = v.get_mut("subjects").and_then(Value::as_array_mut) {
+                for s in subjects {
+                    s["namespace"] = json!(ns);
+                }
+            }
+            Ok(v)
+        })
+        .collect()
+}
+
+/// Deployments and StatefulSets in the floor's namespaces whose pods are all ready at their generation.
+fn floor_ready(deployments: &Store<Deployment>, statefulsets: &Store<StatefulSet>) -> usize {
+    let in_floor = |m: &kube::api::ObjectMeta| {
+        m.namespace
+            .as_deref()
+            .is_some_and(|n| n.starts_with("floor-"))
+    };
+    let done = |generation: Option<i64>, observed: Option<i64>, want: i32, ready: Option<i32>| {
+        generation.is_some() && observed == generation && ready.unwrap_or(0) >= want
+    };
+    let d = deployments
+        .state()
+        .iter()
+        .filter(|d| in_floor(&d.metadata))
+        .filter(|d| {
+            let (spec, st) = (d.spec.as_ref(), d.status.as_ref());
+            done(
+                d.metadata.generation,
+                st.and_then(|s| s.observed_generation),
+                spec.and_then(|s| s.replicas).unwrap_or(1),
+                st.and_then(|s| s.ready_replicas),
+            )
+        })
+        .count();
+    let s = statefulsets
+        .state()
+        .iter()
+        .filter(|s| in_floor(&s.metadata))
+        .filter(|s| {
+            let (spec, st) = (s.spec.as_ref(), s.status.as_ref());
+            done(
+                s.metadata.generation,
+                st.and_then(|s| s.observed_generation),
+                spec.and_then(|s| s.replicas).unwrap_or(1),
+                st.and_then(|s| s.ready_replicas),
+            )
+        })
+        .count();
+    d + s
+}
+
+/// The floor of the time to Ready on this control plane: the children the operator created, copied into
+/// namespaces of their own and applied straight (32 in flight, the operator stopped), until every copied
+/// Deployment and StatefulSet has its pods ready. Returns (objects, workloads, seconds).
+async fn floor(
+    client: &Client,
+    cp: &ControlPlane,
+    p: &Params,
+) -> anyhow::Result<(usize, usize, Duration)> {
+    // Dependency order, as the operator applies them: what the workloads reference first.
+    let mut objects = children_for_floor::<ServiceAccount>(client).await?;
+    objects.extend(children_for_floor::<Role>(client).await?);
+    objects.extend(children_for_floor::<RoleBinding>(client).await?);
+    objects.extend(children_for_floor::<Secret>(client).await?);
+    objects.extend(children_for_floor::<Service>(client).await?);
+    let first_workload = objects.len();
+    objects.extend(children_for_floor::<StatefulSet>(client).await?);
+    objects.extend(children_for_floor::<Deployment>(client).await?);
+    let workloads = objects.len() - first_workload;
+    for i in 0..p.namespaces {
+        cp.create_restricted_namespace(&floor_ns(&ns_of(p, i)))?;
+    }
+    let deployments = watch_all::<Deployment>(client);
+    let statefulsets = watch_all::<StatefulSet>(client);
+    let total = objects.len();
+    let t0 = Instant::now();
+    apply_all(client, objects).await?;
+    let mut last_print = Instant::now();
+    loop {
+        let ready = floor_ready(&deployments, &statefulsets);
+        if ready >= workloads {
+            return Ok((total, workloads, t0.elapsed()));
+        }
+        if last_print.elapsed() >= Duration::from_secs(10) {
+            last_print = Instant::now();
+            println!(
+                "  {:>5.0} s: {ready}/{workloads} workloads ready; load {}",
+                t0.elapsed().as_secs_f64(),
+                load()
+            );
+        }
+        if t0.elapsed() > p.ready_timeout {
+            bail!(
+                "floor: {ready} of {workloads} workloads ready within {:?}",
+                p.ready_timeout
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 }
 
 // --- readiness --------------------------------------------------------------------------------------------
@@ -1118,6 +1280,18 @@ async fn main() -> anyhow::Result<()> {
     op.stop();
     drop(sampler);
 
+    println!(
+        "floor: the children the operator created, copied into namespaces floor-NN and applied straight with the \
+         operator stopped ({IN_FLIGHT} in flight), until every copied workload's pods are ready (the first set stays \
+         in place, idle)"
+    );
+    let (floor_objects, floor_workloads, floor_time) = floor(&client, &cp, &p).await?;
+    println!(
+        "floor: {floor_objects} objects, {floor_workloads} workloads ready {:.1} s after the apply started; load {}",
+        floor_time.as_secs_f64(),
+        load()
+    );
+
     let secs = ready_at.as_secs_f64();
     let peak = hwm_end.max(hwm_ready).max(sampled_max);
     println!();
@@ -1126,9 +1300,13 @@ async fn main() -> anyhow::Result<()> {
         p.total(),
         p.unrelated_secrets
     );
+    let floor_secs = floor_time.as_secs_f64();
     println!(
-        "  time to all Ready  {secs:>8.1} s   {:.2}× the aim of {AIM_READY_SECS} s",
-        secs / AIM_READY_SECS
+        "  time to all Ready  {secs:>8.1} s   {:.2}× the aim of {AIM_READY_SECS} s; {:.2}× the floor \
+         (the same {floor_workloads} workloads' pods ready without the operator: {floor_secs:.1} s, {:.2}× the aim)",
+        secs / AIM_READY_SECS,
+        secs / floor_secs.max(f64::EPSILON),
+        floor_secs / AIM_READY_SECS
     );
     println!(
         "  operator peak RSS  {:>8.1} MiB {:.2}× the aim of {AIM_RSS_MIB} MiB (idle with the Secrets only: {:.1} MiB; \
