@@ -4,7 +4,7 @@
 //! - Edge→cloud: each message on an `EdgeToCloud` rule's `from` is mapped (captures substituted into
 //!   `to`), appended to the [`spool`], and acknowledged to the edge (MQTT PUBACK) only once the spool has
 //!   fsync'd it. The forwarder replays the spool in order and removes records once the cloud acknowledged
-//!   them (NATS flush / JetStream PubAck / MQTT PUBACK). Delivery is at least once: after a cloud error
+//!   them (core NATS: a server round trip after them; JetStream PubAck; MQTT PUBACK). Delivery is at least once: after a cloud error
 //!   or a crash, records not yet acknowledged are sent again (duplicates, never loss).
 //! - Cloud→edge: delivered directly (no spool) at the rule's QoS.
 //! - `/metrics` (prefix `edgewire_bridge_`, [`metrics`]), `/healthz`, `/readyz` (ready while the edge is connected:
@@ -585,7 +585,7 @@ async fn send_all(
             }
         }
     }
-    cloud.flush().await.map_err(|e| (e, Vec::new()))
+    Ok(())
 }
 
 /// Cloud → edge, directly at the rule's QoS; the cloud message is acknowledged once the edge
@@ -675,10 +675,6 @@ async fn deliver(edge: &dyn Side, cmd: &Command) -> AckFuture {
                 id: None,
             })
             .await;
-        let sent = match sent {
-            Ok(f) => edge.flush().await.map(|()| f),
-            Err(e) => Err(e),
-        };
         match sent {
             Ok(f) => return f,
             Err(e) => {

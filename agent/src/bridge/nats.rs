@@ -3,9 +3,10 @@
 //! Sending: JetStream publishes each message with `Nats-Msg-Id` = the record's id (site, spool, sequence
 //! number), so the stream's duplicate window drops what is sent again after a crash, and its
 //! [`AckFuture`] is the PubAck (the stream capturing the subjects must exist). Core NATS has no
-//! per-message acknowledgement: [`Side::flush`] ends a group of sends with a server round trip
-//! ([`connect::nats::round_trip`]: the server has processed everything before it), which acknowledges
-//! the group.
+//! per-message acknowledgement: a message is acknowledged by a server round trip sent after it on the same
+//! connection ([`connect::nats::SharedAcks`]: one echo covers every message written before it, and echoes
+//! are pipelined, so the forwarder never waits for one before sending more). A message written on a
+//! connection that went down before its echo came back fails, and the spool sends it again.
 //! Edge→cloud messages carry `headers` and `edge-site-id` as NATS headers.
 //!
 //! Receiving: on a JetStream edge (`jetStream.enabled`), one durable pull consumer per rule on the
@@ -16,7 +17,6 @@
 //! down.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -24,7 +24,7 @@ use async_nats::HeaderMap;
 use async_nats::jetstream::{self, consumer};
 use futures::StreamExt;
 use futures::future::BoxFuture;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 
 use super::Connect;
 use super::config::{Auth, BridgeConfigError, EndpointConfig};
@@ -41,9 +41,8 @@ pub struct NatsSide {
     headers: HeaderMap,
     /// Bytes the headers add to an enriched message (async-nats counts them against `max_payload`).
     headers_len: usize,
-    /// Core NATS: messages sent so far, and the count covered by the last successful flush.
-    sent: AtomicU64,
-    flushed: watch::Sender<u64>,
+    /// Core NATS: the echoes that acknowledge what was sent.
+    acks: Option<Arc<connect::nats::SharedAcks>>,
 }
 
 /// Connects (in the background: a server that is down is retried forever with [`crate::retry::BRIDGE`]).
@@ -165,14 +164,22 @@ pub async fn connect(c: Connect<'_>) -> anyhow::Result<Arc<dyn Side>> {
             }
         }
     }
+    let acks = match js {
+        Some(_) => None,
+        None => Some(Arc::new(
+            connect::nats::SharedAcks::new(client.clone(), &health)
+                .await
+                .map_err(anyhow::Error::msg)
+                .context(c.role.as_str())?,
+        )),
+    };
     Ok(Arc::new(NatsSide {
         client,
         js,
         health,
         headers,
         headers_len,
-        sent: AtomicU64::new(0),
-        flushed: watch::Sender::new(0),
+        acks,
     }))
 }
 
@@ -310,6 +317,11 @@ impl Side for NatsSide {
                     }) as AckFuture)
                 }
                 None => {
+                    let acks = self
+                        .acks
+                        .as_ref()
+                        .ok_or_else(|| anyhow::anyhow!("the NATS side stopped"))?;
+                    let sent_on = acks.generation();
                     match headers {
                         Some(h) => {
                             self.client
@@ -319,17 +331,14 @@ impl Side for NatsSide {
                         None => self.client.publish(m.topic, m.payload).await,
                     }
                     .map_err(|e| anyhow::anyhow!("NATS publish: {e}"))?;
-                    let n = self.sent.fetch_add(1, Ordering::SeqCst) + 1;
-                    let mut flushed = self.flushed.subscribe();
+                    let acked = acks.acknowledged(sent_on);
                     Ok(Box::pin(async move {
-                        tokio::time::timeout(ACK_TIMEOUT, flushed.wait_for(|f| *f >= n))
+                        tokio::time::timeout(ACK_TIMEOUT, acked)
                             .await
                             .map_err(|_| {
-                                anyhow::anyhow!(
-                                    "no NATS flush covered the message in {ACK_TIMEOUT:?}"
-                                )
+                                anyhow::anyhow!("no NATS server round trip in {ACK_TIMEOUT:?}")
                             })?
-                            .map_err(|_| anyhow::anyhow!("the NATS side stopped"))?;
+                            .map_err(|e| anyhow::anyhow!(e))?;
                         Ok(())
                     }) as AckFuture)
                 }
@@ -339,24 +348,5 @@ impl Side for NatsSide {
 
     fn sends_message_ids(&self) -> bool {
         self.js.is_some()
-    }
-
-    fn flush(&self) -> BoxFuture<'_, anyhow::Result<()>> {
-        Box::pin(async move {
-            if self.js.is_some() {
-                return Ok(());
-            }
-            let upto = self.sent.load(Ordering::SeqCst);
-            tokio::time::timeout(ACK_TIMEOUT, connect::nats::round_trip(&self.client))
-                .await
-                .map_err(|_| anyhow::anyhow!("no NATS server round trip in {ACK_TIMEOUT:?}"))?
-                .map_err(|e| anyhow::anyhow!(e))?;
-            self.flushed.send_if_modified(|f| {
-                let grew = upto > *f;
-                *f = (*f).max(upto);
-                grew
-            });
-            Ok(())
-        })
     }
 }

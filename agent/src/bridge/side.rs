@@ -125,11 +125,4 @@ pub trait Side: Send + Sync + 'static {
     fn sends_message_ids(&self) -> bool {
         false
     }
-
-    /// Called after a group of sends. Protocols whose only acknowledgement is a round trip (core NATS:
-    /// a request the server answers itself, after everything before it) resolve the group's ack futures
-    /// here; others do nothing.
-    fn flush(&self) -> BoxFuture<'_, anyhow::Result<()>> {
-        Box::pin(async { Ok(()) })
-    }
 }

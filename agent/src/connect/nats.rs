@@ -15,35 +15,6 @@ use crate::tls::TlsSettings;
 /// How long one connection attempt may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Returns once the server has processed everything this client sent before the call — what core NATS
-/// can offer as an acknowledgement. `Client::flush` only writes the client's buffer to the socket, so a
-/// frozen or dying server may never read what it "acknowledged". So the client subscribes to a fresh inbox
-/// subject and publishes an empty message to it: the server processes a connection's messages in order, so
-/// the echo comes back only after everything sent before it was processed. (A request answered by the
-/// server's "no responders" would hang as soon as anyone subscribes to `>` — a monitoring tap — and never
-/// answers; the echo does not depend on other subscribers, who only see one empty message on the inbox.)
-/// The client needs permission to publish to and subscribe to `_INBOX.>`, as for any request.
-pub async fn round_trip(client: &async_nats::Client) -> Result<(), String> {
-    use futures::StreamExt;
-    let subject = client.new_inbox();
-    let mut echo = client
-        .subscribe(subject.clone())
-        .await
-        .map_err(|e| format!("NATS round trip: {e}"))?;
-    client
-        .publish(subject, bytes::Bytes::new())
-        .await
-        .map_err(|e| format!("NATS round trip: {e}"))?;
-    client
-        .flush()
-        .await
-        .map_err(|e| format!("NATS flush: {e}"))?;
-    match echo.next().await {
-        Some(_) => Ok(()),
-        None => Err("NATS round trip: the connection closed the subscription".into()),
-    }
-}
-
 /// How a NATS client authenticates.
 #[derive(Debug, Clone, PartialEq)]
 pub enum NatsAuth {
@@ -153,17 +124,23 @@ pub struct Generation {
     downs: u64,
 }
 
-/// Acknowledgements for core NATS publishes, shared by every concurrent publisher: [`round_trip`]'s
-/// echo, made once for many publishes. One subscription to `<inbox>.*` lives as long as this; each
-/// publish is numbered once it is written, and an empty message to `<inbox>.<n>`, sent after it,
-/// acknowledges every publish numbered up to `n` when it comes back (the server processes a
-/// connection's messages in order).
+/// Acknowledgements for core NATS publishes, shared by every concurrent publisher: what core NATS can offer
+/// as an acknowledgement is a server round trip. `Client::flush` only writes the client's buffer to the
+/// socket, so a frozen or dying server may never read what it "acknowledged"; an echo does better: an empty
+/// message to the client's own inbox comes back only after the server processed everything the connection
+/// sent before it. (A request answered by the server's "no responders" would hang as soon as anyone
+/// subscribes to `>` — a monitoring tap — and never answers; the echo does not depend on other subscribers,
+/// who only see one empty message on the inbox.) The client needs permission to publish to and subscribe to
+/// `_INBOX.>`, as for any request.
+///
+/// One subscription to `<inbox>.*` lives as long as this; each publish is numbered once it is written, and
+/// an empty message to `<inbox>.<n>`, sent after it, acknowledges every publish numbered up to `n` when it
+/// comes back.
 ///
 /// One task sends the echoes: woken by a publish no echo covers yet, it first lets the other runnable
 /// tasks run (concurrent requests write their publishes meanwhile), then sends one echo for everything
 /// written so far. Echoes do not wait for one another, so a publish waits about one round trip; and a
-/// lost echo stalls nothing, the next publish wakes the task again. ([`round_trip`] instead subscribes,
-/// publishes, flushes and unsubscribes each time.)
+/// lost echo stalls nothing, the next publish wakes the task again.
 ///
 /// An echo acknowledges only publishes that went out on the connection it came back on: a publish made
 /// before the connection went down may have been lost with it, so it fails (a 503 to retry) rather than
@@ -272,33 +249,46 @@ impl SharedAcks {
         generation(&self.client, &self.downs)
     }
 
-    /// Returns once the server has processed a publish just written (after [`Self::generation`] gave
-    /// `sent_on`); `Err` when the connection went down before it was acknowledged.
-    pub async fn acknowledged(&self, sent_on: Generation) -> Result<(), String> {
+    /// Resolves once the server has processed a publish just written (after [`Self::generation`] gave
+    /// `sent_on`); `Err` when the connection went down before it was acknowledged. The publish is numbered
+    /// and an echo asked for when this is called, not when the future is first polled: a caller that
+    /// collects the futures of many publishes and awaits them later (the bridge's forwarder) still has
+    /// them covered by one echo.
+    pub fn acknowledged(
+        &self,
+        sent_on: Generation,
+    ) -> impl Future<Output = Result<(), String>> + Send + 'static {
         use std::sync::atomic::Ordering::SeqCst;
         let seq = self.inner.written.fetch_add(1, SeqCst) + 1;
         let (tx, rx) = tokio::sync::oneshot::channel();
-        {
+        let settled = {
             let mut st = lock(&self.inner.state);
             if st.acked >= seq {
-                return verdict(sent_on, st.acked_on);
+                Some(verdict(sent_on, st.acked_on))
+            } else if *self.downs.borrow() != sent_on.downs {
+                // A disconnect the reader has handled already would not fail this waiter.
+                Some(Err(LOST.into()))
+            } else {
+                st.waiters.insert(seq, (sent_on, tx));
+                None
             }
-            // A disconnect the reader has handled already would not fail this waiter.
-            if *self.downs.borrow() != sent_on.downs {
-                return Err(LOST.into());
-            }
-            st.waiters.insert(seq, (sent_on, tx));
-        }
-        // Leaves the map if this future is dropped (the caller's timeout) before the answer.
-        let _registered = Registered {
-            inner: &self.inner,
-            seq,
         };
-        if self.inner.requested.load(SeqCst) < seq {
+        // Leaves the map if the future is dropped (the caller's timeout) before the answer.
+        let registered = settled.is_none().then(|| Registered {
+            inner: self.inner.clone(),
+            seq,
+        });
+        if registered.is_some() && self.inner.requested.load(SeqCst) < seq {
             self.inner.send.notify_one();
         }
-        rx.await
-            .unwrap_or_else(|_| Err("NATS acknowledgements stopped".into()))
+        async move {
+            if let Some(verdict) = settled {
+                return verdict;
+            }
+            let _registered = registered;
+            rx.await
+                .unwrap_or_else(|_| Err("NATS acknowledgements stopped".into()))
+        }
     }
 }
 
@@ -311,12 +301,12 @@ impl Drop for SharedAcks {
 }
 
 /// A waiter's place in [`AckState::waiters`], given up on drop.
-struct Registered<'a> {
-    inner: &'a AckInner,
+struct Registered {
+    inner: Arc<AckInner>,
     seq: u64,
 }
 
-impl Drop for Registered<'_> {
+impl Drop for Registered {
     fn drop(&mut self) {
         lock(&self.inner.state).waiters.remove(&self.seq);
     }

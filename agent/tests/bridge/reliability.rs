@@ -201,6 +201,53 @@ async fn a_frozen_core_nats_server_releases_nothing_from_the_spool_until_it_thaw
     assert_eq!(seen, (0..N).collect());
 }
 
+/// Issue 17 (pipelined core NATS acknowledgements): a core NATS cloud killed while the records it was sent
+/// sit unread in its socket, and restarted. The acknowledgement of a core NATS publish is an echo sent after
+/// it on the same connection; an echo that comes back on the new connection must not acknowledge what the
+/// old one lost. Every record arrives after the restart (a JetStream stream on the cloud, in its store
+/// since before the kill, captures the core publishes whenever the bridge sends them again).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_a_killed_core_nats_server_never_read_are_sent_again_after_its_restart() {
+    const N: u64 = 2_000;
+    let edge = edge_mosquitto();
+    let mut cloud = nats();
+    edge_stream(&cloud.url()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = config(
+        &mqtt_ep(edge.port()),
+        &nats_ep(cloud.port(), false),
+        E2C_TELEMETRY,
+        SPOOL,
+    );
+    let bridge = Bridge::start(dir.path(), &yaml, &[]);
+    bridge
+        .wait_metric("cloud_connected", 30, |v| v == 1.0)
+        .await;
+    bridge.wait_metric("edge_connected", 30, |v| v == 1.0).await;
+    wait_subscribed(&edge, "local/telemetry/#").await;
+    signal(cloud.pid().unwrap(), "STOP");
+    mqtt_publish(edge.port(), TOPIC, 0, N).await;
+    bridge
+        .wait_metric("received_total", 30, |v| v == N as f64)
+        .await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while unread_by_server(cloud.port()) < 256 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the bridge never sent the records to the frozen server"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(bridge.metric("forwarded_total").await, Some(0.0));
+    cloud.kill9();
+    cloud.restart().expect("restart");
+    let js = async_nats::jetstream::new(async_nats::connect(cloud.url()).await.unwrap());
+    let (order, dups) = read_stream(&js, N, 120).await;
+    assert_complete_in_order(&order, N);
+    bridge.wait_metric("spool_messages", 60, |v| v == 0.0).await;
+    println!("{N} of {N} arrived after the restart, {dups} duplicates");
+}
+
 /// Issue 14, "exactly once into JetStream": `kill -9` of the bridge mid-run and a restart on the same
 /// spool, with no limit on the edge's window of unacknowledged messages towards the bridge (Mosquitto
 /// `max_inflight_messages 0`), so that many messages are spooled but not yet PUBACKed when it dies. Each
