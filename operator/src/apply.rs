@@ -320,8 +320,8 @@ pub async fn sweep_workload(
     Ok(swept)
 }
 
-/// Deletes the children of kind `K` of `owner` (in its namespace, with its labels and an owner reference to
-/// it) that were not applied in this pass: a switched adapter or a removed `deployBroker` leaves no orphan
+/// Deletes the children of kind `K` of `owner` (in its namespace, with an owner reference to it; the watches
+/// select its kind's label, the list all of [`Owner::sweep_selector`]) that were not applied in this pass: a switched adapter or a removed `deployBroker` leaves no orphan
 /// behind. An object with the labels that the owner does not own (made by hand, or orphaned by a deletion
 /// of an earlier owner of the same name with `--cascade=orphan`) is not the sweep's to delete. Returns the
 /// names deleted.
