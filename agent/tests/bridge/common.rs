@@ -5,6 +5,7 @@ use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
+pub use edgewire_e2e::brokers::unread_by_server;
 use edgewire_e2e::brokers::{BrokerProcess, Kind};
 use futures::StreamExt;
 use rumqttc::{AsyncClient, Event, MqttOptions, Outgoing, Packet, QoS};
@@ -341,32 +342,6 @@ pub fn signal(pid: u32, sig: &str) {
         .status()
         .is_ok_and(|s| s.success());
     assert!(ok, "kill -{sig} {pid}");
-}
-
-/// Bytes the kernel holds unread in the receive queues of the TCP connections accepted on local port
-/// `port` (/proc/net/tcp): what a frozen server was sent and has not read.
-pub fn unread_by_server(port: u16) -> u64 {
-    let mut total = 0;
-    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
-        let text = std::fs::read_to_string(table).unwrap_or_default();
-        for line in text.lines().skip(1) {
-            let f: Vec<&str> = line.split_whitespace().collect();
-            if f.len() < 5 || f[3] != "01" {
-                continue;
-            }
-            let local_port = f[1]
-                .rsplit(':')
-                .next()
-                .and_then(|p| u16::from_str_radix(p, 16).ok());
-            if local_port != Some(port) {
-                continue;
-            }
-            if let Some(rx) = f[4].split(':').nth(1) {
-                total += u64::from_str_radix(rx, 16).unwrap_or(0);
-            }
-        }
-    }
-    total
 }
 
 /// The peak resident set size (VmHWM) of process `pid`, in bytes.

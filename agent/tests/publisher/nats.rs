@@ -1,4 +1,4 @@
-use edgewire_e2e::brokers::{BrokerProcess, Kind};
+use edgewire_e2e::brokers::{BrokerProcess, Kind, unread_by_server};
 use edgewire_e2e::pki::TestPki;
 use futures::StreamExt;
 use serde_json::Value;
@@ -525,29 +525,4 @@ async fn core_nats_publish_lost_with_its_connection_is_503_not_acknowledged_by_t
         "the publish the dead server never read is not acknowledged: {}",
         r.text().await.unwrap_or_default()
     );
-}
-
-/// Bytes the kernel holds unread in the receive queues of the TCP connections accepted on local port
-/// `port` (/proc/net/tcp): what a frozen server was sent and has not read.
-fn unread_by_server(port: u16) -> u64 {
-    let mut total = 0;
-    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
-        let text = std::fs::read_to_string(table).unwrap_or_default();
-        for line in text.lines().skip(1) {
-            let f: Vec<&str> = line.split_whitespace().collect();
-            if f.len() < 5 || f[3] != "01" {
-                continue;
-            }
-            let local_port = f[1]
-                .rsplit(':')
-                .next()
-                .and_then(|p| u16::from_str_radix(p, 16).ok());
-            if local_port == Some(port)
-                && let Some(rx) = f[4].split(':').nth(1)
-            {
-                total += u64::from_str_radix(rx, 16).unwrap_or(0);
-            }
-        }
-    }
-    total
 }
