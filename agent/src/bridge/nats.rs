@@ -36,13 +36,19 @@ const ACK_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub struct NatsSide {
     client: async_nats::Client,
-    js: Option<jetstream::Context>,
+    ack: Ack,
     health: Arc<Health>,
     headers: HeaderMap,
     /// Bytes the headers add to an enriched message (async-nats counts them against `max_payload`).
     headers_len: usize,
-    /// Core NATS: the echoes that acknowledge what was sent.
-    acks: Option<Arc<connect::nats::SharedAcks>>,
+}
+
+/// How a sent message is acknowledged.
+enum Ack {
+    /// The stream's PubAck.
+    JetStream(jetstream::Context),
+    /// Core NATS: an echo sent after it on the same connection.
+    Core(connect::nats::SharedAcks),
 }
 
 /// Connects (in the background: a server that is down is retried forever with [`crate::retry::BRIDGE`]).
@@ -164,22 +170,21 @@ pub async fn connect(c: Connect<'_>) -> anyhow::Result<Arc<dyn Side>> {
             }
         }
     }
-    let acks = match js {
-        Some(_) => None,
-        None => Some(Arc::new(
+    let ack = match js {
+        Some(js) => Ack::JetStream(js),
+        None => Ack::Core(
             connect::nats::SharedAcks::new(client.clone(), &health)
                 .await
                 .map_err(anyhow::Error::msg)
                 .context(c.role.as_str())?,
-        )),
+        ),
     };
     Ok(Arc::new(NatsSide {
         client,
-        js,
+        ack,
         health,
         headers,
         headers_len,
-        acks,
     }))
 }
 
@@ -292,8 +297,8 @@ impl Side for NatsSide {
         Box::pin(async move {
             self.health.require()?;
             let headers = m.enrich.then(|| self.headers.clone());
-            match &self.js {
-                Some(js) => {
+            match &self.ack {
+                Ack::JetStream(js) => {
                     // The stream drops a message whose id it stored within its duplicate window.
                     let headers = match (headers, &m.id) {
                         (h, Some(id)) => {
@@ -316,11 +321,7 @@ impl Side for NatsSide {
                         Ok(())
                     }) as AckFuture)
                 }
-                None => {
-                    let acks = self
-                        .acks
-                        .as_ref()
-                        .ok_or_else(|| anyhow::anyhow!("the NATS side stopped"))?;
+                Ack::Core(acks) => {
                     let sent_on = acks.generation();
                     match headers {
                         Some(h) => {
@@ -347,6 +348,6 @@ impl Side for NatsSide {
     }
 
     fn sends_message_ids(&self) -> bool {
-        self.js.is_some()
+        matches!(self.ack, Ack::JetStream(_))
     }
 }
