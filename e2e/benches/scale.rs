@@ -452,43 +452,45 @@ where
 
 /// Deployments and StatefulSets in the floor's namespaces whose pods are all ready at their generation.
 fn floor_ready(deployments: &Store<Deployment>, statefulsets: &Store<StatefulSet>) -> usize {
-    let in_floor = |m: &kube::api::ObjectMeta| {
-        m.namespace
-            .as_deref()
-            .is_some_and(|n| n.starts_with("floor-"))
-    };
-    let done = |generation: Option<i64>, observed: Option<i64>, want: i32, ready: Option<i32>| {
-        generation.is_some() && observed == generation && ready.unwrap_or(0) >= want
-    };
-    let d = deployments
-        .state()
-        .iter()
-        .filter(|d| in_floor(&d.metadata))
-        .filter(|d| {
-            let (spec, st) = (d.spec.as_ref(), d.status.as_ref());
-            done(
-                d.metadata.generation,
-                st.and_then(|s| s.observed_generation),
-                spec.and_then(|s| s.replicas).unwrap_or(1),
-                st.and_then(|s| s.ready_replicas),
-            )
-        })
-        .count();
-    let s = statefulsets
-        .state()
-        .iter()
-        .filter(|s| in_floor(&s.metadata))
-        .filter(|s| {
-            let (spec, st) = (s.spec.as_ref(), s.status.as_ref());
-            done(
-                s.metadata.generation,
-                st.and_then(|s| s.observed_generation),
-                spec.and_then(|s| s.replicas).unwrap_or(1),
-                st.and_then(|s| s.ready_replicas),
-            )
-        })
-        .count();
-    d + s
+    /// Objects of `store` in a floor namespace whose pods are ready at their generation, given per object
+    /// (observed generation, replicas, ready replicas).
+    fn done<K: Resource + Clone>(
+        store: &Store<K>,
+        row: impl Fn(&K) -> (Option<i64>, Option<i32>, Option<i32>),
+    ) -> usize
+    where
+        K::DynamicType: std::hash::Hash + Eq + Clone,
+    {
+        store
+            .state()
+            .iter()
+            .filter(|obj| {
+                let meta = obj.meta();
+                let (observed, replicas, ready) = row(obj);
+                meta.namespace
+                    .as_deref()
+                    .is_some_and(|n| n.starts_with("floor-"))
+                    && meta.generation.is_some()
+                    && observed == meta.generation
+                    && ready.unwrap_or(0) >= replicas.unwrap_or(1)
+            })
+            .count()
+    }
+    done(deployments, |d| {
+        let st = d.status.as_ref();
+        (
+            st.and_then(|s| s.observed_generation),
+            d.spec.as_ref().and_then(|s| s.replicas),
+            st.and_then(|s| s.ready_replicas),
+        )
+    }) + done(statefulsets, |s| {
+        let st = s.status.as_ref();
+        (
+            st.and_then(|s| s.observed_generation),
+            s.spec.as_ref().and_then(|s| s.replicas),
+            st.and_then(|s| s.ready_replicas),
+        )
+    })
 }
 
 /// The floor of the time to Ready on this control plane: the children the operator created, copied into

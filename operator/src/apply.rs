@@ -277,11 +277,9 @@ impl<'a> Kept<'a> {
         let shown = memo.watched.owned_by::<K>(&owner.namespace, uid)?;
         let kind = K::kind(&());
         let unseen = memo.with(uid, |m| {
-            m.written.iter().any(|(k, name)| {
-                *k == kind
-                    && !self.set.contains(&(k.clone(), name.clone()))
-                    && !shown.contains(name)
-            })
+            m.written
+                .iter()
+                .any(|key| key.0 == kind && !self.set.contains(key) && !shown.contains(&key.1))
         });
         (!unseen).then_some(shown)
     }
