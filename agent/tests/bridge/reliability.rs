@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use futures::StreamExt;
 
+use edgewire_e2e::brokers::BrokerProcess;
+
 use super::{E2C_TELEMETRY, SPOOL, mqtt_ep, nats_ep};
 use crate::common::*;
 
@@ -138,37 +140,31 @@ async fn restarts_and_kills_at_random_moments_under_traffic_lose_nothing() {
     println!("restarts: {kills:?}; {total} of {total} arrived, {dups} duplicates in the stream");
 }
 
-/// Issue 14 item 2: a core NATS cloud frozen with SIGSTOP reads nothing, so nothing may leave the spool.
-/// Before: `flush()` only wrote the socket and the spool released every record the frozen server never
-/// read. Now the release waits for a server round trip: none while frozen (the records are in the
-/// server's unread socket queue, the bridge is connected, and `forwarded_total` stays 0); all after
-/// SIGCONT.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_frozen_core_nats_server_releases_nothing_from_the_spool_until_it_thaws() {
-    const N: u64 = 200;
-    let edge = edge_mosquitto();
-    let cloud = nats();
-    let dir = tempfile::tempdir().unwrap();
+/// A bridge from `edge` to the core NATS `cloud` (spool in `dir`), connected to both; then `cloud` frozen
+/// (SIGSTOP) and records `0..n` published to the edge, until the bridge took them all and sent the frozen
+/// server bytes it has not read.
+async fn records_unread_by_a_frozen_core_nats(
+    edge: &BrokerProcess,
+    cloud: &BrokerProcess,
+    dir: &std::path::Path,
+    n: u64,
+) -> Bridge {
     let yaml = config(
         &mqtt_ep(edge.port()),
         &nats_ep(cloud.port(), false),
         E2C_TELEMETRY,
         SPOOL,
     );
-    let bridge = Bridge::start(dir.path(), &yaml, &[]);
-    let nc = async_nats::connect(cloud.url()).await.unwrap();
-    let mut sub = nc.subscribe("edge.>").await.unwrap();
-    nc.flush().await.unwrap();
+    let bridge = Bridge::start(dir, &yaml, &[]);
     bridge
         .wait_metric("cloud_connected", 30, |v| v == 1.0)
         .await;
     bridge.wait_metric("edge_connected", 30, |v| v == 1.0).await;
-    wait_subscribed(&edge, "local/telemetry/#").await;
-    let pid = cloud.pid().unwrap();
-    signal(pid, "STOP");
-    mqtt_publish(edge.port(), TOPIC, 0, N).await;
+    wait_subscribed(edge, "local/telemetry/#").await;
+    signal(cloud.pid().unwrap(), "STOP");
+    mqtt_publish(edge.port(), TOPIC, 0, n).await;
     bridge
-        .wait_metric("received_total", 30, |v| v == N as f64)
+        .wait_metric("received_total", 30, |v| v == n as f64)
         .await;
     // The bridge has sent them: the bytes wait unread in the frozen server's socket.
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
@@ -180,6 +176,25 @@ async fn a_frozen_core_nats_server_releases_nothing_from_the_spool_until_it_thaw
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    bridge
+}
+
+/// Issue 14 item 2: a core NATS cloud frozen with SIGSTOP reads nothing, so nothing may leave the spool.
+/// Before: `flush()` only wrote the socket and the spool released every record the frozen server never
+/// read. Now the release waits for a server round trip: none while frozen (the records are in the
+/// server's unread socket queue, the bridge is connected, and `forwarded_total` stays 0); all after
+/// SIGCONT.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_core_nats_server_releases_nothing_from_the_spool_until_it_thaws() {
+    const N: u64 = 200;
+    let edge = edge_mosquitto();
+    let cloud = nats();
+    let nc = async_nats::connect(cloud.url()).await.unwrap();
+    let mut sub = nc.subscribe("edge.>").await.unwrap();
+    nc.flush().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let bridge = records_unread_by_a_frozen_core_nats(&edge, &cloud, dir.path(), N).await;
+    let pid = cloud.pid().unwrap();
     // Each scrape is a round trip through the bridge's runtime, where the forwarder releases records.
     for _ in 0..20 {
         assert_eq!(bridge.metric("forwarded_total").await, Some(0.0));
@@ -213,31 +228,7 @@ async fn records_a_killed_core_nats_server_never_read_are_sent_again_after_its_r
     let mut cloud = nats();
     edge_stream(&cloud.url()).await;
     let dir = tempfile::tempdir().unwrap();
-    let yaml = config(
-        &mqtt_ep(edge.port()),
-        &nats_ep(cloud.port(), false),
-        E2C_TELEMETRY,
-        SPOOL,
-    );
-    let bridge = Bridge::start(dir.path(), &yaml, &[]);
-    bridge
-        .wait_metric("cloud_connected", 30, |v| v == 1.0)
-        .await;
-    bridge.wait_metric("edge_connected", 30, |v| v == 1.0).await;
-    wait_subscribed(&edge, "local/telemetry/#").await;
-    signal(cloud.pid().unwrap(), "STOP");
-    mqtt_publish(edge.port(), TOPIC, 0, N).await;
-    bridge
-        .wait_metric("received_total", 30, |v| v == N as f64)
-        .await;
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while unread_by_server(cloud.port()) < 256 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the bridge never sent the records to the frozen server"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let bridge = records_unread_by_a_frozen_core_nats(&edge, &cloud, dir.path(), N).await;
     assert_eq!(bridge.metric("forwarded_total").await, Some(0.0));
     cloud.kill9();
     cloud.restart().expect("restart");
