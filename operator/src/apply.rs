@@ -4,6 +4,7 @@
 
 use crate::cache::{Seen, Watched};
 use crate::children::Owner;
+use crate::rollout::{Rollout, Workload};
 use edgewire_api::FIELD_MANAGER;
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::StatefulSet;
@@ -12,10 +13,11 @@ use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use std::borrow::Cow;
 use std::collections::{BTreeSet, HashMap};
 use std::fmt::Debug;
 use std::hash::{Hash, Hasher};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 /// Applies `obj` with server-side apply (forced: the operator owns every field it sets) and returns the
 /// object as the API server holds it, status included.
@@ -60,8 +62,9 @@ impl<K> Namespaced for K where
 {
 }
 
-/// (kind, name) of a child.
-type ChildKey = (String, String);
+/// (kind, name) of a child. Kinds are static strings (k8s-openapi's and the CRDs'): only the name is
+/// allocated per child.
+type ChildKey = (Cow<'static, str>, String);
 
 /// What this process last applied for the children of each owner (by owner uid): per child the digest of the
 /// body it applied and the `resourceVersion` and `generation` the API server answered, and the set of
@@ -103,8 +106,8 @@ struct Applied {
 
 impl Applied {
     /// Whether the child as `seen` by a watch is still as this apply left it (see [`Memo`]).
-    fn holds<K>(&self, seen: &Seen<K>) -> bool {
-        seen.resource_version.as_deref() == Some(self.resource_version.as_str())
+    fn holds(&self, seen: &Seen) -> bool {
+        *seen.resource_version == *self.resource_version
             || (self.generation.is_some() && seen.generation == self.generation)
     }
 }
@@ -159,6 +162,14 @@ pub struct Kept<'a> {
     memo: Option<(&'a Memo, String)>,
 }
 
+/// A child after [`Kept::apply_or_read`].
+enum Current<K> {
+    /// As the API server answered a write or a read.
+    Object(K),
+    /// Unchanged since this process applied it, as a watch shows it.
+    Seen(Seen),
+}
+
 impl<'a> Kept<'a> {
     /// Children of `owner`, remembered in `memo`.
     pub fn new(memo: &'a Memo, owner: &Owner) -> Self {
@@ -178,37 +189,40 @@ impl<'a> Kept<'a> {
         self.apply_or_read(client, obj).await.map(drop)
     }
 
-    /// [`Kept::apply`] of a workload; returns it as the API server holds it (as the watch shows it, without
-    /// its pod template, when it was not written): its status drives the conditions.
-    pub async fn apply_workload<K: Namespaced>(
+    /// [`Kept::apply`] of a workload; returns its rollout as the API server holds it (as the watch shows
+    /// it, when it was not written): it drives the conditions.
+    pub async fn apply_workload<K: Workload + Namespaced>(
         &mut self,
         client: &Client,
         obj: &K,
-    ) -> Result<K, kube::Error> {
+    ) -> Result<Rollout, kube::Error> {
         match self.apply_or_read(client, obj).await? {
-            Some(live) => Ok(live),
+            Current::Object(live) => Ok(live.rollout()),
+            Current::Seen(Seen {
+                rollout: Some(r), ..
+            }) => Ok(r),
             // Watched by its metadata only: its status is read.
-            None => {
+            Current::Seen(_) => {
                 let api: Api<K> =
                     Api::namespaced(client.clone(), &obj.namespace().unwrap_or_default());
                 match api.get_opt(&obj.name_any()).await? {
-                    Some(live) => Ok(live),
-                    None => self.write(client, obj).await,
+                    Some(live) => Ok(live.rollout()),
+                    None => Ok(self.write(client, obj).await?.rollout()),
                 }
             }
         }
     }
 
-    /// The child after this pass: applied, or (unchanged) as a watch or a read shows it; `None` when a watch
-    /// of its metadata shows it unchanged.
+    /// The child after this pass: applied or read ([`Current::Object`]), or unchanged as a watch shows it
+    /// ([`Current::Seen`]).
     async fn apply_or_read<K: Namespaced>(
         &mut self,
         client: &Client,
         obj: &K,
-    ) -> Result<Option<K>, kube::Error> {
-        let key: ChildKey = (K::kind(&()).into_owned(), obj.name_any());
+    ) -> Result<Current<K>, kube::Error> {
+        let key: ChildKey = (K::kind(&()), obj.name_any());
         let Some((memo, owner)) = self.memo.clone() else {
-            return self.write(client, obj).await.map(Some);
+            return self.write(client, obj).await.map(Current::Object);
         };
         let body = digest(obj);
         let remembered = memo.with(&owner, |m| {
@@ -222,7 +236,7 @@ impl<'a> Kept<'a> {
             match memo.watched.seen::<K>(&ns, &key.1) {
                 Some(seen) if applied.holds(&seen) => {
                     self.keep(obj);
-                    return Ok(seen.object.map(Arc::unwrap_or_clone));
+                    return Ok(Current::Seen(seen));
                 }
                 Some(_) => {}
                 None => {
@@ -232,7 +246,7 @@ impl<'a> Kept<'a> {
                             == Some(applied.resource_version.as_str())
                     {
                         self.keep(&live);
-                        return Ok(Some(live));
+                        return Ok(Current::Object(live));
                     }
                 }
             }
@@ -252,7 +266,7 @@ impl<'a> Kept<'a> {
                 )
             });
         }
-        Ok(Some(applied))
+        Ok(Current::Object(applied))
     }
 
     /// [`ssa`], and keeps the child.
@@ -263,11 +277,10 @@ impl<'a> Kept<'a> {
     }
 
     pub fn keep<K: Resource<DynamicType = ()>>(&mut self, obj: &K) {
-        self.set.insert((K::kind(&()).into_owned(), obj.name_any()));
+        self.set.insert((K::kind(&()), obj.name_any()));
     }
     pub fn contains<K: Resource<DynamicType = ()>>(&self, name: &str) -> bool {
-        self.set
-            .contains(&(K::kind(&()).into_owned(), name.to_string()))
+        self.set.contains(&(K::kind(&()), name.to_string()))
     }
 
     /// The names of the owner's children of kind `K` as the watches show them, when they show every child

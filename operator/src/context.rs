@@ -3,9 +3,10 @@
 
 use crate::apply::Memo;
 use crate::cache::SecretCache;
+use crate::events::Recorder;
 use crate::metrics::Metrics;
 use kube::Client;
-use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::events::Reporter;
 use std::sync::Arc;
 
 /// Settings the operator was started with (flags / chart values): the children it builds and how hard it
@@ -54,9 +55,7 @@ pub struct Context {
     pub client: Client,
     pub settings: Settings,
     pub metrics: Arc<Metrics>,
-    pub recorder: Recorder,
-    /// Who records the Events (controller and instance), also for those written without the recorder.
-    pub reporter: Reporter,
+    pub recorder: Arc<Recorder>,
     /// The operator's own namespace (its Lease's): where an Event goes that its object's namespace refuses
     /// because that namespace is being deleted (see [`crate::status::publish`]).
     pub home_namespace: Option<String>,
@@ -78,13 +77,12 @@ impl Context {
             controller: edgewire_api::FIELD_MANAGER.into(),
             instance,
         };
-        let recorder = Recorder::new(client.clone(), reporter.clone());
+        let recorder = Arc::new(Recorder::new(client.clone(), reporter));
         Self {
             client,
             settings,
             metrics,
             recorder,
-            reporter,
             home_namespace: None,
             applied: Arc::default(),
             secrets: Arc::default(),

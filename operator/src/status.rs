@@ -1,19 +1,15 @@
 //! What every controller does at the end of a reconcile: write `status` (server-side apply on the status
 //! subresource, never merge-patched, skipped when nothing changed) and record Events on transitions; and what
-//! the conditions of every kind are made of: the readiness of a StatefulSet, the progress after failed cloud
+//! the conditions of every kind are made of: the readiness of a workload, the progress after failed cloud
 //! calls (`Ready`, `Reconciling` and `Stalled` themselves come from [`edgewire_api::condition::summary`]).
 
 use crate::cloud::CloudError;
 use crate::context::Context;
+use crate::rollout::Rollout;
 use edgewire_api::FIELD_MANAGER;
 use edgewire_api::condition::{Progress, reasons};
 use k8s_openapi::NamespaceResourceScope;
-use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::ObjectReference;
-use k8s_openapi::api::events;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
-use k8s_openapi::jiff::Timestamp;
-use kube::api::{Patch, PatchParams, PostParams};
+use kube::api::{Patch, PatchParams};
 use kube::runtime::events::{Event, EventType};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::Serialize;
@@ -81,7 +77,7 @@ pub async fn publish<K: Resource<DynamicType = ()>>(
     };
     let home = ctx.home_namespace.as_deref();
     match home.filter(|h| namespace_terminating(&e) && regarding.namespace.as_deref() != Some(h)) {
-        Some(home) => match publish_in(ctx, home, &ev, regarding).await {
+        Some(home) => match ctx.recorder.create_in(home, &ev, &regarding).await {
             Ok(()) => {}
             Err(e) => warn!(error = %e, namespace = home, "could not record event"),
         },
@@ -93,52 +89,6 @@ pub async fn publish<K: Resource<DynamicType = ()>>(
 fn namespace_terminating(e: &kube::Error) -> bool {
     matches!(e, kube::Error::Api(s) if s.is_forbidden()
         && s.details.as_ref().is_some_and(|d| d.causes.iter().any(|c| c.reason == "NamespaceTerminating")))
-}
-
-/// Creates `ev` (about `regarding`, in another namespace) in `namespace` as the recorder would have.
-async fn publish_in(
-    ctx: &Context,
-    namespace: &str,
-    ev: &Event,
-    regarding: ObjectReference,
-) -> Result<(), kube::Error> {
-    let now = MicroTime(Timestamp::now());
-    let name = format!(
-        "{}.{:x}",
-        regarding.name.as_deref().unwrap_or("edgewire"),
-        now.0.as_nanosecond()
-    );
-    let event = events::v1::Event {
-        metadata: ObjectMeta {
-            name: Some(name),
-            namespace: Some(namespace.into()),
-            ..Default::default()
-        },
-        event_time: Some(now),
-        action: Some(ev.action.clone()),
-        reason: Some(ev.reason.clone()),
-        note: ev.note.clone(),
-        type_: Some(
-            match ev.type_ {
-                EventType::Normal => "Normal",
-                EventType::Warning => "Warning",
-            }
-            .into(),
-        ),
-        regarding: Some(regarding),
-        reporting_controller: Some(ctx.reporter.controller.clone()),
-        reporting_instance: Some(
-            ctx.reporter
-                .instance
-                .clone()
-                .unwrap_or_else(|| ctx.reporter.controller.clone()),
-        ),
-        ..Default::default()
-    };
-    Api::<events::v1::Event>::namespaced(ctx.client.clone(), namespace)
-        .create(&PostParams::default(), &event)
-        .await
-        .map(drop)
 }
 
 /// `s` cut to at most `limit` bytes on a character boundary.
@@ -155,12 +105,9 @@ fn truncate(mut s: String, limit: usize) -> String {
 
 /// (ready, message) of a broker's (or the bridge's) StatefulSet: its controller saw the current generation and
 /// every replica is updated to it and ready (while a rollout replaces pods, `Reconciling` stays True).
-pub fn broker_ready(sts: &StatefulSet) -> (bool, String) {
-    let want = sts.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
-    let status = sts.status.as_ref();
-    let ready = status.and_then(|s| s.ready_replicas).unwrap_or(0);
-    let updated = status.and_then(|s| s.updated_replicas).unwrap_or(0);
-    let current_gen = status.and_then(|s| s.observed_generation) >= sts.metadata.generation;
+pub fn broker_ready(sts: &Rollout) -> (bool, String) {
+    let (want, ready, updated) = (sts.replicas, sts.ready, sts.updated);
+    let current_gen = sts.observed();
     let ok = ready >= want && updated >= want && current_gen;
     let msg = if ok || !current_gen || updated >= want {
         format!("{ready}/{want} broker replicas ready")
@@ -184,9 +131,10 @@ pub fn cloud_failure<'a>(errors: impl IntoIterator<Item = &'a CloudError>) -> Pr
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_openapi::api::apps::v1::{StatefulSetSpec, StatefulSetStatus};
+    use crate::rollout::Workload;
+    use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec, StatefulSetStatus};
 
-    fn sts(generation: i64, observed: i64, ready: i32, updated: i32) -> StatefulSet {
+    fn rollout(generation: i64, observed: i64, ready: i32, updated: i32) -> Rollout {
         StatefulSet {
             metadata: kube::api::ObjectMeta {
                 generation: Some(generation),
@@ -204,6 +152,7 @@ mod tests {
                 ..Default::default()
             }),
         }
+        .rollout()
     }
 
     /// Ready only when the StatefulSet controller saw the current generation and every replica is ready
@@ -211,15 +160,18 @@ mod tests {
     #[test]
     fn broker_ready_waits_for_the_rollout() {
         assert_eq!(
-            broker_ready(&sts(3, 3, 2, 2)),
+            broker_ready(&rollout(3, 3, 2, 2)),
             (true, "2/2 broker replicas ready".into())
         );
-        assert!(!broker_ready(&sts(3, 2, 2, 2)).0, "generation not observed");
+        assert!(
+            !broker_ready(&rollout(3, 2, 2, 2)).0,
+            "generation not observed"
+        );
         assert_eq!(
-            broker_ready(&sts(3, 3, 2, 1)),
+            broker_ready(&rollout(3, 3, 2, 1)),
             (false, "2/2 broker replicas ready, 1/2 updated".into())
         );
-        assert!(!broker_ready(&sts(3, 3, 1, 2)).0);
+        assert!(!broker_ready(&rollout(3, 3, 1, 2)).0);
     }
 
     #[test]

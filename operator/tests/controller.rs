@@ -4,16 +4,16 @@ mod support;
 
 use edgewire_api::testing::NAMESPACE;
 use edgewire_api::*;
-use edgewire_operator::cache::{Workload, strip_meta};
+use edgewire_operator::cache::Children;
 use edgewire_operator::context::Context;
 use edgewire_operator::controller::event_broker::reconcile;
+use edgewire_operator::rollout::Workload;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::core::v1::{Service, ServiceAccount};
 use kube::api::ObjectMeta;
 use kube::core::PartialObjectMeta;
-use kube::runtime::reflector::store::Writer;
 use kube::runtime::watcher::Event;
 use serde_json::Value;
 use std::sync::Arc;
@@ -560,65 +560,56 @@ async fn generated_credentials_are_created_once_and_never_regenerated() {
 }
 
 /// The controller's watches, fed by hand: each shows a child as the mock holds it when [`Watches::show`] is
-/// called, as the watch would deliver it (stripped as the operator strips it).
+/// called, through the same [`Children`] functions the operator's watches feed.
 struct Watches {
-    statefulsets: Writer<StatefulSet>,
-    deployments: Writer<Deployment>,
-    services: Writer<PartialObjectMeta<Service>>,
-    secrets: Writer<PartialObjectMeta<Secret>>,
-    accounts: Writer<PartialObjectMeta<ServiceAccount>>,
+    statefulsets: Arc<Children>,
+    deployments: Arc<Children>,
+    services: Arc<Children>,
+    secrets: Arc<Children>,
+    accounts: Arc<Children>,
 }
 
 impl Watches {
     fn new(ctx: &Context) -> Self {
-        fn writer<T>(ctx: &Context) -> Writer<T>
-        where
-            T: kube::runtime::reflector::Lookup<DynamicType = ()> + Clone + Send + Sync + 'static,
-        {
-            let (store, writer) = kube::runtime::reflector::store::<T>();
-            ctx.applied.watched.add(store);
-            writer
-        }
+        let w = &ctx.applied.watched;
         Watches {
-            statefulsets: writer(ctx),
-            deployments: writer(ctx),
-            services: writer(ctx),
-            secrets: writer(ctx),
-            accounts: writer(ctx),
+            statefulsets: w.children::<StatefulSet>(),
+            deployments: w.children::<Deployment>(),
+            services: w.children::<Service>(),
+            secrets: w.children::<Secret>(),
+            accounts: w.children::<ServiceAccount>(),
         }
     }
 
     /// Each watch has listed (nothing yet): from now on its store shows everything there is.
     fn listed(&mut self) {
-        fn done<T: kube::runtime::reflector::Lookup<DynamicType = ()> + Clone>(w: &mut Writer<T>) {
-            w.apply_watcher_event(&Event::Init);
-            w.apply_watcher_event(&Event::InitDone);
-        }
-        done(&mut self.statefulsets);
-        done(&mut self.deployments);
-        done(&mut self.services);
-        done(&mut self.secrets);
-        done(&mut self.accounts);
+        let meta = |c: &Children| {
+            c.observe_metadata::<Service>(&Event::Init);
+            c.observe_metadata::<Service>(&Event::InitDone);
+        };
+        meta(&self.statefulsets);
+        meta(&self.deployments);
+        meta(&self.services);
+        meta(&self.secrets);
+        meta(&self.accounts);
     }
 
     fn show(&mut self, mock: &MockApi, path: &str) {
-        fn meta<K: kube::Resource<DynamicType = ()>>(v: Value) -> Event<PartialObjectMeta<K>> {
-            let mut m: PartialObjectMeta<K> = serde_json::from_value(v).unwrap();
-            strip_meta(&mut m.metadata);
-            Event::Apply(m)
+        fn meta<K: kube::Resource<DynamicType = ()>>(c: &Children, v: Value) {
+            let m: PartialObjectMeta<K> = serde_json::from_value(v).unwrap();
+            c.observe_metadata(&Event::Apply(m));
         }
-        fn whole<K: Workload + serde::de::DeserializeOwned>(v: Value) -> Event<K> {
-            let mut k: K = serde_json::from_value(v).unwrap();
-            k.strip();
-            Event::Apply(k)
+        fn whole<K: Workload + serde::de::DeserializeOwned>(c: &Children, v: Value) {
+            let k: K = serde_json::from_value(v).unwrap();
+            c.observe_workload(&Event::Apply(k));
         }
         let v = mock.object(path).unwrap();
         match v["kind"].as_str().unwrap() {
-            "StatefulSet" => self.statefulsets.apply_watcher_event(&whole(v)),
-            "Deployment" => self.deployments.apply_watcher_event(&whole(v)),
-            "Service" => self.services.apply_watcher_event(&meta(v)),
-            "Secret" => self.secrets.apply_watcher_event(&meta(v)),
-            "ServiceAccount" => self.accounts.apply_watcher_event(&meta(v)),
+            "StatefulSet" => whole::<StatefulSet>(&self.statefulsets, v),
+            "Deployment" => whole::<Deployment>(&self.deployments, v),
+            "Service" => meta::<Service>(&self.services, v),
+            "Secret" => meta::<Secret>(&self.secrets, v),
+            "ServiceAccount" => meta::<ServiceAccount>(&self.accounts, v),
             kind => panic!("no watch of {kind}"),
         }
     }

@@ -9,9 +9,10 @@ pub mod event_broker;
 pub mod mqtt_broker;
 
 use crate::apply::{Memo, Namespaced};
-use crate::cache::{SecretCache, Workload};
+use crate::cache::SecretCache;
 use crate::context::Context;
 use crate::reconcile::{Error, Reconciled};
+use crate::rollout::Workload;
 use backoff::Backoff;
 use futures::{FutureExt, Stream, StreamExt};
 use k8s_openapi::NamespaceResourceScope;
@@ -26,6 +27,9 @@ use kube::{Api, Client, Resource, ResourceExt};
 use std::future::Future;
 use std::sync::Arc;
 use tracing::{debug, warn};
+
+/// The annotation in which client-side `kubectl apply` keeps the object it last applied.
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
 /// A kind the operator runs a controller for.
 pub trait Controlled: Reconciled + Send + Sync + 'static {
@@ -65,35 +69,38 @@ impl Owned<'_> {
         self.metadata::<K, Secret>(c)
     }
 
-    /// `c` owning children of kind `C`, watched and kept by their metadata only (stripped:
-    /// [`strip_meta`](crate::cache::strip_meta)).
+    /// `c` owning children of kind `C`, watched by their metadata only and kept as [`Children`](crate::cache::Children).
     pub fn metadata<K: Controlled, C: Namespaced>(&self, c: Controller<K>) -> Controller<K> {
-        let (store, writer) = kube::runtime::reflector::store::<PartialObjectMeta<C>>();
-        self.memo.watched.add(store);
+        let children = self.memo.watched.children::<C>();
         // An Api of PartialObjectMeta asks the API server for metadata only.
         let stream = kube::runtime::watcher(
             api::<PartialObjectMeta<C>>(self.client, self.ns),
             self.config.clone(),
         )
         .default_backoff()
-        .modify(|m| crate::cache::strip_meta(&mut m.metadata))
-        .reflect(writer)
+        .inspect(move |ev| {
+            if let Ok(ev) = ev {
+                children.observe_metadata(ev);
+            }
+        })
         .touched_objects();
         c.owns_stream(stream)
     }
 
-    /// `c` owning workloads of kind `C`, watched and kept whole but for their pod template
-    /// ([`Workload::strip`]): their status drives the conditions.
+    /// `c` owning workloads of kind `C`, watched whole and kept as [`Children`](crate::cache::Children) with their
+    /// [`Rollout`](crate::rollout::Rollout): it drives the conditions.
     pub fn whole<K: Controlled, C: Workload + Namespaced>(
         &self,
         c: Controller<K>,
     ) -> Controller<K> {
-        let (store, writer) = kube::runtime::reflector::store::<C>();
-        self.memo.watched.add(store);
+        let children = self.memo.watched.children::<C>();
         let stream = kube::runtime::watcher(api::<C>(self.client, self.ns), self.config.clone())
             .default_backoff()
-            .modify(C::strip)
-            .reflect(writer)
+            .inspect(move |ev| {
+                if let Ok(ev) = ev {
+                    children.observe_workload(ev);
+                }
+            })
             .touched_objects();
         c.owns_stream(stream)
     }
@@ -128,8 +135,15 @@ fn root<K: Controlled>(
     )
     .default_backoff()
     .filter_map(|ev| std::future::ready(decodable(ev)))
-    // Managed fields are most of a resource's metadata, and nothing here reads them.
-    .modify(|obj: &mut K| obj.meta_mut().managed_fields = None)
+    // Managed fields are most of a resource's metadata, and `kubectl apply` (client-side) keeps a copy of the
+    // whole object in an annotation: nothing here reads either, and the store keeps every object.
+    .modify(|obj: &mut K| {
+        let meta = obj.meta_mut();
+        meta.managed_fields = None;
+        if let Some(a) = meta.annotations.as_mut() {
+            a.remove(LAST_APPLIED);
+        }
+    })
     .inspect(move |ev| {
         // A deleted object's children go with it: so does what was remembered about applying them.
         if let Ok(Event::Delete(obj)) = ev

@@ -261,7 +261,13 @@ impl MockApi {
                     .unwrap()
             }
             "POST" => {
-                let obj = body.unwrap_or(json!({}));
+                // Created, as the API server would: a later GET or PATCH of it finds it.
+                let mut obj = body.unwrap_or(json!({}));
+                if let Some(name) = obj["metadata"]["name"].as_str() {
+                    let at = format!("{path}/{name}");
+                    obj["metadata"]["resourceVersion"] = json!(rv);
+                    s.objects.insert(at, obj.clone());
+                }
                 Response::builder()
                     .status(StatusCode::CREATED)
                     .body(Body::from(serde_json::to_vec(&obj).unwrap()))

@@ -4,15 +4,15 @@
 use super::build::Children;
 use crate::apply::{Kept, Memo, sweep, sweep_workload};
 use crate::children::Owner;
-use k8s_openapi::api::apps::v1::StatefulSet;
+use crate::rollout::Rollout;
 use k8s_openapi::api::core::v1::ServiceAccount;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::Client;
 
-/// What the API server returned for the StatefulSet (its status drives `Ready`).
+/// The StatefulSet's rollout as the API server holds it (it drives `Ready`).
 #[derive(Clone, Debug)]
 pub struct Applied {
-    pub statefulset: StatefulSet,
+    pub statefulset: Rollout,
     /// Children deleted by the sweep.
     pub swept: Vec<String>,
 }

@@ -3,10 +3,10 @@
 
 use super::validate::ValidatedBridgeLink;
 use crate::reconcile::Invalid;
+use crate::rollout::Rollout;
 use crate::status::broker_ready;
 use edgewire_api::condition::{self, Progress, reasons, types};
 use edgewire_api::{BridgeLink, BridgeLinkStatus, BridgeRuntime};
-use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use k8s_openapi::jiff::Timestamp;
 
@@ -86,7 +86,7 @@ fn connected(
 pub fn desired(
     bl: &BridgeLink,
     v: &ValidatedBridgeLink,
-    sts: &StatefulSet,
+    sts: &Rollout,
     now: Timestamp,
 ) -> BridgeLinkStatus {
     let generation = bl.metadata.generation;

@@ -4,15 +4,16 @@ use super::build::Children;
 use super::build::broker::{BrokerChildren, UiChildren};
 use crate::apply::{Kept, Memo, sweep, sweep_workload};
 use crate::children::Owner;
-use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use crate::rollout::Rollout;
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::ServiceAccount;
 use kube::Client;
 
-/// What the API server returned for the workloads (their status drives the conditions).
+/// The rollouts of the workloads as the API server holds them (they drive the conditions).
 #[derive(Clone, Debug)]
 pub struct Applied {
-    pub publisher: Deployment,
-    pub broker: Option<StatefulSet>,
+    pub publisher: Rollout,
+    pub broker: Option<Rollout>,
     /// Children deleted by the sweep.
     pub swept: Vec<String>,
 }

@@ -6,24 +6,18 @@ use super::build::broker::client_endpoint;
 use super::build::publisher::ingress_url;
 use super::validate::ValidatedEventBroker;
 use crate::reconcile::Invalid;
+use crate::rollout::Rollout;
 use crate::status::broker_ready;
 use edgewire_api::condition::{self, Progress, reasons, types};
 use edgewire_api::{EventBroker, EventBrokerStatus};
-use k8s_openapi::api::apps::v1::Deployment;
 
 /// (ready, message) of the publisher Deployment: its controller saw the current generation, every replica is
 /// updated to it and available, and its `Available` condition is not False (while a rollout replaces pods,
 /// `Reconciling` stays True).
-pub fn publisher_ready(d: &Deployment) -> (bool, String) {
-    let want = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
-    let status = d.status.as_ref();
-    let available = status.and_then(|s| s.available_replicas).unwrap_or(0);
-    let updated = status.and_then(|s| s.updated_replicas).unwrap_or(0);
-    let current_gen = status.and_then(|s| s.observed_generation) >= d.metadata.generation;
-    let cond = status
-        .and_then(|s| s.conditions.as_ref())
-        .and_then(|cs| cs.iter().find(|c| c.type_ == "Available"))
-        .map(|c| c.status == "True");
+pub fn publisher_ready(d: &Rollout) -> (bool, String) {
+    let (want, available, updated) = (d.replicas, d.available, d.updated);
+    let current_gen = d.observed();
+    let cond = d.available_condition;
     let ok =
         current_gen && (want == 0 || (available >= want && updated >= want && cond != Some(false)));
     let msg = if ok || !current_gen || updated >= want {

@@ -4,13 +4,13 @@
 use super::build::Children;
 use crate::apply::{Kept, Memo, sweep_workload};
 use crate::children::Owner;
-use k8s_openapi::api::apps::v1::StatefulSet;
+use crate::rollout::Rollout;
 use kube::Client;
 
-/// What the API server returned for the StatefulSet (its status drives `EndpointReady`).
+/// The StatefulSet's rollout as the API server holds it (it drives `EndpointReady`).
 #[derive(Clone, Debug)]
 pub struct Applied {
-    pub statefulset: StatefulSet,
+    pub statefulset: Rollout,
     /// Children deleted by the sweep.
     pub swept: Vec<String>,
 }
