@@ -306,3 +306,73 @@ fn only_the_leader_reconciles_and_the_other_takes_over_after_kill9() {
         eprintln!("kubectl events --for {target}: {row}");
     }
 }
+
+/// The operator's Event recorder on the real API server: the same Event again about the same version of an
+/// object counts up the series of the first (a merge patch of `series`, which the API server validates),
+/// so `kubectl get events` shows one Event with a count; the object at another version gets an Event of its own.
+#[test]
+fn a_repeated_event_is_one_event_with_a_series_on_the_api_server() {
+    use edgewire_operator::events::Recorder;
+    use k8s_openapi::api::core::v1::ObjectReference;
+    use kube::runtime::events::{Event, EventType, Reporter};
+
+    let cluster = Cluster::start();
+    let ns = cluster.create_namespace("events");
+    let regarding = |rv: &str| ObjectReference {
+        api_version: Some("v1".into()),
+        kind: Some("ConfigMap".into()),
+        namespace: Some(ns.clone()),
+        name: Some("subject".into()),
+        uid: Some("6f1d1f5e-0000-4000-8000-000000000001".into()),
+        resource_version: Some(rv.into()),
+        ..Default::default()
+    };
+    let ev = Event {
+        type_: EventType::Warning,
+        reason: "ReconcileFailed".into(),
+        note: Some("the broker refused the connection".into()),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(async {
+            let kubeconfig = kube::config::Kubeconfig::read_from(cluster.kubeconfig())?;
+            let config =
+                kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await?;
+            let recorder = Recorder::new(
+                kube::Client::try_from(config)?,
+                Reporter {
+                    controller: "edgewire-operator".into(),
+                    instance: Some("e2e".into()),
+                },
+            );
+            for _ in 0..3 {
+                recorder.publish(&ev, &regarding("1")).await?;
+            }
+            recorder.publish(&ev, &regarding("2")).await?;
+            anyhow::Ok(())
+        })
+        .unwrap();
+
+    let mut events: Vec<(String, i64)> = cluster
+        .list(&ns, "events.events.k8s.io", "")
+        .iter()
+        .filter(|e| e["reason"] == "ReconcileFailed")
+        .map(|e| {
+            assert_eq!(e["note"], "the broker refused the connection");
+            assert_eq!(e["reportingInstance"], "e2e");
+            (
+                str_at(e, "/regarding/resourceVersion").to_string(),
+                e["series"]["count"].as_i64().unwrap_or(1),
+            )
+        })
+        .collect();
+    events.sort();
+    assert_eq!(
+        events,
+        [("1".to_string(), 3), ("2".to_string(), 1)],
+        "one Event per version of the object, the first counted up to 3"
+    );
+}
