@@ -15,6 +15,7 @@
 //! Both only save requests: a lookup that finds nothing falls back to the API server.
 
 use crate::rollout::{Rollout, Workload};
+use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use kube::Client;
 use kube::api::{Api, ObjectMeta};
@@ -22,7 +23,7 @@ use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{Lookup, ObjectRef, Store};
 use kube::runtime::watcher::Event;
 use std::any::{Any, TypeId};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -263,7 +264,7 @@ impl Watched {
 
 type SecretKey = (String, String);
 
-/// Secrets read by reconciles (their data, type and name), kept until the Secret watch shows them changed. Serves nothing until a watch
+/// Secrets read by reconciles (their data and type, [`KeptSecret`]), kept until the Secret watch shows them changed. Serves nothing until a watch
 /// has listed the Secrets once ([`SecretCache::observe`] of `InitDone`): without a watch (tests, `render`),
 /// every read goes to the API server.
 #[derive(Default, Debug)]
@@ -274,10 +275,46 @@ pub struct SecretCache {
 
 #[derive(Default, Debug)]
 struct SecretEntries {
-    values: HashMap<SecretKey, Arc<Secret>>,
+    values: HashMap<SecretKey, KeptSecret>,
     /// Reads in flight, and whether the watch showed a change of that Secret meanwhile (then what the read
     /// returns may be older than the change, and is not kept).
     reading: HashMap<SecretKey, bool>,
+}
+
+/// What is kept of a Secret: what reconciles read (its data and type; its name and namespace are the key).
+#[derive(Debug)]
+struct KeptSecret {
+    data: Option<BTreeMap<String, ByteString>>,
+    string_data: Option<BTreeMap<String, String>>,
+    type_: Option<Box<str>>,
+    resource_version: Option<Box<str>>,
+}
+
+impl KeptSecret {
+    fn of(s: &Secret) -> Self {
+        Self {
+            data: s.data.clone(),
+            string_data: s.string_data.clone(),
+            type_: s.type_.as_deref().map(Box::from),
+            resource_version: s.metadata.resource_version.as_deref().map(Box::from),
+        }
+    }
+
+    /// The Secret as reconciles see it: its metadata is only its name, namespace and resourceVersion.
+    fn secret(&self, (namespace, name): &SecretKey) -> Secret {
+        Secret {
+            metadata: ObjectMeta {
+                name: Some(name.clone()),
+                namespace: Some(namespace.clone()),
+                resource_version: self.resource_version.as_deref().map(String::from),
+                ..ObjectMeta::default()
+            },
+            data: self.data.clone(),
+            string_data: self.string_data.clone(),
+            type_: self.type_.as_deref().map(String::from),
+            immutable: None,
+        }
+    }
 }
 
 impl SecretCache {
@@ -323,7 +360,7 @@ impl SecretCache {
         if watched {
             let mut e = self.entries();
             if let Some(s) = e.values.get(&key) {
-                return Ok(Some(Secret::clone(s)));
+                return Ok(Some(s.secret(&key)));
             }
             e.reading.entry(key.clone()).or_insert(false);
         }
@@ -334,20 +371,7 @@ impl SecretCache {
             let mut e = self.entries();
             let changed = e.reading.remove(&key);
             if let (Ok(Some(s)), Some(false)) = (&read, changed) {
-                // Reconciles read a Secret's data (and name): the rest of its metadata is not kept.
-                let kept = Secret {
-                    metadata: ObjectMeta {
-                        name: s.metadata.name.clone(),
-                        namespace: s.metadata.namespace.clone(),
-                        resource_version: s.metadata.resource_version.clone(),
-                        ..ObjectMeta::default()
-                    },
-                    data: s.data.clone(),
-                    string_data: s.string_data.clone(),
-                    type_: s.type_.clone(),
-                    immutable: s.immutable,
-                };
-                e.values.insert(key, Arc::new(kept));
+                e.values.insert(key, KeptSecret::of(s));
             }
         }
         read
