@@ -561,6 +561,7 @@ mod tests {
             );
         }
         assert_eq!(stats.corrupt.load(Ordering::SeqCst), 0);
+        stop(a, &mut r).await;
     }
 
     /// Polls `done` every 10 ms; panics naming `what` after 10 s.
@@ -694,6 +695,7 @@ mod tests {
         assert_eq!(got.len(), 60);
         assert!(got.windows(2).all(|w| w[1].seq == w[0].seq + 1));
         assert_eq!(got[50].payload, msg(100).payload);
+        stop(a, &mut r).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -771,6 +773,7 @@ mod tests {
         assert_eq!(last, 450, "the writer is running");
         assert_eq!(drain_all(&mut r, &stats, 50).await.len(), 50);
         assert_eq!(stats.corrupt.load(Ordering::SeqCst), 0);
+        stop(a, &mut r).await;
     }
 
     /// Writes records 0..n in segments of `seg` bytes and closes the spool (final cursor at 0).
@@ -885,6 +888,7 @@ mod tests {
                 "torn: {torn}"
             );
             assert_eq!(stats.messages(), 0);
+            stop(a, &mut r).await;
         }
     }
 
@@ -920,12 +924,13 @@ mod tests {
             let (first, _) =
                 segment::parse_name(&oldest.file_name().unwrap().to_string_lossy()).unwrap();
             assert!(first <= 100);
-            let (_a, mut r, stats) =
+            let (a, mut r, stats) =
                 open(opts(d.path(), 1 << 30, Overflow::RejectNew, 2048)).unwrap();
             let got = drain_all(&mut r, &stats, 300).await;
             assert_eq!(got.first().unwrap().seq, first, "{damage}");
             assert_eq!(got.last().unwrap().seq, 200, "{damage}");
             assert_eq!(stats.corrupt.load(Ordering::SeqCst), 0);
+            stop(a, &mut r).await;
         }
     }
 
@@ -1044,6 +1049,14 @@ mod tests {
         out
     }
 
+    /// Drops the appender and waits until the writer thread has stopped (its final cursor written; the
+    /// replayer errs once the writer is gone and everything was handed out), so that the test's directory can
+    /// go: a cursor written while `TempDir` removes the directory would leave it behind in /tmp.
+    async fn stop(a: Appender, r: &mut Replayer) {
+        drop(a);
+        while r.next_batch(1000).await.is_ok() {}
+    }
+
     /// One damage done to a segment file: `(which segment, where (per mille of its length), truncate)`.
     type Damage = (usize, u16, bool);
 
@@ -1111,10 +1124,7 @@ mod tests {
             let (a, mut r, stats) = open(opts(d.path(), 1 << 30, Overflow::RejectNew, seg))
                 .expect("a damaged spool opens");
             let got = drain_all(&mut r, &stats, n as usize).await;
-            // The writer thread stopped (its final cursor written) before the directory is removed: a cursor
-            // written during the removal would leave the directory behind in /tmp.
-            drop(a);
-            while r.next_batch(1000).await.is_ok() {}
+            stop(a, &mut r).await;
             let mut seen = std::collections::BTreeSet::new();
             for rec in &got {
                 assert_eq!(
