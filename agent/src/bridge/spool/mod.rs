@@ -501,7 +501,7 @@ mod tests {
             .await;
         }
         let segs = fs::read_dir(d.path()).unwrap().count();
-        let (_a, mut r, stats) = open(opts(d.path(), 1 << 30, Overflow::RejectNew, 4096)).unwrap();
+        let (a, mut r, stats) = open(opts(d.path(), 1 << 30, Overflow::RejectNew, 4096)).unwrap();
         assert_eq!(stats.messages(), 600, "the cursor survived");
         let rest = drain(&mut r, 600).await;
         assert_eq!(rest.first().unwrap().seq, 401);
@@ -511,6 +511,7 @@ mod tests {
             fs::read_dir(d.path()).unwrap().count() < segs
         })
         .await;
+        stop(a, &mut r).await;
     }
 
     /// What the replayer takes from the writer's tail (memory) is exactly what it reads back from the
@@ -712,6 +713,7 @@ mod tests {
         let got = drain(&mut r, waiting as usize).await;
         assert_eq!(got.first().unwrap().seq, dropped + 1, "the oldest went");
         assert_eq!(got.last().unwrap().seq, 2000);
+        stop(a, &mut r).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -732,6 +734,8 @@ mod tests {
         assert_eq!(got.len(), 1000);
         assert_eq!(stats.dropped.load(Ordering::SeqCst), 0);
         assert!(got.windows(2).all(|w| w[1].seq == w[0].seq + 1));
+        // The appender went with its task: wait for the writer thread to stop (see `stop`).
+        while r.next_batch(1000).await.is_ok() {}
     }
 
     /// Issue 14 item 1: restarts with nothing written since (an empty last segment) while records wait,
@@ -795,7 +799,7 @@ mod tests {
         let frame = segment::frame_len(&msg(0)) as u64;
         let size_before = fs::metadata(&segs[1]).unwrap().len();
         flip(&segs[1], 2 * frame + 30);
-        let (_a, mut r, stats) = open(opts(d.path(), 1 << 30, Overflow::RejectNew, 4096)).unwrap();
+        let (a, mut r, stats) = open(opts(d.path(), 1 << 30, Overflow::RejectNew, 4096)).unwrap();
         assert_eq!(
             fs::metadata(&segs[1]).unwrap().len(),
             size_before,
@@ -819,6 +823,7 @@ mod tests {
             "{note}"
         );
         assert_eq!(stats.messages(), 0, "the cursor passed the damaged record");
+        stop(a, &mut r).await;
     }
 
     /// Issue 14 item 3, while running: a byte flipped in a segment the replayer has not read yet. Before:
@@ -851,6 +856,7 @@ mod tests {
         fill(&mut a, 300, 310).await;
         assert_eq!(drain_all(&mut r, &stats, 10).await.len(), 10);
         assert_eq!(stats.corrupt.load(Ordering::SeqCst), 1);
+        stop(a, &mut r).await;
     }
 
     /// Issue 14 item 3: the last record of the last segment damaged (all there, bad CRC) is counted; a
