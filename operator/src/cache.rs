@@ -230,35 +230,32 @@ impl Watched {
         store
     }
 
-    fn stores<K: 'static>(&self) -> Vec<Arc<Children>> {
+    /// `f` of the stores of kind `K` (none when that kind is not watched).
+    fn with_stores<K: 'static, T>(&self, f: impl FnOnce(&[Arc<Children>]) -> T) -> T {
         let children = self.children.read().unwrap_or_else(|e| e.into_inner());
-        children
-            .get(&TypeId::of::<K>())
-            .cloned()
-            .unwrap_or_default()
+        f(children.get(&TypeId::of::<K>()).map_or(&[], Vec::as_slice))
     }
 
     /// The names of the objects of kind `K` in `namespace` owned by `owner_uid` (an owner reference) and not
     /// being deleted, as the watches show them; `None` unless a store of `K` exists and every such store has
     /// listed once (before that a store may not show what is there).
     pub fn owned_by<K: 'static>(&self, namespace: &str, owner_uid: &str) -> Option<Vec<String>> {
-        let stores = self.stores::<K>();
-        if stores.is_empty() {
-            return None;
-        }
-        let mut names = Vec::new();
-        for store in stores {
-            names.extend(store.owned_by(namespace, owner_uid)?);
-        }
-        Some(names)
+        self.with_stores::<K, _>(|stores| {
+            if stores.is_empty() {
+                return None;
+            }
+            let mut names = Vec::new();
+            for store in stores {
+                names.extend(store.owned_by(namespace, owner_uid)?);
+            }
+            Some(names)
+        })
     }
 
     /// The child `namespace/name` of kind `K` as a watch shows it, or `None` when no store has it (not
     /// watched, not listed yet, or not there).
     pub fn seen<K: 'static>(&self, namespace: &str, name: &str) -> Option<Seen> {
-        self.stores::<K>()
-            .iter()
-            .find_map(|s| s.seen(namespace, name))
+        self.with_stores::<K, _>(|stores| stores.iter().find_map(|s| s.seen(namespace, name)))
     }
 }
 

@@ -121,11 +121,7 @@ impl Recorder {
             }
         }
         let namespace = regarding.namespace.as_deref().unwrap_or("default");
-        let event = self.event(namespace, ev, regarding, now);
-        Api::<K8sEvent>::namespaced(self.client.clone(), namespace)
-            .create(&PostParams::default(), &event)
-            .await?;
-        let name = event.metadata.name.unwrap_or_default();
+        let name = self.create(namespace, ev, regarding, now).await?;
         self.remember(key, namespace.into(), name.into(), 1, now);
         Ok(())
     }
@@ -150,23 +146,21 @@ impl Recorder {
         ev: &Event,
         regarding: &ObjectReference,
     ) -> Result<(), kube::Error> {
-        let event = self.event(namespace, ev, regarding, Timestamp::now());
-        Api::<K8sEvent>::namespaced(self.client.clone(), namespace)
-            .create(&PostParams::default(), &event)
+        self.create(namespace, ev, regarding, Timestamp::now())
             .await
             .map(drop)
     }
 
-    /// `ev` as a new Event in `namespace`, named after its object and the time.
-    fn event(
+    /// Creates `ev` as a new Event in `namespace`, named after its object and `now`; returns its name.
+    async fn create(
         &self,
         namespace: &str,
         ev: &Event,
         regarding: &ObjectReference,
         now: Timestamp,
-    ) -> K8sEvent {
+    ) -> Result<String, kube::Error> {
         let controller = &self.reporter.controller;
-        K8sEvent {
+        let event = K8sEvent {
             metadata: ObjectMeta {
                 name: Some(format!(
                     "{}.{:x}",
@@ -197,6 +191,10 @@ impl Recorder {
                     .unwrap_or_else(|| controller.clone()),
             ),
             ..Default::default()
-        }
+        };
+        Api::<K8sEvent>::namespaced(self.client.clone(), namespace)
+            .create(&PostParams::default(), &event)
+            .await
+            .map(|created| created.metadata.name.unwrap_or_default())
     }
 }
