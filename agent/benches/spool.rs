@@ -41,7 +41,7 @@ fn main() {
         let mut last = 0;
         for i in 0..n {
             last = a
-                .append(Incoming {
+                .push(Incoming {
                     rule: 0,
                     topic: format!("edge.site-a.telemetry.{}", i % 16),
                     payload: payload.clone(),
@@ -49,7 +49,12 @@ fn main() {
                 })
                 .await
                 .expect("append");
+            // Written as the bridge writes what the edge delivered meanwhile (up to 256 at once).
+            if i % 256 == 255 {
+                a.flush().await.expect("write");
+            }
         }
+        a.flush().await.expect("write");
         a.durable().wait_for(|d| *d >= last).await.expect("durable");
         let w = t.elapsed();
         let commits = stats.commits.load(Ordering::SeqCst);

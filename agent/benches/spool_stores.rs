@@ -221,7 +221,7 @@ fn run_spool(
             let mut last = 0;
             for seq in batch_range(done, n, batch) {
                 last = a
-                    .append(Incoming {
+                    .push(Incoming {
                         rule: 0,
                         topic: w.topic(seq).to_owned(),
                         payload: w.payload(seq).clone(),
@@ -229,7 +229,12 @@ fn run_spool(
                     })
                     .await?;
                 ensure!(last == seq, "the spool numbered record {seq} as {last}");
+                if batch.is_none() && seq % 256 == 0 {
+                    // Streaming: written as the bridge writes what the edge delivered meanwhile.
+                    a.flush().await?;
+                }
             }
+            a.flush().await?;
             durable.wait_for(|d| *d >= last).await?;
             done = last;
             batches += 1;
@@ -251,7 +256,7 @@ fn run_spool(
             }
         }
         // The ack is durable once the cursor file covers it. The writer persists it at most every
-        // CURSOR_EVERY; closing the appender makes it persist the final one (and unlink what is acked) now.
+        // CURSOR_EVERY; closing the appender makes the syncer persist the final one (and unlink what is acked) now.
         drop(a);
         let cursor = dir.join("cursor");
         let deadline = Instant::now() + Duration::from_secs(10);

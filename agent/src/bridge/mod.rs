@@ -204,6 +204,9 @@ fn subscriptions(cfg: &BridgeConfig, dir: Direction) -> Vec<Subscription> {
 /// Edge messages queued between the edge client and the spool.
 const EDGE_QUEUE: usize = 256;
 
+/// Edge messages taken from that queue at once: spooled with one `write`.
+const EDGE_BATCH: usize = EDGE_QUEUE;
+
 /// Runs the bridge until SIGTERM/SIGINT.
 pub async fn run(args: BridgeArgs) -> anyhow::Result<()> {
     crate::tls::install_crypto_provider();
@@ -345,68 +348,73 @@ async fn ingest(
     });
     let cloud_proto = cfg.cloud.protocol;
     let edge_proto = cfg.edge.protocol;
-    while let Some(m) = inbound.recv().await {
-        let mapped = map_topic(
-            &cfg.rules,
-            Direction::EdgeToCloud,
-            &m.topic,
-            edge_proto,
-            cloud_proto,
-        );
-        let Some((rule, topic)) = mapped else {
-            counters.unmatched.fetch_add(1, Ordering::Relaxed);
-            if let Some(ack) = m.ack {
-                ack.await;
-            }
-            continue;
-        };
-        let fits = cloud
-            .check_topic(&topic)
-            .and_then(|()| cloud.check_size(&topic, m.payload.len()))
-            .and_then(|()| spool_fits(&topic, m.payload.len()));
-        if let Err(why) = fits {
-            // It could never be delivered and would hold up everything behind it in the spool.
-            let n = counters.refused.fetch_add(1, Ordering::Relaxed);
-            if n.is_power_of_two() || n == 0 {
-                tracing::warn!(edge_topic = %m.topic, reason = %why, refused = n + 1, "edge message refused: the cloud cannot take it (topic not valid there, or too large)");
-            }
-            if let Some(ack) = m.ack {
-                ack.await;
-            }
-            continue;
-        }
-        let edge = m
-            .packet
-            .map(|p| (p.id, spool::edge_hash(&topic, &m.payload)));
-        match (m.packet, edge) {
-            (Some(p), Some((id, hash))) if p.dup => {
-                if let Some(seq) = recent.redelivered(id, hash) {
-                    counters.edge_redeliveries.fetch_add(1, Ordering::Relaxed);
-                    if let Some(ack) = m.ack {
-                        let _ = ack_tx.send((seq, ack));
-                    }
-                    continue;
+    // What the edge delivered meanwhile is taken at once and written with one `write`.
+    let mut batch = Vec::with_capacity(EDGE_BATCH);
+    while inbound.recv_many(&mut batch, EDGE_BATCH).await > 0 {
+        for m in batch.drain(..) {
+            let mapped = map_topic(
+                &cfg.rules,
+                Direction::EdgeToCloud,
+                &m.topic,
+                edge_proto,
+                cloud_proto,
+            );
+            let Some((rule, topic)) = mapped else {
+                counters.unmatched.fetch_add(1, Ordering::Relaxed);
+                if let Some(ack) = m.ack {
+                    ack.await;
                 }
+                continue;
+            };
+            let fits = cloud
+                .check_topic(&topic)
+                .and_then(|()| cloud.check_size(&topic, m.payload.len()))
+                .and_then(|()| spool_fits(&topic, m.payload.len()));
+            if let Err(why) = fits {
+                // It could never be delivered and would hold up everything behind it in the spool.
+                let n = counters.refused.fetch_add(1, Ordering::Relaxed);
+                if n.is_power_of_two() || n == 0 {
+                    tracing::warn!(edge_topic = %m.topic, reason = %why, refused = n + 1, "edge message refused: the cloud cannot take it (topic not valid there, or too large)");
+                }
+                if let Some(ack) = m.ack {
+                    ack.await;
+                }
+                continue;
             }
-            (Some(_), _) => recent.first_delivery(),
-            _ => {}
+            let edge = m
+                .packet
+                .map(|p| (p.id, spool::edge_hash(&topic, &m.payload)));
+            match (m.packet, edge) {
+                (Some(p), Some((id, hash))) if p.dup => {
+                    if let Some(seq) = recent.redelivered(id, hash) {
+                        counters.edge_redeliveries.fetch_add(1, Ordering::Relaxed);
+                        if let Some(ack) = m.ack {
+                            let _ = ack_tx.send((seq, ack));
+                        }
+                        continue;
+                    }
+                }
+                (Some(_), _) => recent.first_delivery(),
+                _ => {}
+            }
+            appender.reserve(topic.len() + m.payload.len()).await?;
+            let seq = appender
+                .push(Incoming {
+                    rule: rule as u16,
+                    topic,
+                    payload: m.payload,
+                    edge_id: edge.map_or(0, |(id, _)| id),
+                })
+                .await?;
+            if let Some((id, hash)) = edge {
+                recent.remember(id, hash, seq);
+            }
+            counters.received.fetch_add(1, Ordering::Relaxed);
+            if let Some(ack) = m.ack {
+                let _ = ack_tx.send((seq, ack));
+            }
         }
-        appender.reserve(topic.len() + m.payload.len()).await;
-        let seq = appender
-            .append(Incoming {
-                rule: rule as u16,
-                topic,
-                payload: m.payload,
-                edge_id: edge.map_or(0, |(id, _)| id),
-            })
-            .await?;
-        if let Some((id, hash)) = edge {
-            recent.remember(id, hash, seq);
-        }
-        counters.received.fetch_add(1, Ordering::Relaxed);
-        if let Some(ack) = m.ack {
-            let _ = ack_tx.send((seq, ack));
-        }
+        appender.flush().await?;
     }
     anyhow::bail!("the edge connection task stopped")
 }

@@ -14,13 +14,15 @@
 //!   cloud acknowledged since the last write (at-least-once; duplicates, never loss).
 //!
 //! # Group commit
-//! One writer thread owns the active segment. It takes every message queued since its last round, writes
-//! them with one `write` and publishes the `written` sequence at once: the replayer may read and forward
-//! them (forwarding before the fsync is safe because the edge is only acknowledged after it). A syncer
-//! thread runs `fdatasync` on the active segment whenever something was written since its last one and
-//! then publishes `durable`. Writing never waits for a sync, so the fsync (1–2 ms here) is not on the
+//! The [`Appender`], owned by the task that reads the edge, owns the active segment. It queues what the
+//! edge delivered meanwhile ([`Appender::push`]), writes it with one `write` ([`Appender::flush`]) and
+//! publishes the `written` sequence at once: the replayer may forward them (forwarding before the fsync
+//! is safe because the edge is only acknowledged after it). A syncer thread runs `fdatasync` on the
+//! active segment whenever something was written since its last one and then publishes `durable`.
+//! Writing never waits for a sync, so the fsync (0.1–2 ms on the machines measured) is not on the
 //! forwarding path; whatever was written during one sync is covered by the next, so the fsync rate is
-//! bounded by the disk, not by the message rate.
+//! bounded by the disk, not by the message rate. The syncer thread also keeps house: the cursor file and
+//! deleting acknowledged segments, between syncs and at least every [`CURSOR_EVERY`].
 //!
 //! # Recovery and damage
 //! On open every segment is scanned. What follows the last good record of the last segment is a torn
@@ -45,11 +47,11 @@
 //!
 //! # Limits
 //! `max_bytes` bounds the unacknowledged bytes (framing included). Memory is bounded in bytes too: the
-//! appender waits while [`writer::QUEUE_BYTES`] are queued unwritten, and [`Replayer::next_batch_within`]
-//! stops at a byte budget. A record may carry at most [`MAX_RECORD`] bytes of topic and payload (what
+//! appender writes at once when a megabyte is queued, and [`Replayer::next_batch_within`] stops at a
+//! byte budget. A record may carry at most [`MAX_RECORD`] bytes of topic and payload (what
 //! the reader accepts); the bridge refuses a larger message before the spool. `RejectNew`: [`Appender::reserve`]
 //! waits until the cloud acknowledged enough, so the edge is not read and not acknowledged
-//! (back-pressure). `DropOldest`: the writer discards whole oldest segments, advancing the cursor, and
+//! (back-pressure). `DropOldest`: the appender discards whole oldest segments, advancing the cursor, and
 //! counts every unacknowledged record it discarded in [`Stats::dropped`].
 //!
 //! # Why a segment log of our own
@@ -64,9 +66,9 @@
 //! 1,024 records per commit.
 //!
 //! # Files
-//! `open.rs` ([`open()`]: recovery, then the writer and syncer threads), `cursor.rs` (the ack
-//! cursor file), `writer.rs` ([`Appender`] and the writer thread: group writes, segment roll, DropOldest,
-//! housekeeping), `syncer.rs` (the `fdatasync` thread), `replay.rs` ([`Replayer`]), `segment.rs` (record
+//! `open.rs` ([`open()`]: recovery, then the active segment and the syncer thread), `cursor.rs` (the ack
+//! cursor file), `writer.rs` ([`Appender`]: group writes, segment roll, DropOldest; housekeeping),
+//! `syncer.rs` (the `fdatasync` and housekeeping thread), `replay.rs` ([`Replayer`]), `segment.rs` (record
 //! framing, segment files), `recent.rs` (the edge identities of the newest records, read before `open`
 //! for the bridge's redelivery window).
 
@@ -202,8 +204,10 @@ struct Shared {
     acked: Mutex<AckState>,
     /// Signalled when the cursor advances (acks, drops).
     freed: Notify,
-    /// Signalled when the writer wrote a batch.
-    wrote: Notify,
+    /// First sequence number of the active segment (housekeeping leaves it alone).
+    active_first: AtomicU64,
+    /// The cursor on disk; held while writing it or deleting segments.
+    kept: Mutex<writer::Kept>,
     /// The last records written, still in memory ([`Tail`]).
     tail: Mutex<Tail>,
     /// The spool's identity ([`Replayer::spool_id`]).
@@ -373,6 +377,10 @@ impl Shared {
     fn tail(&self) -> std::sync::MutexGuard<'_, Tail> {
         self.tail.lock().unwrap_or_else(|e| e.into_inner())
     }
+
+    fn kept(&self) -> std::sync::MutexGuard<'_, writer::Kept> {
+        self.kept.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 /// A message handed to the spool.
@@ -458,7 +466,7 @@ mod tests {
     async fn fill(a: &mut Appender, from: u64, to: u64) -> u64 {
         let mut last = 0;
         for i in from..to {
-            a.reserve(32).await;
+            a.reserve(32).await.unwrap();
             last = a.append(msg(i)).await.unwrap();
         }
         let mut d = a.durable();
@@ -493,7 +501,7 @@ mod tests {
             }
             assert_eq!(stats.messages(), 600);
             assert!(stats.commits.load(Ordering::SeqCst) >= 1);
-            // The writer writes the final cursor once the appender is gone, then stops.
+            // The syncer writes the final cursor once the appender is gone, then stops.
             drop(a);
             until("the final cursor", || {
                 read_cursor(d.path()).is_ok_and(|(seq, _)| seq == 400)
@@ -545,7 +553,7 @@ mod tests {
         let n = (TAIL_BYTES / (256 * 1024)) as u64 + 4;
         let mut last = 0;
         for i in 0..n {
-            a.reserve(256 * 1024 + 16).await;
+            a.reserve(256 * 1024 + 16).await.unwrap();
             last = a.append(big(i)).await.unwrap();
         }
         a.durable().wait_for(|v| *v >= last).await.unwrap();
@@ -734,7 +742,7 @@ mod tests {
         assert_eq!(got.len(), 1000);
         assert_eq!(stats.dropped.load(Ordering::SeqCst), 0);
         assert!(got.windows(2).all(|w| w[1].seq == w[0].seq + 1));
-        // The appender went with its task: wait for the writer thread to stop (see `stop`).
+        // The appender went with its task: wait for the syncer thread to stop (see `stop`).
         while r.next_batch(1000).await.is_ok() {}
     }
 
@@ -981,9 +989,15 @@ mod tests {
         let (mut a, mut r, stats) =
             open(opts(d.path(), 32 * 1024, Overflow::DropOldest, 4096)).unwrap();
         let writer = tokio::spawn(async move {
+            // Written 1,000 at a time (as the bridge writes what the edge delivered meanwhile): more
+            // than the spool holds, so every write overflows it while records are in flight.
             for i in 0..TOTAL {
-                a.append(msg(i)).await.unwrap();
+                a.push(msg(i)).await.unwrap();
+                if i % 1000 == 999 {
+                    a.flush().await.unwrap();
+                }
             }
+            a.flush().await.unwrap();
             a
         });
         let mut seen = vec![false; TOTAL as usize + 1];
@@ -1055,8 +1069,8 @@ mod tests {
         out
     }
 
-    /// Drops the appender and waits until the writer thread has stopped (its final cursor written; the
-    /// replayer errs once the writer is gone and everything was handed out), so that the test's directory can
+    /// Drops the appender and waits until the syncer thread has stopped (its final cursor written; the
+    /// replayer errs once both are gone and everything was handed out), so that the test's directory can
     /// go: a cursor written while `TempDir` removes the directory would leave it behind in /tmp.
     async fn stop(a: Appender, r: &mut Replayer) {
         drop(a);
@@ -1089,7 +1103,7 @@ mod tests {
                     r.ack(b.last().unwrap(), acked, None);
                 }
                 drop(a);
-                // The writer thread ends after its final cursor and housekeeping: the replayer learns
+                // The syncer thread ends after its final cursor and housekeeping: the replayer learns
                 // it once it handed out everything.
                 while r.next_batch(1000).await.is_ok() {}
             }

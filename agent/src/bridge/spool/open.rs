@@ -1,17 +1,17 @@
 //! Opening the spool: recovery of what is on disk — the cursor, every segment scanned and a torn tail
-//! truncated, segments at or below the cursor deleted — then the writer and syncer threads.
+//! truncated, segments at or below the cursor deleted — then the active segment and the syncer thread.
 
 use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::path::Path;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::{Notify, watch};
 
 use super::syncer::Syncer;
-use super::writer::Writer;
+use super::writer::{ActiveSegment, Kept};
 use super::{AckState, Appender, Replayer, SegMeta, Shared, SpoolOptions, Stats, cursor, segment};
 
 /// What recovery found on disk.
@@ -144,7 +144,7 @@ fn spool_id(dir: &Path) -> io::Result<String> {
     Ok(id)
 }
 
-/// Opens (and recovers) the spool in `opts.dir` and starts its writer and syncer threads.
+/// Opens (and recovers) the spool in `opts.dir`, starts a new active segment and the syncer thread.
 pub fn open(opts: SpoolOptions) -> io::Result<(Appender, Replayer, Arc<Stats>)> {
     fs::create_dir_all(&opts.dir)?;
     let Recovered {
@@ -172,35 +172,36 @@ pub fn open(opts: SpoolOptions) -> io::Result<(Appender, Replayer, Arc<Stats>)> 
             handed: cursor_seq,
         }),
         freed: Notify::new(),
-        wrote: Notify::new(),
+        active_first: AtomicU64::new(written_seq + 1),
+        kept: Mutex::new(Kept {
+            cursor: (cursor_seq, cursor_pos),
+            at: std::time::Instant::now(),
+        }),
         tail: Mutex::default(),
         id,
         max_bytes: opts.max_bytes,
         overflow: opts.overflow,
     });
-    let writer = Writer::new(
+    let file = ActiveSegment::new(
         shared.clone(),
         written_seq + 1,
         written_pos,
         opts.segment_size(),
-        (cursor_seq, cursor_pos),
     )?;
-    let (tx, rx) = std::sync::mpsc::channel();
     let (durable_tx, durable_rx) = watch::channel(written_seq);
     let (written_tx, written_rx) = watch::channel(written_seq);
+    let written_tx = Arc::new(written_tx);
     let syncer = Arc::new(Syncer::new(written_seq));
     {
         let syncer = syncer.clone();
-        let stats = stats.clone();
+        let shared = shared.clone();
+        let written_tx = written_tx.clone();
         std::thread::Builder::new()
             .name("spool-sync".into())
-            .spawn(move || syncer.run(&durable_tx, &stats))?;
+            .spawn(move || syncer.run(&shared, &durable_tx, written_tx))?;
     }
-    std::thread::Builder::new()
-        .name("spool-write".into())
-        .spawn(move || writer.run(rx, written_tx, syncer))?;
     Ok((
-        Appender::new(tx, written_seq + 1, written_pos, durable_rx, shared.clone()),
+        Appender::new(file, durable_rx, written_tx, syncer, shared.clone()),
         Replayer::new(shared, written_rx, cursor_seq + 1),
         stats,
     ))

@@ -1,4 +1,6 @@
-//! The syncer thread: `fdatasync` of the active segment beside the writer, publishing `durable`.
+//! The syncer thread: `fdatasync` of the active segment beside the writing task, publishing `durable`;
+//! between syncs and at least every [`CURSOR_EVERY`], the spool's housekeeping (the cursor file, deleting
+//! acknowledged segments).
 
 use std::fs::File;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -7,7 +9,8 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
-use super::Stats;
+use super::writer::housekeeping;
+use super::{CURSOR_EVERY, Shared};
 
 /// A pause in writing this long ends a group commit's wait for more records.
 const QUIET: Duration = Duration::from_micros(50);
@@ -26,7 +29,7 @@ struct SyncState {
     stop: bool,
 }
 
-/// Runs `fdatasync` beside the writer, so that writing (and forwarding) never waits for the disk.
+/// Runs `fdatasync` beside the writing task, so that writing (and forwarding) never waits for the disk.
 pub(super) struct Syncer {
     state: Mutex<SyncState>,
     wake: Condvar,
@@ -95,38 +98,72 @@ impl Syncer {
         self.wake.notify_one();
     }
 
-    pub(super) fn run(&self, durable: &watch::Sender<u64>, stats: &Stats) {
+    /// Until [`Syncer::stop`]: syncs what was written, publishes `durable`, and keeps house. `written`
+    /// is held until the final cursor is on disk, so that a replayer sees the spool stopped only then.
+    pub(super) fn run(
+        &self,
+        shared: &Shared,
+        durable: &watch::Sender<u64>,
+        written: Arc<watch::Sender<u64>>,
+    ) {
         // How long the last fsync took: the most a commit waits for more records to join it.
         let mut last_sync = Duration::ZERO;
+        let mut housekeeping_failed = false;
         loop {
-            let (file, upto) = {
+            let work = {
                 let mut s = self.lock();
+                let until = Instant::now() + CURSOR_EVERY;
                 while s.written <= s.synced && !s.stop {
-                    s = self.wake.wait(s).unwrap_or_else(|p| p.into_inner());
+                    let now = Instant::now();
+                    if now >= until {
+                        break;
+                    }
+                    s = self
+                        .wake
+                        .wait_timeout(s, until - now)
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0;
                 }
-                if s.written <= s.synced {
+                if s.written > s.synced {
+                    s = self.gather(s, last_sync.min(MAX_GATHER));
+                    s.file.take().map(|f| (f, s.written))
+                } else if s.stop {
+                    drop(s);
+                    // Everything written is durable: the final cursor, and stop.
+                    if let Err(e) = housekeeping(shared, true) {
+                        tracing::warn!(error = %e, "spool: cannot write the final cursor");
+                    }
+                    drop(written);
                     return;
-                }
-                s = self.gather(s, last_sync.min(MAX_GATHER));
-                match s.file.take() {
-                    Some(f) => (f, s.written),
-                    None => return,
+                } else {
+                    None
                 }
             };
-            let started = Instant::now();
-            if let Err(e) = file.sync_data() {
-                tracing::error!(error = %e, "spool fsync failed");
-                eprintln!("edgewire-agent: spool fsync failed: {e}");
-                self.failed.store(true, Ordering::SeqCst);
-                return;
+            if let Some((file, upto)) = work {
+                let started = Instant::now();
+                if let Err(e) = file.sync_data() {
+                    tracing::error!(error = %e, "spool fsync failed");
+                    eprintln!("edgewire-agent: spool fsync failed: {e}");
+                    self.failed.store(true, Ordering::SeqCst);
+                    return;
+                }
+                last_sync = started.elapsed();
+                shared.stats.commits.fetch_add(1, Ordering::Relaxed);
+                {
+                    let mut s = self.lock();
+                    s.synced = s.synced.max(upto);
+                }
+                let _ = durable.send(upto);
             }
-            last_sync = started.elapsed();
-            stats.commits.fetch_add(1, Ordering::Relaxed);
-            {
-                let mut s = self.lock();
-                s.synced = s.synced.max(upto);
+            match housekeeping(shared, false) {
+                // Deleting acknowledged segments is what frees the disk: try again next round.
+                Err(e) if !housekeeping_failed => {
+                    housekeeping_failed = true;
+                    tracing::warn!(error = %e, "spool: cursor or segment deletion failed; retrying");
+                }
+                Err(_) => {}
+                Ok(()) => housekeeping_failed = false,
             }
-            let _ = durable.send(upto);
         }
     }
 }

@@ -1,20 +1,21 @@
-//! The writing end: [`Appender`] (queues records, RejectNew back-pressure, `durable`) and the writer thread
-//! that owns the active segment — one `write` per batch, segment roll, DropOldest, cursor and deletion of
-//! acknowledged segments.
+//! The writing end: [`Appender`], which writes the records itself, on the task that reads the edge —
+//! one `write` per batch, segment roll, DropOldest — and hands them to the syncer thread for the
+//! `fdatasync` that makes them `durable`; and [`housekeeping`] (cursor, deletion of acknowledged
+//! segments), which the syncer thread runs.
 //!
-//! The writer is a thread of its own, not a task: its file operations block (a `write`, a segment roll's
-//! fsync, the cursor's write-fsync-rename, unlinking), and `tokio::task::block_in_place` around each of
-//! them hands the runtime's worker to another thread and back — two thread hand-offs per round, which at
-//! a few thousand messages a second (one message per round) cost more than the write itself
-//! (docs/bridge-profile.md). The appender hands records over through a plain channel; the writer wakes
-//! only when it was idle.
+//! There is no writer thread. A `write` of a batch to the page cache takes microseconds, less than
+//! waking another thread to do it: with a writer thread every batch crossed two threads before it could be
+//! forwarded (the task reading the edge → the writer → the forwarder), and on this kind of VM the
+//! sleeping and waking was a quarter of the bridge's CPU (docs/bridge-profile.md). What can block for long
+//! stays off the task: the `fdatasync` before every edge acknowledgement, the cursor's
+//! write-fsync-rename and the unlinking of acknowledged segments run on the syncer thread. A segment roll's
+//! fsync (once per segment) and DropOldest's discarding (only when the spool is full) run inline.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Seek, SeekFrom, Write};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::time::Instant;
 
 use edgewire_api::v1alpha1::Overflow;
@@ -23,71 +24,167 @@ use tokio::sync::watch;
 use super::syncer::Syncer;
 use super::{CURSOR_EVERY, FRAME_HEADER, Incoming, Record, SegMeta, Shared, cursor, segment};
 
-/// The writing end, owned by the one task that reads the edge.
+/// The writing end, owned by the one task that reads the edge. [`Appender::push`] queues a record and
+/// [`Appender::flush`] writes what is queued with one `write`; [`Appender::append`] does both.
 pub struct Appender {
-    tx: Sender<(u64, Incoming)>,
+    file: ActiveSegment,
+    /// Queued by `push`, not yet written: (sequence number, record).
+    queued: Vec<(u64, Incoming)>,
+    /// Topic and payload bytes in `queued`.
+    queued_bytes: usize,
     next_seq: u64,
+    /// Spool position after the last record queued.
     queued_pos: u64,
     durable: watch::Receiver<u64>,
+    /// Shared with the syncer thread: replayers learn that the spool stopped once both are gone (the
+    /// syncer's final cursor written).
+    written: Arc<watch::Sender<u64>>,
+    syncer: Arc<Syncer>,
     shared: Arc<Shared>,
 }
 
+/// Queued topic and payload bytes that make `push` write at once.
+const BUF_BYTES: usize = 1024 * 1024;
+
+/// The retry curve while the disk refuses writes (full): back within 2 s of space returning.
+const WRITE_RETRY: crate::retry::Policy = crate::retry::Policy::new(
+    std::time::Duration::from_millis(100),
+    std::time::Duration::from_secs(2),
+);
+
 impl Appender {
     pub(super) fn new(
-        tx: Sender<(u64, Incoming)>,
-        next_seq: u64,
-        queued_pos: u64,
+        file: ActiveSegment,
         durable: watch::Receiver<u64>,
+        written: Arc<watch::Sender<u64>>,
+        syncer: Arc<Syncer>,
         shared: Arc<Shared>,
     ) -> Self {
         Appender {
-            tx,
-            next_seq,
-            queued_pos,
+            next_seq: file.last_written + 1,
+            queued_pos: file.pos,
+            file,
+            queued: Vec::with_capacity(256),
+            queued_bytes: 0,
             durable,
+            written,
+            syncer,
             shared,
         }
     }
 
-    /// With `RejectNew`: waits until a record of `len` payload+topic bytes fits under `max_bytes`. With
-    /// `DropOldest` it returns at once (the writer makes room).
-    pub async fn reserve(&self, len: usize) {
+    /// With `RejectNew`: waits until a record of `len` payload+topic bytes fits under `max_bytes`,
+    /// writing what is queued first when it must wait (the cloud cannot acknowledge what is not written).
+    /// With `DropOldest` it returns at once (writing makes room).
+    pub async fn reserve(&mut self, len: usize) -> io::Result<()> {
         if self.shared.overflow != Overflow::RejectNew {
-            return;
+            return Ok(());
         }
         let need = (len + FRAME_HEADER + segment::BODY_FIXED) as u64;
+        let shared = self.shared.clone();
         loop {
-            let freed = self.shared.freed.notified();
-            let acked = self.shared.acked().1;
-            if self.queued_pos.saturating_sub(acked) + need <= self.shared.max_bytes
+            let freed = shared.freed.notified();
+            let acked = shared.acked().1;
+            if self.queued_pos.saturating_sub(acked) + need <= shared.max_bytes
                 || self.queued_pos == acked
             {
-                return;
+                return Ok(());
+            }
+            if !self.queued.is_empty() {
+                self.flush().await?;
+                continue;
             }
             freed.await;
         }
     }
 
-    /// Queues a record; returns its sequence number. It is on disk once [`Appender::durable`] reaches it.
-    /// Waits while more than [`QUEUE_BYTES`] are queued and not yet written (the writer is behind or the
-    /// disk is full): what waits in memory is bounded in bytes (the channel itself is unbounded).
-    pub async fn append(&mut self, msg: Incoming) -> io::Result<u64> {
+    /// Queues a record and returns its sequence number; it is written by the next [`Appender::flush`]
+    /// (at once when a megabyte is queued), and on disk once [`Appender::durable`] reaches it.
+    pub async fn push(&mut self, msg: Incoming) -> io::Result<u64> {
         let seq = self.next_seq;
-        let len = segment::frame_len(&msg) as u64;
-        loop {
-            let wrote = self.shared.wrote.notified();
-            let written = self.shared.stats.written_pos.load(Ordering::SeqCst);
-            if self.queued_pos.saturating_sub(written) <= QUEUE_BYTES {
-                break;
-            }
-            wrote.await;
-        }
-        self.tx
-            .send((seq, msg))
-            .map_err(|_| io::Error::other("the spool writer stopped"))?;
         self.next_seq += 1;
-        self.queued_pos += len;
+        self.queued_pos += segment::frame_len(&msg) as u64;
+        self.queued_bytes += msg.topic.len() + msg.payload.len();
+        self.queued.push((seq, msg));
+        if self.queued_bytes >= BUF_BYTES {
+            self.flush().await?;
+        }
         Ok(seq)
+    }
+
+    /// Queues a record and writes it: [`Appender::push`] and [`Appender::flush`].
+    pub async fn append(&mut self, msg: Incoming) -> io::Result<u64> {
+        let seq = self.push(msg).await?;
+        self.flush().await?;
+        Ok(seq)
+    }
+
+    /// Writes everything queued (one `write`), hands it to the replayer and to the syncer. While the
+    /// disk refuses the write (full) it retries with backoff, and the caller, the edge's reader, waits:
+    /// the edge is not read and not acknowledged meanwhile (back-pressure). Fails only once an fsync
+    /// failed: after that the kernel may have dropped the data, so nothing written since the last good
+    /// one can be trusted; the bridge exits and the edge redelivers everything not acknowledged.
+    pub async fn flush(&mut self) -> io::Result<()> {
+        let mut retry = WRITE_RETRY.backoff();
+        while !self.queued.is_empty() {
+            if self.syncer.failed.load(Ordering::SeqCst) {
+                return Err(io::Error::other("the spool's fsync failed"));
+            }
+            let result = self.file.write_batch(&self.queued);
+            // What got written goes to the tail before it is published, so that the replayer woken by
+            // `written` finds it there; what got written is published even when the rest failed.
+            let done = self
+                .queued
+                .partition_point(|(seq, _)| *seq <= self.file.last_written);
+            self.file.keep_in_tail(self.queued.drain(..done));
+            self.publish();
+            match result {
+                Ok(()) => {
+                    self.queued.clear();
+                    self.queued_bytes = 0;
+                    if self.shared.stats.set_write_error(None) {
+                        tracing::info!("spool: writing again");
+                    }
+                }
+                Err(e) => {
+                    self.queued_bytes = self
+                        .queued
+                        .iter()
+                        .map(|(_, m)| m.topic.len() + m.payload.len())
+                        .sum();
+                    self.file.undo_partial_write();
+                    // Acknowledged records in the active segment can only go once it is closed: close
+                    // it, so housekeeping can free its space (a segment as large as the free disk).
+                    let acked = self.shared.acked().0;
+                    if self.file.active_len > 0
+                        && acked >= self.file.last_written
+                        && let Some((next, _)) = self.queued.first()
+                    {
+                        let next = *next;
+                        if let Err(e) = self.file.roll(next) {
+                            tracing::debug!(error = %e, "spool: cannot close the full segment yet");
+                        }
+                    }
+                    let why = format!("spool write failed: {e}");
+                    if self.shared.stats.set_write_error(Some(why)) {
+                        tracing::error!(error = %e, waiting = self.queued.len(), "spool write failed; the edge is not acknowledged until it succeeds");
+                    }
+                    tokio::time::sleep(retry.next_delay()).await;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Publishes what was written: to the replayer (`written`) and to the syncer.
+    fn publish(&mut self) {
+        let f = &mut self.file;
+        if f.last_written > f.published {
+            f.published = f.last_written;
+            let _ = self.written.send(f.last_written);
+            // Everything before the active segment was synced when it was closed (`roll`).
+            self.syncer.request(f.active.clone(), f.last_written);
+        }
     }
 
     /// A receiver of the highest sequence number on stable storage.
@@ -96,33 +193,27 @@ impl Appender {
     }
 }
 
-/// Bytes queued for the writer at most (beyond one message).
-pub const QUEUE_BYTES: u64 = 2 * 1024 * 1024;
-
-/// The write buffer is written out at this size (one `write` per batch up to it).
-const BUF_BYTES: usize = 1024 * 1024;
-
-/// The writer's retry curve while the disk refuses writes (full): back within 2 s of space returning.
-const WRITE_RETRY: crate::retry::Policy = crate::retry::Policy::new(
-    std::time::Duration::from_millis(100),
-    std::time::Duration::from_secs(2),
-);
+impl Drop for Appender {
+    /// The syncer makes the last records written durable, writes the final cursor and stops. Records
+    /// still queued were never written nor acknowledged: the edge sends them again.
+    fn drop(&mut self) {
+        self.syncer.stop();
+    }
+}
 
 fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
-pub(super) struct Writer {
+/// The active segment and where writing stands.
+pub(super) struct ActiveSegment {
     shared: Arc<Shared>,
     /// Shared with the syncer (an `Arc`, not a `dup` of the descriptor per round).
     active: Arc<File>,
-    active_first: u64,
     active_len: u64,
     pos: u64,
     segment_bytes: u64,
     buf: Vec<u8>,
-    last_cursor: (u64, u64),
-    last_cursor_at: Instant,
     /// The last sequence number written (to the page cache) and published as `written`.
     last_written: u64,
     published: u64,
@@ -132,27 +223,22 @@ pub(super) struct Writer {
     batch_ts: u64,
 }
 
-impl Writer {
-    /// A writer appending from `first_seq` at byte position `pos` to a new segment; `cursor` is the
-    /// persisted ack cursor.
+impl ActiveSegment {
+    /// A new segment for appending from `first_seq` at byte position `pos`.
     pub(super) fn new(
         shared: Arc<Shared>,
         first_seq: u64,
         pos: u64,
         segment_bytes: u64,
-        cursor: (u64, u64),
     ) -> io::Result<Self> {
         let active = Arc::new(Self::new_segment(&shared, first_seq, pos)?);
-        Ok(Writer {
+        Ok(ActiveSegment {
             shared,
             active,
-            active_first: first_seq,
             active_len: 0,
             pos,
             segment_bytes,
             buf: Vec::with_capacity(BUF_BYTES),
-            last_cursor: cursor,
-            last_cursor_at: Instant::now(),
             last_written: first_seq - 1,
             published: first_seq - 1,
             batch_pos: pos,
@@ -175,107 +261,8 @@ impl Writer {
             last_seq: first_seq - 1,
             len: 0,
         });
+        shared.active_first.store(first_seq, Ordering::SeqCst);
         Ok(f)
-    }
-
-    /// The writer thread's loop: until the appender is gone (or an fsync failed).
-    pub(super) fn run(
-        mut self,
-        rx: Receiver<(u64, Incoming)>,
-        written: watch::Sender<u64>,
-        syncer: Arc<Syncer>,
-    ) {
-        let mut batch: Vec<(u64, Incoming)> = Vec::with_capacity(4096);
-        let mut retry = WRITE_RETRY.backoff();
-        let mut housekeeping_failed = false;
-        loop {
-            if syncer.failed.load(Ordering::SeqCst) {
-                // The syncer logged the error: after a failed fsync the kernel may have dropped the
-                // data, so nothing written since the last good one can be trusted. Appending fails from
-                // now on, the bridge exits, and the edge redelivers everything it was not acknowledged.
-                return;
-            }
-            // While a batch waits for the disk, nothing more is taken: the queue fills, the appender
-            // waits, and the edge is not acknowledged (back-pressure).
-            if batch.is_empty() {
-                match rx.recv_timeout(CURSOR_EVERY) {
-                    Ok(m) => batch.push(m),
-                    Err(RecvTimeoutError::Disconnected) => {
-                        // Appender gone: final cursor and stop (the syncer finishes its last sync).
-                        if let Err(e) = self.housekeeping(true) {
-                            tracing::warn!(error = %e, "spool: cannot write the final cursor");
-                        }
-                        syncer.stop();
-                        return;
-                    }
-                    Err(RecvTimeoutError::Timeout) => {}
-                }
-                while batch.len() < 65536 {
-                    match rx.try_recv() {
-                        Ok(m) => batch.push(m),
-                        Err(_) => break,
-                    }
-                }
-            }
-            let result = if batch.is_empty() {
-                Ok(())
-            } else {
-                self.write_batch(&batch)
-            };
-            // What got written goes to the tail before it is published, so that the replayer woken
-            // by `written` finds it there.
-            let done = batch.partition_point(|(seq, _)| *seq <= self.last_written);
-            self.keep_in_tail(batch.drain(..done));
-            // What got written is published even when the rest failed.
-            if self.last_written > self.published {
-                self.published = self.last_written;
-                let _ = written.send(self.last_written);
-                self.shared.wrote.notify_waiters();
-                // Everything before the active segment was synced when it was closed (`roll`).
-                syncer.request(self.active.clone(), self.last_written);
-            }
-            match self.housekeeping(false) {
-                // Deleting acknowledged segments is what frees the disk: try again next round.
-                Err(e) if !housekeeping_failed => {
-                    housekeeping_failed = true;
-                    tracing::warn!(error = %e, "spool: cursor or segment deletion failed; retrying");
-                }
-                Err(_) => {}
-                Ok(()) => housekeeping_failed = false,
-            }
-            match result {
-                Ok(()) => {
-                    batch.clear();
-                    if self.shared.stats.set_write_error(None) {
-                        tracing::info!("spool: writing again");
-                    }
-                    retry.reset();
-                }
-                Err(e) => {
-                    // A full disk (or another refused write): undo the partial write, keep what was not
-                    // written, and try again; the edge waits meanwhile.
-                    batch.retain(|(seq, _)| *seq > self.last_written);
-                    self.undo_partial_write();
-                    // Acknowledged records in the active segment can only go once it is closed: close
-                    // it, so housekeeping can free its space (a segment as large as the free disk).
-                    let acked = self.shared.acked().0;
-                    if self.active_len > 0
-                        && acked >= self.last_written
-                        && let Some((next, _)) = batch.first()
-                    {
-                        let next = *next;
-                        if let Err(e) = self.roll(next) {
-                            tracing::debug!(error = %e, "spool: cannot close the full segment yet");
-                        }
-                    }
-                    let why = format!("spool write failed: {e}");
-                    if self.shared.stats.set_write_error(Some(why.clone())) {
-                        tracing::error!(error = %e, waiting = batch.len(), "spool write failed; the edge is not acknowledged until it succeeds");
-                    }
-                    std::thread::sleep(retry.next_delay());
-                }
-            }
-        }
     }
 
     /// After a failed write: the active segment ends at the last whole batch again (the next write goes
@@ -372,7 +359,6 @@ impl Writer {
     fn roll(&mut self, first_seq: u64) -> io::Result<()> {
         self.active.sync_data()?;
         self.active = Arc::new(Self::new_segment(&self.shared, first_seq, self.pos)?);
-        self.active_first = first_seq;
         self.active_len = 0;
         Ok(())
     }
@@ -386,7 +372,7 @@ impl Writer {
             }
             let front = self.shared.segments().front().cloned();
             let Some(front) = front else { return Ok(()) };
-            if front.first_seq == self.active_first {
+            if front.first_seq == self.shared.active_first.load(Ordering::SeqCst) {
                 if self.active_len == 0 {
                     return Ok(());
                 }
@@ -395,6 +381,8 @@ impl Writer {
                 self.roll(next)?;
                 continue;
             }
+            // Housekeeping (the syncer thread) writes the cursor and deletes segments too.
+            let mut kept = self.shared.kept();
             let lost = self.shared.drop_through(
                 front.last_seq,
                 front.base_pos + front.len,
@@ -412,41 +400,64 @@ impl Writer {
             // below the oldest one left means damage, not a drop.
             let acked = self.shared.acked();
             cursor::write(&self.shared.dir, acked.0, acked.1)?;
-            self.last_cursor = acked;
-            self.last_cursor_at = Instant::now();
-            self.shared.segments().pop_front();
-            fs::remove_file(&front.path)?;
-        }
-    }
-
-    /// Persists the cursor (at most every CURSOR_EVERY) and deletes fully acknowledged segments.
-    fn housekeeping(&mut self, force: bool) -> io::Result<()> {
-        let acked = self.shared.acked();
-        if acked != self.last_cursor && (force || self.last_cursor_at.elapsed() >= CURSOR_EVERY) {
-            cursor::write(&self.shared.dir, acked.0, acked.1)?;
-            self.last_cursor = acked;
-            self.last_cursor_at = Instant::now();
-        }
-        // Only segments below the persisted cursor go: a crash must never find records missing that the
-        // cursor on disk does not cover.
-        loop {
-            let front = {
-                let segs = self.shared.segments();
+            kept.cursor = acked;
+            kept.at = Instant::now();
+            let gone = {
+                let mut segs = self.shared.segments();
                 match segs.front() {
-                    Some(f)
-                        if f.first_seq != self.active_first && f.last_seq <= self.last_cursor.0 =>
-                    {
-                        f.clone()
-                    }
-                    _ => break,
+                    Some(f) if f.first_seq == front.first_seq => segs.pop_front(),
+                    // Housekeeping deleted it meanwhile.
+                    _ => None,
                 }
             };
-            self.shared.segments().pop_front();
-            match fs::remove_file(&front.path) {
-                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
-                _ => {}
+            if let Some(gone) = gone {
+                match fs::remove_file(&gone.path) {
+                    Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                    _ => {}
+                }
             }
         }
-        Ok(())
     }
+}
+
+/// The cursor as last persisted, and when: kept by whoever writes it (housekeeping on the syncer thread,
+/// DropOldest on the edge's task), under one lock that also covers deleting segments.
+#[derive(Debug)]
+pub(super) struct Kept {
+    pub(super) cursor: (u64, u64),
+    pub(super) at: Instant,
+}
+
+/// Persists the cursor (at most every CURSOR_EVERY, or now with `force`) and deletes fully acknowledged
+/// segments. Run by the syncer thread.
+pub(super) fn housekeeping(shared: &Shared, force: bool) -> io::Result<()> {
+    let mut kept = shared.kept();
+    let acked = shared.acked();
+    if acked != kept.cursor && (force || kept.at.elapsed() >= CURSOR_EVERY) {
+        cursor::write(&shared.dir, acked.0, acked.1)?;
+        kept.cursor = acked;
+        kept.at = Instant::now();
+    }
+    // Only segments below the persisted cursor go: a crash must never find records missing that the
+    // cursor on disk does not cover. The active segment stays (it is being written).
+    loop {
+        let front = {
+            let mut segs = shared.segments();
+            match segs.front() {
+                Some(f)
+                    if f.first_seq != shared.active_first.load(Ordering::SeqCst)
+                        && f.last_seq <= kept.cursor.0 =>
+                {
+                    segs.pop_front()
+                }
+                _ => None,
+            }
+        };
+        let Some(front) = front else { break };
+        match fs::remove_file(&front.path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+    }
+    Ok(())
 }
