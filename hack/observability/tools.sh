@@ -14,12 +14,18 @@ HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 # shellcheck source=../lib/go-tool.sh
 . "$HERE/../lib/go-tool.sh"
 CACHE="${EDGEWIRE_OBSERVABILITY_TOOLS:-$HOME/.cache/edgewire/observability}"
+# Prometheus's own build tag for a binary without its service-discovery plugins (prometheus/plugins/*.go):
+# `check rules` and `test rules` use none of them, and they were most of the build (the AWS EC2, ECS and RDS
+# SDKs, Azure, GCE, OpenStack and a dozen more; 1,364 packages, 1,117 without). From an empty GOCACHE on an
+# idle 2-core machine: 415 s without the tag, 187 s with it.
+PROMTOOL_TAGS=remove_all_sd
+GO_TOOL_EXTRA="tags=$PROMTOOL_TAGS"
 
 go_tool_init observability-tools "$HERE"
 go_tool_begin "$CACHE/$(go_tool_key "$HERE"/*.go)" promtool
 log "building promtool and edgewire-promcheck with $GO_VERSION into $GO_TOOL_DEST"
 run "download modules" go mod download
-run "build promtool" go build -o "$TMP/" tool
+run "build promtool" go build -tags "$PROMTOOL_TAGS" -o "$TMP/" tool
 run "build edgewire-promcheck" go build -o "$TMP/edgewire-promcheck" .
 run "version check" bash -c "'$TMP/promtool' --version && go version -m '$TMP/promtool' | grep -E '^\\s+mod\\s' > '$TMP/VERSIONS'"
 go_tool_finish
