@@ -21,9 +21,13 @@ const MOSQ_CLOUD: &str = "listener {port} 127.0.0.1\nallow_anonymous true\npersi
                           persistence_location {dir}/\nmax_queued_messages 0\n";
 /// Mosquitto's defaults (no persistence, 1,000 queued messages per client session).
 const MOSQ_EDGE_DEFAULT: &str = "listener {port} 127.0.0.1\nallow_anonymous true\n";
-/// The tuned edge: persistence on, no queue cap (`max_queued_messages 0` = unlimited).
+/// The tuned edge: persistence on, no queue cap (`max_queued_messages 0` = unlimited), and what the operator
+/// renders for a Mosquitto it deploys (and the README asks of a bridge edge of one's own): a 1,000-message
+/// in-flight window (Mosquitto's default is 20 per client) and TCP_NODELAY. Both bridges run on it: Mosquitto's
+/// own bridge sends to the cloud through that window, Edgewire's agent receives through it.
 const MOSQ_EDGE_TUNED: &str = "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\n\
-                               persistence_location {dir}/\nmax_queued_messages 0\n";
+                               persistence_location {dir}/\nmax_queued_messages 0\n\
+                               max_inflight_messages 1000\nset_tcp_nodelay true\n";
 
 /// The edge stream of the JetStream-sources setup and the cloud stream sourcing it.
 const EDGE_STREAM: &str = "EDGE";
