@@ -324,6 +324,8 @@ pub async fn run(args: BridgeArgs) -> anyhow::Result<()> {
 
 /// Edge → spool; the edge is acknowledged once the record is durable. An edge redelivery of a message
 /// already spooled is acknowledged once its record is durable, and not spooled again ([`redelivery`]).
+/// A message that matches no rule or that the cloud could never take is acknowledged without being
+/// spooled, once the records before it are durable: acknowledgements keep the order of arrival.
 async fn ingest(
     cfg: Arc<BridgeConfig>,
     cloud: Arc<dyn Side>,
@@ -332,7 +334,8 @@ async fn ingest(
     mut recent: redelivery::Window,
     counters: Arc<Counters>,
 ) -> anyhow::Result<()> {
-    // Acknowledgements go out in order, each once the spool's fsync covered its record.
+    // Acknowledgements go out in the order the messages arrived (MQTT 3.1.1 §4.6 asks it of PUBACKs), each
+    // once the spool's fsync covered its record, or, for a message not spooled, every record before it.
     let (ack_tx, mut ack_rx) = mpsc::unbounded_channel::<(u64, SourceAck)>();
     let mut durable = appender.durable();
     tokio::spawn(async move {
@@ -361,8 +364,9 @@ async fn ingest(
             );
             let Some((rule, topic)) = mapped else {
                 counters.unmatched.fetch_add(1, Ordering::Relaxed);
+                // Not spooled, but acknowledged in its turn: after the spooled messages before it.
                 if let Some(ack) = m.ack {
-                    ack.await;
+                    let _ = ack_tx.send((appender.last_seq(), ack));
                 }
                 continue;
             };
@@ -377,7 +381,7 @@ async fn ingest(
                     tracing::warn!(edge_topic = %m.topic, reason = %why, refused = n + 1, "edge message refused: the cloud cannot take it (topic not valid there, or too large)");
                 }
                 if let Some(ack) = m.ack {
-                    ack.await;
+                    let _ = ack_tx.send((appender.last_seq(), ack));
                 }
                 continue;
             }
@@ -690,5 +694,109 @@ async fn deliver(edge: &dyn Side, cmd: &Command) -> AckFuture {
                 backoff.wait().await;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+    use std::sync::Mutex;
+
+    use bytes::Bytes;
+    use edgewire_api::v1alpha1::Overflow;
+    use futures::future::BoxFuture;
+    use side::Packet;
+
+    const DOC: &str = r#"
+apiVersion: edgewire.dev/v1alpha1
+kind: BridgeLink
+metadata: {name: site-a, namespace: factory}
+spec:
+  siteId: site-a
+  edge: {endpoint: {protocol: mqtt, url: "127.0.0.1:1883"}}
+  cloud: {endpoint: {protocol: nats, url: "nats://127.0.0.1:4222"}}
+  rules:
+    - {direction: EdgeToCloud, from: "local.telemetry.*", to: "edge.site-a.telemetry.*"}
+"#;
+
+    /// A cloud that refuses every subject with `bad` in it and is never sent to (ingest only checks).
+    struct Cloud(Arc<Health>);
+
+    impl Side for Cloud {
+        fn health(&self) -> Arc<Health> {
+            self.0.clone()
+        }
+        fn check_topic(&self, topic: &str) -> Result<(), String> {
+            if topic.contains("bad") {
+                return Err("not a subject this cloud takes".into());
+            }
+            Ok(())
+        }
+        fn send(&self, _msg: Outbound) -> BoxFuture<'_, anyhow::Result<AckFuture>> {
+            Box::pin(async { anyhow::bail!("ingest does not send to the cloud") })
+        }
+    }
+
+    /// MQTT 3.1.1 §4.6: a client sends PUBACKs in the order the PUBLISHes arrived. A message the bridge does
+    /// not spool (no rule matches it; the cloud would refuse it) must not be acknowledged ahead of spooled
+    /// messages that came before it and still wait for the fsync.
+    #[tokio::test]
+    async fn edge_acknowledgements_keep_the_order_of_arrival() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = config::from_yaml(DOC, Path::new("/nonexistent")).unwrap();
+        let (appender, mut replayer, _stats) = spool::open(SpoolOptions {
+            dir: dir.path().to_path_buf(),
+            max_bytes: 1 << 20,
+            overflow: Overflow::DropOldest,
+            segment_bytes: 0,
+        })
+        .unwrap();
+        let acked = Arc::new(Mutex::new(Vec::<String>::new()));
+        let (tx, rx) = mpsc::channel(16);
+        // Spooled, no rule, spooled, refused by the cloud, spooled.
+        let topics = [
+            "local/telemetry/a",
+            "local/other/x",
+            "local/telemetry/b",
+            "local/telemetry/bad",
+            "local/telemetry/c",
+        ];
+        for (id, topic) in (1u16..).zip(topics) {
+            let (log, t) = (acked.clone(), topic.to_string());
+            tx.send(Inbound {
+                topic: topic.to_string(),
+                payload: Bytes::from_static(b"reading"),
+                ack: Some(Box::pin(async move { log.lock().unwrap().push(t) })),
+                packet: Some(Packet { id, dup: false }),
+            })
+            .await
+            .unwrap();
+        }
+        let counters = Arc::new(Counters::default());
+        let task = tokio::spawn(ingest(
+            Arc::new(cfg),
+            Arc::new(Cloud(Arc::default())),
+            rx,
+            appender,
+            redelivery::Window::new(redelivery::WINDOW, Vec::new()),
+            counters.clone(),
+        ));
+        tokio::time::timeout(Duration::from_secs(30), async {
+            while acked.lock().unwrap().len() < topics.len() {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .expect("every message acknowledged");
+        assert_eq!(*acked.lock().unwrap(), topics);
+        assert_eq!(counters.received.load(Ordering::SeqCst), 3);
+        assert_eq!(counters.unmatched.load(Ordering::SeqCst), 1);
+        assert_eq!(counters.refused.load(Ordering::SeqCst), 1);
+        // The edge gone, ingest stops and drops the appender; the replayer sees the spool stopped once the
+        // final cursor is written, so the directory can go.
+        drop(tx);
+        assert!(task.await.unwrap().is_err());
+        while replayer.next_batch(1000).await.is_ok() {}
     }
 }

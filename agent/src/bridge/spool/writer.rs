@@ -187,6 +187,12 @@ impl Appender {
         }
     }
 
+    /// The sequence number of the last record pushed (of the last one recovered before any was pushed;
+    /// 0 for a new spool). Once [`Appender::durable`] reaches it, everything pushed so far is on disk.
+    pub fn last_seq(&self) -> u64 {
+        self.next_seq - 1
+    }
+
     /// A receiver of the highest sequence number on stable storage.
     pub fn durable(&self) -> watch::Receiver<u64> {
         self.durable.clone()
