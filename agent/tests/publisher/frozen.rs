@@ -22,11 +22,35 @@ const FROZEN: usize = 4;
 struct Frozen(u32);
 
 impl Frozen {
+    /// SIGSTOP, then waits until every thread of the broker has stopped: `kill` returns once the signal is
+    /// queued, and on a loaded machine a thread can still run for a while and answer what arrives meanwhile.
     fn freeze(b: &BrokerProcess) -> Frozen {
         let pid = b.pid().expect("the broker runs");
         signal(pid, "STOP");
-        Frozen(pid)
+        let frozen = Frozen(pid);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !all_threads_stopped(pid) {
+            assert!(
+                Instant::now() < deadline,
+                "the broker (pid {pid}) did not stop within 30 s of SIGSTOP"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        frozen
     }
+}
+
+/// Every thread of `pid` is in the stopped state (`T` in `/proc/<pid>/task/<tid>/stat`).
+fn all_threads_stopped(pid: u32) -> bool {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return false;
+    };
+    tasks.flatten().all(|t| {
+        std::fs::read_to_string(t.path().join("stat"))
+            .ok()
+            .and_then(|s| s.rsplit_once(") ").map(|(_, rest)| rest.starts_with('T')))
+            .unwrap_or(false)
+    })
 }
 
 impl Drop for Frozen {
