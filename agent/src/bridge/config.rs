@@ -335,10 +335,11 @@ fn read_secret(dir: &Path, r: &SecretKeyRef, field: &str) -> Result<Secret, Brid
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
-    const DOC: &str = r#"
+    /// A BridgeLink document: an MQTT edge, a NATS cloud, one rule each way (also the bridge's ingest tests).
+    pub(in crate::bridge) const DOC: &str = r#"
 apiVersion: edgewire.dev/v1alpha1
 kind: BridgeLink
 metadata: {name: site-a, namespace: factory}

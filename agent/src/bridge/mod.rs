@@ -708,18 +708,6 @@ mod tests {
     use futures::future::BoxFuture;
     use side::Packet;
 
-    const DOC: &str = r#"
-apiVersion: edgewire.dev/v1alpha1
-kind: BridgeLink
-metadata: {name: site-a, namespace: factory}
-spec:
-  siteId: site-a
-  edge: {endpoint: {protocol: mqtt, url: "127.0.0.1:1883"}}
-  cloud: {endpoint: {protocol: nats, url: "nats://127.0.0.1:4222"}}
-  rules:
-    - {direction: EdgeToCloud, from: "local.telemetry.*", to: "edge.site-a.telemetry.*"}
-"#;
-
     /// A cloud that refuses every subject with `bad` in it and is never sent to (ingest only checks).
     struct Cloud(Arc<Health>);
 
@@ -744,7 +732,8 @@ spec:
     #[tokio::test]
     async fn edge_acknowledgements_keep_the_order_of_arrival() {
         let dir = tempfile::tempdir().unwrap();
-        let cfg = config::from_yaml(DOC, Path::new("/nonexistent")).unwrap();
+        // Its EdgeToCloud rule maps `local/telemetry/#`: `local/other/x` matches no rule.
+        let cfg = config::from_yaml(config::tests::DOC, Path::new("/nonexistent")).unwrap();
         let (appender, mut replayer, _stats) = spool::open(SpoolOptions {
             dir: dir.path().to_path_buf(),
             max_bytes: 1 << 20,
