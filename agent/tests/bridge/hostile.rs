@@ -156,8 +156,9 @@ pub(crate) async fn mqtt_publish_one(port: u16, id: &str, topic: &str, payload: 
 /// the cloud NATS `cloud` and `refused_total` must count the large one.
 async fn oversized_then_small(edge: &BrokerProcess, cloud: &BrokerProcess, big: usize) {
     let nc = async_nats::connect(cloud.url()).await.unwrap();
-    let mut sub = nc.subscribe("edge.site-a.telemetry.>").await.unwrap();
-    nc.flush().await.unwrap();
+    let mut sub = edgewire_e2e::brokers::nats::subscribed(&nc, "edge.site-a.telemetry.>")
+        .await
+        .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let yaml = config(
         &mqtt_ep(edge.port()),

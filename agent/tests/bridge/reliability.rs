@@ -190,8 +190,9 @@ async fn a_frozen_core_nats_server_releases_nothing_from_the_spool_until_it_thaw
     let edge = edge_mosquitto();
     let cloud = nats();
     let nc = async_nats::connect(cloud.url()).await.unwrap();
-    let mut sub = nc.subscribe("edge.>").await.unwrap();
-    nc.flush().await.unwrap();
+    let mut sub = edgewire_e2e::brokers::nats::subscribed(&nc, "edge.>")
+        .await
+        .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let bridge = records_unread_by_a_frozen_core_nats(&edge, &cloud, dir.path(), N).await;
     let pid = cloud.pid().unwrap();

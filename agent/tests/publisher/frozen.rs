@@ -7,6 +7,7 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use edgewire_agent::adapters::PUBLISH_TIMEOUT;
+use edgewire_e2e::brokers::nats::subscribed;
 use edgewire_e2e::brokers::{BrokerProcess, Kind};
 use futures::StreamExt;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
@@ -285,8 +286,7 @@ async fn core_nats_frozen_server_no_202_then_accepts_and_delivers() {
     let thawed = after_thaw(&ingress).await;
 
     let c = async_nats::connect(&url).await.unwrap();
-    let mut sub = c.subscribe("edge.>").await.unwrap();
-    c.flush().await.unwrap();
+    let mut sub = subscribed(&c, "edge.>").await.unwrap();
     let ids: BTreeSet<String> = accepted(&ingress, "subscribed", 5)
         .await
         .into_iter()

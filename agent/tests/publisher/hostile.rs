@@ -64,7 +64,12 @@ async fn nats_setup() -> NatsSetup {
     for subject in [">", "$JS.>", "$KV.>", "$O.>", "$SYS.>", "$G.>"] {
         subs.push(client.subscribe(subject).await.unwrap());
     }
-    client.flush().await.unwrap();
+    let round_trip = edgewire_e2e::brokers::nats::round_trip(&client)
+        .await
+        .unwrap();
+    // `>` saw the round trip's message; nothing else has been published yet.
+    let m = within(10, subs[0].next()).await.expect("subscription");
+    assert_eq!(m.subject.as_str(), round_trip);
     let ingress = serve(config(&nats_env(&nats.url()))).await;
     ingress.wait_ready().await;
     NatsSetup {

@@ -51,8 +51,9 @@ async fn core_nats_every_mode_arrives_on_subject_type_with_ce_headers() {
     let nats = BrokerProcess::start_default(Kind::Nats).expect("nats-server");
     let url = nats.url();
     let sub_client = async_nats::connect(&url).await.unwrap();
-    let mut sub = sub_client.subscribe("edge.>").await.unwrap();
-    sub_client.flush().await.unwrap();
+    let mut sub = edgewire_e2e::brokers::nats::subscribed(&sub_client, "edge.>")
+        .await
+        .unwrap();
 
     let ingress = serve(env_config(&nats_env(&url, &[]))).await;
     ingress.wait_ready().await;
@@ -435,7 +436,10 @@ async fn core_nats_concurrent_publishes_share_one_echo() {
     let tap = async_nats::connect(nats.url()).await.unwrap();
     let mut inboxes = tap.subscribe("_INBOX.>").await.unwrap();
     let mut events = tap.subscribe("edge.>").await.unwrap();
-    tap.flush().await.unwrap();
+    let round_trip = edgewire_e2e::brokers::nats::round_trip(&tap).await.unwrap();
+    // `_INBOX.>` saw the round trip's message, before any echo.
+    let m = within(10, inboxes.next()).await.expect("subscription");
+    assert_eq!(m.subject.as_str(), round_trip);
     let client = async_nats::connect(nats.url()).await.unwrap();
     let health = Health::default();
     health.set_connected();

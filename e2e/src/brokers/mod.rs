@@ -14,6 +14,7 @@
 //! (see [`BrokerProcess::log`]); it is stopped when the [`BrokerProcess`] is dropped.
 
 mod kind;
+pub mod nats;
 mod rabbitmq;
 
 pub use kind::Kind;

@@ -247,8 +247,9 @@ fn nats_jetstream_with_token() {
             .connect(format!("127.0.0.1:{}", nats.port()))
             .await
             .unwrap();
-        let mut sub = client.subscribe("edge.node.registered").await.unwrap();
-        client.flush().await.unwrap();
+        let mut sub = edgewire_e2e::brokers::nats::subscribed(&client, "edge.node.registered")
+            .await
+            .unwrap();
         post_event(&agent.1, "nats-1");
         let msg = tokio::time::timeout(Duration::from_secs(20), sub.next())
             .await
