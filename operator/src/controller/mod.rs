@@ -6,6 +6,7 @@
 pub mod backoff;
 pub mod bridge_link;
 pub mod event_broker;
+pub mod fair;
 pub mod mqtt_broker;
 
 use crate::apply::{Memo, Namespaced};
@@ -278,22 +279,26 @@ pub async fn run<K: Controlled>(
             std::future::pending::<()>().await
         }
     };
-    let limit = kube::runtime::controller::Config::default()
-        .concurrency(ctx.settings.concurrent_reconciles);
+    // The limit on reconciles at once is kept here, first come first served, not by kube (see `fair`).
+    let fair = fair::Fair::new(ctx.settings.concurrent_reconciles, reader.clone());
+    tokio::spawn({
+        let (fair, shutdown) = (fair.clone(), shutdown.clone());
+        async move {
+            shutdown.await;
+            fair.close();
+        }
+    });
     let owned = Owned {
         client: &client,
         ns,
         config: owned(K::KIND_LABEL),
         memo: &ctx.applied,
     };
-    let controller = K::owns(
-        Controller::for_stream(stream, reader.clone()).with_config(limit),
-        &owned,
-    )
-    .watches_stream(
-        secret_triggers(&client, ns, ctx.secrets.clone()),
-        secret_index(reader),
-    );
+    let controller = K::owns(Controller::for_stream(stream, reader.clone()), &owned)
+        .watches_stream(
+            secret_triggers(&client, ns, ctx.secrets.clone()),
+            secret_index(reader),
+        );
     let key_of = |obj: &K| format!("{}/{}", obj.namespace().unwrap_or_default(), obj.name_any());
     let backoff = Arc::new(Backoff::default());
     let policy_backoff = backoff.clone();
@@ -302,10 +307,13 @@ pub async fn run<K: Controlled>(
         .graceful_shutdown_on(shutdown)
         .run(
             move |obj, ctx| {
-                let backoff = backoff.clone();
+                let (backoff, fair) = (backoff.clone(), fair.clone());
                 async move {
-                    let key = key_of(&obj);
-                    let result = K::reconcile(obj, ctx).await;
+                    let Some(turn) = fair.turn(obj).await else {
+                        return Ok(Action::await_change());
+                    };
+                    let key = key_of(&turn.obj);
+                    let result = K::reconcile(turn.obj.clone(), ctx).await;
                     if result.is_ok() {
                         backoff.reset(&key);
                     }
