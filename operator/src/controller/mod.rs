@@ -313,7 +313,9 @@ pub async fn run<K: Controlled>(
                         return Ok(Action::await_change());
                     };
                     let key = key_of(&turn.obj);
-                    let result = K::reconcile(turn.obj.clone(), ctx).await;
+                    // Boxed: a reconcile's future is tens of kilobytes, and one waits here for every object
+                    // due; it is allocated when its turn comes, not while it waits.
+                    let result = Box::pin(K::reconcile(turn.obj.clone(), ctx)).await;
                     if result.is_ok() {
                         backoff.reset(&key);
                     }
