@@ -77,6 +77,7 @@ mod tests {
     use kube::api::ObjectMeta;
     use kube::runtime::controller::{Action, Config, applier};
     use kube::runtime::reflector::store;
+    use kube::runtime::reflector::store::Writer;
     use kube::runtime::watcher::Event;
     use std::collections::BTreeMap;
     use std::convert::Infallible;
@@ -95,6 +96,17 @@ mod tests {
         }
     }
 
+    /// A store that has listed ConfigMaps `names` (namespace `ns`, resourceVersion 1), and its writer.
+    fn listed(names: &[String]) -> (Store<ConfigMap>, Writer<ConfigMap>) {
+        let (reader, mut writer) = store::<ConfigMap>();
+        writer.apply_watcher_event(&Event::Init);
+        for name in names {
+            writer.apply_watcher_event(&Event::InitApply(cm(name, "1")));
+        }
+        writer.apply_watcher_event(&Event::InitDone);
+        (reader, writer)
+    }
+
     const OBJECTS: usize = 48;
     /// Each reconcile triggers its object again, this many times in all: the events of its children.
     const RETRIGGERS: usize = 6;
@@ -102,16 +114,12 @@ mod tests {
     /// The order reconciles started in (object names), under a backlog that kube's own limit serves out of
     /// order: every object due at once, two running at a time, and each reconcile triggering its object again.
     async fn reconcile_order() -> Vec<String> {
-        let (reader, mut writer) = store::<ConfigMap>();
-        writer.apply_watcher_event(&Event::Init);
-        for i in 0..OBJECTS {
-            writer.apply_watcher_event(&Event::InitApply(cm(&format!("cm-{i:02}"), "1")));
-        }
-        writer.apply_watcher_event(&Event::InitDone);
+        let names: Vec<String> = (0..OBJECTS).map(|i| format!("cm-{i:02}")).collect();
+        let (reader, _writer) = listed(&names);
         let (tx, rx) =
             futures::channel::mpsc::unbounded::<Result<ObjectRef<ConfigMap>, Infallible>>();
-        for i in 0..OBJECTS {
-            tx.unbounded_send(Ok(ObjectRef::new(&format!("cm-{i:02}")).within("ns")))
+        for name in &names {
+            tx.unbounded_send(Ok(ObjectRef::new(name).within("ns")))
                 .unwrap();
         }
         let started = Arc::new(Mutex::new(Vec::<String>::new()));
@@ -177,11 +185,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_reconcile_that_waited_sees_the_object_as_it_is_when_its_turn_comes() {
-        let (reader, mut writer) = store::<ConfigMap>();
-        writer.apply_watcher_event(&Event::Init);
-        writer.apply_watcher_event(&Event::InitApply(cm("a", "1")));
-        writer.apply_watcher_event(&Event::InitApply(cm("gone", "1")));
-        writer.apply_watcher_event(&Event::InitDone);
+        let (reader, mut writer) = listed(&["a".into(), "gone".into()]);
         let fair = Fair::new(1, reader.clone());
         let stale = reader.get(&ObjectRef::new("a").within("ns")).unwrap();
         let gone = reader.get(&ObjectRef::new("gone").within("ns")).unwrap();
@@ -205,10 +209,7 @@ mod tests {
 
     #[tokio::test]
     async fn waits_end_at_shutdown_and_the_running_reconcile_keeps_its_turn() {
-        let (reader, mut writer) = store::<ConfigMap>();
-        writer.apply_watcher_event(&Event::Init);
-        writer.apply_watcher_event(&Event::InitApply(cm("a", "1")));
-        writer.apply_watcher_event(&Event::InitDone);
+        let (reader, _writer) = listed(&["a".into()]);
         let fair = Fair::new(1, reader.clone());
         let a = reader.get(&ObjectRef::new("a").within("ns")).unwrap();
         let running = fair.turn(a.clone()).await.expect("a is in the store");
