@@ -12,7 +12,7 @@
 //! Receiving: on a JetStream edge (`jetStream.enabled`), one durable pull consumer per rule on the
 //! stream that captures the rule's subjects (found by subject; it must exist), explicit acks sent once
 //! the message is in the spool — what the edge stored while the bridge or the cloud was down is
-//! forwarded when the bridge runs again. Otherwise (core NATS edge, and cloud→edge rules on any NATS
+//! forwarded when the bridge runs again, in stream order (see [`attach`]). Otherwise (core NATS edge, and cloud→edge rules on any NATS
 //! cloud) core subscriptions: at most once, a core NATS edge holds nothing for the bridge while it is
 //! down.
 
@@ -230,20 +230,7 @@ async fn pull(
         .await
         .with_context(|| format!("no edge stream captures {subject}"))?;
     let stream = js.get_stream(&stream_name).await?;
-    let consumer: consumer::PullConsumer = stream
-        .get_or_create_consumer(
-            durable,
-            consumer::pull::Config {
-                durable_name: Some(durable.to_string()),
-                filter_subject: subject.to_string(),
-                deliver_policy: consumer::DeliverPolicy::All,
-                ack_policy: consumer::AckPolicy::Explicit,
-                // A message waits for the spool's fsync (and for room under RejectNew) before its ack.
-                ack_wait: Duration::from_secs(120),
-                max_ack_pending: 20_000,
-                ..Default::default()
-            },
-        )
+    let consumer = attach(&stream, durable, subject)
         .await
         .with_context(|| format!("durable consumer {durable} on stream {stream_name}"))?;
     let mut messages = consumer
@@ -268,6 +255,89 @@ async fn pull(
         }
     }
     anyhow::bail!("the consumer's message stream ended")
+}
+
+/// Attaches to a rule's durable consumer so that it delivers, in stream order, from the first message
+/// not acknowledged.
+///
+/// A message the consumer delivered to an earlier attachment and that was never acknowledged (the
+/// bridge was killed before the spool's fsync, or the connection dropped with it on the way) comes back
+/// only after `ack_wait`, behind everything delivered since. A pull request left by a bridge that died
+/// before the server noticed takes new messages the same way. So a consumer found with unacknowledged
+/// deliveries or waiting pull requests is made again, starting after its acknowledgement floor, which
+/// ends both. Messages acknowledged above the floor, or still on their way to the spool when a consumer
+/// of this process failed, come again: duplicates, never a gap.
+///
+/// Deleting the only consumer of an interest stream deletes what it had not acknowledged, so a second
+/// consumer holds those messages while the rule's is made again ([`held`]). A work-queue stream keeps
+/// its messages without a consumer, and allows no second one on the same subjects.
+async fn attach(
+    stream: &jetstream::stream::Stream,
+    durable: &str,
+    subject: &str,
+) -> anyhow::Result<consumer::PullConsumer> {
+    let config = |name: &str, deliver_policy| consumer::pull::Config {
+        durable_name: Some(name.to_string()),
+        filter_subject: subject.to_string(),
+        deliver_policy,
+        ack_policy: consumer::AckPolicy::Explicit,
+        // A message waits for the spool's fsync (and for room under RejectNew) before its ack.
+        ack_wait: Duration::from_secs(120),
+        max_ack_pending: 20_000,
+        ..Default::default()
+    };
+    let found: consumer::PullConsumer = stream
+        .get_or_create_consumer(durable, config(durable, consumer::DeliverPolicy::All))
+        .await?;
+    let hold = held(durable);
+    let info = found.cached_info();
+    if info.num_ack_pending == 0 && info.num_waiting == 0 {
+        // One left by a bridge that stopped half way through the steps below.
+        delete_if_present(stream, &hold).await?;
+        return Ok(found);
+    }
+    let start = consumer::DeliverPolicy::ByStartSequence {
+        start_sequence: info.ack_floor.stream_sequence + 1,
+    };
+    let (pending, waiting) = (info.num_ack_pending, info.num_waiting);
+    let work_queue =
+        stream.cached_info().config.retention == jetstream::stream::RetentionPolicy::WorkQueue;
+    if !work_queue {
+        let _: consumer::PullConsumer = stream
+            .get_or_create_consumer(&hold, config(&hold, start))
+            .await?;
+    }
+    stream.delete_consumer(durable).await?;
+    let made = stream.create_consumer(config(durable, start)).await?;
+    delete_if_present(stream, &hold).await?;
+    tracing::info!(
+        consumer = durable,
+        pending,
+        waiting,
+        start = info.ack_floor.stream_sequence + 1,
+        "edge JetStream consumer made again after its acknowledgement floor"
+    );
+    Ok(made)
+}
+
+/// The consumer that keeps an interest stream's unacknowledged messages while [`attach`] makes the
+/// rule's consumer again.
+fn held(durable: &str) -> String {
+    format!("{durable}-hold")
+}
+
+async fn delete_if_present(stream: &jetstream::stream::Stream, name: &str) -> anyhow::Result<()> {
+    match stream.delete_consumer(name).await {
+        Ok(_) => Ok(()),
+        Err(e) => match e.kind() {
+            jetstream::stream::ConsumerErrorKind::JetStream(j)
+                if j.error_code() == jetstream::ErrorCode::CONSUMER_NOT_FOUND =>
+            {
+                Ok(())
+            }
+            _ => Err(e.into()),
+        },
+    }
 }
 
 impl Side for NatsSide {

@@ -547,21 +547,68 @@ async fn js_publish(js: &async_nats::jetstream::Context, subject: &str, from: u6
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jetstream_edge_is_consumed_durably_what_it_stored_while_the_bridge_was_down_arrives() {
-    const N: u64 = 20_000;
+    jetstream_edge_durably(
+        async_nats::jetstream::stream::RetentionPolicy::Limits,
+        20_000,
+    )
+    .await;
+}
+
+/// With interest retention the edge stream keeps only what a consumer has still to acknowledge, so the
+/// bridge resets its consumer instead of making it again (deleting it would delete those messages).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jetstream_edge_with_interest_retention_is_consumed_durably_and_in_order() {
+    jetstream_edge_durably(
+        async_nats::jetstream::stream::RetentionPolicy::Interest,
+        5_000,
+    )
+    .await;
+}
+
+/// A work-queue stream allows one consumer per subject: the bridge makes its consumer again without a
+/// second one holding the messages (the stream keeps them without a consumer).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jetstream_edge_with_work_queue_retention_is_consumed_durably_and_in_order() {
+    jetstream_edge_durably(
+        async_nats::jetstream::stream::RetentionPolicy::WorkQueue,
+        5_000,
+    )
+    .await;
+}
+
+/// A bridge reads `n` messages from a JetStream edge, is killed, and a restarted bridge forwards the `n`
+/// stored meanwhile, complete and in order, without reading the stream from the start again.
+///
+/// Between the two, a pull request the server still holds for a bridge it has not seen die (a node
+/// lost without a FIN, or a kill it has not noticed yet) takes the first message stored after the kill
+/// and never acknowledges it. The consumer would deliver that message again only after its
+/// `ack_wait` (120 s), behind all the others: the restarted bridge starts the consumer again after its
+/// acknowledgement floor instead.
+async fn jetstream_edge_durably(retention: async_nats::jetstream::stream::RetentionPolicy, n: u64) {
+    use async_nats::jetstream::stream::RetentionPolicy;
     let edge = nats();
     let cloud = nats();
     let cloud_js = edge_stream(&cloud.url()).await;
-    let edge_js = async_nats::jetstream::new(async_nats::connect(edge.url()).await.unwrap());
-    edge_js
+    let edge_client = async_nats::connect(edge.url()).await.unwrap();
+    let edge_js = async_nats::jetstream::new(edge_client.clone());
+    let stream = edge_js
         .get_or_create_stream(async_nats::jetstream::stream::Config {
             name: "LOCAL".into(),
             subjects: vec!["local.>".into()],
+            retention,
             ..Default::default()
         })
         .await
         .unwrap();
-    // Stored at the edge before any bridge ran.
-    js_publish(&edge_js, "local.telemetry.line1.temp", 0, N).await;
+    let consumers = || async {
+        stream
+            .consumer_names()
+            .collect::<Vec<_>>()
+            .await
+            .into_iter()
+            .map(|n| n.unwrap())
+            .collect::<Vec<String>>()
+    };
     let dir = tempfile::tempdir().unwrap();
     let yaml = config(
         &nats_ep(edge.port(), true),
@@ -569,34 +616,92 @@ async fn jetstream_edge_is_consumed_durably_what_it_stored_while_the_bridge_was_
         E2C_TELEMETRY,
         SPOOL,
     );
-    let mut bridge = Bridge::start(dir.path(), &yaml, &[]);
-    let (order, _) = read_stream(&cloud_js, N, 120).await;
-    assert_complete_in_order(&order, N);
+    let mut bridge;
+    if retention != RetentionPolicy::Interest {
+        // Stored at the edge before any bridge ran.
+        js_publish(&edge_js, "local.telemetry.line1.temp", 0, n).await;
+        bridge = Bridge::start(dir.path(), &yaml, &[]);
+    } else {
+        // An interest stream keeps nothing while no consumer is interested: the bridge's comes first.
+        bridge = Bridge::start(dir.path(), &yaml, &[]);
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while consumers().await.is_empty() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the bridge made no consumer in 60 s"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        js_publish(&edge_js, "local.telemetry.line1.temp", 0, n).await;
+    }
+    let (order, _) = read_stream(&cloud_js, n, 120).await;
+    assert_complete_in_order(&order, n);
     bridge.wait_metric("spool_messages", 60, |v| v == 0.0).await;
     // The edge acknowledgements went out (after the spool's fsync): a restarted bridge resumes its
     // durable consumer after them instead of reading the stream from the start again.
     bridge.kill9();
-    js_publish(&edge_js, "local.telemetry.line1.temp", N, 2 * N).await;
+    let durable = consumers()
+        .await
+        .pop()
+        .expect("the bridge's durable consumer");
+    let stale = async_nats::connect(edge.url()).await.unwrap();
+    let mut stale_inbox = edgewire_e2e::brokers::nats::subscribed(&stale, "stale.pull")
+        .await
+        .unwrap();
+    stale
+        .publish_with_reply(
+            format!("$JS.API.CONSUMER.MSG.NEXT.LOCAL.{durable}"),
+            "stale.pull",
+            r#"{"batch":1,"expires":300000000000}"#.into(),
+        )
+        .await
+        .unwrap();
+    edgewire_e2e::brokers::nats::round_trip(&stale)
+        .await
+        .unwrap();
+    js_publish(&edge_js, "local.telemetry.line1.temp", n, 2 * n).await;
+    let taken = tokio::time::timeout(Duration::from_secs(30), stale_inbox.next())
+        .await
+        .expect("the stale pull request got no message")
+        .unwrap();
+    assert_eq!(
+        seq_of(&taken.payload),
+        n,
+        "the stale pull request took the first one"
+    );
+    let info = stream.clone().consumer_info(&durable).await.unwrap();
+    assert!(info.num_ack_pending >= 1, "{info:?}");
     bridge.spawn();
-    let (order, dups) = read_stream(&cloud_js, 2 * N, 120).await;
-    assert_complete_in_order(&order, 2 * N);
+    let (order, dups) = read_stream(&cloud_js, 2 * n, 120).await;
+    assert_complete_in_order(&order, 2 * n);
     assert!(
-        dups < N / 2,
+        dups < n / 2,
         "{dups} duplicates: the restarted bridge read the edge stream from the start again"
     );
-    let consumers: Vec<String> = edge_js
-        .get_stream("LOCAL")
-        .await
-        .unwrap()
-        .consumer_names()
-        .collect::<Vec<_>>()
-        .await
-        .into_iter()
-        .map(|n| n.unwrap())
-        .collect();
-    assert_eq!(consumers.len(), 1, "one durable consumer: {consumers:?}");
+    let consumers = consumers().await;
+    assert_eq!(
+        consumers,
+        std::slice::from_ref(&durable),
+        "one durable consumer"
+    );
     assert!(
-        consumers[0].starts_with("edgewire-bridge-test-site-a-edge-"),
+        durable.starts_with("edgewire-bridge-test-site-a-edge-"),
         "{consumers:?}"
     );
+    if retention != RetentionPolicy::Limits {
+        // What the consumer acknowledged is gone, and the bridge acknowledged everything.
+        bridge.wait_metric("spool_messages", 60, |v| v == 0.0).await;
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let left = stream.clone().info().await.unwrap().state.messages;
+            if left == 0 {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{left} messages never acknowledged"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
 }
