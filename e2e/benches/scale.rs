@@ -12,7 +12,7 @@
 //!    claim) over `--namespaces` namespaces, all applied at once (server-side apply, 32 in flight). kwok makes
 //!    the pods Ready; the controller-manager provisions hostPath volumes for the claims. The bench plays the
 //!    bridge agents: it applies `status.runtime` (both sides connected) to every BridgeLink under the agent's
-//!    field manager, and again every 20 s (a real agent does every 5 s), so the operator can call them Ready.
+//!    field manager, and again every 20 s as a real agent does, so the operator can call them Ready.
 //! 3. Time until every resource is Ready (condition `Ready=True` at its current generation), the operator's
 //!    peak RSS (`VmHWM`), and its API requests by verb and resource from the kube-apiserver's audit log (every
 //!    request of the chart's ServiceAccount), per resource.

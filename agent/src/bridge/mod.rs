@@ -9,7 +9,7 @@
 //! - Cloud→edge: delivered directly (no spool) at the rule's QoS.
 //! - `/metrics` (prefix `edgewire_bridge_`, [`metrics`]), `/healthz`, `/readyz` (ready while the edge is connected:
 //!   a cloud outage is what the spool is for; the cloud state is in the metrics and `status.runtime`).
-//! - `--report-status`: server-side apply of `status.runtime` every 5 s (see [`status`]).
+//! - `--report-status`: server-side apply of `status.runtime` when it changes and every 20 s (see [`status`]).
 
 pub mod amqp;
 pub mod config;

@@ -10,7 +10,7 @@ use edgewire_api::{BridgeLink, BridgeLinkStatus, BridgeRuntime};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use k8s_openapi::jiff::Timestamp;
 
-/// A runtime report older than this is not believed (the agent writes at least every 5 s while it runs).
+/// A runtime report older than this is not believed (the agent writes at least every 20 s while it runs).
 pub const RUNTIME_STALE_SECONDS: i64 = 60;
 
 /// What the runtime report says, if it can be believed at `now`.
