@@ -12,8 +12,8 @@
 //! Receiving: on a JetStream edge (`jetStream.enabled`), one durable pull consumer per rule on the
 //! stream that captures the rule's subjects (found by subject; it must exist), explicit acks sent once
 //! the message is in the spool — what the edge stored while the bridge or the cloud was down is
-//! forwarded when the bridge runs again, in stream order (see [`attach`]). Otherwise (core NATS edge, and cloud→edge rules on any NATS
-//! cloud) core subscriptions: at most once, a core NATS edge holds nothing for the bridge while it is
+//! forwarded when the bridge runs again, in stream order (see [`attach`]). Otherwise (core NATS edge,
+//! and cloud→edge rules on any NATS cloud) core subscriptions: at most once, a core NATS edge holds nothing for the bridge while it is
 //! down.
 
 use std::sync::Arc;
@@ -286,14 +286,23 @@ async fn attach(
         max_ack_pending: 20_000,
         ..Default::default()
     };
-    let found: consumer::PullConsumer = stream
-        .get_or_create_consumer(durable, config(durable, consumer::DeliverPolicy::All))
-        .await?;
+    // A hold left by a bridge that stopped half way through the steps below knows where the rule's
+    // consumer starts, should that one be gone too (a new one would read a limits stream from its start).
     let hold = held(durable);
+    let left = match stream.consumer_info(&hold).await {
+        Ok(info) => Some(info.config.deliver_policy),
+        Err(e) if e.kind() == jetstream::context::ConsumerInfoErrorKind::NotFound => None,
+        Err(e) => return Err(e.into()),
+    };
+    let first = left.unwrap_or(consumer::DeliverPolicy::All);
+    let found: consumer::PullConsumer = stream
+        .get_or_create_consumer(durable, config(durable, first))
+        .await?;
     let info = found.cached_info();
     if info.num_ack_pending == 0 && info.num_waiting == 0 {
-        // One left by a bridge that stopped half way through the steps below.
-        delete_if_present(stream, &hold).await?;
+        if left.is_some() {
+            delete_if_present(stream, &hold).await?;
+        }
         return Ok(found);
     }
     let start = consumer::DeliverPolicy::ByStartSequence {

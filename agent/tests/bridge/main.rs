@@ -678,16 +678,49 @@ async fn jetstream_edge_durably(retention: async_nats::jetstream::stream::Retent
         dups < n / 2,
         "{dups} duplicates: the restarted bridge read the edge stream from the start again"
     );
-    let consumers = consumers().await;
     assert_eq!(
-        consumers,
+        consumers().await,
         std::slice::from_ref(&durable),
         "one durable consumer"
     );
     assert!(
         durable.starts_with("edgewire-bridge-test-site-a-edge-"),
-        "{consumers:?}"
+        "{durable}"
     );
+    if retention != RetentionPolicy::WorkQueue {
+        // A bridge killed half way through making its consumer again: the hold made, the rule's consumer
+        // deleted. The next one starts the rule's consumer where the hold starts, not at the stream's start.
+        bridge.wait_metric("spool_messages", 60, |v| v == 0.0).await;
+        bridge.kill9();
+        let info = stream.clone().consumer_info(&durable).await.unwrap();
+        stream
+            .create_consumer(async_nats::jetstream::consumer::pull::Config {
+                durable_name: Some(format!("{durable}-hold")),
+                filter_subject: info.config.filter_subject.clone(),
+                deliver_policy: async_nats::jetstream::consumer::DeliverPolicy::ByStartSequence {
+                    start_sequence: info.ack_floor.stream_sequence + 1,
+                },
+                ack_policy: async_nats::jetstream::consumer::AckPolicy::Explicit,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        stream.delete_consumer(&durable).await.unwrap();
+        js_publish(&edge_js, "local.telemetry.line1.temp", 2 * n, 3 * n).await;
+        bridge.spawn();
+        let (order, all_dups) = read_stream(&cloud_js, 3 * n, 120).await;
+        assert_complete_in_order(&order, 3 * n);
+        assert!(
+            all_dups - dups < n / 2,
+            "{} duplicates: the rule's consumer was made again from the stream's start",
+            all_dups - dups
+        );
+        assert_eq!(
+            consumers().await,
+            std::slice::from_ref(&durable),
+            "the hold is gone"
+        );
+    }
     if retention != RetentionPolicy::Limits {
         // What the consumer acknowledged is gone, and the bridge acknowledged everything.
         bridge.wait_metric("spool_messages", 60, |v| v == 0.0).await;
