@@ -305,9 +305,8 @@ async fn attach(
         }
         return Ok(found);
     }
-    let start = consumer::DeliverPolicy::ByStartSequence {
-        start_sequence: info.ack_floor.stream_sequence + 1,
-    };
+    let start_sequence = info.ack_floor.stream_sequence + 1;
+    let start = consumer::DeliverPolicy::ByStartSequence { start_sequence };
     let (pending, waiting) = (info.num_ack_pending, info.num_waiting);
     let work_queue =
         stream.cached_info().config.retention == jetstream::stream::RetentionPolicy::WorkQueue;
@@ -323,7 +322,7 @@ async fn attach(
         consumer = durable,
         pending,
         waiting,
-        start = info.ack_floor.stream_sequence + 1,
+        start = start_sequence,
         "edge JetStream consumer made again after its acknowledgement floor"
     );
     Ok(made)

@@ -554,8 +554,9 @@ async fn jetstream_edge_is_consumed_durably_what_it_stored_while_the_bridge_was_
     .await;
 }
 
-/// With interest retention the edge stream keeps only what a consumer has still to acknowledge, so the
-/// bridge resets its consumer instead of making it again (deleting it would delete those messages).
+/// With interest retention the edge stream keeps only what a consumer has still to acknowledge, so while
+/// the bridge makes its consumer again a second one holds those messages (deleting the only consumer would
+/// delete them).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jetstream_edge_with_interest_retention_is_consumed_durably_and_in_order() {
     jetstream_edge_durably(
@@ -589,8 +590,7 @@ async fn jetstream_edge_durably(retention: async_nats::jetstream::stream::Retent
     let edge = nats();
     let cloud = nats();
     let cloud_js = edge_stream(&cloud.url()).await;
-    let edge_client = async_nats::connect(edge.url()).await.unwrap();
-    let edge_js = async_nats::jetstream::new(edge_client.clone());
+    let edge_js = async_nats::jetstream::new(async_nats::connect(edge.url()).await.unwrap());
     let stream = edge_js
         .get_or_create_stream(async_nats::jetstream::stream::Config {
             name: "LOCAL".into(),
