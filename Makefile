@@ -63,6 +63,7 @@ BENCH_ENV = EDGEWIRE_TEST_BIN_NATS="$$(bash hack/nats/build.sh)/nats-server"
 bench: deps ## performance figures, each a ratio taken in this run (loopback only, bounded; NATS is nats-server 2.15 built by hack/nats)
 	$(CARGO) bench -q --workspace --no-run
 	$(CARGO) build --release -q --workspace --bins --example build-bench
+	$(CARGO) build --locked -q $(DIST_BINARIES)
 	$(BENCH_TARGET_DIR)/release/examples/build-bench
 	$(BENCH_ENV) $(CARGO) bench -q --workspace --bench publisher
 	$(CARGO) bench -q --workspace --bench spool
@@ -76,10 +77,12 @@ mutants: ## mutation score (slow, not in CI): api crate, validate modules, event
 fuzz: ## each fuzz target (CloudEvent decoder, patterns, env and YAML parsers) for FUZZ_SECONDS (60) with cargo-fuzz, or on stable without it (hack/fuzz.sh)
 	@bash hack/fuzz.sh
 
-# Images: PROFILE=release (default) or debug (the binaries of `make build`, built the same way so that nothing
-# recompiles; what `make test` uses).
-PROFILE ?= release
-IMAGE_BINARIES = $(if $(filter debug,$(PROFILE)),--workspace --all-targets,--release -p edgewire-operator -p edgewire-agent --bins)
+# Images: PROFILE=dist (default: what ships, release with whole-program LTO, Cargo.toml's [profile.dist]),
+# release, or debug (the binaries of `make build`, built the same way so that nothing recompiles; what
+# `make test` uses). The scale bench measures the dist operator, built by the same command as the images'.
+PROFILE ?= dist
+DIST_BINARIES = --profile dist -p edgewire-operator -p edgewire-agent --bins
+IMAGE_BINARIES = $(if $(filter debug,$(PROFILE)),--workspace --all-targets,--profile $(PROFILE) -p edgewire-operator -p edgewire-agent --bins)
 
 image: ## OCI image archives + SBOMs of operator and agent in $CARGO_TARGET_DIR/images (no container engine; docs/images.md)
 	$(CARGO) build --locked $(IMAGE_BINARIES)

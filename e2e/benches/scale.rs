@@ -1,5 +1,5 @@
-//! Operator scale benchmark (`cargo bench -p edgewire-e2e --bench scale`; `make bench` runs it): the release
-//! `edgewire-operator` as a host process under the chart's ServiceAccount, on the real control plane the e2e
+//! Operator scale benchmark (`cargo bench -p edgewire-e2e --bench scale`; `make bench` runs it): the
+//! `edgewire-operator` that ships (the `dist` profile the images are built with) as a host process under the chart's ServiceAccount, on the real control plane the e2e
 //! harness starts (etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kwok; the chart installed with
 //! helm), with every Edgewire resource applied at once.
 //!
@@ -14,8 +14,9 @@
 //!    bridge agents: it applies `status.runtime` (both sides connected) to every BridgeLink under the agent's
 //!    field manager, and again every 20 s as a real agent does, so the operator can call them Ready.
 //! 3. Time until every resource is Ready (condition `Ready=True` at its current generation), the operator's
-//!    peak RSS (`VmHWM`), and its API requests by verb and resource from the kube-apiserver's audit log (every
-//!    request of the chart's ServiceAccount), per resource.
+//!    peak RSS (`VmHWM`; the largest sample is also split into anonymous and file-backed pages), and its API
+//!    requests by verb and resource from the kube-apiserver's audit log (every request of the chart's
+//!    ServiceAccount), per resource.
 //! 4. An idle window (`--idle-seconds`, 600: two of the operator's 300 s resyncs): the operator's writes
 //!    (create, update, patch, delete) in it, Lease renewals counted apart.
 //!
@@ -29,7 +30,7 @@
 //! Each is printed as a ratio. Measures; asserts nothing about timing. Smaller runs while developing:
 //! `-- --eventbrokers 50 --bridgelinks 50 --mqttbrokers 10 --unrelated-secrets 500 --idle-seconds 60`.
 //! `--operator <path>` (or `$EDGEWIRE_OPERATOR_BIN`) runs another operator binary (e.g. an older build, to
-//! compare); by default the release build next to this bench's target dir.
+//! compare); by default `dist/edgewire-operator` next to this bench's target dir.
 //! `EDGEWIRE_E2E_CONTROL_PLANE_QPS=N` lets kube-controller-manager and kube-scheduler call the API server N
 //! times a second instead of Kubernetes' defaults (20 and 50): with the defaults, the controller-manager's
 //! own ReplicaSets, pods, volume claims and status updates for 2,200 resources take minutes on their own, and
@@ -40,8 +41,8 @@ use std::fs::File;
 use std::io::{BufRead, BufReader, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -145,8 +146,8 @@ impl Params {
     }
 }
 
-/// The release operator binary: `--operator`, `$EDGEWIRE_OPERATOR_BIN`, else `release/edgewire-operator` in
-/// this bench's target dir.
+/// The operator binary: `--operator`, `$EDGEWIRE_OPERATOR_BIN`, else the shipped build (`dist` profile, as in
+/// the images) in this bench's target dir.
 fn operator_binary(p: &Params) -> anyhow::Result<PathBuf> {
     let bin = match &p.operator {
         Some(b) => b.clone(),
@@ -158,12 +159,12 @@ fn operator_binary(p: &Params) -> anyhow::Result<PathBuf> {
                 .and_then(Path::parent)
                 .and_then(Path::parent)
                 .context("the bench executable has no target dir")?;
-            target.join("release").join("edgewire-operator")
+            target.join("dist").join("edgewire-operator")
         }
     };
     if !bin.is_file() {
         bail!(
-            "{} not found: build it with `cargo build --release -p edgewire-operator --bin edgewire-operator` \
+            "{} not found: build it with `cargo build --profile dist -p edgewire-operator --bin edgewire-operator` \
              (make bench does)",
             bin.display()
         );
@@ -827,32 +828,60 @@ fn edgewire_e2e_http_get(addr: &str, path: &str) -> Option<String> {
     raw.split_once("\r\n\r\n").map(|(_, b)| b.to_string())
 }
 
-/// Samples the operator's VmRSS every second; the largest sample and the last one.
+/// Samples the operator's RSS every second and keeps the largest sample with its parts: anonymous memory (heap,
+/// stacks) and file-backed pages (the binary's code and read-only data, which the kernel may drop and read again).
 struct RssSampler {
-    max: Arc<AtomicU64>,
+    max: Arc<Mutex<RssSample>>,
     stop: Arc<AtomicBool>,
+}
+
+/// One sample of `/proc/<pid>/status`, in bytes.
+#[derive(Clone, Copy, Debug, Default)]
+struct RssSample {
+    rss: u64,
+    anon: u64,
+    file: u64,
+}
+
+impl RssSample {
+    fn read(pid: u32) -> Option<Self> {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+                .map(|kb| kb * 1024)
+        };
+        Some(Self {
+            rss: field("VmRSS:")?,
+            anon: field("RssAnon:").unwrap_or(0),
+            file: field("RssFile:").unwrap_or(0),
+        })
+    }
 }
 
 impl RssSampler {
     fn start(pid: u32) -> Self {
-        let max = Arc::new(AtomicU64::new(0));
+        let max = Arc::new(Mutex::new(RssSample::default()));
         let stop = Arc::new(AtomicBool::new(false));
         let (m, s) = (max.clone(), stop.clone());
         std::thread::spawn(move || {
             while !s.load(Ordering::Relaxed) {
-                let status =
-                    std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-                if let Some(kb) = status
-                    .lines()
-                    .find_map(|l| l.strip_prefix("VmRSS:"))
-                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-                {
-                    m.fetch_max(kb * 1024, Ordering::Relaxed);
+                if let Some(now) = RssSample::read(pid) {
+                    let mut max = m.lock().unwrap_or_else(|e| e.into_inner());
+                    if now.rss > max.rss {
+                        *max = now;
+                    }
                 }
                 std::thread::sleep(Duration::from_secs(1));
             }
         });
         RssSampler { max, stop }
+    }
+
+    fn max(&self) -> RssSample {
+        *self.max.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -1252,7 +1281,8 @@ async fn main() -> anyhow::Result<()> {
     }
     let (idle_counts, _) = audit_counts(&audit, &user, audit_ready)?;
     let (rss_end, hwm_end) = op.memory();
-    let sampled_max = sampler.max.load(Ordering::Relaxed);
+    let sampled = sampler.max();
+    let sampled_max = sampled.rss;
     agents_stop.store(true, Ordering::Relaxed);
     agents.abort();
     let still_ready = tracked.ready();
@@ -1317,6 +1347,13 @@ async fn main() -> anyhow::Result<()> {
         mib(peak) / AIM_RSS_MIB,
         mib(idle_rss),
         mib(rss_end)
+    );
+    println!(
+        "                       largest sample {:.1} MiB: anonymous {:.1} MiB (heap, stacks), file-backed {:.1} MiB \
+         (the binary's code and read-only data)",
+        mib(sampled.rss),
+        mib(sampled.anon),
+        mib(sampled.file)
     );
     let busy_total: u64 = busy_counts.values().sum();
     println!(

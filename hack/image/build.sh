@@ -2,7 +2,7 @@
 # Builds the edgewire-operator and edgewire-agent images as OCI image archives, without a container engine
 # (`make image`; docs/images.md).
 #
-#   hack/image/build.sh [--profile release|debug] [--out DIR] [--no-sbom]
+#   hack/image/build.sh [--profile dist|release|debug] [--out DIR] [--no-sbom]
 #   hack/image/build.sh --print-names    the image names and tags a build would give (images.env's
 #                                        EDGEWIRE_*_{IMAGE,REPOSITORY,TAG} lines), and nothing else: no build
 #
@@ -39,7 +39,7 @@ HERE="$ROOT/hack/image"
 TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
 case "$TARGET" in /*) ;; *) TARGET="$ROOT/$TARGET" ;; esac
 PREFIX="${IMAGE_REPOSITORY_PREFIX:-ghcr.io/edgewire}"
-PROFILE=release
+PROFILE=dist
 OUT=""
 SBOM=1
 PRINT_NAMES=0
@@ -49,13 +49,13 @@ while [ $# -gt 0 ]; do
     --out) OUT="$2"; shift 2 ;;
     --no-sbom) SBOM=0; shift ;;
     --print-names) PRINT_NAMES=1; shift ;;
-    *) echo "usage: $0 [--profile release|debug] [--out DIR] [--no-sbom] | --print-names" >&2; exit 2 ;;
+    *) echo "usage: $0 [--profile dist|release|debug] [--out DIR] [--no-sbom] | --print-names" >&2; exit 2 ;;
   esac
 done
 case "$PROFILE" in
-  release) OUT="${OUT:-$TARGET/images}" ;;
+  dist|release) OUT="${OUT:-$TARGET/images}" ;;
   debug) OUT="${OUT:-$TARGET/images-debug}" ;;
-  *) echo "image: --profile must be release or debug" >&2; exit 2 ;;
+  *) echo "image: --profile must be dist, release or debug" >&2; exit 2 ;;
 esac
 BIN_DIR="$TARGET/$PROFILE"
 
@@ -238,7 +238,7 @@ ENV_FILE="$WORK/images.env"
 CREATED="$(date -u -d "@$SOURCE_DATE_EPOCH" +%Y-%m-%dT%H:%M:%SZ)"
 for name in edgewire-operator edgewire-agent; do
   bin="$BIN_DIR/$name"
-  [ -x "$bin" ] || die "$bin missing: cargo build $([ "$PROFILE" = release ] && echo --release) -p $name --bins"
+  [ -x "$bin" ] || die "$bin missing: cargo build $([ "$PROFILE" = debug ] || echo "--profile $PROFILE") -p $name --bins"
   rootfs="$WORK/rootfs-$name"
   assemble_rootfs "$bin" "$name" "$rootfs"
   archive="$OUT/$name.oci.tar"

@@ -17,7 +17,7 @@
 #     listing and by running the binary;
 # and prints each image's compressed and unpacked size.
 #
-#   hack/image/test.sh [--profile release|debug]    (binaries from ${CARGO_TARGET_DIR:-target}/<profile>/)
+#   hack/image/test.sh [--profile dist|release|debug]    (binaries from ${CARGO_TARGET_DIR:-target}/<profile>/)
 #
 # Needs root (chroot), nats-server, python3, curl, and the Go tools of hack/image/tools.sh. Ends with
 # `image-test: N passed, M failed`; on a failure prints the step and the tail of its log.
@@ -27,11 +27,11 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
 case "$TARGET" in /*) ;; *) TARGET="$ROOT/$TARGET" ;; esac
 export CARGO_TARGET_DIR="$TARGET"
-PROFILE=release
+PROFILE=dist
 while [ $# -gt 0 ]; do
   case "$1" in
     --profile) PROFILE="$2"; shift 2 ;;
-    *) echo "usage: $0 [--profile release|debug]" >&2; exit 2 ;;
+    *) echo "usage: $0 [--profile dist|release|debug]" >&2; exit 2 ;;
   esac
 done
 export PATH="/usr/sbin:/sbin:$PATH"
