@@ -81,8 +81,9 @@ fuzz: ## each fuzz target (CloudEvent decoder, patterns, env and YAML parsers) f
 # release, or debug (the binaries of `make build`, built the same way so that nothing recompiles; what
 # `make test` uses). The scale bench measures the dist operator, built by the same command as the images'.
 PROFILE ?= dist
-DIST_BINARIES = --profile dist -p edgewire-operator -p edgewire-agent --bins
-IMAGE_BINARIES = $(if $(filter debug,$(PROFILE)),--workspace --all-targets,--profile $(PROFILE) -p edgewire-operator -p edgewire-agent --bins)
+SHIPPED_BINARIES = -p edgewire-operator -p edgewire-agent --bins
+DIST_BINARIES = --profile dist $(SHIPPED_BINARIES)
+IMAGE_BINARIES = $(if $(filter debug,$(PROFILE)),--workspace --all-targets,--profile $(PROFILE) $(SHIPPED_BINARIES))
 
 image: ## OCI image archives + SBOMs of operator and agent in $CARGO_TARGET_DIR/images (no container engine; docs/images.md)
 	$(CARGO) build --locked $(IMAGE_BINARIES)

@@ -1,7 +1,8 @@
 //! Operator scale benchmark (`cargo bench -p edgewire-e2e --bench scale`; `make bench` runs it): the
-//! `edgewire-operator` that ships (the `dist` profile the images are built with) as a host process under the chart's ServiceAccount, on the real control plane the e2e
-//! harness starts (etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kwok; the chart installed with
-//! helm), with every Edgewire resource applied at once.
+//! `edgewire-operator` that ships (the `dist` profile the images are built with) as a host process under the
+//! chart's ServiceAccount, on the real control plane the e2e harness starts (etcd, kube-apiserver,
+//! kube-controller-manager, kube-scheduler, kwok; the chart installed with helm), with every Edgewire resource
+//! applied at once.
 //!
 //! 1. Unrelated Secrets (`--unrelated-secrets`, 5,000; 2 KiB each, in a namespace of their own) and the Secrets
 //!    the resources reference exist before the operator starts; its memory once its watches are up is the
@@ -766,14 +767,7 @@ impl OperatorProc {
     fn memory(&self) -> (u64, u64) {
         let status =
             std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
-        let field = |name: &str| {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix(name))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-                .unwrap_or(0)
-                * 1024
-        };
+        let field = |name| status_bytes(&status, name).unwrap_or(0);
         (field("VmRSS:"), field("VmHWM:"))
     }
 
@@ -828,6 +822,15 @@ fn edgewire_e2e_http_get(addr: &str, path: &str) -> Option<String> {
     raw.split_once("\r\n\r\n").map(|(_, b)| b.to_string())
 }
 
+/// A `kB` field of `/proc/<pid>/status` (`name` with its colon, e.g. `VmRSS:`), in bytes.
+fn status_bytes(status: &str, name: &str) -> Option<u64> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(name))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map(|kb| kb * 1024)
+}
+
 /// Samples the operator's RSS every second and keeps the largest sample with its parts: anonymous memory (heap,
 /// stacks) and file-backed pages (the binary's code and read-only data, which the kernel may drop and read again).
 struct RssSampler {
@@ -846,13 +849,7 @@ struct RssSample {
 impl RssSample {
     fn read(pid: u32) -> Option<Self> {
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-        let field = |name: &str| {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix(name))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-                .map(|kb| kb * 1024)
-        };
+        let field = |name| status_bytes(&status, name);
         Some(Self {
             rss: field("VmRSS:")?,
             anon: field("RssAnon:").unwrap_or(0),
